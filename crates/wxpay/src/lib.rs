@@ -9,7 +9,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bill;
 pub mod error;
+pub mod http;
 pub mod keys;
 pub mod money;
 pub mod mp;

@@ -1,5 +1,7 @@
 //! The mini-program server API of `api.weixin.qq.com`.
 
+pub mod client;
+
 /// A mini-program API `errcode`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -1,5 +1,8 @@
 //! API v2: XML, MD5 / HMAC-SHA256.
 
+pub mod client;
+pub mod models;
+pub mod notify;
 pub mod sign;
 pub mod xml;
 

@@ -2,6 +2,10 @@
 
 pub mod aead;
 pub mod auth;
+pub mod certificates;
+pub mod client;
+pub mod models;
+pub mod notify;
 pub mod verifier;
 
 /// A v3 error `code`. Unknown codes are kept as [`ErrorCode::Unknown`].

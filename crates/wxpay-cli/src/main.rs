@@ -1,0 +1,2 @@
+//! The `wxpay` binary.
+fn main() {}
