@@ -1,2 +1,261 @@
-//! wxpay-sim: a local WeChat Pay (API v2 + v3) and mini-program server API.
+//! wxpay-sim: a local WeChat Pay (API v2 + v3) and mini-program server API, with fault injection.
+//!
+//! Start it inside a test on port 0 with [`Simulator::start`], or as `wxpay sim` through [`run`].
+//! It serves the real paths of `api.mch.weixin.qq.com` and `api.weixin.qq.com`, plain HTTP and
+//! TLS on one port, verifies every merchant signature and signs every answer with the library's
+//! own protocol code, delivers notifications with WeChat's retry schedule, and offers a control
+//! API under `/sim/`.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod bills;
+pub mod control;
+pub mod faults;
+pub mod merchant;
+pub mod mp;
+pub mod notify;
+pub mod server;
+pub mod signer;
+pub mod state;
+pub mod v3;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use merchant::MerchantCredentials;
+pub use signer::KeyMode;
+
+use crate::app::{AppParts, AppState};
+use crate::faults::FaultState;
+use crate::merchant::MerchantSetup;
+use crate::mp::MiniProgram;
+use crate::notify::Dispatcher;
+use crate::signer::PlatformSigner;
+use crate::state::SimClock;
+
+/// How to run the simulator.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Where to listen (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// Where the merchant is kept (`merchant.json` and friends); `None` makes a fresh merchant in
+    /// memory.
+    pub state_dir: Option<PathBuf>,
+    /// Notification retries and refund processing run this many times faster (> 0).
+    pub time_scale: f64,
+    /// Which keys WeChat Pay signs with.
+    pub key_mode: KeyMode,
+    /// In [`KeyMode::Migrating`], the share of notifications signed by the public key (0..=1).
+    pub migrating_ratio: f64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_dir: None,
+            time_scale: 1.0,
+            key_mode: KeyMode::PublicKey,
+            migrating_ratio: 0.5,
+        }
+    }
+}
+
+/// Why the simulator could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// A setting is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The merchant could not be made or loaded.
+    #[error(transparent)]
+    Credentials(#[from] merchant::CredentialsError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// TLS could not be set up.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Waiting for Ctrl-C failed.
+    #[error("signal: {0}")]
+    Signal(std::io::Error),
+}
+
+/// The simulator.
+#[derive(Debug)]
+pub struct Simulator;
+
+impl Simulator {
+    /// Makes or loads the merchant, binds `config.listen`, and serves until
+    /// [`RunningSimulator::shutdown`].
+    ///
+    /// # Errors
+    /// [`SimError`] for a bad setting, an unreadable state directory, a busy address or a TLS
+    /// setup failure.
+    pub async fn start(config: SimConfig) -> Result<RunningSimulator, SimError> {
+        if !(config.time_scale.is_finite() && config.time_scale > 0.0) {
+            return Err(SimError::Config("time_scale must be a positive number".into()));
+        }
+        if !(0.0..=1.0).contains(&config.migrating_ratio) {
+            return Err(SimError::Config("migrating_ratio must be between 0 and 1".into()));
+        }
+        let state_dir = config.state_dir.clone();
+        let setup: MerchantSetup = tokio::task::spawn_blocking(move || match state_dir {
+            Some(dir) => merchant::load_or_create(&dir),
+            None => merchant::generate_in_memory(),
+        })
+        .await
+        .map_err(|e| SimError::Config(format!("merchant setup task: {e}")))??;
+        let listener = TcpListener::bind(config.listen).await.map_err(|source| SimError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(|source| SimError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let tls = server::tls_config(&setup.keys).map_err(SimError::Tls)?;
+
+        let clock = Arc::new(SimClock::new());
+        let faults = Arc::new(FaultState::default());
+        let signer = Arc::new(PlatformSigner::new(
+            config.key_mode,
+            config.migrating_ratio,
+            setup.keys.platform_key.clone(),
+            &setup.keys.platform_cert,
+            setup.keys.public_key_key.clone(),
+            setup.credentials.wechatpay_public_key_id.clone(),
+        ));
+        let dispatcher = Arc::new(
+            Dispatcher::new(config.time_scale, faults.clone(), signer.clone(), clock.clone()).map_err(SimError::Config)?,
+        );
+        let mp = Arc::new(MiniProgram::new(
+            setup.credentials.appid.clone(),
+            setup.credentials.app_secret.clone(),
+            clock.clone(),
+        ));
+        let base_url = format!("http://{addr}");
+        let state = Arc::new(
+            AppState::new(AppParts {
+                time_scale: config.time_scale,
+                clock,
+                merchant: setup.credentials,
+                keys: setup.keys,
+                signer,
+                faults,
+                dispatcher: dispatcher.clone(),
+                mp,
+                base_url,
+            })
+            .map_err(|e| SimError::Config(format!("api_v3_key: {e}")))?,
+        );
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let dispatcher_task = tokio::spawn(dispatcher.run(shutdown_rx.clone()));
+        let server_task = tokio::spawn(server::serve(listener, router(state.clone()), tls, shutdown_rx));
+        tracing::info!(%addr, key_mode = %config.key_mode, time_scale = config.time_scale, "simulator listening");
+        Ok(RunningSimulator {
+            addr,
+            state,
+            shutdown: shutdown_tx,
+            server_task,
+            dispatcher_task,
+        })
+    }
+}
+
+/// The complete router: v3, v2, mini program and control API, behind fault injection and the
+/// request log.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .merge(v3::router(state.clone()))
+        // v2 endpoints: crate::v2 (added by the v2 work)
+        .merge(MiniProgram::router(state.mp.clone()))
+        .merge(control::router(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(state, faults::inject))
+        .layer(axum::middleware::from_fn(server::log_request))
+}
+
+/// A running simulator.
+#[derive(Debug)]
+pub struct RunningSimulator {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    server_task: JoinHandle<()>,
+    dispatcher_task: JoinHandle<()>,
+}
+
+impl RunningSimulator {
+    /// The bound address.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:port`.
+    #[must_use]
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `https://127.0.0.1:port` (trust [`MerchantCredentials::ca_cert_pem`]).
+    #[must_use]
+    pub fn tls_base_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The merchant-side material.
+    #[must_use]
+    pub fn merchant(&self) -> &MerchantCredentials {
+        &self.state.merchant
+    }
+
+    /// The shared state (orders, dispatcher, clock), for tests that look inside.
+    #[must_use]
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Stops accepting connections, lets open requests finish, stops the dispatcher.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server_task.await;
+        let _ = self.dispatcher_task.await;
+    }
+}
+
+/// Runs the simulator until Ctrl-C (`wxpay sim`), printing the URLs and where `merchant.json` is.
+///
+/// # Errors
+/// As [`Simulator::start`], or when the Ctrl-C handler cannot be installed.
+pub async fn run(config: SimConfig) -> Result<(), SimError> {
+    let sim = Simulator::start(config.clone()).await?;
+    let m = sim.merchant();
+    println!("wxpay simulator (WeChat Pay v2 + v3, mini program)");
+    println!("  http:      {}", sim.base_url());
+    println!("  https:     {}   (CA: sim_ca.pem beside merchant.json)", sim.tls_base_url());
+    println!("  control:   {}/sim/", sim.base_url());
+    println!("  key mode:  {}", config.key_mode);
+    println!("  appid:     {}", m.appid);
+    println!("  mchid:     {}", m.mchid);
+    match &m.merchant_json_path {
+        Some(p) => println!("  merchant:  {}", p.display()),
+        None => println!("  merchant:  in memory (no --state-dir)"),
+    }
+    let result = tokio::signal::ctrl_c().await.map_err(SimError::Signal);
+    sim.shutdown().await;
+    result
+}

@@ -1,1 +1,665 @@
-//! (in progress)
+//! The JSON bodies of API v3: transactions, refunds, bills, certificates, notifications.
+//!
+//! Amounts are integer fen (`u64`). Absent, null and omitted fields are equivalent, and fields
+//! this library does not know are ignored, as the protocol asks.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::money::Fen;
+
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $wire:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)*
+            /// A value this library does not know, as sent.
+            Unknown(String),
+        }
+
+        impl $name {
+            /// The typed value of a wire string.
+            #[must_use]
+            pub fn from_wire(value: &str) -> Self {
+                match value {
+                    $($wire => $name::$variant,)*
+                    other => $name::Unknown(other.to_owned()),
+                }
+            }
+
+            /// The wire string.
+            #[must_use]
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $($name::$variant => $wire,)*
+                    $name::Unknown(s) => s,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let value = String::deserialize(deserializer)?;
+                Ok($name::from_wire(&value))
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// `trade_state` of a transaction.
+    TradeState {
+        /// Paid.
+        Success = "SUCCESS",
+        /// A refund was made.
+        Refund = "REFUND",
+        /// Not paid yet.
+        NotPay = "NOTPAY",
+        /// Closed.
+        Closed = "CLOSED",
+        /// Reversed (micropay).
+        Revoked = "REVOKED",
+        /// The user is entering the password (micropay).
+        UserPaying = "USERPAYING",
+        /// The payment failed at the bank.
+        PayError = "PAYERROR",
+        /// Accepted, awaiting debit.
+        Accept = "ACCEPT",
+    }
+}
+
+impl TradeState {
+    /// Whether the state can still change by itself (payment may still arrive).
+    #[must_use]
+    pub fn is_pending(&self) -> bool {
+        matches!(self, TradeState::NotPay | TradeState::UserPaying | TradeState::Accept)
+    }
+}
+
+wire_enum! {
+    /// `status` of a refund.
+    RefundStatus {
+        /// Refunded.
+        Success = "SUCCESS",
+        /// Closed.
+        Closed = "CLOSED",
+        /// Being processed.
+        Processing = "PROCESSING",
+        /// Abnormal: needs the merchant's action.
+        Abnormal = "ABNORMAL",
+    }
+}
+
+wire_enum! {
+    /// `channel` of a refund.
+    RefundChannel {
+        /// Back to the original payment method.
+        Original = "ORIGINAL",
+        /// To the balance.
+        Balance = "BALANCE",
+        /// To another balance.
+        OtherBalance = "OTHER_BALANCE",
+        /// To another bank card.
+        OtherBankcard = "OTHER_BANKCARD",
+    }
+}
+
+wire_enum! {
+    /// `bill_type` of a trade bill.
+    TradeBillType {
+        /// Every trade.
+        All = "ALL",
+        /// Successful payments.
+        Success = "SUCCESS",
+        /// Refunds.
+        Refund = "REFUND",
+        /// Recharge refunds.
+        RechargeRefund = "RECHARGE_REFUND",
+    }
+}
+
+wire_enum! {
+    /// `account_type` of a fund-flow bill.
+    FundFlowAccountType {
+        /// The basic account.
+        Basic = "BASIC",
+        /// The operation account.
+        Operation = "OPERATION",
+        /// The fees account.
+        Fees = "FEES",
+    }
+}
+
+/// `amount` of a prepay request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrepayAmount {
+    /// Total in fen, ≥ 1.
+    pub total: u64,
+    /// `CNY`.
+    #[serde(default = "cny")]
+    pub currency: String,
+}
+
+fn cny() -> String {
+    "CNY".to_owned()
+}
+
+/// `payer` of a prepay request or a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payer {
+    /// The user's openid under the appid.
+    pub openid: String,
+}
+
+/// One item of `detail.goods_detail`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoodsDetail {
+    /// The merchant's item id.
+    pub merchant_goods_id: String,
+    /// WeChat's item id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wechatpay_goods_id: Option<String>,
+    /// Item name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goods_name: Option<String>,
+    /// Quantity.
+    pub quantity: u32,
+    /// Unit price in fen.
+    pub unit_price: u64,
+}
+
+/// `detail` of a prepay request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderDetail {
+    /// Original price in fen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_price: Option<u64>,
+    /// Invoice id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice_id: Option<String>,
+    /// Items.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub goods_detail: Vec<GoodsDetail>,
+}
+
+/// `scene_info` of a prepay request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SceneInfo {
+    /// The payer's IP.
+    pub payer_client_ip: String,
+    /// Device id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+}
+
+/// A JSAPI (mini program) prepay: `POST /v3/pay/transactions/jsapi`, without `appid` and `mchid`,
+/// which the client adds from its configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrepayRequest {
+    /// Product description (≤ 127 characters).
+    pub description: String,
+    /// The merchant's order number: 6–32 characters of `[0-9A-Za-z_-|*]`.
+    pub out_trade_no: String,
+    /// RFC 3339 expiry time, e.g. `2018-06-08T10:34:56+08:00`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_expire: Option<String>,
+    /// Echoed back in query and notification (≤ 128 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<String>,
+    /// Absolute URL without a query string.
+    pub notify_url: String,
+    /// Goods tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goods_tag: Option<String>,
+    /// The amount.
+    pub amount: PrepayAmount,
+    /// The payer.
+    pub payer: Payer,
+    /// Items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<OrderDetail>,
+    /// Scene.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scene_info: Option<SceneInfo>,
+}
+
+impl PrepayRequest {
+    /// The minimal mini-program prepay: description, order number, amount, openid, notify URL.
+    #[must_use]
+    pub fn jsapi(description: &str, out_trade_no: &str, total: Fen, openid: &str, notify_url: &str) -> Self {
+        PrepayRequest {
+            description: description.to_owned(),
+            out_trade_no: out_trade_no.to_owned(),
+            time_expire: None,
+            attach: None,
+            notify_url: notify_url.to_owned(),
+            goods_tag: None,
+            amount: PrepayAmount {
+                total: total.get(),
+                currency: cny(),
+            },
+            payer: Payer {
+                openid: openid.to_owned(),
+            },
+            detail: None,
+            scene_info: None,
+        }
+    }
+}
+
+/// The prepay answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrepayResponse {
+    /// Valid for 2 hours.
+    pub prepay_id: String,
+}
+
+/// `amount` of a transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionAmount {
+    /// Order total in fen.
+    #[serde(default)]
+    pub total: u64,
+    /// What the payer paid in fen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer_total: Option<u64>,
+    /// Currency.
+    #[serde(default = "cny")]
+    pub currency: String,
+    /// The payer's currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer_currency: Option<String>,
+}
+
+/// One entry of `promotion_detail`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotionDetail {
+    /// Coupon id.
+    pub coupon_id: String,
+    /// Name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `GLOBAL` or `SINGLE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// `CASH` or `NOCASH`.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
+    pub kind: Option<String>,
+    /// Coupon amount in fen.
+    pub amount: u64,
+    /// Stock id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stock_id: Option<String>,
+    /// WeChat's contribution in fen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wechatpay_contribute: Option<u64>,
+    /// The merchant's contribution in fen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_contribute: Option<u64>,
+    /// Others' contribution in fen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_contribute: Option<u64>,
+    /// Currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+}
+
+/// A transaction (`GET /v3/pay/transactions/...`, and the payment notification's resource).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transaction {
+    /// The appid of the order.
+    pub appid: String,
+    /// The merchant.
+    pub mchid: String,
+    /// The merchant's order number.
+    pub out_trade_no: String,
+    /// WeChat's transaction id (absent before payment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+    /// `JSAPI`, `NATIVE`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trade_type: Option<String>,
+    /// The state.
+    pub trade_state: TradeState,
+    /// The state in words, e.g. `支付成功`.
+    #[serde(default)]
+    pub trade_state_desc: String,
+    /// Bank.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank_type: Option<String>,
+    /// Echoed attach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<String>,
+    /// RFC 3339 payment time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_time: Option<String>,
+    /// The payer (absent before payment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer: Option<Payer>,
+    /// The amount.
+    #[serde(default)]
+    pub amount: TransactionAmount,
+    /// Coupons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promotion_detail: Vec<PromotionDetail>,
+}
+
+/// Which order a refund is for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundTarget {
+    /// By WeChat's transaction id (preferred by the docs).
+    TransactionId(String),
+    /// By the merchant's order number.
+    OutTradeNo(String),
+}
+
+/// `amount` of a refund request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRequestAmount {
+    /// Refund in fen.
+    pub refund: u64,
+    /// The original order total in fen.
+    pub total: u64,
+    /// `CNY`.
+    #[serde(default = "cny")]
+    pub currency: String,
+}
+
+/// `POST /v3/refund/domestic/refunds`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRequest {
+    /// The order.
+    #[serde(flatten)]
+    pub target: RefundTarget,
+    /// The merchant's refund number: retry a failed refund with the same one.
+    pub out_refund_no: String,
+    /// Reason shown to the user (≤ 80 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Where the refund notification goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_url: Option<String>,
+    /// `AVAILABLE` to refund from the available balance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub funds_account: Option<String>,
+    /// The amounts.
+    pub amount: RefundRequestAmount,
+}
+
+impl RefundRequest {
+    /// A refund of `refund` out of an order of `total`, by out_trade_no.
+    #[must_use]
+    pub fn by_out_trade_no(out_trade_no: &str, out_refund_no: &str, refund: Fen, total: Fen) -> Self {
+        RefundRequest {
+            target: RefundTarget::OutTradeNo(out_trade_no.to_owned()),
+            out_refund_no: out_refund_no.to_owned(),
+            reason: None,
+            notify_url: None,
+            funds_account: None,
+            amount: RefundRequestAmount {
+                refund: refund.get(),
+                total: total.get(),
+                currency: cny(),
+            },
+        }
+    }
+}
+
+/// `amount` of a refund.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundAmount {
+    /// Order total in fen.
+    #[serde(default)]
+    pub total: u64,
+    /// Refund in fen.
+    #[serde(default)]
+    pub refund: u64,
+    /// What the payer paid.
+    #[serde(default)]
+    pub payer_total: u64,
+    /// What the payer gets back.
+    #[serde(default)]
+    pub payer_refund: u64,
+    /// Settlement refund.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement_refund: Option<u64>,
+    /// Settlement total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement_total: Option<u64>,
+    /// Discount refund.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discount_refund: Option<u64>,
+    /// Currency.
+    #[serde(default = "cny")]
+    pub currency: String,
+    /// Refund fee.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_fee: Option<u64>,
+}
+
+/// A refund (answer of create and query).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refund {
+    /// WeChat's refund id.
+    pub refund_id: String,
+    /// The merchant's refund number.
+    pub out_refund_no: String,
+    /// The transaction.
+    pub transaction_id: String,
+    /// The order.
+    pub out_trade_no: String,
+    /// Where the money goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<RefundChannel>,
+    /// E.g. `支付用户零钱`.
+    #[serde(default)]
+    pub user_received_account: String,
+    /// RFC 3339 success time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_time: Option<String>,
+    /// RFC 3339 creation time.
+    #[serde(default)]
+    pub create_time: String,
+    /// The status; usually `PROCESSING` at creation.
+    pub status: RefundStatus,
+    /// The funds account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub funds_account: Option<String>,
+    /// The amounts.
+    pub amount: RefundAmount,
+}
+
+/// `GET /v3/bill/tradebill`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TradeBillRequest {
+    /// The day.
+    pub bill_date: time::Date,
+    /// Which trades.
+    pub bill_type: TradeBillType,
+    /// Ask for a gzip body.
+    pub gzip: bool,
+}
+
+/// `GET /v3/bill/fundflowbill`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FundFlowBillRequest {
+    /// The day.
+    pub bill_date: time::Date,
+    /// Which account.
+    pub account_type: FundFlowAccountType,
+    /// Ask for a gzip body.
+    pub gzip: bool,
+}
+
+/// Where a bill can be downloaded, and its digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillLocation {
+    /// `SHA1`.
+    pub hash_type: String,
+    /// Lowercase hex SHA-1 of the decompressed bill.
+    pub hash_value: String,
+    /// Valid for a few minutes.
+    pub download_url: String,
+}
+
+/// An encrypted resource: a notification's `resource` or a certificate's `encrypt_certificate`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptedResource {
+    /// `AEAD_AES_256_GCM`.
+    pub algorithm: String,
+    /// base64 of ciphertext || tag.
+    pub ciphertext: String,
+    /// The AAD; absent means empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub associated_data: Option<String>,
+    /// The 12-character nonce.
+    pub nonce: String,
+    /// `transaction`, `refund` (notifications).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_type: Option<String>,
+}
+
+/// The name of the only resource algorithm.
+pub const AEAD_AES_256_GCM: &str = "AEAD_AES_256_GCM";
+
+/// One entry of `GET /v3/certificates`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptedCertificate {
+    /// Serial, uppercase hex.
+    pub serial_no: String,
+    /// RFC 3339.
+    pub effective_time: String,
+    /// RFC 3339.
+    pub expire_time: String,
+    /// The PEM, encrypted with the APIv3 key.
+    pub encrypt_certificate: EncryptedResource,
+}
+
+/// `GET /v3/certificates`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateList {
+    /// The certificates.
+    pub data: Vec<EncryptedCertificate>,
+}
+
+/// The envelope of a notification, before decryption.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationEnvelope {
+    /// Event id, e.g. `EV-2018022511223320873`.
+    pub id: String,
+    /// RFC 3339.
+    pub create_time: String,
+    /// `encrypt-resource`.
+    pub resource_type: String,
+    /// `TRANSACTION.SUCCESS`, `REFUND.SUCCESS`, `REFUND.ABNORMAL`, `REFUND.CLOSED`.
+    pub event_type: String,
+    /// E.g. `支付成功`.
+    #[serde(default)]
+    pub summary: String,
+    /// The encrypted resource.
+    pub resource: EncryptedResource,
+}
+
+/// `amount` of a refund notification.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundNotificationAmount {
+    /// Order total in fen.
+    #[serde(default)]
+    pub total: u64,
+    /// Refund in fen.
+    #[serde(default)]
+    pub refund: u64,
+    /// What the payer paid.
+    #[serde(default)]
+    pub payer_total: u64,
+    /// What the payer gets back.
+    #[serde(default)]
+    pub payer_refund: u64,
+}
+
+/// The decrypted resource of a refund notification.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundResource {
+    /// The merchant (absent in some models; checked when present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mchid: Option<String>,
+    /// The order.
+    pub out_trade_no: String,
+    /// The transaction.
+    pub transaction_id: String,
+    /// The merchant's refund number.
+    pub out_refund_no: String,
+    /// WeChat's refund id.
+    pub refund_id: String,
+    /// `SUCCESS`, `CLOSED`, `ABNORMAL`.
+    pub refund_status: RefundStatus,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_time: Option<String>,
+    /// E.g. `支付用户零钱`.
+    #[serde(default)]
+    pub user_received_account: String,
+    /// The amounts.
+    #[serde(default)]
+    pub amount: RefundNotificationAmount,
+}
+
+/// A v3 error answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// E.g. `PARAM_ERROR`.
+    pub code: String,
+    /// Human text.
+    #[serde(default)]
+    pub message: String,
+    /// Optional detail object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_trade_states_are_kept() {
+        let t: TradeState = serde_json::from_str("\"SOMETHING_NEW\"").unwrap();
+        assert_eq!(t, TradeState::Unknown("SOMETHING_NEW".into()));
+        assert_eq!(serde_json::to_string(&TradeState::NotPay).unwrap(), "\"NOTPAY\"");
+    }
+
+    #[test]
+    fn refund_target_flattens_to_one_field() {
+        let r = RefundRequest::by_out_trade_no("T123456", "R1", Fen::new(50), Fen::new(100));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["out_trade_no"], "T123456");
+        assert!(json.get("transaction_id").is_none());
+        assert_eq!(json["amount"]["refund"], 50);
+        let back: RefundRequest = serde_json::from_value(json).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn unpaid_transaction_without_optional_fields_decodes() {
+        let t: Transaction = serde_json::from_str(
+            r#"{"appid":"wx1","mchid":"1","out_trade_no":"T1","trade_state":"NOTPAY","trade_state_desc":"未支付","amount":{"total":100,"currency":"CNY"},"new_field":1}"#,
+        )
+        .unwrap();
+        assert_eq!(t.trade_state, TradeState::NotPay);
+        assert!(t.transaction_id.is_none() && t.payer.is_none());
+    }
+}

@@ -1,1 +1,367 @@
-//! (in progress)
+//! v3 notifications as one pure function: `(headers, raw body, now) -> typed notification`.
+//!
+//! The checks run in the order that costs least and believes least: size, signature type,
+//! `WECHATPAY/SIGNTEST/` probe, time window, RSA signature over the raw body, and only then JSON
+//! decoding and AES-256-GCM decryption. Nothing in the body is read before the signature holds.
+//!
+//! [`sign_notification`] is the other side (used by the simulator and by tests), so that both
+//! directions share one implementation.
+
+use http::HeaderMap;
+
+use crate::error::{DecodeError, Error, SignatureError};
+use crate::keys::RsaPrivateKey;
+use crate::v3::aead::ApiV3Key;
+use crate::v3::auth::{SCHEME, response_message};
+use crate::v3::models::{AEAD_AES_256_GCM, EncryptedResource, NotificationEnvelope, RefundResource, Transaction};
+use crate::v3::verifier::{SignedHeaders, Verifier, verify_signed};
+
+/// Notification bodies larger than this are refused before anything else.
+pub const MAX_NOTIFICATION_BYTES: usize = 64 * 1024;
+
+/// The exact answer WeChat expects on failure (with a 4xx/5xx status); success is 200/204.
+pub const FAIL_ACK: &str = r#"{"code":"FAIL","message":"失败"}"#;
+
+/// A verified, decrypted payment notification (`TRANSACTION.SUCCESS`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentNotification {
+    /// Event id.
+    pub id: String,
+    /// RFC 3339.
+    pub create_time: String,
+    /// `TRANSACTION.SUCCESS`.
+    pub event_type: String,
+    /// E.g. `支付成功`.
+    pub summary: String,
+    /// The transaction.
+    pub transaction: Transaction,
+}
+
+/// A verified, decrypted refund notification (`REFUND.SUCCESS`, `REFUND.ABNORMAL`, `REFUND.CLOSED`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefundNotification {
+    /// Event id.
+    pub id: String,
+    /// RFC 3339.
+    pub create_time: String,
+    /// `REFUND.*`.
+    pub event_type: String,
+    /// E.g. `退款成功`.
+    pub summary: String,
+    /// The refund.
+    pub refund: RefundResource,
+}
+
+/// Either kind of notification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Notification {
+    /// A payment.
+    Payment(PaymentNotification),
+    /// A refund.
+    Refund(RefundNotification),
+}
+
+/// What [`parse_notification`] needs to believe a notification.
+#[derive(Debug, Clone, Copy)]
+pub struct NotificationKeys<'a> {
+    /// Platform certificates, the WeChat Pay public key, or both.
+    pub verifier: &'a dyn Verifier,
+    /// The APIv3 key.
+    pub api_v3_key: &'a ApiV3Key,
+    /// Allowed clock skew in seconds (300 by default, see
+    /// [`DEFAULT_WINDOW_SECS`](crate::v3::verifier::DEFAULT_WINDOW_SECS)).
+    pub window_secs: i64,
+}
+
+/// Verifies, decrypts and parses a v3 notification.
+///
+/// `now` is Unix seconds, injected so that replay tests can use any time.
+///
+/// # Errors
+/// [`Error::Decode`] for an oversized body or a body of the wrong shape,
+/// [`Error::Signature`] when a header is missing, the type is not RSA2048, the signature is a
+/// probe, the timestamp is outside the window, the serial is unknown or the signature fails,
+/// [`Error::Crypto`] when the resource does not decrypt (wrong key, tampered ciphertext).
+pub fn parse_notification(keys: NotificationKeys<'_>, headers: &HeaderMap, body: &[u8], now: i64) -> Result<Notification, Error> {
+    if body.len() > MAX_NOTIFICATION_BYTES {
+        return Err(DecodeError::TooLarge {
+            size: body.len(),
+            limit: MAX_NOTIFICATION_BYTES,
+        }
+        .into());
+    }
+    let signed = SignedHeaders::from_headers(headers)?;
+    if signed.signature_type.is_none() {
+        // Notifications always name their signature type; a missing one is not WeChat's.
+        return Err(SignatureError::Missing("Wechatpay-Signature-Type").into());
+    }
+    verify_signed(keys.verifier, &signed, body, now, keys.window_secs)?;
+    decrypt_verified(keys.api_v3_key, body)
+}
+
+/// Decrypts and parses a notification body whose signature has already been verified.
+///
+/// # Errors
+/// As [`parse_notification`], without the signature checks.
+pub fn decrypt_verified(api_v3_key: &ApiV3Key, body: &[u8]) -> Result<Notification, Error> {
+    let envelope: NotificationEnvelope = serde_json::from_slice(body).map_err(|e| DecodeError::json(&e))?;
+    if envelope.resource_type != "encrypt-resource" {
+        return Err(DecodeError::invalid("resource_type", "expected encrypt-resource").into());
+    }
+    if envelope.resource.algorithm != AEAD_AES_256_GCM {
+        return Err(DecodeError::invalid("resource.algorithm", "expected AEAD_AES_256_GCM").into());
+    }
+    let resource = &envelope.resource;
+    let plain = api_v3_key.decrypt(
+        &resource.nonce,
+        resource.associated_data.as_deref().unwrap_or(""),
+        &resource.ciphertext,
+    )?;
+    let NotificationEnvelope {
+        id,
+        create_time,
+        event_type,
+        summary,
+        ..
+    } = envelope;
+    if event_type.starts_with("TRANSACTION.") {
+        let transaction: Transaction = serde_json::from_slice(&plain).map_err(|e| DecodeError::json(&e))?;
+        Ok(Notification::Payment(PaymentNotification {
+            id,
+            create_time,
+            event_type,
+            summary,
+            transaction,
+        }))
+    } else if event_type.starts_with("REFUND.") {
+        let refund: RefundResource = serde_json::from_slice(&plain).map_err(|e| DecodeError::json(&e))?;
+        Ok(Notification::Refund(RefundNotification {
+            id,
+            create_time,
+            event_type,
+            summary,
+            refund,
+        }))
+    } else {
+        Err(DecodeError::invalid("event_type", "not a TRANSACTION.* or REFUND.* event").into())
+    }
+}
+
+/// A signed notification ready to be POSTed: the headers to send and the body.
+#[derive(Clone, Debug)]
+pub struct SignedNotification {
+    /// `Wechatpay-Timestamp`, `-Nonce`, `-Signature`, `-Serial`, `-Signature-Type`,
+    /// `Content-Type`.
+    pub headers: Vec<(&'static str, String)>,
+    /// The JSON body.
+    pub body: String,
+}
+
+/// Builds a notification the way WeChat Pay does: encrypts `resource_json` with the APIv3 key
+/// (12-character nonce, AAD = `original_type`), wraps it in the envelope and signs
+/// `timestamp\nnonce\nbody\n` with `signing_key`, whose serial (certificate serial or
+/// `PUB_KEY_ID_...`) goes in `Wechatpay-Serial`.
+///
+/// # Errors
+/// When encryption or signing fails.
+#[allow(clippy::too_many_arguments)]
+pub fn sign_notification(
+    api_v3_key: &ApiV3Key,
+    signing_key: &RsaPrivateKey,
+    serial: &str,
+    event_id: &str,
+    create_time: &str,
+    event_type: &str,
+    summary: &str,
+    original_type: &str,
+    resource_json: &[u8],
+    timestamp: i64,
+) -> Result<SignedNotification, Error> {
+    let resource_nonce = crate::nonce::random_string(12);
+    let ciphertext = api_v3_key.encrypt(&resource_nonce, original_type, resource_json)?;
+    let envelope = NotificationEnvelope {
+        id: event_id.to_owned(),
+        create_time: create_time.to_owned(),
+        resource_type: "encrypt-resource".to_owned(),
+        event_type: event_type.to_owned(),
+        summary: summary.to_owned(),
+        resource: EncryptedResource {
+            algorithm: AEAD_AES_256_GCM.to_owned(),
+            ciphertext,
+            associated_data: Some(original_type.to_owned()),
+            nonce: resource_nonce,
+            original_type: Some(original_type.to_owned()),
+        },
+    };
+    let body = serde_json::to_string(&envelope).map_err(|e| DecodeError::json(&e))?;
+    let timestamp = timestamp.to_string();
+    let nonce = crate::nonce::nonce();
+    let signature = signing_key.sign_sha256_base64(&response_message(&timestamp, &nonce, body.as_bytes()))?;
+    Ok(SignedNotification {
+        headers: vec![
+            ("Wechatpay-Timestamp", timestamp),
+            ("Wechatpay-Nonce", nonce),
+            ("Wechatpay-Signature", signature),
+            ("Wechatpay-Serial", serial.to_owned()),
+            ("Wechatpay-Signature-Type", SCHEME.to_owned()),
+            ("Content-Type", "application/json".to_owned()),
+        ],
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::tests::D5_KEY;
+    use crate::v3::models::TradeState;
+    use crate::v3::verifier::{CertificateStore, DEFAULT_WINDOW_SECS, PublicKeyVerifier};
+
+    const PK_ID: &str = "PUB_KEY_ID_0000000000000024101100397200000006";
+    const TX: &str = r#"{"appid":"wx8888888888888888","mchid":"1230000109","out_trade_no":"T20261124000001","transaction_id":"4200000000202611240000000001","trade_type":"JSAPI","trade_state":"SUCCESS","trade_state_desc":"支付成功","bank_type":"OTHERS","success_time":"2026-11-24T10:00:00+08:00","payer":{"openid":"oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},"amount":{"total":100,"payer_total":100,"currency":"CNY","payer_currency":"CNY"}}"#;
+
+    fn key() -> RsaPrivateKey {
+        RsaPrivateKey::from_pem(D5_KEY).unwrap()
+    }
+
+    fn api_key() -> ApiV3Key {
+        ApiV3Key::new("0123456789ABCDEFGHIJKLMNOPQRSTUV").unwrap()
+    }
+
+    fn to_headers(n: &SignedNotification) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in &n.headers {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    fn signed(ts: i64) -> SignedNotification {
+        sign_notification(
+            &api_key(),
+            &key(),
+            PK_ID,
+            "EV-1",
+            "2026-11-24T10:00:01+08:00",
+            "TRANSACTION.SUCCESS",
+            "支付成功",
+            "transaction",
+            TX.as_bytes(),
+            ts,
+        )
+        .unwrap()
+    }
+
+    fn parse(n: &SignedNotification, headers: &HeaderMap, now: i64) -> Result<Notification, Error> {
+        let verifier = PublicKeyVerifier::new(PK_ID, key().public_key().clone());
+        let api_key = api_key();
+        let keys = NotificationKeys {
+            verifier: &verifier,
+            api_v3_key: &api_key,
+            window_secs: DEFAULT_WINDOW_SECS,
+        };
+        parse_notification(keys, headers, n.body.as_bytes(), now)
+    }
+
+    #[test]
+    fn a_signed_payment_notification_round_trips() {
+        let n = signed(1_700_000_000);
+        let Notification::Payment(p) = parse(&n, &to_headers(&n), 1_700_000_100).unwrap() else {
+            panic!("expected a payment");
+        };
+        assert_eq!(p.id, "EV-1");
+        assert_eq!(p.transaction.trade_state, TradeState::Success);
+        assert_eq!(p.transaction.amount.total, 100);
+    }
+
+    #[test]
+    fn stale_probe_and_tampered_notifications_are_refused() {
+        let n = signed(1_700_000_000);
+        let headers = to_headers(&n);
+        assert!(matches!(
+            parse(&n, &headers, 1_700_000_300),
+            Err(Error::Signature(SignatureError::Stale { .. }))
+        ));
+
+        let mut probe = headers.clone();
+        probe.insert("Wechatpay-Signature", "WECHATPAY/SIGNTEST/abc".parse().unwrap());
+        assert!(matches!(parse(&n, &probe, 1_700_000_000), Err(Error::Signature(SignatureError::Probe))));
+
+        let mut tampered = n.clone();
+        tampered.body = tampered.body.replace("EV-1", "EV-2");
+        assert!(matches!(
+            parse(&tampered, &headers, 1_700_000_000),
+            Err(Error::Signature(SignatureError::Mismatch))
+        ));
+
+        let mut other_serial = headers.clone();
+        other_serial.insert("Wechatpay-Serial", "5157F09EFDC096DE15EBE81A47057A7232F1B8E1".parse().unwrap());
+        assert!(matches!(
+            parse(&n, &other_serial, 1_700_000_000),
+            Err(Error::Signature(SignatureError::UnknownSerial(_)))
+        ));
+
+        let mut no_type = headers.clone();
+        no_type.remove("Wechatpay-Signature-Type");
+        assert!(matches!(parse(&n, &no_type, 1_700_000_000), Err(Error::Signature(SignatureError::Missing(_)))));
+
+        let mut other_type = headers;
+        other_type.insert("Wechatpay-Signature-Type", "WECHATPAY2-SM2-WITH-SM3".parse().unwrap());
+        assert!(matches!(
+            parse(&n, &other_type, 1_700_000_000),
+            Err(Error::Signature(SignatureError::UnsupportedType(_)))
+        ));
+    }
+
+    #[test]
+    fn a_signed_body_with_a_wrong_api_v3_key_fails_decryption() {
+        let n = signed(1_700_000_000);
+        let verifier = PublicKeyVerifier::new(PK_ID, key().public_key().clone());
+        let other = ApiV3Key::new("ZYXWVUTSRQPONMLKJIHGFEDCBA987654").unwrap();
+        let keys = NotificationKeys {
+            verifier: &verifier,
+            api_v3_key: &other,
+            window_secs: DEFAULT_WINDOW_SECS,
+        };
+        let err = parse_notification(keys, &to_headers(&n), n.body.as_bytes(), 1_700_000_000).unwrap_err();
+        assert!(matches!(err, Error::Crypto(crate::CryptoError::Decrypt)));
+    }
+
+    #[test]
+    fn an_oversized_body_is_refused_before_verification() {
+        let body = vec![b' '; MAX_NOTIFICATION_BYTES + 1];
+        let verifier = CertificateStore::new();
+        let api_key = api_key();
+        let keys = NotificationKeys {
+            verifier: &verifier,
+            api_v3_key: &api_key,
+            window_secs: DEFAULT_WINDOW_SECS,
+        };
+        let err = parse_notification(keys, &HeaderMap::new(), &body, 0).unwrap_err();
+        assert!(matches!(err, Error::Decode(DecodeError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn refund_notifications_are_typed() {
+        let resource = r#"{"mchid":"1230000109","out_trade_no":"T1","transaction_id":"42","out_refund_no":"R1","refund_id":"50","refund_status":"SUCCESS","success_time":"2026-11-24T10:00:00+08:00","user_received_account":"支付用户零钱","amount":{"total":100,"refund":40,"payer_total":100,"payer_refund":40}}"#;
+        let n = sign_notification(
+            &api_key(),
+            &key(),
+            PK_ID,
+            "EV-2",
+            "2026-11-24T10:00:01+08:00",
+            "REFUND.SUCCESS",
+            "退款成功",
+            "refund",
+            resource.as_bytes(),
+            1_700_000_000,
+        )
+        .unwrap();
+        let Notification::Refund(r) = parse(&n, &to_headers(&n), 1_700_000_000).unwrap() else {
+            panic!("expected a refund");
+        };
+        assert_eq!(r.refund.amount.refund, 40);
+        assert_eq!(r.event_type, "REFUND.SUCCESS");
+    }
+}

@@ -1,0 +1,787 @@
+//! The `wxpay` binary against the protocol reference's test vectors (section D), run as a process.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use wxpay::RsaPrivateKey;
+
+const D5_KEY_PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../wxpay/tests/data/d5_key.pem"
+);
+
+const D1_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
+const D1_MD5: &str = "9A0A8659F005D6984697E2CA0A9CF3B7";
+const D1_HMAC: &str = "6A9AE1657590FD6257D693A078E1C3E4BB6BA4DC30B23E0EE2496E54170DACD6";
+
+const D6_BODY: &str = r#"{"appid":"wxd678efh567hg6787","mchid":"1230000109","description":"Image形象店-深圳腾大-QQ公仔","out_trade_no":"1217752501201407033233368018","notify_url":"https://www.weixin.qq.com/wxpay/pay.php","amount":{"total":100,"currency":"CNY"},"payer":{"openid":"oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}}"#;
+const D6_SIGNATURE: &str = "PlOfBuSVimtYtJ/TedcFLvX4IRwi1BsppHl8MdvhANpP59aXgVybW/uwR4zOpYKEc6vawOvTcEPNVSn+Oy0RK7HASLXMHJHVRhWpPgIoB1AwBHj4nGyW1bXaSqZyTn4MXBbIbUKUqty5vZnvetRyYEGYqSMSI4iWVs8sFJJdQbsw0sm/YizXDkrUNpTGyfks4iCWocR8SFRxGYyJG9jkJNoG48VbA2vSCdmAxj8rkLnVucoDGh8RB5vzk5lSZGqJHKoMgdZ40ZIUXNJZppUWhqR8bZ899upaL24gRTXZqymyi5xQaJo9msrewQQxjmpUjC6qG6m3cMeGeRJt97xeYg==";
+const D6_NONCE: &str = "593BEC0C930BF1AFEB40B4A08C8FB242";
+
+const D7_BODY: &str = r#"{"prepay_id":"wx201410272009395522657a690389285100"}"#;
+const D7_SIGNATURE: &str = "Fx7NKfc9uAogSej5EJ6OvQ5k5ZbRWj/aY9Lbm+WN4InohigGVx2szDJhT8JQ8ctvQb1+v9OXkOuHxSuXOEBWn0iKOwH4tAx/BZi0TJWMP2ShDR7BUbu8mvm6+vsWx6oortoBSgKiQtrxh9LDim+BOun8ROSX4Wiumv7wEcfKUOyllbHfZxK45NH/LKBdxSJDZFBm3Wtq1I0pvpnlTCwmnyKF9n2kDJgjQbw51uN5XpNXPX2owmpkfVp79I4rMdkNKZuphUmYG5wyCJBAF8sbwcTCvjQQblTXmCmUbHzYj+qXRg1sthbMGqbpK5z1n3tFLjiIXfQJR+PmdqjBsPT1jA==";
+const D7_SIGNATURE_204: &str = "bNAqvNkGbCLVu6KSXS974+kowtExJqx2mdIIrPgLT7QaHBx6w0Kh6xE8uyfdaI1VpWXZPbxtnOIVXF4k5rHQgxrg7u6HRniT92zQxwfWxDRqKvwWnM9f4HzSznHL6DLEseQCyR1KOUUVp7c+zSIXUGU451l28kJFxxQ1evC1DqbxXjzfpsbJrMxKVgZfsTE0CFg498itZF2+d4yyJ9s1ZFYOvUh6YIvJq9ry8Hw3d+ybXF5dk9YAQSB7UE83Jeups2uwipj6OR/z2u+opdFOjvbWyWW8HFrmkzvfLQX2Hl45+sn9N3pmdV6caFuJqZXp1TaoYNOPH8B/lGshNN/YYQ==";
+const D7_TIMESTAMP: &str = "1554209980";
+const D7_NONCE: &str = "c5ac7061fccab6bf3e254dcf98995b8c";
+
+const D8_SIGNATURE: &str = "TqVF9laH9pV8XhGIjctW4RxmwTaUQ3+P6OwJdgaWdg3nnDTVWmBMn/0+1HhshL/yvD7qM9xJtEmGgLyBTMlcD6RopG1bicanrjCC1pRlezK7Tea895ucmH033fENGrmSjyd528HfXpu30cj6ELhyKbqxPCt0CpYJHQdDNzWs+mqvS3ZZsTMu84ghjvjERgSkW+IorLRERZpyq1xVBJ7P9X2ZZMpJEABF4t8lnyd1pMu/D81LmGTsZA3WUBXmYK+BPrFdKD5QnHbuEbFm7NGLyr70wWKbzKOVmzWFVENWu30sJRTn65U+NQ4ZfHno4eEMEEs7qXZMPCiasoBXrYPuzQ==";
+
+const D10_KEY: &str = "0123456789ABCDEFGHIJKLMNOPQRSTUV";
+const D10_PLAIN: &str = r#"{"out_trade_no":"1217752501201407033233368018","trade_state":"SUCCESS","amount":{"total":100}}"#;
+const D10_CIPHERTEXT: &str = "uQVbjqw1sVDp14z//z3fVn1MwLncbdHaJ0qD+wjRqOcpqQWbIs+e1fRAiXMr4ZqsluYGdTttU0u3zC6B2xXMV98xhVOg6UP/NMbRhTrfqAiiLcnIuANoCN3sxicDA2IwHoMbLAjceTh/TYRL7AU=";
+
+/// A directory of its own per test, removed afterwards.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("wxpay-cli-test-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn file(&self, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn wxpay(args: &[&str], stdin: &str) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wxpay"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
+    Run {
+        code: status.code().expect("exited normally"),
+        stdout: String::from_utf8(stdout).unwrap(),
+        stderr: String::from_utf8(stderr).unwrap(),
+    }
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn d5_public_key_pem() -> String {
+    let pem = std::fs::read_to_string(D5_KEY_PATH).unwrap();
+    RsaPrivateKey::from_pem(&pem).unwrap().public_key().to_pem()
+}
+
+// ---------------------------------------------------------------------------------------------
+// sign v2
+
+const D1_JSON: &str = r#"{"appid":"wxd930ea5d5a258f4f","mch_id":"10000100","device_info":1000,"body":"test","nonce_str":"ibuaiVcKdpRxkhJA"}"#;
+const D1_XML: &str = "<xml><appid><![CDATA[wxd930ea5d5a258f4f]]></appid><mch_id>10000100</mch_id>\
+<device_info>1000</device_info><body><![CDATA[test]]></body><nonce_str>ibuaiVcKdpRxkhJA</nonce_str>\
+<sign>9A0A8659F005D6984697E2CA0A9CF3B7</sign></xml>";
+
+#[test]
+fn d1_sign_v2_from_json_md5_and_hmac() {
+    let md5 = wxpay(&["sign", "v2", "--key", D1_KEY], D1_JSON);
+    assert_eq!(
+        (md5.code, md5.stdout.as_str(), md5.stderr.as_str()),
+        (0, "9A0A8659F005D6984697E2CA0A9CF3B7\n", "")
+    );
+    let hmac = wxpay(&["sign", "v2", "--key", D1_KEY, "--hmac"], D1_JSON);
+    assert_eq!((hmac.code, hmac.stdout.trim()), (0, D1_HMAC));
+}
+
+#[test]
+fn d1_sign_v2_from_xml_ignores_the_sign_field() {
+    let md5 = wxpay(&["sign", "v2", "--key", D1_KEY], D1_XML);
+    assert_eq!((md5.code, md5.stdout.trim()), (0, D1_MD5), "{}", md5.stderr);
+    let hmac = wxpay(&["sign", "v2", "--key", D1_KEY, "--hmac"], D1_XML);
+    assert_eq!(
+        (hmac.code, hmac.stdout.trim()),
+        (0, D1_HMAC),
+        "{}",
+        hmac.stderr
+    );
+}
+
+#[test]
+fn sign_v2_verbose_shows_the_string_to_sign_without_the_key() {
+    let run = wxpay(&["sign", "v2", "--key", D1_KEY, "--verbose"], D1_XML);
+    assert_eq!(run.code, 0);
+    assert_eq!(run.stdout.trim(), D1_MD5);
+    assert!(
+        run.stderr.contains(
+            "appid=wxd930ea5d5a258f4f&body=test&device_info=1000&mch_id=10000100&nonce_str=ibuaiVcKdpRxkhJA&key=<key>\n"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("matches the computed sign"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(D1_KEY) && !run.stdout.contains(D1_KEY));
+}
+
+#[test]
+fn sign_v2_warns_when_the_declared_sign_type_differs() {
+    let input = r#"{"appid":"wxd930ea5d5a258f4f","sign_type":"HMAC-SHA256"}"#;
+    let run = wxpay(&["sign", "v2", "--key", D1_KEY], input);
+    assert_eq!(run.code, 0);
+    assert_eq!(run.stdout.trim().len(), 32);
+    assert!(run.stderr.contains("pass --hmac"), "{}", run.stderr);
+    let run = wxpay(&["sign", "v2", "--key", D1_KEY, "--hmac"], input);
+    assert_eq!(
+        (run.code, run.stdout.trim().len(), run.stderr.as_str()),
+        (0, 64, "")
+    );
+}
+
+#[test]
+fn sign_v2_refuses_doctype_nested_json_and_garbage_with_exit_2() {
+    let xxe = r#"<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY x SYSTEM "file:///etc/passwd">]><xml><a>&x;</a></xml>"#;
+    let run = wxpay(&["sign", "v2", "--key", D1_KEY], xxe);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("DOCTYPE"), "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+
+    let run = wxpay(
+        &["sign", "v2", "--key", D1_KEY],
+        r#"{"appid":"x","detail":{"goods":[]}}"#,
+    );
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("\"detail\" is nested"),
+        "{}",
+        run.stderr
+    );
+
+    for bad in ["", "appid=x", "[1,2]", r#"{"a":null}"#] {
+        let run = wxpay(&["sign", "v2", "--key", D1_KEY], bad);
+        assert_eq!(run.code, 2, "{bad}: {}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// pay-sign
+
+#[test]
+fn d2_pay_sign_v2_md5_and_hmac() {
+    let args = |hmac: bool| {
+        let mut a = vec![
+            "pay-sign",
+            "v2",
+            "--appid",
+            "wxd678efh567hg6787",
+            "--key",
+            "qazwsxedcrfvtgbyhnujmikolp111111",
+            "--prepay-id",
+            "wx2017033010242291fcfe0db70013231072",
+            "--timestamp",
+            "1490840662",
+            "--nonce",
+            "5K8264ILTKCH16CQ2502SI8ZNMTM67VS",
+        ];
+        if hmac {
+            a.push("--hmac");
+        }
+        a
+    };
+    let run = wxpay(&args(false), "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "appId": "wxd678efh567hg6787",
+            "timeStamp": "1490840662",
+            "nonceStr": "5K8264ILTKCH16CQ2502SI8ZNMTM67VS",
+            "package": "prepay_id=wx2017033010242291fcfe0db70013231072",
+            "signType": "MD5",
+            "paySign": "22D9B4E54AB1950F51E0649E8810ACD6",
+        })
+    );
+    assert!(
+        run.stdout.contains("\n  \"paySign\""),
+        "pretty-printed: {}",
+        run.stdout
+    );
+
+    let run = wxpay(&args(true), "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["signType"], "HMAC-SHA256");
+    assert_eq!(
+        json["paySign"],
+        "FB9D1EFB5C509131BBFF729F88A99CA2DE9B724D06D3B3262832A53083862BC0"
+    );
+}
+
+#[test]
+fn d8_pay_sign_v3() {
+    let run = wxpay(
+        &[
+            "pay-sign",
+            "v3",
+            "--appid",
+            "wx8888888888888888",
+            "--private-key",
+            D5_KEY_PATH,
+            "--prepay-id",
+            "wx201410272009395522657a690389285100",
+            "--timestamp",
+            "1414561699",
+            "--nonce",
+            "5K8264ILTKCH16CQ2502SI8ZNMTM67VS",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["appId"], "wx8888888888888888");
+    assert_eq!(json["timeStamp"], "1414561699");
+    assert_eq!(
+        json["package"],
+        "prepay_id=wx201410272009395522657a690389285100"
+    );
+    assert_eq!(json["signType"], "RSA");
+    assert_eq!(json["paySign"], D8_SIGNATURE);
+}
+
+#[test]
+fn pay_sign_defaults_to_now_and_a_fresh_nonce() {
+    let args = [
+        "pay-sign",
+        "v2",
+        "--appid",
+        "wxa",
+        "--key",
+        "k",
+        "--prepay-id",
+        "wx1",
+    ];
+    let first: serde_json::Value = serde_json::from_str(&wxpay(&args, "").stdout).unwrap();
+    let second: serde_json::Value = serde_json::from_str(&wxpay(&args, "").stdout).unwrap();
+    let nonce = first["nonceStr"].as_str().unwrap();
+    assert_eq!(nonce.len(), 32);
+    assert!(nonce.bytes().all(|b| b.is_ascii_alphanumeric()));
+    assert_ne!(first["nonceStr"], second["nonceStr"]);
+    let ts: i64 = first["timeStamp"].as_str().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((now - ts).abs() < 60, "{ts} vs {now}");
+}
+
+#[test]
+fn pay_sign_refuses_a_package_as_prepay_id_and_a_long_nonce() {
+    let run = wxpay(
+        &[
+            "pay-sign",
+            "v2",
+            "--appid",
+            "wxa",
+            "--key",
+            "k",
+            "--prepay-id",
+            "prepay_id=wx1",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("prepay_id="), "{}", run.stderr);
+    let nonce = "N".repeat(33);
+    let run = wxpay(
+        &[
+            "pay-sign",
+            "v2",
+            "--appid",
+            "wxa",
+            "--key",
+            "k",
+            "--prepay-id",
+            "wx1",
+            "--nonce",
+            &nonce,
+        ],
+        "",
+    );
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("--nonce"), "{}", run.stderr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// sign v3
+
+#[test]
+fn d6_sign_v3_post_with_body_file() {
+    let dir = Scratch::new("d6");
+    let body = dir.file("body.json", D6_BODY);
+    let run = wxpay(
+        &[
+            "sign",
+            "v3",
+            "--mchid",
+            "1230000109",
+            "--serial",
+            "5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
+            "--private-key",
+            D5_KEY_PATH,
+            "--method",
+            "POST",
+            "--url",
+            "/v3/pay/transactions/jsapi",
+            "--body-file",
+            p(&body),
+            "--timestamp",
+            "1554208460",
+            "--nonce",
+            D6_NONCE,
+        ],
+        "",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        format!(
+            "WECHATPAY2-SHA256-RSA2048 mchid=\"1230000109\",nonce_str=\"{D6_NONCE}\",timestamp=\"1554208460\",serial_no=\"5157F09EFDC096DE15EBE81A47057A7232F1B8E1\",signature=\"{D6_SIGNATURE}\"\n"
+        )
+    );
+}
+
+#[test]
+fn d6_sign_v3_with_a_pkcs1_key_file_gives_the_same_signature() {
+    let dir = Scratch::new("pkcs1");
+    let key = RsaPrivateKey::from_pem(&std::fs::read_to_string(D5_KEY_PATH).unwrap()).unwrap();
+    let pkcs1 = dir.file("key1.pem", pkcs1_pem(key.pkcs8_der()));
+    assert!(
+        std::fs::read_to_string(&pkcs1)
+            .unwrap()
+            .starts_with("-----BEGIN RSA PRIVATE KEY-----")
+    );
+    let body = dir.file("body.json", D6_BODY);
+    let run = wxpay(
+        &[
+            "sign",
+            "v3",
+            "--mchid",
+            "1230000109",
+            "--serial",
+            "ABC",
+            "--private-key",
+            p(&pkcs1),
+            "--method",
+            "post",
+            "--url",
+            "/v3/pay/transactions/jsapi",
+            "--body-file",
+            p(&body),
+            "--timestamp",
+            "1554208460",
+            "--nonce",
+            D6_NONCE,
+        ],
+        "",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains(&format!("signature=\"{D6_SIGNATURE}\"")),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn sign_v3_refuses_full_urls_and_bad_keys_without_printing_them() {
+    let dir = Scratch::new("badkey");
+    let run = wxpay(
+        &[
+            "sign",
+            "v3",
+            "--mchid",
+            "1",
+            "--serial",
+            "A",
+            "--private-key",
+            D5_KEY_PATH,
+            "--method",
+            "GET",
+            "--url",
+            "https://api.mch.weixin.qq.com/v3/certificates",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("not a full URL"), "{}", run.stderr);
+
+    // A public key where the private key belongs: refused, and no key material is echoed.
+    let public = dir.file("pub.pem", d5_public_key_pem());
+    let run = wxpay(
+        &[
+            "sign",
+            "v3",
+            "--mchid",
+            "1",
+            "--serial",
+            "A",
+            "--private-key",
+            p(&public),
+            "--method",
+            "GET",
+            "--url",
+            "/v3/certificates",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("PUBLIC KEY"), "{}", run.stderr);
+    let pem_body_line = d5_public_key_pem().lines().nth(1).unwrap().to_owned();
+    assert!(!run.stderr.contains(&pem_body_line));
+}
+
+// ---------------------------------------------------------------------------------------------
+// verify v3
+
+fn verify(key_option: &str, key_file: &Path, signature: &str, body: Option<&Path>) -> Run {
+    let mut args = vec![
+        "verify",
+        "v3",
+        key_option,
+        p(key_file),
+        "--timestamp",
+        D7_TIMESTAMP,
+        "--nonce",
+        D7_NONCE,
+        "--signature",
+        signature,
+    ];
+    if let Some(body) = body {
+        args.extend(["--body-file", p(body)]);
+    }
+    wxpay(&args, "")
+}
+
+#[test]
+fn d7_verify_v3_with_the_public_key() {
+    let dir = Scratch::new("d7");
+    let public = dir.file("pub.pem", d5_public_key_pem());
+    let body = dir.file("body.json", D7_BODY);
+
+    let run = verify("--public-key", &public, D7_SIGNATURE, Some(&body));
+    assert_eq!(
+        (run.code, run.stdout.as_str(), run.stderr.as_str()),
+        (0, "valid\n", "")
+    );
+
+    // The 204 case: no body file, empty body.
+    let run = verify("--public-key", &public, D7_SIGNATURE_204, None);
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "valid\n"),
+        "{}",
+        run.stderr
+    );
+
+    // Same key, another message (a trailing newline added by an editor): a mismatch, not a wrong key.
+    let tampered = dir.file("tampered.json", format!("{D7_BODY}\n"));
+    let run = verify("--public-key", &public, D7_SIGNATURE, Some(&tampered));
+    assert_eq!(run.code, 1);
+    assert_eq!(run.stdout, "");
+    assert!(
+        run.stderr.starts_with("invalid: signature mismatch"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.lines().count(), 1);
+}
+
+#[test]
+fn d7_verify_v3_distinguishes_probe_base64_and_wrong_key() {
+    let dir = Scratch::new("d7-invalid");
+    let public = dir.file("pub.pem", d5_public_key_pem());
+    let body = dir.file("body.json", D7_BODY);
+
+    let probe = format!("WECHATPAY/SIGNTEST/{D7_SIGNATURE}");
+    let run = verify("--public-key", &public, &probe, Some(&body));
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("probe"), "{}", run.stderr);
+
+    let run = verify("--public-key", &public, "not*base64", Some(&body));
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("not valid base64"), "{}", run.stderr);
+
+    let run = verify("--public-key", &public, &D7_SIGNATURE[..40], Some(&body));
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .starts_with("invalid: wrong length: the signature is 30 bytes"),
+        "{}",
+        run.stderr
+    );
+
+    let other = RsaPrivateKey::generate().unwrap();
+    let other_public = dir.file("other.pem", other.public_key().to_pem());
+    let run = verify("--public-key", &other_public, D7_SIGNATURE, Some(&body));
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.starts_with("invalid: wrong key"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn verify_v3_with_an_x509_certificate() {
+    let dir = Scratch::new("cert");
+    let key = RsaPrivateKey::generate().unwrap();
+    let cert_pem = self_signed_certificate(&key);
+    let cert = dir.file("cert.pem", &cert_pem);
+    let body = dir.file("body.json", D7_BODY);
+    let message = format!("{D7_TIMESTAMP}\n{D7_NONCE}\n{D7_BODY}\n");
+    let signature = key.sign_sha256_base64(message.as_bytes()).unwrap();
+
+    let run = verify("--certificate", &cert, &signature, Some(&body));
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "valid\n"),
+        "{}",
+        run.stderr
+    );
+
+    let run = verify("--certificate", &cert, D7_SIGNATURE, Some(&body));
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("wrong key") && run.stderr.contains("certificate "),
+        "{}",
+        run.stderr
+    );
+
+    // A public key passed as a certificate is an input error with a hint.
+    let public = dir.file("pub.pem", key.public_key().to_pem());
+    let run = verify("--certificate", &public, &signature, Some(&body));
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("--public-key"), "{}", run.stderr);
+}
+
+#[test]
+fn verify_v3_needs_exactly_one_key_source() {
+    let run = wxpay(
+        &[
+            "verify",
+            "v3",
+            "--timestamp",
+            "1",
+            "--nonce",
+            "n",
+            "--signature",
+            "AA==",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 2);
+    let run = wxpay(
+        &[
+            "verify",
+            "v3",
+            "--public-key",
+            "a",
+            "--certificate",
+            "b",
+            "--timestamp",
+            "1",
+            "--nonce",
+            "n",
+            "--signature",
+            "AA==",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// decrypt v3
+
+#[test]
+fn d10_decrypt_v3() {
+    let run = wxpay(
+        &[
+            "decrypt",
+            "v3",
+            "--apiv3-key",
+            D10_KEY,
+            "--nonce",
+            "fdasflkja484",
+            "--associated-data",
+            "transaction",
+            "--ciphertext",
+            D10_CIPHERTEXT,
+        ],
+        "",
+    );
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, format!("{D10_PLAIN}\n").as_str()),
+        "{}",
+        run.stderr
+    );
+
+    let run = wxpay(
+        &[
+            "decrypt",
+            "v3",
+            "--apiv3-key",
+            D10_KEY,
+            "--nonce",
+            "abcdefghijkl",
+            "--associated-data",
+            "certificate",
+            "--ciphertext",
+            "1+/XN+GNqBXhhxW5ujdyILBgfPQ5O793iKPB",
+        ],
+        "",
+    );
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "Hello World\n"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn d10_decrypt_v3_with_empty_associated_data() {
+    let key = wxpay::v3::aead::ApiV3Key::new(D10_KEY).unwrap();
+    let ciphertext = key
+        .encrypt("fdasflkja484", "", D10_PLAIN.as_bytes())
+        .unwrap();
+    assert!(
+        ciphertext.ends_with("xicDA3oo4wGUdcAV/bBfYrY/yEw="),
+        "the D.10 vector: {ciphertext}"
+    );
+    let base = [
+        "decrypt",
+        "v3",
+        "--apiv3-key",
+        D10_KEY,
+        "--nonce",
+        "fdasflkja484",
+        "--ciphertext",
+        &ciphertext,
+    ];
+    let run = wxpay(&base, "");
+    assert_eq!(
+        (run.code, run.stdout.trim_end()),
+        (0, D10_PLAIN),
+        "{}",
+        run.stderr
+    );
+    // An explicit empty AAD is the same as none; "transaction" is not.
+    let mut with_empty = base.to_vec();
+    with_empty.extend(["--associated-data", ""]);
+    assert_eq!(wxpay(&with_empty, "").code, 0);
+    let mut with_other = base.to_vec();
+    with_other.extend(["--associated-data", "transaction"]);
+    assert_eq!(wxpay(&with_other, "").code, 1);
+}
+
+#[test]
+fn decrypt_v3_wrong_key_is_invalid_and_a_16_byte_key_is_refused() {
+    let run = wxpay(
+        &[
+            "decrypt",
+            "v3",
+            "--apiv3-key",
+            "VUTSRQPONMLKJIHGFEDCBA9876543210",
+            "--nonce",
+            "fdasflkja484",
+            "--associated-data",
+            "transaction",
+            "--ciphertext",
+            D10_CIPHERTEXT,
+        ],
+        "",
+    );
+    assert_eq!(run.code, 1);
+    assert_eq!(run.stdout, "");
+    assert!(run.stderr.contains("decryption failed"), "{}", run.stderr);
+    assert!(!run.stderr.contains("VUTSRQPONMLKJIHGFEDCBA9876543210"));
+
+    let run = wxpay(
+        &[
+            "decrypt",
+            "v3",
+            "--apiv3-key",
+            "testAPIv3Key0000",
+            "--nonce",
+            "wCq51qZv4Yfg",
+            "--associated-data",
+            "Dl56FrqWQJF1t9LtC3vEUsniZKvbqdR8",
+            "--ciphertext",
+            "FsdXzxryWfKwvLJKf8LG/ToRPTRh8RN9wROC",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("32 bytes, got 16"), "{}", run.stderr);
+    assert!(!run.stderr.contains("testAPIv3Key0000"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+/// The PKCS#1 `RSA PRIVATE KEY` PEM inside a PKCS#8 DER.
+fn pkcs1_pem(pkcs8: &[u8]) -> String {
+    use der::Reader as _;
+    let mut reader = der::SliceReader::new(pkcs8).unwrap();
+    let pkcs1 = reader
+        .sequence(|r| {
+            let _version: u8 = r.decode()?;
+            let _algorithm: der::asn1::AnyRef<'_> = r.decode()?;
+            let key: &der::asn1::OctetStringRef = r.decode()?;
+            Ok::<_, der::Error>(key.as_bytes().to_vec())
+        })
+        .unwrap();
+    der::pem::encode_string("RSA PRIVATE KEY", der::pem::LineEnding::LF, &pkcs1).unwrap()
+}
+
+fn self_signed_certificate(key: &RsaPrivateKey) -> String {
+    let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+        &key.pkcs8_der().into(),
+        &rcgen::PKCS_RSA_SHA256,
+    )
+    .unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Tenpay.com Root CA test");
+    params.self_signed(&pair).unwrap().pem()
+}

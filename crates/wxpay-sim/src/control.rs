@@ -1,0 +1,258 @@
+//! The control API under `/sim/` (JSON): users and wx.login codes, paying as the WeChat client,
+//! orders, the notification log, faults, the clock, the public merchant facts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use wxpay::RequestPayment;
+
+use crate::app::AppState;
+use crate::faults::Faults;
+use crate::state::{Order, OrderError, PayOutcome, Refund, rfc3339_cst};
+
+/// The control router (state applied).
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/sim/users", post(create_user))
+        .route("/sim/pay", post(pay))
+        .route("/sim/orders/{out_trade_no}", get(order))
+        .route("/sim/notifications", get(notifications))
+        .route("/sim/notifications/flush", post(flush))
+        .route("/sim/faults", get(get_faults).put(put_faults))
+        .route("/sim/clock/advance", post(advance_clock))
+        .route("/sim/clock", get(clock))
+        .route("/sim/merchant", get(merchant))
+        .with_state(state)
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    (StatusCode::BAD_REQUEST, axum::Json(json!({"error": message.into()}))).into_response()
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], empty_ok: bool) -> Result<Option<T>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return if empty_ok { Ok(None) } else { Err("a JSON body is required".into()) };
+    }
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|e| format!("invalid JSON body: {e}"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    openid: Option<String>,
+}
+
+async fn create_user(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let openid = match parse_json::<NewUser>(&body, true) {
+        Ok(u) => u.and_then(|u| u.openid),
+        Err(e) => return bad_request(e),
+    };
+    match state.mp.create_user(openid) {
+        Ok((openid, code)) => axum::Json(json!({"openid": openid, "code": code})).into_response(),
+        Err(e) => bad_request(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct PayRequest {
+    #[serde(flatten)]
+    payment: RequestPayment,
+    openid: String,
+    #[serde(default)]
+    result: Option<String>,
+}
+
+/// A refusal as the WeChat client reports it: `errMsg` `requestPayment:fail ...`.
+fn client_fail(status: StatusCode, reason: &str) -> Response {
+    (status, axum::Json(json!({"errMsg": format!("requestPayment:fail {reason}")}))).into_response()
+}
+
+async fn pay(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let request: PayRequest = match parse_json(&body, false) {
+        Ok(Some(r)) => r,
+        Ok(None) => return bad_request("a JSON body is required"),
+        Err(e) => return bad_request(e),
+    };
+    let outcome = match request.result.as_deref() {
+        None | Some("SUCCESS") => PayOutcome::Success,
+        Some("PAYERROR") => PayOutcome::PayError,
+        Some(other) => return bad_request(format!("result must be SUCCESS or PAYERROR, not {other:?}")),
+    };
+    let p = &request.payment;
+    let Some(prepay_id) = p.package.strip_prefix("prepay_id=") else {
+        return client_fail(StatusCode::BAD_REQUEST, "package参数格式错误，须为prepay_id=***");
+    };
+    let Some(order) = state.store.order_by_prepay_id(prepay_id) else {
+        return client_fail(StatusCode::BAD_REQUEST, "prepay_id无效或已被替换，请重新下单");
+    };
+    // The client signs with the appid of the mini program it runs in: the order's appid.
+    let sign_type_matches = match order.version {
+        crate::state::ApiVersion::V3 => p.sign_type == "RSA",
+        crate::state::ApiVersion::V2 => p.sign_type == order.sign_type.as_str(),
+    };
+    let signature_ok = sign_type_matches
+        && wxpay::pay_params::verify(p, &order.appid, &state.merchant.api_v2_key, &state.keys.merchant_public_key).is_ok();
+    if !signature_ok {
+        return client_fail(StatusCode::BAD_REQUEST, "支付验证签名失败");
+    }
+    if !state.mp.has_user(&request.openid) {
+        return client_fail(StatusCode::BAD_REQUEST, "用户不存在");
+    }
+    match state.store.pay(prepay_id, &request.openid, outcome) {
+        Ok(paid) if outcome == PayOutcome::Success => {
+            state.notify_payment(&paid);
+            axum::Json(json!({
+                "errMsg": "requestPayment:ok",
+                "transaction_id": paid.transaction_id,
+                "out_trade_no": paid.out_trade_no,
+            }))
+            .into_response()
+        }
+        Ok(failed) => axum::Json(json!({
+            "errMsg": "requestPayment:fail 支付失败，请稍后再试",
+            "out_trade_no": failed.out_trade_no,
+            "trade_state": failed.trade_state.as_str(),
+        }))
+        .into_response(),
+        Err(e) => {
+            let reason = match e {
+                OrderError::OrderPaid => "该订单已支付",
+                OrderError::OrderClosed => "订单已关闭",
+                OrderError::PrepayExpired => "prepay_id已过期，请重新下单",
+                OrderError::PayerMismatch => "下单账号与支付账号不一致，请核实后再支付",
+                OrderError::NotPayable(_) => "订单状态不允许支付，请重新下单",
+                _ => "prepay_id无效或已被替换，请重新下单",
+            };
+            client_fail(StatusCode::BAD_REQUEST, reason)
+        }
+    }
+}
+
+fn order_json(order: &Order, refunds: &[Refund]) -> Value {
+    json!({
+        "out_trade_no": order.out_trade_no,
+        "appid": order.appid,
+        "mchid": order.mchid,
+        "openid": order.openid,
+        "description": order.description,
+        "attach": order.attach,
+        "notify_url": order.notify_url,
+        "total": order.total,
+        "version": match order.version { crate::state::ApiVersion::V2 => "v2", crate::state::ApiVersion::V3 => "v3" },
+        "sign_type": order.sign_type.as_str(),
+        "trade_type": order.trade_type.as_str(),
+        "trade_state": order.trade_state.as_str(),
+        "prepay_id": order.prepay_id,
+        "prepay_created_at": rfc3339_cst(order.prepay_created_at),
+        "time_expire": rfc3339_cst(order.time_expire),
+        "transaction_id": order.transaction_id,
+        "success_time": order.success_time.map(rfc3339_cst),
+        "refunded": order.refunded,
+        "refund_count": order.refund_count,
+        "created_at": rfc3339_cst(order.created_at),
+        "refunds": refunds.iter().map(|r| json!({
+            "out_refund_no": r.out_refund_no,
+            "refund_id": r.refund_id,
+            "amount": r.amount,
+            "status": r.status.as_v3(),
+            "reason": r.reason,
+            "notify_url": r.notify_url,
+            "created_at": rfc3339_cst(r.created_at),
+            "success_time": r.success_time.map(rfc3339_cst),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn order(State(state): State<Arc<AppState>>, Path(out_trade_no): Path<String>) -> Response {
+    match state.store.order(&out_trade_no) {
+        Some(o) => {
+            let refunds = state.store.refunds_of_order(&out_trade_no);
+            axum::Json(order_json(&o, &refunds)).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, axum::Json(json!({"error": "no such order"}))).into_response(),
+    }
+}
+
+async fn notifications(State(state): State<Arc<AppState>>, Query(query): Query<HashMap<String, String>>) -> Response {
+    let records = state.dispatcher.records();
+    let records: Vec<_> = records
+        .into_iter()
+        .filter(|r| query.get("out_trade_no").is_none_or(|no| &r.out_trade_no == no))
+        .collect();
+    axum::Json(json!({"deliveries": records})).into_response()
+}
+
+async fn flush(State(state): State<Arc<AppState>>) -> Response {
+    axum::Json(state.dispatcher.flush().await).into_response()
+}
+
+async fn get_faults(State(state): State<Arc<AppState>>) -> Response {
+    axum::Json(state.faults.get()).into_response()
+}
+
+async fn put_faults(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let faults: Faults = match parse_json(&body, false) {
+        Ok(Some(f)) => f,
+        Ok(None) => return bad_request("a JSON body is required"),
+        Err(e) => return bad_request(e),
+    };
+    match state.faults.set(faults) {
+        Ok(()) => axum::Json(state.faults.get()).into_response(),
+        Err(e) => bad_request(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Advance {
+    seconds: i64,
+}
+
+fn clock_json(state: &AppState) -> Value {
+    json!({"now": rfc3339_cst(state.now()), "offset_seconds": state.clock.offset()})
+}
+
+async fn advance_clock(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let advance: Advance = match parse_json(&body, false) {
+        Ok(Some(a)) => a,
+        Ok(None) => return bad_request("a JSON body is required"),
+        Err(e) => return bad_request(e),
+    };
+    // At most ten years either way: enough for any expiry, and far from overflow.
+    if advance.seconds.unsigned_abs() > 10 * 366 * 24 * 3600 {
+        return bad_request("seconds must be within ten years");
+    }
+    state.clock.advance(advance.seconds);
+    let settled = state.settle_due_refunds();
+    let mut answer = clock_json(&state);
+    answer["refunds_settled"] = json!(settled);
+    axum::Json(answer).into_response()
+}
+
+async fn clock(State(state): State<Arc<AppState>>) -> Response {
+    axum::Json(clock_json(&state)).into_response()
+}
+
+async fn merchant(State(state): State<Arc<AppState>>) -> Response {
+    let m = &state.merchant;
+    axum::Json(json!({
+        "appid": m.appid,
+        "mchid": m.mchid,
+        "merchant_serial": m.merchant_serial,
+        "platform_serial": m.platform_serial,
+        "wechatpay_public_key_id": m.wechatpay_public_key_id,
+        "key_mode": state.signer.mode().as_str(),
+        "merchant_json": m.merchant_json_path.as_ref().map(|p| p.display().to_string()),
+    }))
+    .into_response()
+}

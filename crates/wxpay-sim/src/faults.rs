@@ -1,0 +1,164 @@
+//! Fault injection: dropped, duplicated, delayed and probe notifications; API errors and latency.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+
+/// The fault settings of `PUT /sim/faults`. Rates are probabilities in `0..=1`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Share of notification attempts not sent (counted as failed, retried on schedule).
+    pub notify_drop_rate: f64,
+    /// Share of notification attempts sent twice.
+    pub notify_duplicate_rate: f64,
+    /// Delay before each notification attempt, in milliseconds.
+    pub notify_delay_ms: u64,
+    /// Share of API calls answered with `SYSTEM_ERROR` / `SYSTEMERROR`.
+    pub api_error_rate: f64,
+    /// Added latency of every API call, in milliseconds.
+    pub api_latency_ms: u64,
+    /// Share of v3 notification attempts preceded by a `WECHATPAY/SIGNTEST/` probe.
+    pub signtest_probe_rate: f64,
+}
+
+/// The longest injectable delay (10 minutes), so that a typo cannot hang the simulator.
+pub const MAX_FAULT_DELAY_MS: u64 = 600_000;
+
+impl Faults {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// A message naming the first field out of range.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, rate) in [
+            ("notify_drop_rate", self.notify_drop_rate),
+            ("notify_duplicate_rate", self.notify_duplicate_rate),
+            ("api_error_rate", self.api_error_rate),
+            ("signtest_probe_rate", self.signtest_probe_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!("{name} must be between 0 and 1"));
+            }
+        }
+        for (name, ms) in [("notify_delay_ms", self.notify_delay_ms), ("api_latency_ms", self.api_latency_ms)] {
+            if ms > MAX_FAULT_DELAY_MS {
+                return Err(format!("{name} must be at most {MAX_FAULT_DELAY_MS}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The current settings, shared by the API middleware and the notification dispatcher.
+#[derive(Debug, Default)]
+pub struct FaultState(RwLock<Faults>);
+
+impl FaultState {
+    /// The current settings.
+    #[must_use]
+    pub fn get(&self) -> Faults {
+        *self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Replaces the settings.
+    ///
+    /// # Errors
+    /// As [`Faults::validate`]; nothing changes then.
+    pub fn set(&self, faults: Faults) -> Result<(), String> {
+        faults.validate()?;
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = faults;
+        Ok(())
+    }
+}
+
+/// Whether an event with probability `rate` happens now.
+#[must_use]
+pub fn roll(rate: f64) -> bool {
+    rate > 0.0 && rand::random::<f64>() < rate
+}
+
+enum Api {
+    V2,
+    V3,
+    MiniProgram,
+}
+
+fn api_of(path: &str) -> Option<Api> {
+    if path.starts_with("/v3/") {
+        Some(Api::V3)
+    } else if path.starts_with("/pay/") || path.starts_with("/secapi/") {
+        Some(Api::V2)
+    } else if path.starts_with("/sns/") || path.starts_with("/cgi-bin/") || path.starts_with("/wxa/") {
+        Some(Api::MiniProgram)
+    } else {
+        None
+    }
+}
+
+/// Middleware: latency and `SYSTEM_ERROR` answers on the WeChat API paths (never on `/sim/`).
+pub async fn inject(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let Some(api) = api_of(request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let faults = state.faults.get();
+    if faults.api_latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.api_latency_ms)).await;
+    }
+    if !roll(faults.api_error_rate) {
+        return next.run(request).await;
+    }
+    match api {
+        Api::V3 => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("request-id", crate::signer::request_id())],
+            axum::Json(serde_json::json!({"code": "SYSTEM_ERROR", "message": "系统错误"})),
+        )
+            .into_response(),
+        Api::MiniProgram => axum::Json(serde_json::json!({"errcode": -1, "errmsg": "system error"})).into_response(),
+        Api::V2 => {
+            let (_, body) = request.into_parts();
+            let bytes = axum::body::to_bytes(body, wxpay::v2::xml::MAX_XML_BYTES).await.unwrap_or_default();
+            v2_system_error(&state, &bytes)
+        }
+    }
+}
+
+/// A signed v2 `SYSTEMERROR` answer, in the sign type the request used.
+fn v2_system_error(state: &AppState, request_body: &Bytes) -> Response {
+    use wxpay::v2::{SignType, XmlMap};
+    let sign_type = wxpay::v2::xml::decode(request_body)
+        .ok()
+        .and_then(|m| m.get("sign_type").and_then(|t| t.parse::<SignType>().ok()))
+        .unwrap_or_default();
+    let m = &state.merchant;
+    let mut map = XmlMap::new();
+    for (k, v) in [
+        ("return_code", "SUCCESS"),
+        ("return_msg", "OK"),
+        ("appid", m.appid.as_str()),
+        ("mch_id", m.mchid.as_str()),
+        ("result_code", "FAIL"),
+        ("err_code", "SYSTEMERROR"),
+        ("err_code_des", "系统错误"),
+    ] {
+        map.insert(k.to_owned(), v.to_owned());
+    }
+    map.insert("nonce_str".into(), wxpay::nonce::nonce());
+    let sign = wxpay::v2::sign::sign_map(&map, &m.api_v2_key, sign_type);
+    map.insert("sign".into(), sign);
+    let xml = wxpay::v2::xml::encode(&map).unwrap_or_default();
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "text/xml; charset=utf-8")
+        .body(Body::from(xml))
+        .unwrap_or_default()
+}

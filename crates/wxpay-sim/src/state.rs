@@ -1,0 +1,1394 @@
+//! The simulator's in-memory domain: orders, refunds, the business rules of WeChat Pay, and the
+//! simulator clock.
+//!
+//! This module knows nothing about v2 or v3 wire formats. Each protocol side calls the
+//! [`Store`] methods and maps an [`OrderError`] to its own codes (v2 `err_code`, v3 `code` +
+//! HTTP status). Amounts are integer fen.
+//!
+//! Memory: an order is one compact record (one heap block for its own strings; appid, mchid and
+//! notify_url are interned and shared), kept in sharded vectors with an index by the hash of
+//! `out_trade_no`, so that a million orders take a few hundred MiB.
+//!
+//! Identifiers look like WeChat's and encode the record's position, so that lookups by
+//! `prepay_id` or `transaction_id` need no second index:
+//! * `prepay_id`: `wx` + 14-digit creation time (GMT+8) + 8 hex digits of the order number + 12
+//!   random hex digits (36 characters, like the real ones);
+//! * `transaction_id`: `420000` + payment date `yyyyMMdd` + 10-digit order number + 4 random digits
+//!   (28 digits);
+//! * `refund_id`: `503000` + `yyyyMMdd` + 10-digit refund number + 5 random digits (29 digits).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash as _, Hasher as _};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use time::{Date, OffsetDateTime, UtcOffset};
+use wxpay::nonce::Clock;
+use wxpay::v2::SignType;
+
+/// How long a `prepay_id` can be paid: 2 hours.
+pub const PREPAY_TTL_SECS: i64 = 2 * 3600;
+/// How long an unpaid order stays payable without an explicit `time_expire`: 7 days (§B.9).
+pub const DEFAULT_ORDER_TTL_SECS: i64 = 7 * 24 * 3600;
+/// At most this many refunds per order (§A.7).
+pub const MAX_REFUNDS_PER_ORDER: u32 = 50;
+/// Simulated seconds a refund stays `PROCESSING` before it succeeds (divided by the time scale
+/// for the wall-clock timer).
+pub const REFUND_PROCESSING_SECS: i64 = 5;
+
+const SHARDS: usize = 64;
+
+/// China Standard Time, in which WeChat writes every time.
+pub const CST: UtcOffset = match UtcOffset::from_hms(8, 0, 0) {
+    Ok(o) => o,
+    Err(_) => UtcOffset::UTC,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Clock
+
+/// The simulator clock: the system clock plus an offset that tests move forward with
+/// `POST /sim/clock/advance`, to expire prepay ids and orders without waiting.
+#[derive(Debug, Default)]
+pub struct SimClock {
+    offset_secs: AtomicI64,
+}
+
+impl SimClock {
+    /// A clock at the system time.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves the clock forward by `seconds` (negative moves it back). Returns the new offset.
+    pub fn advance(&self, seconds: i64) -> i64 {
+        self.offset_secs.fetch_add(seconds, Ordering::SeqCst) + seconds
+    }
+
+    /// The current offset from the system clock, in seconds.
+    #[must_use]
+    pub fn offset(&self) -> i64 {
+        self.offset_secs.load(Ordering::SeqCst)
+    }
+
+    /// The current simulated time.
+    #[must_use]
+    pub fn now_datetime(&self) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(self.now()).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+}
+
+impl Clock for SimClock {
+    fn now(&self) -> i64 {
+        OffsetDateTime::now_utc().unix_timestamp() + self.offset()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time formats
+
+fn cst(unix: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        .to_offset(CST)
+}
+
+/// RFC 3339 in GMT+8, as v3 writes times: `2018-06-08T10:34:56+08:00`.
+#[must_use]
+pub fn rfc3339_cst(unix: i64) -> String {
+    let t = cst(unix);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+08:00",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// `yyyyMMddHHmmss` in GMT+8, as v2 writes `time_end` and `time_expire`.
+#[must_use]
+pub fn v2_time(unix: i64) -> String {
+    let t = cst(unix);
+    format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// `yyyy-MM-dd HH:mm:ss` in GMT+8, as v2 writes refund success times and bills write every time.
+#[must_use]
+pub fn dashed_time(unix: i64) -> String {
+    let t = cst(unix);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// The GMT+8 calendar date of a Unix time (bills are per GMT+8 day).
+#[must_use]
+pub fn cst_date(unix: i64) -> Date {
+    cst(unix).date()
+}
+
+/// Parses a v2 `yyyyMMddHHmmss` time (GMT+8) to Unix seconds.
+#[must_use]
+pub fn parse_v2_time(text: &str) -> Option<i64> {
+    if text.len() != 14 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| text[r].parse::<u32>().ok();
+    let month = time::Month::try_from(u8::try_from(n(4..6)?).ok()?).ok()?;
+    let date = Date::from_calendar_date(i32::try_from(n(0..4)?).ok()?, month, u8::try_from(n(6..8)?).ok()?).ok()?;
+    let t = time::Time::from_hms(
+        u8::try_from(n(8..10)?).ok()?,
+        u8::try_from(n(10..12)?).ok()?,
+        u8::try_from(n(12..14)?).ok()?,
+    )
+    .ok()?;
+    Some(date.with_time(t).assume_offset(CST).unix_timestamp())
+}
+
+/// Parses an RFC 3339 time with an offset (v3 `time_expire`) to Unix seconds.
+#[must_use]
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(OffsetDateTime::unix_timestamp)
+}
+
+fn yyyymmdd(unix: i64) -> String {
+    let t = cst(unix);
+    format!("{:04}{:02}{:02}", t.year(), u8::from(t.month()), t.day())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enums
+
+/// Which API created an order or refund: it decides the notification format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ApiVersion {
+    /// API v2 (XML, MD5/HMAC-SHA256).
+    V2,
+    /// API v3 (JSON, RSA).
+    V3,
+}
+
+/// The trade state of an order (`trade_state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TradeState {
+    /// `NOTPAY`: created, not paid.
+    NotPay,
+    /// `SUCCESS`: paid.
+    Success,
+    /// `REFUND`: paid, and at least one refund was made.
+    Refund,
+    /// `CLOSED`: closed by the merchant or expired.
+    Closed,
+    /// `PAYERROR`: the payment failed (bank failure); final.
+    PayError,
+}
+
+impl TradeState {
+    /// The wire value, the same in v2 and v3.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TradeState::NotPay => "NOTPAY",
+            TradeState::Success => "SUCCESS",
+            TradeState::Refund => "REFUND",
+            TradeState::Closed => "CLOSED",
+            TradeState::PayError => "PAYERROR",
+        }
+    }
+
+    /// `trade_state_desc` as WeChat writes it.
+    #[must_use]
+    pub const fn description(self) -> &'static str {
+        match self {
+            TradeState::NotPay => "订单未支付",
+            TradeState::Success => "支付成功",
+            TradeState::Refund => "订单发生过退款，退款详情请查询退款单",
+            TradeState::Closed => "订单已关闭",
+            TradeState::PayError => "支付失败，请重新下单支付",
+        }
+    }
+
+    /// Whether the order was paid (SUCCESS or REFUND).
+    #[must_use]
+    pub const fn is_paid(self) -> bool {
+        matches!(self, TradeState::Success | TradeState::Refund)
+    }
+
+    const fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    const fn from_u8(v: u8) -> Self {
+        match v {
+            0 => TradeState::NotPay,
+            1 => TradeState::Success,
+            2 => TradeState::Refund,
+            3 => TradeState::Closed,
+            _ => TradeState::PayError,
+        }
+    }
+}
+
+/// The trade type (`trade_type`). Mini programs use JSAPI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TradeType {
+    /// `JSAPI`: mini programs and official accounts.
+    Jsapi,
+    /// `NATIVE`: QR code payments (v2 `code_url`).
+    Native,
+    /// `APP`.
+    App,
+    /// `MWEB`: H5.
+    Mweb,
+}
+
+impl TradeType {
+    /// The wire value.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TradeType::Jsapi => "JSAPI",
+            TradeType::Native => "NATIVE",
+            TradeType::App => "APP",
+            TradeType::Mweb => "MWEB",
+        }
+    }
+
+    /// Parses a wire value.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "JSAPI" => Some(TradeType::Jsapi),
+            "NATIVE" => Some(TradeType::Native),
+            "APP" => Some(TradeType::App),
+            "MWEB" => Some(TradeType::Mweb),
+            _ => None,
+        }
+    }
+}
+
+/// The state of a refund.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RefundStatus {
+    /// Accepted, in progress.
+    Processing,
+    /// Refunded.
+    Success,
+    /// Closed.
+    Closed,
+    /// Abnormal (the user's account cannot receive it).
+    Abnormal,
+}
+
+impl RefundStatus {
+    /// The v3 value: `PROCESSING`, `SUCCESS`, `CLOSED`, `ABNORMAL`.
+    #[must_use]
+    pub const fn as_v3(self) -> &'static str {
+        match self {
+            RefundStatus::Processing => "PROCESSING",
+            RefundStatus::Success => "SUCCESS",
+            RefundStatus::Closed => "CLOSED",
+            RefundStatus::Abnormal => "ABNORMAL",
+        }
+    }
+
+    /// The v2 value: `PROCESSING`, `SUCCESS`, `REFUNDCLOSE`, `CHANGE`.
+    #[must_use]
+    pub const fn as_v2(self) -> &'static str {
+        match self {
+            RefundStatus::Processing => "PROCESSING",
+            RefundStatus::Success => "SUCCESS",
+            RefundStatus::Closed => "REFUNDCLOSE",
+            RefundStatus::Abnormal => "CHANGE",
+        }
+    }
+}
+
+/// What the payer's client reports in `/sim/pay`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayOutcome {
+    /// The payment succeeds.
+    Success,
+    /// The bank fails the payment: the order becomes `PAYERROR`.
+    PayError,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// A business rule refused the operation. Each protocol side maps these to its own codes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OrderError {
+    /// The `out_trade_no` exists with other parameters (v2 `OUT_TRADE_NO_USED`, v3 403 `OUT_TRADE_NO_USED`).
+    #[error("商户订单号重复")]
+    OutTradeNoUsed,
+    /// The order is paid (v2 `ORDERPAID`).
+    #[error("该订单已支付")]
+    OrderPaid,
+    /// The order is closed (v2 `ORDERCLOSED`, v3 400 `ORDER_CLOSED`).
+    #[error("订单已关闭")]
+    OrderClosed,
+    /// No such order (v2 `ORDERNOTEXIST`, v3 404 `ORDER_NOT_EXIST`).
+    #[error("订单不存在")]
+    OrderNotExist,
+    /// The `prepay_id` is unknown or was replaced.
+    #[error("prepay_id无效")]
+    PrepayIdInvalid,
+    /// The `prepay_id` is older than 2 hours.
+    #[error("prepay_id已过期")]
+    PrepayExpired,
+    /// The payer is not the openid the order was made for.
+    #[error("支付用户与下单用户不一致")]
+    PayerMismatch,
+    /// The order is in a state that cannot be paid (PAYERROR).
+    #[error("订单状态{0:?}不允许支付")]
+    NotPayable(TradeState),
+    /// A refund of an order that is not paid.
+    #[error("订单未支付，不能退款")]
+    OrderNotPaid,
+    /// No such refund (v2 `REFUNDNOTEXIST`, v3 404 `RESOURCE_NOT_EXISTS`).
+    #[error("退款单不存在")]
+    RefundNotExist,
+    /// The refund is over what is left to refund.
+    #[error("退款金额大于可退金额，可退金额为{remaining}分")]
+    RefundExceedsRemaining {
+        /// What is left, in fen.
+        remaining: u64,
+    },
+    /// The `total` given with a refund is not the order total.
+    #[error("订单金额与原订单金额{total}分不一致")]
+    RefundTotalMismatch {
+        /// The order total, in fen.
+        total: u64,
+    },
+    /// More than 50 refunds.
+    #[error("退款次数超过上限50次")]
+    TooManyRefunds,
+    /// The `out_refund_no` was used for another order or amount.
+    #[error("商户退款单号已被使用，且退款参数不一致")]
+    OutRefundNoUsed,
+    /// An amount of zero.
+    #[error("金额必须大于0")]
+    InvalidAmount,
+    /// A text field too long to store.
+    #[error("字段{0}过长")]
+    FieldTooLong(&'static str),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public snapshots
+
+/// An order as the protocol sides see it (an owned snapshot; the store keeps a compact record).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Order {
+    /// The merchant's order number.
+    pub out_trade_no: String,
+    /// The appid the order was made for.
+    pub appid: String,
+    /// The merchant id.
+    pub mchid: String,
+    /// The payer's openid (empty for NATIVE orders until paid).
+    pub openid: String,
+    /// `description` (v3) / `body` (v2).
+    pub description: String,
+    /// `attach`, echoed back.
+    pub attach: Option<String>,
+    /// Where the payment notification goes.
+    pub notify_url: String,
+    /// The order amount in fen.
+    pub total: u64,
+    /// The API that created the order.
+    pub version: ApiVersion,
+    /// v2: the `sign_type` of unifiedorder (the `paySign` must use it). MD5 for v3 orders.
+    pub sign_type: SignType,
+    /// The trade type.
+    pub trade_type: TradeType,
+    /// The current state.
+    pub trade_state: TradeState,
+    /// The current `prepay_id`.
+    pub prepay_id: String,
+    /// When the current `prepay_id` was made (Unix seconds).
+    pub prepay_created_at: i64,
+    /// When the order stops being payable (Unix seconds).
+    pub time_expire: i64,
+    /// WeChat's order number, once paid.
+    pub transaction_id: Option<String>,
+    /// When it was paid (Unix seconds).
+    pub success_time: Option<i64>,
+    /// The sum of accepted refunds, in fen.
+    pub refunded: u64,
+    /// How many refunds were accepted.
+    pub refund_count: u32,
+    /// When the order was created (Unix seconds).
+    pub created_at: i64,
+}
+
+impl Order {
+    /// What can still be refunded, in fen.
+    #[must_use]
+    pub fn refundable(&self) -> u64 {
+        self.total.saturating_sub(self.refunded)
+    }
+
+    /// Whether the prepay id is older than 2 hours at `now`.
+    #[must_use]
+    pub fn prepay_expired(&self, now: i64) -> bool {
+        now >= self.prepay_created_at + PREPAY_TTL_SECS
+    }
+}
+
+/// A refund, as the protocol sides see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refund {
+    /// The merchant's refund number.
+    pub out_refund_no: String,
+    /// WeChat's refund number.
+    pub refund_id: String,
+    /// The refunded order.
+    pub out_trade_no: String,
+    /// The refunded order's WeChat number.
+    pub transaction_id: String,
+    /// The refund amount in fen.
+    pub amount: u64,
+    /// The order total in fen.
+    pub total: u64,
+    /// The state.
+    pub status: RefundStatus,
+    /// `reason` / `refund_desc`.
+    pub reason: Option<String>,
+    /// Where the refund notification goes (none: no notification).
+    pub notify_url: Option<String>,
+    /// The API that created the refund.
+    pub version: ApiVersion,
+    /// When it was accepted (Unix seconds).
+    pub created_at: i64,
+    /// When it succeeded (Unix seconds).
+    pub success_time: Option<i64>,
+    /// When the simulator completes it (Unix seconds, simulated clock).
+    pub due_at: i64,
+}
+
+/// Everything needed to create (or re-issue) an order.
+#[derive(Clone, Debug)]
+pub struct NewOrder<'a> {
+    /// appid (already checked against the merchant by the caller).
+    pub appid: &'a str,
+    /// mchid.
+    pub mchid: &'a str,
+    /// out_trade_no (already validated by the caller: 6–32 chars of `[0-9A-Za-z_\-|*]`).
+    pub out_trade_no: &'a str,
+    /// The payer (empty for NATIVE).
+    pub openid: &'a str,
+    /// description / body.
+    pub description: &'a str,
+    /// attach.
+    pub attach: Option<&'a str>,
+    /// notify_url.
+    pub notify_url: &'a str,
+    /// Amount in fen, ≥ 1.
+    pub total: u64,
+    /// The API.
+    pub version: ApiVersion,
+    /// v2 sign_type (MD5 for v3).
+    pub sign_type: SignType,
+    /// The trade type.
+    pub trade_type: TradeType,
+    /// Explicit `time_expire` (Unix seconds); none means 7 days.
+    pub time_expire: Option<i64>,
+}
+
+/// What [`Store::create_or_reuse_order`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderCreation {
+    /// A new order.
+    Created,
+    /// The same order and its still valid prepay id.
+    Reused,
+    /// The same order with a fresh prepay id (the old one had expired).
+    PrepayRenewed,
+}
+
+/// The target of a refund: v2 and v3 let the merchant name the order either way;
+/// `transaction_id` wins when both are given.
+#[derive(Clone, Copy, Debug)]
+pub enum OrderRef<'a> {
+    /// By WeChat's order number.
+    TransactionId(&'a str),
+    /// By the merchant's order number.
+    OutTradeNo(&'a str),
+}
+
+/// Everything needed to ask for a refund.
+#[derive(Clone, Debug)]
+pub struct NewRefund<'a> {
+    /// The order.
+    pub order: OrderRef<'a>,
+    /// The merchant's refund number.
+    pub out_refund_no: &'a str,
+    /// Refund amount in fen.
+    pub amount: u64,
+    /// The order total the merchant states, in fen (must equal the order's).
+    pub total: u64,
+    /// The reason.
+    pub reason: Option<&'a str>,
+    /// Where the refund notification goes.
+    pub notify_url: Option<&'a str>,
+    /// The API.
+    pub version: ApiVersion,
+}
+
+/// The rows of one GMT+8 day, for bills.
+#[derive(Clone, Debug, Default)]
+pub struct BillDay {
+    /// Orders paid that day (state SUCCESS or REFUND), by payment time.
+    pub payments: Vec<Order>,
+    /// Refunds that succeeded that day, with their order.
+    pub refunds: Vec<(Refund, Order)>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compact records
+
+#[derive(Debug)]
+struct OrderRecord {
+    /// `out_trade_no`, `openid`, `attach`, `description`, concatenated.
+    text: Box<str>,
+    lens: [u16; 3],
+    appid: Arc<str>,
+    mchid: Arc<str>,
+    notify_url: Arc<str>,
+    total: u64,
+    refunded: u64,
+    created_at: i64,
+    time_expire: i64,
+    prepay_created_at: i64,
+    prepay_nonce: u64,
+    success_time: i64,
+    tx_nonce: u16,
+    refund_count: u8,
+    state: u8,
+    version: ApiVersion,
+    sign_type: SignType,
+    trade_type: TradeType,
+    has_attach: bool,
+}
+
+impl OrderRecord {
+    fn part(&self, i: usize) -> &str {
+        let mut start = 0usize;
+        for l in &self.lens[..i] {
+            start += usize::from(*l);
+        }
+        let end = if i < 3 {
+            start + usize::from(self.lens[i])
+        } else {
+            self.text.len()
+        };
+        &self.text[start..end]
+    }
+
+    fn out_trade_no(&self) -> &str {
+        self.part(0)
+    }
+
+    fn openid(&self) -> &str {
+        self.part(1)
+    }
+
+    fn attach(&self) -> Option<&str> {
+        self.has_attach.then(|| self.part(2))
+    }
+
+    fn description(&self) -> &str {
+        self.part(3)
+    }
+
+    fn state(&self) -> TradeState {
+        TradeState::from_u8(self.state)
+    }
+
+    fn set_state(&mut self, s: TradeState) {
+        self.state = s.to_u8();
+    }
+
+    fn pack(out_trade_no: &str, openid: &str, attach: Option<&str>, description: &str) -> Result<(Box<str>, [u16; 3]), OrderError> {
+        let len = |s: &str, name: &'static str| u16::try_from(s.len()).map_err(|_| OrderError::FieldTooLong(name));
+        let lens = [
+            len(out_trade_no, "out_trade_no")?,
+            len(openid, "openid")?,
+            len(attach.unwrap_or(""), "attach")?,
+        ];
+        len(description, "description")?;
+        let mut text = String::with_capacity(out_trade_no.len() + openid.len() + attach.map_or(0, str::len) + description.len());
+        text.push_str(out_trade_no);
+        text.push_str(openid);
+        text.push_str(attach.unwrap_or(""));
+        text.push_str(description);
+        Ok((text.into_boxed_str(), lens))
+    }
+
+    fn same_parameters(&self, new: &NewOrder<'_>) -> bool {
+        self.openid() == new.openid
+            && self.description() == new.description
+            && self.attach() == new.attach.filter(|a| !a.is_empty())
+            && &*self.appid == new.appid
+            && &*self.mchid == new.mchid
+            && &*self.notify_url == new.notify_url
+            && self.total == new.total
+            && self.version == new.version
+            && self.sign_type == new.sign_type
+            && self.trade_type == new.trade_type
+            && new.time_expire.is_none_or(|t| t == self.time_expire)
+    }
+
+    /// Applies the lazy transition NOTPAY -> CLOSED once `time_expire` has passed.
+    fn expire_if_due(&mut self, now: i64) {
+        if self.state() == TradeState::NotPay && now >= self.time_expire {
+            self.set_state(TradeState::Closed);
+        }
+    }
+}
+
+fn prepay_id(id: u32, created_at: i64, nonce: u64) -> String {
+    format!("wx{}{:08x}{:012x}", v2_time(created_at), id, nonce & 0xFFFF_FFFF_FFFF)
+}
+
+fn transaction_id(id: u32, success_time: i64, nonce: u16) -> String {
+    format!("420000{}{:010}{:04}", yyyymmdd(success_time), id, nonce % 10_000)
+}
+
+fn refund_id(seq: u32, created_at: i64, nonce: u32) -> String {
+    format!("503000{}{:010}{:05}", yyyymmdd(created_at), seq, nonce % 100_000)
+}
+
+/// The order number encoded in a prepay id, if it has the simulator's shape.
+fn id_of_prepay(prepay: &str) -> Option<u32> {
+    if prepay.len() != 36 || !prepay.starts_with("wx") {
+        return None;
+    }
+    u32::from_str_radix(prepay.get(16..24)?, 16).ok()
+}
+
+fn id_of_transaction(tx: &str) -> Option<u32> {
+    if tx.len() != 28 || !tx.starts_with("420000") || !tx.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    tx.get(14..24)?.parse().ok()
+}
+
+fn seq_of_refund_id(id: &str) -> Option<u32> {
+    if id.len() != 29 || !id.starts_with("503000") || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    id.get(14..24)?.parse().ok()
+}
+
+#[derive(Debug)]
+enum Slots {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    orders: Vec<OrderRecord>,
+    /// Hash of `out_trade_no` -> local indexes (collisions are resolved by comparing the text).
+    index: HashMap<u64, Slots>,
+}
+
+impl Shard {
+    fn find(&self, hash: u64, out_trade_no: &str) -> Option<usize> {
+        let candidates: &[u32] = match self.index.get(&hash)? {
+            Slots::One(i) => std::slice::from_ref(i),
+            Slots::Many(v) => v,
+        };
+        candidates
+            .iter()
+            .map(|&i| i as usize)
+            .find(|&i| self.orders[i].out_trade_no() == out_trade_no)
+    }
+
+    fn insert_index(&mut self, hash: u64, local: u32) {
+        match self.index.get_mut(&hash) {
+            None => {
+                self.index.insert(hash, Slots::One(local));
+            }
+            Some(slot) => {
+                let list = match slot {
+                    Slots::One(i) => vec![*i, local],
+                    Slots::Many(v) => {
+                        v.push(local);
+                        return;
+                    }
+                };
+                *slot = Slots::Many(list);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct RefundTable {
+    refunds: Vec<Refund>,
+    by_out_refund_no: HashMap<Box<str>, u32>,
+    /// Order number (global id) -> refund sequence numbers.
+    by_order: HashMap<u32, Vec<u32>>,
+}
+
+fn text_hash(s: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+fn random_u64() -> u64 {
+    rand::random::<u64>()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store
+
+/// All orders and refunds of the simulator, in memory, safe to share between request handlers.
+#[derive(Debug)]
+pub struct Store {
+    clock: Arc<dyn Clock>,
+    shards: Vec<Mutex<Shard>>,
+    refunds: RwLock<RefundTable>,
+    interned: Mutex<HashSet<Arc<str>>>,
+}
+
+impl Store {
+    /// An empty store reading time from `clock`.
+    #[must_use]
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            refunds: RwLock::new(RefundTable::default()),
+            interned: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The store's clock (Unix seconds now).
+    #[must_use]
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    fn shard(&self, i: usize) -> MutexGuard<'_, Shard> {
+        self.shards[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn intern(&self, s: &str) -> Arc<str> {
+        let mut set = self.interned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(a) = set.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        set.insert(a.clone());
+        a
+    }
+
+    /// How many orders are held.
+    #[must_use]
+    pub fn order_count(&self) -> usize {
+        (0..SHARDS).map(|i| self.shard(i).orders.len()).sum()
+    }
+
+    fn snapshot(id: u32, r: &OrderRecord) -> Order {
+        let success_time = (r.success_time != 0).then_some(r.success_time);
+        Order {
+            out_trade_no: r.out_trade_no().to_owned(),
+            appid: r.appid.to_string(),
+            mchid: r.mchid.to_string(),
+            openid: r.openid().to_owned(),
+            description: r.description().to_owned(),
+            attach: r.attach().map(str::to_owned),
+            notify_url: r.notify_url.to_string(),
+            total: r.total,
+            version: r.version,
+            sign_type: r.sign_type,
+            trade_type: r.trade_type,
+            trade_state: r.state(),
+            prepay_id: prepay_id(id, r.prepay_created_at, r.prepay_nonce),
+            prepay_created_at: r.prepay_created_at,
+            time_expire: r.time_expire,
+            transaction_id: success_time.map(|t| transaction_id(id, t, r.tx_nonce)),
+            success_time,
+            refunded: r.refunded,
+            refund_count: u32::from(r.refund_count),
+            created_at: r.created_at,
+        }
+    }
+
+    fn global_id(shard: usize, local: usize) -> u32 {
+        u32::try_from(local * SHARDS + shard).unwrap_or(u32::MAX)
+    }
+
+    /// Creates an order, or finds the same one again.
+    ///
+    /// The same `out_trade_no` with the same parameters gives the same order: with its prepay id
+    /// while that is valid, with a fresh one after the 2 hours ([`OrderCreation::PrepayRenewed`]).
+    ///
+    /// # Errors
+    /// [`OrderError::OutTradeNoUsed`] when the number exists with other parameters,
+    /// [`OrderError::OrderPaid`] / [`OrderError::OrderClosed`] when the existing order is paid or
+    /// closed, [`OrderError::InvalidAmount`] for a zero total, [`OrderError::FieldTooLong`].
+    pub fn create_or_reuse_order(&self, new: &NewOrder<'_>) -> Result<(Order, OrderCreation), OrderError> {
+        if new.total == 0 {
+            return Err(OrderError::InvalidAmount);
+        }
+        let now = self.now();
+        let hash = text_hash(new.out_trade_no);
+        let shard_no = (hash % SHARDS as u64) as usize;
+        let attach = new.attach.filter(|a| !a.is_empty());
+        let (text, lens) = OrderRecord::pack(new.out_trade_no, new.openid, attach, new.description)?;
+        let appid = self.intern(new.appid);
+        let mchid = self.intern(new.mchid);
+        let notify_url = self.intern(new.notify_url);
+        let mut shard = self.shard(shard_no);
+        if let Some(local) = shard.find(hash, new.out_trade_no) {
+            let id = Self::global_id(shard_no, local);
+            let rec = &mut shard.orders[local];
+            rec.expire_if_due(now);
+            match rec.state() {
+                TradeState::Success | TradeState::Refund => return Err(OrderError::OrderPaid),
+                TradeState::Closed => return Err(OrderError::OrderClosed),
+                TradeState::NotPay | TradeState::PayError => {}
+            }
+            if !rec.same_parameters(new) {
+                return Err(OrderError::OutTradeNoUsed);
+            }
+            if rec.state() == TradeState::PayError {
+                return Err(OrderError::NotPayable(TradeState::PayError));
+            }
+            let creation = if now >= rec.prepay_created_at + PREPAY_TTL_SECS {
+                rec.prepay_created_at = now;
+                rec.prepay_nonce = random_u64();
+                OrderCreation::PrepayRenewed
+            } else {
+                OrderCreation::Reused
+            };
+            return Ok((Self::snapshot(id, rec), creation));
+        }
+        let local = shard.orders.len();
+        let id = Self::global_id(shard_no, local);
+        let rec = OrderRecord {
+            text,
+            lens,
+            appid,
+            mchid,
+            notify_url,
+            total: new.total,
+            refunded: 0,
+            created_at: now,
+            time_expire: new.time_expire.unwrap_or(now + DEFAULT_ORDER_TTL_SECS),
+            prepay_created_at: now,
+            prepay_nonce: random_u64(),
+            success_time: 0,
+            tx_nonce: (random_u64() % 10_000) as u16,
+            refund_count: 0,
+            state: TradeState::NotPay.to_u8(),
+            version: new.version,
+            sign_type: new.sign_type,
+            trade_type: new.trade_type,
+            has_attach: attach.is_some(),
+        };
+        let snapshot = Self::snapshot(id, &rec);
+        shard.orders.push(rec);
+        shard.insert_index(hash, u32::try_from(local).unwrap_or(u32::MAX));
+        Ok((snapshot, OrderCreation::Created))
+    }
+
+    /// Runs `f` on the order with this `out_trade_no` (after the lazy expiry), under its lock.
+    fn with_order<T>(&self, out_trade_no: &str, f: impl FnOnce(u32, &mut OrderRecord) -> T) -> Option<T> {
+        let hash = text_hash(out_trade_no);
+        let shard_no = (hash % SHARDS as u64) as usize;
+        let now = self.now();
+        let mut shard = self.shard(shard_no);
+        let local = shard.find(hash, out_trade_no)?;
+        let rec = &mut shard.orders[local];
+        rec.expire_if_due(now);
+        Some(f(Self::global_id(shard_no, local), rec))
+    }
+
+    /// Runs `f` on the order with global number `id`.
+    fn with_order_id<T>(&self, id: u32, f: impl FnOnce(&mut OrderRecord) -> T) -> Option<T> {
+        let shard_no = id as usize % SHARDS;
+        let local = id as usize / SHARDS;
+        let now = self.now();
+        let mut shard = self.shard(shard_no);
+        let rec = shard.orders.get_mut(local)?;
+        rec.expire_if_due(now);
+        Some(f(rec))
+    }
+
+    /// The order with this `out_trade_no`. An unpaid order past its `time_expire` reads CLOSED.
+    #[must_use]
+    pub fn order(&self, out_trade_no: &str) -> Option<Order> {
+        self.with_order(out_trade_no, |id, r| Self::snapshot(id, r))
+    }
+
+    /// The order with this `transaction_id` (only paid orders have one).
+    #[must_use]
+    pub fn order_by_transaction_id(&self, transaction_id: &str) -> Option<Order> {
+        let id = id_of_transaction(transaction_id)?;
+        self.with_order_id(id, |r| Self::snapshot(id, r))
+            .filter(|o| o.transaction_id.as_deref() == Some(transaction_id))
+    }
+
+    /// The order whose current prepay id is `prepay_id`.
+    #[must_use]
+    pub fn order_by_prepay_id(&self, prepay_id: &str) -> Option<Order> {
+        let id = id_of_prepay(prepay_id)?;
+        self.with_order_id(id, |r| Self::snapshot(id, r))
+            .filter(|o| o.prepay_id == prepay_id)
+    }
+
+    /// Closes an order. Closing a closed order is fine.
+    ///
+    /// # Errors
+    /// [`OrderError::OrderNotExist`], or [`OrderError::OrderPaid`] for a paid order.
+    pub fn close_order(&self, out_trade_no: &str) -> Result<Order, OrderError> {
+        self.with_order(out_trade_no, |id, r| {
+            match r.state() {
+                TradeState::Success | TradeState::Refund => return Err(OrderError::OrderPaid),
+                TradeState::NotPay | TradeState::PayError | TradeState::Closed => r.set_state(TradeState::Closed),
+            }
+            Ok(Self::snapshot(id, r))
+        })
+        .unwrap_or(Err(OrderError::OrderNotExist))
+    }
+
+    /// Pays the order of `prepay_id` as `payer_openid`, as the WeChat client does after the user
+    /// confirms.
+    ///
+    /// # Errors
+    /// [`OrderError::PrepayIdInvalid`], [`OrderError::OrderPaid`], [`OrderError::OrderClosed`]
+    /// (closed or past `time_expire`), [`OrderError::NotPayable`], [`OrderError::PrepayExpired`],
+    /// [`OrderError::PayerMismatch`].
+    pub fn pay(&self, prepay: &str, payer_openid: &str, outcome: PayOutcome) -> Result<Order, OrderError> {
+        let id = id_of_prepay(prepay).ok_or(OrderError::PrepayIdInvalid)?;
+        let now = self.now();
+        self.with_order_id(id, |r| {
+            if prepay_id(id, r.prepay_created_at, r.prepay_nonce) != prepay {
+                return Err(OrderError::PrepayIdInvalid);
+            }
+            match r.state() {
+                TradeState::Success | TradeState::Refund => return Err(OrderError::OrderPaid),
+                TradeState::Closed => return Err(OrderError::OrderClosed),
+                TradeState::PayError => return Err(OrderError::NotPayable(TradeState::PayError)),
+                TradeState::NotPay => {}
+            }
+            if now >= r.prepay_created_at + PREPAY_TTL_SECS {
+                return Err(OrderError::PrepayExpired);
+            }
+            if r.openid().is_empty() {
+                // NATIVE orders learn their payer when paid.
+                let (text, lens) = OrderRecord::pack(r.out_trade_no(), payer_openid, r.attach(), r.description())?;
+                r.text = text;
+                r.lens = lens;
+            } else if r.openid() != payer_openid {
+                return Err(OrderError::PayerMismatch);
+            }
+            match outcome {
+                PayOutcome::Success => {
+                    r.set_state(TradeState::Success);
+                    r.success_time = now;
+                }
+                PayOutcome::PayError => r.set_state(TradeState::PayError),
+            }
+            Ok(Self::snapshot(id, r))
+        })
+        .unwrap_or(Err(OrderError::PrepayIdInvalid))
+    }
+
+    fn lock_refunds_write(&self) -> std::sync::RwLockWriteGuard<'_, RefundTable> {
+        self.refunds.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_refunds_read(&self) -> std::sync::RwLockReadGuard<'_, RefundTable> {
+        self.refunds.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Accepts a refund (status PROCESSING, completed later by [`Store::complete_refund`]).
+    ///
+    /// Idempotent by `out_refund_no`: the same number for the same order and amount returns the
+    /// existing refund and `false`.
+    ///
+    /// # Errors
+    /// [`OrderError::OrderNotExist`], [`OrderError::OutRefundNoUsed`],
+    /// [`OrderError::OrderNotPaid`], [`OrderError::InvalidAmount`],
+    /// [`OrderError::RefundTotalMismatch`], [`OrderError::RefundExceedsRemaining`],
+    /// [`OrderError::TooManyRefunds`].
+    pub fn refund(&self, req: &NewRefund<'_>) -> Result<(Refund, bool), OrderError> {
+        let order_id = match req.order {
+            OrderRef::TransactionId(tx) => {
+                let id = id_of_transaction(tx).ok_or(OrderError::OrderNotExist)?;
+                let known = self
+                    .with_order_id(id, |r| r.success_time != 0 && transaction_id(id, r.success_time, r.tx_nonce) == tx)
+                    .unwrap_or(false);
+                if !known {
+                    return Err(OrderError::OrderNotExist);
+                }
+                id
+            }
+            OrderRef::OutTradeNo(no) => self.with_order(no, |id, _| id).ok_or(OrderError::OrderNotExist)?,
+        };
+        // Lock order: refund table, then the order's shard.
+        let mut table = self.lock_refunds_write();
+        if let Some(&seq) = table.by_out_refund_no.get(req.out_refund_no) {
+            let existing = &table.refunds[seq as usize];
+            let same_order = table.by_order.get(&order_id).is_some_and(|v| v.contains(&seq));
+            return if same_order && existing.amount == req.amount && existing.total == req.total {
+                Ok((existing.clone(), false))
+            } else {
+                Err(OrderError::OutRefundNoUsed)
+            };
+        }
+        if req.amount == 0 {
+            return Err(OrderError::InvalidAmount);
+        }
+        let now = self.now();
+        let seq = u32::try_from(table.refunds.len()).unwrap_or(u32::MAX);
+        let order = self
+            .with_order_id(order_id, |r| {
+                if !r.state().is_paid() {
+                    return Err(OrderError::OrderNotPaid);
+                }
+                if req.total != r.total {
+                    return Err(OrderError::RefundTotalMismatch { total: r.total });
+                }
+                let remaining = r.total - r.refunded;
+                if req.amount > remaining {
+                    return Err(OrderError::RefundExceedsRemaining { remaining });
+                }
+                if u32::from(r.refund_count) >= MAX_REFUNDS_PER_ORDER {
+                    return Err(OrderError::TooManyRefunds);
+                }
+                r.refunded += req.amount;
+                r.refund_count += 1;
+                r.set_state(TradeState::Refund);
+                Ok(Self::snapshot(order_id, r))
+            })
+            .unwrap_or(Err(OrderError::OrderNotExist))?;
+        let refund = Refund {
+            out_refund_no: req.out_refund_no.to_owned(),
+            refund_id: refund_id(seq, now, (random_u64() % 100_000) as u32),
+            out_trade_no: order.out_trade_no,
+            transaction_id: order.transaction_id.unwrap_or_default(),
+            amount: req.amount,
+            total: order.total,
+            status: RefundStatus::Processing,
+            reason: req.reason.filter(|r| !r.is_empty()).map(str::to_owned),
+            notify_url: req.notify_url.filter(|u| !u.is_empty()).map(str::to_owned),
+            version: req.version,
+            created_at: now,
+            success_time: None,
+            due_at: now + REFUND_PROCESSING_SECS,
+        };
+        table.refunds.push(refund.clone());
+        table.by_out_refund_no.insert(req.out_refund_no.into(), seq);
+        table.by_order.entry(order_id).or_default().push(seq);
+        Ok((refund, true))
+    }
+
+    /// The refund with this `out_refund_no`.
+    #[must_use]
+    pub fn refund_by_out_refund_no(&self, out_refund_no: &str) -> Option<Refund> {
+        let table = self.lock_refunds_read();
+        let seq = *table.by_out_refund_no.get(out_refund_no)?;
+        table.refunds.get(seq as usize).cloned()
+    }
+
+    /// The refund with this `refund_id`.
+    #[must_use]
+    pub fn refund_by_refund_id(&self, refund_id: &str) -> Option<Refund> {
+        let seq = seq_of_refund_id(refund_id)?;
+        let table = self.lock_refunds_read();
+        table.refunds.get(seq as usize).filter(|r| r.refund_id == refund_id).cloned()
+    }
+
+    /// The refunds of an order, oldest first.
+    #[must_use]
+    pub fn refunds_of_order(&self, out_trade_no: &str) -> Vec<Refund> {
+        let Some(id) = self.with_order(out_trade_no, |id, _| id) else {
+            return Vec::new();
+        };
+        let table = self.lock_refunds_read();
+        table
+            .by_order
+            .get(&id)
+            .map(|seqs| seqs.iter().filter_map(|&s| table.refunds.get(s as usize).cloned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Finishes a PROCESSING refund with `status` (SUCCESS sets its success time). Returns the
+    /// refund when this call made the transition, `None` when it was not PROCESSING (so exactly
+    /// one caller sends the refund notification).
+    pub fn complete_refund(&self, out_refund_no: &str, status: RefundStatus) -> Option<Refund> {
+        if status == RefundStatus::Processing {
+            return None;
+        }
+        let now = self.now();
+        let mut table = self.lock_refunds_write();
+        let seq = *table.by_out_refund_no.get(out_refund_no)?;
+        let refund = table.refunds.get_mut(seq as usize)?;
+        if refund.status != RefundStatus::Processing {
+            return None;
+        }
+        refund.status = status;
+        if status == RefundStatus::Success {
+            refund.success_time = Some(now);
+        }
+        Some(refund.clone())
+    }
+
+    /// The `out_refund_no` of every PROCESSING refund whose time has come on the simulated clock.
+    #[must_use]
+    pub fn due_refunds(&self) -> Vec<String> {
+        let now = self.now();
+        self.lock_refunds_read()
+            .refunds
+            .iter()
+            .filter(|r| r.status == RefundStatus::Processing && r.due_at <= now)
+            .map(|r| r.out_refund_no.clone())
+            .collect()
+    }
+
+    /// The payments and successful refunds of one GMT+8 day, in time order.
+    #[must_use]
+    pub fn bill_day(&self, date: Date) -> BillDay {
+        let mut day = BillDay::default();
+        for shard_no in 0..SHARDS {
+            let shard = self.shard(shard_no);
+            for (local, r) in shard.orders.iter().enumerate() {
+                if r.success_time != 0 && cst_date(r.success_time) == date {
+                    day.payments.push(Self::snapshot(Self::global_id(shard_no, local), r));
+                }
+            }
+        }
+        day.payments.sort_by_key(|o| (o.success_time, o.out_trade_no.clone()));
+        let refunds: Vec<Refund> = self
+            .lock_refunds_read()
+            .refunds
+            .iter()
+            .filter(|r| r.success_time.is_some_and(|t| cst_date(t) == date))
+            .cloned()
+            .collect();
+        for refund in refunds {
+            if let Some(order) = self.order(&refund.out_trade_no) {
+                day.refunds.push((refund, order));
+            }
+        }
+        day.refunds.sort_by_key(|(r, _)| (r.success_time, r.out_refund_no.clone()));
+        day
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wxpay::nonce::FixedClock;
+
+    const T0: i64 = 1_700_000_000;
+
+    fn store() -> (Store, FixedClock) {
+        let clock = FixedClock::at(T0);
+        (Store::new(Arc::new(clock.clone())), clock)
+    }
+
+    fn new_order(no: &str) -> NewOrder<'_> {
+        NewOrder {
+            appid: "wxd678efh567hg6787",
+            mchid: "1230000109",
+            out_trade_no: no,
+            openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
+            description: "Image形象店-深圳腾大-QQ公仔",
+            attach: Some("a"),
+            notify_url: "https://example.com/notify",
+            total: 100,
+            version: ApiVersion::V3,
+            sign_type: SignType::Md5,
+            trade_type: TradeType::Jsapi,
+            time_expire: None,
+        }
+    }
+
+    #[test]
+    fn ids_have_wechat_shapes_and_round_trip() {
+        let (s, _) = store();
+        let (o, c) = s.create_or_reuse_order(&new_order("order-0001")).unwrap();
+        assert_eq!(c, OrderCreation::Created);
+        assert_eq!(o.prepay_id.len(), 36);
+        assert!(o.prepay_id.starts_with("wx20231115"), "{}", o.prepay_id);
+        assert_eq!(s.order_by_prepay_id(&o.prepay_id).unwrap().out_trade_no, "order-0001");
+        let paid = s.pay(&o.prepay_id, &o.openid, PayOutcome::Success).unwrap();
+        let tx = paid.transaction_id.clone().unwrap();
+        assert_eq!(tx.len(), 28);
+        assert!(tx.starts_with("42000"));
+        assert_eq!(s.order_by_transaction_id(&tx).unwrap(), paid);
+        let (r, created) = s
+            .refund(&NewRefund {
+                order: OrderRef::TransactionId(&tx),
+                out_refund_no: "R1",
+                amount: 10,
+                total: 100,
+                reason: None,
+                notify_url: None,
+                version: ApiVersion::V3,
+            })
+            .unwrap();
+        assert!(created);
+        assert_eq!(r.refund_id.len(), 29);
+        assert!(r.refund_id.starts_with("50300"));
+        assert_eq!(s.refund_by_refund_id(&r.refund_id).unwrap(), r);
+    }
+
+    #[test]
+    fn same_number_same_parameters_reuses_and_renews_expired_prepay() {
+        let (s, clock) = store();
+        let (a, _) = s.create_or_reuse_order(&new_order("order-0002")).unwrap();
+        let (b, c) = s.create_or_reuse_order(&new_order("order-0002")).unwrap();
+        assert_eq!(c, OrderCreation::Reused);
+        assert_eq!(a.prepay_id, b.prepay_id);
+        let mut other = new_order("order-0002");
+        other.total = 101;
+        assert_eq!(s.create_or_reuse_order(&other), Err(OrderError::OutTradeNoUsed));
+        clock.set(T0 + PREPAY_TTL_SECS);
+        assert_eq!(s.pay(&a.prepay_id, &a.openid, PayOutcome::Success), Err(OrderError::PrepayExpired));
+        let (c2, how) = s.create_or_reuse_order(&new_order("order-0002")).unwrap();
+        assert_eq!(how, OrderCreation::PrepayRenewed);
+        assert_ne!(c2.prepay_id, a.prepay_id);
+        assert_eq!(s.pay(&a.prepay_id, &a.openid, PayOutcome::Success), Err(OrderError::PrepayIdInvalid));
+        assert!(s.pay(&c2.prepay_id, &a.openid, PayOutcome::Success).is_ok());
+        assert_eq!(s.create_or_reuse_order(&new_order("order-0002")), Err(OrderError::OrderPaid));
+    }
+
+    #[test]
+    fn close_pay_and_expiry_rules() {
+        let (s, clock) = store();
+        let (o, _) = s.create_or_reuse_order(&new_order("order-0003")).unwrap();
+        assert_eq!(s.pay(&o.prepay_id, "someone-else", PayOutcome::Success), Err(OrderError::PayerMismatch));
+        assert_eq!(s.close_order("order-0003").unwrap().trade_state, TradeState::Closed);
+        assert!(s.close_order("order-0003").is_ok());
+        assert_eq!(s.close_order("nope-0000"), Err(OrderError::OrderNotExist));
+        assert_eq!(s.pay(&o.prepay_id, &o.openid, PayOutcome::Success), Err(OrderError::OrderClosed));
+        assert_eq!(s.create_or_reuse_order(&new_order("order-0003")), Err(OrderError::OrderClosed));
+
+        let mut short = new_order("order-0004");
+        short.time_expire = Some(T0 + 600);
+        let (o4, _) = s.create_or_reuse_order(&short).unwrap();
+        clock.set(T0 + 601);
+        assert_eq!(s.order("order-0004").unwrap().trade_state, TradeState::Closed);
+        assert_eq!(s.pay(&o4.prepay_id, &o4.openid, PayOutcome::Success), Err(OrderError::OrderClosed));
+
+        let (o5, _) = s.create_or_reuse_order(&new_order("order-0005")).unwrap();
+        assert_eq!(s.pay(&o5.prepay_id, &o5.openid, PayOutcome::PayError).unwrap().trade_state, TradeState::PayError);
+        assert_eq!(s.close_order("order-0005").unwrap().trade_state, TradeState::Closed);
+        let (o6, _) = s.create_or_reuse_order(&new_order("order-0006")).unwrap();
+        s.pay(&o6.prepay_id, &o6.openid, PayOutcome::Success).unwrap();
+        assert_eq!(s.close_order("order-0006"), Err(OrderError::OrderPaid));
+    }
+
+    #[test]
+    fn refund_rules_and_idempotency() {
+        let (s, clock) = store();
+        let (o, _) = s.create_or_reuse_order(&new_order("order-0007")).unwrap();
+        let req = |no: &'static str, amount: u64| NewRefund {
+            order: OrderRef::OutTradeNo("order-0007"),
+            out_refund_no: no,
+            amount,
+            total: 100,
+            reason: Some("r"),
+            notify_url: Some("https://example.com/refund"),
+            version: ApiVersion::V3,
+        };
+        assert_eq!(s.refund(&req("R1", 10)), Err(OrderError::OrderNotPaid));
+        s.pay(&o.prepay_id, &o.openid, PayOutcome::Success).unwrap();
+        let (r1, created) = s.refund(&req("R1", 60)).unwrap();
+        assert!(created);
+        assert_eq!(r1.status, RefundStatus::Processing);
+        let (again, created) = s.refund(&req("R1", 60)).unwrap();
+        assert!(!created);
+        assert_eq!(again, r1);
+        assert_eq!(s.refund(&req("R1", 61)), Err(OrderError::OutRefundNoUsed));
+        assert_eq!(s.refund(&req("R2", 41)), Err(OrderError::RefundExceedsRemaining { remaining: 40 }));
+        let mut wrong_total = req("R2", 1);
+        wrong_total.total = 99;
+        assert_eq!(s.refund(&wrong_total), Err(OrderError::RefundTotalMismatch { total: 100 }));
+        assert_eq!(s.order("order-0007").unwrap().trade_state, TradeState::Refund);
+        assert_eq!(s.refunds_of_order("order-0007").len(), 1);
+        assert!(s.due_refunds().is_empty());
+        clock.set(T0 + REFUND_PROCESSING_SECS);
+        assert_eq!(s.due_refunds(), vec!["R1".to_owned()]);
+        let done = s.complete_refund("R1", RefundStatus::Success).unwrap();
+        assert_eq!(done.success_time, Some(T0 + REFUND_PROCESSING_SECS));
+        assert!(s.complete_refund("R1", RefundStatus::Success).is_none());
+        let day = s.bill_day(cst_date(T0));
+        assert_eq!(day.payments.len(), 1);
+        assert_eq!(day.refunds.len(), 1);
+    }
+
+    #[test]
+    fn fifty_refunds_at_most() {
+        let (s, _) = store();
+        let mut big = new_order("order-0008");
+        big.total = 1000;
+        let (o, _) = s.create_or_reuse_order(&big).unwrap();
+        s.pay(&o.prepay_id, &o.openid, PayOutcome::Success).unwrap();
+        let names: Vec<String> = (0..51).map(|i| format!("R{i}")).collect();
+        for (i, no) in names.iter().enumerate() {
+            let r = s.refund(&NewRefund {
+                order: OrderRef::OutTradeNo("order-0008"),
+                out_refund_no: no,
+                amount: 1,
+                total: 1000,
+                reason: None,
+                notify_url: None,
+                version: ApiVersion::V2,
+            });
+            if i < 50 {
+                assert!(r.is_ok(), "{i}");
+            } else {
+                assert_eq!(r, Err(OrderError::TooManyRefunds));
+            }
+        }
+    }
+
+    #[test]
+    fn time_formats() {
+        assert_eq!(rfc3339_cst(1_554_208_460), "2019-04-02T20:34:20+08:00");
+        assert_eq!(v2_time(1_554_208_460), "20190402203420");
+        assert_eq!(dashed_time(1_554_208_460), "2019-04-02 20:34:20");
+        assert_eq!(parse_v2_time("20190402203420"), Some(1_554_208_460));
+        assert_eq!(parse_rfc3339("2019-04-02T20:34:20+08:00"), Some(1_554_208_460));
+        assert_eq!(parse_v2_time("2019040220342"), None);
+    }
+
+    #[test]
+    fn record_is_compact() {
+        assert!(std::mem::size_of::<OrderRecord>() <= 160, "{}", std::mem::size_of::<OrderRecord>());
+    }
+}
