@@ -756,6 +756,94 @@ fn decrypt_v3_wrong_key_is_invalid_and_a_16_byte_key_is_refused() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// sim
+
+#[test]
+fn sim_serves_until_killed_and_keeps_its_merchant_in_the_state_dir() {
+    use std::io::{BufRead as _, BufReader, Read as _};
+
+    let dir = Scratch::new("sim");
+    let state = dir.0.join("state");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wxpay"))
+        .args([
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            p(&state),
+            "--time-scale",
+            "60",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let http_line = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find(|l| l.trim_start().starts_with("http:"))
+        .expect("the simulator prints its URL");
+    let addr = http_line
+        .trim()
+        .trim_start_matches("http:")
+        .trim()
+        .trim_start_matches("http://")
+        .to_owned();
+
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .write_all(b"GET /sim/clock HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(state.join("merchant.json").is_file());
+}
+
+#[test]
+fn sim_refuses_bad_settings_with_exit_2() {
+    let dir = Scratch::new("sim-bad");
+    let state = dir.0.join("state");
+    let run = wxpay(
+        &[
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            p(&state),
+            "--time-scale",
+            "0",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("--time-scale"), "{}", run.stderr);
+    let run = wxpay(
+        &[
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            p(&state),
+            "--key-mode",
+            "rsa",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 2);
+    let run = wxpay(
+        &["sim", "--listen", "nowhere", "--state-dir", p(&state)],
+        "",
+    );
+    assert_eq!(run.code, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
 // helpers
 
 /// The PKCS#1 `RSA PRIVATE KEY` PEM inside a PKCS#8 DER.

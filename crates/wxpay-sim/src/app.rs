@@ -23,7 +23,8 @@ use crate::state::{ApiVersion, Order, Refund, RefundStatus, SimClock, Store};
 /// Makes the v2 refund notification of a refund that reached a final state (the `req_info`
 /// encryption lives with the v2 code). Returns `None` when no notification is due (no
 /// `notify_url`).
-pub type V2RefundNotifier = Arc<dyn Fn(&AppState, &Order, &Refund) -> Option<NewDelivery> + Send + Sync>;
+pub type V2RefundNotifier =
+    Arc<dyn Fn(&AppState, &Order, &Refund) -> Option<NewDelivery> + Send + Sync>;
 
 /// How long a bill `download_url` works: 5 minutes (§B.14).
 pub const BILL_URL_TTL_SECS: i64 = 300;
@@ -159,7 +160,9 @@ impl AppState {
     pub fn start_refund_processing(self: &Arc<Self>, refund: &Refund) {
         let state = Arc::clone(self);
         let out_refund_no = refund.out_refund_no.clone();
-        let delay = self.scaled(Duration::from_secs(crate::state::REFUND_PROCESSING_SECS.unsigned_abs()));
+        let delay = self.scaled(Duration::from_secs(
+            crate::state::REFUND_PROCESSING_SECS.unsigned_abs(),
+        ));
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             state.settle_refund(&out_refund_no);
@@ -169,11 +172,16 @@ impl AppState {
     /// Completes a PROCESSING refund as SUCCESS and sends its notification. Returns the refund
     /// when this call completed it.
     pub fn settle_refund(&self, out_refund_no: &str) -> Option<Refund> {
-        let refund = self.store.complete_refund(out_refund_no, RefundStatus::Success)?;
+        let refund = self
+            .store
+            .complete_refund(out_refund_no, RefundStatus::Success)?;
         let order = self.store.order(&refund.out_trade_no)?;
         let delivery = match refund.version {
             ApiVersion::V3 => crate::notify::v3_refund_notification(self, &order, &refund),
-            ApiVersion::V2 => self.v2_refund_notifier.get().and_then(|f| f(self, &order, &refund)),
+            ApiVersion::V2 => self
+                .v2_refund_notifier
+                .get()
+                .and_then(|f| f(self, &order, &refund)),
         };
         if let Some(d) = delivery {
             self.dispatcher.enqueue(d);
@@ -206,6 +214,10 @@ impl AppState {
 /// `simulated / time_scale`, at least 1 ms.
 #[must_use]
 pub fn scale(simulated: Duration, time_scale: f64) -> Duration {
-    let scale = if time_scale.is_finite() && time_scale > 0.0 { time_scale } else { 1.0 };
+    let scale = if time_scale.is_finite() && time_scale > 0.0 {
+        time_scale
+    } else {
+        1.0
+    };
     Duration::from_secs_f64(simulated.as_secs_f64() / scale).max(Duration::from_millis(1))
 }

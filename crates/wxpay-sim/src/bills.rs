@@ -6,7 +6,9 @@ use std::io::Write as _;
 
 use time::{Date, PrimitiveDateTime};
 use wxpay::Fen;
-use wxpay::bill::{FundFlowBill, FundFlowDirection, FundFlowRow, MilliFen, TradeBill, TradeBillKind, TradeBillRow};
+use wxpay::bill::{
+    FundFlowBill, FundFlowDirection, FundFlowRow, MilliFen, TradeBill, TradeBillKind, TradeBillRow,
+};
 
 use crate::state::{CST, Order, Refund, Store};
 
@@ -134,7 +136,11 @@ fn refund_row(refund: &Refund, order: &Order, kind: TradeBillKind) -> TradeBillR
 /// # Errors
 /// When a text field cannot be written into a bill (a line break or the field separator in a
 /// description or attach).
-pub fn trade_bill_text(store: &Store, date: Date, bill_type: TradeBillType) -> Result<Option<String>, String> {
+pub fn trade_bill_text(
+    store: &Store,
+    date: Date,
+    bill_type: TradeBillType,
+) -> Result<Option<String>, String> {
     let day = store.bill_day(date);
     let kind = bill_type.kind();
     let mut rows = Vec::new();
@@ -159,10 +165,20 @@ pub fn trade_bill_text(store: &Store, date: Date, bill_type: TradeBillType) -> R
 pub fn fund_flow_bill_text(store: &Store, date: Date) -> Result<Option<String>, String> {
     let day = store.bill_day(date);
     let mut events: Vec<(i64, FundFlowRow)> = Vec::new();
-    let row = |t: i64, no: &str, name: &str, ty: &str, dir: FundFlowDirection, amount: u64, voucher: &str| FundFlowRow {
+    let row = |t: i64,
+               no: &str,
+               name: &str,
+               ty: &str,
+               dir: FundFlowDirection,
+               amount: u64,
+               voucher: &str| FundFlowRow {
         booking_time: wall(t),
         business_no: no.to_owned(),
-        flow_no: format!("{}{}", crate::state::v2_time(t), &no[no.len().saturating_sub(14)..]),
+        flow_no: format!(
+            "{}{}",
+            crate::state::v2_time(t),
+            &no[no.len().saturating_sub(14)..]
+        ),
         business_name: name.to_owned(),
         business_type: ty.to_owned(),
         direction: dir,
@@ -175,16 +191,49 @@ pub fn fund_flow_bill_text(store: &Store, date: Date) -> Result<Option<String>, 
     for o in &day.payments {
         let t = o.success_time.unwrap_or(o.created_at);
         let tx = o.transaction_id.clone().unwrap_or_default();
-        events.push((t, row(t, &tx, "交易收款", "交易", FundFlowDirection::Income, o.total, &o.out_trade_no)));
+        events.push((
+            t,
+            row(
+                t,
+                &tx,
+                "交易收款",
+                "交易",
+                FundFlowDirection::Income,
+                o.total,
+                &o.out_trade_no,
+            ),
+        ));
         // The fee is booked in whole fen, rounded half up.
         let fee_fen = (o.total.saturating_mul(6) + 500) / 1000;
         if fee_fen > 0 {
-            events.push((t, row(t, &tx, "交易收款", "扣除交易手续费", FundFlowDirection::Expense, fee_fen, &o.out_trade_no)));
+            events.push((
+                t,
+                row(
+                    t,
+                    &tx,
+                    "交易收款",
+                    "扣除交易手续费",
+                    FundFlowDirection::Expense,
+                    fee_fen,
+                    &o.out_trade_no,
+                ),
+            ));
         }
     }
     for (r, _) in &day.refunds {
         let t = r.success_time.unwrap_or(r.created_at);
-        events.push((t, row(t, &r.refund_id, "退款", "退款", FundFlowDirection::Expense, r.amount, &r.out_refund_no)));
+        events.push((
+            t,
+            row(
+                t,
+                &r.refund_id,
+                "退款",
+                "退款",
+                FundFlowDirection::Expense,
+                r.amount,
+                &r.out_refund_no,
+            ),
+        ));
     }
     if events.is_empty() {
         return Ok(None);
@@ -219,4 +268,49 @@ pub fn gzip(text: &[u8]) -> Vec<u8> {
 #[must_use]
 pub fn sha1_hex(text: &[u8]) -> String {
     wxpay::bill::sha1_hex(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{ApiVersion, TradeState, TradeType};
+
+    /// §D.12: the one-row ALL bill and its SHA-1.
+    #[test]
+    fn d12_bill_digest() {
+        let paid = time::macros::datetime!(2019-06-11 10:00:00 +8).unix_timestamp();
+        let order = Order {
+            out_trade_no: "1217752501201407033233368018".into(),
+            appid: "wxd678efh567hg6787".into(),
+            mchid: "1230000109".into(),
+            openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".into(),
+            description: "test".into(),
+            attach: None,
+            notify_url: "https://example.com/n".into(),
+            total: 100,
+            version: ApiVersion::V3,
+            sign_type: wxpay::v2::SignType::Md5,
+            trade_type: TradeType::Jsapi,
+            trade_state: TradeState::Success,
+            prepay_id: String::new(),
+            prepay_created_at: paid,
+            time_expire: paid,
+            transaction_id: Some("4200000000000000000000000000".into()),
+            success_time: Some(paid),
+            refunded: 0,
+            refund_count: 0,
+            created_at: paid,
+        };
+        let bill = TradeBill::from_rows(
+            TradeBillKind::All,
+            vec![payment_row(&order, TradeBillKind::All)],
+        )
+        .unwrap();
+        let text = bill.to_text().unwrap();
+        assert_eq!(
+            sha1_hex(text.as_bytes()),
+            "a4ee42dd6de909f53a607f3c9805e50ca478fc41",
+            "{text}"
+        );
+    }
 }

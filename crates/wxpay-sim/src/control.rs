@@ -30,16 +30,28 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/sim/clock/advance", post(advance_clock))
         .route("/sim/clock", get(clock))
         .route("/sim/merchant", get(merchant))
+        .route("/sim/connection", get(connection))
         .with_state(state)
 }
 
 fn bad_request(message: impl Into<String>) -> Response {
-    (StatusCode::BAD_REQUEST, axum::Json(json!({"error": message.into()}))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"error": message.into()})),
+    )
+        .into_response()
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], empty_ok: bool) -> Result<Option<T>, String> {
+fn parse_json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    empty_ok: bool,
+) -> Result<Option<T>, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return if empty_ok { Ok(None) } else { Err("a JSON body is required".into()) };
+        return if empty_ok {
+            Ok(None)
+        } else {
+            Err("a JSON body is required".into())
+        };
     }
     serde_json::from_slice(body)
         .map(Some)
@@ -74,7 +86,11 @@ struct PayRequest {
 
 /// A refusal as the WeChat client reports it: `errMsg` `requestPayment:fail ...`.
 fn client_fail(status: StatusCode, reason: &str) -> Response {
-    (status, axum::Json(json!({"errMsg": format!("requestPayment:fail {reason}")}))).into_response()
+    (
+        status,
+        axum::Json(json!({"errMsg": format!("requestPayment:fail {reason}")})),
+    )
+        .into_response()
 }
 
 async fn pay(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
@@ -86,14 +102,22 @@ async fn pay(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let outcome = match request.result.as_deref() {
         None | Some("SUCCESS") => PayOutcome::Success,
         Some("PAYERROR") => PayOutcome::PayError,
-        Some(other) => return bad_request(format!("result must be SUCCESS or PAYERROR, not {other:?}")),
+        Some(other) => {
+            return bad_request(format!("result must be SUCCESS or PAYERROR, not {other:?}"));
+        }
     };
     let p = &request.payment;
     let Some(prepay_id) = p.package.strip_prefix("prepay_id=") else {
-        return client_fail(StatusCode::BAD_REQUEST, "package参数格式错误，须为prepay_id=***");
+        return client_fail(
+            StatusCode::BAD_REQUEST,
+            "package参数格式错误，须为prepay_id=***",
+        );
     };
     let Some(order) = state.store.order_by_prepay_id(prepay_id) else {
-        return client_fail(StatusCode::BAD_REQUEST, "prepay_id无效或已被替换，请重新下单");
+        return client_fail(
+            StatusCode::BAD_REQUEST,
+            "prepay_id无效或已被替换，请重新下单",
+        );
     };
     // The client signs with the appid of the mini program it runs in: the order's appid.
     let sign_type_matches = match order.version {
@@ -101,7 +125,13 @@ async fn pay(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
         crate::state::ApiVersion::V2 => p.sign_type == order.sign_type.as_str(),
     };
     let signature_ok = sign_type_matches
-        && wxpay::pay_params::verify(p, &order.appid, &state.merchant.api_v2_key, &state.keys.merchant_public_key).is_ok();
+        && wxpay::pay_params::verify(
+            p,
+            &order.appid,
+            &state.merchant.api_v2_key,
+            &state.keys.merchant_public_key,
+        )
+        .is_ok();
     if !signature_ok {
         return client_fail(StatusCode::BAD_REQUEST, "支付验证签名失败");
     }
@@ -179,16 +209,21 @@ async fn order(State(state): State<Arc<AppState>>, Path(out_trade_no): Path<Stri
             let refunds = state.store.refunds_of_order(&out_trade_no);
             axum::Json(order_json(&o, &refunds)).into_response()
         }
-        None => (StatusCode::NOT_FOUND, axum::Json(json!({"error": "no such order"}))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "no such order"})),
+        )
+            .into_response(),
     }
 }
 
-async fn notifications(State(state): State<Arc<AppState>>, Query(query): Query<HashMap<String, String>>) -> Response {
-    let records = state.dispatcher.records();
-    let records: Vec<_> = records
-        .into_iter()
-        .filter(|r| query.get("out_trade_no").is_none_or(|no| &r.out_trade_no == no))
-        .collect();
+async fn notifications(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let records = state
+        .dispatcher
+        .records(query.get("out_trade_no").map(String::as_str));
     axum::Json(json!({"deliveries": records})).into_response()
 }
 
@@ -253,6 +288,29 @@ async fn merchant(State(state): State<Arc<AppState>>) -> Response {
         "wechatpay_public_key_id": m.wechatpay_public_key_id,
         "key_mode": state.signer.mode().as_str(),
         "merchant_json": m.merchant_json_path.as_ref().map(|p| p.display().to_string()),
+    }))
+    .into_response()
+}
+
+/// How the caller is connected: TLS or not, and the client certificate it presented (to debug
+/// the mutual TLS of the v2 `/secapi/` calls).
+async fn connection(
+    State(state): State<Arc<AppState>>,
+    tls: Option<axum::Extension<crate::server::Tls>>,
+    cert: Option<axum::Extension<crate::server::ClientCertificate>>,
+) -> Response {
+    let client_certificate = cert.and_then(|c| c.0.0).map(|der| {
+        let serial = wxpay::X509Certificate::from_der(&der)
+            .map(|c| c.serial_no)
+            .ok();
+        json!({
+            "serial_no": serial,
+            "is_merchant_certificate": der == state.keys.merchant_cert_der,
+        })
+    });
+    axum::Json(json!({
+        "tls": tls.is_some_and(|t| t.0.0),
+        "client_certificate": client_certificate,
     }))
     .into_response()
 }

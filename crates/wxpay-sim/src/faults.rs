@@ -49,7 +49,10 @@ impl Faults {
                 return Err(format!("{name} must be between 0 and 1"));
             }
         }
-        for (name, ms) in [("notify_delay_ms", self.notify_delay_ms), ("api_latency_ms", self.api_latency_ms)] {
+        for (name, ms) in [
+            ("notify_delay_ms", self.notify_delay_ms),
+            ("api_latency_ms", self.api_latency_ms),
+        ] {
             if ms > MAX_FAULT_DELAY_MS {
                 return Err(format!("{name} must be at most {MAX_FAULT_DELAY_MS}"));
             }
@@ -66,7 +69,10 @@ impl FaultState {
     /// The current settings.
     #[must_use]
     pub fn get(&self) -> Faults {
-        *self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Replaces the settings.
@@ -75,7 +81,10 @@ impl FaultState {
     /// As [`Faults::validate`]; nothing changes then.
     pub fn set(&self, faults: Faults) -> Result<(), String> {
         faults.validate()?;
-        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = faults;
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = faults;
         Ok(())
     }
 }
@@ -97,7 +106,10 @@ fn api_of(path: &str) -> Option<Api> {
         Some(Api::V3)
     } else if path.starts_with("/pay/") || path.starts_with("/secapi/") {
         Some(Api::V2)
-    } else if path.starts_with("/sns/") || path.starts_with("/cgi-bin/") || path.starts_with("/wxa/") {
+    } else if path.starts_with("/sns/")
+        || path.starts_with("/cgi-bin/")
+        || path.starts_with("/wxa/")
+    {
         Some(Api::MiniProgram)
     } else {
         None
@@ -123,10 +135,14 @@ pub async fn inject(State(state): State<Arc<AppState>>, request: Request, next: 
             axum::Json(serde_json::json!({"code": "SYSTEM_ERROR", "message": "系统错误"})),
         )
             .into_response(),
-        Api::MiniProgram => axum::Json(serde_json::json!({"errcode": -1, "errmsg": "system error"})).into_response(),
+        Api::MiniProgram => {
+            axum::Json(serde_json::json!({"errcode": -1, "errmsg": "system error"})).into_response()
+        }
         Api::V2 => {
             let (_, body) = request.into_parts();
-            let bytes = axum::body::to_bytes(body, wxpay::v2::xml::MAX_XML_BYTES).await.unwrap_or_default();
+            let bytes = axum::body::to_bytes(body, wxpay::v2::xml::MAX_XML_BYTES)
+                .await
+                .unwrap_or_default();
             v2_system_error(&state, &bytes)
         }
     }

@@ -18,6 +18,7 @@ pub mod notify;
 pub mod server;
 pub mod signer;
 pub mod state;
+pub mod v2;
 pub mod v3;
 
 use std::net::SocketAddr;
@@ -107,10 +108,14 @@ impl Simulator {
     /// setup failure.
     pub async fn start(config: SimConfig) -> Result<RunningSimulator, SimError> {
         if !(config.time_scale.is_finite() && config.time_scale > 0.0) {
-            return Err(SimError::Config("time_scale must be a positive number".into()));
+            return Err(SimError::Config(
+                "time_scale must be a positive number".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&config.migrating_ratio) {
-            return Err(SimError::Config("migrating_ratio must be between 0 and 1".into()));
+            return Err(SimError::Config(
+                "migrating_ratio must be between 0 and 1".into(),
+            ));
         }
         let state_dir = config.state_dir.clone();
         let setup: MerchantSetup = tokio::task::spawn_blocking(move || match state_dir {
@@ -119,10 +124,12 @@ impl Simulator {
         })
         .await
         .map_err(|e| SimError::Config(format!("merchant setup task: {e}")))??;
-        let listener = TcpListener::bind(config.listen).await.map_err(|source| SimError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| SimError::Bind {
+                addr: config.listen,
+                source,
+            })?;
         let addr = listener.local_addr().map_err(|source| SimError::Bind {
             addr: config.listen,
             source,
@@ -140,7 +147,13 @@ impl Simulator {
             setup.credentials.wechatpay_public_key_id.clone(),
         ));
         let dispatcher = Arc::new(
-            Dispatcher::new(config.time_scale, faults.clone(), signer.clone(), clock.clone()).map_err(SimError::Config)?,
+            Dispatcher::new(
+                config.time_scale,
+                faults.clone(),
+                signer.clone(),
+                clock.clone(),
+            )
+            .map_err(SimError::Config)?,
         );
         let mp = Arc::new(MiniProgram::new(
             setup.credentials.appid.clone(),
@@ -164,7 +177,12 @@ impl Simulator {
         );
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let dispatcher_task = tokio::spawn(dispatcher.run(shutdown_rx.clone()));
-        let server_task = tokio::spawn(server::serve(listener, router(state.clone()), tls, shutdown_rx));
+        let server_task = tokio::spawn(server::serve(
+            listener,
+            router(state.clone()),
+            tls,
+            shutdown_rx,
+        ));
         tracing::info!(%addr, key_mode = %config.key_mode, time_scale = config.time_scale, "simulator listening");
         Ok(RunningSimulator {
             addr,
@@ -181,7 +199,7 @@ impl Simulator {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(v3::router(state.clone()))
-        // v2 endpoints: crate::v2 (added by the v2 work)
+        .merge(v2::router(state.clone()))
         .merge(MiniProgram::router(state.mp.clone()))
         .merge(control::router(state.clone()))
         .layer(axum::middleware::from_fn_with_state(state, faults::inject))
@@ -246,7 +264,10 @@ pub async fn run(config: SimConfig) -> Result<(), SimError> {
     let m = sim.merchant();
     println!("wxpay simulator (WeChat Pay v2 + v3, mini program)");
     println!("  http:      {}", sim.base_url());
-    println!("  https:     {}   (CA: sim_ca.pem beside merchant.json)", sim.tls_base_url());
+    println!(
+        "  https:     {}   (CA: sim_ca.pem beside merchant.json)",
+        sim.tls_base_url()
+    );
     println!("  control:   {}/sim/", sim.base_url());
     println!("  key mode:  {}", config.key_mode);
     println!("  appid:     {}", m.appid);

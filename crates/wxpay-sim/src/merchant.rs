@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use rand::RngExt as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::PrivatePkcs8KeyDer;
 use serde::{Deserialize, Serialize};
@@ -186,7 +186,9 @@ struct Material {
 
 fn random_digits(n: usize) -> String {
     let mut rng = rand::rng();
-    (0..n).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect()
+    (0..n)
+        .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+        .collect()
 }
 
 fn random_hex(n: usize) -> String {
@@ -206,8 +208,11 @@ fn serial_number() -> SerialNumber {
 }
 
 fn rcgen_key(key: &RsaPrivateKey) -> Result<KeyPair, CredentialsError> {
-    KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(key.pkcs8_der().to_vec()), &rcgen::PKCS_RSA_SHA256)
-        .map_err(|e| gen_err("an rcgen key pair")(&e))
+    KeyPair::from_pkcs8_der_and_sign_algo(
+        &PrivatePkcs8KeyDer::from(key.pkcs8_der().to_vec()),
+        &rcgen::PKCS_RSA_SHA256,
+    )
+    .map_err(|e| gen_err("an rcgen key pair")(&e))
 }
 
 fn dn(cn: &str, ou: &str, o: &str) -> DistinguishedName {
@@ -243,29 +248,41 @@ fn generate_keys(n: usize) -> Result<Vec<RsaPrivateKey>, CredentialsError> {
 fn generate() -> Result<Material, CredentialsError> {
     let mut keys = generate_keys(5)?.into_iter();
     let mut next = || keys.next().ok_or_else(|| gen_err("keys")(&"too few keys"));
-    let (ca_key, merchant_key, platform_key, public_key_key, tls_key) = (next()?, next()?, next()?, next()?, next()?);
+    let (ca_key, merchant_key, platform_key, public_key_key, tls_key) =
+        (next()?, next()?, next()?, next()?, next()?);
 
     let mchid = format!("1{}", random_digits(9));
 
     let mut ca_params = CertificateParams::default();
     ca_params.distinguished_name = dn("wxpay-sim CA", "wxpay simulator", "wxpay-sim");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     ca_params.serial_number = Some(serial_number());
     validity(&mut ca_params, 20);
     let ca_kp = rcgen_key(&ca_key)?;
-    let ca_cert = ca_params.self_signed(&ca_kp).map_err(|e| gen_err("the CA certificate")(&e))?;
+    let ca_cert = ca_params
+        .self_signed(&ca_kp)
+        .map_err(|e| gen_err("the CA certificate")(&e))?;
     let issuer = Issuer::new(ca_params, ca_kp);
 
     let issue = |key: &RsaPrivateKey, params: CertificateParams, what: &'static str| {
         let kp = rcgen_key(key)?;
-        params.signed_by(&kp, &issuer).map_err(|e| gen_err(what)(&e))
+        params
+            .signed_by(&kp, &issuer)
+            .map_err(|e| gen_err(what)(&e))
     };
 
     let mut merchant_params = CertificateParams::default();
     merchant_params.distinguished_name = dn(&mchid, "wxpay-sim merchant", "财付通支付科技有限公司");
     merchant_params.serial_number = Some(serial_number());
-    merchant_params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    merchant_params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     merchant_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     validity(&mut merchant_params, 5);
     let merchant_cert = issue(&merchant_key, merchant_params, "the merchant certificate")?;
@@ -273,7 +290,10 @@ fn generate() -> Result<Material, CredentialsError> {
     let mut platform_params = CertificateParams::default();
     platform_params.distinguished_name = dn("Tenpay.com", "Tenpay.com CA Center", "Tenpay.com");
     platform_params.serial_number = Some(serial_number());
-    platform_params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    platform_params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     validity(&mut platform_params, 5);
     let platform_cert = issue(&platform_key, platform_params, "the platform certificate")?;
 
@@ -283,17 +303,24 @@ fn generate() -> Result<Material, CredentialsError> {
     tls_params.subject_alt_names = vec![
         SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])),
         SanType::IpAddress(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
-        SanType::DnsName("localhost".try_into().map_err(|e| gen_err("the TLS certificate")(&e))?),
+        SanType::DnsName(
+            "localhost"
+                .try_into()
+                .map_err(|e| gen_err("the TLS certificate")(&e))?,
+        ),
     ];
-    tls_params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    tls_params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     tls_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     validity(&mut tls_params, 5);
     let tls_cert = issue(&tls_key, tls_params, "the TLS certificate")?;
 
-    let merchant_x509 =
-        X509Certificate::from_der(merchant_cert.der()).map_err(|e| gen_err("the merchant certificate")(&e))?;
-    let platform_x509 =
-        X509Certificate::from_der(platform_cert.der()).map_err(|e| gen_err("the platform certificate")(&e))?;
+    let merchant_x509 = X509Certificate::from_der(merchant_cert.der())
+        .map_err(|e| gen_err("the merchant certificate")(&e))?;
+    let platform_x509 = X509Certificate::from_der(platform_cert.der())
+        .map_err(|e| gen_err("the platform certificate")(&e))?;
     let p12 = pkcs12(&merchant_key, merchant_cert.der(), ca_cert.der(), &mchid)?;
 
     let credentials = MerchantCredentials {
@@ -321,10 +348,18 @@ fn generate() -> Result<Material, CredentialsError> {
         tls_key: tls_key.to_pkcs8_pem(),
         tls_cert: tls_cert.pem(),
     };
-    Ok(Material { credentials, secrets })
+    Ok(Material {
+        credentials,
+        secrets,
+    })
 }
 
-fn pkcs12(key: &RsaPrivateKey, cert_der: &[u8], ca_der: &[u8], password: &str) -> Result<Vec<u8>, CredentialsError> {
+fn pkcs12(
+    key: &RsaPrivateKey,
+    cert_der: &[u8],
+    ca_der: &[u8],
+    password: &str,
+) -> Result<Vec<u8>, CredentialsError> {
     use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
     let err = gen_err("apiclient_cert.p12");
     let chain = PrivateKeyChain::new(
@@ -340,25 +375,13 @@ fn pkcs12(key: &RsaPrivateKey, cert_der: &[u8], ca_der: &[u8], password: &str) -
     store.writer(password).write().map_err(|e| err(&e))
 }
 
-fn pem_der(pem: &str, path: &Path) -> Result<Vec<u8>, CredentialsError> {
-    pem_der_label(pem)
-        .map(|(_, der)| der)
-        .ok_or_else(|| CredentialsError::Invalid {
+fn certificate_der(pem: &str, path: &Path, what: &str) -> Result<Vec<u8>, CredentialsError> {
+    X509Certificate::from_pem(pem)
+        .map(|c| c.der)
+        .map_err(|e| CredentialsError::Invalid {
             path: path.to_owned(),
-            reason: "not a PEM file".into(),
+            reason: format!("{what}: {e}"),
         })
-}
-
-fn pem_der_label(pem: &str) -> Option<(String, Vec<u8>)> {
-    let text = pem.trim();
-    let begin = text.strip_prefix("-----BEGIN ")?;
-    let (label, rest) = begin.split_once("-----")?;
-    let end_marker = format!("-----END {label}-----");
-    let body = rest.split(&end_marker).next()?;
-    let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-    use base64::Engine as _;
-    let der = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    Some((label.to_owned(), der))
 }
 
 impl Material {
@@ -368,32 +391,43 @@ impl Material {
             reason: format!("{what}: {e}"),
         };
         let c = &self.credentials;
-        let platform_key = RsaPrivateKey::from_pem(&self.secrets.platform_key).map_err(|e| invalid("platform_key", &e))?;
-        let public_key_key =
-            RsaPrivateKey::from_pem(&self.secrets.public_key_key).map_err(|e| invalid("public_key_key", &e))?;
-        let platform_cert = X509Certificate::from_pem(&c.platform_cert_pem).map_err(|e| invalid("platform_cert", &e))?;
+        let platform_key = RsaPrivateKey::from_pem(&self.secrets.platform_key)
+            .map_err(|e| invalid("platform_key", &e))?;
+        let public_key_key = RsaPrivateKey::from_pem(&self.secrets.public_key_key)
+            .map_err(|e| invalid("public_key_key", &e))?;
+        let platform_cert = X509Certificate::from_pem(&c.platform_cert_pem)
+            .map_err(|e| invalid("platform_cert", &e))?;
         if platform_cert.public_key != *platform_key.public_key() {
-            return Err(invalid("platform_key", &"does not match the platform certificate"));
+            return Err(invalid(
+                "platform_key",
+                &"does not match the platform certificate",
+            ));
         }
-        let pk = RsaPublicKey::from_pem(&c.wechatpay_public_key_pem).map_err(|e| invalid("wechatpay_public_key", &e))?;
+        let pk = RsaPublicKey::from_pem(&c.wechatpay_public_key_pem)
+            .map_err(|e| invalid("wechatpay_public_key", &e))?;
         if pk != *public_key_key.public_key() {
-            return Err(invalid("public_key_key", &"does not match wechatpay_public_key"));
+            return Err(invalid(
+                "public_key_key",
+                &"does not match wechatpay_public_key",
+            ));
         }
-        let merchant_cert = X509Certificate::from_pem(&c.merchant_cert_pem).map_err(|e| invalid("apiclient_cert", &e))?;
-        let merchant_key =
-            RsaPrivateKey::from_pem(&c.merchant_private_key_pem).map_err(|e| invalid("apiclient_key", &e))?;
+        let merchant_cert = X509Certificate::from_pem(&c.merchant_cert_pem)
+            .map_err(|e| invalid("apiclient_cert", &e))?;
+        let merchant_key = RsaPrivateKey::from_pem(&c.merchant_private_key_pem)
+            .map_err(|e| invalid("apiclient_key", &e))?;
         if merchant_cert.public_key != *merchant_key.public_key() {
             return Err(invalid("apiclient_key", &"does not match apiclient_cert"));
         }
-        let tls_key = RsaPrivateKey::from_pem(&self.secrets.tls_key).map_err(|e| invalid("tls_key", &e))?;
+        let tls_key =
+            RsaPrivateKey::from_pem(&self.secrets.tls_key).map_err(|e| invalid("tls_key", &e))?;
         let keys = SimulatorKeys {
             platform_key,
             platform_cert,
             public_key_key,
             merchant_public_key: merchant_cert.public_key.clone(),
             merchant_cert_der: merchant_cert.der.clone(),
-            ca_cert_der: pem_der(&c.ca_cert_pem, secrets_path)?,
-            tls_cert_der: pem_der(&self.secrets.tls_cert, secrets_path)?,
+            ca_cert_der: certificate_der(&c.ca_cert_pem, secrets_path, "sim_ca_cert")?,
+            tls_cert_der: certificate_der(&self.secrets.tls_cert, secrets_path, "tls_cert")?,
             tls_key_der: tls_key.pkcs8_der().to_vec(),
         };
         Ok(MerchantSetup {
@@ -459,16 +493,38 @@ fn write_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), Credential
     std::fs::rename(&tmp, path).map_err(io_err(path))
 }
 
-fn write(dir: &Path, m: &Material, json_path: &Path, secrets_path: &Path) -> Result<(), CredentialsError> {
+fn write(
+    dir: &Path,
+    m: &Material,
+    json_path: &Path,
+    secrets_path: &Path,
+) -> Result<(), CredentialsError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let c = &m.credentials;
-    write_file(&dir.join(APICLIENT_KEY), c.merchant_private_key_pem.as_bytes(), true)?;
-    write_file(&dir.join(APICLIENT_CERT), c.merchant_cert_pem.as_bytes(), false)?;
+    write_file(
+        &dir.join(APICLIENT_KEY),
+        c.merchant_private_key_pem.as_bytes(),
+        true,
+    )?;
+    write_file(
+        &dir.join(APICLIENT_CERT),
+        c.merchant_cert_pem.as_bytes(),
+        false,
+    )?;
     write_file(&dir.join(APICLIENT_P12), &c.merchant_cert_p12, true)?;
-    write_file(&dir.join(PLATFORM_CERT), c.platform_cert_pem.as_bytes(), false)?;
-    write_file(&dir.join(PUBLIC_KEY), c.wechatpay_public_key_pem.as_bytes(), false)?;
+    write_file(
+        &dir.join(PLATFORM_CERT),
+        c.platform_cert_pem.as_bytes(),
+        false,
+    )?;
+    write_file(
+        &dir.join(PUBLIC_KEY),
+        c.wechatpay_public_key_pem.as_bytes(),
+        false,
+    )?;
     write_file(&dir.join(SIM_CA), c.ca_cert_pem.as_bytes(), false)?;
-    let secrets = serde_json::to_vec_pretty(&m.secrets).map_err(|e| gen_err("simulator-secrets.json")(&e))?;
+    let secrets =
+        serde_json::to_vec_pretty(&m.secrets).map_err(|e| gen_err("simulator-secrets.json")(&e))?;
     write_file(secrets_path, &secrets, true)?;
     let json = MerchantJson {
         appid: c.appid.clone(),
@@ -492,10 +548,11 @@ fn write(dir: &Path, m: &Material, json_path: &Path, secrets_path: &Path) -> Res
 
 fn load(dir: &Path, json_path: &Path, secrets_path: &Path) -> Result<Material, CredentialsError> {
     let read_text = |path: &Path| std::fs::read_to_string(path).map_err(io_err(path));
-    let json: MerchantJson = serde_json::from_str(&read_text(json_path)?).map_err(|e| CredentialsError::Invalid {
-        path: json_path.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let json: MerchantJson =
+        serde_json::from_str(&read_text(json_path)?).map_err(|e| CredentialsError::Invalid {
+            path: json_path.to_owned(),
+            reason: e.to_string(),
+        })?;
     let secrets: SecretsJson =
         serde_json::from_str(&read_text(secrets_path)?).map_err(|e| CredentialsError::Invalid {
             path: secrets_path.to_owned(),
@@ -503,7 +560,10 @@ fn load(dir: &Path, json_path: &Path, secrets_path: &Path) -> Result<Material, C
         })?;
     let beside = |name: &str| -> Result<PathBuf, CredentialsError> {
         let p = Path::new(name);
-        if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        if p.is_absolute()
+            || p.components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
             return Err(CredentialsError::Invalid {
                 path: json_path.to_owned(),
                 reason: format!("{name:?} must be a file name beside merchant.json"),
@@ -536,18 +596,22 @@ fn load(dir: &Path, json_path: &Path, secrets_path: &Path) -> Result<Material, C
         wechatpay_public_key_id: json.wechatpay_public_key_id,
         merchant_json_path: None,
     };
-    let merchant_cert =
-        X509Certificate::from_pem(&credentials.merchant_cert_pem).map_err(|e| CredentialsError::Invalid {
+    let merchant_cert = X509Certificate::from_pem(&credentials.merchant_cert_pem).map_err(|e| {
+        CredentialsError::Invalid {
             path: json_path.to_owned(),
             reason: format!("apiclient_cert: {e}"),
-        })?;
+        }
+    })?;
     if merchant_cert.serial_no != credentials.merchant_serial {
         return Err(CredentialsError::Invalid {
             path: json_path.to_owned(),
             reason: "merchant_serial does not match apiclient_cert".into(),
         });
     }
-    Ok(Material { credentials, secrets })
+    Ok(Material {
+        credentials,
+        secrets,
+    })
 }
 
 #[cfg(test)]
@@ -575,19 +639,33 @@ mod tests {
             "wechatpay_public_key",
             "sim_ca_cert",
         ] {
-            assert!(json.get(key).is_some_and(serde_json::Value::is_string), "{key}");
+            assert!(
+                json.get(key).is_some_and(serde_json::Value::is_string),
+                "{key}"
+            );
         }
         let text = std::fs::read_to_string(dir.join(MERCHANT_JSON)).unwrap();
         assert!(!text.contains("PRIVATE KEY"));
         let second = load_or_create(&dir).unwrap();
         assert_eq!(first.credentials.mchid, second.credentials.mchid);
         assert_eq!(first.credentials.api_v3_key, second.credentials.api_v3_key);
-        assert_eq!(first.keys.platform_cert.serial_no, second.keys.platform_cert.serial_no);
+        assert_eq!(
+            first.keys.platform_cert.serial_no,
+            second.keys.platform_cert.serial_no
+        );
         assert_eq!(first.credentials.merchant_serial.len(), 40);
-        assert!(first.credentials.wechatpay_public_key_id.starts_with("PUB_KEY_ID_"));
+        assert!(
+            first
+                .credentials
+                .wechatpay_public_key_id
+                .starts_with("PUB_KEY_ID_")
+        );
         // The PKCS#12 opens with the mchid as password, as the library reads it.
-        wxpay::http::ClientIdentity::from_pkcs12(&first.credentials.merchant_cert_p12, &first.credentials.mchid)
-            .unwrap();
+        wxpay::http::ClientIdentity::from_pkcs12(
+            &first.credentials.merchant_cert_p12,
+            &first.credentials.mchid,
+        )
+        .unwrap();
         assert!(!format!("{first:?}").contains(&first.credentials.api_v3_key));
         std::fs::remove_dir_all(&dir).unwrap();
     }

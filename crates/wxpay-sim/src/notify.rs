@@ -6,7 +6,7 @@
 //! acknowledgements are HTTP 200 or 204, whatever the body (§A.10, §B.15).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -24,13 +24,19 @@ use crate::state::{ApiVersion, Order, Refund, RefundStatus, SimClock, rfc3339_cs
 
 /// WeChat's retry intervals after a failed attempt, in seconds:
 /// 15s/15s/30s/3m/10m/20m/30m/30m/30m/60m/3h/3h/3h/6h/6h (24h4m in all).
-pub const RETRY_SCHEDULE_SECS: [u64; 15] =
-    [15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600];
+pub const RETRY_SCHEDULE_SECS: [u64; 15] = [
+    15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600,
+];
 
 /// How long the simulator waits for the merchant's answer (WeChat expects one within 5 s).
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 const MAX_CONCURRENT_SENDS: usize = 64;
+
+/// How many finished deliveries keep their body and headers in the log. Older ones keep their
+/// attempts (times, statuses, acks) but not the bytes, so that a million notifications do not
+/// hold gigabytes.
+pub const FULL_RECORDS_KEPT: usize = 10_000;
 
 /// What a notification is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -93,6 +99,8 @@ pub struct Attempt {
     pub probe: bool,
     /// `Wechatpay-Serial` of a v3 send.
     pub serial: Option<String>,
+    /// The headers sent (`Content-Type` and, for v3, the `Wechatpay-*` signature headers).
+    pub headers: BTreeMap<String, String>,
     /// The transport error, if any.
     pub error: Option<String>,
 }
@@ -124,6 +132,9 @@ pub struct DeliveryRecord {
     pub gave_up: bool,
     /// Retries used so far.
     pub retries: usize,
+    /// Whether the body and the attempt headers were dropped to bound memory (only finished
+    /// deliveries older than the latest [`FULL_RECORDS_KEPT`] are pruned).
+    pub pruned: bool,
 }
 
 struct Entry {
@@ -139,6 +150,8 @@ struct Entry {
 struct Queue {
     entries: Vec<Entry>,
     due: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Finished deliveries whose body and headers are still kept, oldest first.
+    finished: VecDeque<usize>,
 }
 
 /// What a flush did.
@@ -167,7 +180,9 @@ pub struct Dispatcher {
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dispatcher").field("time_scale", &self.time_scale).finish_non_exhaustive()
+        f.debug_struct("Dispatcher")
+            .field("time_scale", &self.time_scale)
+            .finish_non_exhaustive()
     }
 }
 
@@ -203,7 +218,9 @@ impl Dispatcher {
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Queues a notification; its first attempt is made at once. Returns its id.
@@ -224,11 +241,13 @@ impl Dispatcher {
                 out_trade_no: d.out_trade_no,
                 out_refund_no: d.out_refund_no,
                 event_id: d.event_id,
-                body: String::from_utf8_lossy(&d.body).into_owned(),
+                // Filled from the one stored copy when the log is read.
+                body: String::new(),
                 attempts: Vec::new(),
                 acked: false,
                 gave_up: false,
                 retries: 0,
+                pruned: false,
             },
             body: d.body,
             content_type: d.content_type,
@@ -242,10 +261,19 @@ impl Dispatcher {
         id
     }
 
-    /// Every delivery, oldest first.
+    /// Every delivery, oldest first; only those of `out_trade_no` when given.
     #[must_use]
-    pub fn records(&self) -> Vec<DeliveryRecord> {
-        self.lock().entries.iter().map(|e| e.record.clone()).collect()
+    pub fn records(&self, out_trade_no: Option<&str>) -> Vec<DeliveryRecord> {
+        self.lock()
+            .entries
+            .iter()
+            .filter(|e| out_trade_no.is_none_or(|no| e.record.out_trade_no == no))
+            .map(|e| {
+                let mut record = e.record.clone();
+                record.body = String::from_utf8_lossy(&e.body).into_owned();
+                record
+            })
+            .collect()
     }
 
     /// Claims the deliveries due at `now` (all pending ones when `all`), marking them in flight.
@@ -328,7 +356,12 @@ impl Dispatcher {
             }
             let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
         }
-        let pending = self.lock().entries.iter().filter(|e| e.next_due.is_some()).count();
+        let pending = self
+            .lock()
+            .entries
+            .iter()
+            .filter(|e| e.next_due.is_some())
+            .count();
         FlushSummary {
             attempted,
             acked,
@@ -362,13 +395,20 @@ impl Dispatcher {
             let _permit = self.sends.acquire().await;
             // Probes exist in v3 only: v2 notifications carry their signature in the body.
             if matches!(signing, DeliverySigning::V3(_)) && roll(faults.signtest_probe_rate) {
-                attempts.push(self.send(&url, &body, content_type, signing, version, number, true).await);
+                attempts.push(
+                    self.send(&url, &body, content_type, signing, version, number, true)
+                        .await,
+                );
             }
-            let first = self.send(&url, &body, content_type, signing, version, number, false).await;
+            let first = self
+                .send(&url, &body, content_type, signing, version, number, false)
+                .await;
             acked |= first.acked;
             attempts.push(first);
             if roll(faults.notify_duplicate_rate) {
-                let mut dup = self.send(&url, &body, content_type, signing, version, number, false).await;
+                let mut dup = self
+                    .send(&url, &body, content_type, signing, version, number, false)
+                    .await;
                 dup.duplicate = true;
                 acked |= dup.acked;
                 attempts.push(dup);
@@ -386,7 +426,10 @@ impl Dispatcher {
             e.record.gave_up = true;
             e.next_due = None;
         } else {
-            let wait = scale(Duration::from_secs(RETRY_SCHEDULE_SECS[e.record.retries]), self.time_scale);
+            let wait = scale(
+                Duration::from_secs(RETRY_SCHEDULE_SECS[e.record.retries]),
+                self.time_scale,
+            );
             e.record.retries += 1;
             let due = Instant::now() + wait;
             e.next_due = Some(due);
@@ -394,6 +437,19 @@ impl Dispatcher {
         }
         if let Some(due) = reschedule {
             q.due.push(Reverse((due, i)));
+        } else {
+            q.finished.push_back(i);
+            while q.finished.len() > FULL_RECORDS_KEPT {
+                let Some(old) = q.finished.pop_front() else {
+                    break;
+                };
+                let e = &mut q.entries[old];
+                e.body = Bytes::new();
+                e.record.pruned = true;
+                for a in &mut e.record.attempts {
+                    a.headers = BTreeMap::new();
+                }
+            }
         }
         drop(q);
         self.wake.notify_one();
@@ -411,6 +467,7 @@ impl Dispatcher {
             duplicate: false,
             probe: false,
             serial: None,
+            headers: BTreeMap::new(),
             error: None,
         }
     }
@@ -428,22 +485,28 @@ impl Dispatcher {
     ) -> Attempt {
         let mut record = self.attempt_record(number, "sent");
         record.probe = probe;
-        let mut request = self
-            .client
-            .post(url)
-            .header(http::header::CONTENT_TYPE, content_type)
-            .body(body.clone());
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
         if let DeliverySigning::V3(key) = signing {
             match self.signer.sign(key, AppState::wall_now(), body) {
-                Ok(headers) => {
-                    let headers = if probe { headers.into_probe() } else { headers };
-                    record.serial = Some(headers.serial.clone());
-                    let mut map = http::HeaderMap::new();
-                    headers.apply(&mut map);
-                    request = request
-                        .headers(map)
-                        .header("wechatpay-signature-type", SIGNATURE_TYPE)
-                        .header("request-id", request_id());
+                Ok(signature) => {
+                    let signature = if probe {
+                        signature.into_probe()
+                    } else {
+                        signature
+                    };
+                    record.serial = Some(signature.serial.clone());
+                    signature.apply(&mut headers);
+                    headers.insert(
+                        "wechatpay-signature-type",
+                        http::HeaderValue::from_static(SIGNATURE_TYPE),
+                    );
+                    if let Ok(id) = http::HeaderValue::from_str(&request_id()) {
+                        headers.insert("request-id", id);
+                    }
                 }
                 Err(e) => {
                     record.outcome = "failed";
@@ -452,6 +515,16 @@ impl Dispatcher {
                 }
             }
         }
+        record.headers = headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let request = self.client.post(url).headers(headers).body(body.clone());
         match request.send().await {
             Ok(response) => {
                 let status = response.status();
@@ -483,7 +556,10 @@ pub fn is_v2_ack(body: &[u8]) -> bool {
 
 fn event_id() -> String {
     // The shape of real ids: EV- and 19 digits.
-    format!("EV-{:019}", rand::random::<u64>() % 10_000_000_000_000_000_000)
+    format!(
+        "EV-{:019}",
+        rand::random::<u64>() % 10_000_000_000_000_000_000
+    )
 }
 
 fn v3_envelope(
@@ -494,7 +570,10 @@ fn v3_envelope(
     plaintext: &[u8],
 ) -> Option<(String, Bytes)> {
     let nonce = wxpay::nonce::random_string(12);
-    let ciphertext = state.api_v3_key.encrypt(&nonce, original_type, plaintext).ok()?;
+    let ciphertext = state
+        .api_v3_key
+        .encrypt(&nonce, original_type, plaintext)
+        .ok()?;
     let id = event_id();
     let body = json!({
         "id": id,
@@ -517,7 +596,13 @@ fn v3_envelope(
 #[must_use]
 pub fn v3_payment_notification(state: &AppState, order: &Order) -> Option<NewDelivery> {
     let resource = crate::v3::transaction_json(order);
-    let (id, body) = v3_envelope(state, "TRANSACTION.SUCCESS", "支付成功", "transaction", resource.to_string().as_bytes())?;
+    let (id, body) = v3_envelope(
+        state,
+        "TRANSACTION.SUCCESS",
+        "支付成功",
+        "transaction",
+        resource.to_string().as_bytes(),
+    )?;
     Some(NewDelivery {
         kind: DeliveryKind::Payment,
         version: ApiVersion::V3,
@@ -534,7 +619,11 @@ pub fn v3_payment_notification(state: &AppState, order: &Order) -> Option<NewDel
 /// The v3 refund notification of a refund that reached a final state (§B.16). `None` when the
 /// refund has no `notify_url`.
 #[must_use]
-pub fn v3_refund_notification(state: &AppState, order: &Order, refund: &Refund) -> Option<NewDelivery> {
+pub fn v3_refund_notification(
+    state: &AppState,
+    order: &Order,
+    refund: &Refund,
+) -> Option<NewDelivery> {
     let url = refund.notify_url.clone()?;
     let (event_type, summary) = match refund.status {
         RefundStatus::Success => ("REFUND.SUCCESS", "退款成功"),
@@ -560,7 +649,13 @@ pub fn v3_refund_notification(state: &AppState, order: &Order, refund: &Refund) 
     if let Some(t) = refund.success_time {
         resource["success_time"] = json!(rfc3339_cst(t));
     }
-    let (id, body) = v3_envelope(state, event_type, summary, "refund", resource.to_string().as_bytes())?;
+    let (id, body) = v3_envelope(
+        state,
+        event_type,
+        summary,
+        "refund",
+        resource.to_string().as_bytes(),
+    )?;
     Some(NewDelivery {
         kind: DeliveryKind::Refund,
         version: ApiVersion::V3,
@@ -626,14 +721,19 @@ pub fn v2_payment_notification(state: &AppState, order: &Order) -> Option<NewDel
 mod tests {
     #[test]
     fn schedule_is_wechats_24h4m() {
-        assert_eq!(super::RETRY_SCHEDULE_SECS.iter().sum::<u64>(), 24 * 3600 + 4 * 60);
+        assert_eq!(
+            super::RETRY_SCHEDULE_SECS.iter().sum::<u64>(),
+            24 * 3600 + 4 * 60
+        );
     }
 
     #[test]
     fn v2_acks_need_return_code_success_xml() {
         assert!(super::is_v2_ack(b"<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>"));
         assert!(!super::is_v2_ack(b"success"));
-        assert!(!super::is_v2_ack(b"<xml><return_code>FAIL</return_code></xml>"));
+        assert!(!super::is_v2_ack(
+            b"<xml><return_code>FAIL</return_code></xml>"
+        ));
         assert!(!super::is_v2_ack(br#"{"code":"SUCCESS"}"#));
     }
 }

@@ -99,7 +99,12 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
-async fn connection(stream: TcpStream, app: Router, acceptor: TlsAcceptor, shutdown: watch::Receiver<bool>) {
+async fn connection(
+    stream: TcpStream,
+    app: Router,
+    acceptor: TlsAcceptor,
+    shutdown: watch::Receiver<bool>,
+) {
     let mut first = [0u8; 1];
     let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await;
     match peeked {
@@ -107,18 +112,43 @@ async fn connection(stream: TcpStream, app: Router, acceptor: TlsAcceptor, shutd
         _ => return,
     }
     if first[0] == 0x16 {
-        let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
+        let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+        else {
             return;
         };
-        let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
-        http(TokioIo::new(tls), app, ClientCertificate(cert), Tls(true), shutdown).await;
+        let cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec());
+        http(
+            TokioIo::new(tls),
+            app,
+            ClientCertificate(cert),
+            Tls(true),
+            shutdown,
+        )
+        .await;
     } else {
-        http(TokioIo::new(stream), app, ClientCertificate(None), Tls(false), shutdown).await;
+        http(
+            TokioIo::new(stream),
+            app,
+            ClientCertificate(None),
+            Tls(false),
+            shutdown,
+        )
+        .await;
     }
 }
 
-async fn http<I>(io: I, app: Router, cert: ClientCertificate, tls: Tls, mut shutdown: watch::Receiver<bool>)
-where
+async fn http<I>(
+    io: I,
+    app: Router,
+    cert: ClientCertificate,
+    tls: Tls,
+    mut shutdown: watch::Receiver<bool>,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = app.map_request(move |mut request: Request<hyper::body::Incoming>| {

@@ -123,7 +123,11 @@ impl PlatformSigner {
     ) -> Self {
         Self {
             mode,
-            migrating_ratio: if migrating_ratio.is_finite() { migrating_ratio.clamp(0.0, 1.0) } else { 0.5 },
+            migrating_ratio: if migrating_ratio.is_finite() {
+                migrating_ratio.clamp(0.0, 1.0)
+            } else {
+                0.5
+            },
             platform_key,
             platform_serial: platform_cert.serial_no.clone(),
             public_key_key,
@@ -186,7 +190,12 @@ impl PlatformSigner {
     ///
     /// # Errors
     /// When RSA signing fails (it does not for the keys the simulator makes).
-    pub fn sign(&self, key: SigningKey, timestamp: i64, body: &[u8]) -> Result<SignatureHeaders, wxpay::CryptoError> {
+    pub fn sign(
+        &self,
+        key: SigningKey,
+        timestamp: i64,
+        body: &[u8],
+    ) -> Result<SignatureHeaders, wxpay::CryptoError> {
         let timestamp = timestamp.to_string();
         let nonce = wxpay::nonce::nonce();
         let message = response_message(&timestamp, &nonce, body);
@@ -209,5 +218,9 @@ pub const SIGNATURE_TYPE: &str = SCHEME;
 /// A fresh `Request-ID` in WeChat's shape (uppercase hex).
 #[must_use]
 pub fn request_id() -> String {
-    format!("{:032X}-{}", rand::random::<u128>(), rand::random::<u32>() % 1000)
+    format!(
+        "{:032X}-{}",
+        rand::random::<u128>(),
+        rand::random::<u32>() % 1000
+    )
 }

@@ -153,7 +153,12 @@ pub fn parse_v2_time(text: &str) -> Option<i64> {
     }
     let n = |r: std::ops::Range<usize>| text[r].parse::<u32>().ok();
     let month = time::Month::try_from(u8::try_from(n(4..6)?).ok()?).ok()?;
-    let date = Date::from_calendar_date(i32::try_from(n(0..4)?).ok()?, month, u8::try_from(n(6..8)?).ok()?).ok()?;
+    let date = Date::from_calendar_date(
+        i32::try_from(n(0..4)?).ok()?,
+        month,
+        u8::try_from(n(6..8)?).ok()?,
+    )
+    .ok()?;
     let t = time::Time::from_hms(
         u8::try_from(n(8..10)?).ok()?,
         u8::try_from(n(10..12)?).ok()?,
@@ -632,15 +637,24 @@ impl OrderRecord {
         self.state = s.to_u8();
     }
 
-    fn pack(out_trade_no: &str, openid: &str, attach: Option<&str>, description: &str) -> Result<(Box<str>, [u16; 3]), OrderError> {
-        let len = |s: &str, name: &'static str| u16::try_from(s.len()).map_err(|_| OrderError::FieldTooLong(name));
+    fn pack(
+        out_trade_no: &str,
+        openid: &str,
+        attach: Option<&str>,
+        description: &str,
+    ) -> Result<(Box<str>, [u16; 3]), OrderError> {
+        let len = |s: &str, name: &'static str| {
+            u16::try_from(s.len()).map_err(|_| OrderError::FieldTooLong(name))
+        };
         let lens = [
             len(out_trade_no, "out_trade_no")?,
             len(openid, "openid")?,
             len(attach.unwrap_or(""), "attach")?,
         ];
         len(description, "description")?;
-        let mut text = String::with_capacity(out_trade_no.len() + openid.len() + attach.map_or(0, str::len) + description.len());
+        let mut text = String::with_capacity(
+            out_trade_no.len() + openid.len() + attach.map_or(0, str::len) + description.len(),
+        );
         text.push_str(out_trade_no);
         text.push_str(openid);
         text.push_str(attach.unwrap_or(""));
@@ -671,15 +685,30 @@ impl OrderRecord {
 }
 
 fn prepay_id(id: u32, created_at: i64, nonce: u64) -> String {
-    format!("wx{}{:08x}{:012x}", v2_time(created_at), id, nonce & 0xFFFF_FFFF_FFFF)
+    format!(
+        "wx{}{:08x}{:012x}",
+        v2_time(created_at),
+        id,
+        nonce & 0xFFFF_FFFF_FFFF
+    )
 }
 
 fn transaction_id(id: u32, success_time: i64, nonce: u16) -> String {
-    format!("420000{}{:010}{:04}", yyyymmdd(success_time), id, nonce % 10_000)
+    format!(
+        "420000{}{:010}{:04}",
+        yyyymmdd(success_time),
+        id,
+        nonce % 10_000
+    )
 }
 
 fn refund_id(seq: u32, created_at: i64, nonce: u32) -> String {
-    format!("503000{}{:010}{:05}", yyyymmdd(created_at), seq, nonce % 100_000)
+    format!(
+        "503000{}{:010}{:05}",
+        yyyymmdd(created_at),
+        seq,
+        nonce % 100_000
+    )
 }
 
 /// The order number encoded in a prepay id, if it has the simulator's shape.
@@ -797,11 +826,16 @@ impl Store {
     }
 
     fn shard(&self, i: usize) -> MutexGuard<'_, Shard> {
-        self.shards[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn intern(&self, s: &str) -> Arc<str> {
-        let mut set = self.interned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut set = self
+            .interned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(a) = set.get(s) {
             return a.clone();
         }
@@ -855,7 +889,10 @@ impl Store {
     /// [`OrderError::OutTradeNoUsed`] when the number exists with other parameters,
     /// [`OrderError::OrderPaid`] / [`OrderError::OrderClosed`] when the existing order is paid or
     /// closed, [`OrderError::InvalidAmount`] for a zero total, [`OrderError::FieldTooLong`].
-    pub fn create_or_reuse_order(&self, new: &NewOrder<'_>) -> Result<(Order, OrderCreation), OrderError> {
+    pub fn create_or_reuse_order(
+        &self,
+        new: &NewOrder<'_>,
+    ) -> Result<(Order, OrderCreation), OrderError> {
         if new.total == 0 {
             return Err(OrderError::InvalidAmount);
         }
@@ -863,7 +900,8 @@ impl Store {
         let hash = text_hash(new.out_trade_no);
         let shard_no = (hash % SHARDS as u64) as usize;
         let attach = new.attach.filter(|a| !a.is_empty());
-        let (text, lens) = OrderRecord::pack(new.out_trade_no, new.openid, attach, new.description)?;
+        let (text, lens) =
+            OrderRecord::pack(new.out_trade_no, new.openid, attach, new.description)?;
         let appid = self.intern(new.appid);
         let mchid = self.intern(new.mchid);
         let notify_url = self.intern(new.notify_url);
@@ -922,7 +960,11 @@ impl Store {
     }
 
     /// Runs `f` on the order with this `out_trade_no` (after the lazy expiry), under its lock.
-    fn with_order<T>(&self, out_trade_no: &str, f: impl FnOnce(u32, &mut OrderRecord) -> T) -> Option<T> {
+    fn with_order<T>(
+        &self,
+        out_trade_no: &str,
+        f: impl FnOnce(u32, &mut OrderRecord) -> T,
+    ) -> Option<T> {
         let hash = text_hash(out_trade_no);
         let shard_no = (hash % SHARDS as u64) as usize;
         let now = self.now();
@@ -974,7 +1016,9 @@ impl Store {
         self.with_order(out_trade_no, |id, r| {
             match r.state() {
                 TradeState::Success | TradeState::Refund => return Err(OrderError::OrderPaid),
-                TradeState::NotPay | TradeState::PayError | TradeState::Closed => r.set_state(TradeState::Closed),
+                TradeState::NotPay | TradeState::PayError | TradeState::Closed => {
+                    r.set_state(TradeState::Closed)
+                }
             }
             Ok(Self::snapshot(id, r))
         })
@@ -988,7 +1032,12 @@ impl Store {
     /// [`OrderError::PrepayIdInvalid`], [`OrderError::OrderPaid`], [`OrderError::OrderClosed`]
     /// (closed or past `time_expire`), [`OrderError::NotPayable`], [`OrderError::PrepayExpired`],
     /// [`OrderError::PayerMismatch`].
-    pub fn pay(&self, prepay: &str, payer_openid: &str, outcome: PayOutcome) -> Result<Order, OrderError> {
+    pub fn pay(
+        &self,
+        prepay: &str,
+        payer_openid: &str,
+        outcome: PayOutcome,
+    ) -> Result<Order, OrderError> {
         let id = id_of_prepay(prepay).ok_or(OrderError::PrepayIdInvalid)?;
         let now = self.now();
         self.with_order_id(id, |r| {
@@ -1006,7 +1055,8 @@ impl Store {
             }
             if r.openid().is_empty() {
                 // NATIVE orders learn their payer when paid.
-                let (text, lens) = OrderRecord::pack(r.out_trade_no(), payer_openid, r.attach(), r.description())?;
+                let (text, lens) =
+                    OrderRecord::pack(r.out_trade_no(), payer_openid, r.attach(), r.description())?;
                 r.text = text;
                 r.lens = lens;
             } else if r.openid() != payer_openid {
@@ -1025,11 +1075,15 @@ impl Store {
     }
 
     fn lock_refunds_write(&self) -> std::sync::RwLockWriteGuard<'_, RefundTable> {
-        self.refunds.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.refunds
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock_refunds_read(&self) -> std::sync::RwLockReadGuard<'_, RefundTable> {
-        self.refunds.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.refunds
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Accepts a refund (status PROCESSING, completed later by [`Store::complete_refund`]).
@@ -1047,20 +1101,27 @@ impl Store {
             OrderRef::TransactionId(tx) => {
                 let id = id_of_transaction(tx).ok_or(OrderError::OrderNotExist)?;
                 let known = self
-                    .with_order_id(id, |r| r.success_time != 0 && transaction_id(id, r.success_time, r.tx_nonce) == tx)
+                    .with_order_id(id, |r| {
+                        r.success_time != 0 && transaction_id(id, r.success_time, r.tx_nonce) == tx
+                    })
                     .unwrap_or(false);
                 if !known {
                     return Err(OrderError::OrderNotExist);
                 }
                 id
             }
-            OrderRef::OutTradeNo(no) => self.with_order(no, |id, _| id).ok_or(OrderError::OrderNotExist)?,
+            OrderRef::OutTradeNo(no) => self
+                .with_order(no, |id, _| id)
+                .ok_or(OrderError::OrderNotExist)?,
         };
         // Lock order: refund table, then the order's shard.
         let mut table = self.lock_refunds_write();
         if let Some(&seq) = table.by_out_refund_no.get(req.out_refund_no) {
             let existing = &table.refunds[seq as usize];
-            let same_order = table.by_order.get(&order_id).is_some_and(|v| v.contains(&seq));
+            let same_order = table
+                .by_order
+                .get(&order_id)
+                .is_some_and(|v| v.contains(&seq));
             return if same_order && existing.amount == req.amount && existing.total == req.total {
                 Ok((existing.clone(), false))
             } else {
@@ -1127,7 +1188,11 @@ impl Store {
     pub fn refund_by_refund_id(&self, refund_id: &str) -> Option<Refund> {
         let seq = seq_of_refund_id(refund_id)?;
         let table = self.lock_refunds_read();
-        table.refunds.get(seq as usize).filter(|r| r.refund_id == refund_id).cloned()
+        table
+            .refunds
+            .get(seq as usize)
+            .filter(|r| r.refund_id == refund_id)
+            .cloned()
     }
 
     /// The refunds of an order, oldest first.
@@ -1140,7 +1205,11 @@ impl Store {
         table
             .by_order
             .get(&id)
-            .map(|seqs| seqs.iter().filter_map(|&s| table.refunds.get(s as usize).cloned()).collect())
+            .map(|seqs| {
+                seqs.iter()
+                    .filter_map(|&s| table.refunds.get(s as usize).cloned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -1185,11 +1254,13 @@ impl Store {
             let shard = self.shard(shard_no);
             for (local, r) in shard.orders.iter().enumerate() {
                 if r.success_time != 0 && cst_date(r.success_time) == date {
-                    day.payments.push(Self::snapshot(Self::global_id(shard_no, local), r));
+                    day.payments
+                        .push(Self::snapshot(Self::global_id(shard_no, local), r));
                 }
             }
         }
-        day.payments.sort_by_key(|o| (o.success_time, o.out_trade_no.clone()));
+        day.payments
+            .sort_by_key(|o| (o.success_time, o.out_trade_no.clone()));
         let refunds: Vec<Refund> = self
             .lock_refunds_read()
             .refunds
@@ -1202,7 +1273,8 @@ impl Store {
                 day.refunds.push((refund, order));
             }
         }
-        day.refunds.sort_by_key(|(r, _)| (r.success_time, r.out_refund_no.clone()));
+        day.refunds
+            .sort_by_key(|(r, _)| (r.success_time, r.out_refund_no.clone()));
         day
     }
 }
@@ -1243,7 +1315,10 @@ mod tests {
         assert_eq!(c, OrderCreation::Created);
         assert_eq!(o.prepay_id.len(), 36);
         assert!(o.prepay_id.starts_with("wx20231115"), "{}", o.prepay_id);
-        assert_eq!(s.order_by_prepay_id(&o.prepay_id).unwrap().out_trade_no, "order-0001");
+        assert_eq!(
+            s.order_by_prepay_id(&o.prepay_id).unwrap().out_trade_no,
+            "order-0001"
+        );
         let paid = s.pay(&o.prepay_id, &o.openid, PayOutcome::Success).unwrap();
         let tx = paid.transaction_id.clone().unwrap();
         assert_eq!(tx.len(), 28);
@@ -1275,40 +1350,79 @@ mod tests {
         assert_eq!(a.prepay_id, b.prepay_id);
         let mut other = new_order("order-0002");
         other.total = 101;
-        assert_eq!(s.create_or_reuse_order(&other), Err(OrderError::OutTradeNoUsed));
+        assert_eq!(
+            s.create_or_reuse_order(&other),
+            Err(OrderError::OutTradeNoUsed)
+        );
         clock.set(T0 + PREPAY_TTL_SECS);
-        assert_eq!(s.pay(&a.prepay_id, &a.openid, PayOutcome::Success), Err(OrderError::PrepayExpired));
+        assert_eq!(
+            s.pay(&a.prepay_id, &a.openid, PayOutcome::Success),
+            Err(OrderError::PrepayExpired)
+        );
         let (c2, how) = s.create_or_reuse_order(&new_order("order-0002")).unwrap();
         assert_eq!(how, OrderCreation::PrepayRenewed);
         assert_ne!(c2.prepay_id, a.prepay_id);
-        assert_eq!(s.pay(&a.prepay_id, &a.openid, PayOutcome::Success), Err(OrderError::PrepayIdInvalid));
+        assert_eq!(
+            s.pay(&a.prepay_id, &a.openid, PayOutcome::Success),
+            Err(OrderError::PrepayIdInvalid)
+        );
         assert!(s.pay(&c2.prepay_id, &a.openid, PayOutcome::Success).is_ok());
-        assert_eq!(s.create_or_reuse_order(&new_order("order-0002")), Err(OrderError::OrderPaid));
+        assert_eq!(
+            s.create_or_reuse_order(&new_order("order-0002")),
+            Err(OrderError::OrderPaid)
+        );
     }
 
     #[test]
     fn close_pay_and_expiry_rules() {
         let (s, clock) = store();
         let (o, _) = s.create_or_reuse_order(&new_order("order-0003")).unwrap();
-        assert_eq!(s.pay(&o.prepay_id, "someone-else", PayOutcome::Success), Err(OrderError::PayerMismatch));
-        assert_eq!(s.close_order("order-0003").unwrap().trade_state, TradeState::Closed);
+        assert_eq!(
+            s.pay(&o.prepay_id, "someone-else", PayOutcome::Success),
+            Err(OrderError::PayerMismatch)
+        );
+        assert_eq!(
+            s.close_order("order-0003").unwrap().trade_state,
+            TradeState::Closed
+        );
         assert!(s.close_order("order-0003").is_ok());
         assert_eq!(s.close_order("nope-0000"), Err(OrderError::OrderNotExist));
-        assert_eq!(s.pay(&o.prepay_id, &o.openid, PayOutcome::Success), Err(OrderError::OrderClosed));
-        assert_eq!(s.create_or_reuse_order(&new_order("order-0003")), Err(OrderError::OrderClosed));
+        assert_eq!(
+            s.pay(&o.prepay_id, &o.openid, PayOutcome::Success),
+            Err(OrderError::OrderClosed)
+        );
+        assert_eq!(
+            s.create_or_reuse_order(&new_order("order-0003")),
+            Err(OrderError::OrderClosed)
+        );
 
         let mut short = new_order("order-0004");
         short.time_expire = Some(T0 + 600);
         let (o4, _) = s.create_or_reuse_order(&short).unwrap();
         clock.set(T0 + 601);
-        assert_eq!(s.order("order-0004").unwrap().trade_state, TradeState::Closed);
-        assert_eq!(s.pay(&o4.prepay_id, &o4.openid, PayOutcome::Success), Err(OrderError::OrderClosed));
+        assert_eq!(
+            s.order("order-0004").unwrap().trade_state,
+            TradeState::Closed
+        );
+        assert_eq!(
+            s.pay(&o4.prepay_id, &o4.openid, PayOutcome::Success),
+            Err(OrderError::OrderClosed)
+        );
 
         let (o5, _) = s.create_or_reuse_order(&new_order("order-0005")).unwrap();
-        assert_eq!(s.pay(&o5.prepay_id, &o5.openid, PayOutcome::PayError).unwrap().trade_state, TradeState::PayError);
-        assert_eq!(s.close_order("order-0005").unwrap().trade_state, TradeState::Closed);
+        assert_eq!(
+            s.pay(&o5.prepay_id, &o5.openid, PayOutcome::PayError)
+                .unwrap()
+                .trade_state,
+            TradeState::PayError
+        );
+        assert_eq!(
+            s.close_order("order-0005").unwrap().trade_state,
+            TradeState::Closed
+        );
         let (o6, _) = s.create_or_reuse_order(&new_order("order-0006")).unwrap();
-        s.pay(&o6.prepay_id, &o6.openid, PayOutcome::Success).unwrap();
+        s.pay(&o6.prepay_id, &o6.openid, PayOutcome::Success)
+            .unwrap();
         assert_eq!(s.close_order("order-0006"), Err(OrderError::OrderPaid));
     }
 
@@ -1334,11 +1448,20 @@ mod tests {
         assert!(!created);
         assert_eq!(again, r1);
         assert_eq!(s.refund(&req("R1", 61)), Err(OrderError::OutRefundNoUsed));
-        assert_eq!(s.refund(&req("R2", 41)), Err(OrderError::RefundExceedsRemaining { remaining: 40 }));
+        assert_eq!(
+            s.refund(&req("R2", 41)),
+            Err(OrderError::RefundExceedsRemaining { remaining: 40 })
+        );
         let mut wrong_total = req("R2", 1);
         wrong_total.total = 99;
-        assert_eq!(s.refund(&wrong_total), Err(OrderError::RefundTotalMismatch { total: 100 }));
-        assert_eq!(s.order("order-0007").unwrap().trade_state, TradeState::Refund);
+        assert_eq!(
+            s.refund(&wrong_total),
+            Err(OrderError::RefundTotalMismatch { total: 100 })
+        );
+        assert_eq!(
+            s.order("order-0007").unwrap().trade_state,
+            TradeState::Refund
+        );
         assert_eq!(s.refunds_of_order("order-0007").len(), 1);
         assert!(s.due_refunds().is_empty());
         clock.set(T0 + REFUND_PROCESSING_SECS);
@@ -1383,12 +1506,19 @@ mod tests {
         assert_eq!(v2_time(1_554_208_460), "20190402203420");
         assert_eq!(dashed_time(1_554_208_460), "2019-04-02 20:34:20");
         assert_eq!(parse_v2_time("20190402203420"), Some(1_554_208_460));
-        assert_eq!(parse_rfc3339("2019-04-02T20:34:20+08:00"), Some(1_554_208_460));
+        assert_eq!(
+            parse_rfc3339("2019-04-02T20:34:20+08:00"),
+            Some(1_554_208_460)
+        );
         assert_eq!(parse_v2_time("2019040220342"), None);
     }
 
     #[test]
     fn record_is_compact() {
-        assert!(std::mem::size_of::<OrderRecord>() <= 160, "{}", std::mem::size_of::<OrderRecord>());
+        assert!(
+            std::mem::size_of::<OrderRecord>() <= 160,
+            "{}",
+            std::mem::size_of::<OrderRecord>()
+        );
     }
 }

@@ -21,8 +21,8 @@ use crate::bills::{self, TradeBillType};
 use crate::server::Tls;
 use crate::signer::{KeyMode, request_id};
 use crate::state::{
-    ApiVersion, NewOrder, NewRefund, Order, OrderError, OrderRef, Refund, TradeType, cst_date, parse_rfc3339,
-    rfc3339_cst,
+    ApiVersion, NewOrder, NewRefund, Order, OrderError, OrderRef, Refund, TradeType, cst_date,
+    parse_rfc3339, rfc3339_cst,
 };
 
 /// The largest v3 request body accepted.
@@ -39,11 +39,23 @@ const NO_PLATFORM_CERTIFICATE: &str = "无可用的平台证书，请在商户�
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v3/pay/transactions/jsapi", post(jsapi))
-        .route("/v3/pay/transactions/id/{transaction_id}", get(query_by_transaction_id))
-        .route("/v3/pay/transactions/out-trade-no/{out_trade_no}", get(query_by_out_trade_no))
-        .route("/v3/pay/transactions/out-trade-no/{out_trade_no}/close", post(close))
+        .route(
+            "/v3/pay/transactions/id/{transaction_id}",
+            get(query_by_transaction_id),
+        )
+        .route(
+            "/v3/pay/transactions/out-trade-no/{out_trade_no}",
+            get(query_by_out_trade_no),
+        )
+        .route(
+            "/v3/pay/transactions/out-trade-no/{out_trade_no}/close",
+            post(close),
+        )
         .route("/v3/refund/domestic/refunds", post(create_refund))
-        .route("/v3/refund/domestic/refunds/{out_refund_no}", get(query_refund))
+        .route(
+            "/v3/refund/domestic/refunds/{out_refund_no}",
+            get(query_refund),
+        )
         .route("/v3/bill/tradebill", get(trade_bill))
         .route("/v3/bill/fundflowbill", get(fund_flow_bill))
         .route(BILL_DOWNLOAD_PATH, get(download_bill))
@@ -121,7 +133,9 @@ fn order_error(e: &OrderError) -> V3Error {
         OrderError::RefundNotExist => V3Error::new(S::NOT_FOUND, "RESOURCE_NOT_EXISTS", msg),
         OrderError::NotPayable(_) => V3Error::new(S::FORBIDDEN, "TRADE_ERROR", msg),
         OrderError::TooManyRefunds => V3Error::new(S::FORBIDDEN, "RULE_LIMIT", msg),
-        OrderError::FieldTooLong(_) | OrderError::InvalidAmount => V3Error::new(S::BAD_REQUEST, "PARAM_ERROR", msg),
+        OrderError::FieldTooLong(_) | OrderError::InvalidAmount => {
+            V3Error::new(S::BAD_REQUEST, "PARAM_ERROR", msg)
+        }
         _ => V3Error::new(S::BAD_REQUEST, "INVALID_REQUEST", msg),
     }
 }
@@ -133,15 +147,25 @@ async fn not_found() -> V3Error {
 // ---------------------------------------------------------------------------------------------
 // Authentication and answer signing
 
-async fn authenticate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
-        return V3Error::new(StatusCode::BAD_REQUEST, "PARAM_ERROR", "请求体过大或读取失败").into_response();
+        return V3Error::new(
+            StatusCode::BAD_REQUEST,
+            "PARAM_ERROR",
+            "请求体过大或读取失败",
+        )
+        .into_response();
     };
     if let Err(e) = verify_request(&state, &parts, &bytes) {
         return e.into_response();
     }
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 fn verify_request(state: &AppState, parts: &Parts, body: &[u8]) -> Result<(), V3Error> {
@@ -150,19 +174,32 @@ fn verify_request(state: &AppState, parts: &Parts, body: &[u8]) -> Result<(), V3
         .get(http::header::AUTHORIZATION)
         .ok_or_else(|| V3Error::sign_error("Http头缺少Authorization"))?
         .to_str()
-        .map_err(|_| V3Error::sign_error("Http头Authorization值格式错误，请参考《微信支付商户REST API签名规则》"))?;
-    let auth = Authorization::parse(header)
-        .map_err(|_| V3Error::sign_error("Http头Authorization值格式错误，请参考《微信支付商户REST API签名规则》"))?;
+        .map_err(|_| {
+            V3Error::sign_error(
+                "Http头Authorization值格式错误，请参考《微信支付商户REST API签名规则》",
+            )
+        })?;
+    let auth = Authorization::parse(header).map_err(|_| {
+        V3Error::sign_error("Http头Authorization值格式错误，请参考《微信支付商户REST API签名规则》")
+    })?;
     if auth.mchid != state.merchant.mchid {
-        return Err(V3Error::new(StatusCode::BAD_REQUEST, "MCH_NOT_EXISTS", "商户号不存在"));
+        return Err(V3Error::new(
+            StatusCode::BAD_REQUEST,
+            "MCH_NOT_EXISTS",
+            "商户号不存在",
+        ));
     }
     if normalize_serial(&auth.serial_no) != normalize_serial(&state.merchant.merchant_serial) {
-        return Err(V3Error::sign_error("商户证书序列号有误。请使用签名私钥匹配的证书序列号").with_detail(json!({
-            "field": "serial_no",
-            "location": "authorization",
-            "value": auth.serial_no,
-            "issue": "serial_no does not name the merchant API certificate",
-        })));
+        return Err(
+            V3Error::sign_error("商户证书序列号有误。请使用签名私钥匹配的证书序列号").with_detail(
+                json!({
+                    "field": "serial_no",
+                    "location": "authorization",
+                    "value": auth.serial_no,
+                    "issue": "serial_no does not name the merchant API certificate",
+                }),
+            ),
+        );
     }
     let now = AppState::wall_now();
     let skew = now.saturating_sub(auth.timestamp).saturating_abs();
@@ -175,28 +212,40 @@ fn verify_request(state: &AppState, parts: &Parts, body: &[u8]) -> Result<(), V3
         })));
     }
     // The signed URL is the raw request target, exactly as sent (never decoded).
-    let target = parts.uri.path_and_query().map_or_else(|| parts.uri.path(), |pq| pq.as_str());
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
     let method = parts.method.as_str();
-    if auth.verify(&state.keys.merchant_public_key, method, target, body).is_err() {
+    if auth
+        .verify(&state.keys.merchant_public_key, method, target, body)
+        .is_err()
+    {
         let message = request_message(method, target, auth.timestamp, &auth.nonce_str, body);
         let text = String::from_utf8_lossy(&message);
         let truncated: String = text.chars().take(128).collect();
-        return Err(V3Error::sign_error("签名错误，请检查后再试").with_detail(json!({
-            "field": "signature",
-            "location": "authorization",
-            "detail": {"issue": "sign not match"},
-            "sign_information": {
-                "method": method,
-                "url": target,
-                "truncated_sign_message": truncated,
-                "sign_message_length": message.len(),
-            }
-        })));
+        return Err(
+            V3Error::sign_error("签名错误，请检查后再试").with_detail(json!({
+                "field": "signature",
+                "location": "authorization",
+                "detail": {"issue": "sign not match"},
+                "sign_information": {
+                    "method": method,
+                    "url": target,
+                    "truncated_sign_message": truncated,
+                    "sign_message_length": message.len(),
+                }
+            })),
+        );
     }
     Ok(())
 }
 
-async fn sign_answers(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+async fn sign_answers(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let bill_file = request.uri().path() == BILL_DOWNLOAD_PATH;
     let serial = request
         .headers()
@@ -228,19 +277,33 @@ async fn sign_answers(State(state): State<Arc<AppState>>, request: Request, next
 
 fn parse_body(body: &[u8]) -> Result<Value, V3Error> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
-        V3Error::new(StatusCode::BAD_REQUEST, "PARAM_ERROR", "请求体不是合法的JSON").with_detail(json!({
+        V3Error::new(
+            StatusCode::BAD_REQUEST,
+            "PARAM_ERROR",
+            "请求体不是合法的JSON",
+        )
+        .with_detail(json!({
             "location": "body",
             "issue": e.to_string(),
         }))
     })?;
     if !value.is_object() {
-        return Err(V3Error::new(StatusCode::BAD_REQUEST, "PARAM_ERROR", "请求体必须是JSON对象")
-            .with_detail(json!({"location": "body", "field": "", "issue": "not an object"})));
+        return Err(V3Error::new(
+            StatusCode::BAD_REQUEST,
+            "PARAM_ERROR",
+            "请求体必须是JSON对象",
+        )
+        .with_detail(json!({"location": "body", "field": "", "issue": "not an object"})));
     }
     Ok(value)
 }
 
-fn opt_str<'a>(v: &'a Value, field: &str, label: &str, max_bytes: usize) -> Result<Option<&'a str>, V3Error> {
+fn opt_str<'a>(
+    v: &'a Value,
+    field: &str,
+    label: &str,
+    max_bytes: usize,
+) -> Result<Option<&'a str>, V3Error> {
     match v.pointer(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {
@@ -250,54 +313,117 @@ fn opt_str<'a>(v: &'a Value, field: &str, label: &str, max_bytes: usize) -> Resu
                     "body",
                     v.pointer(field),
                     label,
-                    &format!("字符串规则校验失败，字节数 {}，大于最大值 {max_bytes}", s.len()),
+                    &format!(
+                        "字符串规则校验失败，字节数 {}，大于最大值 {max_bytes}",
+                        s.len()
+                    ),
                 ))
             } else {
                 Ok(Some(s))
             }
         }
-        Some(other) => Err(V3Error::param(field, "body", Some(other), label, "字符串规则校验失败，字段类型错误")),
+        Some(other) => Err(V3Error::param(
+            field,
+            "body",
+            Some(other),
+            label,
+            "字符串规则校验失败，字段类型错误",
+        )),
     }
 }
 
-fn req_str<'a>(v: &'a Value, field: &str, label: &str, max_bytes: usize) -> Result<&'a str, V3Error> {
+fn req_str<'a>(
+    v: &'a Value,
+    field: &str,
+    label: &str,
+    max_bytes: usize,
+) -> Result<&'a str, V3Error> {
     match opt_str(v, field, label, max_bytes)? {
         Some(s) if !s.is_empty() => Ok(s),
-        _ => Err(V3Error::param(field, "body", None, label, "必填性规则校验失败，此字段为必填项")),
+        _ => Err(V3Error::param(
+            field,
+            "body",
+            None,
+            label,
+            "必填性规则校验失败，此字段为必填项",
+        )),
     }
 }
 
 fn req_amount(v: &Value, field: &str, label: &str) -> Result<u64, V3Error> {
     match v.pointer(field) {
-        None | Some(Value::Null) => Err(V3Error::param(field, "body", None, label, "必填性规则校验失败，此字段为必填项")),
+        None | Some(Value::Null) => Err(V3Error::param(
+            field,
+            "body",
+            None,
+            label,
+            "必填性规则校验失败，此字段为必填项",
+        )),
         Some(n @ Value::Number(_)) => match n.as_u64() {
             Some(x) if x >= 1 && x <= i64::MAX as u64 => Ok(x),
-            _ => Err(V3Error::param(field, "body", Some(n), label, "整型规则校验失败，值必须为正整数")),
+            _ => Err(V3Error::param(
+                field,
+                "body",
+                Some(n),
+                label,
+                "整型规则校验失败，值必须为正整数",
+            )),
         },
-        Some(other) => Err(V3Error::param(field, "body", Some(other), label, "整型规则校验失败，字段类型错误")),
+        Some(other) => Err(V3Error::param(
+            field,
+            "body",
+            Some(other),
+            label,
+            "整型规则校验失败，字段类型错误",
+        )),
     }
 }
 
 fn check_currency(v: &Value, field: &str, required: bool) -> Result<(), V3Error> {
     match opt_str(v, field, "货币类型", 16)? {
-        None if required => Err(V3Error::param(field, "body", None, "货币类型", "必填性规则校验失败，此字段为必填项")),
+        None if required => Err(V3Error::param(
+            field,
+            "body",
+            None,
+            "货币类型",
+            "必填性规则校验失败，此字段为必填项",
+        )),
         None => Ok(()),
         Some("CNY") => Ok(()),
-        Some(_) => Err(V3Error::param(field, "body", v.pointer(field), "货币类型", "Currency code is invalid")),
+        Some(_) => Err(V3Error::param(
+            field,
+            "body",
+            v.pointer(field),
+            "货币类型",
+            "Currency code is invalid",
+        )),
     }
 }
 
 /// `out_trade_no` / `out_refund_no`: `min..=max` characters of `[0-9A-Za-z_\-|*]` (plus `@` for
 /// refund numbers).
-fn check_number(v: &Value, field: &str, label: &str, text: &str, min: usize, max: usize, at_allowed: bool) -> Result<(), V3Error> {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '|' | '*') || (at_allowed && c == '@');
+fn check_number(
+    v: &Value,
+    field: &str,
+    label: &str,
+    text: &str,
+    min: usize,
+    max: usize,
+    at_allowed: bool,
+) -> Result<(), V3Error> {
+    let ok_char = |c: char| {
+        c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '|' | '*') || (at_allowed && c == '@')
+    };
     if text.len() < min || text.len() > max || !text.chars().all(ok_char) {
         return Err(V3Error::param(
             field,
             "body",
             v.pointer(field),
             label,
-            &format!("字符串规则校验失败，须为{min}-{max}位数字、大小写字母或_-|*{}", if at_allowed { "@" } else { "" }),
+            &format!(
+                "字符串规则校验失败，须为{min}-{max}位数字、大小写字母或_-|*{}",
+                if at_allowed { "@" } else { "" }
+            ),
         ));
     }
     Ok(())
@@ -309,28 +435,51 @@ fn check_notify_url(v: &Value, field: &str, url: &str) -> Result<(), V3Error> {
     let ok = (url.starts_with("https://") || url.starts_with("http://"))
         && !url.contains('?')
         && !url.contains(char::is_whitespace)
-        && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+        && url
+            .split("://")
+            .nth(1)
+            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
     if ok {
         Ok(())
     } else {
-        Err(V3Error::param(field, "body", v.pointer(field), "通知地址", "字符串规则校验失败，须为不带参数的绝对URL"))
+        Err(V3Error::param(
+            field,
+            "body",
+            v.pointer(field),
+            "通知地址",
+            "字符串规则校验失败，须为不带参数的绝对URL",
+        ))
     }
 }
 
 fn check_merchant(state: &AppState, appid: Option<&str>, mchid: &str) -> Result<(), V3Error> {
     let m = &state.merchant;
     if mchid != m.mchid || appid.is_some_and(|a| a != m.appid) {
-        return Err(V3Error::new(StatusCode::BAD_REQUEST, "APPID_MCHID_NOT_MATCH", "appid和mch_id不匹配"));
+        return Err(V3Error::new(
+            StatusCode::BAD_REQUEST,
+            "APPID_MCHID_NOT_MATCH",
+            "appid和mch_id不匹配",
+        ));
     }
     Ok(())
 }
 
 fn query_mchid(state: &AppState, query: &HashMap<String, String>) -> Result<(), V3Error> {
     match query.get("mchid").map(String::as_str) {
-        None | Some("") => Err(V3Error::param("mchid", "query", None, "直连商户号", "必填性规则校验失败，此字段为必填项")),
+        None | Some("") => Err(V3Error::param(
+            "mchid",
+            "query",
+            None,
+            "直连商户号",
+            "必填性规则校验失败，此字段为必填项",
+        )),
         Some(m) if m == state.merchant.mchid => Ok(()),
-        Some(m) => Err(V3Error::new(StatusCode::BAD_REQUEST, "PARAM_ERROR", "mchid与Authorization中的商户号不一致")
-            .with_detail(json!({"field": "mchid", "location": "query", "value": m}))),
+        Some(m) => Err(V3Error::new(
+            StatusCode::BAD_REQUEST,
+            "PARAM_ERROR",
+            "mchid与Authorization中的商户号不一致",
+        )
+        .with_detail(json!({"field": "mchid", "location": "query", "value": m}))),
     }
 }
 
@@ -405,18 +554,38 @@ async fn jsapi(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Respon
     let mchid = req_str(&v, "/mchid", "直连商户号", 32)?;
     let description = req_str(&v, "/description", "商品描述", 127)?;
     let out_trade_no = req_str(&v, "/out_trade_no", "商户订单号", 32)?;
-    check_number(&v, "/out_trade_no", "商户订单号", out_trade_no, 6, 32, false)?;
+    check_number(
+        &v,
+        "/out_trade_no",
+        "商户订单号",
+        out_trade_no,
+        6,
+        32,
+        false,
+    )?;
     let time_expire = opt_str(&v, "/time_expire", "交易结束时间", 64)?;
     let attach = opt_str(&v, "/attach", "附加数据", 128)?;
     let notify_url = req_str(&v, "/notify_url", "通知地址", 255)?;
     check_notify_url(&v, "/notify_url", notify_url)?;
     if !v.get("amount").is_some_and(Value::is_object) {
-        return Err(V3Error::param("/amount", "body", v.get("amount"), "订单金额", "必填性规则校验失败，此字段为必填项"));
+        return Err(V3Error::param(
+            "/amount",
+            "body",
+            v.get("amount"),
+            "订单金额",
+            "必填性规则校验失败，此字段为必填项",
+        ));
     }
     let total = req_amount(&v, "/amount/total", "总金额")?;
     check_currency(&v, "/amount/currency", false)?;
     if !v.get("payer").is_some_and(Value::is_object) {
-        return Err(V3Error::param("/payer", "body", v.get("payer"), "支付者", "必填性规则校验失败，此字段为必填项"));
+        return Err(V3Error::param(
+            "/payer",
+            "body",
+            v.get("payer"),
+            "支付者",
+            "必填性规则校验失败，此字段为必填项",
+        ));
     }
     let openid = req_str(&v, "/payer/openid", "用户标识", 128)?;
     let now = state.now();
@@ -424,7 +593,13 @@ async fn jsapi(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Respon
         None => None,
         Some(text) => {
             let t = parse_rfc3339(text).ok_or_else(|| {
-                V3Error::param("/time_expire", "body", v.pointer("/time_expire"), "交易结束时间", "时间格式须为RFC3339，如2018-06-08T10:34:56+08:00")
+                V3Error::param(
+                    "/time_expire",
+                    "body",
+                    v.pointer("/time_expire"),
+                    "交易结束时间",
+                    "时间格式须为RFC3339，如2018-06-08T10:34:56+08:00",
+                )
             })?;
             // Earlier than a minute from now is moved up to a minute (§B.9).
             Some(t.max(now + 60))
@@ -432,7 +607,12 @@ async fn jsapi(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Respon
     };
     check_merchant(&state, Some(appid), mchid)?;
     if !state.mp.has_user(openid) {
-        return Err(V3Error::new(StatusCode::BAD_REQUEST, "PARAM_ERROR", "appid和openid不匹配").with_detail(json!({
+        return Err(V3Error::new(
+            StatusCode::BAD_REQUEST,
+            "PARAM_ERROR",
+            "appid和openid不匹配",
+        )
+        .with_detail(json!({
             "field": "/payer/openid",
             "location": "body",
             "value": openid,
@@ -465,7 +645,10 @@ async fn query_by_out_trade_no(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, V3Error> {
     query_mchid(&state, &query)?;
-    let order = state.store.order(&out_trade_no).ok_or_else(|| order_error(&OrderError::OrderNotExist))?;
+    let order = state
+        .store
+        .order(&out_trade_no)
+        .ok_or_else(|| order_error(&OrderError::OrderNotExist))?;
     Ok(axum::Json(transaction_json(&order)).into_response())
 }
 
@@ -497,9 +680,13 @@ async fn close(
     }
 }
 
-async fn create_refund(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, V3Error> {
+async fn create_refund(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Response, V3Error> {
     let v = parse_body(&body)?;
-    let transaction_id = opt_str(&v, "/transaction_id", "微信支付订单号", 32)?.filter(|s| !s.is_empty());
+    let transaction_id =
+        opt_str(&v, "/transaction_id", "微信支付订单号", 32)?.filter(|s| !s.is_empty());
     let out_trade_no = opt_str(&v, "/out_trade_no", "商户订单号", 32)?.filter(|s| !s.is_empty());
     let order = match (transaction_id, out_trade_no) {
         (Some(tx), _) => OrderRef::TransactionId(tx),
@@ -510,7 +697,15 @@ async fn create_refund(State(state): State<Arc<AppState>>, body: Bytes) -> Resul
         }
     };
     let out_refund_no = req_str(&v, "/out_refund_no", "商户退款单号", 64)?;
-    check_number(&v, "/out_refund_no", "商户退款单号", out_refund_no, 1, 64, true)?;
+    check_number(
+        &v,
+        "/out_refund_no",
+        "商户退款单号",
+        out_refund_no,
+        1,
+        64,
+        true,
+    )?;
     let reason = opt_str(&v, "/reason", "退款原因", 80)?;
     let notify_url = opt_str(&v, "/notify_url", "退款结果回调url", 256)?.filter(|s| !s.is_empty());
     if let Some(url) = notify_url {
@@ -519,10 +714,22 @@ async fn create_refund(State(state): State<Arc<AppState>>, body: Bytes) -> Resul
     if let Some(fa) = opt_str(&v, "/funds_account", "退款资金来源", 32)?
         && fa != "AVAILABLE"
     {
-        return Err(V3Error::param("/funds_account", "body", v.pointer("/funds_account"), "退款资金来源", "枚举值校验失败，只能为AVAILABLE"));
+        return Err(V3Error::param(
+            "/funds_account",
+            "body",
+            v.pointer("/funds_account"),
+            "退款资金来源",
+            "枚举值校验失败，只能为AVAILABLE",
+        ));
     }
     if !v.get("amount").is_some_and(Value::is_object) {
-        return Err(V3Error::param("/amount", "body", v.get("amount"), "金额信息", "必填性规则校验失败，此字段为必填项"));
+        return Err(V3Error::param(
+            "/amount",
+            "body",
+            v.get("amount"),
+            "金额信息",
+            "必填性规则校验失败，此字段为必填项",
+        ));
     }
     let amount = req_amount(&v, "/amount/refund", "退款金额")?;
     let total = req_amount(&v, "/amount/total", "原订单金额")?;
@@ -552,7 +759,10 @@ async fn create_refund(State(state): State<Arc<AppState>>, body: Bytes) -> Resul
     Ok(axum::Json(refund_json(&refund)).into_response())
 }
 
-async fn query_refund(State(state): State<Arc<AppState>>, Path(out_refund_no): Path<String>) -> Result<Response, V3Error> {
+async fn query_refund(
+    State(state): State<Arc<AppState>>,
+    Path(out_refund_no): Path<String>,
+) -> Result<Response, V3Error> {
     let refund = state
         .store
         .refund_by_out_refund_no(&out_refund_no)
@@ -564,17 +774,41 @@ fn bill_date(state: &AppState, query: &HashMap<String, String>) -> Result<Date, 
     let text = query
         .get("bill_date")
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| V3Error::param("bill_date", "query", None, "账单日期", "必填性规则校验失败，此字段为必填项"))?;
+        .ok_or_else(|| {
+            V3Error::param(
+                "bill_date",
+                "query",
+                None,
+                "账单日期",
+                "必填性规则校验失败，此字段为必填项",
+            )
+        })?;
     let format = time::macros::format_description!("[year]-[month]-[day]");
     let date = Date::parse(text, &format).map_err(|_| {
-        V3Error::param("bill_date", "query", Some(&json!(text)), "账单日期", "日期格式须为YYYY-MM-DD")
+        V3Error::param(
+            "bill_date",
+            "query",
+            Some(&json!(text)),
+            "账单日期",
+            "日期格式须为YYYY-MM-DD",
+        )
     })?;
     let today = cst_date(state.now());
     if date >= today {
-        return Err(V3Error::new(StatusCode::BAD_REQUEST, "STATEMENT_CREATING", "账单生成中，请在次日9点后下载"));
+        return Err(V3Error::new(
+            StatusCode::BAD_REQUEST,
+            "STATEMENT_CREATING",
+            "账单生成中，请在次日9点后下载",
+        ));
     }
     if (today - date).whole_days() > BILL_HISTORY_DAYS {
-        return Err(V3Error::param("bill_date", "query", Some(&json!(text)), "账单日期", "只能下载三个月以内的账单"));
+        return Err(V3Error::param(
+            "bill_date",
+            "query",
+            Some(&json!(text)),
+            "账单日期",
+            "只能下载三个月以内的账单",
+        ));
     }
     Ok(date)
 }
@@ -583,17 +817,36 @@ fn gzip_wanted(query: &HashMap<String, String>) -> Result<bool, V3Error> {
     match query.get("tar_type").map(String::as_str) {
         None | Some("") => Ok(false),
         Some("GZIP") => Ok(true),
-        Some(other) => Err(V3Error::param("tar_type", "query", Some(&json!(other)), "压缩类型", "枚举值校验失败，只能为GZIP")),
+        Some(other) => Err(V3Error::param(
+            "tar_type",
+            "query",
+            Some(&json!(other)),
+            "压缩类型",
+            "枚举值校验失败，只能为GZIP",
+        )),
     }
 }
 
-fn issue_download(state: &AppState, headers: &HeaderMap, tls: Option<Tls>, text: String, gzip: bool) -> Response {
+fn issue_download(
+    state: &AppState,
+    headers: &HeaderMap,
+    tls: Option<Tls>,
+    text: String,
+    gzip: bool,
+) -> Response {
     let hash_value = bills::sha1_hex(text.as_bytes());
-    let body = if gzip { bills::gzip(text.as_bytes()) } else { text.into_bytes() };
+    let body = if gzip {
+        bills::gzip(text.as_bytes())
+    } else {
+        text.into_bytes()
+    };
     let token = wxpay::nonce::random_string(40);
     let now = state.now();
     {
-        let mut downloads = state.bill_downloads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut downloads = state
+            .bill_downloads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         downloads.retain(|_, d| d.expires_at > now);
         downloads.insert(
             token.clone(),
@@ -604,7 +857,11 @@ fn issue_download(state: &AppState, headers: &HeaderMap, tls: Option<Tls>, text:
             },
         );
     }
-    let scheme = if tls.is_some_and(|t| t.0) { "https" } else { "http" };
+    let scheme = if tls.is_some_and(|t| t.0) {
+        "https"
+    } else {
+        "http"
+    };
     let host = headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -619,7 +876,11 @@ fn issue_download(state: &AppState, headers: &HeaderMap, tls: Option<Tls>, text:
 }
 
 fn no_statement() -> V3Error {
-    V3Error::new(StatusCode::BAD_REQUEST, "NO_STATEMENT_EXIST", "当日无交易，账单不存在")
+    V3Error::new(
+        StatusCode::BAD_REQUEST,
+        "NO_STATEMENT_EXIST",
+        "当日无交易，账单不存在",
+    )
 }
 
 async fn trade_bill(
@@ -631,13 +892,25 @@ async fn trade_bill(
     let date = bill_date(&state, &query)?;
     let raw_type = query.get("bill_type").map_or("", String::as_str);
     let bill_type = TradeBillType::parse(raw_type).ok_or_else(|| {
-        V3Error::param("bill_type", "query", Some(&json!(raw_type)), "账单类型", "枚举值校验失败，只能为ALL、SUCCESS或REFUND")
+        V3Error::param(
+            "bill_type",
+            "query",
+            Some(&json!(raw_type)),
+            "账单类型",
+            "枚举值校验失败，只能为ALL、SUCCESS或REFUND",
+        )
     })?;
     let gzip = gzip_wanted(&query)?;
     let text = bills::trade_bill_text(&state.store, date, bill_type)
         .map_err(|e| V3Error::new(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", e))?
         .ok_or_else(no_statement)?;
-    Ok(issue_download(&state, &headers, tls.map(|t| t.0), text, gzip))
+    Ok(issue_download(
+        &state,
+        &headers,
+        tls.map(|t| t.0),
+        text,
+        gzip,
+    ))
 }
 
 async fn fund_flow_bill(
@@ -649,7 +922,13 @@ async fn fund_flow_bill(
     let date = bill_date(&state, &query)?;
     let account = query.get("account_type").map_or("BASIC", String::as_str);
     if !matches!(account, "" | "BASIC" | "OPERATION" | "FEES") {
-        return Err(V3Error::param("account_type", "query", Some(&json!(account)), "资金账户类型", "枚举值校验失败，只能为BASIC、OPERATION或FEES"));
+        return Err(V3Error::param(
+            "account_type",
+            "query",
+            Some(&json!(account)),
+            "资金账户类型",
+            "枚举值校验失败，只能为BASIC、OPERATION或FEES",
+        ));
     }
     let gzip = gzip_wanted(&query)?;
     // Payments, fees and refunds move the basic account only.
@@ -659,10 +938,19 @@ async fn fund_flow_bill(
     let text = bills::fund_flow_bill_text(&state.store, date)
         .map_err(|e| V3Error::new(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", e))?
         .ok_or_else(no_statement)?;
-    Ok(issue_download(&state, &headers, tls.map(|t| t.0), text, gzip))
+    Ok(issue_download(
+        &state,
+        &headers,
+        tls.map(|t| t.0),
+        text,
+        gzip,
+    ))
 }
 
-async fn download_bill(State(state): State<Arc<AppState>>, Query(query): Query<HashMap<String, String>>) -> Result<Response, V3Error> {
+async fn download_bill(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, V3Error> {
     let token = query.get("token").map_or("", String::as_str);
     let now = state.now();
     let download = state
@@ -672,15 +960,32 @@ async fn download_bill(State(state): State<Arc<AppState>>, Query(query): Query<H
         .get(token)
         .filter(|d| d.expires_at > now)
         .cloned()
-        .ok_or_else(|| V3Error::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "账单下载链接无效或已过期，请重新申请"))?;
-    let content_type = if download.gzip { "application/x-gzip" } else { "text/plain;charset=utf-8" };
+        .ok_or_else(|| {
+            V3Error::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_REQUEST",
+                "账单下载链接无效或已过期，请重新申请",
+            )
+        })?;
+    let content_type = if download.gzip {
+        "application/x-gzip"
+    } else {
+        "text/plain;charset=utf-8"
+    };
     Ok(([(http::header::CONTENT_TYPE, content_type)], download.body).into_response())
 }
 
-async fn certificates(State(state): State<Arc<AppState>>, Query(query): Query<HashMap<String, String>>) -> Result<Response, V3Error> {
+async fn certificates(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, V3Error> {
     if state.signer.mode() == KeyMode::PublicKey {
         // New merchants have no platform certificate; WeChat answers exactly this (observed).
-        return Err(V3Error::new(StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", NO_PLATFORM_CERTIFICATE));
+        return Err(V3Error::new(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_NOT_EXISTS",
+            NO_PLATFORM_CERTIFICATE,
+        ));
     }
     let algorithm = query.get("algorithm_type").map_or("RSA", String::as_str);
     let data = match algorithm {
@@ -690,7 +995,13 @@ async fn certificates(State(state): State<Arc<AppState>>, Query(query): Query<Ha
             let ciphertext = state
                 .api_v3_key
                 .encrypt(&nonce, "certificate", cert.to_pem().as_bytes())
-                .map_err(|e| V3Error::new(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", e.to_string()))?;
+                .map_err(|e| {
+                    V3Error::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "SYSTEM_ERROR",
+                        e.to_string(),
+                    )
+                })?;
             vec![json!({
                 "serial_no": cert.serial_no,
                 "effective_time": rfc3339_cst(cert.not_before.unix_timestamp()),
@@ -705,7 +1016,13 @@ async fn certificates(State(state): State<Arc<AppState>>, Query(query): Query<Ha
         }
         "SM2" => Vec::new(),
         other => {
-            return Err(V3Error::param("algorithm_type", "query", Some(&json!(other)), "证书算法类型", "枚举值校验失败，只能为RSA、SM2或ALL"));
+            return Err(V3Error::param(
+                "algorithm_type",
+                "query",
+                Some(&json!(other)),
+                "证书算法类型",
+                "枚举值校验失败，只能为RSA、SM2或ALL",
+            ));
         }
     };
     Ok(axum::Json(json!({"data": data})).into_response())

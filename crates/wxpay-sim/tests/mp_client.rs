@@ -627,3 +627,32 @@ async fn phone_numbers_are_returned_once_per_code() {
     );
     assert!(h.mp.mint_phone_code("nobody", "13800138000").is_none());
 }
+
+#[tokio::test]
+async fn the_full_simulator_serves_the_mini_program_api() {
+    let sim = wxpay_sim::Simulator::start(wxpay_sim::SimConfig::default())
+        .await
+        .unwrap();
+    let merchant = sim.merchant();
+    let client = MpClient::new(
+        MpConfig::new(merchant.appid.clone(), merchant.app_secret.clone()),
+        &http_config(),
+        &BaseUrls::single(&sim.base_url()),
+    )
+    .unwrap();
+    let mp = sim.state().mp.clone();
+    let (openid, code) = mp.create_user(None).unwrap();
+    assert_eq!(client.code2session(&code).await.unwrap().openid, openid);
+    let image = client
+        .get_wxacode_unlimit(&WxaCodeRequest::new("o=1"))
+        .await
+        .unwrap();
+    assert_eq!(image::load_from_memory(&image.bytes).unwrap().width(), 430);
+    let phone_code = mp.mint_phone_code(&openid, "13800138000").unwrap();
+    let info = client
+        .get_user_phone_number(&phone_code, Some(&openid))
+        .await
+        .unwrap();
+    assert_eq!(info.watermark.appid, merchant.appid);
+    sim.shutdown().await;
+}

@@ -12,8 +12,8 @@ use wxpay::v3::aead::ApiV3Key;
 use wxpay::v3::certificates::PlatformVerifier;
 use wxpay::v3::client::{V3Client, V3Config};
 use wxpay::v3::models::{
-    FundFlowAccountType, FundFlowBillRequest, PrepayRequest, RefundRequest, RefundStatus, TradeBillRequest,
-    TradeBillType, TradeState,
+    FundFlowAccountType, FundFlowBillRequest, PrepayRequest, RefundRequest, RefundStatus,
+    TradeBillRequest, TradeBillType, TradeState,
 };
 use wxpay::v3::notify::Notification;
 use wxpay::v3::verifier::Verifier;
@@ -46,11 +46,17 @@ fn platform(sim: &RunningSimulator, mode: KeyMode) -> PlatformVerifier {
         KeyMode::PublicKey => PlatformVerifier::public_key(&m.wechatpay_public_key_id, public_key),
         // No certificate configured: the client must download them on the first answer.
         KeyMode::Certificate => PlatformVerifier::certificates(Vec::new()),
-        KeyMode::Migrating => PlatformVerifier::both(&m.wechatpay_public_key_id, public_key, Vec::new()),
+        KeyMode::Migrating => {
+            PlatformVerifier::both(&m.wechatpay_public_key_id, public_key, Vec::new())
+        }
     }
 }
 
-fn client_with(sim: &RunningSimulator, platform: PlatformVerifier, clock: Arc<dyn Clock>) -> V3Client {
+fn client_with(
+    sim: &RunningSimulator,
+    platform: PlatformVerifier,
+    clock: Arc<dyn Clock>,
+) -> V3Client {
     let m = sim.merchant();
     let config = V3Config {
         mchid: m.mchid.clone(),
@@ -60,7 +66,13 @@ fn client_with(sim: &RunningSimulator, platform: PlatformVerifier, clock: Arc<dy
         api_v3_key: ApiV3Key::new(&m.api_v3_key).unwrap(),
         platform,
     };
-    V3Client::with_clock(config, &http_config(), &BaseUrls::single(&sim.base_url()), clock).unwrap()
+    V3Client::with_clock(
+        config,
+        &http_config(),
+        &BaseUrls::single(&sim.base_url()),
+        clock,
+    )
+    .unwrap()
 }
 
 fn client(sim: &RunningSimulator, mode: KeyMode) -> V3Client {
@@ -79,7 +91,11 @@ async fn new_user(sim: &RunningSimulator) -> String {
     answer["openid"].as_str().unwrap().to_owned()
 }
 
-async fn pay(sim: &RunningSimulator, payment: &wxpay::RequestPayment, openid: &str) -> reqwest::Response {
+async fn pay(
+    sim: &RunningSimulator,
+    payment: &wxpay::RequestPayment,
+    openid: &str,
+) -> reqwest::Response {
     let mut body = serde_json::to_value(payment).unwrap();
     body["openid"] = openid.into();
     reqwest::Client::new()
@@ -122,14 +138,22 @@ async fn wait_for(received: &Received, count: usize) -> Vec<(HeaderMap, Bytes)> 
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("expected {count} notifications, got {}", received.lock().unwrap().len());
+    panic!(
+        "expected {count} notifications, got {}",
+        received.lock().unwrap().len()
+    );
 }
 
 fn out_trade_no() -> String {
     format!("T{}", wxpay::nonce::random_string(20))
 }
 
-async fn paid_order(sim: &RunningSimulator, client: &V3Client, total: u64, notify_url: &str) -> (String, String) {
+async fn paid_order(
+    sim: &RunningSimulator,
+    client: &V3Client,
+    total: u64,
+    notify_url: &str,
+) -> (String, String) {
     let openid = new_user(sim).await;
     let no = out_trade_no();
     let order = PrepayRequest::jsapi("咖啡 Coffee", &no, Fen::new(total), &openid, notify_url);
@@ -170,7 +194,10 @@ async fn whole_payment_in(mode: KeyMode) {
     if mode == KeyMode::Certificate {
         // The certificate was downloaded on the first answer and is the platform's.
         let store = client.verifier().certificate_store();
-        assert_eq!(store.serials(), vec![sim.merchant().platform_serial.clone()]);
+        assert_eq!(
+            store.serials(),
+            vec![sim.merchant().platform_serial.clone()]
+        );
     }
     sim.shutdown().await;
 }
@@ -201,11 +228,20 @@ async fn migrating_notifications_are_signed_by_either_key_and_all_verify() {
     let delivered = wait_for(&received, 12).await;
     let mut serials = std::collections::BTreeSet::new();
     for (headers, body) in &delivered {
-        serials.insert(headers["wechatpay-serial"].to_str().unwrap().starts_with("PUB_KEY_ID_"));
+        serials.insert(
+            headers["wechatpay-serial"]
+                .to_str()
+                .unwrap()
+                .starts_with("PUB_KEY_ID_"),
+        );
         client.parse_notification(headers, body).await.unwrap();
     }
     // With a ratio of 0.5, twelve notifications all on one side happen once in 2,048 runs.
-    assert_eq!(serials.len(), 2, "both the public key and the certificate signed");
+    assert_eq!(
+        serials.len(),
+        2,
+        "both the public key and the certificate signed"
+    );
     sim.shutdown().await;
 }
 
@@ -215,7 +251,13 @@ async fn closing_an_unpaid_order_and_the_errors_around_it() {
     let client = client(&sim, KeyMode::PublicKey);
     let openid = new_user(&sim).await;
     let no = out_trade_no();
-    let order = PrepayRequest::jsapi("Tea", &no, Fen::new(300), &openid, "https://merchant.example/notify");
+    let order = PrepayRequest::jsapi(
+        "Tea",
+        &no,
+        Fen::new(300),
+        &openid,
+        "https://merchant.example/notify",
+    );
     let (_, payment) = client.jsapi_prepay_with_payment(&order).await.unwrap();
 
     // The same out_trade_no with another amount is refused.
@@ -236,13 +278,18 @@ async fn closing_an_unpaid_order_and_the_errors_around_it() {
     assert_eq!(answer.status(), 400, "a closed order cannot be paid");
 
     match client.query_by_out_trade_no("NOSUCHORDER1").await {
-        Err(Error::Api(ApiError::V3 { status: 404, code, .. })) => {
+        Err(Error::Api(ApiError::V3 {
+            status: 404, code, ..
+        })) => {
             assert_eq!(code, wxpay::v3::ErrorCode::OrderNotExist);
         }
         other => panic!("expected ORDER_NOT_EXIST, got {other:?}"),
     }
     // Refused before sending: the simulator never sees it.
-    assert!(matches!(client.query_by_out_trade_no("a b").await, Err(Error::InvalidRequest(_))));
+    assert!(matches!(
+        client.query_by_out_trade_no("a b").await,
+        Err(Error::InvalidRequest(_))
+    ));
     sim.shutdown().await;
 }
 
@@ -260,7 +307,10 @@ async fn refunds_are_idempotent_bounded_and_notified() {
     assert_eq!(created.out_trade_no, no);
 
     let again = client.refund(&first).await.unwrap();
-    assert_eq!(again.refund_id, created.refund_id, "same out_refund_no, same refund");
+    assert_eq!(
+        again.refund_id, created.refund_id,
+        "same out_refund_no, same refund"
+    );
 
     let over = RefundRequest::by_out_trade_no(&no, "R1-B", Fen::new(601), Fen::new(1000));
     match client.refund(&over).await {
@@ -284,7 +334,10 @@ async fn refunds_are_idempotent_bounded_and_notified() {
     assert!(refund_seen);
     let queried = client.query_refund("R1-A").await.unwrap();
     assert_eq!(queried.status, RefundStatus::Success);
-    assert_eq!(client.query_by_out_trade_no(&no).await.unwrap().trade_state, TradeState::Refund);
+    assert_eq!(
+        client.query_by_out_trade_no(&no).await.unwrap().trade_state,
+        TradeState::Refund
+    );
     match client.query_refund("R-UNKNOWN").await {
         Err(Error::Api(ApiError::V3 { status: 404, .. })) => {}
         other => panic!("expected 404, got {other:?}"),
@@ -297,7 +350,9 @@ async fn bills_download_with_their_digest_checked() {
     let sim = start(KeyMode::Certificate).await;
     let client = client(&sim, KeyMode::Certificate);
     let (no, _) = paid_order(&sim, &client, 1234, "https://merchant.example/notify").await;
-    let today = time::OffsetDateTime::now_utc().to_offset(time::macros::offset!(+8)).date();
+    let today = time::OffsetDateTime::now_utc()
+        .to_offset(time::macros::offset!(+8))
+        .date();
     // Today's bill exists tomorrow: move the simulator's business clock a day on (signatures
     // keep using the wall clock on both sides).
     let advanced = reqwest::Client::new()
@@ -358,7 +413,9 @@ async fn a_request_signed_with_another_key_is_refused_with_sign_error() {
     };
     let client = V3Client::new(config, &http_config(), &BaseUrls::single(&sim.base_url())).unwrap();
     match client.query_by_out_trade_no("T000000001").await {
-        Err(Error::Api(ApiError::V3 { status: 401, code, .. })) => {
+        Err(Error::Api(ApiError::V3 {
+            status: 401, code, ..
+        })) => {
             assert_eq!(code, wxpay::v3::ErrorCode::SignError);
         }
         other => panic!("expected SIGN_ERROR, got {other:?}"),
@@ -371,7 +428,11 @@ async fn a_clock_ten_minutes_off_is_refused_both_ways() {
     let sim = start(KeyMode::PublicKey).await;
     let now = SystemClock.now();
     // The merchant's clock is late: the simulator refuses its timestamp.
-    let late = client_with(&sim, platform(&sim, KeyMode::PublicKey), Arc::new(FixedClock::at(now - 600)));
+    let late = client_with(
+        &sim,
+        platform(&sim, KeyMode::PublicKey),
+        Arc::new(FixedClock::at(now - 600)),
+    );
     assert!(matches!(
         late.query_by_out_trade_no("T000000001").await,
         Err(Error::Api(ApiError::V3 { status: 401, .. }))
@@ -384,10 +445,17 @@ async fn an_answer_signed_by_an_unknown_key_is_not_believed() {
     let sim = start(KeyMode::PublicKey).await;
     let m = sim.merchant();
     let impostor = RsaPrivateKey::generate().unwrap();
-    let wrong = PlatformVerifier::public_key(&m.wechatpay_public_key_id, impostor.public_key().clone());
+    let wrong =
+        PlatformVerifier::public_key(&m.wechatpay_public_key_id, impostor.public_key().clone());
     let client = client_with(&sim, wrong, Arc::new(SystemClock));
     let openid = new_user(&sim).await;
-    let order = PrepayRequest::jsapi("Tea", &out_trade_no(), Fen::new(1), &openid, "https://m.example/n");
+    let order = PrepayRequest::jsapi(
+        "Tea",
+        &out_trade_no(),
+        Fen::new(1),
+        &openid,
+        "https://m.example/n",
+    );
     match client.jsapi_prepay(&order).await {
         Err(Error::Signature(SignatureError::Mismatch)) => {}
         other => panic!("expected a signature mismatch, got {other:?}"),
@@ -403,7 +471,11 @@ async fn downloaded_certificates_verify_and_encrypt() {
     assert_eq!(certs.len(), 1);
     assert_eq!(certs[0].serial_no, sim.merchant().platform_serial);
     assert_eq!(client.refresh_certificates().await.unwrap(), 1);
-    assert_eq!(client.refresh_certificates().await.unwrap(), 0, "known certificates are kept, not added");
+    assert_eq!(
+        client.refresh_certificates().await.unwrap(),
+        0,
+        "known certificates are kept, not added"
+    );
     let (serial, ciphertext) = client.encrypt_sensitive("13800138000").unwrap();
     assert_eq!(serial, sim.merchant().platform_serial);
     assert!(!ciphertext.is_empty());

@@ -18,28 +18,47 @@ async fn an_order_is_placed_queried_paid_and_cannot_be_closed_after_payment_in_e
         let m = Merchant::start(mode).await;
         let openid = m.new_user().await;
         let order = m
-            .v3("POST", "/v3/pay/transactions/jsapi", Some(&m.order_body("order-life-1", 100, &openid, NOTIFY)))
+            .v3(
+                "POST",
+                "/v3/pay/transactions/jsapi",
+                Some(&m.order_body("order-life-1", 100, &openid, NOTIFY)),
+            )
             .await;
         assert_eq!(order.status, 200, "{mode:?} {:?}", order.json());
         m.verify(&order).unwrap();
-        let serial = order.headers["wechatpay-serial"].to_str().unwrap().to_owned();
+        let serial = order.headers["wechatpay-serial"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         match mode {
             KeyMode::PublicKey => assert!(serial.starts_with("PUB_KEY_ID_"), "{serial}"),
             // Without a Wechatpay-Serial in the request, a migrating merchant gets certificate signatures.
-            KeyMode::Certificate | KeyMode::Migrating => assert_eq!(serial, m.sim.merchant().platform_serial),
+            KeyMode::Certificate | KeyMode::Migrating => {
+                assert_eq!(serial, m.sim.merchant().platform_serial)
+            }
         }
         assert!(order.headers.contains_key("request-id"));
         let prepay_id = order.json()["prepay_id"].as_str().unwrap().to_owned();
-        assert!(prepay_id.starts_with("wx") && prepay_id.len() == 36, "{prepay_id}");
+        assert!(
+            prepay_id.starts_with("wx") && prepay_id.len() == 36,
+            "{prepay_id}"
+        );
 
-        let target = format!("/v3/pay/transactions/out-trade-no/order-life-1?mchid={}", m.mchid());
+        let target = format!(
+            "/v3/pay/transactions/out-trade-no/order-life-1?mchid={}",
+            m.mchid()
+        );
         let unpaid = m.v3("GET", &target, None).await;
         assert_eq!(unpaid.status, 200);
         m.verify(&unpaid).unwrap();
         let t = unpaid.json();
         assert_eq!(t["trade_state"], "NOTPAY");
         assert_eq!(t["amount"]["total"], 100);
-        assert!(t.get("transaction_id").is_none() && t.get("payer").is_none() && t.get("success_time").is_none());
+        assert!(
+            t.get("transaction_id").is_none()
+                && t.get("payer").is_none()
+                && t.get("success_time").is_none()
+        );
 
         let (status, paid) = m.pay(&prepay_id, &openid).await;
         assert_eq!(status, 200, "{paid}");
@@ -47,7 +66,14 @@ async fn an_order_is_placed_queried_paid_and_cannot_be_closed_after_payment_in_e
         assert!(transaction_id.starts_with("42000") && transaction_id.len() == 28);
 
         let by_id = m
-            .v3("GET", &format!("/v3/pay/transactions/id/{transaction_id}?mchid={}", m.mchid()), None)
+            .v3(
+                "GET",
+                &format!(
+                    "/v3/pay/transactions/id/{transaction_id}?mchid={}",
+                    m.mchid()
+                ),
+                None,
+            )
             .await;
         assert_eq!(by_id.status, 200);
         m.verify(&by_id).unwrap();
@@ -60,7 +86,11 @@ async fn an_order_is_placed_queried_paid_and_cannot_be_closed_after_payment_in_e
         assert!(t["success_time"].as_str().unwrap().ends_with("+08:00"));
 
         let close = m
-            .v3("POST", "/v3/pay/transactions/out-trade-no/order-life-1/close", Some(&json!({"mchid": m.mchid()})))
+            .v3(
+                "POST",
+                "/v3/pay/transactions/out-trade-no/order-life-1/close",
+                Some(&json!({"mchid": m.mchid()})),
+            )
             .await;
         assert_eq!(close.status, 400);
         assert_eq!(close.code(), "ORDERPAID");
@@ -74,7 +104,11 @@ async fn closing_answers_a_signed_204_and_a_closed_order_can_be_neither_reordere
     let openid = m.new_user().await;
     let prepay_id = m.prepay("order-close-1", 50, &openid, NOTIFY).await;
     let close = m
-        .v3("POST", "/v3/pay/transactions/out-trade-no/order-close-1/close", Some(&json!({"mchid": m.mchid()})))
+        .v3(
+            "POST",
+            "/v3/pay/transactions/out-trade-no/order-close-1/close",
+            Some(&json!({"mchid": m.mchid()})),
+        )
         .await;
     assert_eq!(close.status, 204);
     assert!(close.body.is_empty());
@@ -82,12 +116,20 @@ async fn closing_answers_a_signed_204_and_a_closed_order_can_be_neither_reordere
     // Closing again, and closing an unknown number, also answer 204.
     for no in ["order-close-1", "order-never-made"] {
         let again = m
-            .v3("POST", &format!("/v3/pay/transactions/out-trade-no/{no}/close"), Some(&json!({"mchid": m.mchid()})))
+            .v3(
+                "POST",
+                &format!("/v3/pay/transactions/out-trade-no/{no}/close"),
+                Some(&json!({"mchid": m.mchid()})),
+            )
             .await;
         assert_eq!(again.status, 204);
     }
     let reorder = m
-        .v3("POST", "/v3/pay/transactions/jsapi", Some(&m.order_body("order-close-1", 50, &openid, NOTIFY)))
+        .v3(
+            "POST",
+            "/v3/pay/transactions/jsapi",
+            Some(&m.order_body("order-close-1", 50, &openid, NOTIFY)),
+        )
         .await;
     assert_eq!(reorder.status, 400);
     assert_eq!(reorder.code(), "ORDER_CLOSED");
@@ -95,7 +137,14 @@ async fn closing_answers_a_signed_204_and_a_closed_order_can_be_neither_reordere
     assert_eq!(status, 400);
     assert_eq!(answer["errMsg"], "requestPayment:fail 订单已关闭");
     let query = m
-        .v3("GET", &format!("/v3/pay/transactions/out-trade-no/order-close-1?mchid={}", m.mchid()), None)
+        .v3(
+            "GET",
+            &format!(
+                "/v3/pay/transactions/out-trade-no/order-close-1?mchid={}",
+                m.mchid()
+            ),
+            None,
+        )
         .await;
     assert_eq!(query.json()["trade_state"], "CLOSED");
 }
@@ -104,7 +153,10 @@ async fn closing_answers_a_signed_204_and_a_closed_order_can_be_neither_reordere
 async fn signatures_serials_and_timestamps_are_checked_like_the_real_service() {
     let m = Merchant::start(KeyMode::PublicKey).await;
     let openid = m.new_user().await;
-    let body = m.order_body("order-sign-1", 100, &openid, NOTIFY).to_string().into_bytes();
+    let body = m
+        .order_body("order-sign-1", 100, &openid, NOTIFY)
+        .to_string()
+        .into_bytes();
     let path = "/v3/pay/transactions/jsapi";
     let serial = m.sim.merchant().merchant_serial.clone();
 
@@ -122,21 +174,51 @@ async fn signatures_serials_and_timestamps_are_checked_like_the_real_service() {
 
     // The body changed after signing.
     let auth = m.authorization("POST", path, &body);
-    let mut tampered = m.order_body("order-sign-1", 1, &openid, NOTIFY).to_string().into_bytes();
-    let answer = m.send("POST", path, std::mem::take(&mut tampered), Some(auth), None).await;
+    let mut tampered = m
+        .order_body("order-sign-1", 1, &openid, NOTIFY)
+        .to_string()
+        .into_bytes();
+    let answer = m
+        .send(
+            "POST",
+            path,
+            std::mem::take(&mut tampered),
+            Some(auth),
+            None,
+        )
+        .await;
     assert_eq!(answer.status, 401);
     assert_eq!(answer.code(), "SIGN_ERROR");
 
     // A serial that is not the merchant certificate's.
-    let auth = m.authorization_at("POST", path, &body, Merchant::now(), "5157F09EFDC096DE15EBE81A47057A7232F1B8E1", &m.key);
+    let auth = m.authorization_at(
+        "POST",
+        path,
+        &body,
+        Merchant::now(),
+        "5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
+        &m.key,
+    );
     let answer = m.send("POST", path, body.clone(), Some(auth), None).await;
     assert_eq!(answer.status, 401);
     assert_eq!(answer.code(), "SIGN_ERROR");
     assert_eq!(answer.json()["detail"]["field"], "serial_no");
 
     // The serial is compared as the SDKs do: case does not matter.
-    let auth = m.authorization_at("POST", path, &body, Merchant::now(), &serial.to_lowercase(), &m.key);
-    assert_eq!(m.send("POST", path, body.clone(), Some(auth), None).await.status, 200);
+    let auth = m.authorization_at(
+        "POST",
+        path,
+        &body,
+        Merchant::now(),
+        &serial.to_lowercase(),
+        &m.key,
+    );
+    assert_eq!(
+        m.send("POST", path, body.clone(), Some(auth), None)
+            .await
+            .status,
+        200
+    );
 
     // Five minutes away, either side.
     for skew in [-300, 300] {
@@ -146,11 +228,24 @@ async fn signatures_serials_and_timestamps_are_checked_like_the_real_service() {
         assert_eq!(answer.json()["detail"]["field"], "timestamp");
     }
     let auth = m.authorization_at("POST", path, &body, Merchant::now() - 200, &serial, &m.key);
-    assert_eq!(m.send("POST", path, body.clone(), Some(auth), None).await.status, 200);
+    assert_eq!(
+        m.send("POST", path, body.clone(), Some(auth), None)
+            .await
+            .status,
+        200
+    );
 
     // No Authorization at all, or another scheme.
-    assert_eq!(m.send("POST", path, body.clone(), None, None).await.code(), "SIGN_ERROR");
-    assert_eq!(m.send("POST", path, body.clone(), Some("Bearer abc".into()), None).await.status, 401);
+    assert_eq!(
+        m.send("POST", path, body.clone(), None, None).await.code(),
+        "SIGN_ERROR"
+    );
+    assert_eq!(
+        m.send("POST", path, body.clone(), Some("Bearer abc".into()), None)
+            .await
+            .status,
+        401
+    );
 
     // Another merchant id.
     let other = Authorization_for_other_mchid(&m, &body);
@@ -159,10 +254,21 @@ async fn signatures_serials_and_timestamps_are_checked_like_the_real_service() {
     assert_eq!(answer.code(), "MCH_NOT_EXISTS");
 
     // The signed URL is the raw request target: signing the decoded form of an escaped path fails.
-    let raw = format!("/v3/pay/transactions/out-trade-no/A%7CB-123?mchid={}", m.mchid());
-    let decoded = format!("/v3/pay/transactions/out-trade-no/A|B-123?mchid={}", m.mchid());
+    let raw = format!(
+        "/v3/pay/transactions/out-trade-no/A%7CB-123?mchid={}",
+        m.mchid()
+    );
+    let decoded = format!(
+        "/v3/pay/transactions/out-trade-no/A|B-123?mchid={}",
+        m.mchid()
+    );
     let auth = m.authorization("GET", &decoded, b"");
-    assert_eq!(m.send("GET", &raw, Vec::new(), Some(auth), None).await.status, 401);
+    assert_eq!(
+        m.send("GET", &raw, Vec::new(), Some(auth), None)
+            .await
+            .status,
+        401
+    );
     let auth = m.authorization("GET", &raw, b"");
     let answer = m.send("GET", &raw, Vec::new(), Some(auth), None).await;
     assert_eq!(answer.status, 404, "{:?}", answer.json());
@@ -206,13 +312,27 @@ async fn bad_bodies_get_param_error_with_a_json_pointer() {
 
     let mut body = m.order_body("order-param-1", 100, &openid, NOTIFY);
     body["amount"]["total"] = json!(0);
-    assert_eq!(m.v3("POST", path, Some(&body)).await.json()["detail"]["field"], "/amount/total");
+    assert_eq!(
+        m.v3("POST", path, Some(&body)).await.json()["detail"]["field"],
+        "/amount/total"
+    );
 
     let body = m.order_body("short", 100, &openid, NOTIFY);
-    assert_eq!(m.v3("POST", path, Some(&body)).await.json()["detail"]["field"], "/out_trade_no");
+    assert_eq!(
+        m.v3("POST", path, Some(&body)).await.json()["detail"]["field"],
+        "/out_trade_no"
+    );
 
-    let body = m.order_body("order-param-1", 100, &openid, "http://127.0.0.1:9/notify?x=1");
-    assert_eq!(m.v3("POST", path, Some(&body)).await.json()["detail"]["field"], "/notify_url");
+    let body = m.order_body(
+        "order-param-1",
+        100,
+        &openid,
+        "http://127.0.0.1:9/notify?x=1",
+    );
+    assert_eq!(
+        m.v3("POST", path, Some(&body)).await.json()["detail"]["field"],
+        "/notify_url"
+    );
 
     let body = m.order_body("order-param-1", 100, "o-nobody-knows-this-user", NOTIFY);
     let answer = m.v3("POST", path, Some(&body)).await;
@@ -226,11 +346,25 @@ async fn bad_bodies_get_param_error_with_a_json_pointer() {
     assert_eq!(answer.status, 400);
     assert_eq!(answer.code(), "APPID_MCHID_NOT_MATCH");
 
-    let answer = m.send("POST", path, b"not json".to_vec(), Some(m.authorization("POST", path, b"not json")), None).await;
+    let answer = m
+        .send(
+            "POST",
+            path,
+            b"not json".to_vec(),
+            Some(m.authorization("POST", path, b"not json")),
+            None,
+        )
+        .await;
     assert_eq!(answer.status, 400);
     assert_eq!(answer.code(), "PARAM_ERROR");
 
-    let answer = m.v3("GET", "/v3/pay/transactions/out-trade-no/order-param-1", None).await;
+    let answer = m
+        .v3(
+            "GET",
+            "/v3/pay/transactions/out-trade-no/order-param-1",
+            None,
+        )
+        .await;
     assert_eq!(answer.status, 400);
     assert_eq!(answer.json()["detail"]["field"], "mchid");
     assert_eq!(answer.json()["detail"]["location"], "query");
@@ -248,7 +382,11 @@ async fn the_same_out_trade_no_is_idempotent_with_the_same_parameters_only() {
     let second = m.prepay("order-dup-1", 100, &openid, NOTIFY).await;
     assert_eq!(first, second);
     let answer = m
-        .v3("POST", "/v3/pay/transactions/jsapi", Some(&m.order_body("order-dup-1", 101, &openid, NOTIFY)))
+        .v3(
+            "POST",
+            "/v3/pay/transactions/jsapi",
+            Some(&m.order_body("order-dup-1", 101, &openid, NOTIFY)),
+        )
         .await;
     assert_eq!(answer.status, 403);
     assert_eq!(answer.code(), "OUT_TRADE_NO_USED");
@@ -257,7 +395,11 @@ async fn the_same_out_trade_no_is_idempotent_with_the_same_parameters_only() {
     let (status, _) = m.pay(&first, &openid).await;
     assert_eq!(status, 200);
     let again = m
-        .v3("POST", "/v3/pay/transactions/jsapi", Some(&m.order_body("order-dup-1", 100, &openid, NOTIFY)))
+        .v3(
+            "POST",
+            "/v3/pay/transactions/jsapi",
+            Some(&m.order_body("order-dup-1", 100, &openid, NOTIFY)),
+        )
         .await;
     assert_eq!(again.status, 400);
     assert_eq!(again.code(), "ORDERPAID");
@@ -266,12 +408,26 @@ async fn the_same_out_trade_no_is_idempotent_with_the_same_parameters_only() {
     assert_eq!(answer["errMsg"], "requestPayment:fail 该订单已支付");
 
     let unknown = m
-        .v3("GET", &format!("/v3/pay/transactions/out-trade-no/order-none-1?mchid={}", m.mchid()), None)
+        .v3(
+            "GET",
+            &format!(
+                "/v3/pay/transactions/out-trade-no/order-none-1?mchid={}",
+                m.mchid()
+            ),
+            None,
+        )
         .await;
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.code(), "ORDER_NOT_EXIST");
     let unknown = m
-        .v3("GET", &format!("/v3/pay/transactions/id/4200000000000000000000000000?mchid={}", m.mchid()), None)
+        .v3(
+            "GET",
+            &format!(
+                "/v3/pay/transactions/id/4200000000000000000000000000?mchid={}",
+                m.mchid()
+            ),
+            None,
+        )
         .await;
     assert_eq!(unknown.code(), "ORDER_NOT_EXIST");
 }
@@ -281,12 +437,17 @@ async fn a_prepay_id_expires_after_two_hours_and_reordering_gives_a_fresh_one() 
     let m = Merchant::start(KeyMode::PublicKey).await;
     let openid = m.new_user().await;
     let old = m.prepay("order-exp-1", 100, &openid, NOTIFY).await;
-    let (status, clock) = m.control("POST", "/sim/clock/advance", Some(json!({"seconds": 7201}))).await;
+    let (status, clock) = m
+        .control("POST", "/sim/clock/advance", Some(json!({"seconds": 7201})))
+        .await;
     assert_eq!(status, 200, "{clock}");
     assert_eq!(clock["offset_seconds"], 7201);
     let (status, answer) = m.pay(&old, &openid).await;
     assert_eq!(status, 400);
-    assert_eq!(answer["errMsg"], "requestPayment:fail prepay_id已过期，请重新下单");
+    assert_eq!(
+        answer["errMsg"],
+        "requestPayment:fail prepay_id已过期，请重新下单"
+    );
     let fresh = m.prepay("order-exp-1", 100, &openid, NOTIFY).await;
     assert_ne!(fresh, old);
     let (status, _) = m.pay(&fresh, &openid).await;
@@ -295,12 +456,26 @@ async fn a_prepay_id_expires_after_two_hours_and_reordering_gives_a_fresh_one() 
     // time_expire closes the order.
     let mut body = m.order_body("order-exp-2", 100, &openid, NOTIFY);
     let expire = time::OffsetDateTime::from_unix_timestamp(Merchant::now() + 7201 + 600).unwrap();
-    body["time_expire"] = json!(expire.format(&time::format_description::well_known::Rfc3339).unwrap());
-    let answer = m.v3("POST", "/v3/pay/transactions/jsapi", Some(&body)).await;
+    body["time_expire"] = json!(
+        expire
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    );
+    let answer = m
+        .v3("POST", "/v3/pay/transactions/jsapi", Some(&body))
+        .await;
     assert_eq!(answer.status, 200, "{:?}", answer.json());
-    m.control("POST", "/sim/clock/advance", Some(json!({"seconds": 601}))).await;
+    m.control("POST", "/sim/clock/advance", Some(json!({"seconds": 601})))
+        .await;
     let query = m
-        .v3("GET", &format!("/v3/pay/transactions/out-trade-no/order-exp-2?mchid={}", m.mchid()), None)
+        .v3(
+            "GET",
+            &format!(
+                "/v3/pay/transactions/out-trade-no/order-exp-2?mchid={}",
+                m.mchid()
+            ),
+            None,
+        )
         .await;
     assert_eq!(query.json()["trade_state"], "CLOSED");
 }
@@ -359,17 +534,31 @@ async fn refunds_respect_the_amount_are_idempotent_and_succeed() {
         m.verify(&q).unwrap();
         status = q.json()["status"].as_str().unwrap().to_owned();
         if status == "SUCCESS" {
-            assert!(q.json()["success_time"].as_str().unwrap().ends_with("+08:00"));
+            assert!(
+                q.json()["success_time"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("+08:00")
+            );
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(status, "SUCCESS");
-    let missing = m.v3("GET", "/v3/refund/domestic/refunds/R-none", None).await;
+    let missing = m
+        .v3("GET", "/v3/refund/domestic/refunds/R-none", None)
+        .await;
     assert_eq!(missing.status, 404);
     assert_eq!(missing.code(), "RESOURCE_NOT_EXISTS");
     let order = m
-        .v3("GET", &format!("/v3/pay/transactions/out-trade-no/order-ref-1?mchid={}", m.mchid()), None)
+        .v3(
+            "GET",
+            &format!(
+                "/v3/pay/transactions/out-trade-no/order-ref-1?mchid={}",
+                m.mchid()
+            ),
+            None,
+        )
         .await;
     assert_eq!(order.json()["trade_state"], "REFUND");
 }
@@ -380,7 +569,12 @@ async fn platform_certificates_follow_the_key_mode() {
     let answer = pk.v3("GET", "/v3/certificates", None).await;
     assert_eq!(answer.status, 404);
     assert_eq!(answer.code(), "RESOURCE_NOT_EXISTS");
-    assert!(answer.json()["message"].as_str().unwrap().starts_with("无可用的平台证书"));
+    assert!(
+        answer.json()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("无可用的平台证书")
+    );
 
     for mode in [KeyMode::Certificate, KeyMode::Migrating] {
         let m = Merchant::start(mode).await;
@@ -394,7 +588,11 @@ async fn platform_certificates_follow_the_key_mode() {
         assert_eq!(enc["algorithm"], "AEAD_AES_256_GCM");
         let key = ApiV3Key::new(&m.sim.merchant().api_v3_key).unwrap();
         let pem = key
-            .decrypt(enc["nonce"].as_str().unwrap(), "certificate", enc["ciphertext"].as_str().unwrap())
+            .decrypt(
+                enc["nonce"].as_str().unwrap(),
+                "certificate",
+                enc["ciphertext"].as_str().unwrap(),
+            )
             .unwrap();
         let cert = wxpay::X509Certificate::from_pem(std::str::from_utf8(&pem).unwrap()).unwrap();
         assert_eq!(cert.serial_no, m.sim.merchant().platform_serial);
@@ -404,21 +602,34 @@ async fn platform_certificates_follow_the_key_mode() {
 #[tokio::test]
 async fn a_migrating_merchant_chooses_the_answer_key_with_wechatpay_serial() {
     let m = Merchant::start(KeyMode::Migrating).await;
-    let target = format!("/v3/pay/transactions/out-trade-no/order-none-1?mchid={}", m.mchid());
+    let target = format!(
+        "/v3/pay/transactions/out-trade-no/order-none-1?mchid={}",
+        m.mchid()
+    );
     let pk_id = m.sim.merchant().wechatpay_public_key_id.clone();
     let auth = m.authorization("GET", &target, b"");
-    let answer = m.send("GET", &target, Vec::new(), Some(auth), Some(&pk_id)).await;
+    let answer = m
+        .send("GET", &target, Vec::new(), Some(auth), Some(&pk_id))
+        .await;
     assert_eq!(answer.headers["wechatpay-serial"], pk_id.as_str());
     m.verify(&answer).unwrap();
     let auth = m.authorization("GET", &target, b"");
     let platform = m.sim.merchant().platform_serial.clone();
-    let answer = m.send("GET", &target, Vec::new(), Some(auth), Some(&platform)).await;
+    let answer = m
+        .send("GET", &target, Vec::new(), Some(auth), Some(&platform))
+        .await;
     assert_eq!(answer.headers["wechatpay-serial"], platform.as_str());
     m.verify(&answer).unwrap();
     // A public-key-only verifier refuses the certificate-signed answer: the serial is unknown to it.
     let headers = wxpay::v3::verifier::SignedHeaders::from_headers(&answer.headers).unwrap();
     assert!(matches!(
-        wxpay::v3::verifier::verify_signed(&m.public_key_verifier(), &headers, &answer.body, Merchant::now(), 300),
+        wxpay::v3::verifier::verify_signed(
+            &m.public_key_verifier(),
+            &headers,
+            &answer.body,
+            Merchant::now(),
+            300
+        ),
         Err(wxpay::SignatureError::UnknownSerial(_))
     ));
 }
@@ -433,32 +644,60 @@ async fn bills_are_offered_for_past_days_with_a_sha1_and_an_unsigned_download() 
     }
     let refund = json!({"out_trade_no": "order-bill-2", "out_refund_no": "R-bill-1",
                         "amount": {"refund": 50, "total": 250, "currency": "CNY"}});
-    assert_eq!(m.v3("POST", "/v3/refund/domestic/refunds", Some(&refund)).await.status, 200);
+    assert_eq!(
+        m.v3("POST", "/v3/refund/domestic/refunds", Some(&refund))
+            .await
+            .status,
+        200
+    );
     let (_, clock) = m.control("GET", "/sim/clock", None).await;
     let today = clock["now"].as_str().unwrap()[..10].to_owned();
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 
-    let answer = m.v3("GET", &format!("/v3/bill/tradebill?bill_date={today}&bill_type=ALL"), None).await;
+    let answer = m
+        .v3(
+            "GET",
+            &format!("/v3/bill/tradebill?bill_date={today}&bill_type=ALL"),
+            None,
+        )
+        .await;
     assert_eq!(answer.status, 400);
     assert_eq!(answer.code(), "STATEMENT_CREATING");
 
-    m.control("POST", "/sim/clock/advance", Some(json!({"seconds": 86400}))).await;
+    m.control(
+        "POST",
+        "/sim/clock/advance",
+        Some(json!({"seconds": 86400})),
+    )
+    .await;
     for tar in ["", "&tar_type=GZIP"] {
         let answer = m
-            .v3("GET", &format!("/v3/bill/tradebill?bill_date={today}&bill_type=ALL{tar}"), None)
+            .v3(
+                "GET",
+                &format!("/v3/bill/tradebill?bill_date={today}&bill_type=ALL{tar}"),
+                None,
+            )
             .await;
         assert_eq!(answer.status, 200, "{:?}", answer.json());
         m.verify(&answer).unwrap();
         let v = answer.json();
         assert_eq!(v["hash_type"], "SHA1");
         let url = v["download_url"].as_str().unwrap();
-        let target = url.strip_prefix(&m.base).expect("the download URL points at the simulator");
+        let target = url
+            .strip_prefix(&m.base)
+            .expect("the download URL points at the simulator");
         assert!(target.starts_with("/v3/billdownload/file?token="));
         let file = m.v3("GET", target, None).await;
         assert_eq!(file.status, 200);
-        assert!(!file.headers.contains_key("wechatpay-signature"), "bill files are not signed");
+        assert!(
+            !file.headers.contains_key("wechatpay-signature"),
+            "bill files are not signed"
+        );
         let text = wxpay::bill::bill_text(&file.body, 1 << 20).unwrap();
-        assert_eq!(wxpay::bill::sha1_hex(text.as_bytes()), v["hash_value"].as_str().unwrap());
+        assert_eq!(
+            wxpay::bill::sha1_hex(text.as_bytes()),
+            v["hash_value"].as_str().unwrap()
+        );
         assert_eq!(wxpay::bill::is_gzip(&file.body), !tar.is_empty());
         let bill = wxpay::bill::parse_trade_bill(&text).unwrap();
         assert_eq!(bill.rows.len(), 3);
@@ -467,21 +706,47 @@ async fn bills_are_offered_for_past_days_with_a_sha1_and_an_unsigned_download() 
         assert_eq!(bill.summary.refund_fee, wxpay::Fen::new(50));
         assert!(text.ends_with("\r\n"));
     }
-    let success = m.v3("GET", &format!("/v3/bill/tradebill?bill_date={today}&bill_type=SUCCESS"), None).await;
+    let success = m
+        .v3(
+            "GET",
+            &format!("/v3/bill/tradebill?bill_date={today}&bill_type=SUCCESS"),
+            None,
+        )
+        .await;
     assert_eq!(success.status, 200);
-    let flow = m.v3("GET", &format!("/v3/bill/fundflowbill?bill_date={today}"), None).await;
+    let flow = m
+        .v3(
+            "GET",
+            &format!("/v3/bill/fundflowbill?bill_date={today}"),
+            None,
+        )
+        .await;
     assert_eq!(flow.status, 200, "{:?}", flow.json());
-    let target = flow.json()["download_url"].as_str().unwrap().strip_prefix(&m.base).unwrap().to_owned();
+    let target = flow.json()["download_url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(&m.base)
+        .unwrap()
+        .to_owned();
     let file = m.v3("GET", &target, None).await;
     let bill = wxpay::bill::parse_fund_flow_bill(std::str::from_utf8(&file.body).unwrap()).unwrap();
     assert_eq!(bill.summary.income, wxpay::Fen::new(350));
 
-    let empty_day = m.v3("GET", "/v3/bill/tradebill?bill_date=2020-01-01", None).await;
+    let empty_day = m
+        .v3("GET", "/v3/bill/tradebill?bill_date=2020-01-01", None)
+        .await;
     assert_eq!(empty_day.status, 400);
-    let bad = m.v3("GET", &format!("/v3/bill/tradebill?bill_date={today}&bill_type=NOPE"), None).await;
+    let bad = m
+        .v3(
+            "GET",
+            &format!("/v3/bill/tradebill?bill_date={today}&bill_type=NOPE"),
+            None,
+        )
+        .await;
     assert_eq!(bad.code(), "PARAM_ERROR");
     // Five minutes later the download URL is dead.
-    m.control("POST", "/sim/clock/advance", Some(json!({"seconds": 301}))).await;
+    m.control("POST", "/sim/clock/advance", Some(json!({"seconds": 301})))
+        .await;
     let expired = m.v3("GET", &target, None).await;
     assert_eq!(expired.status, 400);
 }

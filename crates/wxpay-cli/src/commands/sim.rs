@@ -37,10 +37,12 @@ pub fn run(args: &SimArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(wxpay_sim::run(config)).map_err(|e| match e {
-        SimError::Config(_) | SimError::Credentials(_) | SimError::Bind { .. } => {
-            Failure::input(e.to_string())
-        }
-        other => Failure::runtime(other.to_string()),
-    })
+    runtime
+        .block_on(wxpay_sim::run(config))
+        .map_err(|e| match e {
+            SimError::Config(_) | SimError::Credentials(_) | SimError::Bind { .. } => {
+                Failure::input(e.to_string())
+            }
+            other => Failure::runtime(other.to_string()),
+        })
 }

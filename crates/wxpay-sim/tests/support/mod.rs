@@ -7,7 +7,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use wxpay::keys::{RsaPrivateKey, RsaPublicKey, X509Certificate};
 use wxpay::v3::auth::Authorization;
-use wxpay::v3::verifier::{CertificateStore, CombinedVerifier, PublicKeyVerifier, SignedHeaders, Verifier, verify_signed};
+use wxpay::v3::verifier::{
+    CertificateStore, CombinedVerifier, PublicKeyVerifier, SignedHeaders, Verifier, verify_signed,
+};
 use wxpay::{RequestPayment, SignatureError};
 use wxpay_sim::{KeyMode, RunningSimulator, SimConfig, Simulator};
 
@@ -77,7 +79,14 @@ impl Merchant {
 
     /// The Authorization header for a request, signed now.
     pub fn authorization(&self, method: &str, target: &str, body: &[u8]) -> String {
-        self.authorization_at(method, target, body, Self::now(), &self.sim.merchant().merchant_serial, &self.key)
+        self.authorization_at(
+            method,
+            target,
+            body,
+            Self::now(),
+            &self.sim.merchant().merchant_serial,
+            &self.key,
+        )
     }
 
     pub fn authorization_at(
@@ -89,9 +98,18 @@ impl Merchant {
         serial: &str,
         key: &RsaPrivateKey,
     ) -> String {
-        Authorization::sign(key, &self.mchid(), serial, method, target, timestamp, &wxpay::nonce::nonce(), body)
-            .unwrap()
-            .to_header_value()
+        Authorization::sign(
+            key,
+            &self.mchid(),
+            serial,
+            method,
+            target,
+            timestamp,
+            &wxpay::nonce::nonce(),
+            body,
+        )
+        .unwrap()
+        .to_header_value()
     }
 
     /// Sends a signed v3 request.
@@ -116,7 +134,9 @@ impl Merchant {
             .header("accept", "application/json")
             .header("user-agent", "wxpay-sim-tests");
         if !body.is_empty() {
-            request = request.header("content-type", "application/json").body(body);
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
         }
         if let Some(a) = authorization {
             request = request.header("authorization", a);
@@ -151,18 +171,29 @@ impl Merchant {
         match self.mode {
             KeyMode::PublicKey => Box::new(self.public_key_verifier()),
             KeyMode::Certificate => Box::new(self.certificate_store()),
-            KeyMode::Migrating => Box::new(CombinedVerifier::new(self.public_key_verifier(), self.certificate_store())),
+            KeyMode::Migrating => Box::new(CombinedVerifier::new(
+                self.public_key_verifier(),
+                self.certificate_store(),
+            )),
         }
     }
 
     /// Verifies a signed answer with the library's verifier.
     pub fn verify(&self, answer: &Answer) -> Result<(), SignatureError> {
         let headers = SignedHeaders::from_headers(&answer.headers)?;
-        verify_signed(self.verifier().as_ref(), &headers, &answer.body, Self::now(), 300)
+        verify_signed(
+            self.verifier().as_ref(),
+            &headers,
+            &answer.body,
+            Self::now(),
+            300,
+        )
     }
 
     pub async fn control(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.http.request(method.parse().unwrap(), format!("{}{}", self.base, path));
+        let mut request = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{}", self.base, path));
         if let Some(b) = body {
             request = request.json(&b);
         }
@@ -178,7 +209,13 @@ impl Merchant {
         v["openid"].as_str().unwrap().to_owned()
     }
 
-    pub fn order_body(&self, out_trade_no: &str, total: u64, openid: &str, notify_url: &str) -> Value {
+    pub fn order_body(
+        &self,
+        out_trade_no: &str,
+        total: u64,
+        openid: &str,
+        notify_url: &str,
+    ) -> Value {
         json!({
             "appid": self.appid(),
             "mchid": self.mchid(),
@@ -191,9 +228,19 @@ impl Merchant {
     }
 
     /// Places a v3 JSAPI order and returns its prepay_id.
-    pub async fn prepay(&self, out_trade_no: &str, total: u64, openid: &str, notify_url: &str) -> String {
+    pub async fn prepay(
+        &self,
+        out_trade_no: &str,
+        total: u64,
+        openid: &str,
+        notify_url: &str,
+    ) -> String {
         let answer = self
-            .v3("POST", "/v3/pay/transactions/jsapi", Some(&self.order_body(out_trade_no, total, openid, notify_url)))
+            .v3(
+                "POST",
+                "/v3/pay/transactions/jsapi",
+                Some(&self.order_body(out_trade_no, total, openid, notify_url)),
+            )
             .await;
         assert_eq!(answer.status, 200, "{:?}", answer.json());
         answer.json()["prepay_id"].as_str().unwrap().to_owned()
@@ -201,7 +248,14 @@ impl Merchant {
 
     /// The `wx.requestPayment` object the merchant server would return.
     pub fn request_payment(&self, prepay_id: &str) -> RequestPayment {
-        wxpay::pay_params::v3(&self.key, &self.appid(), prepay_id, Self::now(), &wxpay::nonce::nonce()).unwrap()
+        wxpay::pay_params::v3(
+            &self.key,
+            &self.appid(),
+            prepay_id,
+            Self::now(),
+            &wxpay::nonce::nonce(),
+        )
+        .unwrap()
     }
 
     /// Pays as the WeChat client, with `result` SUCCESS.
@@ -244,7 +298,12 @@ pub mod receiver {
         }
     }
 
-    async fn handle(State(r): State<Receiver>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+    async fn handle(
+        State(r): State<Receiver>,
+        uri: axum::http::Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> (StatusCode, String) {
         r.received.lock().unwrap().push(Received {
             headers,
             body,
@@ -254,7 +313,10 @@ pub mod receiver {
             let mut left = r.fail_first.lock().unwrap();
             if *left > 0 {
                 *left -= 1;
-                return (StatusCode::INTERNAL_SERVER_ERROR, r#"{"code":"FAIL","message":"失败"}"#.into());
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    r#"{"code":"FAIL","message":"失败"}"#.into(),
+                );
             }
         }
         if r.xml_ack {

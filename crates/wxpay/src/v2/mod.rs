@@ -202,15 +202,24 @@ mod tests {
         }
         assert_eq!(ErrCode::KNOWN.len(), 27);
         assert_eq!(ErrCode::from_code("ORDERPAID"), ErrCode::OrderPaid);
-        assert_eq!(ErrCode::from_code("NEW_CODE"), ErrCode::Unknown("NEW_CODE".into()));
+        assert_eq!(
+            ErrCode::from_code("NEW_CODE"),
+            ErrCode::Unknown("NEW_CODE".into())
+        );
         assert_eq!(ErrCode::from_code("NEW_CODE").as_str(), "NEW_CODE");
     }
 
     #[test]
     fn only_transient_codes_are_retryable() {
-        let retryable: Vec<&str> =
-            ErrCode::KNOWN.iter().filter(|c| c.is_retryable()).map(ErrCode::as_str).collect();
-        assert_eq!(retryable, ["SYSTEMERROR", "FREQUENCY_LIMITED", "BIZERR_NEED_RETRY"]);
+        let retryable: Vec<&str> = ErrCode::KNOWN
+            .iter()
+            .filter(|c| c.is_retryable())
+            .map(ErrCode::as_str)
+            .collect();
+        assert_eq!(
+            retryable,
+            ["SYSTEMERROR", "FREQUENCY_LIMITED", "BIZERR_NEED_RETRY"]
+        );
         assert!(!ErrCode::Unknown("X".into()).is_retryable());
     }
 }

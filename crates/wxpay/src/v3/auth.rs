@@ -58,6 +58,7 @@ impl Authorization {
     ///
     /// # Errors
     /// [`CryptoError::Sign`] if signing fails.
+    #[allow(clippy::too_many_arguments)] // the eight inputs of the signed message, each needed
     pub fn sign(
         key: &RsaPrivateKey,
         mchid: &str,

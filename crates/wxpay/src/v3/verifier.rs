@@ -261,10 +261,10 @@ pub fn verify_signed(
     now: i64,
     window_secs: i64,
 ) -> Result<(), SignatureError> {
-    if let Some(t) = &headers.signature_type {
-        if t != SCHEME {
-            return Err(SignatureError::UnsupportedType(t.chars().take(40).collect()));
-        }
+    if let Some(t) = &headers.signature_type
+        && t != SCHEME
+    {
+        return Err(SignatureError::UnsupportedType(t.chars().take(40).collect()));
     }
     if headers.signature.starts_with(SIGNTEST_PREFIX) {
         return Err(SignatureError::Probe);
