@@ -31,6 +31,12 @@ pub enum Command {
     PaySign(PaySignCommand),
     /// Run the local WeChat Pay (v2 + v3) and mini-program simulator until Ctrl-C.
     Sim(SimArgs),
+    /// Run the merchant payment server (configured by wxpay.toml and WXPAY_* variables; sandbox
+    /// mode with an in-process simulator when no merchant file is set) until Ctrl-C.
+    Serve,
+    /// Walk the whole payment flow (v2 and v3) against an in-process simulator and server; exit
+    /// status 0 only when every step passed.
+    Demo,
 }
 
 /// `wxpay sim`

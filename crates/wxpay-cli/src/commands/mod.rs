@@ -1,7 +1,9 @@
 //! One module per command family; [`run`] dispatches.
 
 pub mod decrypt;
+pub mod demo;
 pub mod pay_sign;
+pub mod serve;
 pub mod sign;
 pub mod sim;
 pub mod verify;
@@ -29,5 +31,7 @@ pub fn run(
         Command::PaySign(PaySignCommand::V3(args)) => pay_sign::v3(args, out),
         Command::PaySign(PaySignCommand::V2(args)) => pay_sign::v2(args, out),
         Command::Sim(args) => sim::run(args),
+        Command::Serve => serve::run(),
+        Command::Demo => demo::run(out),
     }
 }

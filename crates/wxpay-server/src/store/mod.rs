@@ -11,11 +11,16 @@
 //!   row in the same transaction;
 //! - PostgreSQL returns `SUM` of `BIGINT` as `NUMERIC`: cast it (`CAST(SUM(x) AS BIGINT)`).
 
+mod jobs;
 mod notifications;
 mod orders;
 mod outbox;
 mod products;
+mod refund_state;
+mod refunds;
+mod reports;
 mod sessions;
+mod webhooks;
 
 use std::str::FromStr as _;
 use std::time::Duration;
@@ -23,13 +28,19 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, ConnectOptions as _, Connection as _, Executor as _, Transaction};
 
+pub use jobs::JobState;
 pub use notifications::{PaymentConfirmation, RefundResult};
+pub use orders::insert_event;
 pub use orders::{
     ApiVersion, EventKind, NewOrder, Order, OrderEvent, OrderItem, OrderStatus, Transition,
 };
-pub use outbox::{NewOutboxEvent, OutboxEventType};
+pub use outbox::{NewOutboxEvent, OutboxEventType, to_json};
 pub use products::{NewProduct, Product};
+pub use refund_state::{Refund, RefundStatus, RefundTransition};
+pub use refunds::{NewRefund, RefundCreation};
+pub use reports::{HourlyPayments, OrderCursor, OrderPage, Reconciliation};
 pub use sessions::{NewSession, SessionUser};
+pub use webhooks::{OutboxEvent, WebhookAttempt};
 
 /// A database error. Its text never contains a bound value (sqlx does not put them in errors).
 #[derive(Debug, thiserror::Error)]
@@ -209,7 +220,9 @@ impl Store {
         if one == 1 {
             Ok(())
         } else {
-            Err(StoreError::Corrupt("SELECT 1 answered something else".into()))
+            Err(StoreError::Corrupt(
+                "SELECT 1 answered something else".into(),
+            ))
         }
     }
 

@@ -1,0 +1,641 @@
+//! The merchant's back office, behind `Authorization: Bearer WXPAY_ADMIN_TOKEN`: orders (with
+//! their timeline, refunds and webhooks), merchant-priced orders, the catalog, refunds, the
+//! daily reconciliation, payments per hour, recent webhooks, the jobs.
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use secrecy::ExposeSecret as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{JsonBody, bearer};
+use super::mini::{ClientIp, MAX_ORDER_FEN};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::jobs::bills;
+use crate::jobs::refunds::{SubmitOutcome, submit};
+use crate::payments::{ensure_prepay, new_out_trade_no};
+use crate::store::{
+    HourlyPayments, JobState, NewOrder, NewProduct, NewRefund, Order, OrderCursor, OrderEvent,
+    OrderStatus, OutboxEvent, Product, Reconciliation, Refund, RefundCreation, now_ms,
+};
+
+/// How long a refund created here is reserved for this request's own sending (the jobs leave
+/// it alone meanwhile).
+const REFUND_SEND_LEASE_MS: i64 = 60_000;
+
+/// The back office's routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/orders", get(list_orders).post(create_order))
+        .route("/admin/orders/{out_trade_no}", get(order_detail))
+        .route("/admin/orders/{out_trade_no}/refunds", post(create_refund))
+        .route("/admin/refunds/{out_refund_no}", get(refund))
+        .route("/admin/products", get(products))
+        .route("/admin/products/{sku}", put(put_product))
+        .route("/admin/reconciliation/{date}", get(reconciliation))
+        .route("/admin/stats/hourly", get(hourly))
+        .route("/admin/webhooks", get(webhooks))
+        .route("/admin/jobs", get(jobs))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::app::MAX_API_BODY,
+        ))
+}
+
+/// A caller holding the admin token.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(expected) = &state.admin_token else {
+            return Err(ApiError::unauthorized(
+                "the admin API is closed: set WXPAY_ADMIN_TOKEN",
+            ));
+        };
+        let given = bearer(parts).ok_or_else(|| {
+            ApiError::unauthorized("Authorization: Bearer ADMIN_TOKEN is required")
+        })?;
+        // Digests first, so that neither the content nor the length leaks through timing.
+        let digest = |t: &str| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, t.as_bytes());
+        let (a, b) = (digest(given), digest(expected.expose_secret()));
+        #[allow(deprecated)]
+        let same =
+            aws_lc_rs::constant_time::verify_slices_are_equal(a.as_ref(), b.as_ref()).is_ok();
+        if same {
+            Ok(Admin)
+        } else {
+            Err(ApiError::unauthorized("the admin token is wrong"))
+        }
+    }
+}
+
+/// `?status=&limit=&cursor=`
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListOrdersQuery {
+    /// `NOTPAY`, `SUCCESS`, `REFUND`, `CLOSED` or `PAYERROR`.
+    pub status: Option<String>,
+    /// 1 to 200 (default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of orders.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderList {
+    /// Newest first.
+    pub orders: Vec<Order>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn parse_status(text: &str) -> Result<OrderStatus, ApiError> {
+    OrderStatus::parse(text).map_err(|_| {
+        ApiError::bad_request("status must be NOTPAY, SUCCESS, REFUND, CLOSED or PAYERROR")
+    })
+}
+
+/// `GET /admin/orders`: orders, newest first, keyset-paginated.
+#[utoipa::path(get, path = "/admin/orders", tag = "admin", params(ListOrdersQuery),
+    security(("admin_token" = [])),
+    responses((status = 200, body = OrderList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn list_orders(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(q): Query<ListOrdersQuery>,
+) -> Result<Json<OrderList>, ApiError> {
+    let status = q
+        .status
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(parse_status)
+        .transpose()?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 200"));
+    }
+    let cursor = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+        Some(c) => Some(
+            OrderCursor::decode(c)
+                .ok_or_else(|| ApiError::bad_request("cursor is not one this API made"))?,
+        ),
+        None => None,
+    };
+    let page = state
+        .store
+        .orders_page(status, limit, cursor.as_ref())
+        .await?;
+    Ok(Json(OrderList {
+        orders: page.orders,
+        next_cursor: page.next.map(|c| c.encode()),
+    }))
+}
+
+/// An order with everything that happened to it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderDetail {
+    /// The order.
+    pub order: Order,
+    /// What can still be refunded, in fen.
+    pub refundable_fen: u64,
+    /// Its timeline, oldest first.
+    pub events: Vec<OrderEvent>,
+    /// Its refunds, oldest first.
+    pub refunds: Vec<Refund>,
+    /// Its webhook events, oldest first.
+    pub webhooks: Vec<OutboxEvent>,
+}
+
+fn valid_out_trade_no(no: &str) -> bool {
+    (1..=32).contains(&no.len())
+        && no
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-|*".contains(&b))
+}
+
+/// `GET /admin/orders/{out_trade_no}`.
+#[utoipa::path(get, path = "/admin/orders/{out_trade_no}", tag = "admin", security(("admin_token" = [])),
+    params(("out_trade_no" = String, Path, description = "The merchant's order number")),
+    responses((status = 200, body = OrderDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn order_detail(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(no): Path<String>,
+) -> Result<Json<OrderDetail>, ApiError> {
+    if !valid_out_trade_no(&no) {
+        return Err(ApiError::not_found("no such order"));
+    }
+    let order = state
+        .store
+        .order(&no)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such order"))?;
+    Ok(Json(OrderDetail {
+        refundable_fen: refundable(&order),
+        events: state.store.events(&no).await?,
+        refunds: state.store.refunds_of_order(&no).await?,
+        webhooks: state.store.webhooks_of_order(&no).await?,
+        order,
+    }))
+}
+
+fn refundable(order: &Order) -> u64 {
+    if order.status.is_paid() {
+        order.amount_fen.saturating_sub(order.refunded_fen)
+    } else {
+        0
+    }
+}
+
+/// `POST /admin/orders`: an order priced by the merchant's own system.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAdminOrder {
+    /// The buyer's openid under this mini program.
+    pub openid: String,
+    /// The total in fen (≥ 1).
+    pub amount_fen: u64,
+    /// What WeChat shows the buyer (1–127 characters).
+    pub description: String,
+}
+
+/// An order with the `wx.requestPayment` object to pay it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderWithPayment {
+    /// The order.
+    #[serde(flatten)]
+    pub order: Order,
+    /// Exactly the object to pass to `wx.requestPayment`.
+    #[schema(value_type = Object)]
+    pub payment: Value,
+}
+
+/// `POST /admin/orders`.
+#[utoipa::path(post, path = "/admin/orders", tag = "admin", security(("admin_token" = [])), request_body = CreateAdminOrder,
+    responses((status = 201, body = OrderWithPayment), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 502, body = ErrorBody, description = "WeChat failed; POST /api/orders/{no}/payment retries")))]
+pub(crate) async fn create_order(
+    _: Admin,
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<CreateAdminOrder>,
+) -> Result<Response, ApiError> {
+    let openid = body.openid.trim();
+    if openid.is_empty()
+        || openid.len() > 128
+        || !openid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(ApiError::bad_request(
+            "openid must be 1 to 128 letters, digits, _ or -",
+        ));
+    }
+    if !(1..=MAX_ORDER_FEN).contains(&body.amount_fen) {
+        return Err(ApiError::bad_request(format!(
+            "amount_fen must be between 1 and {MAX_ORDER_FEN}"
+        )));
+    }
+    let description = body.description.trim();
+    if description.is_empty()
+        || description.chars().count() > 127
+        || description.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_request(
+            "description must be 1 to 127 characters without control characters",
+        ));
+    }
+    let ttl_ms = i64::try_from(state.settings.order_ttl_secs).unwrap_or(3600) * 1000;
+    let order = state
+        .store
+        .insert_order(&NewOrder {
+            out_trade_no: new_out_trade_no(),
+            openid: openid.to_owned(),
+            appid: state.wechat.appid.clone(),
+            mchid: state.wechat.mchid.clone(),
+            api_version: state.wechat.api_version,
+            source: "admin",
+            description: description.to_owned(),
+            items: Vec::new(),
+            amount_fen: body.amount_fen,
+            client_ip: ip,
+            expires_at: now_ms() + ttl_ms,
+        })
+        .await?;
+    let (order, prepay_id) = ensure_prepay(&state.store, &state.wechat, &order).await?;
+    let payment = state
+        .wechat
+        .request_payment(order.api_version, &prepay_id)
+        .map_err(|e| ApiError::internal("signing wx.requestPayment", &e))?;
+    let payment =
+        serde_json::to_value(&payment).map_err(|e| ApiError::internal("payment parameters", &e))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(OrderWithPayment { order, payment }),
+    )
+        .into_response())
+}
+
+/// `POST /admin/orders/{no}/refunds`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRefund {
+    /// The refund in fen (≥ 1, at most what remains refundable).
+    pub amount_fen: u64,
+    /// Shown to the payer (at most 80 characters).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Your own refund number, to make retries of this request safe; one is made up otherwise.
+    #[serde(default)]
+    pub out_refund_no: Option<String>,
+}
+
+fn new_out_refund_no() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "RF{:04}{:02}{:02}{:02}{:02}{:02}{}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        wxpay::nonce::random_string(12)
+    )
+}
+
+/// `POST /admin/orders/{out_trade_no}/refunds`: a (partial) refund, committed with its amount
+/// reserved, then sent to WeChat. 201 when WeChat accepted it, 202 when sending failed and the
+/// jobs resolve it (by query, with the same `out_refund_no`), 200 for a repeated
+/// `out_refund_no`.
+#[utoipa::path(post, path = "/admin/orders/{out_trade_no}/refunds", tag = "admin", security(("admin_token" = [])),
+    params(("out_trade_no" = String, Path, description = "The merchant's order number")),
+    request_body = CreateRefund,
+    responses((status = 201, body = Refund, description = "Accepted by WeChat"),
+        (status = 202, body = Refund, description = "Committed; WeChat's answer is pending and the jobs resolve it"),
+        (status = 200, body = Refund, description = "This out_refund_no exists already for this order and amount"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "Not paid, more than refundable, number taken, or refused by WeChat")))]
+pub(crate) async fn create_refund(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(no): Path<String>,
+    JsonBody(body): JsonBody<CreateRefund>,
+) -> Result<Response, ApiError> {
+    if !valid_out_trade_no(&no) {
+        return Err(ApiError::not_found("no such order"));
+    }
+    if body.amount_fen == 0 || body.amount_fen > MAX_ORDER_FEN {
+        return Err(ApiError::bad_request("amount_fen must be at least 1"));
+    }
+    let reason = body
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    if let Some(r) = reason
+        && (r.chars().count() > 80 || r.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(
+            "reason must be at most 80 characters without control characters",
+        ));
+    }
+    let out_refund_no = match body
+        .out_refund_no
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        Some(n) => {
+            wxpay::v3::client::validate_out_refund_no(n).map_err(|_| {
+                ApiError::bad_request("out_refund_no must be 1 to 64 of 0-9 A-Z a-z _ - | * @")
+            })?;
+            n.to_owned()
+        }
+        None => new_out_refund_no(),
+    };
+    let creation = state
+        .store
+        .create_refund(&NewRefund {
+            out_trade_no: no.clone(),
+            out_refund_no,
+            amount_fen: body.amount_fen,
+            reason: reason.map(str::to_owned),
+            lease_owner: format!("admin-{}", wxpay::nonce::random_string(12)),
+            lease_ms: REFUND_SEND_LEASE_MS,
+        })
+        .await?;
+    let refund = match creation {
+        RefundCreation::Created(r) => r,
+        RefundCreation::Existing(r) => return Ok((StatusCode::OK, Json(r)).into_response()),
+        RefundCreation::NumberTaken(_) => {
+            return Err(ApiError::conflict(
+                "out_refund_no_used",
+                "this out_refund_no belongs to another refund",
+            ));
+        }
+        RefundCreation::OrderNotFound => return Err(ApiError::not_found("no such order")),
+        RefundCreation::NotPaid(o) => {
+            return Err(ApiError::conflict(
+                "order_not_paid",
+                format!(
+                    "order {} is {} and cannot be refunded",
+                    o.out_trade_no, o.status
+                ),
+            ));
+        }
+        RefundCreation::ExceedsRefundable {
+            order,
+            refundable_fen,
+        } => {
+            return Err(ApiError::conflict(
+                "refund_exceeds_paid",
+                format!(
+                    "{} fen exceeds what order {} can still refund ({refundable_fen} fen of {})",
+                    body.amount_fen, order.out_trade_no, order.amount_fen
+                ),
+            ));
+        }
+    };
+    let outcome = submit(&state, &refund, "admin")
+        .await
+        .map_err(|e| ApiError::internal("sending a refund", &e))?;
+    match outcome {
+        SubmitOutcome::Accepted(r) => Ok((StatusCode::CREATED, Json(r)).into_response()),
+        SubmitOutcome::Retrying(r) => Ok((StatusCode::ACCEPTED, Json(r)).into_response()),
+        SubmitOutcome::Rejected(r) => Err(ApiError::conflict(
+            "refund_rejected",
+            format!(
+                "WeChat refused refund {}: {}",
+                r.out_refund_no,
+                r.last_error.as_deref().unwrap_or("no reason given")
+            ),
+        )),
+    }
+}
+
+/// `GET /admin/refunds/{out_refund_no}`.
+#[utoipa::path(get, path = "/admin/refunds/{out_refund_no}", tag = "admin", security(("admin_token" = [])),
+    params(("out_refund_no" = String, Path, description = "The merchant's refund number")),
+    responses((status = 200, body = Refund), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn refund(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(no): Path<String>,
+) -> Result<Json<Refund>, ApiError> {
+    if no.len() > 64 {
+        return Err(ApiError::not_found("no such refund"));
+    }
+    state
+        .store
+        .refund(&no)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("no such refund"))
+}
+
+/// The catalog.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductList {
+    /// Every product, inactive ones included, by sku.
+    pub products: Vec<Product>,
+}
+
+/// `GET /admin/products`.
+#[utoipa::path(get, path = "/admin/products", tag = "admin", security(("admin_token" = [])),
+    responses((status = 200, body = ProductList), (status = 401, body = ErrorBody)))]
+pub(crate) async fn products(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<ProductList>, ApiError> {
+    Ok(Json(ProductList {
+        products: state.store.products(false).await?,
+    }))
+}
+
+/// `PUT /admin/products/{sku}`: creates or replaces a product.
+#[utoipa::path(put, path = "/admin/products/{sku}", tag = "admin", security(("admin_token" = [])),
+    params(("sku" = String, Path, description = "1 to 32 of A-Z a-z 0-9 _ -")),
+    request_body = NewProduct,
+    responses((status = 200, body = Product), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn put_product(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+    JsonBody(body): JsonBody<NewProduct>,
+) -> Result<Json<Product>, ApiError> {
+    if !(1..=32).contains(&sku.len())
+        || !sku
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(ApiError::bad_request(
+            "sku must be 1 to 32 of A-Z a-z 0-9 _ -",
+        ));
+    }
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "name must be 1 to 64 characters without control characters",
+        ));
+    }
+    if body.description.chars().count() > 512 {
+        return Err(ApiError::bad_request(
+            "description must be at most 512 characters",
+        ));
+    }
+    if !(1..=MAX_ORDER_FEN).contains(&body.price_fen) {
+        return Err(ApiError::bad_request(format!(
+            "price_fen must be between 1 and {MAX_ORDER_FEN}"
+        )));
+    }
+    let product = NewProduct {
+        name: name.to_owned(),
+        ..body
+    };
+    Ok(Json(state.store.upsert_product(&sku, &product).await?))
+}
+
+/// `?refresh=true`
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReconciliationQuery {
+    /// Download and compare again even if a report is stored.
+    pub refresh: Option<bool>,
+}
+
+/// `GET /admin/reconciliation/{yyyy-mm-dd}`: the stored report of the day, or the bill
+/// downloaded and compared now (then stored).
+#[utoipa::path(get, path = "/admin/reconciliation/{date}", tag = "admin", security(("admin_token" = [])),
+    params(("date" = String, Path, description = "yyyy-mm-dd (GMT+8)"), ReconciliationQuery),
+    responses((status = 200, body = Reconciliation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "WeChat has not made the bill yet"), (status = 502, body = ErrorBody)))]
+pub(crate) async fn reconciliation(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(date): Path<String>,
+    Query(q): Query<ReconciliationQuery>,
+) -> Result<Json<Reconciliation>, ApiError> {
+    let day = bills::parse_date(&date)
+        .ok_or_else(|| ApiError::bad_request("the date must be yyyy-mm-dd"))?;
+    if !q.refresh.unwrap_or(false)
+        && let Some(stored) = state.store.reconciliation(&bills::format_date(day)).await?
+    {
+        return Ok(Json(stored));
+    }
+    match bills::reconcile(&state, day).await {
+        Ok(r) => Ok(Json(r)),
+        Err(crate::jobs::JobError::BillNotReady(d)) => Err(ApiError::conflict(
+            "bill_not_ready",
+            format!(
+                "WeChat has not made the bill of {d} yet (it is ready after 10:00 GMT+8 the next day)"
+            ),
+        )),
+        Err(crate::jobs::JobError::WeChat(e)) => {
+            Err(ApiError::upstream("downloading the bill failed", &e))
+        }
+        Err(crate::jobs::JobError::Store(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::internal("reconciliation", &e)),
+    }
+}
+
+/// Payments per hour.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HourlyStats {
+    /// The last 24 hours, oldest first, empty hours included.
+    pub hours: Vec<HourlyPayments>,
+}
+
+/// `GET /admin/stats/hourly`: payments and their amount per hour over the last 24 hours.
+#[utoipa::path(get, path = "/admin/stats/hourly", tag = "admin", security(("admin_token" = [])),
+    responses((status = 200, body = HourlyStats), (status = 401, body = ErrorBody)))]
+pub(crate) async fn hourly(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<HourlyStats>, ApiError> {
+    Ok(Json(HourlyStats {
+        hours: state.store.hourly_payments(24).await?,
+    }))
+}
+
+/// `?limit=`
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LimitQuery {
+    /// 1 to 200 (default 50).
+    pub limit: Option<u32>,
+}
+
+/// Recent webhook events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookList {
+    /// Newest first.
+    pub webhooks: Vec<OutboxEvent>,
+}
+
+/// `GET /admin/webhooks?limit=`: the latest webhook events and their delivery state.
+#[utoipa::path(get, path = "/admin/webhooks", tag = "admin", security(("admin_token" = [])), params(LimitQuery),
+    responses((status = 200, body = WebhookList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn webhooks(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<WebhookList>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 200"));
+    }
+    Ok(Json(WebhookList {
+        webhooks: state.store.recent_webhooks(limit).await?,
+    }))
+}
+
+/// The singleton jobs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    /// By name.
+    pub jobs: Vec<JobState>,
+}
+
+/// `GET /admin/jobs`: the state of the singleton jobs (daily bill).
+#[utoipa::path(get, path = "/admin/jobs", tag = "admin", security(("admin_token" = [])),
+    responses((status = 200, body = JobList), (status = 401, body = ErrorBody)))]
+pub(crate) async fn jobs(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<JobList>, ApiError> {
+    Ok(Json(JobList {
+        jobs: state.store.job_states().await?,
+    }))
+}
+
+/// The error body of every JSON endpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Machine-readable (`invalid_request`, `unauthorized`, `not_found`, ...).
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn refund_numbers_are_valid_for_wechat() {
+        let no = super::new_out_refund_no();
+        assert!(
+            wxpay::v3::client::validate_out_refund_no(&no).is_ok(),
+            "{no}"
+        );
+        assert_ne!(no, super::new_out_refund_no());
+    }
+}

@@ -1,0 +1,422 @@
+//! The mini program's API: login, orders, payment parameters, close, mini-program codes.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use wxpay::mp::ErrCode;
+
+use super::extract::{JsonBody, User, new_token, token_hash};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::payments::{close_order, ensure_prepay, new_out_trade_no, sync_with_wechat};
+use crate::store::{NewOrder, NewSession, Order, OrderItem, OrderStatus, now_ms};
+
+/// Most lines in one order.
+pub const MAX_ORDER_LINES: usize = 20;
+/// Most of one item in one order.
+pub const MAX_QUANTITY: u64 = 99;
+/// The largest order total (WeChat's own limits are far below; this keeps sums exact).
+pub const MAX_ORDER_FEN: u64 = 10_000_000_000;
+
+/// The caller's IP (the socket peer), sent to WeChat as the payer's IP.
+#[derive(Debug, Clone)]
+pub struct ClientIp(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(|| "127.0.0.1".to_owned(), |c| c.0.ip().to_string());
+        Ok(ClientIp(ip))
+    }
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoginRequest {
+    code: String,
+}
+
+/// `POST /api/login {"code"}` → `{"token","expires_in"}`.
+#[utoipa::path(post, path = "/api/login", tag = "mini program", request_body = LoginRequest,
+    responses((status = 200, description = "`{\"token\",\"expires_in\"}`", body = Object), (status = 400, body = crate::api::admin::ErrorBody),
+        (status = 401, body = crate::api::admin::ErrorBody, description = "WeChat refused the code"), (status = 502, body = crate::api::admin::ErrorBody)))]
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let session = state
+        .wechat
+        .mp
+        .code2session(body.code.trim())
+        .await
+        .map_err(|err| match &err {
+            wxpay::Error::InvalidRequest(m) => ApiError::bad_request(m.clone()),
+            wxpay::Error::Api(wxpay::ApiError::MiniProgram { errcode, .. }) => match errcode {
+                ErrCode::InvalidCode | ErrCode::CodeUsed | ErrCode::CodeBlocked => ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_code",
+                    format!("WeChat refused the login code: {err}"),
+                ),
+                ErrCode::MinuteQuotaReached => ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many logins: retry in a minute",
+                ),
+                _ => ApiError::upstream("code2session failed", &err),
+            },
+            _ => ApiError::upstream("code2session failed", &err),
+        })?;
+    let token = new_token()?;
+    let ttl_ms = i64::try_from(state.settings.session_ttl_secs).unwrap_or(i64::MAX / 2000) * 1000;
+    state
+        .store
+        .create_session(&NewSession {
+            token_hash: &token_hash(&token),
+            openid: &session.openid,
+            appid: &state.wechat.appid,
+            unionid: session.unionid.as_deref(),
+            session_key: &session.session_key,
+            expires_at: now_ms() + ttl_ms,
+        })
+        .await?;
+    Ok(
+        Json(json!({ "token": token, "expires_in": state.settings.session_ttl_secs }))
+            .into_response(),
+    )
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OrderLine {
+    sku: String,
+    quantity: u64,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateOrder {
+    items: Vec<OrderLine>,
+}
+
+fn order_answer(order: &Order, payment: Option<&wxpay::RequestPayment>) -> Value {
+    let mut v = json!({
+        "out_trade_no": order.out_trade_no,
+        "amount_fen": order.amount_fen,
+        "status": order.status,
+        "description": order.description,
+        "items": order.items,
+        "transaction_id": order.transaction_id,
+        "paid_at": order.paid_at,
+        "refunded_fen": order.refunded_fen,
+        "expires_at": order.expires_at,
+        "created_at": order.created_at,
+    });
+    if let Some(p) = payment {
+        v["payment"] = json!(p);
+    }
+    v
+}
+
+/// `POST /api/orders {"items":[{"sku","quantity"}]}`: priced from the catalog, committed, then
+/// prepaid at WeChat; answers the `wx.requestPayment` object.
+#[utoipa::path(post, path = "/api/orders", tag = "mini program", security(("session_token" = [])), request_body = CreateOrder,
+    responses((status = 201, description = "The order with `payment`, the object for `wx.requestPayment`", body = Object),
+        (status = 400, body = crate::api::admin::ErrorBody), (status = 401, body = crate::api::admin::ErrorBody), (status = 502, body = crate::api::admin::ErrorBody)))]
+pub(crate) async fn create_order(
+    State(state): State<AppState>,
+    user: User,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<CreateOrder>,
+) -> Result<Response, ApiError> {
+    if body.items.is_empty() || body.items.len() > MAX_ORDER_LINES {
+        return Err(ApiError::bad_request(format!(
+            "items must hold 1 to {MAX_ORDER_LINES} lines"
+        )));
+    }
+    let mut seen = HashSet::new();
+    let mut items = Vec::with_capacity(body.items.len());
+    let mut total: u64 = 0;
+    for line in &body.items {
+        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
+            return Err(ApiError::bad_request(format!(
+                "quantity of {:?} must be 1 to {MAX_QUANTITY}",
+                line.sku
+            )));
+        }
+        if !seen.insert(line.sku.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "sku {:?} is listed twice",
+                line.sku
+            )));
+        }
+        let product = match state.store.product(&line.sku).await? {
+            Some(p) if p.active => p,
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unknown_sku",
+                    format!("no product with sku {:?}", line.sku),
+                ));
+            }
+        };
+        let line_total = product
+            .price_fen
+            .checked_mul(line.quantity)
+            .ok_or_else(|| ApiError::bad_request("order total overflows"))?;
+        total = total
+            .checked_add(line_total)
+            .filter(|t| *t <= MAX_ORDER_FEN)
+            .ok_or_else(|| ApiError::bad_request("order total is too large"))?;
+        items.push(OrderItem {
+            sku: product.sku,
+            name: product.name,
+            quantity: u32::try_from(line.quantity)
+                .map_err(|_| ApiError::bad_request("quantity too large"))?,
+            unit_price_fen: product.price_fen,
+        });
+    }
+    let description = describe(&items);
+    let ttl_ms = i64::try_from(state.settings.order_ttl_secs).unwrap_or(3600) * 1000;
+    let order = state
+        .store
+        .insert_order(&NewOrder {
+            out_trade_no: new_out_trade_no(),
+            openid: user.openid,
+            appid: state.wechat.appid.clone(),
+            mchid: state.wechat.mchid.clone(),
+            api_version: state.wechat.api_version,
+            source: "api",
+            description,
+            items,
+            amount_fen: total,
+            client_ip: ip,
+            expires_at: now_ms() + ttl_ms,
+        })
+        .await?;
+    let (order, prepay_id) = ensure_prepay(&state.store, &state.wechat, &order).await?;
+    let payment = state
+        .wechat
+        .request_payment(order.api_version, &prepay_id)
+        .map_err(|e| ApiError::internal("signing wx.requestPayment", &e))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(order_answer(&order, Some(&payment))),
+    )
+        .into_response())
+}
+
+/// The description WeChat shows: the item names and quantities, cut to 127 characters.
+fn describe(items: &[OrderItem]) -> String {
+    let text = items
+        .iter()
+        .map(|i| {
+            if i.quantity == 1 {
+                i.name.clone()
+            } else {
+                format!("{} x{}", i.name, i.quantity)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if text.chars().count() <= 127 {
+        text
+    } else {
+        let mut cut: String = text.chars().take(124).collect();
+        cut.push_str("...");
+        cut
+    }
+}
+
+async fn own_order(state: &AppState, user: &User, out_trade_no: &str) -> Result<Order, ApiError> {
+    if out_trade_no.len() > 32 {
+        return Err(ApiError::not_found("no such order"));
+    }
+    state
+        .store
+        .order_of_user(out_trade_no, &user.openid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such order"))
+}
+
+/// `GET /api/orders/{no}`: the caller's order; an unpaid one older than `query_after_secs` is
+/// first brought up to date with WeChat (at most one query per order per that interval).
+#[utoipa::path(get, path = "/api/orders/{out_trade_no}", tag = "mini program", security(("session_token" = [])),
+    params(("out_trade_no" = String, Path, description = "The order number")),
+    responses((status = 200, description = "The caller's order, brought up to date with WeChat when unpaid", body = Object),
+        (status = 401, body = crate::api::admin::ErrorBody), (status = 404, body = crate::api::admin::ErrorBody)))]
+pub(crate) async fn get_order(
+    State(state): State<AppState>,
+    user: User,
+    Path(no): Path<String>,
+) -> Result<Response, ApiError> {
+    let mut order = own_order(&state, &user, &no).await?;
+    let after_ms = i64::try_from(state.settings.query_after_secs).unwrap_or(5) * 1000;
+    if order.status == OrderStatus::NotPay
+        && now_ms() - order.created_at >= after_ms
+        && state
+            .store
+            .claim_query(&order.out_trade_no, after_ms)
+            .await?
+    {
+        order = sync_with_wechat(&state.store, &state.wechat, &order).await?;
+    }
+    Ok(Json(order_answer(&order, None)).into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    limit: Option<u32>,
+}
+
+/// `GET /api/orders?limit=`: the caller's latest orders.
+#[utoipa::path(get, path = "/api/orders", tag = "mini program", security(("session_token" = [])),
+    params(("limit" = Option<u32>, Query, description = "1 to 100 (default 20)")),
+    responses((status = 200, description = "`{\"orders\":[...]}`, newest first", body = Object), (status = 401, body = crate::api::admin::ErrorBody)))]
+pub(crate) async fn list_orders(
+    State(state): State<AppState>,
+    user: User,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    let orders = state.store.orders_of_user(&user.openid, limit).await?;
+    let list: Vec<Value> = orders.iter().map(|o| order_answer(o, None)).collect();
+    Ok(Json(json!({ "orders": list })).into_response())
+}
+
+/// `POST /api/orders/{no}/payment`: fresh `wx.requestPayment` parameters (a new prepay when
+/// there is none or it is about to expire).
+#[utoipa::path(post, path = "/api/orders/{out_trade_no}/payment", tag = "mini program", security(("session_token" = [])),
+    params(("out_trade_no" = String, Path, description = "The order number")),
+    responses((status = 200, description = "The order with fresh `payment` parameters", body = Object),
+        (status = 401, body = crate::api::admin::ErrorBody), (status = 404, body = crate::api::admin::ErrorBody), (status = 409, body = crate::api::admin::ErrorBody), (status = 502, body = crate::api::admin::ErrorBody)))]
+pub(crate) async fn payment(
+    State(state): State<AppState>,
+    user: User,
+    Path(no): Path<String>,
+) -> Result<Response, ApiError> {
+    let order = own_order(&state, &user, &no).await?;
+    let (order, prepay_id) = ensure_prepay(&state.store, &state.wechat, &order).await?;
+    let payment = state
+        .wechat
+        .request_payment(order.api_version, &prepay_id)
+        .map_err(|e| ApiError::internal("signing wx.requestPayment", &e))?;
+    Ok(Json(order_answer(&order, Some(&payment))).into_response())
+}
+
+/// `POST /api/orders/{no}/close`: closes at WeChat, then here.
+#[utoipa::path(post, path = "/api/orders/{out_trade_no}/close", tag = "mini program", security(("session_token" = [])),
+    params(("out_trade_no" = String, Path, description = "The order number")),
+    responses((status = 200, description = "The closed order", body = Object),
+        (status = 401, body = crate::api::admin::ErrorBody), (status = 404, body = crate::api::admin::ErrorBody), (status = 409, body = crate::api::admin::ErrorBody), (status = 502, body = crate::api::admin::ErrorBody)))]
+pub(crate) async fn close(
+    State(state): State<AppState>,
+    user: User,
+    Path(no): Path<String>,
+) -> Result<Response, ApiError> {
+    let order = own_order(&state, &user, &no).await?;
+    let order = close_order(&state.store, &state.wechat, &order, "api").await?;
+    Ok(Json(order_answer(&order, None)).into_response())
+}
+
+/// `GET /api/products`: the active catalog.
+#[utoipa::path(get, path = "/api/products", tag = "mini program",
+    responses((status = 200, description = "`{\"products\":[...]}`, the active catalog", body = Object)))]
+pub(crate) async fn products(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let products = state.store.products(true).await?;
+    Ok(Json(json!({ "products": products })).into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WxaCodeQuery {
+    scene: Option<String>,
+    page: Option<String>,
+}
+
+/// `GET /api/wxacode?scene=&page=`: the mini-program code image, cached.
+#[utoipa::path(get, path = "/api/wxacode", tag = "mini program",
+    params(("scene" = String, Query, description = "Up to 32 visible characters"), ("page" = Option<String>, Query, description = "The page to open")),
+    responses((status = 200, description = "The mini-program code", content_type = "image/png", body = Vec<u8>),
+        (status = 400, body = crate::api::admin::ErrorBody), (status = 502, body = crate::api::admin::ErrorBody)))]
+pub(crate) async fn wxacode(
+    State(state): State<AppState>,
+    Query(q): Query<WxaCodeQuery>,
+) -> Result<Response, ApiError> {
+    let scene = q
+        .scene
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_request("scene is required"))?;
+    let page = q.page.filter(|p| !p.is_empty());
+    let mut request = wxpay::mp::client::WxaCodeRequest::new(scene.clone());
+    if let Some(p) = &page {
+        request = request.page(p.clone());
+    }
+    // The page of an unreleased app does not exist for WeChat yet; do not insist.
+    request.check_path = false;
+    request
+        .validate()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let key = (scene, page.unwrap_or_default());
+    let image = match state.wxacode_cache.get(&key) {
+        Some(image) => image,
+        None => {
+            let image = state
+                .wechat
+                .mp
+                .get_wxacode_unlimit(&request)
+                .await
+                .map_err(|err| match &err {
+                    wxpay::Error::Api(wxpay::ApiError::MiniProgram {
+                        errcode:
+                            ErrCode::InvalidScene
+                            | ErrCode::InvalidSceneLength
+                            | ErrCode::InvalidPage
+                            | ErrCode::InvalidArgs,
+                        ..
+                    }) => ApiError::bad_request(format!("WeChat refused the code: {err}")),
+                    _ => ApiError::upstream("getwxacodeunlimit failed", &err),
+                })?;
+            state.wxacode_cache.put(key, image.clone());
+            image
+        }
+    };
+    Ok((
+        [
+            (http::header::CONTENT_TYPE, image.content_type.clone()),
+            (
+                http::header::CACHE_CONTROL,
+                "public, max-age=86400".to_owned(),
+            ),
+        ],
+        image.bytes,
+    )
+        .into_response())
+}
+
+/// `GET /healthz`: the database answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "`{\"status\":\"ok\",\"database\"}`", body = Object), (status = 503, description = "The database does not answer")))]
+pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(json!({ "status": "ok", "database": state.store.backend().as_str() }))
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "code": "unavailable", "message": "the database does not answer" })),
+            )
+                .into_response()
+        }
+    }
+}

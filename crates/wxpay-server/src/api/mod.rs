@@ -1,0 +1,8 @@
+//! The HTTP API.
+
+pub mod admin;
+pub mod extract;
+pub mod metrics;
+pub mod mini;
+pub mod notify;
+pub mod openapi;

@@ -1,0 +1,77 @@
+//! `GET /openapi.json`: the API description, generated from the handlers' `#[utoipa::path]`
+//! annotations and the `ToSchema` types they take and answer.
+
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{admin, metrics, mini, notify};
+use crate::app::AppState;
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "wxpay server", description = "The merchant payment server: the mini program's API, WeChat Pay's notifications, the back office."),
+    paths(
+        mini::login,
+        mini::products,
+        mini::create_order,
+        mini::list_orders,
+        mini::get_order,
+        mini::payment,
+        mini::close,
+        mini::wxacode,
+        mini::healthz,
+        notify::v3_pay,
+        notify::v3_refund,
+        notify::v2_pay,
+        notify::v2_refund,
+        admin::list_orders,
+        admin::create_order,
+        admin::order_detail,
+        admin::create_refund,
+        admin::refund,
+        admin::products,
+        admin::put_product,
+        admin::reconciliation,
+        admin::hourly,
+        admin::webhooks,
+        admin::jobs,
+        metrics::scrape,
+        openapi_json,
+    ),
+    components(schemas(admin::ErrorBody)),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "mini program", description = "For the mini program (Authorization: Bearer TOKEN from /api/login)"),
+        (name = "notifications", description = "For WeChat Pay"),
+        (name = "admin", description = "The merchant's back office (Authorization: Bearer WXPAY_ADMIN_TOKEN)"),
+        (name = "operations", description = "Health, metrics, this description"),
+    )
+)]
+pub struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer =
+            || SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
+        components.add_security_scheme("admin_token", bearer());
+        components.add_security_scheme("session_token", bearer());
+    }
+}
+
+/// The routes: `GET /openapi.json`.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(openapi_json))
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "This API's OpenAPI 3.1 description", content_type = "application/json")))]
+pub(crate) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,539 @@
+//! The application: state, router, binding, sandbox mode.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use secrecy::{ExposeSecret as _, SecretString};
+use tokio::net::TcpListener;
+use wxpay::http::BaseUrls;
+use wxpay::mp::client::WxaCodeImage;
+use wxpay_sim::{RunningSimulator, SimConfig, Simulator};
+
+use crate::api::{mini, notify};
+use crate::config::{ConfigError, Settings};
+use crate::error::ApiError;
+use crate::merchant::Merchant;
+use crate::store::{NewProduct, Store, StoreOptions};
+use crate::wechat::{WeChat, WeChatEndpoints};
+
+/// Largest JSON body of the mini-program API.
+pub const MAX_API_BODY: usize = 16 * 1024;
+/// Largest notification body (the library refuses larger ones too).
+pub const MAX_NOTIFY_BODY: usize = wxpay::v3::notify::MAX_NOTIFICATION_BYTES;
+/// Most mini-program codes kept in memory.
+pub const WXACODE_CACHE_ENTRIES: usize = 256;
+
+/// Why the server could not start. One line each.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A configuration value is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database could not be opened or migrated.
+    #[error("WXPAY_DATABASE_URL: {0}")]
+    Database(#[from] crate::store::StoreError),
+    /// The address is taken or not ours.
+    #[error("WXPAY_LISTEN: cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The sandbox simulator did not start.
+    #[error("WXPAY_SANDBOX_DIR: the sandbox simulator did not start: {0}")]
+    Sandbox(String),
+    /// A WeChat client could not be built.
+    #[error("WXPAY_MERCHANT_FILE: {0}")]
+    Client(String),
+    /// Serving failed after the start.
+    #[error("serving: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Mini-program codes by (scene, page), oldest evicted first.
+#[derive(Debug, Default)]
+pub struct WxaCodeCache {
+    inner: Mutex<CachedCodes>,
+}
+
+/// The images by key, and the keys oldest first.
+type CachedCodes = (
+    HashMap<(String, String), WxaCodeImage>,
+    VecDeque<(String, String)>,
+);
+
+impl WxaCodeCache {
+    /// A cached image.
+    pub fn get(&self, key: &(String, String)) -> Option<WxaCodeImage> {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .get(key)
+            .cloned()
+    }
+
+    /// Keeps an image, evicting the oldest beyond [`WXACODE_CACHE_ENTRIES`].
+    pub fn put(&self, key: (String, String), image: WxaCodeImage) {
+        let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let (map, order) = &mut *guard;
+        if map.insert(key.clone(), image).is_none() {
+            order.push_back(key);
+        }
+        while order.len() > WXACODE_CACHE_ENTRIES {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
+    }
+
+    /// How many images are kept.
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .len()
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What the handlers share. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// The WeChat clients.
+    pub wechat: Arc<WeChat>,
+    /// The configuration.
+    pub settings: Arc<Settings>,
+    /// The back office's token (configured, or made up in sandbox mode).
+    pub admin_token: Option<SecretString>,
+    /// Mini-program codes.
+    pub wxacode_cache: Arc<WxaCodeCache>,
+    /// The sandbox simulator's base URL (`/sim/*` is proxied there); `None` outside sandbox mode.
+    pub sandbox_url: Option<String>,
+    /// The client of the `/sim` proxy.
+    pub proxy: reqwest::Client,
+}
+
+/// The complete router.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/login", post(mini::login))
+        .route("/api/products", get(mini::products))
+        .route(
+            "/api/orders",
+            post(mini::create_order).get(mini::list_orders),
+        )
+        .route("/api/orders/{out_trade_no}", get(mini::get_order))
+        .route("/api/orders/{out_trade_no}/payment", post(mini::payment))
+        .route("/api/orders/{out_trade_no}/close", post(mini::close))
+        .route("/api/wxacode", get(mini::wxacode))
+        .layer(DefaultBodyLimit::max(MAX_API_BODY));
+    let notifications = Router::new()
+        .route("/notify/v3/pay", post(notify::v3_pay))
+        .route("/notify/v3/refund", post(notify::v3_refund))
+        .route("/notify/v2/pay", post(notify::v2_pay))
+        .route("/notify/v2/refund", post(notify::v2_refund))
+        .layer(DefaultBodyLimit::max(MAX_NOTIFY_BODY));
+    let mut router = Router::new()
+        .merge(api)
+        .merge(notifications)
+        .route("/healthz", get(mini::healthz))
+        .merge(crate::api::admin::routes())
+        .merge(crate::api::metrics::routes())
+        .merge(crate::api::openapi::routes());
+    if state.sandbox_url.is_some() {
+        router = router
+            .route("/sim", any(sim_proxy))
+            .route("/sim/{*rest}", any(sim_proxy));
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(
+            crate::api::metrics::track_requests,
+        ))
+        .layer(axum::middleware::from_fn(log_request))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_secs(60),
+        ))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+/// One line per request: method, path (never the query, which may carry codes), status, time.
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::warn!(%method, %path, status, ms, "request");
+    } else {
+        tracing::info!(%method, %path, status, ms, "request");
+    }
+    response
+}
+
+/// `/sim/*` in sandbox mode: forwards method, path, query, headers and body to the simulator,
+/// so that the browser console reaches it through this origin.
+async fn sim_proxy(State(state): State<AppState>, request: Request) -> Response {
+    let Some(base) = &state.sandbox_url else {
+        return ApiError::not_found("no such route").into_response();
+    };
+    let (parts, body) = request.into_parts();
+    let target = format!(
+        "{base}{}",
+        parts.uri.path_and_query().map_or("/", |pq| pq.as_str())
+    );
+    let body = match axum::body::to_bytes(body, 1024 * 1024).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the body is too large",
+            )
+            .into_response();
+        }
+    };
+    let mut headers = parts.headers;
+    for hop in [
+        http::header::HOST,
+        http::header::CONNECTION,
+        http::header::CONTENT_LENGTH,
+        http::header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(hop);
+    }
+    let answer = state
+        .proxy
+        .request(parts.method, target)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await;
+    match answer {
+        Ok(answer) => {
+            let status = answer.status();
+            let mut headers = answer.headers().clone();
+            headers.remove(http::header::CONNECTION);
+            headers.remove(http::header::TRANSFER_ENCODING);
+            headers.remove(http::header::CONTENT_LENGTH);
+            match answer.bytes().await {
+                Ok(bytes) => {
+                    let mut response = Response::new(Body::from(bytes));
+                    *response.status_mut() = status;
+                    *response.headers_mut() = headers;
+                    response
+                }
+                Err(e) => ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "simulator_error",
+                    e.without_url().to_string(),
+                )
+                .into_response(),
+            }
+        }
+        Err(e) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "simulator_error",
+            e.without_url().to_string(),
+        )
+        .into_response(),
+    }
+}
+
+/// The demo catalog of sandbox mode.
+pub const SANDBOX_PRODUCTS: &[(&str, &str, u64, &str)] = &[
+    ("coffee", "拿铁咖啡 Latte", 1800, "Hot latte, 350 ml"),
+    (
+        "tea",
+        "茉莉花茶 Jasmine tea",
+        1200,
+        "Jasmine green tea, 500 ml",
+    ),
+    (
+        "cake",
+        "芝士蛋糕 Cheesecake",
+        2850,
+        "A slice of New York cheesecake",
+    ),
+    ("sticker", "贴纸 Sticker", 1, "One fen, for trying payments"),
+];
+
+/// A built server, bound and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+    simulator: Option<RunningSimulator>,
+    jobs: Option<crate::jobs::JobOptions>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Opens the database (migrations included), loads the merchant (or, without a merchant
+    /// file, starts the sandbox simulator and seeds the demo catalog), builds the clients and
+    /// binds the address.
+    ///
+    /// # Errors
+    /// [`StartError`], one line naming the key at fault.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        let store = Store::connect(
+            &settings.database_url,
+            &StoreOptions {
+                max_connections: settings.database_max_connections,
+                ..StoreOptions::default()
+            },
+        )
+        .await?;
+        let (merchant, simulator) = match settings.merchant_file() {
+            Some(path) => (Merchant::load(path)?, None),
+            None => {
+                let sim = Simulator::start(SimConfig {
+                    listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    state_dir: Some(settings.sandbox_dir.clone()),
+                    time_scale: settings.sandbox_time_scale,
+                    ..SimConfig::default()
+                })
+                .await
+                .map_err(|e| StartError::Sandbox(e.to_string()))?;
+                let path = sim.merchant().merchant_json_path.clone().ok_or_else(|| {
+                    StartError::Sandbox("the simulator wrote no merchant.json".into())
+                })?;
+                let merchant = Merchant::load(&path)?;
+                for (sku, name, price_fen, description) in SANDBOX_PRODUCTS {
+                    store
+                        .insert_product_if_absent(
+                            sku,
+                            &NewProduct {
+                                name: (*name).to_owned(),
+                                description: (*description).to_owned(),
+                                price_fen: *price_fen,
+                                active: true,
+                            },
+                        )
+                        .await?;
+                }
+                (merchant, Some(sim))
+            }
+        };
+        let endpoints = match &simulator {
+            Some(sim) => WeChatEndpoints {
+                urls: BaseUrls::single(&sim.base_url()),
+                v2_pay: sim.tls_base_url(),
+                timeout: Duration::from_secs(settings.wechat_timeout_secs),
+            },
+            None => {
+                let defaults = BaseUrls::default();
+                let pay = settings.pay_base_url.clone().unwrap_or(defaults.pay);
+                WeChatEndpoints {
+                    urls: BaseUrls {
+                        pay: pay.clone(),
+                        mp: settings.mp_base_url.clone().unwrap_or(defaults.mp),
+                    },
+                    v2_pay: pay,
+                    timeout: Duration::from_secs(settings.wechat_timeout_secs),
+                }
+            }
+        };
+        let notify_base = settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let wechat = WeChat::new(&merchant, &endpoints, settings.api_version, &notify_base)
+            .map_err(|e| StartError::Client(e.to_string()))?;
+        let admin_token = match (&settings.admin_token, &simulator) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(_)) => Some(SecretString::from(wxpay::nonce::random_string(32))),
+            (None, None) => None,
+        };
+        let proxy = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| StartError::Sandbox(e.to_string()))?;
+        let state = AppState {
+            store,
+            wechat: Arc::new(wechat),
+            settings: Arc::new(settings),
+            admin_token,
+            wxacode_cache: Arc::new(WxaCodeCache::default()),
+            sandbox_url: simulator.as_ref().map(RunningSimulator::base_url),
+            proxy,
+        };
+        Ok(Application {
+            listener,
+            addr,
+            state,
+            simulator,
+            jobs: Some(crate::jobs::JobOptions::default()),
+        })
+    }
+
+    /// Replaces the background jobs' options; `None` runs no jobs (tests drain them by hand
+    /// with [`crate::jobs::Jobs`]).
+    #[must_use]
+    pub fn with_jobs(mut self, options: Option<crate::jobs::JobOptions>) -> Self {
+        self.jobs = options;
+        self
+    }
+
+    /// The bound port.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The bound address.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (store, clients, settings).
+    #[must_use]
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The sandbox simulator, in sandbox mode.
+    #[must_use]
+    pub fn simulator(&self) -> Option<&RunningSimulator> {
+        self.simulator.as_ref()
+    }
+
+    /// The start-up banner: the URLs, and in sandbox mode the admin token.
+    #[must_use]
+    pub fn banner(&self) -> String {
+        let base = format!("http://{}", self.addr);
+        let mut lines = vec![
+            format!(
+                "wxpay server ({} mode, API {}, database {})",
+                if self.simulator.is_some() {
+                    "sandbox"
+                } else {
+                    "merchant"
+                },
+                self.state.wechat.api_version.as_str(),
+                self.state.store.backend().as_str()
+            ),
+            format!("  API:        {base}/api/"),
+            format!("  console:    {base}/"),
+            format!(
+                "  notify:     {}/notify/{{v2,v3}}/{{pay,refund}}",
+                self.state.wechat.notify_base
+            ),
+            format!("  health:     {base}/healthz"),
+        ];
+        if let Some(sim) = &self.simulator {
+            lines.push(format!(
+                "  simulator:  {base}/sim/ (proxied to {})",
+                sim.base_url()
+            ));
+            if let Some(path) = &sim.merchant().merchant_json_path {
+                lines.push(format!("  merchant:   {}", path.display()));
+            }
+            if self.state.settings.admin_token.is_none()
+                && let Some(token) = &self.state.admin_token
+            {
+                // A throwaway token of a sandbox with fake money: printing it is the point.
+                lines.push(format!(
+                    "  admin token (sandbox, set WXPAY_ADMIN_TOKEN to choose one): {}",
+                    token.expose_secret()
+                ));
+            }
+        }
+        lines.join("\n")
+    }
+
+    /// Serves until `shutdown` completes, then lets open requests finish and stops the
+    /// sandbox simulator.
+    ///
+    /// # Errors
+    /// When serving fails.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
+        let runner = match self.jobs {
+            Some(options) => match crate::jobs::Jobs::new(self.state.clone(), options) {
+                Ok(jobs) => Some(jobs.spawn(jobs_stopped)),
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            },
+            None => None,
+        };
+        let result = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        let _ = stop_jobs.send(true);
+        if let Some(runner) = runner {
+            runner.join().await;
+        }
+        if let Some(sim) = self.simulator {
+            sim.shutdown().await;
+        }
+        self.state.store.close().await;
+        result
+    }
+
+    /// Serves until the process is stopped.
+    ///
+    /// # Errors
+    /// When serving fails.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(std::future::pending()).await
+    }
+}

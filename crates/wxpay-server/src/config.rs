@@ -1,0 +1,404 @@
+//! Configuration: defaults < `wxpay.toml` (or the file named by `WXPAY_CONFIG`) < `WXPAY_*`
+//! environment variables. Validated once at start; a bad value stops the start with one line
+//! naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::store::ApiVersion;
+
+/// A configuration value that cannot be used. Displays as one line: the key, then what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration error: {key}: {message}")]
+pub struct ConfigError {
+    /// The environment variable (which is also the `wxpay.toml` key, lowercased without prefix).
+    pub key: String,
+    /// What is wrong (never the value of a secret).
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error for `key` (like `WXPAY_PUBLIC_URL`).
+    pub fn new(key: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The raw values, as figment reads them.
+#[derive(Debug, Serialize, Deserialize)]
+struct Raw {
+    #[serde(deserialize_with = "lenient_string")]
+    listen: String,
+    database_url: String,
+    public_url: Option<String>,
+    api_version: String,
+    merchant_file: Option<PathBuf>,
+    pay_base_url: Option<String>,
+    mp_base_url: Option<String>,
+    #[serde(default, skip_serializing, deserialize_with = "lenient_secret")]
+    admin_token: Option<SecretString>,
+    webhook_url: Option<String>,
+    #[serde(default, skip_serializing, deserialize_with = "lenient_secret")]
+    webhook_secret: Option<SecretString>,
+    query_after_secs: u64,
+    order_ttl_secs: u64,
+    session_ttl_secs: u64,
+    sandbox_dir: PathBuf,
+    sandbox_time_scale: f64,
+    database_max_connections: Option<u32>,
+    wechat_timeout_secs: u64,
+}
+
+impl Default for Raw {
+    fn default() -> Self {
+        Raw {
+            listen: "127.0.0.1:8080".into(),
+            database_url: "sqlite://wxpay.db".into(),
+            public_url: None,
+            api_version: "v3".into(),
+            merchant_file: None,
+            pay_base_url: None,
+            mp_base_url: None,
+            admin_token: None,
+            webhook_url: None,
+            webhook_secret: None,
+            query_after_secs: 5,
+            order_ttl_secs: 30 * 60,
+            session_ttl_secs: 2 * 24 * 3600,
+            sandbox_dir: PathBuf::from("wxpay-sandbox"),
+            sandbox_time_scale: 1.0,
+            database_max_connections: None,
+            wechat_timeout_secs: 10,
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `WXPAY_LISTEN`: where to listen (`127.0.0.1:8080`; port 0 picks one).
+    pub listen: SocketAddr,
+    /// `WXPAY_DATABASE_URL`: `sqlite://FILE` (default `sqlite://wxpay.db`) or `postgres://...`.
+    pub database_url: String,
+    /// `WXPAY_PUBLIC_URL`: the base of the notify URLs WeChat calls (default `http://LISTEN`).
+    pub public_url: Option<String>,
+    /// `WXPAY_API_VERSION`: `v3` (default) or `v2`, for new orders.
+    pub api_version: ApiVersion,
+    /// `WXPAY_MERCHANT_FILE`: a `merchant.json`; without it the server runs in sandbox mode.
+    pub merchant_file: Option<PathBuf>,
+    /// `WXPAY_PAY_BASE_URL`: where WeChat Pay is (production by default).
+    pub pay_base_url: Option<String>,
+    /// `WXPAY_MP_BASE_URL`: where the mini-program API is (production by default).
+    pub mp_base_url: Option<String>,
+    /// `WXPAY_ADMIN_TOKEN`: the back office's bearer token (at least 16 characters). Without it
+    /// the admin API is closed, except in sandbox mode where one is made up and printed.
+    pub admin_token: Option<SecretString>,
+    /// `WXPAY_WEBHOOK_URL`: where merchant webhooks go.
+    pub webhook_url: Option<String>,
+    /// `WXPAY_WEBHOOK_SECRET`: the HMAC key of the webhook signature (with the URL, or neither).
+    pub webhook_secret: Option<SecretString>,
+    /// `WXPAY_QUERY_AFTER_SECS`: an unpaid order older than this is queried at WeChat before
+    /// `GET /api/orders/{no}` answers (default 5), and at most once per this many seconds.
+    pub query_after_secs: u64,
+    /// `WXPAY_ORDER_TTL_SECS`: how long an order can be paid (default 1800; 60 to 7 days).
+    pub order_ttl_secs: u64,
+    /// `WXPAY_SESSION_TTL_SECS`: how long a login lasts (default 2 days).
+    pub session_ttl_secs: u64,
+    /// `WXPAY_SANDBOX_DIR`: the sandbox simulator's merchant (default `./wxpay-sandbox`).
+    pub sandbox_dir: PathBuf,
+    /// `WXPAY_SANDBOX_TIME_SCALE`: the sandbox simulator's time scale (default 1).
+    pub sandbox_time_scale: f64,
+    /// `WXPAY_DATABASE_MAX_CONNECTIONS`: pool size (default 8 for SQLite, 16 for PostgreSQL).
+    pub database_max_connections: Option<u32>,
+    /// `WXPAY_WECHAT_TIMEOUT_SECS`: timeout of one call to WeChat (default 10).
+    pub wechat_timeout_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::from_raw(Raw::default()).expect("the defaults are valid")
+    }
+}
+
+fn env_key(field: &str) -> String {
+    format!("WXPAY_{}", field.to_ascii_uppercase())
+}
+
+impl Settings {
+    /// Reads `wxpay.toml` (or `$WXPAY_CONFIG`) when present and the `WXPAY_*` environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad key.
+    pub fn load() -> Result<Self, ConfigError> {
+        let path = std::env::var_os("WXPAY_CONFIG").map(PathBuf::from);
+        let (file, required) = match path {
+            Some(p) => (p, true),
+            None => (PathBuf::from("wxpay.toml"), false),
+        };
+        if required && !file.is_file() {
+            return Err(ConfigError::new(
+                "WXPAY_CONFIG",
+                format!("{} does not exist", file.display()),
+            ));
+        }
+        Self::from_figment(
+            Figment::from(Serialized::defaults(Raw::default()))
+                .merge(Toml::file(&file))
+                .merge(Env::prefixed("WXPAY_").ignore(&["config"])),
+        )
+    }
+
+    /// Reads the settings from a TOML text and an explicit environment (tests).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad key.
+    pub fn from_sources(toml: &str, env: &[(&str, &str)]) -> Result<Self, ConfigError> {
+        let mut figment =
+            Figment::from(Serialized::defaults(Raw::default())).merge(Toml::string(toml));
+        for (key, value) in env {
+            let Some(field) = key.strip_prefix("WXPAY_") else {
+                continue;
+            };
+            // Parsed as the `Env` provider parses the real environment.
+            let value: figment::value::Value = match value.parse() {
+                Ok(v) => v,
+                Err(never) => match never {},
+            };
+            figment = figment.merge((field.to_ascii_lowercase(), value));
+        }
+        Self::from_figment(figment)
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let raw: Raw = figment.extract().map_err(|e| {
+            let key = e
+                .path
+                .first()
+                .map_or_else(|| "WXPAY_CONFIG".to_owned(), |f| env_key(f));
+            ConfigError::new(&key, e.kind.to_string())
+        })?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
+        let listen: SocketAddr = raw.listen.trim().parse().map_err(|_| {
+            ConfigError::new(
+                "WXPAY_LISTEN",
+                format!("{:?} is not an address like 127.0.0.1:8080", raw.listen),
+            )
+        })?;
+        crate::store::Backend::of_url(&raw.database_url).map_err(|_| {
+            ConfigError::new(
+                "WXPAY_DATABASE_URL",
+                "must start with sqlite:// or postgres://",
+            )
+        })?;
+        let api_version = match raw.api_version.trim().to_ascii_lowercase().as_str() {
+            "v3" => ApiVersion::V3,
+            "v2" => ApiVersion::V2,
+            other => {
+                return Err(ConfigError::new(
+                    "WXPAY_API_VERSION",
+                    format!("{other:?} is not v2 or v3"),
+                ));
+            }
+        };
+        let public_url = raw
+            .public_url
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| check_base_url("WXPAY_PUBLIC_URL", &u))
+            .transpose()?;
+        let pay_base_url = raw
+            .pay_base_url
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| check_base_url("WXPAY_PAY_BASE_URL", &u))
+            .transpose()?;
+        let mp_base_url = raw
+            .mp_base_url
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| check_base_url("WXPAY_MP_BASE_URL", &u))
+            .transpose()?;
+        if let Some(path) = &raw.merchant_file
+            && !path.is_file()
+        {
+            return Err(ConfigError::new(
+                "WXPAY_MERCHANT_FILE",
+                format!("{} does not exist or is not a file", path.display()),
+            ));
+        }
+        let admin_token = raw.admin_token.filter(|t| !t.expose_secret().is_empty());
+        if let Some(token) = &admin_token
+            && (token.expose_secret().len() < 16
+                || !token.expose_secret().bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(ConfigError::new(
+                "WXPAY_ADMIN_TOKEN",
+                "must be at least 16 visible ASCII characters",
+            ));
+        }
+        let webhook_url = raw
+            .webhook_url
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| check_url("WXPAY_WEBHOOK_URL", &u))
+            .transpose()?;
+        let webhook_secret = raw.webhook_secret.filter(|t| !t.expose_secret().is_empty());
+        match (&webhook_url, &webhook_secret) {
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "WXPAY_WEBHOOK_SECRET",
+                    "is required with WXPAY_WEBHOOK_URL",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "WXPAY_WEBHOOK_URL",
+                    "is required with WXPAY_WEBHOOK_SECRET",
+                ));
+            }
+            (Some(_), Some(secret)) if secret.expose_secret().len() < 16 => {
+                return Err(ConfigError::new(
+                    "WXPAY_WEBHOOK_SECRET",
+                    "must be at least 16 characters",
+                ));
+            }
+            _ => {}
+        }
+        if !(60..=7 * 24 * 3600).contains(&raw.order_ttl_secs) {
+            return Err(ConfigError::new(
+                "WXPAY_ORDER_TTL_SECS",
+                "must be between 60 and 604800",
+            ));
+        }
+        if raw.query_after_secs > 3600 {
+            return Err(ConfigError::new(
+                "WXPAY_QUERY_AFTER_SECS",
+                "must be at most 3600",
+            ));
+        }
+        if !(60..=90 * 24 * 3600).contains(&raw.session_ttl_secs) {
+            return Err(ConfigError::new(
+                "WXPAY_SESSION_TTL_SECS",
+                "must be between 60 and 7776000",
+            ));
+        }
+        if !(raw.sandbox_time_scale.is_finite() && raw.sandbox_time_scale > 0.0) {
+            return Err(ConfigError::new(
+                "WXPAY_SANDBOX_TIME_SCALE",
+                "must be a positive number",
+            ));
+        }
+        if raw.database_max_connections == Some(0) {
+            return Err(ConfigError::new(
+                "WXPAY_DATABASE_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
+        }
+        if !(1..=120).contains(&raw.wechat_timeout_secs) {
+            return Err(ConfigError::new(
+                "WXPAY_WECHAT_TIMEOUT_SECS",
+                "must be between 1 and 120",
+            ));
+        }
+        Ok(Settings {
+            listen,
+            database_url: raw.database_url,
+            public_url,
+            api_version,
+            merchant_file: raw.merchant_file,
+            pay_base_url,
+            mp_base_url,
+            admin_token,
+            webhook_url,
+            webhook_secret,
+            query_after_secs: raw.query_after_secs,
+            order_ttl_secs: raw.order_ttl_secs,
+            session_ttl_secs: raw.session_ttl_secs,
+            sandbox_dir: raw.sandbox_dir,
+            sandbox_time_scale: raw.sandbox_time_scale,
+            database_max_connections: raw.database_max_connections,
+            wechat_timeout_secs: raw.wechat_timeout_secs,
+        })
+    }
+
+    /// Whether the server runs against the in-process simulator (no merchant file).
+    #[must_use]
+    pub fn is_sandbox(&self) -> bool {
+        self.merchant_file.is_none()
+    }
+
+    /// The merchant file, when one is configured.
+    #[must_use]
+    pub fn merchant_file(&self) -> Option<&Path> {
+        self.merchant_file.as_deref()
+    }
+}
+
+fn check_url(key: &str, url: &str) -> Result<String, ConfigError> {
+    let url = url.trim();
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| ConfigError::new(key, "must be an absolute http:// or https:// URL"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || url.contains(char::is_whitespace) {
+        return Err(ConfigError::new(
+            key,
+            "must be an absolute http:// or https:// URL with a host",
+        ));
+    }
+    Ok(url.to_owned())
+}
+
+/// A base URL: absolute, no query or fragment; the trailing `/` is dropped.
+fn check_base_url(key: &str, url: &str) -> Result<String, ConfigError> {
+    let url = check_url(key, url)?;
+    if url.contains(['?', '#']) {
+        return Err(ConfigError::new(
+            key,
+            "must not have a query string or fragment",
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// A string that the environment parser may have turned into a number or a boolean (an all-digit
+/// token, a bare port).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Lenient {
+    Text(String),
+    Unsigned(u64),
+    Signed(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl Lenient {
+    fn into_string(self) -> String {
+        match self {
+            Lenient::Text(s) => s,
+            Lenient::Unsigned(n) => n.to_string(),
+            Lenient::Signed(n) => n.to_string(),
+            Lenient::Float(n) => n.to_string(),
+            Lenient::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Lenient::deserialize(d).map(Lenient::into_string)
+}
+
+fn lenient_secret<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SecretString>, D::Error> {
+    Ok(Option::<Lenient>::deserialize(d)?.map(|v| SecretString::from(v.into_string())))
+}

@@ -1,0 +1,94 @@
+//! The outbox of merchant webhooks: rows written in the same transaction as the state change
+//! they announce, delivered later (by the outbox job) until acknowledged.
+
+use serde::Serialize;
+use sqlx::AnyConnection;
+
+use super::StoreError;
+use super::orders::Order;
+
+/// The webhook event types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OutboxEventType {
+    /// An order was paid.
+    OrderPaid,
+    /// An order was closed unpaid.
+    OrderClosed,
+    /// A refund succeeded.
+    RefundSucceeded,
+    /// A refund was closed or became abnormal.
+    RefundFailed,
+}
+
+impl OutboxEventType {
+    /// `order.paid`, `order.closed`, `refund.succeeded`, `refund.failed`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxEventType::OrderPaid => "order.paid",
+            OutboxEventType::OrderClosed => "order.closed",
+            OutboxEventType::RefundSucceeded => "refund.succeeded",
+            OutboxEventType::RefundFailed => "refund.failed",
+        }
+    }
+}
+
+/// A webhook event to write. `dedupe_key` is unique: the same event is never created twice.
+#[derive(Clone, Debug)]
+pub struct NewOutboxEvent {
+    /// The type.
+    pub event_type: OutboxEventType,
+    /// Unique per event (e.g. `order.paid:T123`).
+    pub dedupe_key: String,
+    /// The order it concerns.
+    pub out_trade_no: Option<String>,
+    /// The `data` of the webhook (the order or the refund), JSON.
+    pub payload: String,
+}
+
+impl NewOutboxEvent {
+    /// An order event; the dedupe key is `TYPE:out_trade_no` (an order is paid once, closed once).
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if the order cannot be serialized.
+    pub fn order(event_type: OutboxEventType, order: &Order) -> Result<Self, StoreError> {
+        Ok(NewOutboxEvent {
+            event_type,
+            dedupe_key: format!("{}:{}", event_type.as_str(), order.out_trade_no),
+            out_trade_no: Some(order.out_trade_no.clone()),
+            payload: to_json(order)?,
+        })
+    }
+
+    /// Writes the event inside the caller's transaction. Returns false when an event with the
+    /// same dedupe key exists (nothing written).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn insert(&self, conn: &mut AnyConnection, now: i64) -> Result<bool, StoreError> {
+        let event_id = format!("evt_{}", wxpay::nonce::random_string(24));
+        let done = sqlx::query(
+            "INSERT INTO outbox (event_id, event_type, dedupe_key, out_trade_no, payload, created_at, \
+             attempts, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $6) \
+             ON CONFLICT (dedupe_key) DO NOTHING",
+        )
+        .bind(event_id)
+        .bind(self.event_type.as_str())
+        .bind(&self.dedupe_key)
+        .bind(self.out_trade_no.as_deref())
+        .bind(&self.payload)
+        .bind(now)
+        .execute(conn)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+/// Serializes a webhook `data` value.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] if serialization fails.
+pub fn to_json(value: &impl Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}

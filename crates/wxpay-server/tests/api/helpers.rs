@@ -1,0 +1,334 @@
+//! `spawn_app`: a server on port 0 with a fresh database (SQLite file or PostgreSQL database)
+//! and the sandbox simulator in process; one helper per endpoint.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+use wxpay_server::store::Backend;
+use wxpay_server::{Application, Settings};
+
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The sandbox merchant shared by every test (made once; each test still gets a fresh
+/// simulator and database).
+pub fn sandbox_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wxpay-server-sandbox");
+        wxpay_sim::merchant::load_or_create(&dir).expect("sandbox merchant");
+        dir
+    })
+    .clone()
+}
+
+pub fn random_name() -> String {
+    wxpay::nonce::random_string(12).to_ascii_lowercase()
+}
+
+/// A database of its own, dropped with the test (even a failing one).
+pub struct TestDatabase {
+    pub url: String,
+    pg_name: Option<String>,
+    sqlite_file: Option<PathBuf>,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let file = Path::new(env!("CARGO_TARGET_TMPDIR"))
+                    .join(format!("test-{}.db", random_name()));
+                TestDatabase {
+                    url: format!("sqlite://{}", file.display()),
+                    pg_name: None,
+                    sqlite_file: Some(file),
+                }
+            }
+            Backend::Postgres => {
+                sqlx::any::install_default_drivers();
+                let name = format!("wxpay_test_{}", random_name());
+                let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(PG_ADMIN_URL)
+                    .await
+                    .expect("PostgreSQL at 127.0.0.1:5432");
+                sqlx::Executor::execute(
+                    &mut conn,
+                    sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")),
+                )
+                .await
+                .expect("create database");
+                TestDatabase {
+                    url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+                    pg_name: Some(name),
+                    sqlite_file: None,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some(file) = &self.sqlite_file {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+            }
+        }
+        if let Some(name) = self.pg_name.take() {
+            // Drop runs outside any runtime we may block: use a thread with its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    if let Ok(mut conn) =
+                        <sqlx::AnyConnection as sqlx::Connection>::connect(PG_ADMIN_URL).await
+                    {
+                        let _ = sqlx::Executor::execute(
+                            &mut conn,
+                            sqlx::AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            )),
+                        )
+                        .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub state: wxpay_server::AppState,
+    #[allow(dead_code)]
+    pub backend: Backend,
+    /// Dropped with the app, which removes the database.
+    #[allow(dead_code)]
+    pub db: TestDatabase,
+}
+
+/// Settings of a test server: port 0, the given database, the shared sandbox merchant, a
+/// time-scaled simulator, queries before answering at once.
+pub fn test_settings(db_url: &str, api_version: &str) -> Settings {
+    let sandbox = sandbox_dir();
+    Settings::from_sources(
+        "",
+        &[
+            ("WXPAY_LISTEN", "127.0.0.1:0"),
+            ("WXPAY_DATABASE_URL", db_url),
+            ("WXPAY_API_VERSION", api_version),
+            ("WXPAY_SANDBOX_DIR", sandbox.to_str().unwrap()),
+            ("WXPAY_SANDBOX_TIME_SCALE", "2000"),
+            ("WXPAY_QUERY_AFTER_SECS", "0"),
+        ],
+    )
+    .expect("test settings")
+}
+
+pub async fn spawn_app(backend: Backend, api_version: &str) -> TestApp {
+    spawn_app_with(backend, api_version, |_| {}).await
+}
+
+pub async fn spawn_app_with(
+    backend: Backend,
+    api_version: &str,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let db = TestDatabase::new(backend).await;
+    let mut settings = test_settings(&db.url, api_version);
+    adjust(&mut settings);
+    let app = Application::build(settings)
+        .await
+        .expect("the server starts");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        base,
+        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        state,
+        backend,
+        db,
+    }
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub bytes: bytes::Bytes,
+    pub content_type: String,
+}
+
+impl TestApp {
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let bytes = response.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer {
+            status,
+            body,
+            bytes,
+            content_type,
+        }
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Answer {
+        let mut r = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        self.send(r).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>) -> Answer {
+        let mut r = self.http.post(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        self.send(r).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Answer {
+        let mut r = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        self.send(r).await
+    }
+
+    /// A new WeChat user of the simulator: (openid, wx.login code).
+    pub async fn sim_user(&self) -> (String, String) {
+        let a = self.post_json("/sim/users", None, &json!({})).await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        (
+            a.body["openid"].as_str().unwrap().to_owned(),
+            a.body["code"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn login_with(&self, code: &str) -> Answer {
+        self.post_json("/api/login", None, &json!({ "code": code }))
+            .await
+    }
+
+    /// A logged-in user: (openid, token).
+    pub async fn login(&self) -> (String, String) {
+        let (openid, code) = self.sim_user().await;
+        let a = self.login_with(&code).await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        (openid, a.body["token"].as_str().unwrap().to_owned())
+    }
+
+    pub async fn create_order(&self, token: &str, items: Value) -> Answer {
+        self.post_json("/api/orders", Some(token), &json!({ "items": items }))
+            .await
+    }
+
+    pub async fn order(&self, token: &str, no: &str) -> Answer {
+        self.get(&format!("/api/orders/{no}"), Some(token)).await
+    }
+
+    pub async fn payment(&self, token: &str, no: &str) -> Answer {
+        self.post(&format!("/api/orders/{no}/payment"), Some(token))
+            .await
+    }
+
+    pub async fn close(&self, token: &str, no: &str) -> Answer {
+        self.post(&format!("/api/orders/{no}/close"), Some(token))
+            .await
+    }
+
+    /// Pays as the WeChat client would, through the server's `/sim` proxy.
+    pub async fn sim_pay(&self, payment: &Value, openid: &str) -> Answer {
+        let mut body = payment.clone();
+        body["openid"] = json!(openid);
+        self.post_json("/sim/pay", None, &body).await
+    }
+
+    /// Waits until every notification attempt made so far is finished.
+    pub async fn flush(&self) -> Value {
+        let a = self.post("/sim/notifications/flush", None).await;
+        assert_eq!(a.status, 200);
+        a.body
+    }
+
+    pub async fn set_faults(&self, faults: Value) {
+        let a = self
+            .send(
+                self.http
+                    .put(format!("{}/sim/faults", self.base))
+                    .json(&faults),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+    }
+
+    /// Rows of a table matching one order (to count state changes and webhooks).
+    pub async fn count(&self, sql: &'static str, out_trade_no: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sql)
+            .bind(out_trade_no)
+            .fetch_one(self.state.store.pool())
+            .await
+            .unwrap()
+    }
+
+    pub async fn outbox_rows(&self, out_trade_no: &str) -> i64 {
+        self.count(
+            "SELECT COUNT(*) FROM outbox WHERE out_trade_no = $1",
+            out_trade_no,
+        )
+        .await
+    }
+
+    pub async fn paid_events(&self, out_trade_no: &str) -> i64 {
+        self.count(
+            "SELECT COUNT(*) FROM order_events WHERE out_trade_no = $1 AND detail LIKE '%\"result\":\"paid\"%'",
+            out_trade_no,
+        )
+        .await
+    }
+
+    /// A user with a paid order: (openid, token, out_trade_no).
+    pub async fn paid_order(&self) -> (String, String, String) {
+        let (openid, token) = self.login().await;
+        let created = self
+            .create_order(&token, json!([{"sku": "coffee", "quantity": 2}]))
+            .await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+        let no = created.body["out_trade_no"].as_str().unwrap().to_owned();
+        let paid = self.sim_pay(&created.body["payment"], &openid).await;
+        assert_eq!(paid.status, 200, "{:?}", paid.body);
+        self.flush().await;
+        (openid, token, no)
+    }
+}
+
+/// Runs a test body against SQLite and PostgreSQL.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(wxpay_server::store::Backend::Sqlite).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(wxpay_server::store::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}

@@ -1,0 +1,13 @@
+//! The server through its public HTTP API, on SQLite and PostgreSQL, against the in-process
+//! simulator.
+
+mod admin;
+mod config;
+mod helpers;
+mod jobs;
+mod login;
+mod notifications;
+mod orders;
+mod reconciliation;
+mod refunds;
+mod webhooks;
