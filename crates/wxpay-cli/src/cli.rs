@@ -37,6 +37,9 @@ pub enum Command {
     /// Walk the whole payment flow (v2 and v3) against an in-process simulator and server; exit
     /// status 0 only when every step passed.
     Demo,
+    /// Load-test the server: start the simulator and the server as child processes and run
+    /// simulated buyers through login, order, pay, notification and query.
+    Bench(crate::commands::bench::BenchArgs),
 }
 
 /// `wxpay sim`

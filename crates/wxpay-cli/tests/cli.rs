@@ -793,13 +793,18 @@ fn sim_serves_until_killed_and_keeps_its_merchant_in_the_state_dir() {
         .to_owned();
 
     let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    // A hung server fails the test instead of stalling it.
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
     stream
         .write_all(b"GET /sim/clock HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
+    let read = stream.read_to_string(&mut answer);
     child.kill().unwrap();
     child.wait().unwrap();
+    read.unwrap();
 
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(state.join("merchant.json").is_file());

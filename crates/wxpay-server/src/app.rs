@@ -130,6 +130,8 @@ pub struct AppState {
     pub sandbox_url: Option<String>,
     /// The client of the `/sim` proxy.
     pub proxy: reqwest::Client,
+    /// The per-client rate limits of login and order creation.
+    pub rate_limits: Arc<crate::api::rate_limit::RateLimits>,
 }
 
 /// The complete router.
@@ -403,6 +405,10 @@ impl Application {
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| StartError::Sandbox(e.to_string()))?;
+        let rate_limits = Arc::new(crate::api::rate_limit::RateLimits::new(
+            settings.rate_limit_login,
+            settings.rate_limit_orders,
+        ));
         let state = AppState {
             store,
             wechat: Arc::new(wechat),
@@ -411,6 +417,7 @@ impl Application {
             wxacode_cache: Arc::new(WxaCodeCache::default()),
             sandbox_url: simulator.as_ref().map(RunningSimulator::base_url),
             proxy,
+            rate_limits,
         };
         Ok(Application {
             listener,

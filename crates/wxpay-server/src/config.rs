@@ -55,6 +55,10 @@ struct Raw {
     sandbox_time_scale: f64,
     database_max_connections: Option<u32>,
     wechat_timeout_secs: u64,
+    rate_limit_login_per_minute: u32,
+    rate_limit_login_burst: u32,
+    rate_limit_orders_per_minute: u32,
+    rate_limit_orders_burst: u32,
 }
 
 impl Default for Raw {
@@ -77,6 +81,10 @@ impl Default for Raw {
             sandbox_time_scale: 1.0,
             database_max_connections: None,
             wechat_timeout_secs: 10,
+            rate_limit_login_per_minute: 60,
+            rate_limit_login_burst: 20,
+            rate_limit_orders_per_minute: 30,
+            rate_limit_orders_burst: 10,
         }
     }
 }
@@ -120,6 +128,12 @@ pub struct Settings {
     pub database_max_connections: Option<u32>,
     /// `WXPAY_WECHAT_TIMEOUT_SECS`: timeout of one call to WeChat (default 10).
     pub wechat_timeout_secs: u64,
+    /// `WXPAY_RATE_LIMIT_LOGIN_PER_MINUTE` / `WXPAY_RATE_LIMIT_LOGIN_BURST`: logins per client
+    /// IP (default 60 a minute, 20 at once; a rate of 0 turns the limit off).
+    pub rate_limit_login: crate::api::rate_limit::RateLimit,
+    /// `WXPAY_RATE_LIMIT_ORDERS_PER_MINUTE` / `WXPAY_RATE_LIMIT_ORDERS_BURST`: new orders per user
+    /// (default 30 a minute, 10 at once; a rate of 0 turns the limit off).
+    pub rate_limit_orders: crate::api::rate_limit::RateLimit,
 }
 
 impl Default for Settings {
@@ -307,6 +321,16 @@ impl Settings {
                 "must be between 1 and 120",
             ));
         }
+        let rate_limit_login = rate_limit(
+            "WXPAY_RATE_LIMIT_LOGIN",
+            raw.rate_limit_login_per_minute,
+            raw.rate_limit_login_burst,
+        )?;
+        let rate_limit_orders = rate_limit(
+            "WXPAY_RATE_LIMIT_ORDERS",
+            raw.rate_limit_orders_per_minute,
+            raw.rate_limit_orders_burst,
+        )?;
         Ok(Settings {
             listen,
             database_url: raw.database_url,
@@ -325,6 +349,8 @@ impl Settings {
             sandbox_time_scale: raw.sandbox_time_scale,
             database_max_connections: raw.database_max_connections,
             wechat_timeout_secs: raw.wechat_timeout_secs,
+            rate_limit_login,
+            rate_limit_orders,
         })
     }
 
@@ -339,6 +365,27 @@ impl Settings {
     pub fn merchant_file(&self) -> Option<&Path> {
         self.merchant_file.as_deref()
     }
+}
+
+/// A rate limit: at most 1,000,000 a minute, a burst of 1 to 100,000.
+fn rate_limit(
+    prefix: &str,
+    per_minute: u32,
+    burst: u32,
+) -> Result<crate::api::rate_limit::RateLimit, ConfigError> {
+    if per_minute > 1_000_000 {
+        return Err(ConfigError::new(
+            &format!("{prefix}_PER_MINUTE"),
+            "must be at most 1000000 (0 turns the limit off)",
+        ));
+    }
+    if !(1..=100_000).contains(&burst) {
+        return Err(ConfigError::new(
+            &format!("{prefix}_BURST"),
+            "must be between 1 and 100000",
+        ));
+    }
+    Ok(crate::api::rate_limit::RateLimit { per_minute, burst })
 }
 
 fn check_url(key: &str, url: &str) -> Result<String, ConfigError> {

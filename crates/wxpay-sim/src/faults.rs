@@ -22,6 +22,9 @@ pub struct Faults {
     pub notify_duplicate_rate: f64,
     /// Delay before each notification attempt, in milliseconds.
     pub notify_delay_ms: u64,
+    /// Extra random delay of each notification attempt, uniform in `0..=notify_shuffle_ms`
+    /// milliseconds, so that deliveries arrive in another order than they were made.
+    pub notify_shuffle_ms: u64,
     /// Share of API calls answered with `SYSTEM_ERROR` / `SYSTEMERROR`.
     pub api_error_rate: f64,
     /// Added latency of every API call, in milliseconds.
@@ -51,6 +54,7 @@ impl Faults {
         }
         for (name, ms) in [
             ("notify_delay_ms", self.notify_delay_ms),
+            ("notify_shuffle_ms", self.notify_shuffle_ms),
             ("api_latency_ms", self.api_latency_ms),
         ] {
             if ms > MAX_FAULT_DELAY_MS {
@@ -86,6 +90,16 @@ impl FaultState {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = faults;
         Ok(())
+    }
+}
+
+/// A random delay in `0..=max_ms` milliseconds (zero when `max_ms` is zero).
+#[must_use]
+pub fn jitter(max_ms: u64) -> Duration {
+    if max_ms == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(rand::random::<u64>() % (max_ms + 1))
     }
 }
 
@@ -177,4 +191,33 @@ fn v2_system_error(state: &AppState, request_body: &Bytes) -> Response {
         .header(http::header::CONTENT_TYPE, "text/xml; charset=utf-8")
         .body(Body::from(xml))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Faults, MAX_FAULT_DELAY_MS, jitter};
+    use std::time::Duration;
+
+    #[test]
+    fn jitter_stays_within_its_bound_and_varies() {
+        assert_eq!(jitter(0), Duration::ZERO);
+        let delays: Vec<Duration> = (0..200).map(|_| jitter(50)).collect();
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(50)));
+        let first = delays[0];
+        assert!(delays.iter().any(|d| *d != first), "200 equal delays");
+    }
+
+    #[test]
+    fn shuffle_delay_is_validated() {
+        let mut faults = Faults {
+            notify_shuffle_ms: MAX_FAULT_DELAY_MS,
+            ..Faults::default()
+        };
+        assert!(faults.validate().is_ok());
+        faults.notify_shuffle_ms = MAX_FAULT_DELAY_MS + 1;
+        assert_eq!(
+            faults.validate().unwrap_err(),
+            format!("notify_shuffle_ms must be at most {MAX_FAULT_DELAY_MS}")
+        );
+    }
 }

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use wxpay::nonce::Clock as _;
 
 use crate::app::{AppState, scale};
-use crate::faults::{FaultState, roll};
+use crate::faults::{FaultState, jitter, roll};
 use crate::signer::{PlatformSigner, SIGNATURE_TYPE, SigningKey, request_id};
 use crate::state::{ApiVersion, Order, Refund, RefundStatus, SimClock, rfc3339_cst, v2_time};
 
@@ -384,8 +384,9 @@ impl Dispatcher {
             )
         };
         let faults = self.faults.get();
-        if faults.notify_delay_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(faults.notify_delay_ms)).await;
+        let delay = Duration::from_millis(faults.notify_delay_ms) + jitter(faults.notify_shuffle_ms);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
         let mut attempts = Vec::new();
         let mut acked = false;

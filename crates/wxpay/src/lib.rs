@@ -24,3 +24,8 @@ pub use error::{ApiError, CryptoError, DecodeError, Error, Result, SignatureErro
 pub use keys::{RsaPrivateKey, RsaPublicKey, X509Certificate};
 pub use money::Fen;
 pub use pay_params::RequestPayment;
+
+/// The README's Rust examples, compiled by `cargo test --doc` so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExamples;

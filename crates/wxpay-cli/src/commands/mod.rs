@@ -1,5 +1,6 @@
 //! One module per command family; [`run`] dispatches.
 
+pub mod bench;
 pub mod decrypt;
 pub mod demo;
 pub mod pay_sign;
@@ -33,5 +34,6 @@ pub fn run(
         Command::Sim(args) => sim::run(args),
         Command::Serve => serve::run(),
         Command::Demo => demo::run(out),
+        Command::Bench(args) => bench::run(args, out, err),
     }
 }

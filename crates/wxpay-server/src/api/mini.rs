@@ -50,11 +50,19 @@ pub(crate) struct LoginRequest {
 /// `POST /api/login {"code"}` → `{"token","expires_in"}`.
 #[utoipa::path(post, path = "/api/login", tag = "mini program", request_body = LoginRequest,
     responses((status = 200, description = "`{\"token\",\"expires_in\"}`", body = Object), (status = 400, body = crate::api::admin::ErrorBody),
-        (status = 401, body = crate::api::admin::ErrorBody, description = "WeChat refused the code"), (status = 502, body = crate::api::admin::ErrorBody)))]
+        (status = 401, body = crate::api::admin::ErrorBody, description = "WeChat refused the code"),
+        (status = 429, body = crate::api::admin::ErrorBody, description = "Too many logins from this IP (`Retry-After`)"), (status = 502, body = crate::api::admin::ErrorBody)))]
 pub(crate) async fn login(
     State(state): State<AppState>,
-    JsonBody(body): JsonBody<LoginRequest>,
+    ClientIp(ip): ClientIp,
+    body: Result<JsonBody<LoginRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
+    // Counted before the body is read: malformed attempts use the budget too.
+    if let Err(limited) = state.rate_limits.login.check(&ip) {
+        tracing::warn!(client_ip = %ip, "login rate limit reached");
+        return Ok(limited.response("logins"));
+    }
+    let JsonBody(body) = body?;
     let session = state
         .wechat
         .mp
@@ -132,13 +140,19 @@ fn order_answer(order: &Order, payment: Option<&wxpay::RequestPayment>) -> Value
 /// prepaid at WeChat; answers the `wx.requestPayment` object.
 #[utoipa::path(post, path = "/api/orders", tag = "mini program", security(("session_token" = [])), request_body = CreateOrder,
     responses((status = 201, description = "The order with `payment`, the object for `wx.requestPayment`", body = Object),
-        (status = 400, body = crate::api::admin::ErrorBody), (status = 401, body = crate::api::admin::ErrorBody), (status = 502, body = crate::api::admin::ErrorBody)))]
+        (status = 400, body = crate::api::admin::ErrorBody), (status = 401, body = crate::api::admin::ErrorBody),
+        (status = 429, body = crate::api::admin::ErrorBody, description = "Too many orders of this user (`Retry-After`)"), (status = 502, body = crate::api::admin::ErrorBody)))]
 pub(crate) async fn create_order(
     State(state): State<AppState>,
     user: User,
     ClientIp(ip): ClientIp,
-    JsonBody(body): JsonBody<CreateOrder>,
+    body: Result<JsonBody<CreateOrder>, ApiError>,
 ) -> Result<Response, ApiError> {
+    if let Err(limited) = state.rate_limits.orders.check(&user.openid) {
+        tracing::warn!(openid = %user.openid, "order rate limit reached");
+        return Ok(limited.response("orders"));
+    }
+    let JsonBody(body) = body?;
     if body.items.is_empty() || body.items.len() > MAX_ORDER_LINES {
         return Err(ApiError::bad_request(format!(
             "items must hold 1 to {MAX_ORDER_LINES} lines"

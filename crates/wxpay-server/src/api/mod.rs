@@ -6,3 +6,4 @@ pub mod metrics;
 pub mod mini;
 pub mod notify;
 pub mod openapi;
+pub mod rate_limit;

@@ -1,0 +1,858 @@
+// The back office: orders, an order's timeline and refunds, the daily reconciliation, payments
+// per hour, mini-program codes, and in sandbox mode the simulator's faults, clock and deliveries.
+
+import {
+  HttpError,
+  bindLanguageSwitch,
+  cstDate,
+  dateTime,
+  fenNumber,
+  h,
+  money,
+  parseYuan,
+  replace,
+  request,
+  sleep,
+  statusBadge,
+  t,
+  translatePage,
+} from './common.js';
+import { hourlyChart } from './chart.js';
+
+const TOKEN_KEY = 'wxpay.console.adminToken';
+const PAGE_SIZE = 20;
+const STATUSES = ['NOTPAY', 'SUCCESS', 'REFUND', 'CLOSED', 'PAYERROR'];
+const POLL_MS = 1000;
+const POLL_LIMIT_MS = 60_000;
+
+const view = document.getElementById('view');
+const loginSection = document.getElementById('login');
+const loginForm = document.getElementById('login-form');
+const loginError = document.getElementById('login-error');
+const logoutButton = document.getElementById('logout');
+
+let info = { sandbox: false, admin_api: true, api_version: '' };
+// Every navigation bumps this; an async view checks it before writing, so that a slow answer
+// of a page the person already left never overwrites the current one.
+let renderSeq = 0;
+// Cursors of the pages before the current one, per status filter (for "previous page").
+const pageHistory = new Map();
+
+// ---------------------------------------------------------------- token
+
+function storedToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null;
+  }
+}
+
+function forgetToken() {
+  try {
+    sessionStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // Nothing stored.
+  }
+  logoutButton.hidden = true;
+}
+
+function showLogin(message = '') {
+  view.hidden = true;
+  loginSection.hidden = false;
+  loginError.textContent = message;
+  if (!info.admin_api) loginError.textContent = t('login.closed');
+  document.getElementById('token').focus();
+}
+
+function hideLogin() {
+  loginSection.hidden = true;
+  view.hidden = false;
+  logoutButton.hidden = !storedToken();
+}
+
+/** A back-office call with the stored token; a refused token asks for it again. */
+async function admin(method, path, body) {
+  const token = storedToken();
+  if (!token) {
+    showLogin();
+    throw new HttpError(401, { code: 'unauthorized', message: t('login.required') });
+  }
+  try {
+    return await request(method, path, { body, token });
+  } catch (err) {
+    if (err.status === 401) {
+      forgetToken();
+      showLogin(t('login.rejected'));
+    }
+    throw err;
+  }
+}
+
+loginForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const input = document.getElementById('token');
+  const token = input.value.trim();
+  if (!token) return;
+  try {
+    await request('GET', '/admin/jobs', { token });
+  } catch (err) {
+    loginError.textContent = err.status === 401 ? t('login.rejected') : describeError(err);
+    return;
+  }
+  try {
+    sessionStorage.setItem(TOKEN_KEY, token);
+  } catch {
+    loginError.textContent = t('login.storage');
+    return;
+  }
+  input.value = '';
+  hideLogin();
+  render();
+});
+
+logoutButton.addEventListener('click', () => {
+  forgetToken();
+  showLogin();
+});
+
+// ---------------------------------------------------------------- helpers
+
+function describeError(err) {
+  if (err instanceof HttpError) {
+    return err.status ? `${t('error.http', { status: err.status })}: ${err.message}` : err.message;
+  }
+  return String(err && err.message ? err.message : err);
+}
+
+function errorBox(err) {
+  return h('div', { class: 'notice error', role: 'alert', text: describeError(err) });
+}
+
+function field(label, value, extra = {}) {
+  return h('div', { class: 'field', ...extra }, h('dt', { text: label }), h('dd', {}, value ?? ''));
+}
+
+function section(titleKey, ...children) {
+  return h('section', { class: 'card' }, h('h2', { text: t(titleKey) }), ...children);
+}
+
+function table(headers, rows, attrs = {}) {
+  return h(
+    'div',
+    { class: 'table-wrap' },
+    h(
+      'table',
+      attrs,
+      h('thead', {}, h('tr', {}, headers.map((x) => h('th', { text: x })))),
+      h('tbody', {}, rows),
+    ),
+  );
+}
+
+function orderLink(no) {
+  return h('a', { href: `#/orders/${encodeURIComponent(no)}`, class: 'mono', text: no });
+}
+
+function current(seq) {
+  return seq === renderSeq;
+}
+
+// ---------------------------------------------------------------- orders
+
+async function ordersView(params) {
+  const seq = renderSeq;
+  const status = STATUSES.includes(params.get('status')) ? params.get('status') : '';
+  const cursor = params.get('cursor') || '';
+  const filterKey = status || 'ALL';
+  const history = pageHistory.get(filterKey) || [];
+  if (!cursor) history.length = 0;
+  pageHistory.set(filterKey, history);
+
+  const filters = h(
+    'div',
+    { class: 'filters', role: 'group', 'aria-label': t('orders.filter') },
+    ['', ...STATUSES].map((s) =>
+      h('a', {
+        href: s ? `#/orders?status=${s}` : '#/orders',
+        class: `chip${s === status ? ' active' : ''}`,
+        dataset: { filter: s || 'ALL' },
+        text: s ? t(`status.${s}`) : t('orders.all'),
+      }),
+    ),
+  );
+  const refresh = h('button', { type: 'button', text: t('action.refresh'), onclick: () => render() });
+  const body = h('div', { class: 'loading', text: t('loading') });
+  replace(view, h('div', { class: 'view-head' }, h('h1', { text: t('nav.orders') }), refresh), filters, body);
+
+  const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  if (status) query.set('status', status);
+  if (cursor) query.set('cursor', cursor);
+  let page;
+  try {
+    page = (await admin('GET', `/admin/orders?${query}`)).body;
+  } catch (err) {
+    if (current(seq)) replace(body, errorBox(err));
+    return;
+  }
+  if (!current(seq)) return;
+  body.className = '';
+  const rows = page.orders.map((o) =>
+    h(
+      'tr',
+      { dataset: { order: o.out_trade_no, status: o.status } },
+      h('td', {}, orderLink(o.out_trade_no)),
+      h('td', { text: o.description }),
+      h('td', { class: 'num', text: money(o.amount_fen) }),
+      h('td', {}, statusBadge(o.status)),
+      h('td', { class: 'num', text: o.refunded_fen ? money(o.refunded_fen) : '' }),
+      h('td', { text: dateTime(o.created_at) }),
+      h('td', { text: dateTime(o.paid_at) }),
+    ),
+  );
+  const goTo = (c) => {
+    const q = new URLSearchParams();
+    if (status) q.set('status', status);
+    if (c) q.set('cursor', c);
+    const text = q.toString();
+    location.hash = text ? `#/orders?${text}` : '#/orders';
+  };
+  const prev = h('button', {
+    type: 'button',
+    id: 'page-prev',
+    disabled: !cursor,
+    text: t('page.prev'),
+    onclick: () => goTo(history.length ? history.pop() : ''),
+  });
+  const next = h('button', {
+    type: 'button',
+    id: 'page-next',
+    disabled: !page.next_cursor,
+    text: t('page.next'),
+    onclick: () => {
+      history.push(cursor);
+      goTo(page.next_cursor);
+    },
+  });
+  replace(
+    body,
+    rows.length
+      ? table(
+          [t('order.no'), t('order.description'), t('order.amount'), t('order.status'), t('order.refunded'), t('order.created'), t('order.paid')],
+          rows,
+          { id: 'orders-table' },
+        )
+      : h('p', { class: 'muted', text: t('orders.none') }),
+    h('div', { class: 'pager' }, prev, h('span', { class: 'muted', text: t('page.size', { n: rows.length }) }), next),
+  );
+}
+
+// ---------------------------------------------------------------- one order
+
+const EVENT_KINDS = [
+  'created', 'prepay', 'prepay_failed', 'notification', 'notification_rejected', 'query', 'query_failed',
+  'closed', 'pay_error', 'refund_requested', 'refund', 'webhook_delivered', 'webhook_failed', 'reconciliation',
+];
+
+function eventDetail(detail) {
+  if (!detail || typeof detail !== 'object') return [];
+  return Object.entries(detail).map(([key, value]) => {
+    let cls = 'kv';
+    if (key === 'verified') cls += value === true ? ' ok' : ' bad';
+    if (key === 'result' && value === 'rejected') cls += ' bad';
+    if (key === 'error' || key === 'reason') cls += ' bad';
+    const text = typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value);
+    const label = key === 'verified' && value === true ? t('timeline.verified') : `${key}: ${text}`;
+    return h('span', { class: cls, dataset: { key }, text: label });
+  });
+}
+
+function timeline(events) {
+  return h(
+    'ol',
+    { class: 'timeline', id: 'timeline' },
+    events.map((e) =>
+      h(
+        'li',
+        { dataset: { kind: e.kind }, class: `event event-${e.kind}` },
+        h('time', { text: dateTime(e.created_at) }),
+        h('strong', { text: EVENT_KINDS.includes(e.kind) ? t(`event.${e.kind}`) : e.kind }),
+        h('span', { class: 'details' }, eventDetail(e.detail)),
+      ),
+    ),
+  );
+}
+
+function refundForm(detail, onDone) {
+  const refundable = BigInt(detail.refundable_fen);
+  const amount = h('input', {
+    id: 'refund-amount',
+    name: 'amount',
+    inputmode: 'decimal',
+    autocomplete: 'off',
+    required: true,
+    placeholder: t('refund.max', { amount: money(refundable) }),
+  });
+  const reason = h('input', { id: 'refund-reason', name: 'reason', maxlength: '80', autocomplete: 'off' });
+  const message = h('p', { class: 'form-message', id: 'refund-message', role: 'status' });
+  const submit = h('button', { type: 'submit', class: 'primary', text: t('refund.submit') });
+  const form = h(
+    'form',
+    { class: 'refund-form', id: 'refund-form' },
+    h('label', {}, h('span', { text: t('refund.amount') }), amount),
+    h('label', {}, h('span', { text: t('refund.reason') }), reason),
+    submit,
+    message,
+  );
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const fen = parseYuan(amount.value);
+    message.className = 'form-message error';
+    if (fen === null || fen <= 0n) {
+      message.textContent = t('refund.invalid');
+      return;
+    }
+    if (fen > refundable) {
+      message.textContent = t('refund.too_much', { amount: money(refundable) });
+      return;
+    }
+    submit.disabled = true;
+    try {
+      const body = { amount_fen: fenNumber(fen) };
+      if (reason.value.trim()) body.reason = reason.value.trim();
+      const answer = await admin('POST', `/admin/orders/${encodeURIComponent(detail.order.out_trade_no)}/refunds`, body);
+      onDone({
+        ok: true,
+        className: 'form-message ok',
+        text: t(answer.status === 202 ? 'refund.pending' : 'refund.accepted', {
+          no: answer.body.out_refund_no,
+          amount: money(answer.body.amount_fen),
+        }),
+      });
+    } catch (err) {
+      message.textContent = describeError(err);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return form;
+}
+
+// A message of the refund form, kept across the reload that follows the refund.
+let refundFlash = null;
+
+async function orderView(no) {
+  const seq = renderSeq;
+  const flash = refundFlash;
+  refundFlash = null;
+  const holder = h('div', { class: 'loading', text: t('loading') });
+  replace(
+    view,
+    h('div', { class: 'view-head' }, h('a', { href: '#/orders', class: 'back', text: t('action.back') }), h('h1', { class: 'mono', text: no })),
+    holder,
+  );
+  const started = Date.now();
+  let shown = '';
+  for (;;) {
+    let detail;
+    try {
+      detail = (await admin('GET', `/admin/orders/${encodeURIComponent(no)}`)).body;
+    } catch (err) {
+      if (current(seq)) replace(holder, errorBox(err));
+      return;
+    }
+    if (!current(seq)) return;
+    // Redrawn only when something changed, so that a half-typed refund survives the polling.
+    const signature = JSON.stringify(detail);
+    if (signature !== shown) {
+      shown = signature;
+      holder.className = '';
+      replace(holder, orderDetail(detail));
+      if (flash) {
+        const target = holder.querySelector('#refund-message');
+        if (target) {
+          target.textContent = flash.text;
+          target.className = flash.className;
+        } else {
+          holder.prepend(h('div', { class: `notice ${flash.ok ? 'ok' : 'error'}`, id: 'refund-message', text: flash.text }));
+        }
+      }
+    }
+    const processing = detail.refunds.some((r) => r.status === 'PROCESSING');
+    if (!processing) return;
+    if (Date.now() - started > POLL_LIMIT_MS) {
+      holder.prepend(h('div', { class: 'notice', text: t('refund.still_processing') }));
+      return;
+    }
+    await sleep(POLL_MS);
+    if (!current(seq)) return;
+  }
+}
+
+function orderDetail(detail) {
+  const o = detail.order;
+  const summary = h(
+    'dl',
+    { class: 'fields', id: 'order-summary' },
+    field(t('order.status'), statusBadge(o.status)),
+    field(t('order.amount'), money(o.amount_fen), { dataset: { field: 'amount' } }),
+    field(t('order.refunded'), money(o.refunded_fen), { dataset: { field: 'refunded' } }),
+    field(t('order.refundable'), h('strong', { id: 'refundable', text: money(detail.refundable_fen) })),
+    field(t('order.description'), o.description),
+    field(t('order.transaction_id'), h('span', { class: 'mono', text: o.transaction_id || '' })),
+    field(t('order.openid'), h('span', { class: 'mono', text: o.openid })),
+    field(t('order.api_version'), o.api_version),
+    field(t('order.source'), o.source),
+    field(t('order.created'), dateTime(o.created_at)),
+    field(t('order.paid'), dateTime(o.paid_at)),
+    field(t('order.expires'), dateTime(o.expires_at)),
+  );
+  const items = o.items.length
+    ? table(
+        [t('item.name'), t('item.unit_price'), t('item.quantity'), t('item.subtotal')],
+        o.items.map((i) =>
+          h(
+            'tr',
+            {},
+            h('td', { text: i.name }),
+            h('td', { class: 'num', text: money(i.unit_price_fen) }),
+            h('td', { class: 'num', text: i.quantity }),
+            h('td', { class: 'num', text: money(BigInt(i.unit_price_fen) * BigInt(i.quantity)) }),
+          ),
+        ),
+      )
+    : null;
+  const refunds = detail.refunds.length
+    ? table(
+        [t('refund.no'), t('refund.amount_col'), t('refund.status'), t('refund.reason'), t('refund.created'), t('refund.success_at'), t('refund.error')],
+        detail.refunds.map((r) =>
+          h(
+            'tr',
+            { dataset: { refund: r.out_refund_no, status: r.status } },
+            h('td', { class: 'mono', text: r.out_refund_no }),
+            h('td', { class: 'num', text: money(r.amount_fen) }),
+            h('td', {}, statusBadge(r.status, 'refund_status')),
+            h('td', { text: r.reason || '' }),
+            h('td', { text: dateTime(r.created_at) }),
+            h('td', { text: dateTime(r.success_at) }),
+            h('td', { class: 'error-text', text: r.last_error || '' }),
+          ),
+        ),
+        { id: 'refunds-table' },
+      )
+    : h('p', { class: 'muted', text: t('refund.none') });
+  const webhooks = detail.webhooks.length
+    ? table(
+        [t('webhook.type'), t('webhook.id'), t('webhook.attempts'), t('webhook.delivered'), t('webhook.error')],
+        detail.webhooks.map((w) =>
+          h(
+            'tr',
+            {},
+            h('td', { class: 'mono', text: w.event_type }),
+            h('td', { class: 'mono', text: w.event_id }),
+            h('td', { class: 'num', text: w.attempts }),
+            h('td', { text: w.delivered_at ? dateTime(w.delivered_at) : t('webhook.pending') }),
+            h('td', { class: 'error-text', text: w.last_error || '' }),
+          ),
+        ),
+      )
+    : h('p', { class: 'muted', text: t('webhook.none') });
+  const refundSection = section(
+    'refund.title',
+    BigInt(detail.refundable_fen) > 0n
+      ? refundForm(detail, (flash) => {
+          refundFlash = flash;
+          render();
+        })
+      : h('p', { class: 'muted', id: 'refund-unavailable', text: t('refund.unavailable') }),
+    refunds,
+  );
+  return h(
+    'div',
+    { class: 'order-detail', dataset: { status: o.status } },
+    section('order.summary', summary, items),
+    refundSection,
+    section('timeline.title', timeline(detail.events)),
+    section('webhook.title', webhooks),
+  );
+}
+
+// ---------------------------------------------------------------- reconciliation
+
+const RESULTS = ['matched', 'missing_in_database', 'missing_in_bill', 'amount_mismatch', 'state_mismatch'];
+
+async function reconciliationView(date, refresh = false) {
+  const seq = renderSeq;
+  const day = date || cstDate(1);
+  const input = h('input', { type: 'date', id: 'bill-date', value: day, required: true });
+  const show = h('button', { type: 'submit', text: t('recon.show') });
+  const again = h('button', { type: 'button', id: 'recon-refresh', text: t('recon.refresh') });
+  const form = h('form', { class: 'inline-form', id: 'recon-form' }, h('label', {}, h('span', { text: t('recon.date') }), input), show, again);
+  const holder = h('div', { class: 'loading', text: t('recon.loading') });
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    if (input.value) location.hash = `#/reconciliation/${input.value}`;
+  });
+  again.addEventListener('click', () => {
+    if (!input.value) return;
+    const target = `#/reconciliation/${input.value}`;
+    if (location.hash !== target) history.replaceState(null, '', target);
+    renderSeq += 1;
+    reconciliationView(input.value, true);
+  });
+  replace(view, h('div', { class: 'view-head' }, h('h1', { text: t('nav.reconciliation') })), h('p', { class: 'muted', text: t('recon.help') }), form, holder);
+  let report;
+  try {
+    report = (await admin('GET', `/admin/reconciliation/${day}${refresh ? '?refresh=true' : ''}`)).body;
+  } catch (err) {
+    if (!current(seq)) return;
+    replace(holder, err.code === 'bill_not_ready'
+      ? h('div', { class: 'notice', id: 'bill-not-ready', text: `${t('recon.not_ready')} (${err.message})` })
+      : errorBox(err));
+    holder.className = '';
+    return;
+  }
+  if (!current(seq)) return;
+  holder.className = '';
+  replace(holder, reconciliationReport(report));
+}
+
+function reconciliationReport(r) {
+  const totals = (r.report && r.report.totals) || {};
+  const items = (r.report && Array.isArray(r.report.items)) ? r.report.items : [];
+  const onlyMismatches = h('input', { type: 'checkbox', id: 'only-mismatches' });
+  const summary = h(
+    'dl',
+    { class: 'fields', id: 'recon-summary' },
+    field(t('recon.status'), t(`recon.status.${r.status}`)),
+    field(t('order.api_version'), r.api_version),
+    field(t('recon.rows'), String(r.bill_rows)),
+    field(t('recon.matched'), h('strong', { class: 'ok-text', id: 'recon-matched', text: r.matched })),
+    field(t('recon.mismatched'), h('strong', { class: r.mismatched ? 'error-text' : '', id: 'recon-mismatched', text: r.mismatched })),
+    field(t('recon.bill_payments'), money(totals.bill_payments_fen ?? 0)),
+    field(t('recon.db_payments'), money(totals.db_payments_fen ?? 0)),
+    field(t('recon.bill_refunds'), money(totals.bill_refunds_fen ?? 0)),
+    field(t('recon.db_refunds'), money(totals.db_refunds_fen ?? 0)),
+    field(t('recon.generated'), dateTime(r.updated_at)),
+  );
+  const amountOf = (fen) => (fen === null || fen === undefined ? '—' : money(fen));
+  const rows = items.map((i) => {
+    const bad = i.result !== 'matched';
+    const amountDiffers = i.result === 'amount_mismatch';
+    const stateDiffers = i.result === 'state_mismatch';
+    return h(
+      'tr',
+      { class: bad ? 'mismatch' : 'matched', dataset: { result: i.result, order: i.out_trade_no } },
+      h('td', { text: t(`recon.kind.${i.kind}`) }),
+      h('td', {}, h('span', { class: `badge ${bad ? 'badge-bad' : 'badge-success'}`, text: RESULTS.includes(i.result) ? t(`recon.result.${i.result}`) : i.result })),
+      h('td', {}, orderLink(i.out_trade_no)),
+      h('td', { class: 'mono', text: i.out_refund_no || '' }),
+      h('td', { class: 'mono', text: i.transaction_id || '' }),
+      h('td', { class: `num${amountDiffers ? ' differs' : ''}`, text: amountOf(i.bill_amount_fen) }),
+      h('td', { class: `num${amountDiffers ? ' differs' : ''}`, text: amountOf(i.db_amount_fen) }),
+      h('td', { class: stateDiffers ? 'differs' : '', text: i.bill_state || '—' }),
+      h('td', { class: stateDiffers ? 'differs' : '', text: i.db_state || '—' }),
+    );
+  });
+  const itemTable = rows.length
+    ? table(
+        [t('recon.kind'), t('recon.result'), t('order.no'), t('refund.no'), t('order.transaction_id'), t('recon.bill_amount'), t('recon.db_amount'), t('recon.bill_state'), t('recon.db_state')],
+        rows,
+        { id: 'recon-items' },
+      )
+    : h('p', { class: 'muted', text: r.status === 'no_bill' ? t('recon.no_bill') : t('recon.empty') });
+  onlyMismatches.addEventListener('change', () => {
+    for (const row of rows) row.hidden = onlyMismatches.checked && row.dataset.result === 'matched';
+  });
+  return h(
+    'div',
+    { class: 'recon', dataset: { date: r.bill_date } },
+    section('recon.summary', summary),
+    section('recon.items', h('label', { class: 'check' }, onlyMismatches, h('span', { text: t('recon.only_mismatches') })), itemTable),
+  );
+}
+
+// ---------------------------------------------------------------- stats
+
+async function statsView() {
+  const seq = renderSeq;
+  const holder = h('div', { class: 'loading', text: t('loading') });
+  replace(
+    view,
+    h('div', { class: 'view-head' }, h('h1', { text: t('stats.title') }), h('button', { type: 'button', text: t('action.refresh'), onclick: () => render() })),
+    holder,
+  );
+  let hours;
+  try {
+    hours = (await admin('GET', '/admin/stats/hourly')).body.hours;
+  } catch (err) {
+    if (current(seq)) replace(holder, errorBox(err));
+    return;
+  }
+  if (!current(seq)) return;
+  holder.className = '';
+  const count = hours.reduce((n, x) => n + x.payments, 0);
+  const amount = hours.reduce((sum, x) => sum + BigInt(x.amount_fen), 0n);
+  replace(
+    holder,
+    h('section', { class: 'card' },
+      h('p', { id: 'stats-total', text: t('stats.total', { count, amount: money(amount) }) }),
+      hourlyChart(hours),
+      h('p', { class: 'legend' },
+        h('span', { class: 'swatch swatch-amount' }), h('span', { text: t('stats.amount') }),
+        h('span', { class: 'swatch swatch-count' }), h('span', { text: t('stats.count') })),
+    ),
+  );
+}
+
+// ---------------------------------------------------------------- mini-program code
+
+function wxacodeView() {
+  const scene = h('input', { id: 'wxacode-scene', value: 'shop=demo', maxlength: '32', required: true });
+  const page = h('input', { id: 'wxacode-page', placeholder: 'pages/index/index', maxlength: '128' });
+  const output = h('div', { class: 'wxacode-output', id: 'wxacode-output' });
+  const form = h(
+    'form',
+    { class: 'inline-form', id: 'wxacode-form' },
+    h('label', {}, h('span', { text: t('wxacode.scene') }), scene),
+    h('label', {}, h('span', { text: t('wxacode.page') }), page),
+    h('button', { type: 'submit', class: 'primary', text: t('wxacode.make') }),
+  );
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const query = new URLSearchParams({ scene: scene.value });
+    if (page.value.trim()) query.set('page', page.value.trim());
+    const url = `/api/wxacode?${query}`;
+    const img = h('img', { id: 'wxacode-image', alt: t('wxacode.alt', { scene: scene.value }), width: '280', height: '280' });
+    img.addEventListener('error', async () => {
+      // The image did not load: ask again for the error's text.
+      try {
+        await request('GET', url);
+        replace(output, h('div', { class: 'notice error', text: t('wxacode.failed') }));
+      } catch (err) {
+        replace(output, errorBox(err));
+      }
+    });
+    img.addEventListener('load', () => output.classList.add('loaded'));
+    img.src = url;
+    replace(output, h('figure', {}, img, h('figcaption', { class: 'mono', text: url })));
+  });
+  replace(view, h('div', { class: 'view-head' }, h('h1', { text: t('nav.wxacode') })), h('p', { class: 'muted', text: t('wxacode.help') }), h('section', { class: 'card' }, form, output));
+}
+
+// ---------------------------------------------------------------- sandbox
+
+const RATE_FAULTS = ['notify_drop_rate', 'notify_duplicate_rate', 'signtest_probe_rate', 'api_error_rate'];
+const DELAY_FAULTS = ['notify_delay_ms', 'api_latency_ms'];
+
+async function sandboxView() {
+  const seq = renderSeq;
+  if (!info.sandbox) {
+    replace(view, h('div', { class: 'notice', text: t('sandbox.absent') }));
+    return;
+  }
+  const merchant = h('div', { class: 'loading', text: t('loading') });
+  const clock = h('div');
+  const faults = h('div');
+  const deliveries = h('div');
+  replace(
+    view,
+    h('div', { class: 'view-head' }, h('h1', { text: t('nav.sandbox') })),
+    h('div', { class: 'grid-2' }, section('sandbox.merchant', merchant), section('sandbox.clock', clock)),
+    section('sandbox.faults', h('p', { class: 'muted', text: t('sandbox.faults_help') }), faults),
+    section('sandbox.deliveries', deliveries),
+  );
+  try {
+    const [m, c, f, d] = await Promise.all([
+      request('GET', '/sim/merchant'),
+      request('GET', '/sim/clock'),
+      request('GET', '/sim/faults'),
+      request('GET', '/sim/notifications'),
+    ]);
+    if (!current(seq)) return;
+    merchant.className = '';
+    replace(merchant, h('dl', { class: 'fields' },
+      field('appid', h('span', { class: 'mono', text: m.body.appid })),
+      field('mchid', h('span', { class: 'mono', text: m.body.mchid })),
+      field(t('sandbox.key_mode'), m.body.key_mode),
+      field(t('sandbox.merchant_file'), h('span', { class: 'mono', text: m.body.merchant_json || '' }))));
+    replace(clock, clockPanel(c.body));
+    replace(faults, faultForm(f.body));
+    replace(deliveries, deliveryLog(d.body.deliveries));
+  } catch (err) {
+    if (current(seq)) replace(merchant, errorBox(err));
+  }
+}
+
+function clockPanel(state) {
+  const now = h('strong', { id: 'sim-now', class: 'mono', text: state.now });
+  const offset = h('span', { id: 'sim-offset', text: t('sandbox.offset', { s: state.offset_seconds }) });
+  const message = h('p', { class: 'form-message', role: 'status' });
+  const advance = (seconds) => async () => {
+    try {
+      const answer = (await request('POST', '/sim/clock/advance', { body: { seconds } })).body;
+      now.textContent = answer.now;
+      offset.textContent = t('sandbox.offset', { s: answer.offset_seconds });
+      message.className = 'form-message ok';
+      message.textContent = t('sandbox.advanced', { n: answer.refunds_settled ?? 0 });
+    } catch (err) {
+      message.className = 'form-message error';
+      message.textContent = describeError(err);
+    }
+  };
+  return h('div', {},
+    h('p', {}, now, ' ', offset),
+    h('div', { class: 'buttons' },
+      h('button', { type: 'button', id: 'clock-hour', text: t('sandbox.plus_hour'), onclick: advance(3600) }),
+      h('button', { type: 'button', id: 'clock-day', text: t('sandbox.plus_day'), onclick: advance(86_400) })),
+    message);
+}
+
+function faultForm(faults) {
+  const inputs = {};
+  const rows = [];
+  for (const key of RATE_FAULTS) {
+    inputs[key] = h('input', { type: 'number', id: `fault-${key}`, name: key, min: '0', max: '1', step: '0.05', value: String(faults[key] ?? 0) });
+    rows.push(h('label', { class: 'fault' }, h('span', { text: t(`fault.${key}`) }), inputs[key], h('small', { class: 'muted', text: '0 – 1' })));
+  }
+  for (const key of DELAY_FAULTS) {
+    inputs[key] = h('input', { type: 'number', id: `fault-${key}`, name: key, min: '0', max: '600000', step: '100', value: String(faults[key] ?? 0) });
+    rows.push(h('label', { class: 'fault' }, h('span', { text: t(`fault.${key}`) }), inputs[key], h('small', { class: 'muted', text: 'ms' })));
+  }
+  const message = h('p', { class: 'form-message', id: 'faults-message', role: 'status' });
+  const form = h('form', { class: 'fault-form', id: 'faults-form' }, rows,
+    h('div', { class: 'buttons' },
+      h('button', { type: 'submit', class: 'primary', text: t('action.save') }),
+      h('button', { type: 'button', id: 'faults-clear', text: t('sandbox.faults_off'), onclick: () => {
+        for (const input of Object.values(inputs)) input.value = '0';
+        form.requestSubmit();
+      } })),
+    message);
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const body = {};
+    for (const [key, input] of Object.entries(inputs)) {
+      const value = Number(input.value);
+      if (!Number.isFinite(value) || value < 0) {
+        message.className = 'form-message error';
+        message.textContent = t('sandbox.fault_invalid', { name: t(`fault.${key}`) });
+        return;
+      }
+      body[key] = DELAY_FAULTS.includes(key) ? Math.trunc(value) : value;
+    }
+    try {
+      const saved = (await request('PUT', '/sim/faults', { body })).body;
+      for (const [key, input] of Object.entries(inputs)) input.value = String(saved[key]);
+      message.className = 'form-message ok';
+      message.textContent = t('sandbox.faults_saved');
+    } catch (err) {
+      message.className = 'form-message error';
+      message.textContent = describeError(err);
+    }
+  });
+  return form;
+}
+
+function deliveryLog(records) {
+  const holder = h('div', { id: 'deliveries' });
+  const draw = (list) => {
+    const rows = list.slice().reverse().map((d) => {
+      const last = d.attempts[d.attempts.length - 1];
+      const state = d.acked ? t('delivery.acked') : d.gave_up ? t('delivery.gave_up') : t('delivery.pending');
+      return h(
+        'tr',
+        { class: d.acked ? '' : 'mismatch', dataset: { order: d.out_trade_no, kind: d.kind } },
+        h('td', { class: 'num', text: d.id }),
+        h('td', { text: t(`delivery.kind.${d.kind}`) }),
+        h('td', { text: d.version }),
+        h('td', {}, orderLink(d.out_trade_no)),
+        h('td', { class: 'mono', text: d.out_refund_no || '' }),
+        h('td', { class: 'num', text: d.attempts.length }),
+        h('td', { text: last ? `${last.outcome}${last.status ? ` ${last.status}` : ''}${last.error ? ` (${last.error})` : ''}` : '' }),
+        h('td', { text: state }),
+        h('td', {}, h('details', {},
+          h('summary', { text: t('delivery.attempts') }),
+          h('ol', { class: 'attempts' }, d.attempts.map((a) => h('li', { text: `#${a.number} ${a.at} ${a.outcome}${a.status ? ` HTTP ${a.status}` : ''}${a.duplicate ? ' dup' : ''}${a.probe ? ' probe' : ''}${a.acked ? ' ack' : ''}${a.error ? ` ${a.error}` : ''}` }))),
+          d.pruned ? null : h('pre', { class: 'body', text: d.body }))),
+      );
+    });
+    replace(holder, rows.length
+      ? table(['#', t('delivery.kind'), 'API', t('order.no'), t('refund.no'), t('delivery.count'), t('delivery.last'), t('delivery.state'), ''], rows, { id: 'deliveries-table' })
+      : h('p', { class: 'muted', text: t('delivery.none') }));
+  };
+  const reload = async () => {
+    try {
+      draw((await request('GET', '/sim/notifications')).body.deliveries);
+    } catch (err) {
+      replace(holder, errorBox(err));
+    }
+  };
+  draw(records);
+  return h('div', {},
+    h('div', { class: 'buttons' },
+      h('button', { type: 'button', id: 'deliveries-refresh', text: t('action.refresh'), onclick: reload }),
+      h('button', { type: 'button', id: 'deliveries-flush', text: t('delivery.flush'), onclick: async () => {
+        try {
+          await request('POST', '/sim/notifications/flush');
+        } catch (err) {
+          replace(holder, errorBox(err));
+          return;
+        }
+        reload();
+      } })),
+    holder);
+}
+
+// ---------------------------------------------------------------- routing
+
+const ROUTES = [
+  [/^#\/orders\/([^/?]+)$/, (m) => orderView(decodeURIComponent(m[1])), true, 'orders'],
+  [/^#\/orders(?:\?(.*))?$/, (m) => ordersView(new URLSearchParams(m[1] || '')), true, 'orders'],
+  [/^#\/reconciliation(?:\/(\d{4}-\d{2}-\d{2}))?$/, (m) => reconciliationView(m[1]), true, 'reconciliation'],
+  [/^#\/stats$/, () => statsView(), true, 'stats'],
+  [/^#\/wxacode$/, () => wxacodeView(), false, 'wxacode'],
+  [/^#\/sandbox$/, () => sandboxView(), false, 'sandbox'],
+];
+
+function render() {
+  renderSeq += 1;
+  const hash = location.hash || '#/orders';
+  const route = ROUTES.find(([pattern]) => pattern.test(hash));
+  if (!route) {
+    location.hash = '#/orders';
+    return;
+  }
+  const [pattern, show, needsToken, section] = route;
+  for (const link of document.querySelectorAll('#nav a[data-view]')) {
+    link.classList.toggle('active', link.dataset.view === section);
+  }
+  if (needsToken && !storedToken()) {
+    showLogin();
+    return;
+  }
+  hideLogin();
+  Promise.resolve(show(pattern.exec(hash))).catch((err) => replace(view, errorBox(err)));
+}
+
+async function start() {
+  translatePage();
+  try {
+    info = (await request('GET', '/console/info')).body;
+  } catch {
+    // An older server: the back office still works, without the sandbox pages.
+  }
+  for (const el of document.querySelectorAll('[data-sandbox-only]')) el.hidden = !info.sandbox;
+  const mode = document.getElementById('mode');
+  const label = () => {
+    mode.textContent = `${t(info.sandbox ? 'mode.sandbox' : 'mode.merchant')}${info.api_version ? ` · API ${info.api_version}` : ''}`;
+  };
+  label();
+  bindLanguageSwitch(document.getElementById('lang'), () => {
+    label();
+    render();
+  });
+  window.addEventListener('hashchange', render);
+  render();
+}
+
+start();
