@@ -464,6 +464,19 @@ async fn an_answer_signed_by_an_unknown_key_is_not_believed() {
 }
 
 #[tokio::test]
+async fn a_public_key_merchant_that_also_expects_certificates_finds_none_without_an_error() {
+    let sim = start(KeyMode::PublicKey).await;
+    let client = client(&sim, KeyMode::Migrating);
+    assert!(client.download_certificates().await.unwrap().is_empty());
+    assert_eq!(client.refresh_certificates().await.unwrap(), 0);
+    // Answers are still verified, with the public key the requests name.
+    let openid = new_user(&sim).await;
+    let order = PrepayRequest::jsapi("Tea", &out_trade_no(), Fen::new(1), &openid, "https://m.example/n");
+    client.jsapi_prepay(&order).await.unwrap();
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn downloaded_certificates_verify_and_encrypt() {
     let sim = start(KeyMode::Certificate).await;
     let client = client(&sim, KeyMode::Certificate);
