@@ -261,7 +261,8 @@ function eventDetail(detail) {
     if (key === 'verified') cls += value === true ? ' ok' : ' bad';
     if (key === 'result' && value === 'rejected') cls += ' bad';
     if (key === 'error' || key === 'reason') cls += ' bad';
-    const text = typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value);
+    let text = typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value);
+    if (key.endsWith('_fen') && Number.isSafeInteger(value)) text = money(value);
     const label = key === 'verified' && value === true ? t('timeline.verified') : `${key}: ${text}`;
     return h('span', { class: cls, dataset: { key }, text: label });
   });
@@ -322,7 +323,7 @@ function refundForm(detail, onDone) {
       if (reason.value.trim()) body.reason = reason.value.trim();
       const answer = await admin('POST', `/admin/orders/${encodeURIComponent(detail.order.out_trade_no)}/refunds`, body);
       onDone({
-        ok: true,
+        no: answer.body.out_refund_no,
         className: 'form-message ok',
         text: t(answer.status === 202 ? 'refund.pending' : 'refund.accepted', {
           no: answer.body.out_refund_no,
@@ -369,12 +370,18 @@ async function orderView(no) {
       holder.className = '';
       replace(holder, orderDetail(detail));
       if (flash) {
+        // While the refund is processing, the form says it was accepted; once WeChat's answer
+        // arrived, it says how the refund ended.
+        const refund = detail.refunds.find((r) => r.out_refund_no === flash.no);
+        const text = refund && refund.status !== 'PROCESSING'
+          ? t('refund.ended', { no: refund.out_refund_no, status: t(`refund_status.${refund.status}`) })
+          : flash.text;
         const target = holder.querySelector('#refund-message');
         if (target) {
-          target.textContent = flash.text;
+          target.textContent = text;
           target.className = flash.className;
         } else {
-          holder.prepend(h('div', { class: `notice ${flash.ok ? 'ok' : 'error'}`, id: 'refund-message', text: flash.text }));
+          holder.prepend(h('div', { class: 'notice ok', id: 'refund-message', text }));
         }
       }
     }
@@ -545,8 +552,7 @@ function reconciliationReport(r) {
       { class: bad ? 'mismatch' : 'matched', dataset: { result: i.result, order: i.out_trade_no } },
       h('td', { text: t(`recon.kind.${i.kind}`) }),
       h('td', {}, h('span', { class: `badge ${bad ? 'badge-bad' : 'badge-success'}`, text: RESULTS.includes(i.result) ? t(`recon.result.${i.result}`) : i.result })),
-      h('td', {}, orderLink(i.out_trade_no)),
-      h('td', { class: 'mono', text: i.out_refund_no || '' }),
+      h('td', {}, orderLink(i.out_trade_no), i.out_refund_no ? h('div', { class: 'mono small muted', text: i.out_refund_no }) : null),
       h('td', { class: 'mono', text: i.transaction_id || '' }),
       h('td', { class: `num${amountDiffers ? ' differs' : ''}`, text: amountOf(i.bill_amount_fen) }),
       h('td', { class: `num${amountDiffers ? ' differs' : ''}`, text: amountOf(i.db_amount_fen) }),
@@ -556,7 +562,7 @@ function reconciliationReport(r) {
   });
   const itemTable = rows.length
     ? table(
-        [t('recon.kind'), t('recon.result'), t('order.no'), t('refund.no'), t('order.transaction_id'), t('recon.bill_amount'), t('recon.db_amount'), t('recon.bill_state'), t('recon.db_state')],
+        [t('recon.kind'), t('recon.result'), `${t('order.no')} / ${t('refund.no')}`, t('order.transaction_id'), t('recon.bill_amount'), t('recon.db_amount'), t('recon.bill_state'), t('recon.db_state')],
         rows,
         { id: 'recon-items' },
       )

@@ -160,7 +160,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(mini::healthz))
         .merge(crate::api::admin::routes())
         .merge(crate::api::metrics::routes())
-        .merge(crate::api::openapi::routes());
+        .merge(crate::api::openapi::routes())
+        .merge(crate::console::routes(state.sandbox_url.is_some()));
     if state.sandbox_url.is_some() {
         router = router
             .route("/sim", any(sim_proxy))

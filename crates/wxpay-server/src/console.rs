@@ -68,7 +68,10 @@ static ETAGS: LazyLock<HashMap<&'static str, String>> = LazyLock::new(|| {
         .iter()
         .map(|a| {
             let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, a.bytes);
-            (a.name, format!("\"{}\"", hex::encode(&digest.as_ref()[..12])))
+            (
+                a.name,
+                format!("\"{}\"", hex::encode(&digest.as_ref()[..12])),
+            )
         })
         .collect()
 });
@@ -103,7 +106,10 @@ fn security_headers(headers: &mut HeaderMap) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
 
@@ -198,9 +204,13 @@ mod tests {
     fn the_pages_load_only_local_files_and_no_inline_code() {
         for a in ASSETS.iter().filter(|a| a.name.ends_with(".html")) {
             let text = std::str::from_utf8(a.bytes).unwrap();
-            assert!(!text.contains("http://") && !text.contains("https://"), "{}", a.name);
+            assert!(
+                !text.contains("http://") && !text.contains("https://"),
+                "{}",
+                a.name
+            );
             assert!(!text.contains("style=\""), "inline style in {}", a.name);
-            assert!(!text.contains(" on"), "inline handler in {}", a.name);
+            assert!(!has_inline_handler(text), "inline handler in {}", a.name);
             for script in text.split("<script").skip(1) {
                 let open = &script[..script.find('>').unwrap()];
                 assert!(open.contains("src=\"/console/"), "{}: {open}", a.name);
@@ -208,11 +218,55 @@ mod tests {
         }
     }
 
+    /// ` onclick=`, ` onload=`, ...: an attribute starting with `on` inside a tag.
+    fn has_inline_handler(html: &str) -> bool {
+        html.split('<').skip(1).any(|tag| {
+            let tag = &tag[..tag.find('>').unwrap_or(tag.len())];
+            tag.split_whitespace().skip(1).any(|attr| {
+                attr.len() > 2 && attr[..2].eq_ignore_ascii_case("on") && attr.contains('=')
+            })
+        })
+    }
+
+    fn labels(text: &str, start: &str, end: &str) -> std::collections::BTreeSet<String> {
+        let from = text.find(start).unwrap() + start.len();
+        let to = from + text[from..].find(end).unwrap();
+        text[from..to]
+            .lines()
+            .filter_map(|l| {
+                let l = l.trim();
+                let key = l.split(": ").next()?;
+                (l.contains(": ") && !l.starts_with("//"))
+                    .then(|| key.trim_matches('\'').to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_label_exists_in_both_languages() {
+        let text = std::str::from_utf8(asset("i18n.js", false).unwrap().bytes).unwrap();
+        let zh = labels(text, "const zh = {", "\n};");
+        let en = labels(text, "const en = {", "\n};");
+        assert!(zh.len() > 100, "{}", zh.len());
+        let only_zh: Vec<_> = zh.difference(&en).collect();
+        let only_en: Vec<_> = en.difference(&zh).collect();
+        assert!(
+            only_zh.is_empty() && only_en.is_empty(),
+            "{only_zh:?} {only_en:?}"
+        );
+    }
+
     #[test]
     fn the_scripts_never_write_markup_from_strings() {
         for a in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
             let text = std::str::from_utf8(a.bytes).unwrap();
-            for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+            for sink in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "eval(",
+            ] {
                 assert!(!text.contains(sink), "{} uses {sink}", a.name);
             }
         }

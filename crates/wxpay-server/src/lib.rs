@@ -11,6 +11,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod error;
 pub mod jobs;

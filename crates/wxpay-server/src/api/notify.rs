@@ -20,6 +20,8 @@ use crate::wechat::rfc3339_ms;
 struct Refusal {
     status: StatusCode,
     reason: String,
+    /// Already logged where it was found (with the order), so that each refusal is logged once.
+    logged: bool,
 }
 
 impl Refusal {
@@ -27,6 +29,7 @@ impl Refusal {
         Refusal {
             status,
             reason: reason.into(),
+            logged: false,
         }
     }
 
@@ -40,7 +43,9 @@ fn v3_answer(kind: &str, result: Result<(), Refusal>) -> Response {
     match result {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => {
-            tracing::warn!(kind, status = r.status.as_u16(), reason = %r.reason, "v3 notification refused");
+            if !r.logged {
+                tracing::warn!(kind, status = r.status.as_u16(), reason = %r.reason, "v3 notification refused");
+            }
             (
                 r.status,
                 [(http::header::CONTENT_TYPE, "application/json")],
@@ -56,7 +61,9 @@ fn v2_answer(kind: &str, result: Result<(), Refusal>) -> Response {
     match result {
         Ok(()) => (StatusCode::OK, xml, wxpay::v2::notify::ack_success()).into_response(),
         Err(r) => {
-            tracing::warn!(kind, status = r.status.as_u16(), reason = %r.reason, "v2 notification refused");
+            if !r.logged {
+                tracing::warn!(kind, status = r.status.as_u16(), reason = %r.reason, "v2 notification refused");
+            }
             (r.status, xml, wxpay::v2::notify::ack_fail(&r.reason)).into_response()
         }
     }
@@ -84,8 +91,11 @@ async fn mismatch(state: &AppState, out_trade_no: &str, reason: String, via: &st
     {
         tracing::error!(error = %e, "recording a rejected notification");
     }
-    tracing::error!(out_trade_no, %reason, via, "verified notification does not match the order");
-    Refusal::new(StatusCode::BAD_REQUEST, reason)
+    tracing::error!(out_trade_no, %reason, via, "verified notification does not match the order: refused");
+    Refusal {
+        logged: true,
+        ..Refusal::new(StatusCode::BAD_REQUEST, reason)
+    }
 }
 
 /// Checks a verified payment against the order and applies it once.

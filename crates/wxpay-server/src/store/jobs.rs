@@ -27,7 +27,13 @@ pub struct JobState {
     pub last_outcome: Option<String>,
 }
 
-type JobRow = (String, Option<String>, Option<i64>, Option<i64>, Option<String>);
+type JobRow = (
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
 
 /// `$1` is now, the last parameter the limit.
 fn claim_orders_sql(backend: Backend, condition: &str, limit_param: usize) -> String {

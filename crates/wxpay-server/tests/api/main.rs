@@ -3,6 +3,7 @@
 
 mod admin;
 mod config;
+mod console;
 mod helpers;
 mod jobs;
 mod login;

@@ -77,8 +77,6 @@ pub fn eager_jobs(state: &wxpay_server::AppState) -> Jobs {
         state.clone(),
         JobOptions {
             reconcile_after: Duration::ZERO,
-            requery_every: Duration::ZERO,
-            close_retry_every: Duration::ZERO,
             refund_retry_every: Duration::ZERO,
             refund_check_every: Duration::ZERO,
             webhook_backoff: Duration::ZERO,
@@ -218,7 +216,10 @@ impl LogCapture {
 
     /// Forgets what was logged so far.
     pub fn clear(&self) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// Lines containing `needle`.
@@ -392,7 +393,9 @@ impl Proxy {
 
 async fn proxy_handler(State(state): State<ProxyState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
     let path = parts.uri.path().to_owned();
     let out_refund_no = serde_json::from_slice::<Value>(&body)
         .ok()
@@ -666,4 +669,22 @@ pub fn temp_dir(name: &str) -> PathBuf {
         .join(format!("{name}-{}", crate::helpers::random_name()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// The sandbox's demo catalog, for servers in merchant mode (which start with none).
+pub async fn seed_catalog(store: &wxpay_server::store::Store) {
+    for (sku, name, price_fen, description) in wxpay_server::app::SANDBOX_PRODUCTS {
+        store
+            .insert_product_if_absent(
+                sku,
+                &wxpay_server::store::NewProduct {
+                    name: (*name).to_owned(),
+                    description: (*description).to_owned(),
+                    price_fen: *price_fen,
+                    active: true,
+                },
+            )
+            .await
+            .unwrap();
+    }
 }

@@ -127,7 +127,8 @@ pub async fn run(args: &LoadArgs, err: &mut dyn Write) -> Result<Report, Failure
     // Measured before the processes exist, so that nothing else of this run competes.
     let rsa = tokio::task::block_in_place(|| measure_rsa(Duration::from_secs(1)))?;
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let (sim, sim_url) = tokio::task::block_in_place(|| start_simulator(&scratch, &common.log_level))?;
+    let (sim, sim_url) =
+        tokio::task::block_in_place(|| start_simulator(&scratch, &common.log_level))?;
     let database = BenchDatabase::create(common.database.as_deref(), &scratch).await?;
     let result = run_with(args, err, &scratch, &sim, &sim_url, &database, rsa, cores).await;
     drop(sim);
@@ -141,10 +142,9 @@ pub async fn run(args: &LoadArgs, err: &mut dyn Write) -> Result<Report, Failure
         load_average().map_or("?".into(), |l| format!("{l:.2}"))
     ));
     if common.keep {
-        report.text.push_str(&format!(
-            "\nkept: {}",
-            scratch.path().display()
-        ));
+        report
+            .text
+            .push_str(&format!("\nkept: {}", scratch.path().display()));
     }
     Ok(report)
 }
@@ -164,13 +164,15 @@ async fn run_with(
     let buyers = args.buyers as usize;
     let http = http_client(buyers * 2)?;
     let admin_token = wxpay::nonce::random_string(32);
-    let env = server_env(scratch, sim_url, &database.url, common.api, &admin_token);
+    let env = server_env(scratch, sim_url, &database.url, common, &admin_token);
     let (server, base, startup) = start_server(scratch, &env, &common.log_level, &http).await?;
 
     let product = http
         .put(format!("{base}/admin/products/{SKU}"))
         .bearer_auth(&admin_token)
-        .json(&json!({"name": "Bench coffee", "description": "wxpay bench", "price_fen": PRICE_FEN}))
+        .json(
+            &json!({"name": "Bench coffee", "description": "wxpay bench", "price_fen": PRICE_FEN}),
+        )
         .send()
         .await
         .map_err(|e| Failure::runtime(format!("PUT /admin/products: {e}")))?;
@@ -202,9 +204,18 @@ async fn run_with(
         if before.is_none() && Instant::now() >= shared.measure_from {
             before = Some(Snapshot::take(&http, &base, &server, sim).await?);
         }
-        progress(err, started, total, shared.completed.load(Ordering::Relaxed), "orders");
-        let next = (Instant::now() + Duration::from_millis(250))
-            .min(if before.is_none() { shared.measure_from } else { shared.measure_until });
+        progress(
+            err,
+            started,
+            total,
+            shared.completed.load(Ordering::Relaxed),
+            "orders",
+        );
+        let next = (Instant::now() + Duration::from_millis(250)).min(if before.is_none() {
+            shared.measure_from
+        } else {
+            shared.measure_until
+        });
         tokio::time::sleep_until(next.into()).await;
     }
     let before = match before {
@@ -213,7 +224,13 @@ async fn run_with(
     };
     let after = Snapshot::take(&http, &base, &server, sim).await?;
     shared.stop.store(true, Ordering::Relaxed);
-    progress(err, started, total, shared.completed.load(Ordering::Relaxed), "orders");
+    progress(
+        err,
+        started,
+        total,
+        shared.completed.load(Ordering::Relaxed),
+        "orders",
+    );
     progress_done(err);
 
     let mut merged = BuyerResult::default();
@@ -258,8 +275,16 @@ async fn run_with(
     let notifications_per_sec = (acked(&after.scrape) - acked(&before.scrape)) / window;
     let histogram = "wxpay_http_request_duration_seconds";
     let notify_buckets = |s: &Scrape| s.buckets(histogram, &[notify_route.as_str()]);
-    let notify_p50 = bucket_quantile(&notify_buckets(&before.scrape), &notify_buckets(&after.scrape), 0.5);
-    let notify_p99 = bucket_quantile(&notify_buckets(&before.scrape), &notify_buckets(&after.scrape), 0.99);
+    let notify_p50 = bucket_quantile(
+        &notify_buckets(&before.scrape),
+        &notify_buckets(&after.scrape),
+        0.5,
+    );
+    let notify_p99 = bucket_quantile(
+        &notify_buckets(&before.scrape),
+        &notify_buckets(&after.scrape),
+        0.99,
+    );
 
     let per_order = |a: f64, b: f64| (b - a) / orders as f64;
     let cpu_server = per_order(before.server.cpu_secs, after.server.cpu_secs);
@@ -277,7 +302,12 @@ async fn run_with(
             // the paySign, the server the prepay answer and the notification.
             let seconds = signatures / rsa.sign_per_sec + (4.0 + extra) / rsa.verify_per_sec;
             let with_verify = cores as f64 / seconds;
-            (Some(signatures), Some(bound), Some(with_verify), Some(orders_per_sec / bound))
+            (
+                Some(signatures),
+                Some(bound),
+                Some(with_verify),
+                Some(orders_per_sec / bound),
+            )
         }
         Api::V2 => (None, None, None, None),
     };
@@ -314,7 +344,7 @@ async fn run_with(
         "orders": orders,
         "orders_per_sec": round3(orders_per_sec),
         "notifications_per_sec": round3(notifications_per_sec),
-        "polls_per_order": round3(merged.polls as f64 / orders as f64),
+        "polls_per_order": round3(merged.polls as f64 / merged.samples[6].count().max(1) as f64),
         "p50_ms": round3(p50_ms),
         "p99_ms": round3(p99_ms),
         "max_ms": round3(max_ms),
@@ -449,10 +479,8 @@ async fn count_queries(database: &BenchDatabase) -> QueryCount {
     };
     let result = QueryCount {
         paid: count("SELECT COUNT(*) FROM orders WHERE status = 'SUCCESS'").await,
-        queries: count(
-            "SELECT COUNT(*) FROM order_events WHERE kind IN ('query', 'query_failed')",
-        )
-        .await,
+        queries: count("SELECT COUNT(*) FROM order_events WHERE kind IN ('query', 'query_failed')")
+            .await,
     };
     store.close().await;
     result
@@ -517,7 +545,11 @@ async fn visit(shared: &Shared, r: &mut BuyerResult) -> Result<(), String> {
         }};
     }
 
-    let user = step!(0, http.post(format!("{}/sim/users", shared.sim)).json(&json!({})));
+    let user = step!(
+        0,
+        http.post(format!("{}/sim/users", shared.sim))
+            .json(&json!({}))
+    );
     let openid = text_field(&user, "openid")?;
     let code = text_field(&user, "code")?;
     let login = step!(
@@ -538,7 +570,10 @@ async fn visit(shared: &Shared, r: &mut BuyerResult) -> Result<(), String> {
         return Err(format!("create_order: no payment object in {order}"));
     }
     payment["openid"] = json!(openid);
-    let paid = step!(3, http.post(format!("{}/sim/pay", shared.sim)).json(&payment));
+    let paid = step!(
+        3,
+        http.post(format!("{}/sim/pay", shared.sim)).json(&payment)
+    );
     if paid["errMsg"] != "requestPayment:ok" {
         return Err(format!("sim_pay: {paid}"));
     }

@@ -86,6 +86,17 @@ pub struct CommonArgs {
     /// Keep the temporary directory (databases, logs, the simulator's keys) and print its path.
     #[arg(long)]
     pub keep: bool,
+    /// An extra setting of the server, e.g. `WXPAY_DATABASE_MAX_CONNECTIONS=4` (repeatable; to
+    /// compare configurations).
+    #[arg(long = "server-env", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    pub server_env: Vec<(String, String)>,
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if key.starts_with("WXPAY_") => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not WXPAY_KEY=VALUE")),
+    }
 }
 
 /// `wxpay bench [--buyers N] ...`
@@ -215,9 +226,8 @@ impl Scratch {
             std::process::id(),
             wxpay::nonce::random_string(8)
         ));
-        std::fs::create_dir_all(&path).map_err(|e| {
-            Failure::runtime(format!("cannot create {}: {e}", path.display()))
-        })?;
+        std::fs::create_dir_all(&path)
+            .map_err(|e| Failure::runtime(format!("cannot create {}: {e}", path.display())))?;
         Ok(Scratch { path, keep })
     }
 
@@ -257,7 +267,7 @@ impl ChildProcess {
     pub fn spawn(
         name: &'static str,
         args: &[&str],
-        env: &[(&str, String)],
+        env: &[(String, String)],
         dir: &Path,
         log_level: &str,
     ) -> Result<Self, Failure> {
@@ -393,7 +403,12 @@ impl ProcStats {
             .map_or("", |(_, rest)| rest)
             .split_whitespace()
             .collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         // utime and stime are fields 14 and 15 of the line; the first after ')' is field 3.
         let cpu_secs = (ticks(11) + ticks(12)) as f64 / clock_ticks_per_sec();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -467,14 +482,8 @@ impl Samples {
 
     /// How many were recorded.
     #[must_use]
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.micros.len()
-    }
-
-    /// Whether none was recorded.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.micros.is_empty()
     }
 
     /// p50, p99 and max in milliseconds (zeros without samples). Sorts the samples.
@@ -572,7 +581,8 @@ impl BenchDatabase {
         let mut conn = sqlx::PgConnection::connect(url)
             .await
             .map_err(|e| Failure::runtime(format!("--database: cannot connect: {e}")))?;
-        conn.execute(format!("CREATE DATABASE {name}").as_str())
+        // The name is made here of lowercase letters and digits: nothing to inject.
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .await
             .map_err(|e| Failure::runtime(format!("--database: CREATE DATABASE failed: {e}")))?;
         let _ = conn.close().await;
@@ -590,7 +600,9 @@ impl BenchDatabase {
             && let Ok(mut conn) = sqlx::PgConnection::connect(url).await
         {
             let _ = conn
-                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
                 .await;
             let _ = conn.close().await;
         }
@@ -619,7 +631,10 @@ fn with_database(url: &str, name: &str) -> String {
 ///
 /// # Errors
 /// [`Failure::Runtime`] when it does not start within a minute (the first start makes keys).
-pub fn start_simulator(scratch: &Scratch, log_level: &str) -> Result<(ChildProcess, String), Failure> {
+pub fn start_simulator(
+    scratch: &Scratch,
+    log_level: &str,
+) -> Result<(ChildProcess, String), Failure> {
     let state_dir = scratch.path().join("sim");
     let state = state_dir.to_string_lossy().into_owned();
     let sim = ChildProcess::spawn(
@@ -634,16 +649,17 @@ pub fn start_simulator(scratch: &Scratch, log_level: &str) -> Result<(ChildProce
 }
 
 /// The settings the server gets: the simulator's merchant, the simulator as WeChat, the run's
-/// database, a free port, an admin token.
+/// database, a free port, an admin token, and no rate limits.
 #[must_use]
 pub fn server_env(
     scratch: &Scratch,
     sim_url: &str,
     database_url: &str,
-    api: Api,
+    common: &CommonArgs,
     admin_token: &str,
-) -> Vec<(&'static str, String)> {
-    vec![
+) -> Vec<(String, String)> {
+    let api = common.api;
+    let mut env: Vec<(String, String)> = [
         (
             "WXPAY_MERCHANT_FILE",
             scratch
@@ -659,7 +675,16 @@ pub fn server_env(
         ("WXPAY_API_VERSION", api.as_str().to_owned()),
         ("WXPAY_LISTEN", "127.0.0.1:0".to_owned()),
         ("WXPAY_ADMIN_TOKEN", admin_token.to_owned()),
+        // Every buyer logs in from 127.0.0.1: the per-IP login limit would measure itself.
+        ("WXPAY_RATE_LIMIT_LOGIN_PER_MINUTE", "0".to_owned()),
+        ("WXPAY_RATE_LIMIT_ORDERS_PER_MINUTE", "0".to_owned()),
     ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    // Later entries win when the child's environment is built.
+    env.extend(common.server_env.iter().cloned());
+    env
 }
 
 /// Starts `wxpay serve` and waits until `/healthz` answers 200. Returns the process, its base
@@ -669,15 +694,17 @@ pub fn server_env(
 /// [`Failure::Runtime`] when it does not become healthy within a minute.
 pub async fn start_server(
     scratch: &Scratch,
-    env: &[(&str, String)],
+    env: &[(String, String)],
     log_level: &str,
     http: &reqwest::Client,
 ) -> Result<(ChildProcess, String, Duration), Failure> {
     let server = ChildProcess::spawn("serve", &["serve"], env, scratch.path(), log_level)?;
-    let api = tokio::task::block_in_place(|| {
-        server.wait_for_line("API:", Duration::from_secs(60))
-    })?;
-    let base = api.trim_end_matches('/').trim_end_matches("/api").to_owned();
+    let api =
+        tokio::task::block_in_place(|| server.wait_for_line("API:", Duration::from_secs(60)))?;
+    let base = api
+        .trim_end_matches('/')
+        .trim_end_matches("/api")
+        .to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(r) = http.get(format!("{base}/healthz")).send().await
@@ -895,7 +922,10 @@ mod tests {
             with_database("postgres://u:p@h/test?sslmode=disable", "b1"),
             "postgres://u:p@h/b1?sslmode=disable"
         );
-        assert_eq!(with_database("postgres://h:5432", "b1"), "postgres://h:5432/b1");
+        assert_eq!(
+            with_database("postgres://h:5432", "b1"),
+            "postgres://h:5432/b1"
+        );
     }
 
     #[test]

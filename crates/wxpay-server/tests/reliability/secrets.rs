@@ -1,0 +1,212 @@
+//! Scenario 8: secrets. A full run through the public API, for v3 and v2 (login, catalog,
+//! orders, payment parameters, payment, notifications, queries, close, refunds and their
+//! notifications, every admin view, errors, forged notifications), with every log line (debug
+//! level and above, server and simulator) and every response body kept, then searched for the
+//! API v2 key, the APIv3 key, the app secret, the private keys' PEM lines and every session_key.
+//! The crash and many-instance scenarios search their child processes' logs the same way.
+
+use secrecy::ExposeSecret as _;
+use serde_json::{Value, json};
+use wxpay_server::jobs::JobKind;
+use wxpay_server::store::Backend;
+
+use crate::harness::{Sandbox, Secrets, capture_logs, eager_jobs, figures, sandbox};
+use crate::helpers::Answer;
+
+#[derive(Default)]
+struct Responses {
+    bodies: Vec<u8>,
+    count: usize,
+}
+
+impl Responses {
+    fn keep(&mut self, a: Answer) -> Answer {
+        self.bodies.extend_from_slice(&a.bytes);
+        self.bodies.push(b'\n');
+        self.count += 1;
+        a
+    }
+}
+
+async fn full_run(s: &Sandbox, r: &mut Responses) {
+    let app = &s.app;
+    let admin = app
+        .state
+        .admin_token
+        .as_ref()
+        .unwrap()
+        .expose_secret()
+        .to_owned();
+    let (openid, code) = app.sim_user().await;
+    let login = r.keep(app.login_with(&code).await);
+    let token = login.body["token"].as_str().unwrap().to_owned();
+    r.keep(app.login_with(&code).await); // a used code: refused
+    r.keep(app.login_with("not-a-code").await);
+    r.keep(app.get("/api/products", None).await);
+    let created = r.keep(
+        app.create_order(
+            &token,
+            json!([{"sku": "coffee", "quantity": 2}, {"sku": "cake", "quantity": 1}]),
+        )
+        .await,
+    );
+    let no = created.body["out_trade_no"].as_str().unwrap().to_owned();
+    let again = r.keep(app.payment(&token, &no).await);
+    r.keep(app.sim_pay(&again.body["payment"], &openid).await);
+    app.flush().await;
+    r.keep(app.order(&token, &no).await);
+    r.keep(app.get("/api/orders", Some(&token)).await);
+    let second = r.keep(
+        app.create_order(&token, json!([{"sku": "tea", "quantity": 1}]))
+            .await,
+    );
+    let second_no = second.body["out_trade_no"].as_str().unwrap().to_owned();
+    r.keep(app.order(&token, &second_no).await);
+    r.keep(app.close(&token, &second_no).await);
+    r.keep(app.payment(&token, &second_no).await); // closed: refused
+    r.keep(app.order(&token, "WX00000000000000unknown").await);
+    r.keep(app.get("/api/orders", Some("wrong-token")).await);
+    r.keep(
+        app.get("/api/wxacode?scene=a%3D1&page=pages/index/index", None)
+            .await,
+    );
+    // Refunds, partial then the rest.
+    for amount in [1000, 1000] {
+        let refund = r.keep(
+            app.post_json(
+                &format!("/admin/orders/{no}/refunds"),
+                Some(&admin),
+                &json!({"amount_fen": amount, "reason": "顾客要求"}),
+            )
+            .await,
+        );
+        let out_refund_no = refund.body["out_refund_no"].as_str().unwrap().to_owned();
+        let jobs = eager_jobs(&app.state);
+        for _ in 0..100 {
+            app.flush().await;
+            jobs.drain(JobKind::FollowRefunds, 5).await.unwrap();
+            let shown = r.keep(
+                app.get(&format!("/admin/refunds/{out_refund_no}"), Some(&admin))
+                    .await,
+            );
+            if shown.body["status"] != "PROCESSING" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    r.keep(
+        app.post_json(
+            &format!("/admin/orders/{no}/refunds"),
+            Some(&admin),
+            &json!({"amount_fen": 999999}),
+        )
+        .await,
+    );
+    for path in [
+        "/admin/orders".to_owned(),
+        format!("/admin/orders/{no}"),
+        "/admin/products".into(),
+        "/admin/stats/hourly".into(),
+        "/admin/webhooks".into(),
+        "/admin/jobs".into(),
+        format!("/admin/reconciliation/{}", today()),
+        "/admin/reconciliation/2020-01-01".into(),
+    ] {
+        r.keep(app.get(&path, Some(&admin)).await);
+    }
+    r.keep(
+        app.get("/admin/orders", Some("wrong-admin-token-000000000"))
+            .await,
+    );
+    let buyer = app.sim_user().await.0;
+    r.keep(
+        app.post_json(
+            "/admin/orders",
+            Some(&admin),
+            &json!({"openid": buyer, "amount_fen": 1, "description": "admin order"}),
+        )
+        .await,
+    );
+    r.keep(
+        app.send(
+            app.http
+                .put(format!("{}/admin/products/tea", app.base))
+                .bearer_auth(&admin)
+                .json(&json!({"name": "Tea", "price_fen": 1300})),
+        )
+        .await,
+    );
+    for path in ["/healthz", "/metrics", "/openapi.json", "/no/such/route"] {
+        r.keep(app.get(path, None).await);
+    }
+    // Forged notifications: their refusals are logged.
+    let genuine: Value =
+        serde_json::from_str(&s.sim.dispatcher.records(Some(&no))[0].body).unwrap_or(Value::Null);
+    r.keep(
+        app.send(
+            app.http
+                .post(format!("{}/notify/v3/pay", app.base))
+                .header("wechatpay-signature", "bad")
+                .body(genuine.to_string()),
+        )
+        .await,
+    );
+    r.keep(
+        app.send(
+            app.http
+                .post(format!("{}/notify/v2/pay", app.base))
+                .body("<xml><sign>00</sign></xml>"),
+        )
+        .await,
+    );
+    r.keep(
+        app.send(
+            app.http
+                .post(format!("{}/notify/v2/refund", app.base))
+                .body("<xml><return_code>SUCCESS</return_code><req_info>AAAA</req_info></xml>"),
+        )
+        .await,
+    );
+    // The simulator's own views (the sandbox proxies them).
+    r.keep(app.get(&format!("/sim/orders/{no}"), None).await);
+    r.keep(app.get("/sim/notifications", None).await);
+    r.keep(app.get("/sim/merchant", None).await);
+}
+
+fn today() -> String {
+    let d = time::OffsetDateTime::now_utc()
+        .to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap())
+        .date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+#[tokio::test]
+async fn no_secret_in_any_log_line_or_response() {
+    let (logs, _guard) = capture_logs();
+    let mut responses = Responses::default();
+    let mut secrets = Secrets::of_sandbox();
+    let mut session_keys = 0;
+    for version in ["v3", "v2"] {
+        let s = sandbox(Backend::Sqlite, version, |_| {}).await;
+        full_run(&s, &mut responses).await;
+        let before = secrets.named.len();
+        secrets = secrets.with_session_keys(s.app.state.store.pool()).await;
+        session_keys += secrets.named.len() - before;
+    }
+    let logs = logs.text();
+    assert!(logs.lines().count() > 100, "the logs were not captured");
+    secrets.assert_absent("the logs", &logs);
+    secrets.assert_absent("the responses", &String::from_utf8_lossy(&responses.bodies));
+    figures(
+        "scenario 8 secrets",
+        &[
+            ("log_lines", logs.lines().count().to_string()),
+            ("responses", responses.count.to_string()),
+            ("response_bytes", responses.bodies.len().to_string()),
+            ("secrets_searched", secrets.named.len().to_string()),
+            ("session_keys", session_keys.to_string()),
+            ("found", "0".into()),
+        ],
+    );
+}
