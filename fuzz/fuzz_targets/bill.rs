@@ -15,7 +15,8 @@ fuzz_target!(|data: &[u8]| {
         }
         if let Ok(bill) = wxpay::bill::parse_fund_flow_bill(text) {
             if let Ok(printed) = bill.to_text() {
-                let again = wxpay::bill::parse_fund_flow_bill(&printed).expect("printed bill parses");
+                let again =
+                    wxpay::bill::parse_fund_flow_bill(&printed).expect("printed bill parses");
                 assert_eq!(again.rows.len(), bill.rows.len());
             }
         }

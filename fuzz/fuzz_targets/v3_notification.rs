@@ -48,7 +48,10 @@ fuzz_target!(|data: &[u8]| {
     assert!(parse_notification(keys, &headers, body, 1_700_000_000).is_err());
     let _ = decrypt_verified(&key, data);
     // The same bytes as the decrypted resource of a payment and of a refund notification.
-    for (event_type, original_type) in [("TRANSACTION.SUCCESS", "transaction"), ("REFUND.SUCCESS", "refund")] {
+    for (event_type, original_type) in [
+        ("TRANSACTION.SUCCESS", "transaction"),
+        ("REFUND.SUCCESS", "refund"),
+    ] {
         let Ok(ciphertext) = key.encrypt("0123456789ab", original_type, data) else {
             continue;
         };

@@ -23,7 +23,15 @@ fn bench(args: &[&str]) -> Value {
 
 #[test]
 fn buyers_complete_orders_and_the_report_has_its_fields() {
-    let report = bench(&["--duration", "2s", "--warmup", "500ms", "--buyers", "2", "--json"]);
+    let report = bench(&[
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+        "--buyers",
+        "2",
+        "--json",
+    ]);
     assert_eq!(report["api"], "v3");
     assert_eq!(report["database"], "sqlite");
     assert!(report["orders"].as_u64().unwrap() > 0, "{report}");
@@ -46,7 +54,13 @@ fn buyers_complete_orders_and_the_report_has_its_fields() {
     // answer and the notification.
     assert_eq!(report["server_signatures_per_order"], 2);
     assert_eq!(report["simulator_signatures_per_order"], 2);
-    for endpoint in ["login", "create_order", "get_order", "sim_pay", "paid_visible"] {
+    for endpoint in [
+        "login",
+        "create_order",
+        "get_order",
+        "sim_pay",
+        "paid_visible",
+    ] {
         assert!(
             report["endpoints"][endpoint]["count"].as_u64().unwrap() > 0,
             "{endpoint}: {report}"
@@ -56,7 +70,17 @@ fn buyers_complete_orders_and_the_report_has_its_fields() {
 
 #[test]
 fn api_v2_has_no_rsa_bound() {
-    let report = bench(&["--api", "v2", "--duration", "1s", "--warmup", "500ms", "--buyers", "2", "--json"]);
+    let report = bench(&[
+        "--api",
+        "v2",
+        "--duration",
+        "1s",
+        "--warmup",
+        "500ms",
+        "--buyers",
+        "2",
+        "--json",
+    ]);
     assert_eq!(report["api"], "v2");
     assert!(report["orders"].as_u64().unwrap() > 0, "{report}");
     assert!(report["rsa_bound_orders_per_sec"].is_null());

@@ -384,7 +384,8 @@ impl Dispatcher {
             )
         };
         let faults = self.faults.get();
-        let delay = Duration::from_millis(faults.notify_delay_ms) + jitter(faults.notify_shuffle_ms);
+        let delay =
+            Duration::from_millis(faults.notify_delay_ms) + jitter(faults.notify_shuffle_ms);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }

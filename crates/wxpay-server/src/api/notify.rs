@@ -145,6 +145,13 @@ async fn apply_payment(
         );
         return Err(mismatch(state, &order.out_trade_no, reason, &via).await);
     }
+    if order.status.is_paid() {
+        // A repeat (WeChat redelivers until acknowledged, often concurrently). A paid order never
+        // becomes unpaid again, so this read settles it and `mark_paid` would change nothing:
+        // acknowledging without taking SQLite's single write lock keeps repeats off the queue
+        // of the writes that matter.
+        return Ok(());
+    }
     match state
         .store
         .mark_paid(&p)

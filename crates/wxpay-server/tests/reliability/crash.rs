@@ -102,7 +102,7 @@ async fn buyer(shared: Arc<Shared>, n: usize) {
         };
         assert_eq!(status, 201, "{created}");
         let no = created["out_trade_no"].as_str().unwrap().to_owned();
-        if (n + round) % 7 == 0 {
+        if (n + round).is_multiple_of(7) {
             continue; // left unpaid
         }
         let mut body = created["payment"].clone();

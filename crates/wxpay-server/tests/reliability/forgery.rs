@@ -244,10 +244,9 @@ async fn forged_and_replayed_notifications_are_refused_and_logged_once() {
         .as_str()
         .unwrap()
         .to_owned();
-    let flipped = if ct.starts_with('A') {
-        format!("B{}", &ct[1..])
-    } else {
-        format!("A{}", &ct[1..])
+    let flipped = match ct.strip_prefix('A') {
+        Some(rest) => format!("B{rest}"),
+        None => format!("A{}", &ct[1..]),
     };
     tampered["resource"]["ciphertext"] = json!(flipped);
     let tampered = tampered.to_string();

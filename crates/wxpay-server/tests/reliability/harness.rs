@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use serde_json::{Value, json};
@@ -221,15 +221,6 @@ impl LogCapture {
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
     }
-
-    /// Lines containing `needle`.
-    pub fn lines_with(&self, needle: &str) -> Vec<String> {
-        self.text()
-            .lines()
-            .filter(|l| l.contains(needle))
-            .map(str::to_owned)
-            .collect()
-    }
 }
 
 /// Captures every log event of this thread, at debug level and above, until the guard drops.
@@ -334,12 +325,15 @@ pub enum ProxyMode {
     Status500,
 }
 
+/// Method, path, and the `out_refund_no` of a refund body.
+type Call = (String, String, Option<String>);
+
 #[derive(Clone)]
 struct ProxyState {
     target: String,
     http: reqwest::Client,
     mode: Arc<Mutex<ProxyMode>>,
-    calls: Arc<Mutex<Vec<(String, String, Option<String>)>>>,
+    calls: Arc<Mutex<Vec<Call>>>,
 }
 
 /// A reverse proxy to the simulator that records every call (method, path, `out_refund_no` of
@@ -385,10 +379,6 @@ impl Proxy {
     pub fn count(&self, method: &str, prefix: &str) -> usize {
         self.calls(method, prefix).len()
     }
-
-    pub fn total(&self) -> usize {
-        self.state.calls.lock().unwrap().len()
-    }
 }
 
 async fn proxy_handler(State(state): State<ProxyState>, request: Request) -> Response {
@@ -429,7 +419,7 @@ async fn proxy_handler(State(state): State<ProxyState>, request: Request) -> Res
         .http
         .request(parts.method, target)
         .headers(headers)
-        .body(Bytes::from(body))
+        .body(body)
         .send()
         .await;
     if let ProxyMode::LoseAnswers(prefix) = &mode
@@ -587,10 +577,6 @@ impl ServerProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-
-    pub fn running(&self) -> bool {
-        self.child.is_some()
     }
 
     pub fn log_text(&self) -> String {

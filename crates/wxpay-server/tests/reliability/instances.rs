@@ -337,7 +337,18 @@ async fn three_instances_change_each_order_once_and_do_each_job_item_once() {
     let mut query_calls = 0;
     for (no, _, _) in lost {
         let calls = proxy.count("GET", &format!("/v3/pay/transactions/out-trade-no/{no}"));
-        assert_eq!(calls, 1, "{no} queried once: {:?} {:?}", proxy.calls("GET", "/"), sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(format!("SELECT kind, detail FROM order_events WHERE out_trade_no = '{no}'"))).fetch_all(&pool).await.unwrap());
+        assert_eq!(
+            calls,
+            1,
+            "{no} queried once: {:?} {:?}",
+            proxy.calls("GET", "/"),
+            sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(format!(
+                "SELECT kind, detail FROM order_events WHERE out_trade_no = '{no}'"
+            )))
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        );
         query_calls += calls;
     }
     let mut refund_sends = 0;

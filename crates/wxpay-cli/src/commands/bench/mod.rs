@@ -525,7 +525,7 @@ pub struct LatencySummary {
 impl LatencySummary {
     /// As JSON.
     #[must_use]
-    pub fn to_json(&self) -> Value {
+    pub fn to_json(self) -> Value {
         json!({
             "count": self.count,
             "errors": self.errors,
