@@ -471,7 +471,13 @@ async fn a_public_key_merchant_that_also_expects_certificates_finds_none_without
     assert_eq!(client.refresh_certificates().await.unwrap(), 0);
     // Answers are still verified, with the public key the requests name.
     let openid = new_user(&sim).await;
-    let order = PrepayRequest::jsapi("Tea", &out_trade_no(), Fen::new(1), &openid, "https://m.example/n");
+    let order = PrepayRequest::jsapi(
+        "Tea",
+        &out_trade_no(),
+        Fen::new(1),
+        &openid,
+        "https://m.example/n",
+    );
     client.jsapi_prepay(&order).await.unwrap();
     sim.shutdown().await;
 }

@@ -151,19 +151,33 @@ impl ClientIdentity {
     /// # Errors
     /// When the file is not a PKCS#12 store, the password is wrong, or it holds no key.
     pub fn from_pkcs12(der: &[u8], password: &str) -> Result<Self, crate::CryptoError> {
-        let store = p12_keystore::KeyStore::from_pkcs12(der, password, p12_keystore::Pkcs12ImportPolicy::Relaxed)
-            .map_err(|e| crate::CryptoError::InvalidKey(format!("PKCS#12: {e}")))?;
+        let store = p12_keystore::KeyStore::from_pkcs12(
+            der,
+            password,
+            p12_keystore::Pkcs12ImportPolicy::Relaxed,
+        )
+        .map_err(|e| crate::CryptoError::InvalidKey(format!("PKCS#12: {e}")))?;
         let (_, chain) = store
             .private_key_chain()
             .ok_or_else(|| crate::CryptoError::InvalidKey("PKCS#12 holds no private key".into()))?;
-        let mut pem = pem_rfc7468::encode_string("PRIVATE KEY", pem_rfc7468::LineEnding::LF, chain.key().as_der())
-            .map_err(|e| crate::CryptoError::InvalidKey(e.to_string()))?;
+        let mut pem = pem_rfc7468::encode_string(
+            "PRIVATE KEY",
+            pem_rfc7468::LineEnding::LF,
+            chain.key().as_der(),
+        )
+        .map_err(|e| crate::CryptoError::InvalidKey(e.to_string()))?;
         for cert in chain.certs() {
-            let text = pem_rfc7468::encode_string("CERTIFICATE", pem_rfc7468::LineEnding::LF, cert.as_der())
-                .map_err(|e| crate::CryptoError::InvalidCertificate(e.to_string()))?;
+            let text = pem_rfc7468::encode_string(
+                "CERTIFICATE",
+                pem_rfc7468::LineEnding::LF,
+                cert.as_der(),
+            )
+            .map_err(|e| crate::CryptoError::InvalidCertificate(e.to_string()))?;
             pem.push_str(&text);
         }
-        Ok(ClientIdentity { pem: pem.into_bytes() })
+        Ok(ClientIdentity {
+            pem: pem.into_bytes(),
+        })
     }
 }
 
@@ -185,7 +199,13 @@ impl RawResponse {
         self.headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
     }
 }
 
@@ -221,9 +241,14 @@ impl OutgoingRequest {
     ///
     /// # Errors
     /// When the value contains characters not allowed in a header.
-    pub fn header(mut self, name: http::header::HeaderName, value: &str) -> Result<Self, crate::Error> {
-        let value = http::HeaderValue::from_str(value)
-            .map_err(|_| crate::Error::InvalidRequest(format!("invalid value for header {name}")))?;
+    pub fn header(
+        mut self,
+        name: http::header::HeaderName,
+        value: &str,
+    ) -> Result<Self, crate::Error> {
+        let value = http::HeaderValue::from_str(value).map_err(|_| {
+            crate::Error::InvalidRequest(format!("invalid value for header {name}"))
+        })?;
         self.headers.insert(name, value);
         Ok(self)
     }
@@ -256,7 +281,10 @@ impl HttpClient {
     ///
     /// # Errors
     /// When the identity or a root certificate cannot be loaded.
-    pub fn with_identity(config: &HttpConfig, identity: &ClientIdentity) -> Result<Self, crate::Error> {
+    pub fn with_identity(
+        config: &HttpConfig,
+        identity: &ClientIdentity,
+    ) -> Result<Self, crate::Error> {
         Self::build(config, Some(identity))
     }
 
@@ -290,7 +318,10 @@ impl HttpClient {
     ///
     /// # Errors
     /// Transport failures; any HTTP status is an `Ok` answer.
-    pub async fn send_once(&self, request: &OutgoingRequest) -> Result<RawResponse, TransportError> {
+    pub async fn send_once(
+        &self,
+        request: &OutgoingRequest,
+    ) -> Result<RawResponse, TransportError> {
         let mut builder = self
             .inner
             .request(request.method.clone(), &request.url)
@@ -310,7 +341,11 @@ impl HttpClient {
             )));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(TransportError::from_reqwest)? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(TransportError::from_reqwest)?
+        {
             if body.len() + chunk.len() > request.max_body {
                 return Err(TransportError::Body(format!(
                     "answer is over the {} byte limit",
@@ -332,7 +367,11 @@ impl HttpClient {
     ///
     /// # Errors
     /// The last transport failure, or whatever `prepare` returns.
-    pub async fn send<F>(&self, idempotency: Idempotency, mut prepare: F) -> Result<RawResponse, crate::Error>
+    pub async fn send<F>(
+        &self,
+        idempotency: Idempotency,
+        mut prepare: F,
+    ) -> Result<RawResponse, crate::Error>
     where
         F: FnMut() -> Result<OutgoingRequest, crate::Error>,
     {
@@ -347,7 +386,8 @@ impl HttpClient {
             let result = self.send_once(&request).await;
             let retry = match &result {
                 Ok(answer) => {
-                    answer.status.is_server_error() || answer.status == StatusCode::TOO_MANY_REQUESTS
+                    answer.status.is_server_error()
+                        || answer.status == StatusCode::TOO_MANY_REQUESTS
                 }
                 Err(err) => err.is_retryable(),
             };
@@ -386,7 +426,9 @@ mod tests {
     #[test]
     fn canonical_url_is_raw_path_and_query() {
         assert_eq!(
-            canonical_url("https://api.mch.weixin.qq.com/v3/pay/transactions/out-trade-no/A%7CB?mchid=1"),
+            canonical_url(
+                "https://api.mch.weixin.qq.com/v3/pay/transactions/out-trade-no/A%7CB?mchid=1"
+            ),
             "/v3/pay/transactions/out-trade-no/A%7CB?mchid=1"
         );
         assert_eq!(canonical_url("http://127.0.0.1:9090"), "/");

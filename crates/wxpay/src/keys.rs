@@ -112,8 +112,12 @@ impl RsaPrivateKey {
     /// The key as a PKCS#8 PEM (for writing the simulator's `apiclient_key.pem`).
     #[must_use]
     pub fn to_pkcs8_pem(&self) -> String {
-        pem_rfc7468::encode_string("PRIVATE KEY", pem_rfc7468::LineEnding::LF, &self.inner.pkcs8_der)
-            .unwrap_or_default()
+        pem_rfc7468::encode_string(
+            "PRIVATE KEY",
+            pem_rfc7468::LineEnding::LF,
+            &self.inner.pkcs8_der,
+        )
+        .unwrap_or_default()
     }
 
     /// The PKCS#8 DER bytes.
@@ -175,7 +179,9 @@ struct PublicInner {
 
 impl fmt::Debug for RsaPublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RsaPublicKey").field("spki_len", &self.inner.spki_der.len()).finish()
+        f.debug_struct("RsaPublicKey")
+            .field("spki_len", &self.inner.spki_der.len())
+            .finish()
     }
 }
 
@@ -236,8 +242,12 @@ impl RsaPublicKey {
     /// The key as a `PUBLIC KEY` PEM.
     #[must_use]
     pub fn to_pem(&self) -> String {
-        pem_rfc7468::encode_string("PUBLIC KEY", pem_rfc7468::LineEnding::LF, &self.inner.spki_der)
-            .unwrap_or_default()
+        pem_rfc7468::encode_string(
+            "PUBLIC KEY",
+            pem_rfc7468::LineEnding::LF,
+            &self.inner.spki_der,
+        )
+        .unwrap_or_default()
     }
 
     /// Verifies a base64 SHA256withRSA signature over `message`.
@@ -285,7 +295,8 @@ fn spki_from_pkcs1_public(pkcs1: &[u8]) -> Result<Vec<u8>, CryptoError> {
         subject_public_key: BitString::from_bytes(pkcs1)
             .map_err(|e| CryptoError::InvalidKey(e.to_string()))?,
     };
-    spki.to_der().map_err(|e| CryptoError::InvalidKey(e.to_string()))
+    spki.to_der()
+        .map_err(|e| CryptoError::InvalidKey(e.to_string()))
 }
 
 /// An X.509 certificate with what WeChat Pay uses of it: serial (uppercase hex), validity and
@@ -388,7 +399,11 @@ pub fn normalize_serial(serial: &str) -> String {
     } else {
         let upper = s.to_ascii_uppercase();
         let stripped = upper.trim_start_matches('0');
-        if stripped.is_empty() { "0".to_owned() } else { stripped.to_owned() }
+        if stripped.is_empty() {
+            "0".to_owned()
+        } else {
+            stripped.to_owned()
+        }
     }
 }
 
@@ -405,7 +420,8 @@ pub(crate) mod tests {
         let pair = KeyPair::from_pkcs8(k8.pkcs8_der()).unwrap();
         // Re-encode as PKCS#1 through aws-lc: the PKCS#8 wraps the PKCS#1 structure.
         let pk8 = pkcs8_inner(k8.pkcs8_der());
-        let pem1 = pem_rfc7468::encode_string("RSA PRIVATE KEY", pem_rfc7468::LineEnding::LF, &pk8).unwrap();
+        let pem1 = pem_rfc7468::encode_string("RSA PRIVATE KEY", pem_rfc7468::LineEnding::LF, &pk8)
+            .unwrap();
         let k1 = RsaPrivateKey::from_pem(&pem1).unwrap();
         assert_eq!(k1.public_key(), k8.public_key());
         drop(pair);
@@ -421,7 +437,10 @@ pub(crate) mod tests {
         let key = RsaPrivateKey::from_pem(D5_KEY).unwrap();
         let d9 = "AVR3bjhkAmipnVWSmT19E0fthd/u342sr6dm7QBpkDxXa/Q/ANKWnF0sSs4qbRs671+xhH6Uj52gbrOZccmeeyOK2AcYriA5jZRDYVh9bWajBVuR6WeNgCNms9Yb6P7T6ifwRcN+Q13MB23xT0TjNpsdCRTYAovTUu0Whwfz5KLKdG0jHHWB/QgOowkpHOCulC/WL4XhVVZx5S9i4SZq/FwvnDfzMG1AqlHT9N5+y5+3ywWF5z7LbiwweXdLjLlL7ci++59HE6MvluTfwYpaFx4nmADu4u4qsJ07d1smGVcikLprnj9HtFLjHuV/xZ9q3B4qwYcZel8qgS9NwMzwkw==";
         assert_eq!(key.oaep_decrypt_base64(d9).unwrap(), b"13800138000");
-        let ct = key.public_key().oaep_encrypt_base64(b"secret name").unwrap();
+        let ct = key
+            .public_key()
+            .oaep_encrypt_base64(b"secret name")
+            .unwrap();
         assert_eq!(key.oaep_decrypt_base64(&ct).unwrap(), b"secret name");
         let other = RsaPrivateKey::generate().unwrap();
         assert_eq!(other.oaep_decrypt_base64(&ct), Err(CryptoError::Decrypt));
@@ -435,8 +454,10 @@ pub(crate) mod tests {
 
     #[test]
     fn wrong_pem_labels_are_clear_errors() {
-        let err = RsaPrivateKey::from_pem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
-            .unwrap_err();
+        let err = RsaPrivateKey::from_pem(
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("CERTIFICATE"), "{err}");
         assert!(RsaPrivateKey::from_pem("garbage").is_err());
     }

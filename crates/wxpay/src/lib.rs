@@ -20,7 +20,9 @@ pub mod pay_params;
 pub mod v2;
 pub mod v3;
 
-pub use error::{ApiError, CryptoError, DecodeError, Error, Result, SignatureError, TransportError};
+pub use error::{
+    ApiError, CryptoError, DecodeError, Error, Result, SignatureError, TransportError,
+};
 pub use keys::{RsaPrivateKey, RsaPublicKey, X509Certificate};
 pub use money::Fen;
 pub use pay_params::RequestPayment;

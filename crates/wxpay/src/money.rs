@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 ///
 /// WeChat Pay transports amounts as integers in fen everywhere except in bills, where they are
 /// yuan strings with two decimals; [`Fen::parse_yuan`] converts those exactly.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Fen(u64);
 
@@ -162,12 +164,27 @@ mod tests {
 
     #[test]
     fn bad_yuan_strings_are_errors() {
-        assert!(matches!(Fen::parse_yuan("0.001"), Err(MoneyError::TooPrecise(_))));
-        assert!(matches!(Fen::parse_yuan("-1"), Err(MoneyError::Negative(_))));
-        assert!(matches!(Fen::parse_yuan("184467440737095516.16"), Err(MoneyError::Overflow(_))));
-        assert!(matches!(Fen::parse_yuan("99999999999999999999"), Err(MoneyError::Overflow(_))));
+        assert!(matches!(
+            Fen::parse_yuan("0.001"),
+            Err(MoneyError::TooPrecise(_))
+        ));
+        assert!(matches!(
+            Fen::parse_yuan("-1"),
+            Err(MoneyError::Negative(_))
+        ));
+        assert!(matches!(
+            Fen::parse_yuan("184467440737095516.16"),
+            Err(MoneyError::Overflow(_))
+        ));
+        assert!(matches!(
+            Fen::parse_yuan("99999999999999999999"),
+            Err(MoneyError::Overflow(_))
+        ));
         for bad in ["", ".", "1e3", "1,00", "¥1", "1.2.3", " ", "0x10", "NaN"] {
-            assert!(matches!(Fen::parse_yuan(bad), Err(MoneyError::Malformed(_))), "{bad}");
+            assert!(
+                matches!(Fen::parse_yuan(bad), Err(MoneyError::Malformed(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -184,8 +201,14 @@ mod tests {
     fn integer_fen_parse_rejects_negatives_and_junk() {
         assert_eq!("42".parse::<Fen>(), Ok(Fen(42)));
         assert!(matches!("-1".parse::<Fen>(), Err(MoneyError::Negative(_))));
-        assert!(matches!("1.0".parse::<Fen>(), Err(MoneyError::Malformed(_))));
-        assert!(matches!("18446744073709551616".parse::<Fen>(), Err(MoneyError::Overflow(_))));
+        assert!(matches!(
+            "1.0".parse::<Fen>(),
+            Err(MoneyError::Malformed(_))
+        ));
+        assert!(matches!(
+            "18446744073709551616".parse::<Fen>(),
+            Err(MoneyError::Overflow(_))
+        ));
     }
 
     #[test]

@@ -105,7 +105,11 @@ where
 
 /// Signs a map of parameters.
 pub fn sign_map(params: &super::XmlMap, api_key: &str, sign_type: SignType) -> String {
-    sign(params.iter().map(|(k, v)| (k.as_str(), v.as_str())), api_key, sign_type)
+    sign(
+        params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        api_key,
+        sign_type,
+    )
 }
 
 /// Verifies the `sign` in `params`. The algorithm is taken from the signature's length, and the
@@ -166,7 +170,10 @@ mod tests {
             string_to_sign(d1()),
             "appid=wxd930ea5d5a258f4f&body=test&device_info=1000&mch_id=10000100&nonce_str=ibuaiVcKdpRxkhJA"
         );
-        assert_eq!(sign(d1(), KEY, SignType::Md5), "9A0A8659F005D6984697E2CA0A9CF3B7");
+        assert_eq!(
+            sign(d1(), KEY, SignType::Md5),
+            "9A0A8659F005D6984697E2CA0A9CF3B7"
+        );
         assert_eq!(
             sign(d1(), KEY, SignType::HmacSha256),
             "6A9AE1657590FD6257D693A078E1C3E4BB6BA4DC30B23E0EE2496E54170DACD6"
@@ -192,7 +199,10 @@ mod tests {
             ("trade_type", "JSAPI"),
             ("transaction_id", "1004400740201409030005092168"),
         ];
-        assert_eq!(sign(params, KEY, SignType::Md5), "B9C97CC90F7FDD884DBD7DC718C9DF9C");
+        assert_eq!(
+            sign(params, KEY, SignType::Md5),
+            "B9C97CC90F7FDD884DBD7DC718C9DF9C"
+        );
         assert_eq!(
             sign(params, KEY, SignType::HmacSha256),
             "32CBCB5B172178CF1940A74273862353E9BA56A155F8C3C3AE384E6E4D2265FD"
@@ -201,8 +211,10 @@ mod tests {
 
     #[test]
     fn verify_detects_type_by_length_and_rejects_tampering() {
-        let mut m: super::super::XmlMap =
-            d1().into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let mut m: super::super::XmlMap = d1()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
         m.insert("sign".into(), "9A0A8659F005D6984697E2CA0A9CF3B7".into());
         assert_eq!(verify_map(&m, KEY), Ok(SignType::Md5));
         m.insert("sign".into(), "9a0a8659f005d6984697e2ca0a9cf3b7".into());

@@ -34,7 +34,9 @@ pub enum XmlError {
     #[error("XML with a DOCTYPE is refused (DTDs and entity declarations are not allowed)")]
     Doctype,
     /// An entity reference other than `&lt; &gt; &amp; &apos; &quot;`.
-    #[error("XML entity reference &{0}; is refused (only the five predefined entities are allowed)")]
+    #[error(
+        "XML entity reference &{0}; is refused (only the five predefined entities are allowed)"
+    )]
     Entity(String),
     /// An element inside a parameter element.
     #[error("XML element <{0}> is nested; v2 messages are flat")]
@@ -105,9 +107,7 @@ pub fn decode_with_root(body: &[u8], root: &'static str) -> Result<XmlMap, XmlEr
             Event::DocType(_) => return Err(XmlError::Doctype),
             Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
             Event::Eof => break,
-            Event::Start(start) | Event::Empty(start)
-                if at == Where::Before =>
-            {
+            Event::Start(start) | Event::Empty(start) if at == Where::Before => {
                 let found = start.name().as_ref().to_owned();
                 if found != root {
                     return Err(XmlError::WrongRoot {
@@ -115,7 +115,11 @@ pub fn decode_with_root(body: &[u8], root: &'static str) -> Result<XmlMap, XmlEr
                         found,
                     });
                 }
-                at = if is_empty { Where::After } else { Where::InRoot };
+                at = if is_empty {
+                    Where::After
+                } else {
+                    Where::InRoot
+                };
             }
             Event::Start(start) => match at {
                 Where::InRoot => {
@@ -124,9 +128,7 @@ pub fn decode_with_root(body: &[u8], root: &'static str) -> Result<XmlMap, XmlEr
                     at = Where::InParam;
                 }
                 Where::InParam => {
-                    return Err(XmlError::Nested(
-                        start.name().as_ref().to_owned(),
-                    ));
+                    return Err(XmlError::Nested(start.name().as_ref().to_owned()));
                 }
                 _ => return Err(XmlError::Unexpected("element after the root".into())),
             },
@@ -136,15 +138,17 @@ pub fn decode_with_root(body: &[u8], root: &'static str) -> Result<XmlMap, XmlEr
                     insert(&mut map, key, String::new())?;
                 }
                 Where::InParam => {
-                    return Err(XmlError::Nested(
-                        start.name().as_ref().to_owned(),
-                    ));
+                    return Err(XmlError::Nested(start.name().as_ref().to_owned()));
                 }
                 _ => return Err(XmlError::Unexpected("element after the root".into())),
             },
             Event::End(_) => match at {
                 Where::InParam => {
-                    insert(&mut map, std::mem::take(&mut name), std::mem::take(&mut value))?;
+                    insert(
+                        &mut map,
+                        std::mem::take(&mut name),
+                        std::mem::take(&mut value),
+                    )?;
                     at = Where::InRoot;
                 }
                 Where::InRoot => at = Where::After,
@@ -176,9 +180,7 @@ pub fn decode_with_root(body: &[u8], root: &'static str) -> Result<XmlMap, XmlEr
                         "apos" => Some('\''),
                         "quot" => Some('"'),
                         other => {
-                            return Err(XmlError::Entity(
-                                other.to_owned(),
-                            ));
+                            return Err(XmlError::Entity(other.to_owned()));
                         }
                     }
                 };
@@ -195,7 +197,9 @@ pub fn decode_with_root(body: &[u8], root: &'static str) -> Result<XmlMap, XmlEr
     match at {
         Where::After => Ok(map),
         Where::Before => Err(XmlError::Empty),
-        _ => Err(XmlError::Malformed("document ends inside an element".into())),
+        _ => Err(XmlError::Malformed(
+            "document ends inside an element".into(),
+        )),
     }
 }
 
@@ -271,7 +275,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> XmlMap {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -287,7 +294,12 @@ mod tests {
         let m = decode(body).unwrap();
         assert_eq!(
             m,
-            map(&[("return_code", "SUCCESS"), ("total_fee", "1"), ("body", "a & b 中"), ("empty", "")])
+            map(&[
+                ("return_code", "SUCCESS"),
+                ("total_fee", "1"),
+                ("body", "a & b 中"),
+                ("empty", "")
+            ])
         );
     }
 
@@ -303,17 +315,37 @@ mod tests {
 
     #[test]
     fn refuses_nesting_wrong_root_duplicates_and_size() {
-        assert!(matches!(decode(b"<xml><a><b>1</b></a></xml>"), Err(XmlError::Nested(n)) if n == "b"));
-        assert!(matches!(decode(b"<root><a>1</a></root>"), Err(XmlError::WrongRoot { .. })));
-        assert_eq!(decode(b"<xml><a>1</a><a>2</a></xml>"), Err(XmlError::Duplicate("a".into())));
+        assert!(
+            matches!(decode(b"<xml><a><b>1</b></a></xml>"), Err(XmlError::Nested(n)) if n == "b")
+        );
+        assert!(matches!(
+            decode(b"<root><a>1</a></root>"),
+            Err(XmlError::WrongRoot { .. })
+        ));
+        assert_eq!(
+            decode(b"<xml><a>1</a><a>2</a></xml>"),
+            Err(XmlError::Duplicate("a".into()))
+        );
         let big = format!("<xml><a>{}</a></xml>", "x".repeat(MAX_XML_BYTES));
         assert!(matches!(decode(big.as_bytes()), Err(XmlError::TooLarge(_))));
         assert_eq!(decode(b"   "), Err(XmlError::Empty));
         assert_eq!(decode(&[0x3c, 0x78, 0xff, 0xfe]), Err(XmlError::NotUtf8));
-        assert!(matches!(decode(b"<xml><a>1</a>"), Err(XmlError::Malformed(_))));
-        assert!(matches!(decode(b"<xml><a>1</b></xml>"), Err(XmlError::Malformed(_))));
-        assert!(matches!(decode(b"<xml>stray<a>1</a></xml>"), Err(XmlError::Unexpected(_))));
-        assert!(matches!(decode(b"<xml></xml><xml></xml>"), Err(XmlError::Unexpected(_))));
+        assert!(matches!(
+            decode(b"<xml><a>1</a>"),
+            Err(XmlError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(b"<xml><a>1</b></xml>"),
+            Err(XmlError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(b"<xml>stray<a>1</a></xml>"),
+            Err(XmlError::Unexpected(_))
+        ));
+        assert!(matches!(
+            decode(b"<xml></xml><xml></xml>"),
+            Err(XmlError::Unexpected(_))
+        ));
     }
 
     #[test]

@@ -47,7 +47,12 @@ impl ApiV3Key {
     /// # Errors
     /// [`CryptoError::Base64`], [`CryptoError::InvalidKey`] for a nonce that is not 12 bytes,
     /// [`CryptoError::Decrypt`] when authentication fails.
-    pub fn decrypt(&self, nonce: &str, associated_data: &str, ciphertext_b64: &str) -> Result<Vec<u8>, CryptoError> {
+    pub fn decrypt(
+        &self,
+        nonce: &str,
+        associated_data: &str,
+        ciphertext_b64: &str,
+    ) -> Result<Vec<u8>, CryptoError> {
         let nonce = nonce_of(nonce)?;
         let mut data = B64
             .decode(ciphertext_b64.trim())
@@ -65,7 +70,12 @@ impl ApiV3Key {
     ///
     /// # Errors
     /// [`CryptoError::InvalidKey`] for a nonce that is not 12 bytes.
-    pub fn encrypt(&self, nonce: &str, associated_data: &str, plaintext: &[u8]) -> Result<String, CryptoError> {
+    pub fn encrypt(
+        &self,
+        nonce: &str,
+        associated_data: &str,
+        plaintext: &[u8],
+    ) -> Result<String, CryptoError> {
         let nonce = nonce_of(nonce)?;
         let mut data = plaintext.to_vec();
         self.key
@@ -76,8 +86,12 @@ impl ApiV3Key {
 }
 
 fn nonce_of(nonce: &str) -> Result<Nonce, CryptoError> {
-    Nonce::try_assume_unique_for_key(nonce.as_bytes())
-        .map_err(|_| CryptoError::InvalidKey(format!("the AES-GCM nonce must be 12 bytes, got {}", nonce.len())))
+    Nonce::try_assume_unique_for_key(nonce.as_bytes()).map_err(|_| {
+        CryptoError::InvalidKey(format!(
+            "the AES-GCM nonce must be 12 bytes, got {}",
+            nonce.len()
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -91,12 +105,23 @@ mod tests {
     #[test]
     fn d10_vectors() {
         let key = ApiV3Key::new(KEY).unwrap();
-        assert_eq!(key.decrypt("fdasflkja484", "transaction", CT).unwrap(), PLAIN.as_bytes());
-        assert_eq!(key.encrypt("fdasflkja484", "transaction", PLAIN.as_bytes()).unwrap(), CT);
-        let empty_aad = key.encrypt("fdasflkja484", "", PLAIN.as_bytes()).unwrap();
-        assert!(empty_aad.ends_with("xicDA3oo4wGUdcAV/bBfYrY/yEw="), "{empty_aad}");
         assert_eq!(
-            key.encrypt("abcdefghijkl", "certificate", b"Hello World").unwrap(),
+            key.decrypt("fdasflkja484", "transaction", CT).unwrap(),
+            PLAIN.as_bytes()
+        );
+        assert_eq!(
+            key.encrypt("fdasflkja484", "transaction", PLAIN.as_bytes())
+                .unwrap(),
+            CT
+        );
+        let empty_aad = key.encrypt("fdasflkja484", "", PLAIN.as_bytes()).unwrap();
+        assert!(
+            empty_aad.ends_with("xicDA3oo4wGUdcAV/bBfYrY/yEw="),
+            "{empty_aad}"
+        );
+        assert_eq!(
+            key.encrypt("abcdefghijkl", "certificate", b"Hello World")
+                .unwrap(),
             "1+/XN+GNqBXhhxW5ujdyILBgfPQ5O793iKPB"
         );
     }
@@ -104,20 +129,41 @@ mod tests {
     #[test]
     fn tampering_and_wrong_parameters_fail_authentication() {
         let key = ApiV3Key::new(KEY).unwrap();
-        assert_eq!(key.decrypt("fdasflkja484", "refund", CT), Err(CryptoError::Decrypt));
-        assert_eq!(key.decrypt("fdasflkja485", "transaction", CT), Err(CryptoError::Decrypt));
+        assert_eq!(
+            key.decrypt("fdasflkja484", "refund", CT),
+            Err(CryptoError::Decrypt)
+        );
+        assert_eq!(
+            key.decrypt("fdasflkja485", "transaction", CT),
+            Err(CryptoError::Decrypt)
+        );
         let mut raw = B64.decode(CT).unwrap();
         raw[3] ^= 1;
-        assert_eq!(key.decrypt("fdasflkja484", "transaction", &B64.encode(raw)), Err(CryptoError::Decrypt));
-        assert!(matches!(key.decrypt("short", "transaction", CT), Err(CryptoError::InvalidKey(_))));
-        assert_eq!(key.decrypt("fdasflkja484", "transaction", "!!"), Err(CryptoError::Base64("ciphertext")));
+        assert_eq!(
+            key.decrypt("fdasflkja484", "transaction", &B64.encode(raw)),
+            Err(CryptoError::Decrypt)
+        );
+        assert!(matches!(
+            key.decrypt("short", "transaction", CT),
+            Err(CryptoError::InvalidKey(_))
+        ));
+        assert_eq!(
+            key.decrypt("fdasflkja484", "transaction", "!!"),
+            Err(CryptoError::Base64("ciphertext"))
+        );
         let other = ApiV3Key::new("VUTSRQPONMLKJIHGFEDCBA9876543210").unwrap();
-        assert_eq!(other.decrypt("fdasflkja484", "transaction", CT), Err(CryptoError::Decrypt));
+        assert_eq!(
+            other.decrypt("fdasflkja484", "transaction", CT),
+            Err(CryptoError::Decrypt)
+        );
     }
 
     #[test]
     fn key_must_be_32_bytes_and_debug_is_redacted() {
         assert!(ApiV3Key::new("testAPIv3Key0000").is_err());
-        assert_eq!(format!("{:?}", ApiV3Key::new(KEY).unwrap()), "ApiV3Key(<redacted>)");
+        assert_eq!(
+            format!("{:?}", ApiV3Key::new(KEY).unwrap()),
+            "ApiV3Key(<redacted>)"
+        );
     }
 }

@@ -10,8 +10,15 @@ pub const SCHEME: &str = "WECHATPAY2-SHA256-RSA2048";
 ///
 /// `canonical_url` is the raw path plus `?query` exactly as sent on the wire.
 #[must_use]
-pub fn request_message(method: &str, canonical_url: &str, timestamp: i64, nonce: &str, body: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(method.len() + canonical_url.len() + nonce.len() + body.len() + 20);
+pub fn request_message(
+    method: &str,
+    canonical_url: &str,
+    timestamp: i64,
+    nonce: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut m =
+        Vec::with_capacity(method.len() + canonical_url.len() + nonce.len() + body.len() + 20);
     m.extend_from_slice(method.as_bytes());
     m.push(b'\n');
     m.extend_from_slice(canonical_url.as_bytes());
@@ -100,7 +107,9 @@ impl Authorization {
             .split_once(char::is_whitespace)
             .ok_or(SignatureError::Malformed("authorization"))?;
         if scheme != SCHEME {
-            return Err(SignatureError::UnsupportedType(scheme.chars().take(40).collect()));
+            return Err(SignatureError::UnsupportedType(
+                scheme.chars().take(40).collect(),
+            ));
         }
         let (mut mchid, mut serial, mut ts, mut nonce, mut sig) = (None, None, None, None, None);
         for item in rest.split(',') {
@@ -163,16 +172,32 @@ mod tests {
     #[test]
     fn d6_request_signatures() {
         let key = RsaPrivateKey::from_pem(D5_KEY).unwrap();
-        let msg = request_message("POST", "/v3/pay/transactions/jsapi", 1_554_208_460, NONCE, BODY.as_bytes());
+        let msg = request_message(
+            "POST",
+            "/v3/pay/transactions/jsapi",
+            1_554_208_460,
+            NONCE,
+            BODY.as_bytes(),
+        );
         assert_eq!(
             hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &msg)),
             "5f4ed3f0e21e3d84a9fd3f4aae32d1e72f5d83fcbf22957c3a08af6368cd2ede"
         );
         let auth = Authorization::sign(
-            &key, "1230000109", "ABC", "POST", "/v3/pay/transactions/jsapi", 1_554_208_460, NONCE, BODY.as_bytes(),
+            &key,
+            "1230000109",
+            "ABC",
+            "POST",
+            "/v3/pay/transactions/jsapi",
+            1_554_208_460,
+            NONCE,
+            BODY.as_bytes(),
         )
         .unwrap();
-        assert_eq!(auth.signature, "PlOfBuSVimtYtJ/TedcFLvX4IRwi1BsppHl8MdvhANpP59aXgVybW/uwR4zOpYKEc6vawOvTcEPNVSn+Oy0RK7HASLXMHJHVRhWpPgIoB1AwBHj4nGyW1bXaSqZyTn4MXBbIbUKUqty5vZnvetRyYEGYqSMSI4iWVs8sFJJdQbsw0sm/YizXDkrUNpTGyfks4iCWocR8SFRxGYyJG9jkJNoG48VbA2vSCdmAxj8rkLnVucoDGh8RB5vzk5lSZGqJHKoMgdZ40ZIUXNJZppUWhqR8bZ899upaL24gRTXZqymyi5xQaJo9msrewQQxjmpUjC6qG6m3cMeGeRJt97xeYg==");
+        assert_eq!(
+            auth.signature,
+            "PlOfBuSVimtYtJ/TedcFLvX4IRwi1BsppHl8MdvhANpP59aXgVybW/uwR4zOpYKEc6vawOvTcEPNVSn+Oy0RK7HASLXMHJHVRhWpPgIoB1AwBHj4nGyW1bXaSqZyTn4MXBbIbUKUqty5vZnvetRyYEGYqSMSI4iWVs8sFJJdQbsw0sm/YizXDkrUNpTGyfks4iCWocR8SFRxGYyJG9jkJNoG48VbA2vSCdmAxj8rkLnVucoDGh8RB5vzk5lSZGqJHKoMgdZ40ZIUXNJZppUWhqR8bZ899upaL24gRTXZqymyi5xQaJo9msrewQQxjmpUjC6qG6m3cMeGeRJt97xeYg=="
+        );
         let get = Authorization::sign(
             &key,
             "1230000109",
@@ -184,10 +209,26 @@ mod tests {
             b"",
         )
         .unwrap();
-        assert_eq!(get.signature, "djlh5XCn8610jZW0n8/njdcMtoJpDhaPjdarwir6ZGKCLdWHvdjdotU2/SRBHMhoNc24hs9bggIwO7W3NUSZXV67niQdfY7iQ+fYJS3kpucVKJVP6Ykgc1W8lIsusargnf3sR0NEY6VFEvt+/o+PgV5avELtKPmHauiQAEVGcu/9JS9yFd7CL1UGztxBpVLRAIR24bMQ+FHj67MgdqNYDa03MklLa5N6fFjRSBzisC0KXB2yalv7EJpD0cwri16q3T77OHzl347r/Nre+opLk7NQY9LDdk7qrUgrk7ftRoQ47e5WTrNpFfFIlE1eSHWoeUcjxwS/nfxqhW3+CVD8+w==");
-        assert!(get.verify(key.public_key(), "GET", "/v3/pay/transactions/out-trade-no/1217752501201407033233368018?mchid=1230000109", b"").is_ok());
         assert_eq!(
-            get.verify(key.public_key(), "GET", "/v3/pay/transactions/out-trade-no/OTHER?mchid=1230000109", b""),
+            get.signature,
+            "djlh5XCn8610jZW0n8/njdcMtoJpDhaPjdarwir6ZGKCLdWHvdjdotU2/SRBHMhoNc24hs9bggIwO7W3NUSZXV67niQdfY7iQ+fYJS3kpucVKJVP6Ykgc1W8lIsusargnf3sR0NEY6VFEvt+/o+PgV5avELtKPmHauiQAEVGcu/9JS9yFd7CL1UGztxBpVLRAIR24bMQ+FHj67MgdqNYDa03MklLa5N6fFjRSBzisC0KXB2yalv7EJpD0cwri16q3T77OHzl347r/Nre+opLk7NQY9LDdk7qrUgrk7ftRoQ47e5WTrNpFfFIlE1eSHWoeUcjxwS/nfxqhW3+CVD8+w=="
+        );
+        assert!(
+            get.verify(
+                key.public_key(),
+                "GET",
+                "/v3/pay/transactions/out-trade-no/1217752501201407033233368018?mchid=1230000109",
+                b""
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            get.verify(
+                key.public_key(),
+                "GET",
+                "/v3/pay/transactions/out-trade-no/OTHER?mchid=1230000109",
+                b""
+            ),
             Err(SignatureError::Mismatch)
         );
     }
@@ -201,13 +242,19 @@ mod tests {
             nonce_str: NONCE.into(),
             signature: "c2ln".into(),
         };
-        assert_eq!(Authorization::parse(&auth.to_header_value()), Ok(auth.clone()));
+        assert_eq!(
+            Authorization::parse(&auth.to_header_value()),
+            Ok(auth.clone())
+        );
         let php_order = format!(
             "{SCHEME} mchid=\"1230000109\", serial_no=\"{}\", timestamp=\"1554208460\", nonce_str=\"{NONCE}\", signature=\"c2ln\"",
             auth.serial_no
         );
         assert_eq!(Authorization::parse(&php_order), Ok(auth));
-        assert!(matches!(Authorization::parse("Bearer x"), Err(SignatureError::UnsupportedType(_))));
+        assert!(matches!(
+            Authorization::parse("Bearer x"),
+            Err(SignatureError::UnsupportedType(_))
+        ));
         assert_eq!(
             Authorization::parse(&format!("{SCHEME} mchid=\"1\",timestamp=\"1\"")),
             Err(SignatureError::Missing("serial_no"))

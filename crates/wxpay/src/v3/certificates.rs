@@ -88,13 +88,16 @@ impl PlatformVerifier {
 impl Verifier for PlatformVerifier {
     fn verify(&self, serial: &str, message: &[u8], signature: &str) -> Result<(), SignatureError> {
         match &self.public_key {
-            Some(pk) if serial.trim().starts_with(PUBLIC_KEY_ID_PREFIX) => pk.verify(serial, message, signature),
+            Some(pk) if serial.trim().starts_with(PUBLIC_KEY_ID_PREFIX) => {
+                pk.verify(serial, message, signature)
+            }
             _ => self.certificates.verify(serial, message, signature),
         }
     }
 
     fn knows(&self, serial: &str) -> bool {
-        self.public_key.as_ref().is_some_and(|pk| pk.knows(serial)) || self.certificates.knows(serial)
+        self.public_key.as_ref().is_some_and(|pk| pk.knows(serial))
+            || self.certificates.knows(serial)
     }
 
     fn encryption_key(&self) -> Option<(String, RsaPublicKey)> {
@@ -112,15 +115,26 @@ impl Verifier for PlatformVerifier {
 /// # Errors
 /// [`Error::Decode`] for a malformed list, [`Error::Crypto`] when a certificate does not decrypt or
 /// parse, or its serial differs from the list's.
-pub fn decrypt_certificate_list(body: &[u8], api_v3_key: &ApiV3Key) -> Result<Vec<X509Certificate>, Error> {
+pub fn decrypt_certificate_list(
+    body: &[u8],
+    api_v3_key: &ApiV3Key,
+) -> Result<Vec<X509Certificate>, Error> {
     let list: CertificateList = serde_json::from_slice(body).map_err(|e| DecodeError::json(&e))?;
     let mut certs = Vec::with_capacity(list.data.len());
     for entry in list.data {
         let enc = &entry.encrypt_certificate;
         if enc.algorithm != AEAD_AES_256_GCM {
-            return Err(DecodeError::invalid("encrypt_certificate.algorithm", "expected AEAD_AES_256_GCM").into());
+            return Err(DecodeError::invalid(
+                "encrypt_certificate.algorithm",
+                "expected AEAD_AES_256_GCM",
+            )
+            .into());
         }
-        let pem = api_v3_key.decrypt(&enc.nonce, enc.associated_data.as_deref().unwrap_or(""), &enc.ciphertext)?;
+        let pem = api_v3_key.decrypt(
+            &enc.nonce,
+            enc.associated_data.as_deref().unwrap_or(""),
+            &enc.ciphertext,
+        )?;
         let pem = String::from_utf8(pem).map_err(|_| DecodeError::NotUtf8)?;
         let cert = X509Certificate::from_pem(&pem)?;
         if normalize_serial(&cert.serial_no) != normalize_serial(&entry.serial_no) {
@@ -147,7 +161,10 @@ mod tests {
         let v = PlatformVerifier::public_key("PUB_KEY_ID_1", key.public_key().clone());
         let sig = key.sign_sha256_base64(b"m").unwrap();
         assert!(v.verify("PUB_KEY_ID_1", b"m", &sig).is_ok());
-        assert!(matches!(v.verify("ABCDEF", b"m", &sig), Err(SignatureError::UnknownSerial(_))));
+        assert!(matches!(
+            v.verify("ABCDEF", b"m", &sig),
+            Err(SignatureError::UnknownSerial(_))
+        ));
         assert_eq!(v.preferred_serial().as_deref(), Some("PUB_KEY_ID_1"));
         assert!(!v.uses_certificates());
         assert!(PlatformVerifier::certificates(Vec::new()).uses_certificates());

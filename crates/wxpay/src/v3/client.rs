@@ -11,7 +11,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, CryptoError, DecodeError, Error, SignatureError, TransportError};
-use crate::http::{BaseUrls, HttpClient, HttpConfig, Idempotency, OutgoingRequest, RawResponse, canonical_url, join};
+use crate::http::{
+    BaseUrls, HttpClient, HttpConfig, Idempotency, OutgoingRequest, RawResponse, canonical_url,
+    join,
+};
 use crate::keys::{RsaPrivateKey, X509Certificate};
 use crate::nonce::{Clock, SystemClock, nonce};
 use crate::pay_params::{self, RequestPayment};
@@ -20,8 +23,8 @@ use crate::v3::aead::ApiV3Key;
 use crate::v3::auth::Authorization;
 use crate::v3::certificates::{PlatformVerifier, decrypt_certificate_list};
 use crate::v3::models::{
-    BillLocation, ErrorBody, FundFlowBillRequest, PrepayRequest, PrepayResponse, Refund, RefundRequest,
-    TradeBillRequest, Transaction,
+    BillLocation, ErrorBody, FundFlowBillRequest, PrepayRequest, PrepayResponse, Refund,
+    RefundRequest, TradeBillRequest, Transaction,
 };
 use crate::v3::notify::{Notification, NotificationKeys, parse_notification};
 use crate::v3::verifier::{DEFAULT_WINDOW_SECS, SignedHeaders, Verifier, verify_signed};
@@ -90,7 +93,12 @@ impl V3Client {
     ///
     /// # Errors
     /// When the HTTP client cannot be built.
-    pub fn with_clock(config: V3Config, http: &HttpConfig, base: &BaseUrls, clock: Arc<dyn Clock>) -> Result<Self, Error> {
+    pub fn with_clock(
+        config: V3Config,
+        http: &HttpConfig,
+        base: &BaseUrls,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, Error> {
         Ok(V3Client {
             inner: Arc::new(Inner {
                 http: HttpClient::new(http)?,
@@ -124,10 +132,14 @@ impl V3Client {
         validate_out_trade_no(&request.out_trade_no)?;
         validate_notify_url(&request.notify_url)?;
         if request.amount.total == 0 {
-            return Err(Error::InvalidRequest("amount.total must be at least 1 fen".into()));
+            return Err(Error::InvalidRequest(
+                "amount.total must be at least 1 fen".into(),
+            ));
         }
         if request.description.is_empty() || request.description.chars().count() > 127 {
-            return Err(Error::InvalidRequest("description must be 1 to 127 characters".into()));
+            return Err(Error::InvalidRequest(
+                "description must be 1 to 127 characters".into(),
+            ));
         }
         #[derive(Serialize)]
         struct Wire<'a> {
@@ -142,15 +154,23 @@ impl V3Client {
             request,
         })
         .map_err(|e| DecodeError::json(&e))?;
-        self.call_json(Method::POST, "/v3/pay/transactions/jsapi", Some(body), Idempotency::Idempotent)
-            .await
+        self.call_json(
+            Method::POST,
+            "/v3/pay/transactions/jsapi",
+            Some(body),
+            Idempotency::Idempotent,
+        )
+        .await
     }
 
     /// Prepay, then the signed `wx.requestPayment` parameters for it.
     ///
     /// # Errors
     /// As [`V3Client::jsapi_prepay`].
-    pub async fn jsapi_prepay_with_payment(&self, request: &PrepayRequest) -> Result<(PrepayResponse, RequestPayment), Error> {
+    pub async fn jsapi_prepay_with_payment(
+        &self,
+        request: &PrepayRequest,
+    ) -> Result<(PrepayResponse, RequestPayment), Error> {
         let prepay = self.jsapi_prepay(request).await?;
         let params = self.request_payment(&prepay.prepay_id)?;
         Ok((prepay, params))
@@ -162,23 +182,35 @@ impl V3Client {
     /// When signing fails.
     pub fn request_payment(&self, prepay_id: &str) -> Result<RequestPayment, Error> {
         let cfg = &self.inner.config;
-        Ok(pay_params::v3(&cfg.private_key, &cfg.appid, prepay_id, self.inner.clock.now(), &nonce())?)
+        Ok(pay_params::v3(
+            &cfg.private_key,
+            &cfg.appid,
+            prepay_id,
+            self.inner.clock.now(),
+            &nonce(),
+        )?)
     }
 
     /// `GET /v3/pay/transactions/id/{transaction_id}`.
     ///
     /// # Errors
     /// Transport, API (e.g. `ORDER_NOT_EXIST`), signature or decode errors.
-    pub async fn query_by_transaction_id(&self, transaction_id: &str) -> Result<Transaction, Error> {
+    pub async fn query_by_transaction_id(
+        &self,
+        transaction_id: &str,
+    ) -> Result<Transaction, Error> {
         if transaction_id.is_empty() || transaction_id.len() > 32 {
-            return Err(Error::InvalidRequest("transaction_id must be 1 to 32 characters".into()));
+            return Err(Error::InvalidRequest(
+                "transaction_id must be 1 to 32 characters".into(),
+            ));
         }
         let path = format!(
             "/v3/pay/transactions/id/{}?mchid={}",
             path_escape(transaction_id),
             path_escape(&self.inner.config.mchid)
         );
-        self.call_json(Method::GET, &path, None, Idempotency::Idempotent).await
+        self.call_json(Method::GET, &path, None, Idempotency::Idempotent)
+            .await
     }
 
     /// `GET /v3/pay/transactions/out-trade-no/{out_trade_no}`.
@@ -192,7 +224,8 @@ impl V3Client {
             path_escape(out_trade_no),
             path_escape(&self.inner.config.mchid)
         );
-        self.call_json(Method::GET, &path, None, Idempotency::Idempotent).await
+        self.call_json(Method::GET, &path, None, Idempotency::Idempotent)
+            .await
     }
 
     /// `POST /v3/pay/transactions/out-trade-no/{out_trade_no}/close` (204).
@@ -201,10 +234,14 @@ impl V3Client {
     /// Transport, API (e.g. a paid order), or signature errors.
     pub async fn close(&self, out_trade_no: &str) -> Result<(), Error> {
         validate_out_trade_no(out_trade_no)?;
-        let path = format!("/v3/pay/transactions/out-trade-no/{}/close", path_escape(out_trade_no));
+        let path = format!(
+            "/v3/pay/transactions/out-trade-no/{}/close",
+            path_escape(out_trade_no)
+        );
         let body = serde_json::to_vec(&serde_json::json!({ "mchid": self.inner.config.mchid }))
             .map_err(|e| DecodeError::json(&e))?;
-        self.call(Method::POST, &path, Some(body), Idempotency::Idempotent).await?;
+        self.call(Method::POST, &path, Some(body), Idempotency::Idempotent)
+            .await?;
         Ok(())
     }
 
@@ -224,8 +261,13 @@ impl V3Client {
             validate_notify_url(url)?;
         }
         let body = serde_json::to_vec(request).map_err(|e| DecodeError::json(&e))?;
-        self.call_json(Method::POST, "/v3/refund/domestic/refunds", Some(body), Idempotency::Idempotent)
-            .await
+        self.call_json(
+            Method::POST,
+            "/v3/refund/domestic/refunds",
+            Some(body),
+            Idempotency::Idempotent,
+        )
+        .await
     }
 
     /// `GET /v3/refund/domestic/refunds/{out_refund_no}`.
@@ -235,7 +277,8 @@ impl V3Client {
     pub async fn query_refund(&self, out_refund_no: &str) -> Result<Refund, Error> {
         validate_out_refund_no(out_refund_no)?;
         let path = format!("/v3/refund/domestic/refunds/{}", path_escape(out_refund_no));
-        self.call_json(Method::GET, &path, None, Idempotency::Idempotent).await
+        self.call_json(Method::GET, &path, None, Idempotency::Idempotent)
+            .await
     }
 
     /// `GET /v3/bill/tradebill`.
@@ -251,14 +294,18 @@ impl V3Client {
         if request.gzip {
             path.push_str("&tar_type=GZIP");
         }
-        self.call_json(Method::GET, &path, None, Idempotency::Idempotent).await
+        self.call_json(Method::GET, &path, None, Idempotency::Idempotent)
+            .await
     }
 
     /// `GET /v3/bill/fundflowbill`.
     ///
     /// # Errors
     /// Transport, API, signature or decode errors.
-    pub async fn fund_flow_bill(&self, request: &FundFlowBillRequest) -> Result<BillLocation, Error> {
+    pub async fn fund_flow_bill(
+        &self,
+        request: &FundFlowBillRequest,
+    ) -> Result<BillLocation, Error> {
         let mut path = format!(
             "/v3/bill/fundflowbill?bill_date={}&account_type={}",
             format_date(request.bill_date)?,
@@ -267,7 +314,8 @@ impl V3Client {
         if request.gzip {
             path.push_str("&tar_type=GZIP");
         }
-        self.call_json(Method::GET, &path, None, Idempotency::Idempotent).await
+        self.call_json(Method::GET, &path, None, Idempotency::Idempotent)
+            .await
     }
 
     /// Downloads a bill from its `download_url` (signed like any GET; the answer is not signed),
@@ -322,10 +370,15 @@ impl V3Client {
             .inner
             .http
             .send(Idempotency::Idempotent, || {
-                self.signed_request(Method::GET, join(&self.inner.base, "/v3/certificates"), None)
+                self.signed_request(
+                    Method::GET,
+                    join(&self.inner.base, "/v3/certificates"),
+                    None,
+                )
             })
             .await?;
-        if answer.status == StatusCode::NOT_FOUND && self.verifier().public_key_verifier().is_some() {
+        if answer.status == StatusCode::NOT_FOUND && self.verifier().public_key_verifier().is_some()
+        {
             // A merchant on the WeChat Pay public key has no platform certificates: WeChat
             // answers 404 RESOURCE_NOT_EXISTS. With the public key configured that is not a fault.
             return Ok(Vec::new());
@@ -338,9 +391,21 @@ impl V3Client {
         let signed = SignedHeaders::from_headers(&answer.headers)?;
         let with_known = self.verifier();
         let verdict = if downloaded.knows(&signed.serial) {
-            verify_signed(&downloaded, &signed, &answer.body, self.inner.clock.now(), self.inner.window_secs)
+            verify_signed(
+                &downloaded,
+                &signed,
+                &answer.body,
+                self.inner.clock.now(),
+                self.inner.window_secs,
+            )
         } else {
-            verify_signed(with_known, &signed, &answer.body, self.inner.clock.now(), self.inner.window_secs)
+            verify_signed(
+                with_known,
+                &signed,
+                &answer.body,
+                self.inner.clock.now(),
+                self.inner.window_secs,
+            )
         };
         verdict?;
         Ok(certs)
@@ -383,7 +448,9 @@ impl V3Client {
     /// happened within the last minute, or another caller is already downloading) and report
     /// whether the serial is now known.
     async fn learn_serial(&self, serial: &str) -> bool {
-        if !self.verifier().uses_certificates() || serial.starts_with(crate::v3::certificates::PUBLIC_KEY_ID_PREFIX) {
+        if !self.verifier().uses_certificates()
+            || serial.starts_with(crate::v3::certificates::PUBLIC_KEY_ID_PREFIX)
+        {
             return false;
         }
         let mut last = self.inner.refresh.lock().await;
@@ -410,14 +477,20 @@ impl V3Client {
     ///
     /// # Errors
     /// As [`parse_notification`].
-    pub async fn parse_notification(&self, headers: &HeaderMap, body: &[u8]) -> Result<Notification, Error> {
+    pub async fn parse_notification(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Notification, Error> {
         let keys = NotificationKeys {
             verifier: self.verifier(),
             api_v3_key: &self.inner.config.api_v3_key,
             window_secs: self.inner.window_secs,
         };
         match parse_notification(keys, headers, body, self.inner.clock.now()) {
-            Err(Error::Signature(SignatureError::UnknownSerial(serial))) if self.learn_serial(&serial).await => {
+            Err(Error::Signature(SignatureError::UnknownSerial(serial)))
+                if self.learn_serial(&serial).await =>
+            {
                 parse_notification(keys, headers, body, self.inner.clock.now())
             }
             other => other,
@@ -431,10 +504,9 @@ impl V3Client {
     /// # Errors
     /// [`CryptoError::Encrypt`] when no key is known or the text is too long.
     pub fn encrypt_sensitive(&self, plaintext: &str) -> Result<(String, String), Error> {
-        let (serial, key) = self
-            .verifier()
-            .encryption_key()
-            .ok_or_else(|| CryptoError::Encrypt("no WeChat Pay public key or platform certificate known".into()))?;
+        let (serial, key) = self.verifier().encryption_key().ok_or_else(|| {
+            CryptoError::Encrypt("no WeChat Pay public key or platform certificate known".into())
+        })?;
         Ok((serial, key.oaep_encrypt_base64(plaintext.as_bytes())?))
     }
 
@@ -443,11 +515,20 @@ impl V3Client {
     /// # Errors
     /// [`CryptoError::Decrypt`] or [`CryptoError::Base64`].
     pub fn decrypt_sensitive(&self, ciphertext_b64: &str) -> Result<String, Error> {
-        let plain = self.inner.config.private_key.oaep_decrypt_base64(ciphertext_b64)?;
+        let plain = self
+            .inner
+            .config
+            .private_key
+            .oaep_decrypt_base64(ciphertext_b64)?;
         String::from_utf8(plain).map_err(|_| DecodeError::NotUtf8.into())
     }
 
-    fn signed_request(&self, method: Method, url: String, body: Option<&Bytes>) -> Result<OutgoingRequest, Error> {
+    fn signed_request(
+        &self,
+        method: Method,
+        url: String,
+        body: Option<&Bytes>,
+    ) -> Result<OutgoingRequest, Error> {
         let cfg = &self.inner.config;
         let body_bytes = body.map_or(&[][..], |b| &b[..]);
         let auth = Authorization::sign(
@@ -474,13 +555,21 @@ impl V3Client {
         Ok(request)
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>, idem: Idempotency) -> Result<RawResponse, Error> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        idem: Idempotency,
+    ) -> Result<RawResponse, Error> {
         let url = join(&self.inner.base, path);
         let body = body.map(Bytes::from);
         let answer = self
             .inner
             .http
-            .send(idem, || self.signed_request(method.clone(), url.clone(), body.as_ref()))
+            .send(idem, || {
+                self.signed_request(method.clone(), url.clone(), body.as_ref())
+            })
             .await?;
         if !answer.status.is_success() {
             // The official SDKs do not verify error answers either: they carry no signature we
@@ -505,9 +594,21 @@ impl V3Client {
     async fn verify_answer(&self, answer: &RawResponse) -> Result<(), Error> {
         let signed = SignedHeaders::from_headers(&answer.headers)?;
         let now = self.inner.clock.now();
-        match verify_signed(self.verifier(), &signed, &answer.body, now, self.inner.window_secs) {
+        match verify_signed(
+            self.verifier(),
+            &signed,
+            &answer.body,
+            now,
+            self.inner.window_secs,
+        ) {
             Err(SignatureError::UnknownSerial(serial)) if self.learn_serial(&serial).await => {
-                verify_signed(self.verifier(), &signed, &answer.body, now, self.inner.window_secs)?;
+                verify_signed(
+                    self.verifier(),
+                    &signed,
+                    &answer.body,
+                    now,
+                    self.inner.window_secs,
+                )?;
                 Ok(())
             }
             other => Ok(other?),
@@ -524,7 +625,9 @@ fn error_answer(answer: &RawResponse) -> Error {
             detail: body.detail.map(|d| d.to_string()),
         }
         .into(),
-        Err(_) if answer.status == StatusCode::OK => DecodeError::Json("empty or malformed answer".into()).into(),
+        Err(_) if answer.status == StatusCode::OK => {
+            DecodeError::Json("empty or malformed answer".into()).into()
+        }
         Err(_) => TransportError::Status {
             status: answer.status.as_u16(),
         }

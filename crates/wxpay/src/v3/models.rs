@@ -85,7 +85,10 @@ impl TradeState {
     /// Whether the state can still change by itself (payment may still arrive).
     #[must_use]
     pub fn is_pending(&self) -> bool {
-        matches!(self, TradeState::NotPay | TradeState::UserPaying | TradeState::Accept)
+        matches!(
+            self,
+            TradeState::NotPay | TradeState::UserPaying | TradeState::Accept
+        )
     }
 }
 
@@ -239,7 +242,13 @@ pub struct PrepayRequest {
 impl PrepayRequest {
     /// The minimal mini-program prepay: description, order number, amount, openid, notify URL.
     #[must_use]
-    pub fn jsapi(description: &str, out_trade_no: &str, total: Fen, openid: &str, notify_url: &str) -> Self {
+    pub fn jsapi(
+        description: &str,
+        out_trade_no: &str,
+        total: Fen,
+        openid: &str,
+        notify_url: &str,
+    ) -> Self {
         PrepayRequest {
             description: description.to_owned(),
             out_trade_no: out_trade_no.to_owned(),
@@ -403,7 +412,12 @@ pub struct RefundRequest {
 impl RefundRequest {
     /// A refund of `refund` out of an order of `total`, by out_trade_no.
     #[must_use]
-    pub fn by_out_trade_no(out_trade_no: &str, out_refund_no: &str, refund: Fen, total: Fen) -> Self {
+    pub fn by_out_trade_no(
+        out_trade_no: &str,
+        out_refund_no: &str,
+        refund: Fen,
+        total: Fen,
+    ) -> Self {
         RefundRequest {
             target: RefundTarget::OutTradeNo(out_trade_no.to_owned()),
             out_refund_no: out_refund_no.to_owned(),
@@ -639,7 +653,10 @@ mod tests {
     fn unknown_trade_states_are_kept() {
         let t: TradeState = serde_json::from_str("\"SOMETHING_NEW\"").unwrap();
         assert_eq!(t, TradeState::Unknown("SOMETHING_NEW".into()));
-        assert_eq!(serde_json::to_string(&TradeState::NotPay).unwrap(), "\"NOTPAY\"");
+        assert_eq!(
+            serde_json::to_string(&TradeState::NotPay).unwrap(),
+            "\"NOTPAY\""
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ use crate::error::{DecodeError, Error, SignatureError};
 use crate::keys::RsaPrivateKey;
 use crate::v3::aead::ApiV3Key;
 use crate::v3::auth::{SCHEME, response_message};
-use crate::v3::models::{AEAD_AES_256_GCM, EncryptedResource, NotificationEnvelope, RefundResource, Transaction};
+use crate::v3::models::{
+    AEAD_AES_256_GCM, EncryptedResource, NotificationEnvelope, RefundResource, Transaction,
+};
 use crate::v3::verifier::{SignedHeaders, Verifier, verify_signed};
 
 /// Notification bodies larger than this are refused before anything else.
@@ -83,7 +85,12 @@ pub struct NotificationKeys<'a> {
 /// [`Error::Signature`] when a header is missing, the type is not RSA2048, the signature is a
 /// probe, the timestamp is outside the window, the serial is unknown or the signature fails,
 /// [`Error::Crypto`] when the resource does not decrypt (wrong key, tampered ciphertext).
-pub fn parse_notification(keys: NotificationKeys<'_>, headers: &HeaderMap, body: &[u8], now: i64) -> Result<Notification, Error> {
+pub fn parse_notification(
+    keys: NotificationKeys<'_>,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: i64,
+) -> Result<Notification, Error> {
     if body.len() > MAX_NOTIFICATION_BYTES {
         return Err(DecodeError::TooLarge {
             size: body.len(),
@@ -105,7 +112,8 @@ pub fn parse_notification(keys: NotificationKeys<'_>, headers: &HeaderMap, body:
 /// # Errors
 /// As [`parse_notification`], without the signature checks.
 pub fn decrypt_verified(api_v3_key: &ApiV3Key, body: &[u8]) -> Result<Notification, Error> {
-    let envelope: NotificationEnvelope = serde_json::from_slice(body).map_err(|e| DecodeError::json(&e))?;
+    let envelope: NotificationEnvelope =
+        serde_json::from_slice(body).map_err(|e| DecodeError::json(&e))?;
     if envelope.resource_type != "encrypt-resource" {
         return Err(DecodeError::invalid("resource_type", "expected encrypt-resource").into());
     }
@@ -126,7 +134,8 @@ pub fn decrypt_verified(api_v3_key: &ApiV3Key, body: &[u8]) -> Result<Notificati
         ..
     } = envelope;
     if event_type.starts_with("TRANSACTION.") {
-        let transaction: Transaction = serde_json::from_slice(&plain).map_err(|e| DecodeError::json(&e))?;
+        let transaction: Transaction =
+            serde_json::from_slice(&plain).map_err(|e| DecodeError::json(&e))?;
         Ok(Notification::Payment(PaymentNotification {
             id,
             create_time,
@@ -135,7 +144,8 @@ pub fn decrypt_verified(api_v3_key: &ApiV3Key, body: &[u8]) -> Result<Notificati
             transaction,
         }))
     } else if event_type.starts_with("REFUND.") {
-        let refund: RefundResource = serde_json::from_slice(&plain).map_err(|e| DecodeError::json(&e))?;
+        let refund: RefundResource =
+            serde_json::from_slice(&plain).map_err(|e| DecodeError::json(&e))?;
         Ok(Notification::Refund(RefundNotification {
             id,
             create_time,
@@ -197,7 +207,8 @@ pub fn sign_notification(
     let body = serde_json::to_string(&envelope).map_err(|e| DecodeError::json(&e))?;
     let timestamp = timestamp.to_string();
     let nonce = crate::nonce::nonce();
-    let signature = signing_key.sign_sha256_base64(&response_message(&timestamp, &nonce, body.as_bytes()))?;
+    let signature =
+        signing_key.sign_sha256_base64(&response_message(&timestamp, &nonce, body.as_bytes()))?;
     Ok(SignedNotification {
         headers: vec![
             ("Wechatpay-Timestamp", timestamp),
@@ -285,8 +296,14 @@ mod tests {
         ));
 
         let mut probe = headers.clone();
-        probe.insert("Wechatpay-Signature", "WECHATPAY/SIGNTEST/abc".parse().unwrap());
-        assert!(matches!(parse(&n, &probe, 1_700_000_000), Err(Error::Signature(SignatureError::Probe))));
+        probe.insert(
+            "Wechatpay-Signature",
+            "WECHATPAY/SIGNTEST/abc".parse().unwrap(),
+        );
+        assert!(matches!(
+            parse(&n, &probe, 1_700_000_000),
+            Err(Error::Signature(SignatureError::Probe))
+        ));
 
         let mut tampered = n.clone();
         tampered.body = tampered.body.replace("EV-1", "EV-2");
@@ -296,7 +313,10 @@ mod tests {
         ));
 
         let mut other_serial = headers.clone();
-        other_serial.insert("Wechatpay-Serial", "5157F09EFDC096DE15EBE81A47057A7232F1B8E1".parse().unwrap());
+        other_serial.insert(
+            "Wechatpay-Serial",
+            "5157F09EFDC096DE15EBE81A47057A7232F1B8E1".parse().unwrap(),
+        );
         assert!(matches!(
             parse(&n, &other_serial, 1_700_000_000),
             Err(Error::Signature(SignatureError::UnknownSerial(_)))
@@ -304,10 +324,16 @@ mod tests {
 
         let mut no_type = headers.clone();
         no_type.remove("Wechatpay-Signature-Type");
-        assert!(matches!(parse(&n, &no_type, 1_700_000_000), Err(Error::Signature(SignatureError::Missing(_)))));
+        assert!(matches!(
+            parse(&n, &no_type, 1_700_000_000),
+            Err(Error::Signature(SignatureError::Missing(_)))
+        ));
 
         let mut other_type = headers;
-        other_type.insert("Wechatpay-Signature-Type", "WECHATPAY2-SM2-WITH-SM3".parse().unwrap());
+        other_type.insert(
+            "Wechatpay-Signature-Type",
+            "WECHATPAY2-SM2-WITH-SM3".parse().unwrap(),
+        );
         assert!(matches!(
             parse(&n, &other_type, 1_700_000_000),
             Err(Error::Signature(SignatureError::UnsupportedType(_)))
@@ -324,7 +350,8 @@ mod tests {
             api_v3_key: &other,
             window_secs: DEFAULT_WINDOW_SECS,
         };
-        let err = parse_notification(keys, &to_headers(&n), n.body.as_bytes(), 1_700_000_000).unwrap_err();
+        let err = parse_notification(keys, &to_headers(&n), n.body.as_bytes(), 1_700_000_000)
+            .unwrap_err();
         assert!(matches!(err, Error::Crypto(crate::CryptoError::Decrypt)));
     }
 

@@ -39,7 +39,11 @@ impl SignedHeaders {
     pub fn from_headers(headers: &HeaderMap) -> Result<Self, SignatureError> {
         fn get(h: &HeaderMap, name: &'static str) -> Result<Option<String>, SignatureError> {
             h.get(name)
-                .map(|v| v.to_str().map(str::to_owned).map_err(|_| SignatureError::Malformed(name)))
+                .map(|v| {
+                    v.to_str()
+                        .map(str::to_owned)
+                        .map_err(|_| SignatureError::Malformed(name))
+                })
                 .transpose()
         }
         let need = |name: &'static str| get(headers, name)?.ok_or(SignatureError::Missing(name));
@@ -97,7 +101,9 @@ impl PublicKeyVerifier {
 impl Verifier for PublicKeyVerifier {
     fn verify(&self, serial: &str, message: &[u8], signature: &str) -> Result<(), SignatureError> {
         if serial.trim() != self.key_id {
-            return Err(SignatureError::UnknownSerial(serial.chars().take(64).collect()));
+            return Err(SignatureError::UnknownSerial(
+                serial.chars().take(64).collect(),
+            ));
         }
         self.key.verify_sha256_base64(message, signature)
     }
@@ -135,11 +141,17 @@ impl CertificateStore {
 
     /// Adds certificates, replacing any with the same serial. Returns how many were new.
     pub fn merge(&self, certs: Vec<X509Certificate>) -> usize {
-        let mut held = self.certs.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut held = self
+            .certs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut added = 0;
         for cert in certs {
             let serial = normalize_serial(&cert.serial_no);
-            if let Some(slot) = held.iter_mut().find(|c| normalize_serial(&c.serial_no) == serial) {
+            if let Some(slot) = held
+                .iter_mut()
+                .find(|c| normalize_serial(&c.serial_no) == serial)
+            {
                 *slot = cert;
             } else {
                 held.push(cert);
@@ -168,7 +180,9 @@ impl CertificateStore {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<X509Certificate>> {
-        self.certs.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.certs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn key_for(&self, serial: &str) -> Option<RsaPublicKey> {
@@ -264,7 +278,9 @@ pub fn verify_signed(
     if let Some(t) = &headers.signature_type
         && t != SCHEME
     {
-        return Err(SignatureError::UnsupportedType(t.chars().take(40).collect()));
+        return Err(SignatureError::UnsupportedType(
+            t.chars().take(40).collect(),
+        ));
     }
     if headers.signature.starts_with(SIGNTEST_PREFIX) {
         return Err(SignatureError::Probe);
@@ -316,8 +332,14 @@ mod tests {
     fn d7_response_signatures_verify() {
         let v = pk_verifier();
         let now = 1_554_209_980 + 10;
-        assert_eq!(verify_signed(&v, &headers(D7_SIG, PK_ID), BODY, now, 300), Ok(()));
-        assert_eq!(verify_signed(&v, &headers(D7_204_SIG, PK_ID), b"", now, 300), Ok(()));
+        assert_eq!(
+            verify_signed(&v, &headers(D7_SIG, PK_ID), BODY, now, 300),
+            Ok(())
+        );
+        assert_eq!(
+            verify_signed(&v, &headers(D7_204_SIG, PK_ID), b"", now, 300),
+            Ok(())
+        );
         assert_eq!(
             verify_signed(&v, &headers(D7_SIG, PK_ID), b"{}", now, 300),
             Err(SignatureError::Mismatch)
@@ -332,15 +354,24 @@ mod tests {
             verify_signed(&v, &headers(D7_SIG, PK_ID), BODY, ts + 300, 300),
             Err(SignatureError::Stale { skew: 300, .. })
         ));
-        assert_eq!(verify_signed(&v, &headers(D7_SIG, PK_ID), BODY, ts + 299, 300), Ok(()));
-        assert_eq!(verify_signed(&v, &headers(D7_SIG, PK_ID), BODY, ts - 299, 300), Ok(()));
+        assert_eq!(
+            verify_signed(&v, &headers(D7_SIG, PK_ID), BODY, ts + 299, 300),
+            Ok(())
+        );
+        assert_eq!(
+            verify_signed(&v, &headers(D7_SIG, PK_ID), BODY, ts - 299, 300),
+            Ok(())
+        );
         assert_eq!(
             verify_signed(&v, &headers("WECHATPAY/SIGNTEST/abc", PK_ID), BODY, ts, 300),
             Err(SignatureError::Probe)
         );
         let mut h = headers(D7_SIG, PK_ID);
         h.signature_type = Some("WECHATPAY2-SM2-WITH-SM3".into());
-        assert!(matches!(verify_signed(&v, &h, BODY, ts, 300), Err(SignatureError::UnsupportedType(_))));
+        assert!(matches!(
+            verify_signed(&v, &h, BODY, ts, 300),
+            Err(SignatureError::UnsupportedType(_))
+        ));
         assert!(matches!(
             verify_signed(&v, &headers(D7_SIG, "PUB_KEY_ID_OTHER"), BODY, ts, 300),
             Err(SignatureError::UnknownSerial(_))
@@ -354,15 +385,24 @@ mod tests {
         let store = Arc::new(CertificateStore::with(vec![cert]));
         let combined = CombinedVerifier::new(pk_verifier(), store.clone());
         let ts = 1_554_209_980;
-        assert_eq!(verify_signed(&combined, &headers(D7_SIG, PK_ID), BODY, ts, 300), Ok(()));
+        assert_eq!(
+            verify_signed(&combined, &headers(D7_SIG, PK_ID), BODY, ts, 300),
+            Ok(())
+        );
         let lower = "5157f09efdc096de15ebe81a47057a7232f1b8e1";
-        assert_eq!(verify_signed(&combined, &headers(D7_SIG, lower), BODY, ts, 300), Ok(()));
+        assert_eq!(
+            verify_signed(&combined, &headers(D7_SIG, lower), BODY, ts, 300),
+            Ok(())
+        );
         assert!(matches!(
             verify_signed(&combined, &headers(D7_SIG, "ABCDEF"), BODY, ts, 300),
             Err(SignatureError::UnknownSerial(_))
         ));
         assert_eq!(combined.encryption_key().unwrap().0, PK_ID);
-        assert_eq!(store.encryption_key().unwrap().0, "5157F09EFDC096DE15EBE81A47057A7232F1B8E1");
+        assert_eq!(
+            store.encryption_key().unwrap().0,
+            "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
+        );
     }
 
     /// A certificate carrying `key`'s public key with the given serial; only the fields the
