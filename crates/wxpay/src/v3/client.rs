@@ -18,6 +18,8 @@ use crate::http::{
 use crate::keys::{RsaPrivateKey, X509Certificate};
 use crate::nonce::{Clock, SystemClock, nonce};
 use crate::pay_params::{self, RequestPayment};
+// Merchant order and refund numbers follow the same rules in both protocols.
+use crate::v2::models::{validate_out_refund_no, validate_out_trade_no};
 use crate::v3::ErrorCode;
 use crate::v3::aead::ApiV3Key;
 use crate::v3::auth::Authorization;
@@ -655,54 +657,18 @@ pub fn path_escape(segment: &str) -> String {
     out
 }
 
-/// Checks an out_trade_no: 6–32 characters of `[0-9A-Za-z_-|*]`.
-///
-/// # Errors
-/// [`Error::InvalidRequest`] naming the rule.
-pub fn validate_out_trade_no(value: &str) -> Result<(), Error> {
-    let ok = (6..=32).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'|' | b'*'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidRequest(
-            "out_trade_no must be 6 to 32 characters of 0-9 A-Z a-z _ - | *".into(),
-        ))
-    }
-}
-
-/// Checks an out_refund_no: 1–64 characters of `[0-9A-Za-z_-|*@]`.
-///
-/// # Errors
-/// [`Error::InvalidRequest`] naming the rule.
-pub fn validate_out_refund_no(value: &str) -> Result<(), Error> {
-    let ok = (1..=64).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'|' | b'*' | b'@'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidRequest(
-            "out_refund_no must be 1 to 64 characters of 0-9 A-Z a-z _ - | * @".into(),
-        ))
-    }
-}
-
-/// Checks a notify_url: absolute http(s), at most 255 characters, no query string.
+/// Checks a v3 notify_url: the v2 rules (absolute http(s), a host, no query string or
+/// fragment), and at most 255 characters instead of v2's 256.
 ///
 /// # Errors
 /// [`Error::InvalidRequest`] naming the rule.
 pub fn validate_notify_url(url: &str) -> Result<(), Error> {
-    let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
-    if !scheme_ok || url.len() > 255 || url.contains('?') || url.contains(char::is_whitespace) {
+    if url.len() > 255 {
         return Err(Error::InvalidRequest(
-            "notify_url must be an absolute http(s) URL of at most 255 characters without a query string".into(),
+            "notify_url must have at most 255 characters".into(),
         ));
     }
-    Ok(())
+    crate::v2::models::validate_notify_url(url)
 }
 
 #[cfg(test)]
@@ -715,14 +681,12 @@ mod tests {
     }
 
     #[test]
-    fn order_numbers_are_checked() {
-        assert!(validate_out_trade_no("T2026_1|*-").is_ok());
-        assert!(validate_out_trade_no("short").is_err());
-        assert!(validate_out_trade_no("has space1").is_err());
-        assert!(validate_out_trade_no(&"x".repeat(33)).is_err());
-        assert!(validate_out_refund_no("R@1").is_ok());
-        assert!(validate_out_refund_no("").is_err());
+    fn notify_urls_follow_the_v2_rules_with_the_v3_length() {
         assert!(validate_notify_url("https://example.com/notify").is_ok());
+        let long = format!("https://example.com/{}", "n".repeat(236));
+        assert_eq!(long.len(), 256);
+        assert!(crate::v2::models::validate_notify_url(&long).is_ok());
+        assert!(validate_notify_url(&long).is_err());
         assert!(validate_notify_url("https://example.com/notify?x=1").is_err());
         assert!(validate_notify_url("/notify").is_err());
     }
