@@ -29,10 +29,10 @@ pub enum Command {
     /// Build the `wx.requestPayment` parameters for a prepay_id.
     #[command(subcommand)]
     PaySign(PaySignCommand),
-    /// Run the local WeChat Pay (v2 + v3) and mini-program simulator until Ctrl-C.
+    /// Run the local WeChat Pay (v2 + v3) and mini-program simulator until Ctrl-C or SIGTERM.
     Sim(SimArgs),
     /// Run the merchant payment server (configured by wxpay.toml and WXPAY_* variables; sandbox
-    /// mode with an in-process simulator when no merchant file is set) until Ctrl-C.
+    /// mode with an in-process simulator when no merchant file is set) until Ctrl-C or SIGTERM.
     Serve,
     /// Walk the whole payment flow (v2 and v3) against an in-process simulator and server; exit
     /// status 0 only when every step passed.

@@ -802,12 +802,70 @@ fn sim_serves_until_killed_and_keeps_its_merchant_in_the_state_dir() {
         .unwrap();
     let mut answer = String::new();
     let read = stream.read_to_string(&mut answer);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let stopped = terminate(&mut child);
     read.unwrap();
 
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(state.join("merchant.json").is_file());
+    assert!(
+        stopped.success(),
+        "SIGTERM stops the simulator cleanly: {stopped:?}"
+    );
+}
+
+/// Sends SIGTERM (what service managers send) and waits up to 20 s for the process to stop;
+/// a process that ignores it is killed and fails the test.
+fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    panic!("the process did not stop on SIGTERM");
+}
+
+#[test]
+fn serve_starts_in_sandbox_mode_and_stops_cleanly_on_sigterm() {
+    use std::io::{BufRead as _, BufReader};
+
+    let dir = Scratch::new("serve");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wxpay"))
+        .arg("serve")
+        .env("WXPAY_LISTEN", "127.0.0.1:0")
+        .env(
+            "WXPAY_DATABASE_URL",
+            format!("sqlite://{}", p(&dir.0.join("wxpay.db"))),
+        )
+        .env("WXPAY_SANDBOX_DIR", p(&dir.0.join("sandbox")))
+        .env_remove("WXPAY_CONFIG")
+        .env_remove("WXPAY_MERCHANT_FILE")
+        // No wxpay.toml there: the defaults and the variables above.
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The banner is printed once the server listens.
+    let banner = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .find(|l| l.contains("http://127.0.0.1:"));
+    let stopped = terminate(&mut child);
+    assert!(banner.is_some(), "the sandbox banner names the URLs");
+    assert!(
+        stopped.success(),
+        "SIGTERM stops the server cleanly: {stopped:?}"
+    );
+    assert!(dir.0.join("sandbox").join("merchant.json").is_file());
 }
 
 #[test]

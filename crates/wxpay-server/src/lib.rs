@@ -24,7 +24,7 @@ pub use app::{AppState, Application, StartError, router};
 pub use config::{ConfigError, Settings};
 
 /// `wxpay serve`: reads the configuration (`wxpay.toml`, `WXPAY_*`), starts, prints the banner,
-/// and serves until Ctrl-C.
+/// and serves until Ctrl-C or SIGTERM, then stops gracefully.
 ///
 /// # Errors
 /// [`StartError`] (one line naming the key at fault), or an I/O error while serving.
@@ -37,9 +37,10 @@ pub async fn run_from_env() -> Result<(), StartError> {
         .try_init();
     let settings = Settings::load()?;
     let app = Application::build(settings).await?;
+    let stopped = wxpay_sim::stop_signal().map_err(StartError::Serve)?;
     println!("{}", app.banner());
     app.run_until(async {
-        let _ = tokio::signal::ctrl_c().await;
+        stopped.await;
         tracing::info!("stopping");
     })
     .await

@@ -260,6 +260,7 @@ impl RunningSimulator {
 /// # Errors
 /// As [`Simulator::start`], or when the Ctrl-C handler cannot be installed.
 pub async fn run(config: SimConfig) -> Result<(), SimError> {
+    let stopped = stop_signal().map_err(SimError::Signal)?;
     let sim = Simulator::start(config.clone()).await?;
     let m = sim.merchant();
     println!("wxpay simulator (WeChat Pay v2 + v3, mini program)");
@@ -276,7 +277,35 @@ pub async fn run(config: SimConfig) -> Result<(), SimError> {
         Some(p) => println!("  merchant:  {}", p.display()),
         None => println!("  merchant:  in memory (no --state-dir)"),
     }
-    let result = tokio::signal::ctrl_c().await.map_err(SimError::Signal);
+    stopped.await;
     sim.shutdown().await;
-    result
+    Ok(())
+}
+
+/// Installs the handlers of Ctrl-C and SIGTERM (what service managers and container runtimes
+/// send to stop a process) now, and returns a future that completes when either arrives: the
+/// start of a graceful stop. Installing before the start banner is printed means a signal sent
+/// as soon as the banner appears is never missed. `wxpay serve` uses it too.
+///
+/// # Errors
+/// When the signal handlers cannot be installed.
+pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
 }
