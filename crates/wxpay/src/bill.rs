@@ -188,39 +188,9 @@ impl TradeColumn {
     /// The column a header name stands for, including the names of the pre-2018 bills.
     fn from_name(name: &str) -> Option<Self> {
         use TradeColumn as C;
-        const ALL: [TradeColumn; 29] = [
-            C::TradeTime,
-            C::AppId,
-            C::MchId,
-            C::SubMchId,
-            C::DeviceInfo,
-            C::TransactionId,
-            C::OutTradeNo,
-            C::OpenId,
-            C::TradeType,
-            C::TradeState,
-            C::BankType,
-            C::FeeType,
-            C::SettlementTotalFee,
-            C::CouponFee,
-            C::RefundApplyTime,
-            C::RefundSuccessTime,
-            C::RefundId,
-            C::OutRefundNo,
-            C::RefundFee,
-            C::RechargeRefundFee,
-            C::RefundType,
-            C::RefundStatus,
-            C::Body,
-            C::Attach,
-            C::Fee,
-            C::Rate,
-            C::TotalFee,
-            C::RefundApplyFee,
-            C::RateNote,
-        ];
         let name = name.trim();
-        if let Some(c) = ALL.into_iter().find(|c| c.name() == name) {
+        // The REFUND layout holds every column there is.
+        if let Some(c) = REFUND_COLUMNS.into_iter().find(|c| c.name() == name) {
             return Some(c);
         }
         match name {

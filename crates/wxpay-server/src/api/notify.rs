@@ -220,6 +220,21 @@ async fn apply_refund(
     }
 }
 
+/// The body of a v3 notification, verified and decrypted.
+async fn verified_v3(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Notification, Refusal> {
+    let body = body_of(body)?;
+    state
+        .wechat
+        .v3
+        .parse_notification(headers, &body)
+        .await
+        .map_err(|e| signature_refusal(&e))
+}
+
 /// `POST /notify/v3/pay`.
 #[utoipa::path(post, path = "/notify/v3/pay", tag = "notifications",
     request_body(content = String, description = "The v3 payment notification (signed, encrypted), exactly as WeChat Pay sends it", content_type = "application/json"),
@@ -232,13 +247,7 @@ pub(crate) async fn v3_pay(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
-        let body = body_of(body)?;
-        let n = state
-            .wechat
-            .v3
-            .parse_notification(&headers, &body)
-            .await
-            .map_err(|e| signature_refusal(&e))?;
+        let n = verified_v3(&state, &headers, body).await?;
         let Notification::Payment(n) = n else {
             return Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
@@ -288,13 +297,7 @@ pub(crate) async fn v3_refund(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
-        let body = body_of(body)?;
-        let n = state
-            .wechat
-            .v3
-            .parse_notification(&headers, &body)
-            .await
-            .map_err(|e| signature_refusal(&e))?;
+        let n = verified_v3(&state, &headers, body).await?;
         let Notification::Refund(n) = n else {
             return Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
