@@ -868,6 +868,59 @@ fn serve_starts_in_sandbox_mode_and_stops_cleanly_on_sigterm() {
     assert!(dir.0.join("sandbox").join("merchant.json").is_file());
 }
 
+/// A supervisor that reads the URLs and hangs up (or a stdout that is closed from the start)
+/// must not stop the server: the banner's write fails, and the server goes on serving.
+#[test]
+fn serve_keeps_serving_when_its_stdout_is_closed() {
+    use std::io::{Read as _, Write as _};
+
+    let dir = Scratch::new("serve-closed-stdout");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wxpay"))
+        .arg("serve")
+        .env("WXPAY_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "WXPAY_DATABASE_URL",
+            format!("sqlite://{}", p(&dir.0.join("wxpay.db"))),
+        )
+        .env("WXPAY_SANDBOX_DIR", p(&dir.0.join("sandbox")))
+        .env_remove("WXPAY_CONFIG")
+        .env_remove("WXPAY_MERCHANT_FILE")
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The read end is closed before the banner is written.
+    drop(child.stdout.take());
+    let mut answer = String::new();
+    for _ in 0..300 {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the server stopped when its stdout was closed: {status:?}");
+        }
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            answer.clear();
+            stream.read_to_string(&mut answer).unwrap();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the server answers after its banner failed to print: {answer:?}"
+    );
+    let stopped = terminate(&mut child);
+    assert!(stopped.success(), "SIGTERM stops it cleanly: {stopped:?}");
+}
+
 #[test]
 fn sim_refuses_bad_settings_with_exit_2() {
     let dir = Scratch::new("sim-bad");

@@ -38,7 +38,7 @@ pub async fn run_from_env() -> Result<(), StartError> {
     let settings = Settings::load()?;
     let app = Application::build(settings).await?;
     let stopped = wxpay_sim::stop_signal().map_err(StartError::Serve)?;
-    println!("{}", app.banner());
+    wxpay_sim::print_banner(&app.banner());
     app.run_until(async {
         stopped.await;
         tracing::info!("stopping");

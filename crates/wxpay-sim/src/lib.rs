@@ -263,23 +263,39 @@ pub async fn run(config: SimConfig) -> Result<(), SimError> {
     let stopped = stop_signal().map_err(SimError::Signal)?;
     let sim = Simulator::start(config.clone()).await?;
     let m = sim.merchant();
-    println!("wxpay simulator (WeChat Pay v2 + v3, mini program)");
-    println!("  http:      {}", sim.base_url());
-    println!(
-        "  https:     {}   (CA: sim_ca.pem beside merchant.json)",
-        sim.tls_base_url()
-    );
-    println!("  control:   {}/sim/", sim.base_url());
-    println!("  key mode:  {}", config.key_mode);
-    println!("  appid:     {}", m.appid);
-    println!("  mchid:     {}", m.mchid);
-    match &m.merchant_json_path {
-        Some(p) => println!("  merchant:  {}", p.display()),
-        None => println!("  merchant:  in memory (no --state-dir)"),
-    }
+    let merchant = match &m.merchant_json_path {
+        Some(p) => p.display().to_string(),
+        None => "in memory (no --state-dir)".to_owned(),
+    };
+    print_banner(&format!(
+        "wxpay simulator (WeChat Pay v2 + v3, mini program)\n\
+         \x20 http:      {}\n\
+         \x20 https:     {}   (CA: sim_ca.pem beside merchant.json)\n\
+         \x20 control:   {}/sim/\n\
+         \x20 key mode:  {}\n\
+         \x20 appid:     {}\n\
+         \x20 mchid:     {}\n\
+         \x20 merchant:  {merchant}",
+        sim.base_url(),
+        sim.tls_base_url(),
+        sim.base_url(),
+        config.key_mode,
+        m.appid,
+        m.mchid,
+    ));
     stopped.await;
     sim.shutdown().await;
     Ok(())
+}
+
+/// Prints a start banner to stdout in one write. A stdout that is closed or gone (a supervisor
+/// that read the URLs and hung up) must not stop a running service, so a failed write is
+/// ignored: `println!` would panic on it.
+pub fn print_banner(banner: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(format!("{banner}\n").as_bytes());
+    let _ = out.flush();
 }
 
 /// Installs the handlers of Ctrl-C and SIGTERM (what service managers and container runtimes
