@@ -124,7 +124,8 @@ pub struct Settings {
     pub sandbox_dir: PathBuf,
     /// `WXPAY_SANDBOX_TIME_SCALE`: the sandbox simulator's time scale (default 1).
     pub sandbox_time_scale: f64,
-    /// `WXPAY_DATABASE_MAX_CONNECTIONS`: pool size (default 8 for SQLite, 16 for PostgreSQL).
+    /// `WXPAY_DATABASE_MAX_CONNECTIONS`: PostgreSQL pool size (default 16); on SQLite the number
+    /// of reader connections beside the one writer (default 4).
     pub database_max_connections: Option<u32>,
     /// `WXPAY_WECHAT_TIMEOUT_SECS`: timeout of one call to WeChat (default 10).
     pub wechat_timeout_secs: u64,

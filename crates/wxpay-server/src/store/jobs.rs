@@ -158,7 +158,7 @@ impl Store {
         .bind(next_due_at)
         .bind(now_ms())
         .bind(truncate(outcome, 500))
-        .execute(&self.pool)
+        .execute(&mut *self.reader().await?)
         .await?;
         Ok(())
     }
@@ -171,7 +171,7 @@ impl Store {
         let rows: Vec<JobRow> = sqlx::query_as(
             "SELECT name, lease_owner, lease_until, last_run_at, last_outcome FROM job_leases ORDER BY name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?;
         Ok(rows
             .into_iter()

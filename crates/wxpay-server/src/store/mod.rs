@@ -6,9 +6,11 @@
 //! [`Store::backend`]. Queries live in one file per table group, each an `impl Store` block.
 //!
 //! Rules every writer follows:
-//! - a state change is one transaction opened with [`Store::begin_write`], guarded by the current
-//!   state (`UPDATE .. WHERE status IN (..)`), with its dedupe row, its event row and its outbox
-//!   row in the same transaction;
+//! - a state change is atomic: guarded by the current state (`UPDATE .. WHERE status IN (..)`),
+//!   with its dedupe row, its event row and its outbox row in the same transaction. That is a
+//!   transaction from [`Store::begin_write`], or, for the hot paths, one command: on SQLite a
+//!   script holding its own `BEGIN IMMEDIATE; ...; COMMIT` on the writer connection, on
+//!   PostgreSQL one statement whose other rows are written by a data-modifying `WITH`;
 //! - PostgreSQL returns `SUM` of `BIGINT` as `NUMERIC`: cast it (`CAST(SUM(x) AS BIGINT)`).
 
 mod jobs;
@@ -27,7 +29,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, ConnectOptions as _, Connection as _, Executor as _, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{
+    Any, AnyConnection, AnyPool, ConnectOptions as _, Connection as _, Executor as _, Transaction,
+};
 
 pub use jobs::JobState;
 pub use notifications::{PaymentConfirmation, RefundResult};
@@ -98,8 +103,8 @@ impl Backend {
 /// Pool settings.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
-    /// Most connections; `None` picks 8 for SQLite (readers run in parallel in WAL mode, writers
-    /// queue on the file lock anyway) and 16 for PostgreSQL.
+    /// Most connections; `None` picks 16 for PostgreSQL. On SQLite this is the number of reader
+    /// connections (default 4; they run in parallel in WAL mode), beside the one writer.
     pub max_connections: Option<u32>,
     /// How long a caller waits for a connection.
     pub acquire_timeout: Duration,
@@ -122,51 +127,240 @@ static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// SQLite only: write transactions of this process take turns here before `BEGIN
-    /// IMMEDIATE`. SQLite has one writer at a time anyway; without this queue the others get
-    /// `SQLITE_BUSY` and sleep in the busy handler (1, 2, 5, ... 100 ms), which under load made
-    /// the p99 of every writing endpoint 80-100 ms instead of a few ms.
-    write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// SQLite only: the connections the store's own queries use, outside sqlx's pool.
+    sqlite: Option<Arc<SqliteConnections>>,
+    /// Who is logged in: sessions never change once written, so a hit needs no query.
+    sessions: Arc<sessions::SessionCache>,
+    /// SQLite only: payments to commit together (see `notifications::group_commit`).
+    payments: Option<tokio::sync::mpsc::Sender<notifications::PaymentJob>>,
 }
 
-/// A write transaction from [`Store::begin_write`]: the transaction (it dereferences to the
-/// connection, like [`Transaction`]) and, on SQLite, this process's writer turn, released after
-/// the commit or rollback.
+/// SQLite's writer connection, taken in turns (see [`SqliteConnections`]).
+type SharedWriter = Arc<tokio::sync::Mutex<WriterSlot>>;
+
+/// SQLite's own connections: one writer, taken in turns by write transactions, and a few
+/// readers.
+///
+/// Why not sqlx's pool: each sqlx-sqlite connection runs on a thread of its own, so every
+/// statement is a hand-off between threads, and the pool adds one more on every release (it
+/// pings the connection) and two on `BEGIN` and `COMMIT` (a rendezvous). A perf profile under
+/// `wxpay bench` showed 40% of the server's CPU in those thread switches. These connections are
+/// returned without a ping (a SQLite connection is a file handle in this process: it cannot
+/// break like a socket; a statement cut off by a cancelled request is finished by the
+/// connection's thread before the next one runs) and transactions are plain `BEGIN IMMEDIATE` /
+/// `COMMIT` statements.
+///
+/// One writer, because SQLite has one writer at a time anyway: without the turn, the others get
+/// `SQLITE_BUSY` and sleep in the busy handler (1, 2, 5, ... 100 ms), which under load made the
+/// p99 of every writing endpoint 80-100 ms instead of a few ms.
+#[derive(Debug)]
+struct SqliteConnections {
+    writer: SharedWriter,
+    readers: Arc<ReaderSlots>,
+    /// How long a reader waits for a free connection.
+    acquire_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct WriterSlot {
+    conn: AnyConnection,
+    /// A transaction may still be open on it (a `BEGIN` or `COMMIT` failed, or a dropped
+    /// transaction's rollback could not run): roll back before the next `BEGIN`.
+    dirty: bool,
+}
+
+#[derive(Debug)]
+struct ReaderSlots {
+    idle: std::sync::Mutex<Vec<AnyConnection>>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// A connection for reads (and single-statement writes) from [`Store::reader`]: one of SQLite's
+/// reader connections, or a PostgreSQL connection of the pool. It dereferences to the connection.
+#[derive(Debug)]
+pub struct ReadConnection {
+    inner: ReadInner,
+}
+
+#[derive(Debug)]
+enum ReadInner {
+    Sqlite {
+        conn: Option<AnyConnection>,
+        home: Arc<ReaderSlots>,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    },
+    Pool(PoolConnection<Any>),
+}
+
+impl std::ops::Deref for ReadConnection {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        match &self.inner {
+            ReadInner::Sqlite { conn, .. } => conn.as_ref().expect("held until drop"),
+            ReadInner::Pool(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for ReadConnection {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match &mut self.inner {
+            ReadInner::Sqlite { conn, .. } => conn.as_mut().expect("held until drop"),
+            ReadInner::Pool(c) => c,
+        }
+    }
+}
+
+impl Drop for ReadConnection {
+    fn drop(&mut self) {
+        // Back to the idle list before the permit (a field, dropped after this) lets the next
+        // reader in.
+        if let ReadInner::Sqlite { conn, home, .. } = &mut self.inner
+            && let Some(conn) = conn.take()
+        {
+            home.idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(conn);
+        }
+    }
+}
+
+/// A write transaction from [`Store::begin_write`]. It dereferences to the connection, like
+/// [`Transaction`]; dropped without [`commit`](Self::commit) it rolls back.
 #[derive(Debug)]
 pub struct WriteTransaction {
-    tx: Transaction<'static, Any>,
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    inner: Option<WriteInner>,
+}
+
+#[derive(Debug)]
+enum WriteInner {
+    /// SQLite: the writer connection, held for the whole transaction.
+    Sqlite(tokio::sync::OwnedMutexGuard<WriterSlot>),
+    /// PostgreSQL: a transaction on a pool connection.
+    Pool(Transaction<'static, Any>),
 }
 
 impl WriteTransaction {
+    /// SQLite: waits for the writer's turn, then `BEGIN IMMEDIATE` on the writer connection.
+    async fn begin_sqlite(writer: SharedWriter) -> Result<WriteTransaction, sqlx::Error> {
+        // The turn is made a transaction before BEGIN, so that a cancelled BEGIN is rolled back
+        // like any transaction.
+        let mut tx = Self::script_sqlite(writer).await;
+        tx.execute("BEGIN IMMEDIATE").await?;
+        Ok(tx)
+    }
+
+    /// SQLite: the writer's turn for a script that holds its own transaction,
+    /// `BEGIN IMMEDIATE; ...; COMMIT`, sent to the connection's thread as one command (one
+    /// hand-off instead of one per statement). Run the script with `fetch_all` or `execute`
+    /// (`fetch_optional` stops at the first row, before the `COMMIT`), then call
+    /// [`end_script`](Self::end_script).
+    async fn script_sqlite(writer: SharedWriter) -> WriteTransaction {
+        // The turn is taken before anything else, so that waiting writers hold nothing.
+        let mut slot = writer.lock_owned().await;
+        if slot.dirty {
+            // An earlier transaction may be open still; the error when none is, is expected.
+            let _ = slot.conn.execute("ROLLBACK").await;
+        }
+        // Until the script is known to have committed.
+        slot.dirty = true;
+        WriteTransaction {
+            inner: Some(WriteInner::Sqlite(slot)),
+        }
+    }
+
+    /// Ends a script's turn: a script that succeeded has committed; one that failed part-way
+    /// may have left its transaction open, which is rolled back now.
+    async fn end_script(mut self, succeeded: bool) {
+        if let Some(WriteInner::Sqlite(mut slot)) = self.inner.take()
+            && (succeeded || slot.conn.execute("ROLLBACK").await.is_ok())
+        {
+            slot.dirty = false;
+        }
+    }
+
     /// Commits.
     ///
     /// # Errors
-    /// [`sqlx::Error`] from the database.
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+    /// [`sqlx::Error`] from the database (the transaction is then rolled back).
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        match self.inner.take().expect("present until commit or rollback") {
+            WriteInner::Pool(tx) => tx.commit().await,
+            WriteInner::Sqlite(mut slot) => match slot.conn.execute("COMMIT").await {
+                Ok(_) => {
+                    slot.dirty = false;
+                    Ok(())
+                }
+                Err(e) => {
+                    if slot.conn.execute("ROLLBACK").await.is_ok() {
+                        slot.dirty = false;
+                    }
+                    Err(e)
+                }
+            },
+        }
     }
 
     /// Rolls back.
     ///
     /// # Errors
     /// [`sqlx::Error`] from the database.
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        match self.inner.take().expect("present until commit or rollback") {
+            WriteInner::Pool(tx) => tx.rollback().await,
+            WriteInner::Sqlite(mut slot) => {
+                slot.conn.execute("ROLLBACK").await?;
+                slot.dirty = false;
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for WriteTransaction {
+    fn drop(&mut self) {
+        // A cancelled request or an early `?`: roll back now, still holding the writer's turn,
+        // so that the write lock is not kept until the next transaction. (sqlx's own
+        // `Transaction` queues its rollback the same way.)
+        if let Some(WriteInner::Sqlite(mut slot)) = self.inner.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if slot.conn.execute("ROLLBACK").await.is_ok() {
+                    slot.dirty = false;
+                }
+            });
+        }
     }
 }
 
 impl std::ops::Deref for WriteTransaction {
-    type Target = sqlx::AnyConnection;
+    type Target = AnyConnection;
 
-    fn deref(&self) -> &Self::Target {
-        &self.tx
+    fn deref(&self) -> &AnyConnection {
+        match self
+            .inner
+            .as_ref()
+            .expect("present until commit or rollback")
+        {
+            WriteInner::Sqlite(slot) => &slot.conn,
+            WriteInner::Pool(tx) => tx,
+        }
     }
 }
 
 impl std::ops::DerefMut for WriteTransaction {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.tx
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self
+            .inner
+            .as_mut()
+            .expect("present until commit or rollback")
+        {
+            WriteInner::Sqlite(slot) => &mut slot.conn,
+            WriteInner::Pool(tx) => tx,
+        }
     }
 }
 
@@ -175,6 +369,14 @@ impl std::ops::DerefMut for WriteTransaction {
 pub fn now_ms() -> i64 {
     let now = time::OffsetDateTime::now_utc();
     i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// The settings of every SQLite connection. WAL makes `synchronous = NORMAL` durable against
+/// crashes of the process (not of the machine's power), at a fraction of FULL's fsyncs. Foreign
+/// keys and a 5 s busy timeout are sqlx's defaults already.
+async fn sqlite_settings(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    conn.execute("PRAGMA synchronous = NORMAL").await?;
+    Ok(())
 }
 
 impl Store {
@@ -209,36 +411,103 @@ impl Store {
             conn.close().await?;
         }
         let max = options.max_connections.unwrap_or(match backend {
-            Backend::Sqlite => 8,
+            Backend::Sqlite => 4,
             Backend::Postgres => 16,
         });
         let pool = AnyPoolOptions::new()
-            .max_connections(max.max(1))
+            // On SQLite the store's own queries use the connections below; the pool serves
+            // `Store::pool` (tests, ad-hoc queries) and stays small.
+            .max_connections(match backend {
+                Backend::Sqlite => 2,
+                Backend::Postgres => max.max(1),
+            })
             .acquire_timeout(options.acquire_timeout)
-            // A SQLite connection is a file handle in this process: it cannot break like a
-            // socket, and pinging it before each use costs a round trip to its worker thread
-            // (two context switches) per statement batch. PostgreSQL keeps the check.
             .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        // WAL makes NORMAL durable against crashes of the process (not of the
-                        // machine's power), at a fraction of FULL's fsyncs. Foreign keys and a
-                        // 5 s busy timeout are sqlx's defaults already.
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        sqlite_settings(conn).await?;
                     }
                     Ok(())
                 })
             })
-            .connect_with(connect_options)
+            .connect_with(connect_options.clone())
             .await?;
-        let write_turn =
-            (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        let sqlite = match backend {
+            Backend::Sqlite => {
+                let open = || async {
+                    let mut conn = sqlx::AnyConnection::connect_with(&connect_options).await?;
+                    sqlite_settings(&mut conn).await?;
+                    Ok::<_, sqlx::Error>(conn)
+                };
+                let writer = WriterSlot {
+                    conn: open().await?,
+                    dirty: false,
+                };
+                let readers = max.max(1);
+                let mut idle = Vec::with_capacity(readers as usize);
+                for _ in 0..readers {
+                    idle.push(open().await?);
+                }
+                Some(Arc::new(SqliteConnections {
+                    writer: Arc::new(tokio::sync::Mutex::new(writer)),
+                    readers: Arc::new(ReaderSlots {
+                        idle: std::sync::Mutex::new(idle),
+                        permits: Arc::new(tokio::sync::Semaphore::new(readers as usize)),
+                    }),
+                    acquire_timeout: options.acquire_timeout,
+                }))
+            }
+            Backend::Postgres => None,
+        };
+        // The group commit is SQLite's: PostgreSQL commits concurrent transactions of its
+        // connections together itself (one WAL flush for many), and funnelling its payments
+        // through one task made them slower (2,343 -> 1,808 notifications/s).
+        let payments = sqlite.as_ref().map(|own| {
+            let (payments, jobs) = tokio::sync::mpsc::channel(1024);
+            tokio::spawn(notifications::group_commit(own.writer.clone(), jobs));
+            payments
+        });
         Ok(Store {
             pool,
             backend,
-            write_turn,
+            sqlite,
+            sessions: Arc::default(),
+            payments,
         })
+    }
+
+    /// A connection for reads and single-statement writes: one of SQLite's reader connections
+    /// (waiting for a free one), or a PostgreSQL connection from the pool.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn reader(&self) -> Result<ReadConnection, StoreError> {
+        let inner = match &self.sqlite {
+            Some(own) => {
+                let permit = tokio::time::timeout(
+                    own.acquire_timeout,
+                    own.readers.permits.clone().acquire_owned(),
+                )
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)?
+                .map_err(|_| sqlx::Error::PoolClosed)?;
+                let conn = own
+                    .readers
+                    .idle
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .pop()
+                    .ok_or(sqlx::Error::PoolClosed)?;
+                ReadInner::Sqlite {
+                    conn: Some(conn),
+                    home: own.readers.clone(),
+                    _permit: permit,
+                }
+            }
+            None => ReadInner::Pool(self.pool.acquire().await?),
+        };
+        Ok(ReadConnection { inner })
     }
 
     /// The pool, for queries of other modules.
@@ -261,16 +530,23 @@ impl Store {
     /// # Errors
     /// [`StoreError::Database`].
     pub async fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
-        // The turn is taken before a connection, so that waiting writers hold none.
-        let turn = match &self.write_turn {
-            Some(turn) => Some(turn.clone().lock_owned().await),
+        let tx = match &self.sqlite {
+            Some(own) => WriteTransaction::begin_sqlite(own.writer.clone()).await?,
+            None => WriteTransaction {
+                inner: Some(WriteInner::Pool(self.pool.begin().await?)),
+            },
+        };
+        Ok(tx)
+    }
+
+    /// SQLite: the writer's turn for a script holding its own transaction (see
+    /// `WriteTransaction::script_sqlite`); `None` on PostgreSQL, where each statement is a
+    /// round trip anyway and a transaction from [`begin_write`](Self::begin_write) is used.
+    async fn script_turn(&self) -> Option<WriteTransaction> {
+        match &self.sqlite {
+            Some(own) => Some(WriteTransaction::script_sqlite(own.writer.clone()).await),
             None => None,
-        };
-        let tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        };
-        Ok(WriteTransaction { tx, _turn: turn })
+        }
     }
 
     /// Checks that the database answers (`/healthz`).
@@ -279,7 +555,7 @@ impl Store {
     /// [`StoreError::Database`].
     pub async fn ping(&self) -> Result<(), StoreError> {
         let one: i64 = sqlx::query_scalar("SELECT CAST(1 AS BIGINT)")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.reader().await?)
             .await?;
         if one == 1 {
             Ok(())
@@ -292,6 +568,20 @@ impl Store {
 
     /// Closes the pool, waiting for connections in use.
     pub async fn close(&self) {
+        if let Some(own) = &self.sqlite {
+            own.readers.permits.close();
+            let _writer = own.writer.lock().await;
+            let idle = std::mem::take(
+                &mut *own
+                    .readers
+                    .idle
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            for conn in idle {
+                let _ = conn.close().await;
+            }
+        }
         self.pool.close().await;
     }
 }

@@ -4,7 +4,11 @@ use super::orders::{
     EventKind, OrderRow, OrderStatus, Transition, insert_event, order_columns, order_of,
 };
 use super::outbox::{NewOutboxEvent, OutboxEventType};
-use super::{Backend, Store, StoreError, now_ms};
+use super::{Backend, SharedWriter, Store, StoreError, WriteTransaction, now_ms};
+
+use sqlx::AnyConnection;
+
+use super::orders::Order;
 
 pub use super::refund_state::RefundResult;
 
@@ -30,10 +34,260 @@ pub struct PaymentConfirmation {
     pub detail: serde_json::Value,
 }
 
+/// What [`apply_payment`] found and did inside a transaction.
+enum Paid {
+    /// Written: commit. The order after the change and its status before.
+    Applied(Order, OrderStatus),
+    /// Nothing written (already paid, a repeat, another amount, no such order).
+    Nothing(Transition),
+}
+
+/// A payment waiting for the SQLite group commit, with where to send its outcome.
+pub(super) struct PaymentJob {
+    payment: PaymentConfirmation,
+    now: i64,
+    reply: tokio::sync::oneshot::Sender<Result<Transition, StoreError>>,
+}
+
+/// The guarded UPDATE that marks an order paid: `$1` order, `$2` transaction, `$3` payer, `$4`
+/// paid at, `$5` now, `$6` amount; `$extra` is a further condition (with its `AND`).
+macro_rules! mark_paid_sql {
+    ($extra:literal) => {
+        concat!(
+            "UPDATE orders SET status = 'SUCCESS', transaction_id = $2, payer_openid = $3, paid_at = $4, \
+             updated_at = $5, version = version + 1 WHERE ",
+            $extra,
+            "out_trade_no = $1 AND status IN ('NOTPAY', 'PAYERROR', 'CLOSED') AND amount_fen = $6 RETURNING ",
+            order_columns!()
+        )
+    };
+}
+
+/// Most payments committed together.
+const GROUP_MAX: usize = 64;
+
+/// The checks and writes of [`Store::mark_paid`], on a connection inside a transaction. It
+/// writes nothing unless it returns `Paid::Applied` (an error may leave writes: the caller rolls
+/// back), so that several can share a transaction.
+async fn apply_payment(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    p: &PaymentConfirmation,
+    now: i64,
+) -> Result<Paid, StoreError> {
+    let select = match backend {
+        Backend::Sqlite => concat!(
+            "SELECT ",
+            order_columns!(),
+            " FROM orders WHERE out_trade_no = $1"
+        ),
+        Backend::Postgres => concat!(
+            "SELECT ",
+            order_columns!(),
+            " FROM orders WHERE out_trade_no = $1 FOR UPDATE"
+        ),
+    };
+    let row: Option<OrderRow> = sqlx::query_as(select)
+        .bind(&p.out_trade_no)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(current) = order_of(row)? else {
+        return Ok(Paid::Nothing(Transition::NotFound));
+    };
+    if current.status.is_paid() {
+        return Ok(Paid::Nothing(Transition::Unchanged(current)));
+    }
+    if current.amount_fen != p.amount_fen {
+        return Ok(Paid::Nothing(Transition::Refused(current)));
+    }
+    // The order is payable and locked (SQLite's write lock, PostgreSQL's row lock), so the
+    // UPDATE below matches when the dedupe row is new; a repeat writes nothing.
+    let paid = |sql| {
+        sqlx::query_as::<_, OrderRow>(sql)
+            .bind(&p.out_trade_no)
+            .bind(&p.transaction_id)
+            .bind(p.payer_openid.as_deref())
+            .bind(p.paid_at)
+            .bind(now)
+    };
+    let amount_fen = super::orders::fen_to_db(p.amount_fen)?;
+    let row: Option<OrderRow> = if backend == Backend::Sqlite {
+        // One command (one hand-off to the connection's thread): the dedupe row, then the
+        // update only if that row was new (`changes()` counts the rows of the INSERT).
+        let rows = paid(concat!(
+            "INSERT INTO processed_notifications (dedupe_key, kind, out_trade_no, received_at) \
+             VALUES ($7, 'payment', $1, $5) ON CONFLICT (dedupe_key) DO NOTHING; ",
+            mark_paid_sql!("changes() = 1 AND ")
+        ))
+        .bind(amount_fen)
+        .bind(&p.dedupe_key)
+        .fetch_all(&mut *conn)
+        .await?;
+        if rows.is_empty() {
+            // The dedupe row existed: a repeat (the lock rules out any other reason).
+            return Ok(Paid::Nothing(Transition::Unchanged(current)));
+        }
+        rows.into_iter().next()
+    } else {
+        let fresh = sqlx::query(
+            "INSERT INTO processed_notifications (dedupe_key, kind, out_trade_no, received_at) \
+             VALUES ($1, 'payment', $2, $3) ON CONFLICT (dedupe_key) DO NOTHING",
+        )
+        .bind(&p.dedupe_key)
+        .bind(&p.out_trade_no)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            return Ok(Paid::Nothing(Transition::Unchanged(current)));
+        }
+        paid(mark_paid_sql!(""))
+            .bind(amount_fen)
+            .fetch_optional(&mut *conn)
+            .await?
+    };
+    let Some(order) = order_of(row)? else {
+        // The lock makes this unreachable; failing rolls the dedupe row back.
+        return Err(StoreError::Corrupt(format!(
+            "order {} changed while it was locked",
+            p.out_trade_no
+        )));
+    };
+    let mut detail = p.detail.clone();
+    if let Some(map) = detail.as_object_mut() {
+        map.insert("result".into(), "paid".into());
+        map.insert("transaction_id".into(), p.transaction_id.clone().into());
+        map.insert("previous_status".into(), current.status.as_str().into());
+        if current.status == OrderStatus::Closed {
+            map.insert(
+                "anomaly".into(),
+                "paid at WeChat after it was closed here".into(),
+            );
+        }
+    }
+    let webhook = NewOutboxEvent::order(OutboxEventType::OrderPaid, &order)?;
+    if backend == Backend::Sqlite {
+        // One command: what `insert_event` and `NewOutboxEvent::insert` write.
+        sqlx::query(
+            "INSERT INTO order_events (out_trade_no, kind, detail, created_at) VALUES ($1, $2, $3, $4); \
+             INSERT INTO outbox (event_id, event_type, dedupe_key, out_trade_no, payload, created_at, \
+             attempts, next_attempt_at) VALUES ($5, $6, $7, $1, $8, $4, 0, $4) \
+             ON CONFLICT (dedupe_key) DO NOTHING",
+        )
+        .bind(&p.out_trade_no)
+        .bind(p.event.as_str())
+        .bind(detail.to_string())
+        .bind(now)
+        .bind(super::outbox::new_event_id())
+        .bind(webhook.event_type.as_str())
+        .bind(&webhook.dedupe_key)
+        .bind(&webhook.payload)
+        .execute(&mut *conn)
+        .await?;
+    } else {
+        insert_event(&mut *conn, &p.out_trade_no, p.event, &detail, now).await?;
+        webhook.insert(&mut *conn, now).await?;
+    }
+    Ok(Paid::Applied(order, current.status))
+}
+
+/// What the caller of `mark_paid` learns, and what is logged once the payment is committed.
+fn settled(outcome: Paid, p: &PaymentConfirmation) -> Transition {
+    match outcome {
+        Paid::Applied(order, previous) => {
+            if previous == OrderStatus::Closed {
+                tracing::error!(out_trade_no = %order.out_trade_no, "order paid at WeChat after it was closed here");
+            }
+            crate::api::metrics::order_paid(p.event.as_str());
+            Transition::Applied(order)
+        }
+        Paid::Nothing(transition) => transition,
+    }
+}
+
+/// One payment in a transaction of its own.
+async fn pay_alone(
+    mut tx: WriteTransaction,
+    backend: Backend,
+    p: &PaymentConfirmation,
+    now: i64,
+) -> Result<Transition, StoreError> {
+    let outcome = apply_payment(&mut tx, backend, p, now).await?;
+    match outcome {
+        Paid::Applied(..) => tx.commit().await?,
+        Paid::Nothing(_) => tx.rollback().await?,
+    }
+    Ok(settled(outcome, p))
+}
+
+/// SQLite's group commit of payments: takes the payments waiting, applies them one after
+/// another in one transaction, commits once, then answers each. A notification is still
+/// acknowledged only after its payment is committed; the batch shares `BEGIN`, `COMMIT` and the
+/// pages written to the WAL. If anything fails, the batch is rolled back and each payment is
+/// applied alone, so one bad payment cannot fail the others. (PostgreSQL does not use it: it
+/// already commits concurrent transactions together, and one task would serialize them.)
+pub(super) async fn group_commit(
+    writer: SharedWriter,
+    mut jobs: tokio::sync::mpsc::Receiver<PaymentJob>,
+) {
+    let backend = Backend::Sqlite;
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_MAX {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let together = match WriteTransaction::begin_sqlite(writer.clone()).await {
+            Ok(mut tx) => {
+                let mut outcomes = Vec::with_capacity(batch.len());
+                let mut failed = false;
+                for job in &batch {
+                    match apply_payment(&mut tx, backend, &job.payment, job.now).await {
+                        Ok(outcome) => outcomes.push(outcome),
+                        Err(_) => {
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+                if failed {
+                    let _ = tx.rollback().await;
+                    None
+                } else {
+                    tx.commit().await.ok().map(|()| outcomes)
+                }
+            }
+            Err(_) => None,
+        };
+        match together {
+            Some(outcomes) => {
+                for (job, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(Ok(settled(outcome, &job.payment)));
+                }
+            }
+            None => {
+                for job in batch {
+                    let result = match WriteTransaction::begin_sqlite(writer.clone()).await {
+                        Ok(tx) => pay_alone(tx, backend, &job.payment, job.now).await,
+                        Err(e) => Err(e.into()),
+                    };
+                    let _ = job.reply.send(result);
+                }
+            }
+        }
+    }
+}
+
 impl Store {
     /// Marks an order paid, once: from `NOTPAY`, `PAYERROR`, or `CLOSED` (WeChat's word wins: money
     /// taken for an order closed here is recorded, and the event says so). The dedupe row, the
-    /// state change, the event and the `order.paid` webhook are one transaction.
+    /// state change, the event and the `order.paid` webhook are one transaction, committed
+    /// before this returns. On SQLite, payments arriving together share one transaction (see
+    /// [`group_commit`]).
     ///
     /// Returns `Unchanged` for a repeated report or an order already paid, `Refused` when the
     /// amount differs from the order's, `NotFound` for an unknown order.
@@ -42,97 +296,22 @@ impl Store {
     /// [`StoreError::Database`], [`StoreError::Corrupt`].
     pub async fn mark_paid(&self, p: &PaymentConfirmation) -> Result<Transition, StoreError> {
         let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        let select = match self.backend {
-            Backend::Sqlite => concat!(
-                "SELECT ",
-                order_columns!(),
-                " FROM orders WHERE out_trade_no = $1"
-            ),
-            Backend::Postgres => concat!(
-                "SELECT ",
-                order_columns!(),
-                " FROM orders WHERE out_trade_no = $1 FOR UPDATE"
-            ),
+        let Some(payments) = &self.payments else {
+            let tx = self.begin_write().await?;
+            return pay_alone(tx, self.backend, p, now).await;
         };
-        let row: Option<OrderRow> = sqlx::query_as(select)
-            .bind(&p.out_trade_no)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(current) = order_of(row)? else {
-            tx.rollback().await?;
-            return Ok(Transition::NotFound);
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = PaymentJob {
+            payment: p.clone(),
+            now,
+            reply,
         };
-        if current.status.is_paid() {
-            tx.rollback().await?;
-            return Ok(Transition::Unchanged(current));
-        }
-        if current.amount_fen != p.amount_fen {
-            tx.rollback().await?;
-            return Ok(Transition::Refused(current));
-        }
-        let fresh = sqlx::query(
-            "INSERT INTO processed_notifications (dedupe_key, kind, out_trade_no, received_at) \
-             VALUES ($1, 'payment', $2, $3) ON CONFLICT (dedupe_key) DO NOTHING",
-        )
-        .bind(&p.dedupe_key)
-        .bind(&p.out_trade_no)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !fresh {
-            tx.rollback().await?;
-            return Ok(Transition::Unchanged(current));
-        }
-        let row: Option<OrderRow> = sqlx::query_as(concat!(
-            "UPDATE orders SET status = 'SUCCESS', transaction_id = $2, payer_openid = $3, paid_at = $4, \
-             updated_at = $5, version = version + 1 \
-             WHERE out_trade_no = $1 AND status IN ('NOTPAY', 'PAYERROR', 'CLOSED') AND amount_fen = $6 RETURNING ",
-            order_columns!()
-        ))
-        .bind(&p.out_trade_no)
-        .bind(&p.transaction_id)
-        .bind(p.payer_openid.as_deref())
-        .bind(p.paid_at)
-        .bind(now)
-        .bind(super::orders::fen_to_db(p.amount_fen)?)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(order) = order_of(row)? else {
-            // Only reachable if the row changed under us, which the write lock (SQLite) or the
-            // row lock (PostgreSQL) prevents; report what is there.
-            let outcome = super::orders::not_applied(
-                &mut tx,
-                &p.out_trade_no,
-                &[OrderStatus::Success, OrderStatus::Refund],
-            )
-            .await?;
-            tx.rollback().await?;
-            return Ok(outcome);
-        };
-        let mut detail = p.detail.clone();
-        if let Some(map) = detail.as_object_mut() {
-            map.insert("result".into(), "paid".into());
-            map.insert("transaction_id".into(), p.transaction_id.clone().into());
-            map.insert("previous_status".into(), current.status.as_str().into());
-            if current.status == OrderStatus::Closed {
-                map.insert(
-                    "anomaly".into(),
-                    "paid at WeChat after it was closed here".into(),
-                );
-            }
-        }
-        insert_event(&mut tx, &p.out_trade_no, p.event, &detail, now).await?;
-        NewOutboxEvent::order(OutboxEventType::OrderPaid, &order)?
-            .insert(&mut tx, now)
-            .await?;
-        tx.commit().await?;
-        if current.status == OrderStatus::Closed {
-            tracing::error!(out_trade_no = %order.out_trade_no, "order paid at WeChat after it was closed here");
-        }
-        crate::api::metrics::order_paid(p.event.as_str());
-        Ok(Transition::Applied(order))
+        payments
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?
     }
 }

@@ -427,6 +427,51 @@ pub(crate) async fn not_applied(
     })
 }
 
+/// The INSERT of a new order, `$1`..`$12`, answering the row.
+macro_rules! insert_order_sql {
+    () => {
+        concat!(
+            "INSERT INTO orders (out_trade_no, openid, appid, mchid, api_version, source, description, \
+             items, amount_fen, status, client_ip, refunded_fen, expires_at, created_at, updated_at, version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'NOTPAY', $10, 0, $11, $12, $12, 0) RETURNING ",
+            order_columns!()
+        )
+    };
+}
+
+/// The guarded UPDATE that stores a prepay (`$1` order, `$2` prepay_id, `$3` now).
+macro_rules! store_prepay_sql {
+    () => {
+        concat!(
+            "UPDATE orders SET prepay_id = $2, prepay_created_at = $3, updated_at = $3, version = version + 1 \
+             WHERE out_trade_no = $1 AND status = 'NOTPAY' RETURNING ",
+            order_columns!()
+        )
+    };
+}
+
+/// Binds `$1`..`$12` of `insert_order_sql!`.
+fn bind_new_order<'q>(
+    q: sqlx::query::QueryAs<'q, sqlx::Any, OrderRow, sqlx::any::AnyArguments>,
+    new: &NewOrder,
+    items: &str,
+    amount_fen: i64,
+    now: i64,
+) -> sqlx::query::QueryAs<'q, sqlx::Any, OrderRow, sqlx::any::AnyArguments> {
+    q.bind(new.out_trade_no.clone())
+        .bind(new.openid.clone())
+        .bind(new.appid.clone())
+        .bind(new.mchid.clone())
+        .bind(new.api_version.as_str())
+        .bind(new.source)
+        .bind(new.description.clone())
+        .bind(items.to_owned())
+        .bind(amount_fen)
+        .bind(new.client_ip.clone())
+        .bind(new.expires_at)
+        .bind(now)
+}
+
 impl Store {
     /// Commits a new `NOTPAY` order without a prepay, with its `created` event. This happens
     /// before WeChat is called, so that a crash before the prepay is stored leaves an order that
@@ -438,34 +483,40 @@ impl Store {
         let now = now_ms();
         let items =
             serde_json::to_string(&new.items).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut tx = self.begin_write().await?;
-        let row: OrderRow = sqlx::query_as(concat!(
-            "INSERT INTO orders (out_trade_no, openid, appid, mchid, api_version, source, description, \
-             items, amount_fen, status, client_ip, refunded_fen, expires_at, created_at, updated_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'NOTPAY', $10, 0, $11, $12, $12, 0) RETURNING ",
-            order_columns!()
-        ))
-        .bind(&new.out_trade_no)
-        .bind(&new.openid)
-        .bind(&new.appid)
-        .bind(&new.mchid)
-        .bind(new.api_version.as_str())
-        .bind(new.source)
-        .bind(&new.description)
-        .bind(items)
-        .bind(fen_to_db(new.amount_fen)?)
-        .bind(&new.client_ip)
-        .bind(new.expires_at)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
         let detail = serde_json::json!({
             "amount_fen": new.amount_fen,
             "api_version": new.api_version.as_str(),
             "source": new.source,
         });
-        insert_event(&mut tx, &new.out_trade_no, EventKind::Created, &detail, now).await?;
-        tx.commit().await?;
+        let amount_fen = fen_to_db(new.amount_fen)?;
+        let bind = |q| bind_new_order(q, new, &items, amount_fen, now);
+        if let Some(mut turn) = self.script_turn().await {
+            // SQLite: the order and its event in one command.
+            let rows = bind(sqlx::query_as(concat!(
+                "BEGIN IMMEDIATE; ",
+                insert_order_sql!(),
+                "; INSERT INTO order_events (out_trade_no, kind, detail, created_at) \
+                 VALUES ($1, 'created', $13, $12); COMMIT"
+            )))
+            .bind(detail.to_string())
+            .fetch_all(&mut *turn)
+            .await;
+            turn.end_script(rows.is_ok()).await;
+            let row = rows?.into_iter().next().ok_or(sqlx::Error::RowNotFound)?;
+            return Order::try_from(row);
+        }
+        // PostgreSQL: one statement, the event written by a data-modifying WITH.
+        let row: OrderRow = bind(sqlx::query_as(concat!(
+            "WITH o AS (",
+            insert_order_sql!(),
+            "), e AS (INSERT INTO order_events (out_trade_no, kind, detail, created_at) \
+             SELECT out_trade_no, 'created', $13, $12 FROM o) SELECT ",
+            order_columns!(),
+            " FROM o"
+        )))
+        .bind(detail.to_string())
+        .fetch_one(&mut *self.reader().await?)
+        .await?;
         Order::try_from(row)
     }
 
@@ -480,7 +531,7 @@ impl Store {
             " FROM orders WHERE out_trade_no = $1"
         ))
         .bind(out_trade_no)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.reader().await?)
         .await?;
         order_of(row)
     }
@@ -501,7 +552,7 @@ impl Store {
         ))
         .bind(out_trade_no)
         .bind(openid)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.reader().await?)
         .await?;
         order_of(row)
     }
@@ -518,7 +569,7 @@ impl Store {
         ))
         .bind(openid)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?;
         rows.into_iter().map(Order::try_from).collect()
     }
@@ -534,26 +585,48 @@ impl Store {
         renewed: bool,
     ) -> Result<Transition, StoreError> {
         let now = now_ms();
-        let mut tx = self.begin_write().await?;
+        let detail = serde_json::json!({ "renewed": renewed });
+        if let Some(mut turn) = self.script_turn().await {
+            // SQLite: the update and, when it matched (`changes()` counts the rows of the
+            // statement before), its event, in one command.
+            let rows: Result<Vec<OrderRow>, sqlx::Error> = sqlx::query_as(concat!(
+                "BEGIN IMMEDIATE; ",
+                store_prepay_sql!(),
+                "; INSERT INTO order_events (out_trade_no, kind, detail, created_at) \
+                 SELECT $1, 'prepay', $4, $3 WHERE changes() = 1; COMMIT"
+            ))
+            .bind(out_trade_no)
+            .bind(prepay_id)
+            .bind(now)
+            .bind(detail.to_string())
+            .fetch_all(&mut *turn)
+            .await;
+            turn.end_script(rows.is_ok()).await;
+            return match order_of(rows?.into_iter().next())? {
+                Some(order) => Ok(Transition::Applied(order)),
+                None => not_applied(&mut *self.reader().await?, out_trade_no, &[]).await,
+            };
+        }
+        // PostgreSQL: one statement, the event written by a data-modifying WITH when the
+        // update matched.
         let row: Option<OrderRow> = sqlx::query_as(concat!(
-            "UPDATE orders SET prepay_id = $2, prepay_created_at = $3, updated_at = $3, version = version + 1 \
-             WHERE out_trade_no = $1 AND status = 'NOTPAY' RETURNING ",
-            order_columns!()
+            "WITH u AS (",
+            store_prepay_sql!(),
+            "), e AS (INSERT INTO order_events (out_trade_no, kind, detail, created_at) \
+             SELECT out_trade_no, 'prepay', $4, $3 FROM u) SELECT ",
+            order_columns!(),
+            " FROM u"
         ))
         .bind(out_trade_no)
         .bind(prepay_id)
         .bind(now)
-        .fetch_optional(&mut *tx)
+        .bind(detail.to_string())
+        .fetch_optional(&mut *self.reader().await?)
         .await?;
-        let Some(order) = order_of(row)? else {
-            let outcome = not_applied(&mut tx, out_trade_no, &[]).await?;
-            tx.rollback().await?;
-            return Ok(outcome);
-        };
-        let detail = serde_json::json!({ "renewed": renewed });
-        insert_event(&mut tx, out_trade_no, EventKind::Prepay, &detail, now).await?;
-        tx.commit().await?;
-        Ok(Transition::Applied(order))
+        match order_of(row)? {
+            Some(order) => Ok(Transition::Applied(order)),
+            None => not_applied(&mut *self.reader().await?, out_trade_no, &[]).await,
+        }
     }
 
     /// Takes the right to query WeChat about an order now: true when nobody did within
@@ -574,7 +647,7 @@ impl Store {
         .bind(out_trade_no)
         .bind(now)
         .bind(now.saturating_sub(min_interval_ms))
-        .execute(&self.pool)
+        .execute(&mut *self.reader().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -604,7 +677,7 @@ impl Store {
             "SELECT id, kind, detail, created_at FROM order_events WHERE out_trade_no = $1 ORDER BY id",
         )
         .bind(out_trade_no)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?;
         rows.into_iter()
             .map(|(id, kind, detail, created_at)| {

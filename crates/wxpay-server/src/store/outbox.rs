@@ -67,7 +67,7 @@ impl NewOutboxEvent {
     /// # Errors
     /// [`StoreError::Database`].
     pub async fn insert(&self, conn: &mut AnyConnection, now: i64) -> Result<bool, StoreError> {
-        let event_id = format!("evt_{}", wxpay::nonce::random_string(24));
+        let event_id = new_event_id();
         let done = sqlx::query(
             "INSERT INTO outbox (event_id, event_type, dedupe_key, out_trade_no, payload, created_at, \
              attempts, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $6) \
@@ -83,6 +83,11 @@ impl NewOutboxEvent {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+}
+
+/// A new webhook event id, `evt_` and 24 random letters and digits.
+pub(crate) fn new_event_id() -> String {
+    format!("evt_{}", wxpay::nonce::random_string(24))
 }
 
 /// Serializes a webhook `data` value.

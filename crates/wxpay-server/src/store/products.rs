@@ -68,7 +68,7 @@ impl Store {
              WHERE active = 1 OR $1 = 0 ORDER BY sku",
         )
         .bind(i64::from(active_only))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?;
         rows.into_iter().map(product_of).collect()
     }
@@ -82,7 +82,7 @@ impl Store {
             "SELECT sku, name, description, price_fen, active, created_at, updated_at FROM products WHERE sku = $1",
         )
         .bind(sku)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.reader().await?)
         .await?;
         row.map(product_of).transpose()
     }
@@ -106,7 +106,7 @@ impl Store {
         .bind(super::orders::fen_to_db(p.price_fen)?)
         .bind(i64::from(p.active))
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.reader().await?)
         .await?;
         product_of(row)
     }
@@ -132,7 +132,7 @@ impl Store {
         .bind(super::orders::fen_to_db(p.price_fen)?)
         .bind(i64::from(p.active))
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.reader().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }

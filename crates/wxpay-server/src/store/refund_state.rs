@@ -180,7 +180,7 @@ impl Store {
             " FROM refunds WHERE out_refund_no = $1"
         ))
         .bind(out_refund_no)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.reader().await?)
         .await?;
         row.map(Refund::try_from).transpose()
     }
@@ -246,9 +246,12 @@ impl Store {
         } else {
             None
         };
+        // WeChat reports only refunds it accepted: a result that arrives before WeChat's answer
+        // to the submission (a notification overtaking it, a lost answer) also records that.
         let row: RefundRow = sqlx::query_as(concat!(
             "UPDATE refunds SET status = $2, refund_id = $3, success_at = $4, updated_at = $5, \
-             version = version + 1 WHERE out_refund_no = $1 AND status = $6 RETURNING ",
+             submitted_at = COALESCE(submitted_at, $5), version = version + 1 \
+             WHERE out_refund_no = $1 AND status = $6 RETURNING ",
             refund_columns!()
         ))
         .bind(&r.out_refund_no)

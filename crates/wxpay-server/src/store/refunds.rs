@@ -174,7 +174,7 @@ impl Store {
             " FROM refunds WHERE out_trade_no = $1 ORDER BY created_at, out_refund_no"
         ))
         .bind(out_trade_no)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?;
         rows.into_iter().map(Refund::try_from).collect()
     }
@@ -242,7 +242,7 @@ impl Store {
         .bind(out_refund_no)
         .bind(truncate(error, 500))
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&mut *self.reader().await?)
         .await?;
         Ok(())
     }
@@ -387,7 +387,7 @@ impl Store {
         .bind(out_refund_no)
         .bind(owner)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&mut *self.reader().await?)
         .await?;
         Ok(())
     }

@@ -141,7 +141,7 @@ impl Store {
         // One more than asked tells whether a next page exists.
         let rows = query
             .bind(i64::from(limit) + 1)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.reader().await?)
             .await?;
         let mut orders = rows
             .into_iter()
@@ -173,7 +173,7 @@ impl Store {
              WHERE paid_at IS NOT NULL AND paid_at >= $1 GROUP BY paid_at / 3600000",
         )
         .bind(first * HOUR)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?;
         let mut out: Vec<HourlyPayments> = (first..=current)
             .map(|h| HourlyPayments {
@@ -206,7 +206,7 @@ impl Store {
         ))
         .bind(from)
         .bind(to)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?;
         rows.into_iter().map(Order::try_from).collect()
     }
@@ -228,7 +228,7 @@ impl Store {
             for no in chunk {
                 query = query.bind(no.clone());
             }
-            for row in query.fetch_all(&self.pool).await? {
+            for row in query.fetch_all(&mut *self.reader().await?).await? {
                 out.push(Order::try_from(row)?);
             }
         }
@@ -252,7 +252,7 @@ impl Store {
         ))
         .bind(from)
         .bind(to)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?;
         let mut out = rows
             .into_iter()
@@ -290,7 +290,7 @@ impl Store {
         .bind(to_db(r.mismatched)?)
         .bind(r.report.to_string())
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&mut *self.reader().await?)
         .await?;
         Ok(())
     }
@@ -309,7 +309,7 @@ impl Store {
              FROM bill_reconciliations WHERE bill_date = $1",
         )
         .bind(bill_date)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.reader().await?)
         .await?;
         row.map(|r| {
             Ok(Reconciliation {

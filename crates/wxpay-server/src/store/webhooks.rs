@@ -201,7 +201,7 @@ impl Store {
         let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY id DESC LIMIT $1");
         let rows: Vec<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.reader().await?)
             .await?;
         Ok(rows.into_iter().map(event_of).collect())
     }
@@ -218,7 +218,7 @@ impl Store {
             format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE out_trade_no = $1 ORDER BY id");
         let rows: Vec<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(out_trade_no)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.reader().await?)
             .await?;
         Ok(rows.into_iter().map(event_of).collect())
     }

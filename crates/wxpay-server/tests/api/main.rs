@@ -11,4 +11,5 @@ mod notifications;
 mod orders;
 mod reconciliation;
 mod refunds;
+mod store;
 mod webhooks;
