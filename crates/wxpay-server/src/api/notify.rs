@@ -154,7 +154,7 @@ async fn apply_payment(
     }
     match state
         .store
-        .mark_paid(&p)
+        .mark_paid_as_read(&p, &order)
         .await
         .map_err(|e| Refusal::store(&e))?
     {

@@ -45,6 +45,8 @@ enum Paid {
 /// A payment waiting for the SQLite group commit, with where to send its outcome.
 pub(super) struct PaymentJob {
     payment: PaymentConfirmation,
+    /// The order as the caller read it, for [`pay_as_read`].
+    read: Option<Order>,
     now: i64,
     reply: tokio::sync::oneshot::Sender<Result<Transition, StoreError>>,
 }
@@ -155,18 +157,7 @@ async fn apply_payment(
             p.out_trade_no
         )));
     };
-    let mut detail = p.detail.clone();
-    if let Some(map) = detail.as_object_mut() {
-        map.insert("result".into(), "paid".into());
-        map.insert("transaction_id".into(), p.transaction_id.clone().into());
-        map.insert("previous_status".into(), current.status.as_str().into());
-        if current.status == OrderStatus::Closed {
-            map.insert(
-                "anomaly".into(),
-                "paid at WeChat after it was closed here".into(),
-            );
-        }
-    }
+    let detail = paid_detail(p, current.status);
     let webhook = NewOutboxEvent::order(OutboxEventType::OrderPaid, &order)?;
     if backend == Backend::Sqlite {
         // One command: what `insert_event` and `NewOutboxEvent::insert` write.
@@ -193,6 +184,117 @@ async fn apply_payment(
     Ok(Paid::Applied(order, current.status))
 }
 
+/// The timeline entry's details of a payment applied to an order that was `previous`.
+fn paid_detail(p: &PaymentConfirmation, previous: OrderStatus) -> serde_json::Value {
+    let mut detail = p.detail.clone();
+    if let Some(map) = detail.as_object_mut() {
+        map.insert("result".into(), "paid".into());
+        map.insert("transaction_id".into(), p.transaction_id.clone().into());
+        map.insert("previous_status".into(), previous.as_str().into());
+        if previous == OrderStatus::Closed {
+            map.insert(
+                "anomaly".into(),
+                "paid at WeChat after it was closed here".into(),
+            );
+        }
+    }
+    detail
+}
+
+/// [`apply_payment`] in one command, for an order the caller has just read: every write is
+/// guarded by the order's `version` as read, so when it matches, the order after the change is
+/// known beforehand (every change of an order's columns but `last_queried_at`, which webhooks
+/// do not carry, raises its version), and the dedupe row, the update, the event and the webhook
+/// are written by one statement. `None` when nothing was written: the order changed since it
+/// was read, or the dedupe row exists; [`apply_payment`] then decides, under the lock.
+///
+/// SQLite: a script inside the caller's transaction, each statement guarded by `changes()` of
+/// the one before. PostgreSQL: one statement (its own transaction) of data-modifying WITH
+/// clauses; `FOR UPDATE` makes a concurrent payment of the same order wait, then see the new
+/// version and write nothing, not even its dedupe row.
+async fn pay_as_read(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    p: &PaymentConfirmation,
+    read: &Order,
+    now: i64,
+) -> Result<Option<Paid>, StoreError> {
+    let payable = matches!(
+        read.status,
+        OrderStatus::NotPay | OrderStatus::PayError | OrderStatus::Closed
+    );
+    if !payable || read.amount_fen != p.amount_fen {
+        return Ok(None);
+    }
+    let mut paid = read.clone();
+    paid.status = OrderStatus::Success;
+    paid.transaction_id = Some(p.transaction_id.clone());
+    paid.payer_openid.clone_from(&p.payer_openid);
+    paid.paid_at = Some(p.paid_at);
+    paid.updated_at = now;
+    paid.version = read.version + 1;
+    let detail = paid_detail(p, read.status).to_string();
+    let webhook = NewOutboxEvent::order(OutboxEventType::OrderPaid, &paid)?;
+    let sql = match backend {
+        Backend::Sqlite => concat!(
+            "INSERT INTO processed_notifications (dedupe_key, kind, out_trade_no, received_at) \
+             SELECT $7, 'payment', $1, $5 WHERE EXISTS \
+             (SELECT 1 FROM orders WHERE out_trade_no = $1 AND version = $8) \
+             ON CONFLICT (dedupe_key) DO NOTHING; ",
+            mark_paid_sql!("changes() = 1 AND version = $8 AND "),
+            "; INSERT INTO order_events (out_trade_no, kind, detail, created_at) \
+             SELECT $1, $9, $10, $5 WHERE changes() = 1; \
+             INSERT INTO outbox (event_id, event_type, dedupe_key, out_trade_no, payload, created_at, \
+             attempts, next_attempt_at) SELECT $11, $12, $13, $1, $14, $5, 0, $5 \
+             WHERE changes() = 1 ON CONFLICT (dedupe_key) DO NOTHING"
+        ),
+        Backend::Postgres => concat!(
+            "WITH locked AS (SELECT out_trade_no FROM orders WHERE out_trade_no = $1 AND version = $8 \
+             FOR UPDATE), \
+             dedupe AS (INSERT INTO processed_notifications (dedupe_key, kind, out_trade_no, received_at) \
+             SELECT $7, 'payment', out_trade_no, $5 FROM locked \
+             ON CONFLICT (dedupe_key) DO NOTHING RETURNING out_trade_no), \
+             paid AS (",
+            mark_paid_sql!("EXISTS (SELECT 1 FROM dedupe) AND version = $8 AND "),
+            "), event AS (INSERT INTO order_events (out_trade_no, kind, detail, created_at) \
+             SELECT out_trade_no, $9, $10, $5 FROM paid), \
+             webhook AS (INSERT INTO outbox (event_id, event_type, dedupe_key, out_trade_no, payload, \
+             created_at, attempts, next_attempt_at) SELECT $11, $12, $13, out_trade_no, $14, $5, 0, $5 \
+             FROM paid ON CONFLICT (dedupe_key) DO NOTHING) \
+             SELECT * FROM paid"
+        ),
+    };
+    let rows: Vec<OrderRow> = sqlx::query_as(sql)
+        .bind(&p.out_trade_no)
+        .bind(&p.transaction_id)
+        .bind(p.payer_openid.as_deref())
+        .bind(p.paid_at)
+        .bind(now)
+        .bind(super::orders::fen_to_db(p.amount_fen)?)
+        .bind(&p.dedupe_key)
+        .bind(read.version)
+        .bind(p.event.as_str())
+        .bind(detail)
+        .bind(super::outbox::new_event_id())
+        .bind(webhook.event_type.as_str())
+        .bind(&webhook.dedupe_key)
+        .bind(&webhook.payload)
+        .fetch_all(&mut *conn)
+        .await?;
+    let Some(order) = order_of(rows.into_iter().next())? else {
+        return Ok(None);
+    };
+    if order != paid {
+        // The webhook carries `paid`: the statement's guard makes this unreachable, and failing
+        // rolls it back (SQLite) or reports the corruption (PostgreSQL).
+        return Err(StoreError::Corrupt(format!(
+            "order {} is not as predicted after its payment",
+            p.out_trade_no
+        )));
+    }
+    Ok(Some(Paid::Applied(order, read.status)))
+}
+
 /// What the caller of `mark_paid` learns, and what is logged once the payment is committed.
 fn settled(outcome: Paid, p: &PaymentConfirmation) -> Transition {
     match outcome {
@@ -207,14 +309,32 @@ fn settled(outcome: Paid, p: &PaymentConfirmation) -> Transition {
     }
 }
 
+/// One payment inside a transaction: [`pay_as_read`] when the caller read the order, and
+/// [`apply_payment`] when that wrote nothing (or there was no read).
+async fn pay(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    p: &PaymentConfirmation,
+    read: Option<&Order>,
+    now: i64,
+) -> Result<Paid, StoreError> {
+    if let Some(read) = read
+        && let Some(paid) = pay_as_read(conn, backend, p, read, now).await?
+    {
+        return Ok(paid);
+    }
+    apply_payment(conn, backend, p, now).await
+}
+
 /// One payment in a transaction of its own.
 async fn pay_alone(
     mut tx: WriteTransaction,
     backend: Backend,
     p: &PaymentConfirmation,
+    read: Option<&Order>,
     now: i64,
 ) -> Result<Transition, StoreError> {
-    let outcome = apply_payment(&mut tx, backend, p, now).await?;
+    let outcome = pay(&mut tx, backend, p, read, now).await?;
     match outcome {
         Paid::Applied(..) => tx.commit().await?,
         Paid::Nothing(_) => tx.rollback().await?,
@@ -246,7 +366,7 @@ pub(super) async fn group_commit(
                 let mut outcomes = Vec::with_capacity(batch.len());
                 let mut failed = false;
                 for job in &batch {
-                    match apply_payment(&mut tx, backend, &job.payment, job.now).await {
+                    match pay(&mut tx, backend, &job.payment, job.read.as_ref(), job.now).await {
                         Ok(outcome) => outcomes.push(outcome),
                         Err(_) => {
                             failed = true;
@@ -272,7 +392,9 @@ pub(super) async fn group_commit(
             None => {
                 for job in batch {
                     let result = match WriteTransaction::begin_sqlite(writer.clone()).await {
-                        Ok(tx) => pay_alone(tx, backend, &job.payment, job.now).await,
+                        Ok(tx) => {
+                            pay_alone(tx, backend, &job.payment, job.read.as_ref(), job.now).await
+                        }
                         Err(e) => Err(e.into()),
                     };
                     let _ = job.reply.send(result);
@@ -295,14 +417,47 @@ impl Store {
     /// # Errors
     /// [`StoreError::Database`], [`StoreError::Corrupt`].
     pub async fn mark_paid(&self, p: &PaymentConfirmation) -> Result<Transition, StoreError> {
+        self.mark_paid_as(p, None).await
+    }
+
+    /// [`mark_paid`](Self::mark_paid) for an order the caller has just read (and checked):
+    /// when the order has not changed since, the payment is one command (see `pay_as_read`);
+    /// otherwise it is as `mark_paid`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], [`StoreError::Corrupt`].
+    pub async fn mark_paid_as_read(
+        &self,
+        p: &PaymentConfirmation,
+        read: &Order,
+    ) -> Result<Transition, StoreError> {
+        if read.out_trade_no != p.out_trade_no {
+            return self.mark_paid_as(p, None).await;
+        }
+        self.mark_paid_as(p, Some(read)).await
+    }
+
+    async fn mark_paid_as(
+        &self,
+        p: &PaymentConfirmation,
+        read: Option<&Order>,
+    ) -> Result<Transition, StoreError> {
         let now = now_ms();
         let Some(payments) = &self.payments else {
+            if let Some(read) = read {
+                // PostgreSQL: one statement, its own transaction.
+                let mut conn = self.pool.acquire().await?;
+                if let Some(paid) = pay_as_read(&mut conn, self.backend, p, read, now).await? {
+                    return Ok(settled(paid, p));
+                }
+            }
             let tx = self.begin_write().await?;
-            return pay_alone(tx, self.backend, p, now).await;
+            return pay_alone(tx, self.backend, p, None, now).await;
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = PaymentJob {
             payment: p.clone(),
+            read: read.cloned(),
             now,
             reply,
         };

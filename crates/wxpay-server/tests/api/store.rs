@@ -416,7 +416,179 @@ async fn a_refund_result_before_the_answer_records_the_submission(backend: Backe
     store.close().await;
 }
 
+/// The order's webhook payload, as stored in the outbox.
+async fn paid_webhook(store: &Store, no: &str) -> serde_json::Value {
+    let payloads: Vec<String> = sqlx::query_scalar(
+        "SELECT payload FROM outbox WHERE out_trade_no = $1 AND event_type = 'order.paid'",
+    )
+    .bind(no)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(payloads.len(), 1, "one order.paid webhook for {no}");
+    serde_json::from_str(&payloads[0]).unwrap()
+}
+
+/// The details of the order's one payment event.
+async fn payment_event(store: &Store, no: &str) -> serde_json::Value {
+    let events: Vec<_> = store
+        .events(no)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "notification")
+        .collect();
+    assert_eq!(events.len(), 1, "one payment event for {no}: {events:?}");
+    events[0].detail.clone()
+}
+
+/// A payment of an order the caller has just read (one command when the order is as read):
+/// the webhook carries the order exactly as stored, whether the read was current or stale;
+/// payments of one order racing with the same read apply once and leave one dedupe row.
+async fn payments_of_an_order_as_read_apply_once(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = store(&db).await;
+
+    // As read: applied, and the webhook is the stored order.
+    let fresh = new_order(&store, 100).await;
+    let read = store.order(&fresh).await.unwrap().unwrap();
+    let Transition::Applied(paid) = store
+        .mark_paid_as_read(&payment(&fresh, 100, "v3:fresh"), &read)
+        .await
+        .unwrap()
+    else {
+        panic!("a payment of a current read applies");
+    };
+    let stored = store.order(&fresh).await.unwrap().unwrap();
+    assert_eq!(paid, stored);
+    assert_eq!(stored.version, read.version + 1);
+    assert_eq!(
+        stored.transaction_id.as_deref(),
+        Some("42000".to_owned() + &fresh).as_deref()
+    );
+    assert_eq!(
+        paid_webhook(&store, &fresh).await,
+        serde_json::to_value(&stored).unwrap()
+    );
+    let detail = payment_event(&store, &fresh).await;
+    assert_eq!(detail["previous_status"], "NOTPAY");
+    assert_eq!(detail["via"], "test");
+    // The same report again, with the old read: nothing more.
+    assert!(matches!(
+        store
+            .mark_paid_as_read(&payment(&fresh, 100, "v3:fresh"), &read)
+            .await
+            .unwrap(),
+        Transition::Unchanged(_)
+    ));
+
+    // A stale read (the prepay was stored since): applied from the order as it is.
+    let stale = new_order(&store, 100).await;
+    let read = store.order(&stale).await.unwrap().unwrap();
+    store
+        .store_prepay(&stale, "wx_prepay_1", false)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .mark_paid_as_read(&payment(&stale, 100, "v3:stale"), &read)
+            .await
+            .unwrap(),
+        Transition::Applied(_)
+    ));
+    let stored = store.order(&stale).await.unwrap().unwrap();
+    assert_eq!(stored.version, read.version + 2);
+    assert_eq!(
+        paid_webhook(&store, &stale).await,
+        serde_json::to_value(&stored).unwrap()
+    );
+
+    // Closed since it was read: paid (WeChat's word wins), and the event says what it was.
+    let closed = new_order(&store, 100).await;
+    let read = store.order(&closed).await.unwrap().unwrap();
+    store
+        .mark_closed(&closed, &serde_json::json!({ "via": "test" }))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .mark_paid_as_read(&payment(&closed, 100, "v3:closed"), &read)
+            .await
+            .unwrap(),
+        Transition::Applied(_)
+    ));
+    let detail = payment_event(&store, &closed).await;
+    assert_eq!(detail["previous_status"], "CLOSED");
+    assert!(detail["anomaly"].is_string(), "{detail}");
+
+    // Another amount: refused, nothing written.
+    let other = new_order(&store, 100).await;
+    let read = store.order(&other).await.unwrap().unwrap();
+    assert!(matches!(
+        store
+            .mark_paid_as_read(&payment(&other, 99, "v3:other"), &read)
+            .await
+            .unwrap(),
+        Transition::Refused(_)
+    ));
+    assert_eq!(store.order(&other).await.unwrap().unwrap(), read);
+
+    // Racing reports of the same orders (a notification, its repeat, another notification and
+    // a query result), all with the same read.
+    let mut racing = Vec::new();
+    for _ in 0..20 {
+        let no = new_order(&store, 100).await;
+        racing.push((no.clone(), store.order(&no).await.unwrap().unwrap()));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (no, read) in &racing {
+        for dedupe in ["v3:a", "v3:a", "v3:b", "query:c"] {
+            let store = store.clone();
+            let p = payment(no, 100, &format!("{dedupe}:{no}"));
+            let read = read.clone();
+            tasks.spawn(async move {
+                (
+                    p.out_trade_no.clone(),
+                    store.mark_paid_as_read(&p, &read).await,
+                )
+            });
+        }
+    }
+    let mut applied = std::collections::HashMap::new();
+    while let Some(done) = tasks.join_next().await {
+        let (no, result) = done.unwrap();
+        match result.unwrap() {
+            Transition::Applied(_) => *applied.entry(no).or_insert(0) += 1,
+            Transition::Unchanged(o) => assert_eq!(o.status, OrderStatus::Success),
+            other => panic!("{no}: {other:?}"),
+        }
+    }
+    assert_eq!(applied.len(), racing.len());
+    assert!(applied.values().all(|n| *n == 1), "{applied:?}");
+    for (no, _) in &racing {
+        let dedupe: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM processed_notifications WHERE out_trade_no = $1",
+        )
+        .bind(no)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            dedupe, 1,
+            "one dedupe row for {no}: the report that applied"
+        );
+        let stored = store.order(no).await.unwrap().unwrap();
+        assert_eq!(
+            paid_webhook(&store, no).await,
+            serde_json::to_value(&stored).unwrap()
+        );
+        payment_event(&store, no).await;
+    }
+    store.close().await;
+}
+
 both_backends!(
+    payments_of_an_order_as_read_apply_once,
     a_refund_result_before_the_answer_records_the_submission,
     order_writes_come_with_their_events,
     payments_arriving_together_are_each_applied_once,
