@@ -138,6 +138,9 @@ pub struct Store {
 /// SQLite's writer connection, taken in turns (see [`SqliteConnections`]).
 type SharedWriter = Arc<tokio::sync::Mutex<WriterSlot>>;
 
+/// A pooled PostgreSQL connection idle this long is pinged before it is lent.
+const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// SQLite's own connections: one writer, taken in turns by write transactions, and a few
 /// readers.
 ///
@@ -422,7 +425,19 @@ impl Store {
                 Backend::Postgres => max.max(1),
             })
             .acquire_timeout(options.acquire_timeout)
-            .test_before_acquire(backend == Backend::Postgres)
+            // sqlx's own check pings every connection it lends: one more network round trip per
+            // statement on PostgreSQL. Connections in steady use are lent without it; one that
+            // sat idle for a while (where a restart or a proxy may have broken it) is pinged
+            // first, and replaced when the ping fails.
+            .test_before_acquire(false)
+            .before_acquire(move |conn, meta| {
+                Box::pin(async move {
+                    if backend == Backend::Postgres && meta.idle_for >= PING_AFTER_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

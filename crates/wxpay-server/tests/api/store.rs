@@ -587,6 +587,65 @@ async fn payments_of_an_order_as_read_apply_once(backend: Backend) {
     store.close().await;
 }
 
+/// PostgreSQL connections in steady use are lent without a ping, but one that sat idle is
+/// checked first: after the server's connections are killed (a restart, a proxy's timeout),
+/// the next queries get new connections instead of failing.
+#[tokio::test]
+async fn postgres_connections_killed_while_idle_are_replaced() {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let store = store(&db).await;
+    let no = new_order(&store, 100).await;
+    // Several connections in the pool.
+    let reads: Vec<_> = (0..6)
+        .map(|_| {
+            let store = store.clone();
+            let no = no.clone();
+            tokio::spawn(async move { store.order(&no).await })
+        })
+        .collect();
+    for read in reads {
+        assert!(read.await.unwrap().unwrap().is_some());
+    }
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        !killed.is_empty() && killed.iter().all(|k| *k),
+        "{killed:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let reads: Vec<_> = (0..6)
+        .map(|_| {
+            let store = store.clone();
+            let no = no.clone();
+            tokio::spawn(async move { store.order(&no).await })
+        })
+        .collect();
+    for read in reads {
+        assert!(
+            read.await
+                .unwrap()
+                .expect("a killed idle connection is replaced")
+                .is_some()
+        );
+    }
+    assert!(matches!(
+        store
+            .mark_paid(&payment(&no, 100, "v3:after-kill"))
+            .await
+            .unwrap(),
+        Transition::Applied(_)
+    ));
+    store.close().await;
+}
+
 both_backends!(
     payments_of_an_order_as_read_apply_once,
     a_refund_result_before_the_answer_records_the_submission,
