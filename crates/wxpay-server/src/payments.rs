@@ -121,19 +121,16 @@ pub async fn apply_report(
                 return Ok(order.clone());
             }
             store
-                .mark_paid_as_read(
-                    &PaymentConfirmation {
-                        out_trade_no: order.out_trade_no.clone(),
-                        transaction_id: transaction_id.clone(),
-                        amount_fen: *amount_fen,
-                        payer_openid: payer_openid.clone(),
-                        paid_at: paid_at.unwrap_or_else(now_ms),
-                        dedupe_key: format!("query:{transaction_id}"),
-                        event: EventKind::Query,
-                        detail,
-                    },
-                    order,
-                )
+                .mark_paid(&PaymentConfirmation {
+                    out_trade_no: order.out_trade_no.clone(),
+                    transaction_id: transaction_id.clone(),
+                    amount_fen: *amount_fen,
+                    payer_openid: payer_openid.clone(),
+                    paid_at: paid_at.unwrap_or_else(now_ms),
+                    dedupe_key: format!("query:{transaction_id}"),
+                    event: EventKind::Query,
+                    detail,
+                })
                 .await?
         }
         TradeReport::Closed => {
