@@ -832,14 +832,11 @@ fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
     panic!("the process did not stop on SIGTERM");
 }
 
-#[test]
-fn serve_starts_in_sandbox_mode_and_stops_cleanly_on_sigterm() {
-    use std::io::{BufRead as _, BufReader};
-
-    let dir = Scratch::new("serve");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wxpay"))
+/// `wxpay serve` in sandbox mode in `dir` (SQLite there), stdout piped.
+fn spawn_serve(dir: &Scratch, listen: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_wxpay"))
         .arg("serve")
-        .env("WXPAY_LISTEN", "127.0.0.1:0")
+        .env("WXPAY_LISTEN", listen)
         .env(
             "WXPAY_DATABASE_URL",
             format!("sqlite://{}", p(&dir.0.join("wxpay.db"))),
@@ -853,7 +850,15 @@ fn serve_starts_in_sandbox_mode_and_stops_cleanly_on_sigterm() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn serve_starts_in_sandbox_mode_and_stops_cleanly_on_sigterm() {
+    use std::io::{BufRead as _, BufReader};
+
+    let dir = Scratch::new("serve");
+    let mut child = spawn_serve(&dir, "127.0.0.1:0");
     // The banner is printed once the server listens.
     let banner = BufReader::new(child.stdout.take().unwrap())
         .lines()
@@ -880,22 +885,7 @@ fn serve_keeps_serving_when_its_stdout_is_closed() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wxpay"))
-        .arg("serve")
-        .env("WXPAY_LISTEN", format!("127.0.0.1:{port}"))
-        .env(
-            "WXPAY_DATABASE_URL",
-            format!("sqlite://{}", p(&dir.0.join("wxpay.db"))),
-        )
-        .env("WXPAY_SANDBOX_DIR", p(&dir.0.join("sandbox")))
-        .env_remove("WXPAY_CONFIG")
-        .env_remove("WXPAY_MERCHANT_FILE")
-        .current_dir(&dir.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_serve(&dir, &format!("127.0.0.1:{port}"));
     // The read end is closed before the banner is written.
     drop(child.stdout.take());
     let mut answer = String::new();

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use sqlx::Executor as _;
 use wxpay_server::payments::new_out_trade_no;
 use wxpay_server::store::{
-    ApiVersion, Backend, EventKind, NewOrder, NewRefund, NewSession, OrderStatus,
+    ApiVersion, Backend, EventKind, NewOrder, NewRefund, NewSession, Order, OrderStatus,
     PaymentConfirmation, RefundCreation, RefundResult, RefundStatus, Store, StoreOptions,
     Transition, now_ms,
 };
@@ -442,6 +442,20 @@ async fn payment_event(store: &Store, no: &str) -> serde_json::Value {
     events[0].detail.clone()
 }
 
+/// `mark_paid_as_read` of a payment of `amount_fen` with `dedupe`.
+async fn pay_as_read(
+    store: &Store,
+    no: &str,
+    amount_fen: u64,
+    dedupe: &str,
+    read: &Order,
+) -> Transition {
+    store
+        .mark_paid_as_read(&payment(no, amount_fen, dedupe), read)
+        .await
+        .unwrap()
+}
+
 /// A payment of an order the caller has just read (one command when the order is as read):
 /// the webhook carries the order exactly as stored, whether the read was current or stale;
 /// payments of one order racing with the same read apply once and leave one dedupe row.
@@ -452,10 +466,7 @@ async fn payments_of_an_order_as_read_apply_once(backend: Backend) {
     // As read: applied, and the webhook is the stored order.
     let fresh = new_order(&store, 100).await;
     let read = store.order(&fresh).await.unwrap().unwrap();
-    let Transition::Applied(paid) = store
-        .mark_paid_as_read(&payment(&fresh, 100, "v3:fresh"), &read)
-        .await
-        .unwrap()
+    let Transition::Applied(paid) = pay_as_read(&store, &fresh, 100, "v3:fresh", &read).await
     else {
         panic!("a payment of a current read applies");
     };
@@ -475,10 +486,7 @@ async fn payments_of_an_order_as_read_apply_once(backend: Backend) {
     assert_eq!(detail["via"], "test");
     // The same report again, with the old read: nothing more.
     assert!(matches!(
-        store
-            .mark_paid_as_read(&payment(&fresh, 100, "v3:fresh"), &read)
-            .await
-            .unwrap(),
+        pay_as_read(&store, &fresh, 100, "v3:fresh", &read).await,
         Transition::Unchanged(_)
     ));
 
@@ -490,10 +498,7 @@ async fn payments_of_an_order_as_read_apply_once(backend: Backend) {
         .await
         .unwrap();
     assert!(matches!(
-        store
-            .mark_paid_as_read(&payment(&stale, 100, "v3:stale"), &read)
-            .await
-            .unwrap(),
+        pay_as_read(&store, &stale, 100, "v3:stale", &read).await,
         Transition::Applied(_)
     ));
     let stored = store.order(&stale).await.unwrap().unwrap();
@@ -511,10 +516,7 @@ async fn payments_of_an_order_as_read_apply_once(backend: Backend) {
         .await
         .unwrap();
     assert!(matches!(
-        store
-            .mark_paid_as_read(&payment(&closed, 100, "v3:closed"), &read)
-            .await
-            .unwrap(),
+        pay_as_read(&store, &closed, 100, "v3:closed", &read).await,
         Transition::Applied(_)
     ));
     let detail = payment_event(&store, &closed).await;
@@ -525,10 +527,7 @@ async fn payments_of_an_order_as_read_apply_once(backend: Backend) {
     let other = new_order(&store, 100).await;
     let read = store.order(&other).await.unwrap().unwrap();
     assert!(matches!(
-        store
-            .mark_paid_as_read(&payment(&other, 99, "v3:other"), &read)
-            .await
-            .unwrap(),
+        pay_as_read(&store, &other, 99, "v3:other", &read).await,
         Transition::Refused(_)
     ));
     assert_eq!(store.order(&other).await.unwrap().unwrap(), read);
