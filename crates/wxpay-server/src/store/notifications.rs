@@ -342,6 +342,30 @@ async fn pay_alone(
     Ok(settled(outcome, p))
 }
 
+/// The payments of a batch applied one after another in one SQLite transaction, committed once.
+/// On any error the transaction is rolled back (dropped) and nothing of the batch is written.
+async fn commit_together(
+    writer: &SharedWriter,
+    batch: &[PaymentJob],
+) -> Result<Vec<Paid>, StoreError> {
+    let mut tx = WriteTransaction::begin_sqlite(writer.clone()).await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for job in batch {
+        outcomes.push(
+            pay(
+                &mut tx,
+                Backend::Sqlite,
+                &job.payment,
+                job.read.as_ref(),
+                job.now,
+            )
+            .await?,
+        );
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
 /// SQLite's group commit of payments: takes the payments waiting, applies them one after
 /// another in one transaction, commits once, then answers each. A notification is still
 /// acknowledged only after its payment is committed; the batch shares `BEGIN`, `COMMIT` and the
@@ -352,7 +376,6 @@ pub(super) async fn group_commit(
     writer: SharedWriter,
     mut jobs: tokio::sync::mpsc::Receiver<PaymentJob>,
 ) {
-    let backend = Backend::Sqlite;
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
         while batch.len() < GROUP_MAX {
@@ -361,39 +384,26 @@ pub(super) async fn group_commit(
                 Err(_) => break,
             }
         }
-        let together = match WriteTransaction::begin_sqlite(writer.clone()).await {
-            Ok(mut tx) => {
-                let mut outcomes = Vec::with_capacity(batch.len());
-                let mut failed = false;
-                for job in &batch {
-                    match pay(&mut tx, backend, &job.payment, job.read.as_ref(), job.now).await {
-                        Ok(outcome) => outcomes.push(outcome),
-                        Err(_) => {
-                            failed = true;
-                            break;
-                        }
-                    }
-                }
-                if failed {
-                    let _ = tx.rollback().await;
-                    None
-                } else {
-                    tx.commit().await.ok().map(|()| outcomes)
-                }
-            }
-            Err(_) => None,
-        };
-        match together {
-            Some(outcomes) => {
+        match commit_together(&writer, &batch).await {
+            Ok(outcomes) => {
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
                     let _ = job.reply.send(Ok(settled(outcome, &job.payment)));
                 }
             }
-            None => {
+            Err(e) => {
+                // Each payment is replayed alone and answers with its own outcome or error.
+                tracing::warn!(error = %e, payments = batch.len(), "a group commit of payments failed; applying them one by one");
                 for job in batch {
                     let result = match WriteTransaction::begin_sqlite(writer.clone()).await {
                         Ok(tx) => {
-                            pay_alone(tx, backend, &job.payment, job.read.as_ref(), job.now).await
+                            pay_alone(
+                                tx,
+                                Backend::Sqlite,
+                                &job.payment,
+                                job.read.as_ref(),
+                                job.now,
+                            )
+                            .await
                         }
                         Err(e) => Err(e.into()),
                     };
