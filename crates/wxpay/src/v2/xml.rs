@@ -226,7 +226,9 @@ fn is_xml_char(c: char) -> bool {
 ///
 /// # Errors
 /// [`XmlError::Unencodable`] for a name that is not an XML name or a value with a control
-/// character XML cannot carry.
+/// character XML cannot carry; [`XmlError::TooLarge`] when the document would be over
+/// [`MAX_XML_BYTES`], which [`decode`] (and so this crate at the other end) refuses. A value
+/// can grow when encoded: each `]]>` in it becomes 15 bytes.
 pub fn encode<'a, I>(params: I) -> Result<String, XmlError>
 where
     I: IntoIterator<Item = (&'a String, &'a String)>,
@@ -267,6 +269,9 @@ where
     out.push_str("</");
     out.push_str(root);
     out.push('>');
+    if out.len() > MAX_XML_BYTES {
+        return Err(XmlError::TooLarge(out.len()));
+    }
     Ok(out)
 }
 
@@ -279,6 +284,23 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    /// Found by the `xml_decode` fuzz target: a value under the limit whose `]]>` sequences
+    /// grow it past the limit when encoded. Encoding refuses what decoding would refuse.
+    #[test]
+    fn encoding_refuses_what_decoding_would_refuse() {
+        let value = "]]>".repeat(5_000);
+        let body = format!("<xml><a>{}</a></xml>", value.replace('>', "&gt;"));
+        assert!(body.len() <= MAX_XML_BYTES);
+        let decoded = decode(body.as_bytes()).unwrap();
+        assert_eq!(decoded["a"], value);
+        assert!(matches!(encode(&decoded), Err(XmlError::TooLarge(n)) if n > MAX_XML_BYTES));
+        // Just under the limit: encodes, and decodes to the same map.
+        let fits = map(&[("a", &"]]>".repeat(4_000))]);
+        let xml = encode(&fits).unwrap();
+        assert!(xml.len() <= MAX_XML_BYTES);
+        assert_eq!(decode(xml.as_bytes()).unwrap(), fits);
     }
 
     #[test]
