@@ -370,7 +370,12 @@ async fn a_refund_notification_follows_a_successful_refund() {
     let mut refund_log = None;
     for _ in 0..200 {
         let log = settle(&m).await;
-        if let Some(d) = log.iter().find(|d| d["kind"] == "refund") {
+        // The refund's notification is queued when the refund succeeds, which may be just after
+        // a flush counted nothing pending: wait for its record to be finished, not just present.
+        if let Some(d) = log
+            .iter()
+            .find(|d| d["kind"] == "refund" && (d["acked"] == true || d["gave_up"] == true))
+        {
             refund_log = Some(d.clone());
             break;
         }
