@@ -159,7 +159,7 @@ pub fn router(state: AppState) -> Router {
         .merge(notifications)
         .route("/healthz", get(mini::healthz))
         .merge(crate::api::admin::routes())
-        .merge(crate::api::metrics::routes())
+        .merge(crate::api::metrics::routes(&state.settings, false))
         .merge(crate::api::openapi::routes())
         .merge(crate::console::routes(state.sandbox_url.is_some()));
     if state.sandbox_url.is_some() {
@@ -178,6 +178,10 @@ pub fn router(state: AppState) -> Router {
             StatusCode::GATEWAY_TIMEOUT,
             Duration::from_secs(60),
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::net::client_ip::resolve,
+        ))
         .with_state(state)
 }
 
@@ -194,7 +198,11 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// One line per request: method, path (never the query, which may carry codes), status, time.
-async fn log_request(request: Request, next: Next) -> Response {
+async fn log_request(
+    crate::net::client_ip::ClientIp(client_ip): crate::net::client_ip::ClientIp,
+    request: Request,
+    next: Next,
+) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let started = Instant::now();
@@ -202,9 +210,9 @@ async fn log_request(request: Request, next: Next) -> Response {
     let status = response.status().as_u16();
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     if status >= 500 {
-        tracing::warn!(%method, %path, status, ms, "request");
+        tracing::warn!(%method, %path, status, ms, %client_ip, "request");
     } else {
-        tracing::info!(%method, %path, status, ms, "request");
+        tracing::info!(%method, %path, status, ms, %client_ip, "request");
     }
     response
 }
@@ -300,6 +308,8 @@ pub const SANDBOX_PRODUCTS: &[(&str, &str, u64, &str)] = &[
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    tls: Option<Arc<crate::net::tls::CertStore>>,
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     simulator: Option<RunningSimulator>,
     jobs: Option<crate::jobs::JobOptions>,
@@ -332,6 +342,20 @@ impl Application {
             addr: settings.listen,
             source,
         })?;
+        let tls = settings
+            .tls
+            .clone()
+            .map(crate::net::tls::CertStore::load)
+            .transpose()?;
+        let metrics_listener = match settings.metrics_listen {
+            Some(at) => Some(TcpListener::bind(at).await.map_err(|e| {
+                ConfigError::new(
+                    "WXPAY_METRICS_LISTEN",
+                    format!("cannot listen on {at}: {e}"),
+                )
+            })?),
+            None => None,
+        };
         let store = Store::connect(
             &settings.database_url,
             &StoreOptions {
@@ -390,10 +414,9 @@ impl Application {
                 }
             }
         };
-        let notify_base = settings
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
+        let notify_base = settings.public_url.clone().unwrap_or_else(|| {
+            format!("{}://{addr}", if tls.is_some() { "https" } else { "http" })
+        });
         let wechat = WeChat::new(&merchant, &endpoints, settings.api_version, &notify_base)
             .map_err(|e| StartError::Client(e.to_string()))?;
         let admin_token = match (&settings.admin_token, &simulator) {
@@ -423,6 +446,8 @@ impl Application {
         Ok(Application {
             listener,
             addr,
+            tls,
+            metrics_listener,
             state,
             simulator,
             jobs: Some(crate::jobs::JobOptions::default()),
@@ -464,7 +489,8 @@ impl Application {
     /// The start-up banner: the URLs, and in sandbox mode the admin token.
     #[must_use]
     pub fn banner(&self) -> String {
-        let base = format!("http://{}", self.addr);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{}", self.addr);
         let mut lines = vec![
             format!(
                 "wxpay server ({} mode, API {}, database {})",
@@ -484,6 +510,22 @@ impl Application {
             ),
             format!("  health:     {base}/healthz"),
         ];
+        lines.push(
+            match (&self.metrics_listener, &self.state.settings.metrics_token) {
+                (Some(l), token) => format!(
+                    "  metrics:    http://{}/metrics{}",
+                    l.local_addr()
+                        .map_or_else(|_| "?".to_owned(), |a| a.to_string()),
+                    if token.is_some() {
+                        " (bearer token)"
+                    } else {
+                        ""
+                    }
+                ),
+                (None, Some(_)) => format!("  metrics:    {base}/metrics (bearer token)"),
+                (None, None) => format!("  metrics:    {base}/metrics"),
+            },
+        );
         if let Some(sim) = &self.simulator {
             lines.push(format!(
                 "  simulator:  {base}/sim/ (proxied to {})",
@@ -502,11 +544,20 @@ impl Application {
                 ));
             }
         }
+        for warning in crate::net::deployment_warnings(
+            &self.state.settings,
+            &self.state.wechat.notify_base,
+            self.addr,
+        ) {
+            tracing::warn!("{warning}");
+            lines.push(format!("  WARNING: {warning}"));
+        }
         lines.join("\n")
     }
 
-    /// Serves until `shutdown` completes, then lets open requests finish and stops the
-    /// sandbox simulator.
+    /// Serves until `shutdown` completes; then stops the jobs, accepts no more connections,
+    /// lets open requests finish within `WXPAY_SHUTDOWN_TIMEOUT_SECS` (closing what is still open
+    /// after it), and stops the sandbox simulator.
     ///
     /// # Errors
     /// When serving fails.
@@ -514,21 +565,59 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let app = router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
+        let settings = self.state.settings.clone();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let runner = match self.jobs {
             Some(options) => match crate::jobs::Jobs::new(self.state.clone(), options) {
-                Ok(jobs) => Some(jobs.spawn(jobs_stopped)),
+                Ok(jobs) => Some(jobs.spawn(stopped.clone())),
                 Err(e) => return Err(std::io::Error::other(e.to_string())),
             },
             None => None,
         };
-        let result = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
-        let _ = stop_jobs.send(true);
-        if let Some(runner) = runner {
-            runner.join().await;
+        let tls = match &self.tls {
+            Some(store) => {
+                tokio::spawn(store.clone().watch(
+                    Duration::from_secs(settings.tls_reload_secs),
+                    stopped.clone(),
+                ));
+                Some(
+                    store
+                        .acceptor()
+                        .map_err(|e| std::io::Error::other(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        let metrics = self.metrics_listener.map(|listener| {
+            tokio::spawn(crate::net::serve(
+                listener,
+                None,
+                crate::api::metrics::own_router(self.state.clone()),
+                settings.connection_limits,
+                stopped.clone(),
+            ))
+        });
+        // The jobs stop at the signal, not after the last connection: a request left open cannot
+        // keep them running.
+        let jobs = tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+            if let Some(runner) = runner {
+                runner.join().await;
+                tracing::info!("background jobs stopped");
+            }
+        });
+        let result = crate::net::serve(
+            self.listener,
+            tls,
+            router(self.state.clone()),
+            settings.connection_limits,
+            stopped,
+        )
+        .await;
+        let _ = jobs.await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
         }
         if let Some(sim) = self.simulator {
             sim.shutdown().await;

@@ -59,6 +59,19 @@ struct Raw {
     rate_limit_login_burst: u32,
     rate_limit_orders_per_minute: u32,
     rate_limit_orders_burst: u32,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_reload_secs: u64,
+    #[serde(default, deserialize_with = "string_or_list")]
+    trusted_proxies: Option<String>,
+    #[serde(default, skip_serializing, deserialize_with = "lenient_secret")]
+    metrics_token: Option<SecretString>,
+    #[serde(default, deserialize_with = "lenient_option")]
+    metrics_listen: Option<String>,
+    header_timeout_secs: u64,
+    idle_timeout_secs: u64,
+    max_connections: u32,
+    shutdown_timeout_secs: u64,
 }
 
 impl Default for Raw {
@@ -85,6 +98,16 @@ impl Default for Raw {
             rate_limit_login_burst: 20,
             rate_limit_orders_per_minute: 30,
             rate_limit_orders_burst: 10,
+            tls_cert: None,
+            tls_key: None,
+            tls_reload_secs: 10,
+            trusted_proxies: None,
+            metrics_token: None,
+            metrics_listen: None,
+            header_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 1024,
+            shutdown_timeout_secs: 30,
         }
     }
 }
@@ -135,6 +158,23 @@ pub struct Settings {
     /// `WXPAY_RATE_LIMIT_ORDERS_PER_MINUTE` / `WXPAY_RATE_LIMIT_ORDERS_BURST`: new orders per user
     /// (default 30 a minute, 10 at once; a rate of 0 turns the limit off).
     pub rate_limit_orders: crate::api::rate_limit::RateLimit,
+    /// `WXPAY_TLS_CERT` + `WXPAY_TLS_KEY`: serve HTTPS with this PEM certificate chain and key
+    /// (both or neither).
+    pub tls: Option<crate::net::tls::TlsFiles>,
+    /// `WXPAY_TLS_RELOAD_SECS`: how often the TLS files are checked for a new certificate
+    /// (default 10).
+    pub tls_reload_secs: u64,
+    /// `WXPAY_TRUSTED_PROXIES`: reverse proxies (addresses or networks, comma-separated) whose
+    /// `X-Forwarded-For` / `Forwarded` / `X-Real-IP` give the client's address (default none).
+    pub trusted_proxies: crate::net::client_ip::TrustedProxies,
+    /// `WXPAY_METRICS_TOKEN`: `/metrics` needs `Authorization: Bearer TOKEN` (at least 16
+    /// characters).
+    pub metrics_token: Option<SecretString>,
+    /// `WXPAY_METRICS_LISTEN`: serve `/metrics` on this address only, not on `WXPAY_LISTEN`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `WXPAY_HEADER_TIMEOUT_SECS` (default 10), `WXPAY_IDLE_TIMEOUT_SECS` (60),
+    /// `WXPAY_MAX_CONNECTIONS` (1024), `WXPAY_SHUTDOWN_TIMEOUT_SECS` (30).
+    pub connection_limits: crate::net::limits::ConnectionLimits,
 }
 
 impl Default for Settings {
@@ -332,6 +372,89 @@ impl Settings {
             raw.rate_limit_orders_per_minute,
             raw.rate_limit_orders_burst,
         )?;
+        let tls = match (raw.tls_cert, raw.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::net::tls::TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "WXPAY_TLS_KEY",
+                    "is required with WXPAY_TLS_CERT",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "WXPAY_TLS_CERT",
+                    "is required with WXPAY_TLS_KEY",
+                ));
+            }
+        };
+        if !(1..=86_400).contains(&raw.tls_reload_secs) {
+            return Err(ConfigError::new(
+                "WXPAY_TLS_RELOAD_SECS",
+                "must be between 1 and 86400",
+            ));
+        }
+        let trusted_proxies = crate::net::client_ip::TrustedProxies::parse(
+            raw.trusted_proxies.as_deref().unwrap_or(""),
+        )
+        .map_err(|m| ConfigError::new("WXPAY_TRUSTED_PROXIES", m))?;
+        let metrics_token = raw.metrics_token.filter(|t| !t.expose_secret().is_empty());
+        if let Some(token) = &metrics_token
+            && (token.expose_secret().len() < 16
+                || !token.expose_secret().bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(ConfigError::new(
+                "WXPAY_METRICS_TOKEN",
+                "must be at least 16 visible ASCII characters",
+            ));
+        }
+        let metrics_listen = raw
+            .metrics_listen
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                l.trim().parse::<SocketAddr>().map_err(|_| {
+                    ConfigError::new(
+                        "WXPAY_METRICS_LISTEN",
+                        format!("{l:?} is not an address like 127.0.0.1:9100"),
+                    )
+                })
+            })
+            .transpose()?;
+        let secs = |key: &str, value: u64, range: std::ops::RangeInclusive<u64>| {
+            if range.contains(&value) {
+                Ok(std::time::Duration::from_secs(value))
+            } else {
+                Err(ConfigError::new(
+                    key,
+                    format!("must be between {} and {}", range.start(), range.end()),
+                ))
+            }
+        };
+        let connection_limits = crate::net::limits::ConnectionLimits {
+            header_timeout: secs(
+                "WXPAY_HEADER_TIMEOUT_SECS",
+                raw.header_timeout_secs,
+                1..=600,
+            )?,
+            idle_timeout: secs("WXPAY_IDLE_TIMEOUT_SECS", raw.idle_timeout_secs, 1..=3600)?,
+            max_connections: usize::try_from(raw.max_connections)
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| {
+                    ConfigError::new("WXPAY_MAX_CONNECTIONS", "must be between 1 and 1000000")
+                })?,
+            shutdown_timeout: secs(
+                "WXPAY_SHUTDOWN_TIMEOUT_SECS",
+                raw.shutdown_timeout_secs,
+                0..=3600,
+            )?,
+        };
+        crate::net::check_public_url(
+            raw.merchant_file.is_some(),
+            pay_base_url.as_deref(),
+            public_url.as_deref(),
+            api_version,
+        )?;
         Ok(Settings {
             listen,
             database_url: raw.database_url,
@@ -352,6 +475,12 @@ impl Settings {
             wechat_timeout_secs: raw.wechat_timeout_secs,
             rate_limit_login,
             rate_limit_orders,
+            tls,
+            tls_reload_secs: raw.tls_reload_secs,
+            trusted_proxies,
+            metrics_token,
+            metrics_listen,
+            connection_limits,
         })
     }
 
@@ -443,6 +572,29 @@ impl Lenient {
 
 fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Lenient::deserialize(d).map(Lenient::into_string)
+}
+
+fn lenient_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<Lenient>::deserialize(d)?.map(Lenient::into_string))
+}
+
+/// A list written as one string (`"10.0.0.1, 10.1.0.0/16"`, as in the environment) or as a TOML
+/// array; kept as one comma-separated string.
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(Lenient),
+        Many(Vec<Lenient>),
+    }
+    Ok(Option::<OneOrMany>::deserialize(d)?.map(|v| match v {
+        OneOrMany::One(one) => one.into_string(),
+        OneOrMany::Many(many) => many
+            .into_iter()
+            .map(Lenient::into_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    }))
 }
 
 fn lenient_secret<'de, D: serde::Deserializer<'de>>(

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod error;
 pub mod jobs;
 pub mod merchant;
+pub mod net;
 pub mod payments;
 pub mod store;
 pub mod wechat;

@@ -14,7 +14,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{JsonBody, bearer};
-use super::mini::{ClientIp, MAX_ORDER_FEN};
+use super::mini::MAX_ORDER_FEN;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::jobs::bills;
@@ -226,7 +226,9 @@ pub struct OrderWithPayment {
 pub(crate) async fn create_order(
     _: Admin,
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    // The operator is not the payer: WeChat gets this server's address, as for orders a
+    // server makes on its own.
+    crate::net::client_ip::ServerIp(ip): crate::net::client_ip::ServerIp,
     JsonBody(body): JsonBody<CreateAdminOrder>,
 ) -> Result<Response, ApiError> {
     let openid = body.openid.trim();

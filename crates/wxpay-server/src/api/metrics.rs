@@ -7,6 +7,11 @@
 //! database at each scrape: `wxpay_orders{status}`, `wxpay_webhooks_pending`,
 //! `wxpay_refunds_processing`.
 //!
+//! Labels take bounded values only: the method is one of the standard ones or `other`, the
+//! route is the matched route's template or `other`, so that no request can add series.
+//! `WXPAY_METRICS_TOKEN` puts `/metrics` behind a bearer token; `WXPAY_METRICS_LISTEN` serves it
+//! on a listener of its own (and not on the main one).
+//!
 //! One recorder per process (the `metrics` facade is global): several servers in one process
 //! (tests) share it.
 
@@ -47,10 +52,57 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-/// The routes: `GET /metrics`.
-pub fn routes() -> Router<AppState> {
+/// The routes of the main listener: `GET /metrics`, unless it has a listener of its own.
+pub fn routes(settings: &crate::config::Settings, own_listener: bool) -> Router<AppState> {
     handle();
+    if settings.metrics_listen.is_some() && !own_listener {
+        return Router::new();
+    }
     Router::new().route("/metrics", get(scrape))
+}
+
+/// The router of `WXPAY_METRICS_LISTEN`: `/metrics` only.
+pub fn own_router(state: AppState) -> Router {
+    let settings = state.settings.clone();
+    routes(&settings, true)
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .with_state(state)
+}
+
+/// `WXPAY_METRICS_TOKEN`, when set.
+fn authorized(state: &AppState, headers: &http::HeaderMap) -> bool {
+    let Some(expected) = &state.settings.metrics_token else {
+        return true;
+    };
+    let given = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token.trim());
+    // Digests first, so that neither the content nor the length leaks through timing.
+    let digest = |t: &str| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, t.as_bytes());
+    let (a, b) = (
+        digest(given),
+        digest(secrecy::ExposeSecret::expose_secret(expected)),
+    );
+    #[allow(deprecated)]
+    let same = aws_lc_rs::constant_time::verify_slices_are_equal(a.as_ref(), b.as_ref()).is_ok();
+    same
+}
+
+/// The method as a label: one of the standard methods, or `other`.
+fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// `GET /metrics`.
@@ -60,7 +112,15 @@ pub fn routes() -> Router<AppState> {
     tag = "operations",
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String))
 )]
-pub(crate) async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn scrape(
+    State(state): State<AppState>,
+    headers: http::HeaderMap,
+) -> Result<Response, ApiError> {
+    if !authorized(&state, &headers) {
+        return Err(ApiError::unauthorized(
+            "Authorization: Bearer METRICS_TOKEN is required",
+        ));
+    }
     let store = &state.store;
     let by_status: Vec<(String, i64)> =
         sqlx::query_as("SELECT status, COUNT(*) FROM orders GROUP BY status")
@@ -102,14 +162,14 @@ pub async fn track_requests(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+        .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status();
-    metrics::histogram!(LATENCY, "method" => method.clone(), "route" => route.clone())
+    metrics::histogram!(LATENCY, "method" => method, "route" => route.clone())
         .record(started.elapsed().as_secs_f64());
-    metrics::counter!("wxpay_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.as_u16().to_string())
+    metrics::counter!("wxpay_http_requests_total", "method" => method, "route" => route.clone(), "status" => status.as_u16().to_string())
         .increment(1);
     if method == "POST" && status == StatusCode::CREATED {
         match route.as_str() {

@@ -1,12 +1,10 @@
 //! The mini program's API: login, orders, payment parameters, close, mini-program codes.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -25,21 +23,9 @@ pub const MAX_QUANTITY: u64 = 99;
 /// The largest order total (WeChat's own limits are far below; this keeps sums exact).
 pub const MAX_ORDER_FEN: u64 = 10_000_000_000;
 
-/// The caller's IP (the socket peer), sent to WeChat as the payer's IP.
-#[derive(Debug, Clone)]
-pub struct ClientIp(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(|| "127.0.0.1".to_owned(), |c| c.0.ip().to_string());
-        Ok(ClientIp(ip))
-    }
-}
+/// The caller's address (behind trusted proxies, the forwarded one), sent to WeChat as the
+/// payer's IP.
+pub use crate::net::client_ip::ClientIp;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -6,6 +6,7 @@ mod config;
 mod console;
 mod helpers;
 mod jobs;
+mod live;
 mod login;
 mod notifications;
 mod orders;
