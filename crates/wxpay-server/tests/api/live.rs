@@ -467,3 +467,72 @@ async fn https_with_http2_and_http1_and_a_certificate_reloaded_without_a_restart
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The public URL and an exposed sandbox
+
+fn merchant_env<'a>(merchant: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("WXPAY_LISTEN", "127.0.0.1:0"),
+        ("WXPAY_MERCHANT_FILE", merchant),
+        ("WXPAY_DATABASE_URL", "sqlite::memory:"),
+    ];
+    env.extend_from_slice(extra);
+    env
+}
+
+#[tokio::test]
+async fn the_public_url_must_be_https_for_wechats_production_hosts() {
+    let merchant = crate::helpers::sandbox_dir().join("merchant.json");
+    let merchant = merchant.to_str().unwrap();
+    // API v3 on WeChat's hosts: refused, with or without a public URL.
+    for public in ["http://pay.example.com", ""] {
+        let err = wxpay_server::Settings::from_sources(
+            "",
+            &merchant_env(merchant, &[("WXPAY_PUBLIC_URL", public)]),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "WXPAY_PUBLIC_URL", "{err}");
+        assert!(!err.to_string().contains('\n'));
+    }
+    for allowed in [
+        // HTTPS.
+        vec![("WXPAY_PUBLIC_URL", "https://pay.example.com")],
+        // Another host: a simulator.
+        vec![
+            ("WXPAY_PUBLIC_URL", "http://127.0.0.1:8080"),
+            ("WXPAY_PAY_BASE_URL", "http://127.0.0.1:9090"),
+            ("WXPAY_MP_BASE_URL", "http://127.0.0.1:9090"),
+        ],
+        // API v2: started, with a warning.
+        vec![
+            ("WXPAY_PUBLIC_URL", "http://pay.example.com"),
+            ("WXPAY_API_VERSION", "v2"),
+        ],
+    ] {
+        let settings = wxpay_server::Settings::from_sources("", &merchant_env(merchant, &allowed))
+            .unwrap_or_else(|e| panic!("{allowed:?}: {e}"));
+        let app = wxpay_server::Application::build(settings).await.unwrap();
+        let warned = app
+            .banner()
+            .contains("WARNING: WXPAY_PUBLIC_URL is not https://");
+        let v2 = allowed.contains(&("WXPAY_API_VERSION", "v2"));
+        assert_eq!(warned, v2, "{allowed:?}:\n{}", app.banner());
+    }
+}
+
+#[tokio::test]
+async fn a_sandbox_listening_beyond_loopback_warns_in_its_banner() {
+    for (listen, warned) in [("127.0.0.1:0", false), ("0.0.0.0:0", true)] {
+        let db = crate::helpers::TestDatabase::new(Backend::Sqlite).await;
+        let mut settings = crate::helpers::test_settings(&db.url, "v3");
+        settings.listen = listen.parse().unwrap();
+        let app = wxpay_server::Application::build(settings).await.unwrap();
+        let banner = app.banner();
+        assert_eq!(
+            banner.contains("WARNING: sandbox mode listens on"),
+            warned,
+            "{banner}"
+        );
+    }
+}
