@@ -25,6 +25,9 @@ use tower::ServiceExt as _;
 use self::client_ip::LocalAddr;
 use self::limits::{Activity, ConnectionLimits, Expired, Watched};
 
+/// How long a connection closed for a timeout may take to say goodbye (HTTP/2 GOAWAY).
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Completes when `stop` turns true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -182,18 +185,14 @@ async fn serve_connection<I>(
                 conn.as_mut().graceful_shutdown();
             }
             why = activity.expired(&limits) => {
-                match why {
-                    Expired::Header => {
-                        tracing::info!(%peer, secs = limits.header_timeout.as_secs(), "no complete request within the header timeout: connection closed");
-                        return;
-                    }
-                    Expired::Idle => {
-                        // Let HTTP/2 say GOAWAY; an idle HTTP/1 connection closes at once.
-                        conn.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), conn.as_mut()).await;
-                        return;
-                    }
+                if why == Expired::Header {
+                    tracing::info!(%peer, secs = limits.header_timeout.as_secs(), "no complete request within the header timeout: connection closed");
                 }
+                // HTTP/2 gets its GOAWAY, and an idle HTTP/1 connection closes at once; a
+                // half-read HTTP/1 head is dropped after the grace.
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await;
+                return;
             }
         }
     }

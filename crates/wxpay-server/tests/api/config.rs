@@ -91,6 +91,7 @@ async fn start_error(dir: &Path) -> String {
                 "WXPAY_DATABASE_URL",
                 &format!("sqlite://{}", dir.join("db.sqlite").display()),
             ),
+            ("WXPAY_PUBLIC_URL", "https://pay.example.com"),
         ],
     )
     .unwrap();

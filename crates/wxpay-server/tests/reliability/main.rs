@@ -16,6 +16,7 @@ mod crash;
 mod forgery;
 mod harness;
 mod instances;
+mod live;
 mod lost_notifications;
 mod secrets;
 mod upstream;
