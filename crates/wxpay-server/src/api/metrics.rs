@@ -110,7 +110,8 @@ fn method_label(method: &http::Method) -> &'static str {
     get,
     path = "/metrics",
     tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String))
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String),
+        (status = 401, description = "`WXPAY_METRICS_TOKEN` is set and `Authorization: Bearer TOKEN` is missing or wrong", body = crate::api::admin::ErrorBody))
 )]
 pub(crate) async fn scrape(
     State(state): State<AppState>,

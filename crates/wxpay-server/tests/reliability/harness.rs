@@ -172,7 +172,8 @@ pub async fn table_counts(pool: &sqlx::AnyPool) -> BTreeMap<&'static str, i64> {
 /// Prints the figures of a scenario on one line (`scripts/test-reliability` collects them).
 pub fn figures(scenario: &str, values: &[(&str, String)]) {
     let text: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let line = format!("FIGURES {scenario}: {}\n", text.join(", "));
+    // On a line of its own: with --nocapture the test's name precedes it.
+    let line = format!("\nFIGURES {scenario}: {}\n", text.join(", "));
     let _ = std::io::stdout().write_all(line.as_bytes());
 }
 

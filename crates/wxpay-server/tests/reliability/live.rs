@@ -286,14 +286,25 @@ fn a_sigterm_with_half_sent_requests_stops_within_the_shutdown_timeout() {
     assert!(status.success(), "{status:?}");
     assert!(jobs_at < cut_at);
     assert!(took < Duration::from_secs(SHUTDOWN_S + 3), "{took:?}");
-    let cut_line = text[cut_at..].lines().next().unwrap_or("");
-    let cut: String = text[..cut_at]
-        .rsplit("connections=")
-        .next()
-        .unwrap_or("")
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
+    // The line's fields: `connections=N of=M` (colours stripped).
+    let mut plain = String::new();
+    let mut escape = false;
+    for c in text[cut_at..].lines().next().unwrap_or("").chars() {
+        match c {
+            '\u{1b}' => escape = true,
+            'm' if escape => escape = false,
+            _ if escape => {}
+            _ => plain.push(c),
+        }
+    }
+    let field = |name: &str| {
+        plain
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let (cut, open) = (field("connections="), field("of="));
     drop(held);
     figures(
         "scenario 10c shutdown under half-sent requests",
@@ -302,14 +313,8 @@ fn a_sigterm_with_half_sent_requests_stops_within_the_shutdown_timeout() {
             ("heads_half_sent", HALF_HEADS.to_string()),
             ("shutdown_timeout_s", SHUTDOWN_S.to_string()),
             ("exit_after_ms", took.as_millis().to_string()),
-            (
-                "connections_cut",
-                if cut.is_empty() {
-                    cut_line.to_owned()
-                } else {
-                    cut
-                },
-            ),
+            ("connections_open_at_signal", open),
+            ("connections_cut_at_timeout", cut),
             ("jobs_stopped_before_cut", "yes".into()),
             ("exit_status", status.code().unwrap_or(-1).to_string()),
         ],

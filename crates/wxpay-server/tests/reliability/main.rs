@@ -1,5 +1,6 @@
 //! The reliability and security suite (issue 6): lost, repeated and shuffled notifications,
-//! crashes, many instances, forgery and replay, bad input, upstream faults, secrets, abuse.
+//! crashes, many instances, forgery and replay, bad input, upstream faults, secrets, abuse, and
+//! going live (metrics labels, slow headers, a stop under half-sent requests, proxies).
 //!
 //! The long scenarios are `#[ignore]`d so that `cargo test --workspace` stays fast; run them all
 //! with `./scripts/test-reliability` (which builds the `wxpay` binary the crash and
