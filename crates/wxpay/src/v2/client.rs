@@ -563,12 +563,12 @@ mod tests {
             &BaseUrls::single("http://127.0.0.1:9"),
         )
         .unwrap();
-        let request = RefundRequest::new(
-            super::super::models::OrderId::OutTradeNo("20150806125346".into()),
-            "R1",
-            crate::Fen::new(100),
-            crate::Fen::new(1),
-        );
+        let request = RefundRequest::new(super::super::models::RefundFields {
+            id: super::super::models::OrderId::OutTradeNo("20150806125346".parse().unwrap()),
+            out_refund_no: "R1".parse().unwrap(),
+            total_fee: crate::Fen::new(100),
+            refund_fee: crate::Fen::new(1),
+        });
         assert!(
             matches!(client.refund(&request).await, Err(Error::InvalidRequest(m)) if m.contains("certificate"))
         );
