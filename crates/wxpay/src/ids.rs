@@ -257,14 +257,19 @@ mod tests {
         assert!(OpenId::try_from("a\u{0}").is_err());
         let err = OpenId::try_from("").unwrap_err();
         assert_eq!(err.field(), "openid");
-        assert!(matches!(crate::Error::from(err), crate::Error::InvalidRequest(m) if m.contains("openid")));
+        assert!(
+            matches!(crate::Error::from(err), crate::Error::InvalidRequest(m) if m.contains("openid"))
+        );
     }
 
     #[test]
     fn json_is_a_plain_string_and_is_validated() {
         let no = OutTradeNo::try_from("T1234567").unwrap();
         assert_eq!(serde_json::to_string(&no).unwrap(), r#""T1234567""#);
-        assert_eq!(serde_json::from_str::<OutTradeNo>(r#""T1234567""#).unwrap(), no);
+        assert_eq!(
+            serde_json::from_str::<OutTradeNo>(r#""T1234567""#).unwrap(),
+            no
+        );
         assert!(serde_json::from_str::<OutTradeNo>(r#""T1""#).is_err());
         assert_eq!(format!("{no} {no:?}"), r#"T1234567 "T1234567""#);
     }

@@ -158,7 +158,8 @@ pub fn format_compact_date(date: Date) -> String {
 /// `yyyy-MM-dd` (v3 `bill_date`).
 #[must_use]
 pub fn format_dashed_date(date: Date) -> String {
-    date.format(DASHED_DATE).unwrap_or_else(|_| date.to_string())
+    date.format(DASHED_DATE)
+        .unwrap_or_else(|_| date.to_string())
 }
 
 /// Parses `yyyy-MM-dd`.
@@ -247,7 +248,10 @@ mod tests {
         let t = parse_v2("20091225091010").unwrap();
         assert_eq!(t, datetime!(2009-12-25 09:10:10 +08:00));
         assert_eq!(format_v2(t.to_offset(UtcOffset::UTC)), "20091225091010");
-        assert_eq!(format_v2(datetime!(2024-01-02 03:04:05 UTC)), "20240102110405");
+        assert_eq!(
+            format_v2(datetime!(2024-01-02 03:04:05 UTC)),
+            "20240102110405"
+        );
         assert_eq!(format_dashed(t), "2009-12-25 09:10:10");
         assert_eq!(parse_dashed("2009-12-25 09:10:10").unwrap(), t);
         assert!(parse_v2("2009122509101").is_err());
@@ -266,7 +270,10 @@ mod tests {
         assert_eq!(format_v3(datetime!(2018-06-08 02:34:56 UTC)), text);
         assert_eq!(parse_v3("2018-06-08T02:34:56Z").unwrap(), t);
         assert!(parse_v3("2018-06-08 10:34:56").is_err());
-        assert_eq!(format_v3(beijing_unix(1_554_208_460)), "2019-04-02T20:34:20+08:00");
+        assert_eq!(
+            format_v3(beijing_unix(1_554_208_460)),
+            "2019-04-02T20:34:20+08:00"
+        );
     }
 
     #[test]
@@ -281,7 +288,8 @@ mod tests {
         let json = r#"{"at":"2026-11-24T10:00:00+08:00","maybe":"2026-11-24T10:00:01+08:00"}"#;
         let t: T = serde_json::from_str(json).unwrap();
         assert_eq!(serde_json::to_string(&t).unwrap(), json);
-        let t: T = serde_json::from_str(r#"{"at":"2026-11-24T10:00:00+08:00","maybe":null}"#).unwrap();
+        let t: T =
+            serde_json::from_str(r#"{"at":"2026-11-24T10:00:00+08:00","maybe":null}"#).unwrap();
         assert_eq!(t.maybe, None);
         assert_eq!(
             serde_json::to_string(&t).unwrap(),
@@ -323,7 +331,10 @@ mod tests {
             let text = std::fs::read_to_string(file).unwrap();
             for (n, line) in text.lines().enumerate() {
                 let code = line.split("//").next().unwrap_or("");
-                if patterns.iter().any(|p| code.replace(' ', "").contains(p.as_str())) {
+                if patterns
+                    .iter()
+                    .any(|p| code.replace(' ', "").contains(p.as_str()))
+                {
                     found.push(format!("{}:{}", file.display(), n + 1));
                 }
             }
@@ -334,9 +345,15 @@ mod tests {
 
     #[test]
     fn dates_are_beijing_days() {
-        assert_eq!(beijing_date(datetime!(2024-03-04 16:00:00 UTC)), date!(2024 - 03 - 05));
+        assert_eq!(
+            beijing_date(datetime!(2024-03-04 16:00:00 UTC)),
+            date!(2024 - 03 - 05)
+        );
         assert_eq!(format_compact_date(date!(2024 - 03 - 05)), "20240305");
         assert_eq!(format_dashed_date(date!(2024 - 03 - 05)), "2024-03-05");
-        assert_eq!(parse_dashed_date("2024-03-05").unwrap(), date!(2024 - 03 - 05));
+        assert_eq!(
+            parse_dashed_date("2024-03-05").unwrap(),
+            date!(2024 - 03 - 05)
+        );
     }
 }

@@ -198,9 +198,26 @@ impl V2Client {
             .as_ref()
             .map(|identity| HttpClient::with_identity(http, identity))
             .transpose()?;
+        Self::with_http(config, urls, HttpClient::new(http)?, tls_http)
+    }
+
+    /// A client over your own HTTP clients (see [`crate::http::Transport`]): `http` for every
+    /// call, `secapi` for the refund, which must present the merchant certificate (e.g.
+    /// [`HttpClient::with_identity`], or a transport of yours that does). Without `secapi`,
+    /// refunds are refused before sending; `config.client_identity` is not used here.
+    ///
+    /// # Errors
+    /// As [`V2Client::new`] for the configuration.
+    pub fn with_http(
+        config: V2Config,
+        urls: &BaseUrls,
+        http: HttpClient,
+        secapi: Option<HttpClient>,
+    ) -> Result<Self> {
+        config.validate()?;
         Ok(V2Client {
-            http: HttpClient::new(http)?,
-            tls_http,
+            http,
+            tls_http: secapi,
             base: urls.pay.trim_end_matches('/').to_owned(),
             config,
         })

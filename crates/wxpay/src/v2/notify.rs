@@ -327,7 +327,9 @@ pub fn build_refund_notification(
     put("refund_status", n.refund_status.as_str());
     put(
         "success_time",
-        &n.success_time.map(crate::time::format_dashed).unwrap_or_default(),
+        &n.success_time
+            .map(crate::time::format_dashed)
+            .unwrap_or_default(),
     );
     put(
         "refund_recv_accout",

@@ -11,11 +11,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, CryptoError, DecodeError, Error, SignatureError, TransportError};
-use crate::ids::{OutRefundNo, OutTradeNo};
 use crate::http::{
     BaseUrls, HttpClient, HttpConfig, Idempotency, OutgoingRequest, RawResponse, canonical_url,
     join,
 };
+use crate::ids::{OutRefundNo, OutTradeNo};
 use crate::keys::{RsaPrivateKey, X509Certificate};
 use crate::nonce::{Clock, SystemClock, nonce};
 use crate::pay_params::{self, RequestPayment};
@@ -100,16 +100,27 @@ impl V3Client {
         base: &BaseUrls,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, Error> {
-        Ok(V3Client {
+        Ok(Self::with_http(config, base, HttpClient::new(http)?, clock))
+    }
+
+    /// A client over your own HTTP client (see [`crate::http::Transport`]) and clock.
+    #[must_use]
+    pub fn with_http(
+        config: V3Config,
+        base: &BaseUrls,
+        http: HttpClient,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        V3Client {
             inner: Arc::new(Inner {
-                http: HttpClient::new(http)?,
+                http,
                 base: base.pay.trim_end_matches('/').to_owned(),
                 config,
                 clock,
                 window_secs: DEFAULT_WINDOW_SECS,
                 refresh: tokio::sync::Mutex::new(None),
             }),
-        })
+        }
     }
 
     /// The configuration.
@@ -681,9 +692,7 @@ mod tests {
         assert!(validate_notify_url("https://example.com/notify").is_ok());
         let long = format!("https://example.com/{}", "n".repeat(236));
         assert_eq!(long.len(), 256);
-        assert!(
-            crate::validate::notify_url(&long, crate::validate::V2_NOTIFY_URL_MAX).is_ok()
-        );
+        assert!(crate::validate::notify_url(&long, crate::validate::V2_NOTIFY_URL_MAX).is_ok());
         assert!(validate_notify_url(&long).is_err());
         assert!(validate_notify_url("https://example.com/notify?x=1").is_err());
         assert!(validate_notify_url("/notify").is_err());

@@ -755,7 +755,11 @@ mod tests {
             t.success_time,
             Some(time::macros::datetime!(2026-11-24 02:00:00 UTC))
         );
-        assert!(serde_json::to_string(&t).unwrap().contains(r#""success_time":"2026-11-24T10:00:00+08:00""#));
+        assert!(
+            serde_json::to_string(&t)
+                .unwrap()
+                .contains(r#""success_time":"2026-11-24T10:00:00+08:00""#)
+        );
         let bad = json.replace("2026-11-24T10:00:00+08:00", "2026-11-24 10:00:00");
         assert!(serde_json::from_str::<Transaction>(&bad).is_err());
 

@@ -27,8 +27,8 @@ pub use shared::{Coupon, CouponRefund, OrderId, RefundAccount, RefundStatus, Tra
 pub use unified_order::{UnifiedOrderFields, UnifiedOrderRequest, UnifiedOrderResponse};
 
 pub(crate) use shared::{
-    coupons, fen, optional, optional_fen, optional_string, optional_yes_no, required,
-    time_field, optional_time_field,
+    coupons, fen, optional, optional_fen, optional_string, optional_time_field, optional_yes_no,
+    required, time_field,
 };
 
 #[cfg(test)]

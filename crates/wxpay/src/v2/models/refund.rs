@@ -1,8 +1,8 @@
 //! `POST /secapi/pay/refund`: a refund, over mutual TLS with the merchant certificate.
 
 use super::shared::{
-    CouponRefund, OrderId, RefundAccount, base_params, fen, indexes, optional_fen,
-    optional_string, put, put_opt, required,
+    CouponRefund, OrderId, RefundAccount, base_params, fen, indexes, optional_fen, optional_string,
+    put, put_opt, required,
 };
 use crate::error::{DecodeError, Error};
 use crate::ids::OutRefundNo;
@@ -176,4 +176,3 @@ impl RefundResponse {
         })
     }
 }
-

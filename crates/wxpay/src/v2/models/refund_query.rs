@@ -153,11 +153,7 @@ impl RefundQueryResponse {
                 refund_status: RefundStatus::from_code(required(map, &key("refund_status"))?),
                 refund_account: optional(map, &key("refund_account")).map(RefundAccount::from_code),
                 refund_recv_accout: optional_string(map, &key("refund_recv_accout")),
-                refund_success_time: optional_time_field(
-                    map,
-                    &key("refund_success_time"),
-                    true,
-                )?,
+                refund_success_time: optional_time_field(map, &key("refund_success_time"), true)?,
             });
         }
         let refund_count = count(map, "refund_count")?;
@@ -185,4 +181,3 @@ impl RefundQueryResponse {
         })
     }
 }
-

@@ -226,7 +226,6 @@ pub struct CouponRefund {
     pub coupon_refund_fee: Fen,
 }
 
-
 // ---- parameter building -------------------------------------------------------------------
 
 pub(crate) fn base_params(cfg: &V2Config) -> XmlMap {
@@ -251,7 +250,6 @@ pub(crate) fn put_opt(p: &mut XmlMap, key: &str, value: Option<&str>) {
 pub(crate) fn yes_no(b: bool) -> &'static str {
     if b { "Y" } else { "N" }
 }
-
 
 // ---- answer reading ------------------------------------------------------------------------
 
@@ -364,4 +362,3 @@ pub(crate) fn coupons(map: &XmlMap) -> Result<Vec<Coupon>, DecodeError> {
         })
         .collect()
 }
-

@@ -2,9 +2,9 @@ use super::*;
 use crate::Error;
 use crate::error::DecodeError;
 use crate::money::Fen;
+use crate::v2::SignType;
 use crate::v2::XmlMap;
 use crate::v2::client::V2Config;
-use crate::v2::SignType;
 use time::macros::{date, datetime};
 
 fn cfg() -> V2Config {
