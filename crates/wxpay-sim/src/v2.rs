@@ -17,12 +17,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 use time::{Date, OffsetDateTime};
 use wxpay::v2::models::RefundAccount;
-use wxpay::validate::{V2_NOTIFY_URL_MAX, notify_url as validate_notify_url};
-use wxpay::{Fen, OutRefundNo, OutTradeNo};
 use wxpay::v2::notify::{RefundNotification, build_refund_notification};
 use wxpay::v2::sign::{constant_time_eq_ignore_case, sign_map};
 use wxpay::v2::xml::{self, XmlError};
 use wxpay::v2::{ErrCode, SignType, XmlMap};
+use wxpay::validate::{V2_NOTIFY_URL_MAX, notify_url as validate_notify_url};
+use wxpay::{Fen, OutRefundNo, OutTradeNo};
 
 use crate::app::AppState;
 use crate::bills::{self, TradeBillType};
