@@ -384,9 +384,7 @@ async fn bills_download_with_their_digest_checked() {
     let sim = start(KeyMode::Certificate).await;
     let client = client(&sim, KeyMode::Certificate);
     let (no, _) = paid_order(&sim, &client, 1234, "https://merchant.example/notify").await;
-    let today = time::OffsetDateTime::now_utc()
-        .to_offset(time::macros::offset!(+8))
-        .date();
+    let today = wxpay::time::beijing_date(time::OffsetDateTime::now_utc());
     // Today's bill exists tomorrow: move the simulator's business clock a day on (signatures
     // keep using the wall clock on both sides).
     let advanced = reqwest::Client::new()
