@@ -150,9 +150,12 @@ class Phone {
     this.openid = null;
   }
 
-  /** Starts the mini program (onLaunch, then its first page). */
-  async launch({ baseUrl }) {
-    const app = new Launch(this, baseUrl);
+  /**
+   * Starts the mini program (onLaunch, then its first page) with config.js saying `baseUrl` and
+   * `sandbox` (false: this phone's WeChat gives the login codes and runs the cashier).
+   */
+  async launch({ baseUrl, sandbox = false }) {
+    const app = new Launch(this, baseUrl, sandbox);
     await app.start();
     return app;
   }
@@ -160,9 +163,10 @@ class Phone {
 
 /** One run of the mini program on a phone, from launch to close. */
 class Launch {
-  constructor(phone, baseUrl) {
+  constructor(phone, baseUrl, sandbox) {
     this.phone = phone;
     this.baseUrl = baseUrl;
+    this.sandbox = sandbox;
     /** Every wx.request: {method, path, status, body, response} (status 0: no answer). */
     this.requests = [];
     /** Every object given to wx.requestPayment, and what came of it. */
@@ -199,7 +203,7 @@ class Launch {
     const config = new Module(configPath, module);
     config.filename = configPath;
     config.loaded = true;
-    config.exports = { ...real, baseUrl: this.baseUrl };
+    config.exports = { ...real, baseUrl: this.baseUrl, sandbox: this.sandbox };
     require.cache[configPath] = config;
     this.app = null;
     global.App = (options) => {
@@ -339,6 +343,9 @@ class Launch {
           (res) => answer(options, res.errMsg === 'requestPayment:ok', res),
           (err) => answer(options, false, { errMsg: `requestPayment:fail ${err.message}` }),
         );
+      },
+      getAccountInfoSync() {
+        return { miniProgram: { appId: 'touristappid', envVersion: 'develop', version: '' } };
       },
       getStorageSync(key) {
         return storage.has(key) ? JSON.parse(storage.get(key)) : '';

@@ -15,8 +15,8 @@ if (!V3 || !V2 || !SHORT || !ADMIN) {
 }
 
 const launches = [];
-async function launch(phone, baseUrl) {
-  const app = await phone.launch({ baseUrl });
+async function launch(phone, baseUrl, sandbox = false) {
+  const app = await phone.launch({ baseUrl, sandbox });
   launches.push(app);
   return app;
 }
@@ -292,6 +292,22 @@ test('two quick taps on "pay" make one order', async () => {
   await app.onPage('pages/orders/orders', (c) => !c.data.loading);
   assert.equal(app.page.comp.data.orders.length, 1);
   assert.ok(app.text('#orders').includes('¥12.01'), app.text());
+  assertNoProblems();
+});
+
+test('DevTools against a sandbox (config sandbox: true): login codes and the cashier come from the simulator', async () => {
+  const phone = phoneOf(V3);
+  const app = await launch(phone, V3, true);
+  await toConfirmation(app, { coffee: 1 });
+  app.tap('#pay');
+  await result(app);
+  assert.equal(app.page.comp.data.status, 'paid', app.text());
+  assert.equal(app.text('#amount'), '¥18.00');
+  assert.equal(app.logins, 0, 'wx.login is not used');
+  assert.equal(app.payments.length, 0, 'wx.requestPayment is not used');
+  assert.deepEqual(app.modals.map((m) => m.title), ['模拟微信支付']);
+  assert.deepEqual(app.sent('POST', '/sim/users').map((r) => r.status), [200]);
+  assert.deepEqual(app.sent('POST', '/sim/pay').map((r) => r.response.errMsg), ['requestPayment:ok']);
   assertNoProblems();
 });
 

@@ -14,6 +14,15 @@
  * @property {string} [storageKey] where the session token is kept (default `wxpay.session`)
  * @property {number[]} [confirmDelaysMs] the waits between the checks that confirm a payment
  *   with the server (the first check is immediate); their sum bounds the confirmation
+ * @property {WeChat} [wechat] where login codes and payments come from: WeChat itself
+ *   (`wx.login`, `wx.requestPayment`) unless replaced, as the sandbox does in DevTools
+ */
+
+/**
+ * @typedef {{ ok: true } | { ok: false, cancelled: boolean, errMsg: string }} PaymentOutcome
+ * @typedef {object} WeChat
+ * @property {() => Promise<string>} login a fresh login code
+ * @property {(payment: Payment) => Promise<PaymentOutcome>} requestPayment the cashier; always resolves
  */
 
 /**
@@ -101,11 +110,27 @@ function orderPath(no) {
 }
 
 /**
+ * wx.login as a promise of its code.
+ * @returns {Promise<string>}
+ */
+function wxLogin() {
+  return new Promise((resolve, reject) => {
+    wx.login({
+      success: (res) => {
+        if (res.code) resolve(res.code);
+        else reject(new ApiError('login_failed', res.errMsg || 'wx.login gave no code', 0));
+      },
+      fail: (err) => reject(new ApiError('login_failed', (err && err.errMsg) || 'wx.login failed', 0)),
+    });
+  });
+}
+
+/**
  * wx.requestPayment as a promise that always resolves.
  * @param {Payment} payment
- * @returns {Promise<{ ok: true } | { ok: false, cancelled: boolean, errMsg: string }>}
+ * @returns {Promise<PaymentOutcome>}
  */
-function requestPayment(payment) {
+function wxRequestPayment(payment) {
   return new Promise((resolve) => {
     wx.requestPayment({
       timeStamp: payment.timeStamp,
@@ -131,6 +156,8 @@ function createClient(options) {
   const timeoutMs = options.timeoutMs || 10000;
   const storageKey = options.storageKey || 'wxpay.session';
   const confirmDelaysMs = options.confirmDelaysMs || [500, 1000, 1500, 2000, 3000, 3000, 3000];
+  /** @type {WeChat} */
+  const wechat = options.wechat || { login: wxLogin, requestPayment: wxRequestPayment };
   /** @type {Promise<string> | null} the login under way, shared by every caller */
   let loggingIn = null;
 
@@ -192,15 +219,13 @@ function createClient(options) {
 
   /** wx.login, then `POST /api/login`; keeps the token. @returns {Promise<string>} */
   async function doLogin() {
-    const code = await new Promise((resolve, reject) => {
-      wx.login({
-        success: (res) => {
-          if (res.code) resolve(res.code);
-          else reject(new ApiError('login_failed', res.errMsg || 'wx.login gave no code', 0));
-        },
-        fail: (err) => reject(new ApiError('login_failed', (err && err.errMsg) || 'wx.login failed', 0)),
-      });
-    });
+    /** @type {string} */
+    let code;
+    try {
+      code = await wechat.login();
+    } catch (err) {
+      throw err instanceof ApiError ? err : new ApiError('login_failed', String(err && /** @type {Error} */ (err).message), 0);
+    }
     const answer = unwrap(await send('POST', '/api/login', { code }, ''));
     if (typeof answer.token !== 'string' || !answer.token) {
       throw new ApiError('bad_response', 'the login answer has no token', 200);
@@ -338,7 +363,7 @@ function createClient(options) {
    */
   async function pay(placed) {
     if (!placed.payment) throw new Error('pay: the order has no payment parameters (use repay)');
-    const outcome = await requestPayment(placed.payment);
+    const outcome = await wechat.requestPayment(placed.payment);
     if (outcome.ok) {
       const seen = (await confirm(placed.out_trade_no, placed)) || placed;
       if (seen.status === 'SUCCESS' || seen.status === 'REFUND') return { status: 'paid', order: seen };
@@ -368,4 +393,4 @@ function createClient(options) {
   };
 }
 
-module.exports = { createClient, ApiError };
+module.exports = { createClient, ApiError, wxLogin, wxRequestPayment };
