@@ -1,5 +1,6 @@
-// The mini program holds no key or secret and signs nothing: the server signs the parameters of
-// wx.requestPayment, and WeChat checks them (the seeds' client-side signing is what this forbids).
+// The project as DevTools opens it: its JSON files and every page's four files. And it holds no
+// key or secret and signs nothing: the server signs the parameters of wx.requestPayment, and
+// WeChat checks them (the seeds' client-side signing is what this forbids).
 'use strict';
 
 const { test } = require('node:test');
@@ -35,4 +36,23 @@ test('no file of the mini program holds a key, a secret or a signing routine', (
       assert.ok(!pattern.test(text), `${path.relative(ROOT, file)} matches ${pattern}`);
     }
   }
+});
+
+test('the project opens in DevTools: valid JSON, every page with its four files', () => {
+  const read = (name) => JSON.parse(fs.readFileSync(path.join(ROOT, name), 'utf8'));
+  const project = read('project.config.json');
+  assert.equal(project.compileType, 'miniprogram');
+  assert.ok(project.appid && project.libVersion);
+  const app = read('app.json');
+  assert.ok(app.pages.length >= 6);
+  for (const page of app.pages) {
+    for (const ext of ['js', 'json', 'wxml', 'wxss']) {
+      assert.ok(fs.existsSync(path.join(ROOT, `${page}.${ext}`)), `${page}.${ext}`);
+    }
+    // Pages are built with Component(): their JSON must say so with usingComponents.
+    assert.deepEqual(read(`${page}.json`).usingComponents, {}, page);
+  }
+  for (const tab of app.tabBar.list) assert.ok(app.pages.includes(tab.pagePath), tab.pagePath);
+  const sitemap = read(app.sitemapLocation);
+  assert.ok(Array.isArray(sitemap.rules));
 });
