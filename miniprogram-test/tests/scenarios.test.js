@@ -190,6 +190,28 @@ test('cancelled in the cashier, then paid again from my orders', async () => {
   assertNoProblems();
 });
 
+test('an unpaid order cancelled from its page is closed, at WeChat too', async () => {
+  const app = await launch(phoneOf(V3), V3);
+  await toConfirmation(app, { sticker: 1 });
+  app.cashier.push('cancel');
+  app.tap('#pay');
+  await result(app);
+  const no = app.page.comp.data.no;
+  app.tap('#view-order');
+  await app.onPage('pages/order/order', (c) => c.data.order !== null);
+  assert.equal(app.text('#status'), '待支付');
+  assert.ok(app.has('#pay') && app.has('#close'));
+  app.tap('#close');
+  await app.onPage('pages/order/order', (c) => c.data.order.status === 'CLOSED');
+  assert.deepEqual(app.modals.map((m) => m.title), ['取消订单'], 'asked first');
+  assert.equal(app.text('#status'), '已关闭');
+  assert.equal(app.has('#pay'), false);
+  assert.ok(app.has('#again'));
+  const atWechat = await call('GET', `${V3}/sim/orders/${no}`, { token: ADMIN });
+  assert.equal(atWechat.body.trade_state, 'CLOSED');
+  assertNoProblems();
+});
+
 test('the cashier fails (PAYERROR): WeChat\'s message, then the order shows failed and can be ordered again', async () => {
   const app = await launch(phoneOf(V3), V3);
   await toConfirmation(app, { cake: 1 });
