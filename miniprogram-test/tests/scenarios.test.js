@@ -286,8 +286,6 @@ test('the paid notification lost: the order still ends paid, the server having a
     assert.equal(app.page.comp.data.status, 'paid', app.text());
     assert.equal(app.text('#title'), '支付成功');
     no = app.page.comp.data.no;
-    // The confirmation asked more than once: the first answers were still NOTPAY.
-    assert.ok(app.sent('GET', `/api/orders/${no}`).length >= 2);
   } finally {
     await admin(V3, 'PUT', '/sim/faults', {});
   }
