@@ -912,6 +912,126 @@ fn serve_keeps_serving_when_its_stdout_is_closed() {
 }
 
 #[test]
+fn serve_help_lists_every_configuration_key_with_its_default_and_the_flags() {
+    let run = wxpay(&["serve", "--help"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for flag in ["--listen", "--database-url", "--config"] {
+        assert!(run.stdout.contains(flag), "{flag} missing:\n{}", run.stdout);
+    }
+    for (key, default, _) in wxpay_server::config::KEYS {
+        let line = run
+            .stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .unwrap_or_else(|| panic!("{key} missing:\n{}", run.stdout));
+        assert!(line.contains(default), "{line}");
+    }
+}
+
+/// `wxpay serve` in `dir` with no WXPAY_* variable, to its end (it is expected to refuse).
+fn serve_refused(dir: &Scratch, args: &[&str]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wxpay"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("WXPAY_") {
+            command.env_remove(name);
+        }
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command
+        .arg("serve")
+        .args(args)
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8(stdout).unwrap(),
+        stderr: String::from_utf8(stderr).unwrap(),
+    }
+}
+
+#[test]
+fn serve_refuses_a_misspelt_key_or_bad_toml_in_one_line_naming_the_file() {
+    let dir = Scratch::new("serve-typo");
+    dir.file(
+        "wxpay.toml",
+        "databse_url = \"postgres://postgres@127.0.0.1:5432/test\"\n",
+    );
+    let run = serve_refused(&dir, &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let line = run.stderr.trim_end();
+    assert!(!line.contains('\n'), "one line: {line}");
+    for needle in ["wxpay.toml", "databse_url", "did you mean `database_url`"] {
+        assert!(line.contains(needle), "{needle} missing: {line}");
+    }
+    assert!(
+        !dir.0.join("wxpay.db").exists(),
+        "nothing started on SQLite"
+    );
+
+    let broken = dir.file("broken.toml", "listen = \"127.0.0.1:8080\nport = 1\n");
+    let run = serve_refused(&dir, &["--config", p(&broken)]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let line = run.stderr.trim_end();
+    assert!(
+        !line.contains('\n') && line.contains("broken.toml"),
+        "{line}"
+    );
+}
+
+#[test]
+fn serve_takes_listen_database_url_and_config_flags() {
+    use std::io::{BufRead as _, BufReader};
+
+    let dir = Scratch::new("serve-flags");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.file(
+        "elsewhere.toml",
+        format!(
+            "listen = \"127.0.0.1:1\"\nsandbox_dir = \"{}\"\n",
+            p(&dir.0.join("sandbox"))
+        ),
+    );
+    let db = dir.0.join("flags.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wxpay"))
+        .args(["serve", "--config", p(&config), "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--database-url")
+        .arg(format!("sqlite://{}", p(&db)))
+        .env_remove("WXPAY_LISTEN")
+        .env_remove("WXPAY_DATABASE_URL")
+        .env_remove("WXPAY_CONFIG")
+        .env_remove("WXPAY_MERCHANT_FILE")
+        .env_remove("WXPAY_SANDBOX_DIR")
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let banner = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .find(|l| l.contains(&format!("http://127.0.0.1:{port}")));
+    let stopped = terminate(&mut child);
+    assert!(banner.is_some(), "--listen wins over the file");
+    assert!(stopped.success(), "{stopped:?}");
+    assert!(db.is_file(), "--database-url is used");
+    assert!(
+        dir.0.join("sandbox").join("merchant.json").is_file(),
+        "--config is read"
+    );
+}
+
+#[test]
 fn sim_refuses_bad_settings_with_exit_2() {
     let dir = Scratch::new("sim-bad");
     let state = dir.0.join("state");

@@ -337,7 +337,10 @@ async fn openapi_operation_ids_are_unique() {
             }
         }
     }
-    assert!(repeated.is_empty(), "operation ids used twice: {repeated:?}");
+    assert!(
+        repeated.is_empty(),
+        "operation ids used twice: {repeated:?}"
+    );
     assert!(seen.contains("admin_list_orders") && seen.contains("list_orders"));
     if let Some(out) = std::env::var_os("WXPAY_OPENAPI_OUT") {
         std::fs::write(out, doc.bytes.as_ref()).unwrap();
