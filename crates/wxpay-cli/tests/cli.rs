@@ -1031,6 +1031,52 @@ fn serve_takes_listen_database_url_and_config_flags() {
     );
 }
 
+/// The README's simulator walkthrough, run as written (on a free port, `wxpay` on the PATH): it
+/// pays, sends its notifications nowhere near the sandbox server's :8080, and leaves nothing in
+/// the directory it was started from. Needs bash, curl and jq.
+#[test]
+fn the_readme_simulator_walkthrough_runs_and_leaves_nothing_behind() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let start = readme.find("W=$(mktemp -d)").expect("the walkthrough");
+    let end = start + readme[start..].find("\n```").unwrap();
+    let script = &readme[start..end];
+    assert!(!script.contains(":8080"), "notifications go elsewhere");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // A failing step must not leave the simulator running.
+    let script = format!(
+        "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{}",
+        script.replace("127.0.0.1:9090", &format!("127.0.0.1:{port}"))
+    );
+    let dir = Scratch::new("readme-walkthrough");
+    let bin = Path::new(env!("CARGO_BIN_EXE_wxpay")).parent().unwrap();
+    let path = format!("{}:{}", p(bin), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .env("PATH", path)
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}\n{stdout}", out.status);
+    assert!(
+        stdout.contains("\"SUCCESS\""),
+        "the order is paid:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("\"acked\": false"),
+        "the delivery log shows the unanswered attempts:\n{stdout}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir.0).unwrap().collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+}
+
 #[test]
 fn sim_refuses_bad_settings_with_exit_2() {
     let dir = Scratch::new("sim-bad");
