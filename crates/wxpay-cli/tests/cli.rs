@@ -1077,6 +1077,103 @@ fn the_readme_simulator_walkthrough_runs_and_leaves_nothing_behind() {
     assert!(left.is_empty(), "files left behind: {left:?}");
 }
 
+/// A GET on 127.0.0.1:`port`, the whole answer (head and body); empty when nothing answers.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+/// The start of a sandbox server says where the emulator is, and its log holds no answer that was
+/// bound to fail (the certificate download of a public-key merchant) nor an expected "no bill"
+/// as news; latencies are printed to the tenth of a millisecond.
+#[test]
+fn serve_starts_quietly_and_its_banner_names_the_emulator() {
+    use std::io::{BufRead as _, BufReader, Read as _};
+
+    let dir = Scratch::new("serve-quiet");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wxpay"))
+        .arg("serve")
+        .env("WXPAY_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "WXPAY_DATABASE_URL",
+            format!("sqlite://{}", p(&dir.0.join("wxpay.db"))),
+        )
+        .env("WXPAY_SANDBOX_DIR", p(&dir.0.join("sandbox")))
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .env_remove("WXPAY_CONFIG")
+        .env_remove("WXPAY_MERCHANT_FILE")
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    while !banner.contains("admin token") {
+        assert!(stdout.read_line(&mut banner).unwrap() > 0, "{banner}");
+    }
+    // Every job, the certificate refresh and the daily bill included, has had its first run.
+    let mut metrics = String::new();
+    for _ in 0..600 {
+        metrics = http_get(port, "/metrics");
+        if metrics.contains("job=\"refresh_certificates\"")
+            && metrics.contains("job=\"daily_bill\"")
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(metrics.contains("job=\"daily_bill\""), "{metrics}");
+    assert!(http_get(port, "/healthz").starts_with("HTTP/1.1 200"));
+    let stopped = terminate(&mut child);
+    assert!(stopped.success(), "{stopped:?}");
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+
+    assert!(
+        banner.contains(&format!("emulator:   http://127.0.0.1:{port}/emulator")),
+        "{banner}"
+    );
+    for noise in ["status=404", "status=400", "/v3/certificates"] {
+        assert!(!log.contains(noise), "{noise} in the start's log:\n{log}");
+    }
+    let healthz = log
+        .lines()
+        .find(|l| l.contains("path=/healthz"))
+        .unwrap_or_else(|| panic!("the request is logged:\n{log}"));
+    let ms = healthz
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("ms="))
+        .unwrap_or_else(|| panic!("{healthz}"));
+    let (whole, tenths) = ms.split_once('.').unwrap_or_else(|| panic!("{healthz}"));
+    assert!(
+        whole.bytes().all(|b| b.is_ascii_digit()) && tenths.len() == 1,
+        "{healthz}"
+    );
+}
+
 #[test]
 fn sim_refuses_bad_settings_with_exit_2() {
     let dir = Scratch::new("sim-bad");

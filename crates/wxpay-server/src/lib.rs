@@ -37,8 +37,9 @@ pub async fn run_from_env() -> Result<(), StartError> {
 /// # Errors
 /// As [`run_from_env`].
 pub async fn run_with(overrides: &config::Overrides) -> Result<(), StartError> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,wxpay_sim::request=warn")
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
