@@ -113,6 +113,12 @@ describe('the back office', () => {
     await page.locator('.order-detail[data-status="REFUND"]').waitFor();
     await page.locator('#refund-message', { hasText: '退款成功' }).waitFor();
     assert.equal(await page.textContent('#refundable'), yuan(total - 1050), 'the remaining refundable amount');
+    // WeChat's REFUND covers a refund of any part; the label says which.
+    await page.locator('#order-summary .badge[data-status="REFUND"]', { hasText: '部分退款' }).waitFor();
+    await page.click('#lang');
+    await page.locator('#order-summary .badge[data-status="REFUND"]', { hasText: 'Partially refunded' }).waitFor();
+    await page.click('#lang');
+    await page.locator('#order-summary .badge[data-status="REFUND"]', { hasText: '部分退款' }).waitFor();
     assert.ok(await page.locator('#timeline li[data-kind="refund"]').count() >= 1);
     await screenshot(page, 'backoffice-order');
 
