@@ -228,7 +228,7 @@ pub struct PaySignV3Args {
 /// `wxpay pay-sign v2`
 #[derive(Debug, Args)]
 pub struct PaySignV2Args {
-    /// The API v2 key.
+    /// The API v2 key (32 characters, set in the merchant platform).
     #[arg(long, value_name = "K")]
     pub key: String,
     /// Sign with HMAC-SHA256 instead of MD5 (must match the order's `sign_type`).

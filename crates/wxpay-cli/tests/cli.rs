@@ -282,7 +282,7 @@ fn pay_sign_defaults_to_now_and_a_fresh_nonce() {
         "--appid",
         "wxa",
         "--key",
-        "k",
+        D1_KEY,
         "--prepay-id",
         "wx1",
     ];
@@ -309,7 +309,7 @@ fn pay_sign_refuses_a_package_as_prepay_id_and_a_long_nonce() {
             "--appid",
             "wxa",
             "--key",
-            "k",
+            D1_KEY,
             "--prepay-id",
             "prepay_id=wx1",
         ],
@@ -325,7 +325,7 @@ fn pay_sign_refuses_a_package_as_prepay_id_and_a_long_nonce() {
             "--appid",
             "wxa",
             "--key",
-            "k",
+            D1_KEY,
             "--prepay-id",
             "wx1",
             "--nonce",
@@ -1210,6 +1210,113 @@ fn sim_refuses_bad_settings_with_exit_2() {
         "",
     );
     assert_eq!(run.code, 2);
+}
+
+#[test]
+fn v2_signing_refuses_a_key_that_is_not_32_characters() {
+    for key in ["k", &D1_KEY[..31], &format!("{D1_KEY}x")] {
+        let run = wxpay(&["sign", "v2", "--key", key], D1_JSON);
+        assert_eq!(run.code, 2, "{key}: {}", run.stdout);
+        assert!(run.stderr.contains("32-character"), "{}", run.stderr);
+        let run = wxpay(
+            &[
+                "pay-sign",
+                "v2",
+                "--appid",
+                "wxa",
+                "--key",
+                key,
+                "--prepay-id",
+                "wx1",
+            ],
+            "",
+        );
+        assert_eq!(run.code, 2, "{key}: {}", run.stdout);
+        assert!(run.stderr.contains("32-character"), "{}", run.stderr);
+        assert!(!run.stderr.contains(&D1_KEY[..31]), "the key is not echoed");
+    }
+}
+
+#[test]
+fn a_key_file_that_is_not_pem_is_reported_as_not_pem() {
+    let dir = Scratch::new("not-pem");
+    let body = dir.file("body.json", "{}");
+    for content in [
+        "hello\n",
+        "apiclient_key\n\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n",
+    ] {
+        let key = dir.file("key.txt", content);
+        let run = wxpay(
+            &[
+                "sign",
+                "v3",
+                "--mchid",
+                "1",
+                "--serial",
+                "S",
+                "--private-key",
+                p(&key),
+                "--method",
+                "POST",
+                "--url",
+                "/v3/x",
+                "--body-file",
+                p(&body),
+            ],
+            "",
+        );
+        assert_eq!(run.code, 2);
+        assert!(run.stderr.contains("not PEM"), "{}", run.stderr);
+        assert!(!run.stderr.contains("NUL"), "{}", run.stderr);
+    }
+    // openssl's export puts "Bag Attributes" before the PEM: still read.
+    let pem = std::fs::read_to_string(D5_KEY_PATH).unwrap();
+    let key = dir.file(
+        "bag.pem",
+        format!("Bag Attributes\n    localKeyID: 01\n{pem}"),
+    );
+    let run = wxpay(
+        &[
+            "sign",
+            "v3",
+            "--mchid",
+            "1",
+            "--serial",
+            "S",
+            "--private-key",
+            p(&key),
+            "--method",
+            "POST",
+            "--url",
+            "/v3/x",
+            "--body-file",
+            p(&body),
+        ],
+        "",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+/// A PostgreSQL error is told with its cause, without the line of PostgreSQL's C source that
+/// sqlx appends ("at line 948"). Needs PostgreSQL at 127.0.0.1:5432.
+#[test]
+fn serve_reports_a_postgres_error_without_its_source_line() {
+    let dir = Scratch::new("serve-pg");
+    let missing = format!("wxpay_missing_{}", std::process::id());
+    let run = serve_refused(
+        &dir,
+        &[
+            "--database-url",
+            &format!("postgres://postgres@127.0.0.1:5432/{missing}"),
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let line = run.stderr.trim_end();
+    assert!(
+        line.contains(&format!("database \"{missing}\" does not exist")),
+        "{line}"
+    );
+    assert!(!line.contains(" at line "), "{line}");
 }
 
 // ---------------------------------------------------------------------------------------------
