@@ -306,6 +306,11 @@ function refundForm(detail, onDone) {
     submit,
     message,
   );
+  // The form's own refund number, sent with the refund: a submit retried after a lost answer
+  // finds the refund the first one made instead of making a second. A new amount or reason is
+  // another refund, with another number.
+  let refundNo = null;
+  let refundOf = null;
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const fen = parseYuan(amount.value);
@@ -322,6 +327,12 @@ function refundForm(detail, onDone) {
     try {
       const body = { amount_fen: fenNumber(fen) };
       if (reason.value.trim()) body.reason = reason.value.trim();
+      const intent = JSON.stringify(body);
+      if (intent !== refundOf) {
+        refundNo = newRefundNo();
+        refundOf = intent;
+      }
+      body.out_refund_no = refundNo;
       const answer = await admin('POST', `/admin/orders/${encodeURIComponent(detail.order.out_trade_no)}/refunds`, body);
       onDone({
         no: answer.body.out_refund_no,
@@ -338,6 +349,12 @@ function refundForm(detail, onDone) {
     }
   });
   return form;
+}
+
+/** A fresh out_refund_no: `RFC`, the time, 16 random hex digits (WeChat: 1-64 of [0-9A-Za-z_|*@-]). */
+function newRefundNo() {
+  const random = crypto.getRandomValues(new Uint8Array(8));
+  return `RFC${Date.now()}${[...random].map((b) => b.toString(16).padStart(2, '0')).join('')}`;
 }
 
 // A message of the refund form, kept across the reload that follows the refund.
