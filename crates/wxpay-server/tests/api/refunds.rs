@@ -318,5 +318,8 @@ async fn a_retried_refund_with_its_out_refund_no_refunds_once() {
     assert_eq!(again.status, 200, "{:?}", again.body);
     assert_eq!(again.body["out_refund_no"], "RFCONSOLE0001");
     assert_eq!(again.body["refund_id"], first.body["refund_id"]);
-    assert_eq!(sim_refunds(&app, &no).await, vec![("RFCONSOLE0001".to_owned(), 700)]);
+    assert_eq!(
+        sim_refunds(&app, &no).await,
+        vec![("RFCONSOLE0001".to_owned(), 700)]
+    );
 }
