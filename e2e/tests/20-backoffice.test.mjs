@@ -113,6 +113,12 @@ describe('the back office', () => {
     await page.locator('.order-detail[data-status="REFUND"]').waitFor();
     await page.locator('#refund-message', { hasText: '退款成功' }).waitFor();
     assert.equal(await page.textContent('#refundable'), yuan(total - 1050), 'the remaining refundable amount');
+    // WeChat's REFUND covers a refund of any part; the label says which.
+    await page.locator('#order-summary .badge[data-status="REFUND"]', { hasText: '部分退款' }).waitFor();
+    await page.click('#lang');
+    await page.locator('#order-summary .badge[data-status="REFUND"]', { hasText: 'Partially refunded' }).waitFor();
+    await page.click('#lang');
+    await page.locator('#order-summary .badge[data-status="REFUND"]', { hasText: '部分退款' }).waitFor();
     assert.ok(await page.locator('#timeline li[data-kind="refund"]').count() >= 1);
     await screenshot(page, 'backoffice-order');
 
@@ -121,6 +127,39 @@ describe('the back office', () => {
     assert.equal(stored.body.status, 'SUCCESS');
     assert.equal(stored.body.amount_fen, 1050);
     page.assertClean();
+  });
+
+  test('a refund submitted again after its answer was lost is made once', async () => {
+    const who = await customer();
+    const created = await order(who, [{ sku: 'coffee', quantity: 1 }]);
+    await pay(who, created);
+    const no = created.out_trade_no;
+    const page = await newPage(browser);
+    await adminLogin(page, `#/orders/${no}`);
+    await page.locator('#refund-form').waitFor();
+    // The first submit reaches the server, which makes the refund; its answer never comes back.
+    const sent = [];
+    await page.route('**/admin/orders/*/refunds', async (route) => {
+      sent.push(route.request().postDataJSON());
+      await route.fetch();
+      await route.abort('connectionreset');
+    });
+    await page.fill('#refund-amount', '1');
+    await page.click('#refund-form button[type=submit]');
+    await eventually(async () => sent.length === 1 && (await page.textContent('#refund-message')) !== '', {
+      what: 'the lost answer reported',
+    });
+    await page.unroute('**/admin/orders/*/refunds');
+    // The operator submits again.
+    const answered = page.waitForResponse((r) => r.url().includes('/refunds') && r.request().method() === 'POST');
+    await page.click('#refund-form button[type=submit]');
+    const second = await answered;
+    assert.equal(second.status(), 200, 'the existing refund, not a new one');
+    assert.equal((await second.json()).out_refund_no, sent[0].out_refund_no);
+    const detail = await api('GET', `/admin/orders/${no}`, { token: ADMIN_TOKEN });
+    assert.equal(detail.body.refunds.length, 1);
+    assert.equal(detail.body.refunds[0].amount_fen, 100);
+    await page.close();
   });
 
   test('draws the payments of the last hours', async () => {

@@ -33,13 +33,28 @@ pub enum Command {
     Sim(SimArgs),
     /// Run the merchant payment server (configured by wxpay.toml and WXPAY_* variables; sandbox
     /// mode with an in-process simulator when no merchant file is set) until Ctrl-C or SIGTERM.
-    Serve,
+    #[command(after_help = wxpay_server::config::keys_help())]
+    Serve(ServeArgs),
     /// Walk the whole payment flow (v2 and v3) against an in-process simulator and server; exit
     /// status 0 only when every step passed.
     Demo,
     /// Load-test the server: start the simulator and the server as child processes and run
     /// simulated buyers through login, order, pay, notification and query.
     Bench(crate::commands::bench::BenchArgs),
+}
+
+/// `wxpay serve`: the common keys as flags, over the file and the environment.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The configuration file (default ./wxpay.toml when present; WXPAY_CONFIG).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Where to listen, e.g. 127.0.0.1:8080 (WXPAY_LISTEN).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// sqlite://FILE or postgres://USER@HOST/DB (WXPAY_DATABASE_URL).
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
 }
 
 /// `wxpay sim`
@@ -213,7 +228,7 @@ pub struct PaySignV3Args {
 /// `wxpay pay-sign v2`
 #[derive(Debug, Args)]
 pub struct PaySignV2Args {
-    /// The API v2 key.
+    /// The API v2 key (32 characters, set in the merchant platform).
     #[arg(long, value_name = "K")]
     pub key: String,
     /// Sign with HMAC-SHA256 instead of MD5 (must match the order's `sign_type`).

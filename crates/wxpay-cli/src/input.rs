@@ -97,6 +97,23 @@ pub fn certificate(path: &Path) -> Result<X509Certificate, Failure> {
         .map_err(|e| Failure::input(format!("--certificate {}: {e}", path.display())))
 }
 
+/// An API v2 key as WeChat makes them: 32 visible ASCII characters. Anything else is surely not
+/// the key (a truncated copy, the APIv3 key's neighbour, a placeholder) and signs nothing WeChat
+/// would accept.
+///
+/// # Errors
+/// [`Failure::Input`] naming `--key` (never its value).
+pub fn check_v2_key(key: &str) -> Result<(), Failure> {
+    if key.len() == 32 && key.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(Failure::input(format!(
+            "--key must be the 32-character API v2 key of the merchant platform (got {} characters)",
+            key.chars().count()
+        )))
+    }
+}
+
 /// The current Unix time in seconds.
 ///
 /// # Errors

@@ -282,7 +282,7 @@ fn pay_sign_defaults_to_now_and_a_fresh_nonce() {
         "--appid",
         "wxa",
         "--key",
-        "k",
+        D1_KEY,
         "--prepay-id",
         "wx1",
     ];
@@ -309,7 +309,7 @@ fn pay_sign_refuses_a_package_as_prepay_id_and_a_long_nonce() {
             "--appid",
             "wxa",
             "--key",
-            "k",
+            D1_KEY,
             "--prepay-id",
             "prepay_id=wx1",
         ],
@@ -325,7 +325,7 @@ fn pay_sign_refuses_a_package_as_prepay_id_and_a_long_nonce() {
             "--appid",
             "wxa",
             "--key",
-            "k",
+            D1_KEY,
             "--prepay-id",
             "wx1",
             "--nonce",
@@ -912,6 +912,269 @@ fn serve_keeps_serving_when_its_stdout_is_closed() {
 }
 
 #[test]
+fn serve_help_lists_every_configuration_key_with_its_default_and_the_flags() {
+    let run = wxpay(&["serve", "--help"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for flag in ["--listen", "--database-url", "--config"] {
+        assert!(run.stdout.contains(flag), "{flag} missing:\n{}", run.stdout);
+    }
+    for (key, default, _) in wxpay_server::config::KEYS {
+        let line = run
+            .stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .unwrap_or_else(|| panic!("{key} missing:\n{}", run.stdout));
+        assert!(line.contains(default), "{line}");
+    }
+}
+
+/// `wxpay serve` in `dir` with no WXPAY_* variable, to its end (it is expected to refuse).
+fn serve_refused(dir: &Scratch, args: &[&str]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wxpay"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("WXPAY_") {
+            command.env_remove(name);
+        }
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command
+        .arg("serve")
+        .args(args)
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8(stdout).unwrap(),
+        stderr: String::from_utf8(stderr).unwrap(),
+    }
+}
+
+#[test]
+fn serve_refuses_a_misspelt_key_or_bad_toml_in_one_line_naming_the_file() {
+    let dir = Scratch::new("serve-typo");
+    dir.file(
+        "wxpay.toml",
+        "databse_url = \"postgres://postgres@127.0.0.1:5432/test\"\n",
+    );
+    let run = serve_refused(&dir, &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let line = run.stderr.trim_end();
+    assert!(!line.contains('\n'), "one line: {line}");
+    for needle in ["wxpay.toml", "databse_url", "did you mean `database_url`"] {
+        assert!(line.contains(needle), "{needle} missing: {line}");
+    }
+    assert!(
+        !dir.0.join("wxpay.db").exists(),
+        "nothing started on SQLite"
+    );
+
+    let broken = dir.file("broken.toml", "listen = \"127.0.0.1:8080\nport = 1\n");
+    let run = serve_refused(&dir, &["--config", p(&broken)]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let line = run.stderr.trim_end();
+    assert!(
+        !line.contains('\n') && line.contains("broken.toml"),
+        "{line}"
+    );
+}
+
+#[test]
+fn serve_takes_listen_database_url_and_config_flags() {
+    use std::io::{BufRead as _, BufReader};
+
+    let dir = Scratch::new("serve-flags");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.file(
+        "elsewhere.toml",
+        format!(
+            "listen = \"127.0.0.1:1\"\nsandbox_dir = \"{}\"\n",
+            p(&dir.0.join("sandbox"))
+        ),
+    );
+    let db = dir.0.join("flags.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wxpay"))
+        .args(["serve", "--config", p(&config), "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--database-url")
+        .arg(format!("sqlite://{}", p(&db)))
+        .env_remove("WXPAY_LISTEN")
+        .env_remove("WXPAY_DATABASE_URL")
+        .env_remove("WXPAY_CONFIG")
+        .env_remove("WXPAY_MERCHANT_FILE")
+        .env_remove("WXPAY_SANDBOX_DIR")
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let banner = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .find(|l| l.contains(&format!("http://127.0.0.1:{port}")));
+    let stopped = terminate(&mut child);
+    assert!(banner.is_some(), "--listen wins over the file");
+    assert!(stopped.success(), "{stopped:?}");
+    assert!(db.is_file(), "--database-url is used");
+    assert!(
+        dir.0.join("sandbox").join("merchant.json").is_file(),
+        "--config is read"
+    );
+}
+
+/// The README's simulator walkthrough, run as written (on a free port, `wxpay` on the PATH): it
+/// pays, sends its notifications nowhere near the sandbox server's :8080, and leaves nothing in
+/// the directory it was started from. Needs bash, curl and jq.
+#[test]
+fn the_readme_simulator_walkthrough_runs_and_leaves_nothing_behind() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let start = readme.find("W=$(mktemp -d)").expect("the walkthrough");
+    let end = start + readme[start..].find("\n```").unwrap();
+    let script = &readme[start..end];
+    assert!(!script.contains(":8080"), "notifications go elsewhere");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // A failing step must not leave the simulator running.
+    let script = format!(
+        "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{}",
+        script.replace("127.0.0.1:9090", &format!("127.0.0.1:{port}"))
+    );
+    let dir = Scratch::new("readme-walkthrough");
+    let bin = Path::new(env!("CARGO_BIN_EXE_wxpay")).parent().unwrap();
+    let path = format!("{}:{}", p(bin), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .env("PATH", path)
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}\n{stdout}", out.status);
+    assert!(
+        stdout.contains("\"SUCCESS\""),
+        "the order is paid:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("\"acked\": false"),
+        "the delivery log shows the unanswered attempts:\n{stdout}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir.0).unwrap().collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+}
+
+/// A GET on 127.0.0.1:`port`, the whole answer (head and body); empty when nothing answers.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+/// The start of a sandbox server says where the emulator is, and its log holds no answer that was
+/// bound to fail (the certificate download of a public-key merchant) nor an expected "no bill"
+/// as news; latencies are printed to the tenth of a millisecond.
+#[test]
+fn serve_starts_quietly_and_its_banner_names_the_emulator() {
+    use std::io::{BufRead as _, BufReader, Read as _};
+
+    let dir = Scratch::new("serve-quiet");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wxpay"))
+        .arg("serve")
+        .env("WXPAY_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "WXPAY_DATABASE_URL",
+            format!("sqlite://{}", p(&dir.0.join("wxpay.db"))),
+        )
+        .env("WXPAY_SANDBOX_DIR", p(&dir.0.join("sandbox")))
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .env_remove("WXPAY_CONFIG")
+        .env_remove("WXPAY_MERCHANT_FILE")
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    while !banner.contains("admin token") {
+        assert!(stdout.read_line(&mut banner).unwrap() > 0, "{banner}");
+    }
+    // Every job, the certificate refresh and the daily bill included, has had its first run.
+    let mut metrics = String::new();
+    for _ in 0..600 {
+        metrics = http_get(port, "/metrics");
+        if metrics.contains("job=\"refresh_certificates\"")
+            && metrics.contains("job=\"daily_bill\"")
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(metrics.contains("job=\"daily_bill\""), "{metrics}");
+    assert!(http_get(port, "/healthz").starts_with("HTTP/1.1 200"));
+    let stopped = terminate(&mut child);
+    assert!(stopped.success(), "{stopped:?}");
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+
+    assert!(
+        banner.contains(&format!("emulator:   http://127.0.0.1:{port}/emulator")),
+        "{banner}"
+    );
+    for noise in ["status=404", "status=400", "/v3/certificates"] {
+        assert!(!log.contains(noise), "{noise} in the start's log:\n{log}");
+    }
+    let healthz = log
+        .lines()
+        .find(|l| l.contains("path=/healthz"))
+        .unwrap_or_else(|| panic!("the request is logged:\n{log}"));
+    let ms = healthz
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("ms="))
+        .unwrap_or_else(|| panic!("{healthz}"));
+    let (whole, tenths) = ms.split_once('.').unwrap_or_else(|| panic!("{healthz}"));
+    assert!(
+        whole.bytes().all(|b| b.is_ascii_digit()) && tenths.len() == 1,
+        "{healthz}"
+    );
+}
+
+#[test]
 fn sim_refuses_bad_settings_with_exit_2() {
     let dir = Scratch::new("sim-bad");
     let state = dir.0.join("state");
@@ -947,6 +1210,113 @@ fn sim_refuses_bad_settings_with_exit_2() {
         "",
     );
     assert_eq!(run.code, 2);
+}
+
+#[test]
+fn v2_signing_refuses_a_key_that_is_not_32_characters() {
+    for key in ["k", &D1_KEY[..31], &format!("{D1_KEY}x")] {
+        let run = wxpay(&["sign", "v2", "--key", key], D1_JSON);
+        assert_eq!(run.code, 2, "{key}: {}", run.stdout);
+        assert!(run.stderr.contains("32-character"), "{}", run.stderr);
+        let run = wxpay(
+            &[
+                "pay-sign",
+                "v2",
+                "--appid",
+                "wxa",
+                "--key",
+                key,
+                "--prepay-id",
+                "wx1",
+            ],
+            "",
+        );
+        assert_eq!(run.code, 2, "{key}: {}", run.stdout);
+        assert!(run.stderr.contains("32-character"), "{}", run.stderr);
+        assert!(!run.stderr.contains(&D1_KEY[..31]), "the key is not echoed");
+    }
+}
+
+#[test]
+fn a_key_file_that_is_not_pem_is_reported_as_not_pem() {
+    let dir = Scratch::new("not-pem");
+    let body = dir.file("body.json", "{}");
+    for content in [
+        "hello\n",
+        "apiclient_key\n\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n",
+    ] {
+        let key = dir.file("key.txt", content);
+        let run = wxpay(
+            &[
+                "sign",
+                "v3",
+                "--mchid",
+                "1",
+                "--serial",
+                "S",
+                "--private-key",
+                p(&key),
+                "--method",
+                "POST",
+                "--url",
+                "/v3/x",
+                "--body-file",
+                p(&body),
+            ],
+            "",
+        );
+        assert_eq!(run.code, 2);
+        assert!(run.stderr.contains("not PEM"), "{}", run.stderr);
+        assert!(!run.stderr.contains("NUL"), "{}", run.stderr);
+    }
+    // openssl's export puts "Bag Attributes" before the PEM: still read.
+    let pem = std::fs::read_to_string(D5_KEY_PATH).unwrap();
+    let key = dir.file(
+        "bag.pem",
+        format!("Bag Attributes\n    localKeyID: 01\n{pem}"),
+    );
+    let run = wxpay(
+        &[
+            "sign",
+            "v3",
+            "--mchid",
+            "1",
+            "--serial",
+            "S",
+            "--private-key",
+            p(&key),
+            "--method",
+            "POST",
+            "--url",
+            "/v3/x",
+            "--body-file",
+            p(&body),
+        ],
+        "",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+/// A PostgreSQL error is told with its cause, without the line of PostgreSQL's C source that
+/// sqlx appends ("at line 948"). Needs PostgreSQL at 127.0.0.1:5432.
+#[test]
+fn serve_reports_a_postgres_error_without_its_source_line() {
+    let dir = Scratch::new("serve-pg");
+    let missing = format!("wxpay_missing_{}", std::process::id());
+    let run = serve_refused(
+        &dir,
+        &[
+            "--database-url",
+            &format!("postgres://postgres@127.0.0.1:5432/{missing}"),
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let line = run.stderr.trim_end();
+    assert!(
+        line.contains(&format!("database \"{missing}\" does not exist")),
+        "{line}"
+    );
+    assert!(!line.contains(" at line "), "{line}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import {
   replace,
   request,
   sleep,
+  orderStatusBadge,
   statusBadge,
   t,
   translatePage,
@@ -204,7 +205,7 @@ async function ordersView(params) {
       h('td', {}, orderLink(o.out_trade_no)),
       h('td', { text: o.description }),
       h('td', { class: 'num', text: money(o.amount_fen) }),
-      h('td', {}, statusBadge(o.status)),
+      h('td', {}, orderStatusBadge(o)),
       h('td', { class: 'num', text: o.refunded_fen ? money(o.refunded_fen) : '' }),
       h('td', { text: dateTime(o.created_at) }),
       h('td', { text: dateTime(o.paid_at) }),
@@ -305,6 +306,11 @@ function refundForm(detail, onDone) {
     submit,
     message,
   );
+  // The form's own refund number, sent with the refund: a submit retried after a lost answer
+  // finds the refund the first one made instead of making a second. A new amount or reason is
+  // another refund, with another number.
+  let refundNo = null;
+  let refundOf = null;
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const fen = parseYuan(amount.value);
@@ -321,6 +327,12 @@ function refundForm(detail, onDone) {
     try {
       const body = { amount_fen: fenNumber(fen) };
       if (reason.value.trim()) body.reason = reason.value.trim();
+      const intent = JSON.stringify(body);
+      if (intent !== refundOf) {
+        refundNo = newRefundNo();
+        refundOf = intent;
+      }
+      body.out_refund_no = refundNo;
       const answer = await admin('POST', `/admin/orders/${encodeURIComponent(detail.order.out_trade_no)}/refunds`, body);
       onDone({
         no: answer.body.out_refund_no,
@@ -337,6 +349,12 @@ function refundForm(detail, onDone) {
     }
   });
   return form;
+}
+
+/** A fresh out_refund_no: `RFC`, the time, 16 random hex digits (WeChat: 1-64 of [0-9A-Za-z_|*@-]). */
+function newRefundNo() {
+  const random = crypto.getRandomValues(new Uint8Array(8));
+  return `RFC${Date.now()}${[...random].map((b) => b.toString(16).padStart(2, '0')).join('')}`;
 }
 
 // A message of the refund form, kept across the reload that follows the refund.
@@ -401,7 +419,7 @@ function orderDetail(detail) {
   const summary = h(
     'dl',
     { class: 'fields', id: 'order-summary' },
-    field(t('order.status'), statusBadge(o.status)),
+    field(t('order.status'), orderStatusBadge(o)),
     field(t('order.amount'), money(o.amount_fen), { dataset: { field: 'amount' } }),
     field(t('order.refunded'), money(o.refunded_fen), { dataset: { field: 'refunded' } }),
     field(t('order.refundable'), h('strong', { id: 'refundable', text: money(detail.refundable_fen) })),

@@ -230,6 +230,21 @@ export function bindLanguageSwitch(button, rerender) {
   });
 }
 
+/**
+ * The label key of an order's status: WeChat's `REFUND` covers any refund, so an order refunded in
+ * part is told apart (`REFUND_PARTIAL`) by its amounts.
+ */
+export function orderStatusKey(order) {
+  return order.status === 'REFUND' && order.refunded_fen < order.amount_fen ? 'REFUND_PARTIAL' : order.status;
+}
+
+/** An order's status badge (see `orderStatusKey`). */
+export function orderStatusBadge(order) {
+  const badge = statusBadge(order.status);
+  badge.textContent = t(`status.${orderStatusKey(order)}`);
+  return badge;
+}
+
 /** A status badge (`NOTPAY`, `SUCCESS`, ..., refund states with `prefix` `refund`). */
 export function statusBadge(status, prefix = 'status') {
   return h('span', {

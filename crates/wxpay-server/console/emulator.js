@@ -12,7 +12,8 @@ import {
   replace,
   request,
   sleep,
-  statusBadge,
+  orderStatusBadge,
+  orderStatusKey,
   t,
   totalFen,
   translatePage,
@@ -431,7 +432,7 @@ async function ordersPage(_params, seq) {
   }
   replace(screen, h('ul', { class: 'order-list', id: 'my-orders' }, orders.map((o) =>
     h('li', { class: 'order-card', dataset: { order: o.out_trade_no, status: o.status }, tabindex: '0', onclick: () => open('order', { no: o.out_trade_no }) },
-      h('div', { class: 'order-card-head' }, h('span', { class: 'mono small', text: o.out_trade_no }), statusBadge(o.status)),
+      h('div', { class: 'order-card-head' }, h('span', { class: 'mono small', text: o.out_trade_no }), orderStatusBadge(o)),
       h('p', { text: o.description }),
       h('div', { class: 'order-card-foot' }, h('small', { class: 'muted', text: dateTime(o.created_at) }), h('strong', { text: money(o.amount_fen) }))))));
 }
@@ -483,11 +484,11 @@ function drawOrder(order, waiting, timedOut) {
   replace(screen, h('div', { class: `order-page status-${order.status.toLowerCase()}`, id: 'order-page', dataset: { order: order.out_trade_no, status: order.status } },
     h('div', { class: 'order-result' },
       h('div', { class: 'result-mark', 'aria-hidden': 'true', text: waiting ? '' : STATUS_MARK[order.status] || '?' }),
-      h('p', { class: 'result-text', id: 'order-status-text', text: waiting ? t('emu.waiting') : t(`emu.status.${order.status}`) }),
+      h('p', { class: 'result-text', id: 'order-status-text', text: waiting ? t('emu.waiting') : t(`emu.status.${orderStatusKey(order)}`) }),
       waiting ? h('div', { class: 'spinner', 'aria-hidden': 'true' }) : null,
       h('p', { class: 'result-amount', text: money(order.amount_fen) })),
     h('dl', { class: 'order-fields' },
-      h('dt', { text: t('order.status') }), h('dd', {}, statusBadge(order.status)),
+      h('dt', { text: t('order.status') }), h('dd', {}, orderStatusBadge(order)),
       h('dt', { text: t('order.no') }), h('dd', { class: 'mono small', text: order.out_trade_no }),
       order.transaction_id ? [h('dt', { text: t('order.transaction_id') }), h('dd', { class: 'mono small', text: order.transaction_id })] : null,
       h('dt', { text: t('order.created') }), h('dd', { text: dateTime(order.created_at) }),

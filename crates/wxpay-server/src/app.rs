@@ -208,11 +208,12 @@ async fn log_request(
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    // To the tenth of a millisecond: more digits are noise (and f64 shows a lot of them).
+    let ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
     if status >= 500 {
-        tracing::warn!(%method, %path, status, ms, %client_ip, "request");
+        tracing::warn!(%method, %path, status, %ms, %client_ip, "request");
     } else {
-        tracing::info!(%method, %path, status, ms, %client_ip, "request");
+        tracing::info!(%method, %path, status, %ms, %client_ip, "request");
     }
     response
 }
@@ -378,7 +379,12 @@ impl Application {
                 let path = sim.merchant().merchant_json_path.clone().ok_or_else(|| {
                     StartError::Sandbox("the simulator wrote no merchant.json".into())
                 })?;
-                let merchant = Merchant::load(&path)?;
+                let mut merchant = Merchant::load(&path)?;
+                if sim.state().signer.mode() == wxpay_sim::KeyMode::PublicKey {
+                    // The simulator's files keep a platform certificate, but a public-key merchant
+                    // has none to download: asking would only be answered 404 at every start.
+                    merchant.platform_cert = None;
+                }
                 for (sku, name, price_fen, description) in SANDBOX_PRODUCTS {
                     store
                         .insert_product_if_absent(
@@ -527,6 +533,7 @@ impl Application {
             },
         );
         if let Some(sim) = &self.simulator {
+            lines.push(format!("  emulator:   {base}/emulator (the mini program)"));
             lines.push(format!(
                 "  simulator:  {base}/sim/ (proxied to {})",
                 sim.base_url()

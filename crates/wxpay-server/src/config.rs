@@ -183,6 +183,207 @@ impl Default for Settings {
     }
 }
 
+/// Values given on the command line (`wxpay serve --config --listen --database-url`): over the
+/// file and the environment.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// The configuration file, instead of `$WXPAY_CONFIG` or `./wxpay.toml`.
+    pub config: Option<PathBuf>,
+    /// `listen`.
+    pub listen: Option<String>,
+    /// `database_url`.
+    pub database_url: Option<String>,
+}
+
+/// Every key of `wxpay.toml` (the environment variable is `WXPAY_` + the key in capitals): the key,
+/// its default, what it does. `wxpay serve --help` prints this table.
+pub const KEYS: &[(&str, &str, &str)] = &[
+    (
+        "listen",
+        "127.0.0.1:8080",
+        "where to listen (port 0 picks one)",
+    ),
+    (
+        "database_url",
+        "sqlite://wxpay.db",
+        "sqlite://FILE or postgres://USER@HOST/DB",
+    ),
+    (
+        "public_url",
+        "http://LISTEN",
+        "the base of the notify URLs WeChat calls",
+    ),
+    ("api_version", "v3", "v3 or v2, for new orders"),
+    (
+        "merchant_file",
+        "(none: sandbox mode)",
+        "the merchant.json of a real merchant",
+    ),
+    (
+        "pay_base_url",
+        "https://api.mch.weixin.qq.com",
+        "where WeChat Pay is",
+    ),
+    (
+        "mp_base_url",
+        "https://api.weixin.qq.com",
+        "where the mini-program API is",
+    ),
+    (
+        "admin_token",
+        "(none; made up in sandbox mode)",
+        "the back office's bearer token, 16+ characters",
+    ),
+    ("webhook_url", "(none)", "where merchant webhooks go"),
+    (
+        "webhook_secret",
+        "(none)",
+        "the webhooks' HMAC key, 16+ characters (with webhook_url)",
+    ),
+    (
+        "query_after_secs",
+        "5",
+        "query WeChat for an unpaid order older than this",
+    ),
+    (
+        "order_ttl_secs",
+        "1800",
+        "how long an order can be paid (60 to 604800)",
+    ),
+    (
+        "session_ttl_secs",
+        "172800",
+        "how long a login lasts (60 to 7776000)",
+    ),
+    (
+        "sandbox_dir",
+        "wxpay-sandbox",
+        "the sandbox simulator's state",
+    ),
+    (
+        "sandbox_time_scale",
+        "1",
+        "the sandbox simulator's time scale",
+    ),
+    (
+        "database_max_connections",
+        "16 (PostgreSQL), 4 readers (SQLite)",
+        "database pool size",
+    ),
+    (
+        "wechat_timeout_secs",
+        "10",
+        "timeout of one call to WeChat (1 to 120)",
+    ),
+    (
+        "rate_limit_login_per_minute",
+        "60",
+        "logins per client address (0: no limit)",
+    ),
+    (
+        "rate_limit_login_burst",
+        "20",
+        "logins per client address at once",
+    ),
+    (
+        "rate_limit_orders_per_minute",
+        "30",
+        "new orders per user (0: no limit)",
+    ),
+    (
+        "rate_limit_orders_burst",
+        "10",
+        "new orders per user at once",
+    ),
+    ("tls_cert", "(none: plain HTTP)", "PEM certificate chain to serve HTTPS"),
+    ("tls_key", "(none)", "PEM private key of tls_cert"),
+    ("tls_reload_secs", "10", "how often the certificate files are re-read"),
+    (
+        "trusted_proxies",
+        "(none)",
+        "proxy addresses/CIDRs whose X-Forwarded-For is believed",
+    ),
+    ("metrics_token", "(none)", "bearer token required by /metrics"),
+    ("metrics_listen", "(none)", "serve /metrics on this address only"),
+    ("header_timeout_secs", "10", "time to receive a request's head"),
+    ("idle_timeout_secs", "60", "an idle keep-alive connection is closed"),
+    ("max_connections", "1024", "concurrent connections"),
+    (
+        "shutdown_timeout_secs",
+        "30",
+        "how long open requests get after SIGTERM",
+    ),
+];
+
+/// The keys with their defaults, for `wxpay serve --help`.
+#[must_use]
+pub fn keys_help() -> String {
+    let width = KEYS.iter().map(|(k, ..)| k.len()).max().unwrap_or(0);
+    let default_width = KEYS
+        .iter()
+        .map(|(_, d, _)| d.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut text = String::from(
+        "Configuration: ./wxpay.toml (or --config / WXPAY_CONFIG), then WXPAY_* environment \
+         variables (WXPAY_ + the key in capitals), then these flags.\n\nKeys, defaults:\n",
+    );
+    for (key, default, what) in KEYS {
+        text.push_str(&format!(
+            "  {key:width$}  {default:default_width$}  {what}\n"
+        ));
+    }
+    text
+}
+
+fn is_key(key: &str) -> bool {
+    KEYS.iter().any(|(k, ..)| k.eq_ignore_ascii_case(key))
+}
+
+/// The key `name` is probably a misspelling of.
+fn closest_key(name: &str) -> Option<&'static str> {
+    let name = name.to_ascii_lowercase();
+    KEYS.iter()
+        .map(|(k, ..)| (strsim::damerau_levenshtein(&name, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// A `WXPAY_*` variable that is not a key but is within two edits of one: refused, as it was
+/// surely meant for the server (`WXPAY_DATABSE_URL`). Other `WXPAY_*` names (tools of the
+/// project set some, like `WXPAY_BIN`) are only warned about, by [`unknown_env_vars`].
+fn misspelt_env_key(var: &str) -> Option<ConfigError> {
+    let field = var.strip_prefix("WXPAY_")?;
+    if is_key(field) || field == "CONFIG" {
+        return None;
+    }
+    closest_key(field).map(|k| {
+        ConfigError::new(
+            var,
+            format!("is not a configuration key (did you mean {}?)", env_key(k)),
+        )
+    })
+}
+
+/// The `WXPAY_*` environment variables that configure nothing, for a warning at start.
+#[must_use]
+pub fn unknown_env_vars() -> Vec<String> {
+    let mut names: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| {
+            k.strip_prefix("WXPAY_")
+                .is_some_and(|f| !is_key(f) && f != "CONFIG")
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn env_key(field: &str) -> String {
     format!("WXPAY_{}", field.to_ascii_uppercase())
 }
@@ -193,22 +394,56 @@ impl Settings {
     /// # Errors
     /// [`ConfigError`] naming the first bad key.
     pub fn load() -> Result<Self, ConfigError> {
-        let path = std::env::var_os("WXPAY_CONFIG").map(PathBuf::from);
+        Self::load_with(&Overrides::default())
+    }
+
+    /// Like [`Settings::load`], with command-line values over the file and the environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad key, an unknown key of the file, or a `WXPAY_*`
+    /// variable that looks like a misspelt key.
+    pub fn load_with(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let path = overrides
+            .config
+            .clone()
+            .or_else(|| std::env::var_os("WXPAY_CONFIG").map(PathBuf::from));
         let (file, required) = match path {
             Some(p) => (p, true),
             None => (PathBuf::from("wxpay.toml"), false),
         };
-        if required && !file.is_file() {
-            return Err(ConfigError::new(
-                "WXPAY_CONFIG",
-                format!("{} does not exist", file.display()),
-            ));
+        let toml = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => String::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::new(
+                    "WXPAY_CONFIG",
+                    format!("{} does not exist", file.display()),
+                ));
+            }
+            Err(e) => {
+                return Err(ConfigError::new(
+                    &file.display().to_string(),
+                    format!("cannot be read: {e}"),
+                ));
+            }
+        };
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("WXPAY_"))
+            .collect();
+        if let Some(e) = env.iter().find_map(|(k, _)| misspelt_env_key(k)) {
+            return Err(e);
         }
-        Self::from_figment(
-            Figment::from(Serialized::defaults(Raw::default()))
-                .merge(Toml::file(&file))
-                .merge(Env::prefixed("WXPAY_").ignore(&["config"])),
-        )
+        let mut figment = Self::layered(&file.display().to_string(), &toml)?
+            .merge(Env::prefixed("WXPAY_").filter(|k| is_key(k.as_str())));
+        for (key, value) in [
+            ("listen", &overrides.listen),
+            ("database_url", &overrides.database_url),
+        ] {
+            if let Some(value) = value {
+                figment = figment.merge((key, value));
+            }
+        }
+        Self::from_figment(figment)
     }
 
     /// Reads the settings from a TOML text and an explicit environment (tests).
@@ -216,12 +451,17 @@ impl Settings {
     /// # Errors
     /// [`ConfigError`] naming the first bad key.
     pub fn from_sources(toml: &str, env: &[(&str, &str)]) -> Result<Self, ConfigError> {
-        let mut figment =
-            Figment::from(Serialized::defaults(Raw::default())).merge(Toml::string(toml));
+        let mut figment = Self::layered("wxpay.toml", toml)?;
         for (key, value) in env {
+            if let Some(e) = misspelt_env_key(key) {
+                return Err(e);
+            }
             let Some(field) = key.strip_prefix("WXPAY_") else {
                 continue;
             };
+            if !is_key(field) {
+                continue;
+            }
             // Parsed as the `Env` provider parses the real environment.
             let value: figment::value::Value = match value.parse() {
                 Ok(v) => v,
@@ -230,6 +470,28 @@ impl Settings {
             figment = figment.merge((field.to_ascii_lowercase(), value));
         }
         Self::from_figment(figment)
+    }
+
+    /// The defaults under the TOML text of `file`, whose syntax and keys are checked first: a
+    /// misspelt key would otherwise be ignored and its default silently used.
+    fn layered(file: &str, toml: &str) -> Result<Figment, ConfigError> {
+        let provider = Toml::string(toml);
+        let data = figment::Provider::data(&provider)
+            .map_err(|e| ConfigError::new(file, one_line(&e.to_string())))?;
+        for dict in data.values() {
+            for key in dict.keys() {
+                if !is_key(key) {
+                    let hint = closest_key(key)
+                        .map(|k| format!(" (did you mean `{k}`?)"))
+                        .unwrap_or_default();
+                    return Err(ConfigError::new(
+                        file,
+                        format!("unknown key `{key}`{hint}; `wxpay serve --help` lists the keys"),
+                    ));
+                }
+            }
+        }
+        Ok(Figment::from(Serialized::defaults(Raw::default())).merge(provider))
     }
 
     fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
@@ -601,4 +863,27 @@ fn lenient_secret<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<SecretString>, D::Error> {
     Ok(Option::<Lenient>::deserialize(d)?.map(|v| SecretString::from(v.into_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `KEYS` (the unknown-key check, `serve --help`) and the fields read are the same set.
+    #[test]
+    fn the_keys_table_lists_every_field() {
+        let fields = serde_json::to_value(Raw::default()).unwrap();
+        let mut fields: Vec<&str> = fields
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        // Secrets are not serialised.
+        fields.extend(["admin_token", "webhook_secret", "metrics_token"]);
+        fields.sort_unstable();
+        let mut keys: Vec<&str> = KEYS.iter().map(|(k, ..)| *k).collect();
+        keys.sort_unstable();
+        assert_eq!(fields, keys);
+    }
 }

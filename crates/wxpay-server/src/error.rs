@@ -49,14 +49,21 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
-    /// 502 `wechat_error`: WeChat failed or refused; the cause is logged.
+    /// 502 `wechat_error`: WeChat failed or refused. WeChat's own text (errcode, message, rid)
+    /// goes to the log for the operator, not to the caller (a mini-program user has no use for
+    /// it, and it tells an attacker how the merchant is set up); the caller gets what kind of
+    /// failure it was.
     pub fn upstream(context: &str, err: &wxpay::Error) -> Self {
         tracing::warn!(error = %err, "{context}");
-        let status = match err {
-            wxpay::Error::Transport(wxpay::TransportError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
-            _ => StatusCode::BAD_GATEWAY,
+        let (status, what) = match err {
+            wxpay::Error::Transport(wxpay::TransportError::Timeout) => {
+                (StatusCode::GATEWAY_TIMEOUT, "WeChat did not answer in time")
+            }
+            wxpay::Error::Transport(_) => (StatusCode::BAD_GATEWAY, "WeChat could not be reached"),
+            wxpay::Error::Api(_) => (StatusCode::BAD_GATEWAY, "WeChat refused the request"),
+            _ => (StatusCode::BAD_GATEWAY, "WeChat's answer could not be used"),
         };
-        Self::new(status, "wechat_error", format!("{context}: {err}"))
+        Self::new(status, "wechat_error", format!("{context}: {what}"))
     }
 
     /// 500 `internal_error`; the cause is logged, not returned.

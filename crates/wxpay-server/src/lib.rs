@@ -30,13 +30,27 @@ pub use config::{ConfigError, Settings};
 /// # Errors
 /// [`StartError`] (one line naming the key at fault), or an I/O error while serving.
 pub async fn run_from_env() -> Result<(), StartError> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    run_with(&config::Overrides::default()).await
+}
+
+/// Like [`run_from_env`], with the command line's values over the file and the environment.
+///
+/// # Errors
+/// As [`run_from_env`].
+pub async fn run_with(overrides: &config::Overrides) -> Result<(), StartError> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,wxpay_sim::request=warn")
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-    let settings = Settings::load()?;
+    let settings = Settings::load_with(overrides)?;
+    for name in config::unknown_env_vars() {
+        tracing::warn!(
+            "{name} is set but configures nothing (`wxpay serve --help` lists the keys)"
+        );
+    }
     let app = Application::build(settings).await?;
     let stopped = wxpay_sim::stop_signal().map_err(StartError::Serve)?;
     wxpay_sim::print_banner(&app.banner());

@@ -180,7 +180,7 @@ pub async fn log_request(request: Request, next: Next) -> Response {
         %method,
         path = %path,
         status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = %format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
         "request"
     );
     response

@@ -2,6 +2,7 @@
 //! WeChat Pay public-key key, as the merchant's key mode says (§B.5, §E).
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{HeaderMap, HeaderValue};
 use wxpay::v3::auth::{SCHEME, response_message};
@@ -17,7 +18,7 @@ pub enum KeyMode {
     /// Older merchants: platform certificates only.
     Certificate,
     /// Migrating from certificates to the public key: answers follow the request's
-    /// `Wechatpay-Serial`; notifications are signed by either, at random by the migrating ratio.
+    /// `Wechatpay-Serial`; notifications are signed by either, interleaved by the migrating ratio.
     Migrating,
 }
 
@@ -103,6 +104,9 @@ impl SignatureHeaders {
 pub struct PlatformSigner {
     mode: KeyMode,
     migrating_ratio: f64,
+    /// Notifications signed so far in migrating mode: the key follows from the count, so a run of
+    /// notifications always uses both keys in the ratio's proportion (chance made tests flaky).
+    migrating_count: AtomicU64,
     platform_key: RsaPrivateKey,
     platform_serial: String,
     public_key_key: RsaPrivateKey,
@@ -128,6 +132,7 @@ impl PlatformSigner {
             } else {
                 0.5
             },
+            migrating_count: AtomicU64::new(0),
             platform_key,
             platform_serial: platform_cert.serial_no.clone(),
             public_key_key,
@@ -170,14 +175,19 @@ impl PlatformSigner {
         }
     }
 
-    /// The key a notification is signed with: WeChat's choice, random by the ratio when migrating.
+    /// The key a notification is signed with. Migrating, WeChat picks either; the simulator
+    /// spreads the public key evenly: the n-th notification takes it when `floor(n × ratio)`
+    /// steps up, so any `k` notifications in a row hold `k × ratio` (rounded) public-key ones.
     #[must_use]
     pub fn notification_key(&self) -> SigningKey {
         match self.mode {
             KeyMode::PublicKey => SigningKey::PublicKey,
             KeyMode::Certificate => SigningKey::PlatformCertificate,
             KeyMode::Migrating => {
-                if rand::random::<f64>() < self.migrating_ratio {
+                let n = self.migrating_count.fetch_add(1, Ordering::Relaxed);
+                #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+                let steps = |k: u64| (k as f64 * self.migrating_ratio).floor() as u64;
+                if steps(n + 1) > steps(n) {
                     SigningKey::PublicKey
                 } else {
                     SigningKey::PlatformCertificate

@@ -42,14 +42,24 @@ impl fmt::Debug for RsaPrivateKey {
     }
 }
 
+/// The label and DER of a PEM text. Text before the `-----BEGIN` line (openssl's "Bag
+/// Attributes") is skipped; a text without one is reported as not PEM, not as the parser's
+/// complaint about its first bytes.
+fn decode_pem(pem: &str) -> Result<(&str, Vec<u8>), CryptoError> {
+    let start = pem.find("-----BEGIN ").ok_or_else(|| {
+        CryptoError::InvalidKey("not PEM: no \"-----BEGIN ...-----\" line".into())
+    })?;
+    pem_rfc7468::decode_vec(pem[start..].trim().as_bytes())
+        .map_err(|e| CryptoError::InvalidKey(format!("not PEM: {e}")))
+}
+
 impl RsaPrivateKey {
     /// Reads a PEM private key, PKCS#1 or PKCS#8.
     ///
     /// # Errors
     /// [`CryptoError::InvalidKey`] when the PEM is not an RSA private key of at least 2048 bits.
     pub fn from_pem(pem: &str) -> Result<Self, CryptoError> {
-        let (label, der) = pem_rfc7468::decode_vec(pem.trim().as_bytes())
-            .map_err(|e| CryptoError::InvalidKey(format!("not PEM: {e}")))?;
+        let (label, der) = decode_pem(pem)?;
         match label {
             "PRIVATE KEY" => Self::from_pkcs8_der(&der),
             "RSA PRIVATE KEY" => {
@@ -198,8 +208,7 @@ impl RsaPublicKey {
     /// # Errors
     /// [`CryptoError::InvalidKey`] when it is not an RSA public key.
     pub fn from_pem(pem: &str) -> Result<Self, CryptoError> {
-        let (label, der) = pem_rfc7468::decode_vec(pem.trim().as_bytes())
-            .map_err(|e| CryptoError::InvalidKey(format!("not PEM: {e}")))?;
+        let (label, der) = decode_pem(pem)?;
         match label {
             "PUBLIC KEY" => Self::from_spki_der(&der),
             "RSA PUBLIC KEY" => {

@@ -32,7 +32,7 @@ pub fn run(
         Command::PaySign(PaySignCommand::V3(args)) => pay_sign::v3(args, out),
         Command::PaySign(PaySignCommand::V2(args)) => pay_sign::v2(args, out),
         Command::Sim(args) => sim::run(args),
-        Command::Serve => serve::run(),
+        Command::Serve(args) => serve::run(args),
         Command::Demo => demo::run(out),
         Command::Bench(args) => bench::run(args, out, err),
     }

@@ -56,11 +56,9 @@ pub fn v3(args: &PaySignV3Args, out: &mut dyn Write) -> Result<(), Failure> {
 /// `paySign` with the API v2 key.
 ///
 /// # Errors
-/// [`Failure::Input`] for an empty key or an unusable parameter.
+/// [`Failure::Input`] for a key that is not 32 visible characters or an unusable parameter.
 pub fn v2(args: &PaySignV2Args, out: &mut dyn Write) -> Result<(), Failure> {
-    if args.key.is_empty() {
-        return Err(Failure::input("--key is empty"));
-    }
+    crate::input::check_v2_key(&args.key)?;
     let r = resolve(&args.common)?;
     let sign_type = if args.hmac {
         SignType::HmacSha256

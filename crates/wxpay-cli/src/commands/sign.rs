@@ -18,16 +18,14 @@ use crate::input;
 /// Signs the v2 parameters read from `stdin`; writes the sign to `out`, diagnostics to `err`.
 ///
 /// # Errors
-/// [`Failure::Input`] for an empty key or input that is not a flat JSON object or `<xml>` document.
+/// [`Failure::Input`] for a key that is not 32 visible characters or input that is not a flat JSON object or `<xml>` document.
 pub fn v2(
     args: &SignV2Args,
     stdin: impl Read,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), Failure> {
-    if args.key.is_empty() {
-        return Err(Failure::input("--key is empty"));
-    }
+    crate::input::check_v2_key(&args.key)?;
     let bytes = input::read_limited(stdin, MAX_XML_BYTES as u64, "stdin")?;
     let params = parse_v2_params(&bytes)?;
     let sign_type = if args.hmac {

@@ -2,7 +2,7 @@
 //! their timeline, refunds and webhooks), merchant-priced orders, the catalog, refunds, the
 //! daily reconciliation, payments per hour, recent webhooks, the jobs.
 
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{JsonBody, bearer};
+use super::extract::{JsonBody, Path, Query, bearer};
 use super::mini::MAX_ORDER_FEN;
 use crate::app::AppState;
 use crate::error::ApiError;

@@ -3,14 +3,14 @@
 use std::collections::HashSet;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wxpay::mp::ErrCode;
 
-use super::extract::{JsonBody, User, new_token, token_hash};
+use super::extract::{JsonBody, Path, Query, User, new_token, token_hash};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::payments::{close_order, ensure_prepay, new_out_trade_no, sync_with_wechat};
@@ -60,7 +60,11 @@ pub(crate) async fn login(
                 ErrCode::InvalidCode | ErrCode::CodeUsed | ErrCode::CodeBlocked => ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "invalid_code",
-                    format!("WeChat refused the login code: {err}"),
+                    // errcode and rid are for the log, not for the user.
+                    {
+                        tracing::info!(error = %err, "code2session refused the code");
+                        "WeChat refused the login code"
+                    },
                 ),
                 ErrCode::MinuteQuotaReached => ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -383,7 +387,10 @@ pub(crate) async fn wxacode(
                             | ErrCode::InvalidPage
                             | ErrCode::InvalidArgs,
                         ..
-                    }) => ApiError::bad_request(format!("WeChat refused the code: {err}")),
+                    }) => {
+                        tracing::info!(error = %err, "getwxacodeunlimit refused the request");
+                        ApiError::bad_request("WeChat refused the scene or the page")
+                    }
                     _ => ApiError::upstream("getwxacodeunlimit failed", &err),
                 })?;
             state.wxacode_cache.put(key, image.clone());

@@ -42,7 +42,7 @@ use crate::app::AppState;
         openapi_json,
     ),
     components(schemas(admin::ErrorBody)),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &AdminOperationIds),
     tags(
         (name = "mini program", description = "For the mini program (Authorization: Bearer TOKEN from /api/login)"),
         (name = "notifications", description = "For WeChat Pay"),
@@ -61,6 +61,38 @@ impl Modify for SecuritySchemes {
             || SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
         components.add_security_scheme("admin_token", bearer());
         components.add_security_scheme("session_token", bearer());
+    }
+}
+
+/// Operation ids default to the handler's name, and the back office's handlers share names with
+/// the mini program's (`list_orders`, `create_order`, `products`); OpenAPI wants ids unique, so
+/// the back office's take an `admin_` prefix.
+struct AdminOperationIds;
+
+impl Modify for AdminOperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in &mut openapi.paths.paths {
+            if !path.starts_with("/admin/") {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                if let Some(id) = &mut operation.operation_id
+                    && !id.starts_with("admin_")
+                {
+                    id.insert_str(0, "admin_");
+                }
+            }
+        }
     }
 }
 

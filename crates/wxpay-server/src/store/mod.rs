@@ -56,14 +56,34 @@ pub enum StoreError {
     #[error("unsupported database URL scheme (use sqlite://FILE or postgres://...)")]
     UnsupportedUrl,
     /// The database refused or failed a statement, or could not be reached.
-    #[error("database: {0}")]
+    #[error("database: {}", describe(.0))]
     Database(#[from] sqlx::Error),
     /// The migrations could not be applied.
-    #[error("database migration: {0}")]
+    #[error("database migration: {}", describe_migration(.0))]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A stored value could not be read back (a JSON column, an unknown status).
     #[error("stored data: {0}")]
     Corrupt(String),
+}
+
+/// An error's text for people: PostgreSQL's message without the " at line N" that sqlx appends
+/// (a line of PostgreSQL's own C source, meaningless to whoever reads it).
+fn describe(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => format!("error returned from database: {}", db.message()),
+        other => other.to_string(),
+    }
+}
+
+fn describe_migration(e: &sqlx::migrate::MigrateError) -> String {
+    use sqlx::migrate::MigrateError;
+    match e {
+        MigrateError::Execute(e) => format!("while executing migrations: {}", describe(e)),
+        MigrateError::ExecuteMigration(e, version) => {
+            format!("while executing migration {version}: {}", describe(e))
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Which database is behind the pool.

@@ -317,6 +317,36 @@ async fn metrics_and_the_openapi_description_are_served() {
     );
 }
 
+/// OpenAPI requires unique operation ids (generators name functions after them). With
+/// `WXPAY_OPENAPI_OUT=FILE` the document is also written there, for scripts/check-openapi to hand
+/// to an independent validator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_operation_ids_are_unique() {
+    let app = spawn_quiet(Backend::Sqlite, "v3", |_| {}).await;
+    let doc = app.get("/openapi.json", None).await;
+    assert_eq!(doc.status, 200);
+    let mut seen = HashSet::new();
+    let mut repeated = Vec::new();
+    for (path, item) in doc.body["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let id = operation["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            if !seen.insert(id.to_owned()) {
+                repeated.push(format!("{id} ({method} {path})"));
+            }
+        }
+    }
+    assert!(
+        repeated.is_empty(),
+        "operation ids used twice: {repeated:?}"
+    );
+    assert!(seen.contains("admin_list_orders") && seen.contains("list_orders"));
+    if let Some(out) = std::env::var_os("WXPAY_OPENAPI_OUT") {
+        std::fs::write(out, doc.bytes.as_ref()).unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_walks_the_whole_flow_for_v2_and_v3() {
     let mut out = Vec::new();

@@ -50,6 +50,38 @@ fn bad_values_are_refused_with_one_line_naming_the_key() {
 }
 
 #[test]
+fn unknown_keys_of_the_file_and_misspelt_variables_are_refused() {
+    let typo = Settings::from_sources("databse_url = \"postgres://x@y/z\"\n", &[])
+        .expect_err("a misspelt key is refused")
+        .to_string();
+    assert_eq!(
+        typo,
+        "configuration error: wxpay.toml: unknown key `databse_url` (did you mean \
+         `database_url`?); `wxpay serve --help` lists the keys"
+    );
+    let unknown = Settings::from_sources("colour = \"blue\"\n", &[])
+        .expect_err("an unknown key is refused")
+        .to_string();
+    assert!(unknown.contains("unknown key `colour`;"), "{unknown}");
+    let syntax = Settings::from_sources("listen = \"127.0.0.1:8080\n", &[])
+        .expect_err("a syntax error is refused")
+        .to_string();
+    assert!(
+        syntax.starts_with("configuration error: wxpay.toml: ") && !syntax.contains('\n'),
+        "{syntax}"
+    );
+    let env = error_of(&[("WXPAY_DATABSE_URL", "postgres://x@y/z")]);
+    assert_eq!(
+        env,
+        "configuration error: WXPAY_DATABSE_URL: is not a configuration key (did you mean \
+         WXPAY_DATABASE_URL?)"
+    );
+    // A variable far from every key belongs to something else (scripts set WXPAY_BIN): it is
+    // left alone here and warned about at start.
+    assert!(Settings::from_sources("", &[("WXPAY_BIN", "/usr/bin/wxpay")]).is_ok());
+}
+
+#[test]
 fn defaults_and_toml_and_environment_layer() {
     let s = Settings::from_sources("", &[]).unwrap();
     assert_eq!(s.listen.to_string(), "127.0.0.1:8080");

@@ -24,6 +24,8 @@ async fn login_gives_a_token_and_refuses_a_reused_code(backend: Backend) {
     let again = app.login_with(&code).await;
     assert_eq!(again.status, 401, "{:?}", again.body);
     assert_eq!(again.body["code"], "invalid_code");
+    // WeChat's own text (errcode, rid) is logged, not shown to the user.
+    assert_eq!(again.body["message"], "WeChat refused the login code");
 }
 
 async fn requests_without_a_valid_token_are_unauthorized(backend: Backend) {
@@ -111,3 +113,25 @@ both_backends!(
     healthz_checks_the_database,
     wxacode_is_a_cached_png,
 );
+
+/// Every rejection is `{"code","message"}`, those of axum's path and query extractors included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_and_query_rejections_are_in_the_api_format() {
+    let app = crate::jobs::spawn_quiet(Backend::Sqlite, "v3", |_| {}).await;
+    let (_, token) = app.login().await;
+    let admin = crate::jobs::admin_token(&app);
+    for (path, token) in [
+        ("/api/orders?limit=many", token.as_str()),
+        ("/api/orders?limit=-1", token.as_str()),
+        ("/api/orders/%FF%FE", token.as_str()),
+        ("/admin/orders?limit=x", admin.as_str()),
+        ("/admin/orders/%C3%28", admin.as_str()),
+        ("/admin/reconciliation/%FF?refresh=maybe", admin.as_str()),
+    ] {
+        let a = app.get(path, Some(token)).await;
+        assert_eq!(a.status, 400, "{path}: {:?}", a.bytes);
+        assert!(a.content_type.starts_with("application/json"), "{path}");
+        assert_eq!(a.body["code"], "invalid_request", "{path}: {:?}", a.bytes);
+        assert!(a.body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+}

@@ -303,3 +303,23 @@ both_backends!(
     a_refund_whose_answer_was_lost_is_resolved_without_a_second_refund,
     a_refund_refused_by_wechat_is_closed_and_releases_its_amount,
 );
+
+/// The console sends its own out_refund_no, once per form: a retried submit (the first answer
+/// lost) finds the refund it made instead of making a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_refund_with_its_out_refund_no_refunds_once() {
+    let app = spawn_quiet(Backend::Sqlite, "v3", |_| {}).await;
+    let (_, _, no) = app.paid_order().await;
+    let body = json!({"amount_fen": 700, "reason": "退货", "out_refund_no": "RFCONSOLE0001"});
+    let path = format!("/admin/orders/{no}/refunds");
+    let first = admin_post(&app, &path, &body).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    let again = admin_post(&app, &path, &body).await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    assert_eq!(again.body["out_refund_no"], "RFCONSOLE0001");
+    assert_eq!(again.body["refund_id"], first.body["refund_id"]);
+    assert_eq!(
+        sim_refunds(&app, &no).await,
+        vec![("RFCONSOLE0001".to_owned(), 700)]
+    );
+}
