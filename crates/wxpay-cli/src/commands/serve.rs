@@ -1,8 +1,10 @@
-//! `wxpay serve`: the merchant payment server, until Ctrl-C.
+//! `wxpay serve`: the merchant payment server, until Ctrl-C or SIGTERM.
 
-use wxpay_server::StartError;
+use wxpay_server::{Settings, StartError};
 
 use crate::failure::Failure;
+use crate::process::{print_banner, stop_signal};
+use crate::sandbox::build_server;
 
 /// Runs the server on a runtime of its own.
 ///
@@ -14,10 +16,30 @@ pub fn run() -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))?;
-    runtime
-        .block_on(wxpay_server::run_from_env())
-        .map_err(|e| match e {
-            StartError::Serve(_) => Failure::runtime(e.to_string()),
-            other => Failure::input(other.to_string()),
-        })
+    runtime.block_on(serve()).map_err(|e| match e {
+        StartError::Serve(_) => Failure::runtime(e.to_string()),
+        other => Failure::input(other.to_string()),
+    })
+}
+
+/// Reads the configuration (`wxpay.toml`, `WXPAY_*`), starts (in sandbox mode without a
+/// merchant file), prints the banner, and serves until Ctrl-C or SIGTERM, then stops
+/// gracefully.
+async fn serve() -> Result<(), StartError> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let settings = Settings::load()?;
+    let app = build_server(settings).await?;
+    let stopped = stop_signal().map_err(StartError::Serve)?;
+    print_banner(&app.banner());
+    app.run_until(async {
+        stopped.await;
+        tracing::info!("stopping");
+    })
+    .await
+    .map_err(StartError::Serve)
 }

@@ -18,15 +18,7 @@ use crate::error::ApiError;
 /// first, so that a flood of distinct keys cannot grow the map without bound.
 pub const MAX_TRACKED_KEYS: usize = 65_536;
 
-/// One limit: `per_minute` requests a minute on average, `burst` at once. `per_minute == 0`
-/// turns the limit off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateLimit {
-    /// Sustained rate, requests per minute (0: no limit).
-    pub per_minute: u32,
-    /// Bucket size: requests allowed at once (at least 1).
-    pub burst: u32,
-}
+pub use crate::config::RateLimit;
 
 #[derive(Clone, Copy, Debug)]
 struct Bucket {

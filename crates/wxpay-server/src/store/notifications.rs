@@ -302,7 +302,7 @@ fn settled(outcome: Paid, p: &PaymentConfirmation) -> Transition {
             if previous == OrderStatus::Closed {
                 tracing::error!(out_trade_no = %order.out_trade_no, "order paid at WeChat after it was closed here");
             }
-            crate::api::metrics::order_paid(p.event.as_str());
+            crate::metrics::order_paid(p.event.as_str());
             Transition::Applied(order)
         }
         Paid::Nothing(transition) => transition,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use sqlx::Executor as _;
-use wxpay_server::payments::new_out_trade_no;
+use wxpay_server::core::orders::new_out_trade_no;
 use wxpay_server::store::{
     ApiVersion, Backend, EventKind, NewOrder, NewRefund, NewSession, Order, OrderStatus,
     PaymentConfirmation, RefundCreation, RefundResult, RefundStatus, Store, StoreOptions,
