@@ -13,6 +13,57 @@
 //!   PostgreSQL one statement whose other rows are written by a data-modifying `WITH`;
 //! - PostgreSQL returns `SUM` of `BIGINT` as `NUMERIC`: cast it (`CAST(SUM(x) AS BIGINT)`).
 
+/// The stored name of an order status: the one place each is written. [`OrderStatus`] and
+/// every statement use it (the migrations' CHECK lists repeat them, and the schema-parity
+/// test compares those of both backends).
+macro_rules! order_status_name {
+    (NotPay) => {
+        "NOTPAY"
+    };
+    (Success) => {
+        "SUCCESS"
+    };
+    (Refund) => {
+        "REFUND"
+    };
+    (Closed) => {
+        "CLOSED"
+    };
+    (PayError) => {
+        "PAYERROR"
+    };
+}
+
+/// Order statuses as SQL literals, comma-separated: `status IN (` .. `)`, inside `concat!`.
+macro_rules! order_status_sql {
+    ($first:ident $(, $rest:ident)*) => {
+        concat!("'", order_status_name!($first), "'" $(, ", '", order_status_name!($rest), "'")*)
+    };
+}
+
+/// The stored name of a refund status (as [`order_status_name`]).
+macro_rules! refund_status_name {
+    (Processing) => {
+        "PROCESSING"
+    };
+    (Success) => {
+        "SUCCESS"
+    };
+    (Closed) => {
+        "CLOSED"
+    };
+    (Abnormal) => {
+        "ABNORMAL"
+    };
+}
+
+/// Refund statuses as SQL literals (as [`order_status_sql`]).
+macro_rules! refund_status_sql {
+    ($first:ident $(, $rest:ident)*) => {
+        concat!("'", refund_status_name!($first), "'" $(, ", '", refund_status_name!($rest), "'")*)
+    };
+}
+
 mod jobs;
 mod notifications;
 mod orders;
