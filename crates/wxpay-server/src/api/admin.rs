@@ -21,8 +21,8 @@ use crate::core::reconciliation;
 use crate::core::refunds::{self, Created, RefundRequest, SubmitOutcome};
 use crate::error::ApiError;
 use crate::store::{
-    HourlyPayments, JobState, NewProduct, Order, OrderCursor, OrderEvent, OrderStatus, OutboxEvent,
-    Product, Reconciliation, Refund,
+    ApiVersion, HourlyPayments, JobState, NewProduct, Order, OrderCursor, OrderEvent, OrderItem,
+    OrderStatus, OutboxEvent, Product, Reconciliation, Refund,
 };
 
 /// The back office's routes.
@@ -85,11 +85,79 @@ pub struct ListOrdersQuery {
     pub cursor: Option<String>,
 }
 
+/// An order as the back office sees it (schema `Order`): the public fields, never the
+/// prepay, the client IP or the payer (a new column appears here only when added here).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Order)]
+pub struct OrderView {
+    /// The merchant's order number.
+    pub out_trade_no: String,
+    /// The buyer.
+    pub openid: String,
+    /// The mini program.
+    pub appid: String,
+    /// The merchant.
+    pub mchid: String,
+    /// The API the order was made with.
+    pub api_version: ApiVersion,
+    /// `api` (mini program) or `admin` (priced by the merchant's own system).
+    pub source: String,
+    /// What WeChat shows the buyer.
+    pub description: String,
+    /// The lines (empty for admin orders).
+    pub items: Vec<OrderItem>,
+    /// Total in fen.
+    pub amount_fen: u64,
+    /// The state.
+    pub status: OrderStatus,
+    /// WeChat's transaction id, once paid.
+    pub transaction_id: Option<String>,
+    /// When it was paid.
+    pub paid_at: Option<i64>,
+    /// When it was closed.
+    pub closed_at: Option<i64>,
+    /// Refunds not closed, in fen (reserved at creation of a refund).
+    pub refunded_fen: u64,
+    /// After this the order cannot be paid.
+    pub expires_at: i64,
+    /// Creation time.
+    pub created_at: i64,
+    /// Last change.
+    pub updated_at: i64,
+    /// Incremented by every change.
+    pub version: i64,
+}
+
+impl From<&Order> for OrderView {
+    fn from(o: &Order) -> Self {
+        OrderView {
+            out_trade_no: o.out_trade_no.clone(),
+            openid: o.openid.clone(),
+            appid: o.appid.clone(),
+            mchid: o.mchid.clone(),
+            api_version: o.api_version,
+            source: o.source.clone(),
+            description: o.description.clone(),
+            items: o.items.clone(),
+            amount_fen: o.amount_fen,
+            status: o.status,
+            transaction_id: o.transaction_id.clone(),
+            paid_at: o.paid_at,
+            closed_at: o.closed_at,
+            refunded_fen: o.refunded_fen,
+            expires_at: o.expires_at,
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+            version: o.version,
+        }
+    }
+}
+
 /// A page of orders.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderList {
     /// Newest first.
-    pub orders: Vec<Order>,
+    pub orders: Vec<OrderView>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
 }
@@ -131,7 +199,7 @@ pub(crate) async fn list_orders(
         .orders_page(status, limit, cursor.as_ref())
         .await?;
     Ok(Json(OrderList {
-        orders: page.orders,
+        orders: page.orders.iter().map(OrderView::from).collect(),
         next_cursor: page.next.map(|c| c.encode()),
     }))
 }
@@ -140,7 +208,7 @@ pub(crate) async fn list_orders(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderDetail {
     /// The order.
-    pub order: Order,
+    pub order: OrderView,
     /// What can still be refunded, in fen.
     pub refundable_fen: u64,
     /// Its timeline, oldest first.
@@ -180,7 +248,7 @@ pub(crate) async fn order_detail(
         events: state.store.events(&no).await?,
         refunds: state.store.refunds_of_order(&no).await?,
         webhooks: state.store.webhooks_of_order(&no).await?,
-        order,
+        order: OrderView::from(&order),
     }))
 }
 
@@ -209,7 +277,7 @@ pub struct CreateAdminOrder {
 pub struct OrderWithPayment {
     /// The order.
     #[serde(flatten)]
-    pub order: Order,
+    pub order: OrderView,
     /// Exactly the object to pass to `wx.requestPayment`.
     #[schema(value_type = Object)]
     pub payment: Value,
@@ -264,7 +332,7 @@ pub(crate) async fn create_order(
     Ok((
         StatusCode::CREATED,
         Json(OrderWithPayment {
-            order: placed.order,
+            order: OrderView::from(&placed.order),
             payment,
         }),
     )

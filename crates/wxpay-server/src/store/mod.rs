@@ -91,7 +91,7 @@ pub use orders::insert_event;
 pub use orders::{
     ApiVersion, EventKind, NewOrder, Order, OrderEvent, OrderItem, OrderStatus, Transition,
 };
-pub use outbox::{NewOutboxEvent, OutboxEventType, to_json};
+pub use outbox::{NewOutboxEvent, OrderPayload, OutboxEventType, to_json};
 pub use products::{NewProduct, Product};
 pub use refund_state::{Refund, RefundStatus, RefundTransition};
 pub use refunds::{NewRefund, RefundCreation};

@@ -123,9 +123,10 @@ pub struct OrderItem {
     pub unit_price_fen: u64,
 }
 
-/// An order. Times are Unix milliseconds. Serializes as the public view (no prepay_id, no
-/// client IP).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+/// An order as stored. Times are Unix milliseconds. Not serialized: what leaves the server is
+/// a view made field by field (the API's `admin::OrderView`, the webhook's
+/// `outbox::OrderPayload`), so that a new column is published only where someone adds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Order {
     /// The merchant's order number.
     pub out_trade_no: String,
@@ -148,18 +149,14 @@ pub struct Order {
     /// The state.
     pub status: OrderStatus,
     /// The payer's IP, sent as `spbill_create_ip`/`payer_client_ip`.
-    #[serde(skip)]
     pub client_ip: String,
     /// The current prepay (valid 2 hours from `prepay_created_at`).
-    #[serde(skip)]
     pub prepay_id: Option<String>,
     /// When the current prepay was made.
-    #[serde(skip)]
     pub prepay_created_at: Option<i64>,
     /// WeChat's transaction id, once paid.
     pub transaction_id: Option<String>,
     /// The openid WeChat reports as payer.
-    #[serde(skip)]
     pub payer_openid: Option<String>,
     /// When it was paid.
     pub paid_at: Option<i64>,
@@ -170,7 +167,6 @@ pub struct Order {
     /// After this the order cannot be paid.
     pub expires_at: i64,
     /// When WeChat was last asked about it.
-    #[serde(skip)]
     pub last_queried_at: Option<i64>,
     /// Creation time.
     pub created_at: i64,
