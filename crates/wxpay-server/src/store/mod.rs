@@ -12,6 +12,19 @@
 //!   script holding its own `BEGIN IMMEDIATE; ...; COMMIT` on the writer connection, on
 //!   PostgreSQL one statement whose other rows are written by a data-modifying `WITH`;
 //! - PostgreSQL returns `SUM` of `BIGINT` as `NUMERIC`: cast it (`CAST(SUM(x) AS BIGINT)`).
+//! - statuses are written once, by `order_status_name!` / `refund_status_name!` (used by
+//!   [`OrderStatus`], [`RefundStatus`] and, through `order_status_sql!`, every statement).
+//!
+//! A new column of `orders` touches:
+//! 1. both migrations, `migrations/sqlite` and `migrations/postgres` (the schema-parity test,
+//!    `tests/api/schema.rs`, fails until they agree);
+//! 2. `order_columns!` and `OrderRow` in `orders.rs`, and [`Order`] with its `TryFrom<OrderRow>`
+//!    (the compiler points at the conversion);
+//! 3. the INSERT of `insert_order_sql!` (with [`NewOrder`]) if it is set at creation.
+//!
+//! It is published only if someone adds it to a view: `api::admin::OrderView` (the API's
+//! `Order` schema) or `outbox::OrderPayload` (the webhooks); [`Order`] itself is not
+//! serializable.
 
 /// The stored name of an order status: the one place each is written. [`OrderStatus`] and
 /// every statement use it (the migrations' CHECK lists repeat them, and the schema-parity
