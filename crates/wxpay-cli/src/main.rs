@@ -3,8 +3,11 @@
 
 mod cli;
 mod commands;
+mod demo;
 mod failure;
 mod input;
+mod process;
+mod sandbox;
 
 use std::io::Write as _;
 use std::process::ExitCode;

@@ -1,7 +1,10 @@
 //! The application: state, router, binding, sandbox mode.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -16,7 +19,6 @@ use secrecy::{ExposeSecret as _, SecretString};
 use tokio::net::TcpListener;
 use wxpay::http::BaseUrls;
 use wxpay::mp::client::WxaCodeImage;
-use wxpay_sim::{RunningSimulator, SimConfig, Simulator};
 
 use crate::api::{mini, notify};
 use crate::config::{ConfigError, Settings};
@@ -53,6 +55,11 @@ pub enum StartError {
     /// The sandbox simulator did not start.
     #[error("WXPAY_SANDBOX_DIR: the sandbox simulator did not start: {0}")]
     Sandbox(String),
+    /// Neither a merchant file nor a sandbox was given.
+    #[error(
+        "WXPAY_MERCHANT_FILE: not set; sandbox mode (the simulator in process) is started by `wxpay serve`"
+    )]
+    NoMerchant,
     /// A WeChat client could not be built.
     #[error("WXPAY_MERCHANT_FILE: {0}")]
     Client(String),
@@ -132,6 +139,16 @@ pub struct AppState {
     pub proxy: reqwest::Client,
     /// The per-client rate limits of login and order creation.
     pub rate_limits: Arc<crate::api::rate_limit::RateLimits>,
+}
+
+impl From<AppState> for crate::jobs::JobContext {
+    fn from(state: AppState) -> Self {
+        crate::jobs::JobContext {
+            store: state.store,
+            wechat: state.wechat,
+            settings: state.settings,
+        }
+    }
 }
 
 /// The complete router.
@@ -287,6 +304,55 @@ async fn sim_proxy(State(state): State<AppState>, request: Request) -> Response 
     }
 }
 
+/// The upstream of sandbox mode, composed outside the server: `wxpay serve` starts the
+/// simulator and hands over its URLs, its merchant and a way to stop it. The server does not
+/// depend on the simulator; it only talks to the URLs given here.
+pub struct Sandbox {
+    /// The `merchant.json` the simulator wrote.
+    pub merchant_file: PathBuf,
+    /// Plain HTTP base of WeChat Pay and the mini-program API (and of `/sim/*`, proxied).
+    pub base_url: String,
+    /// HTTPS base of the v2 calls that need the merchant's client certificate.
+    pub v2_pay_url: String,
+    /// Whether the simulator signs with platform certificates (false: with the WeChat Pay
+    /// public key only, so there are no certificates to download).
+    pub platform_certificates: bool,
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("merchant_file", &self.merchant_file)
+            .field("base_url", &self.base_url)
+            .field("v2_pay_url", &self.v2_pay_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// A sandbox at these URLs; `stop` runs when the server stops.
+    pub fn new(
+        merchant_file: PathBuf,
+        base_url: String,
+        v2_pay_url: String,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        Sandbox {
+            merchant_file,
+            base_url,
+            v2_pay_url,
+            platform_certificates: true,
+            stop: Box::pin(stop),
+        }
+    }
+
+    /// Stops the upstream (the simulator's graceful stop).
+    pub async fn shutdown(self) {
+        self.stop.await;
+    }
+}
+
 /// The demo catalog of sandbox mode.
 pub const SANDBOX_PRODUCTS: &[(&str, &str, u64, &str)] = &[
     ("coffee", "拿铁咖啡 Latte", 1800, "Hot latte, 350 ml"),
@@ -312,7 +378,7 @@ pub struct Application {
     tls: Option<Arc<crate::net::tls::CertStore>>,
     metrics_listener: Option<TcpListener>,
     state: AppState,
-    simulator: Option<RunningSimulator>,
+    simulator: Option<Sandbox>,
     jobs: Option<crate::jobs::JobOptions>,
 }
 
@@ -325,13 +391,28 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    /// Opens the database (migrations included), loads the merchant (or, without a merchant
-    /// file, starts the sandbox simulator and seeds the demo catalog), builds the clients and
-    /// binds the address.
+    /// Opens the database (migrations included), loads the merchant file, builds the clients
+    /// and binds the address.
     ///
     /// # Errors
-    /// [`StartError`], one line naming the key at fault.
+    /// [`StartError`], one line naming the key at fault ([`StartError::NoMerchant`] without a
+    /// merchant file: sandbox mode is [`Application::build_sandbox`]).
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        Self::build_with(settings, None).await
+    }
+
+    /// As [`Application::build`], in sandbox mode when `settings` name no merchant file: the
+    /// merchant and upstream URLs are the sandbox's, the demo catalog is seeded, an admin
+    /// token is made up unless configured, `/sim/*` is proxied to the sandbox, and the sandbox
+    /// is stopped with the server.
+    ///
+    /// # Errors
+    /// As [`Application::build`].
+    pub async fn build_sandbox(settings: Settings, sandbox: Sandbox) -> Result<Self, StartError> {
+        Self::build_with(settings, Some(sandbox)).await
+    }
+
+    async fn build_with(settings: Settings, sandbox: Option<Sandbox>) -> Result<Self, StartError> {
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -365,22 +446,23 @@ impl Application {
             },
         )
         .await?;
-        let (merchant, simulator) = match settings.merchant_file() {
-            Some(path) => (Merchant::load(path)?, None),
-            None => {
-                let sim = Simulator::start(SimConfig {
-                    listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                    state_dir: Some(settings.sandbox_dir.clone()),
-                    time_scale: settings.sandbox_time_scale,
-                    ..SimConfig::default()
-                })
-                .await
-                .map_err(|e| StartError::Sandbox(e.to_string()))?;
-                let path = sim.merchant().merchant_json_path.clone().ok_or_else(|| {
-                    StartError::Sandbox("the simulator wrote no merchant.json".into())
-                })?;
-                let mut merchant = Merchant::load(&path)?;
-                if sim.state().signer.mode() == wxpay_sim::KeyMode::PublicKey {
+        let (merchant, endpoints) = match (settings.merchant_file(), &sandbox) {
+            (Some(path), _) => {
+                let defaults = BaseUrls::default();
+                let pay = settings.pay_base_url.clone().unwrap_or(defaults.pay);
+                let endpoints = WeChatEndpoints {
+                    urls: BaseUrls {
+                        pay: pay.clone(),
+                        mp: settings.mp_base_url.clone().unwrap_or(defaults.mp),
+                    },
+                    v2_pay: pay,
+                    timeout: Duration::from_secs(settings.wechat_timeout_secs),
+                };
+                (Merchant::load(path)?, endpoints)
+            }
+            (None, Some(sandbox)) => {
+                let mut merchant = Merchant::load(&sandbox.merchant_file)?;
+                if !sandbox.platform_certificates {
                     // The simulator's files keep a platform certificate, but a public-key merchant
                     // has none to download: asking would only be answered 404 at every start.
                     merchant.platform_cert = None;
@@ -398,27 +480,23 @@ impl Application {
                         )
                         .await?;
                 }
-                (merchant, Some(sim))
-            }
-        };
-        let endpoints = match &simulator {
-            Some(sim) => WeChatEndpoints {
-                urls: BaseUrls::single(&sim.base_url()),
-                v2_pay: sim.tls_base_url(),
-                timeout: Duration::from_secs(settings.wechat_timeout_secs),
-            },
-            None => {
-                let defaults = BaseUrls::default();
-                let pay = settings.pay_base_url.clone().unwrap_or(defaults.pay);
-                WeChatEndpoints {
-                    urls: BaseUrls {
-                        pay: pay.clone(),
-                        mp: settings.mp_base_url.clone().unwrap_or(defaults.mp),
-                    },
-                    v2_pay: pay,
+                let endpoints = WeChatEndpoints {
+                    urls: BaseUrls::single(&sandbox.base_url),
+                    v2_pay: sandbox.v2_pay_url.clone(),
                     timeout: Duration::from_secs(settings.wechat_timeout_secs),
-                }
+                };
+                (merchant, endpoints)
             }
+            (None, None) => return Err(StartError::NoMerchant),
+        };
+        // A merchant file wins over a sandbox handed in: the sandbox is then not used.
+        let simulator = if settings.merchant_file().is_some() {
+            if let Some(unused) = sandbox {
+                unused.shutdown().await;
+            }
+            None
+        } else {
+            sandbox
         };
         let notify_base = settings.public_url.clone().unwrap_or_else(|| {
             format!("{}://{addr}", if tls.is_some() { "https" } else { "http" })
@@ -445,7 +523,7 @@ impl Application {
             settings: Arc::new(settings),
             admin_token,
             wxacode_cache: Arc::new(WxaCodeCache::default()),
-            sandbox_url: simulator.as_ref().map(RunningSimulator::base_url),
+            sandbox_url: simulator.as_ref().map(|s| s.base_url.clone()),
             proxy,
             rate_limits,
         };
@@ -486,9 +564,9 @@ impl Application {
         &self.state
     }
 
-    /// The sandbox simulator, in sandbox mode.
+    /// The sandbox, in sandbox mode.
     #[must_use]
-    pub fn simulator(&self) -> Option<&RunningSimulator> {
+    pub fn sandbox(&self) -> Option<&Sandbox> {
         self.simulator.as_ref()
     }
 
@@ -536,11 +614,9 @@ impl Application {
             lines.push(format!("  emulator:   {base}/emulator (the mini program)"));
             lines.push(format!(
                 "  simulator:  {base}/sim/ (proxied to {})",
-                sim.base_url()
+                sim.base_url
             ));
-            if let Some(path) = &sim.merchant().merchant_json_path {
-                lines.push(format!("  merchant:   {}", path.display()));
-            }
+            lines.push(format!("  merchant:   {}", sim.merchant_file.display()));
             if self.state.settings.admin_token.is_none()
                 && let Some(token) = &self.state.admin_token
             {

@@ -112,6 +112,16 @@ impl Default for Raw {
     }
 }
 
+/// One limit: `per_minute` requests a minute on average, `burst` at once. `per_minute == 0`
+/// turns the limit off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained rate, requests per minute (0: no limit).
+    pub per_minute: u32,
+    /// Bucket size: requests allowed at once (at least 1).
+    pub burst: u32,
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -154,10 +164,10 @@ pub struct Settings {
     pub wechat_timeout_secs: u64,
     /// `WXPAY_RATE_LIMIT_LOGIN_PER_MINUTE` / `WXPAY_RATE_LIMIT_LOGIN_BURST`: logins per client
     /// IP (default 60 a minute, 20 at once; a rate of 0 turns the limit off).
-    pub rate_limit_login: crate::api::rate_limit::RateLimit,
+    pub rate_limit_login: RateLimit,
     /// `WXPAY_RATE_LIMIT_ORDERS_PER_MINUTE` / `WXPAY_RATE_LIMIT_ORDERS_BURST`: new orders per user
     /// (default 30 a minute, 10 at once; a rate of 0 turns the limit off).
-    pub rate_limit_orders: crate::api::rate_limit::RateLimit,
+    pub rate_limit_orders: RateLimit,
     /// `WXPAY_TLS_CERT` + `WXPAY_TLS_KEY`: serve HTTPS with this PEM certificate chain and key
     /// (both or neither).
     pub tls: Option<crate::net::tls::TlsFiles>,
@@ -760,11 +770,7 @@ impl Settings {
 }
 
 /// A rate limit: at most 1,000,000 a minute, a burst of 1 to 100,000.
-fn rate_limit(
-    prefix: &str,
-    per_minute: u32,
-    burst: u32,
-) -> Result<crate::api::rate_limit::RateLimit, ConfigError> {
+fn rate_limit(prefix: &str, per_minute: u32, burst: u32) -> Result<RateLimit, ConfigError> {
     if per_minute > 1_000_000 {
         return Err(ConfigError::new(
             &format!("{prefix}_PER_MINUTE"),
@@ -777,7 +783,7 @@ fn rate_limit(
             "must be between 1 and 100000",
         ));
     }
-    Ok(crate::api::rate_limit::RateLimit { per_minute, burst })
+    Ok(RateLimit { per_minute, burst })
 }
 
 fn check_url(key: &str, url: &str) -> Result<String, ConfigError> {

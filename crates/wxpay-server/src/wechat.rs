@@ -8,20 +8,118 @@ use wxpay::http::{BaseUrls, HttpConfig};
 use wxpay::mp::client::MpClient;
 use wxpay::v2::client::V2Client;
 use wxpay::v2::models::{
-    CloseOrderRequest, OrderQueryRequest, UnifiedOrderFields, UnifiedOrderRequest,
+    CloseOrderRequest, OrderId, OrderQueryRequest, RefundFields as V2RefundFields, RefundQueryId,
+    RefundQueryRequest, RefundRequest as V2RefundRequest, UnifiedOrderFields, UnifiedOrderRequest,
 };
 use wxpay::v3::client::V3Client;
-use wxpay::v3::models::{PrepayFields, PrepayRequest, SceneInfo, TradeState};
-use wxpay::{ApiError, Error, Fen, OpenId, OutTradeNo, RequestPayment};
+use wxpay::v3::models::{
+    PrepayFields, PrepayRequest, RefundFields as V3RefundFields, RefundRequest as V3RefundRequest,
+    RefundTarget, SceneInfo, TradeState,
+};
+use wxpay::{ApiError, Error, Fen, OpenId, OutRefundNo, OutTradeNo, RequestPayment};
 
 use crate::merchant::Merchant;
-use crate::store::{ApiVersion, Order};
+use crate::store::{ApiVersion, Order, Refund, RefundStatus};
 
 /// A prepay_id is valid for 2 hours; a new one is made when less than this remains, so that the
 /// buyer has time to pay with the parameters handed out.
 pub const PREPAY_RENEW_AFTER_MS: i64 = (2 * 3600 - 10 * 60) * 1000;
 
-/// What WeChat says about an order.
+/// How a payment report reached us; it names the report in the timeline and makes its
+/// dedupe key (a repeat of the same report changes nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReportSource {
+    /// A verified v3 notification, by its event id.
+    V3Notification {
+        /// The notification's `id`.
+        event_id: String,
+    },
+    /// A verified v2 notification.
+    V2Notification {
+        /// Its `sign_type`.
+        sign_type: String,
+    },
+    /// The answer of an order query.
+    Query,
+}
+
+/// A payment as WeChat reports it, whichever way it came: a v3 or v2 notification or an order
+/// query. The one input of the payments core's check and transition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentReport {
+    /// The order.
+    pub out_trade_no: String,
+    /// WeChat's transaction id (empty when WeChat sent none: refused).
+    pub transaction_id: String,
+    /// The amount in fen.
+    pub amount_fen: u64,
+    /// The currency, when reported (only `CNY` is accepted).
+    pub currency: Option<String>,
+    /// The payer, when reported (must be the order's buyer).
+    pub payer_openid: Option<String>,
+    /// When (Unix milliseconds).
+    pub paid_at: Option<i64>,
+    /// The appid WeChat reports (v3 always, v2 notifications).
+    pub appid: Option<String>,
+    /// The merchant WeChat reports (v3 always, v2 notifications).
+    pub mchid: Option<String>,
+    /// Where it came from.
+    pub source: ReportSource,
+}
+
+impl PaymentReport {
+    /// The report of a v3 transaction (a notification's resource or a query's answer).
+    #[must_use]
+    pub fn from_v3(t: &wxpay::v3::models::Transaction, source: ReportSource) -> Self {
+        PaymentReport {
+            out_trade_no: t.out_trade_no.clone(),
+            transaction_id: t.transaction_id.clone().unwrap_or_default(),
+            amount_fen: t.amount.total,
+            currency: Some(t.amount.currency.clone()),
+            payer_openid: t.payer.as_ref().map(|p| p.openid.clone()),
+            paid_at: t.success_time.as_deref().and_then(rfc3339_ms),
+            appid: Some(t.appid.clone()),
+            mchid: Some(t.mchid.clone()),
+            source,
+        }
+    }
+
+    /// The report of a verified v2 payment notification.
+    #[must_use]
+    pub fn from_v2_notification(n: &wxpay::v2::notify::PayNotification) -> Self {
+        PaymentReport {
+            out_trade_no: n.out_trade_no.clone(),
+            transaction_id: n.transaction_id.clone(),
+            amount_fen: n.total_fee.get(),
+            currency: n.fee_type.clone(),
+            payer_openid: Some(n.openid.clone()),
+            paid_at: Some(n.time_end.unix_timestamp() * 1000),
+            appid: Some(n.appid.clone()),
+            mchid: Some(n.mch_id.clone()),
+            source: ReportSource::V2Notification {
+                sign_type: n.sign_type.as_str().to_owned(),
+            },
+        }
+    }
+
+    /// The report of a v2 order query that says paid.
+    #[must_use]
+    pub fn from_v2_query(r: &wxpay::v2::models::OrderQueryResponse) -> Self {
+        PaymentReport {
+            out_trade_no: r.out_trade_no.clone(),
+            transaction_id: r.transaction_id.clone().unwrap_or_default(),
+            amount_fen: r.total_fee.map_or(0, Fen::get),
+            currency: r.fee_type.clone(),
+            payer_openid: r.openid.clone(),
+            paid_at: r.time_end.map(|t| t.unix_timestamp() * 1000),
+            appid: None,
+            mchid: None,
+            source: ReportSource::Query,
+        }
+    }
+}
+
+/// What WeChat says about an order when asked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TradeReport {
     /// WeChat does not know the order (it never reached WeChat).
@@ -29,20 +127,7 @@ pub enum TradeReport {
     /// Not paid yet (or still being paid).
     Pending,
     /// Paid (or paid and refunded since).
-    Paid {
-        /// WeChat's transaction id.
-        transaction_id: String,
-        /// The amount in fen.
-        amount_fen: u64,
-        /// The payer.
-        payer_openid: Option<String>,
-        /// When (Unix milliseconds).
-        paid_at: Option<i64>,
-        /// The appid WeChat reports (v3 always, v2 when present).
-        appid: Option<String>,
-        /// The merchant WeChat reports.
-        mchid: Option<String>,
-    },
+    Paid(PaymentReport),
     /// Closed.
     Closed,
     /// The payment failed.
@@ -58,12 +143,41 @@ impl TradeReport {
         match self {
             TradeReport::NotFound => "ORDER_NOT_EXIST",
             TradeReport::Pending => "NOTPAY",
-            TradeReport::Paid { .. } => "SUCCESS",
+            TradeReport::Paid(_) => "SUCCESS",
             TradeReport::Closed => "CLOSED",
             TradeReport::PayError => "PAYERROR",
             TradeReport::Other(s) => s,
         }
     }
+}
+
+/// What WeChat says about a refund.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefundReport {
+    /// WeChat does not have it.
+    NotFound,
+    /// WeChat has it.
+    Found {
+        /// WeChat's refund id.
+        refund_id: String,
+        /// Its state.
+        status: RefundStatus,
+        /// When it succeeded (Unix ms).
+        success_at: Option<i64>,
+        /// Its amount in fen.
+        amount_fen: u64,
+    },
+}
+
+/// A day's trade bill at WeChat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BillDownload {
+    /// No trades that day: no bill.
+    NoBill,
+    /// Not made yet (after 10:00 GMT+8 the next day).
+    NotReady,
+    /// The bill's text.
+    Text(String),
 }
 
 /// The clients of one merchant.
@@ -220,14 +334,9 @@ impl WeChat {
         match order.api_version {
             ApiVersion::V3 => match self.v3.query_by_out_trade_no(&out_trade_no).await {
                 Ok(t) => Ok(match t.trade_state {
-                    TradeState::Success | TradeState::Refund => TradeReport::Paid {
-                        transaction_id: t.transaction_id.unwrap_or_default(),
-                        amount_fen: t.amount.total,
-                        payer_openid: t.payer.map(|p| p.openid),
-                        paid_at: t.success_time.map(unix_ms),
-                        appid: Some(t.appid),
-                        mchid: Some(t.mchid),
-                    },
+                    TradeState::Success | TradeState::Refund => {
+                        TradeReport::Paid(PaymentReport::from_v3(&t, ReportSource::Query))
+                    }
                     TradeState::NotPay | TradeState::UserPaying | TradeState::Accept => {
                         TradeReport::Pending
                     }
@@ -252,14 +361,9 @@ impl WeChat {
                     Ok(r) => {
                         use wxpay::v2::models::TradeState as V2;
                         Ok(match r.trade_state {
-                            V2::Success | V2::Refund => TradeReport::Paid {
-                                transaction_id: r.transaction_id.unwrap_or_default(),
-                                amount_fen: r.total_fee.map_or(0, Fen::get),
-                                payer_openid: r.openid,
-                                paid_at: r.time_end.map(|t| t.unix_timestamp() * 1000),
-                                appid: None,
-                                mchid: None,
-                            },
+                            V2::Success | V2::Refund => {
+                                TradeReport::Paid(PaymentReport::from_v2_query(&r))
+                            }
                             V2::NotPay | V2::UserPaying | V2::Accept => TradeReport::Pending,
                             V2::Closed => TradeReport::Closed,
                             V2::PayError => TradeReport::PayError,
@@ -309,10 +413,199 @@ impl WeChat {
         }
     }
 
+    /// Sends the refund to WeChat with the order's API (v2 over mutual TLS).
+    ///
+    /// # Errors
+    /// [`Error`] from WeChat or the transport.
+    pub async fn refund(&self, order: &Order, refund: &Refund) -> Result<RefundReport, Error> {
+        let wechat = self;
+        match refund.api_version {
+            ApiVersion::V3 => {
+                let mut request = V3RefundRequest::new(V3RefundFields {
+                    target: RefundTarget::OutTradeNo(OutTradeNo::try_from(&order.out_trade_no)?),
+                    out_refund_no: OutRefundNo::try_from(&refund.out_refund_no)?,
+                    refund: Fen::new(refund.amount_fen),
+                    total: Fen::new(order.amount_fen),
+                });
+                request.reason.clone_from(&refund.reason);
+                request.notify_url = Some(wechat.refund_notify_url(ApiVersion::V3));
+                let answer = wechat.v3.refund(&request).await?;
+                Ok(RefundReport::Found {
+                    status: RefundStatus::from_wechat(answer.status.as_str())
+                        .ok_or_else(|| unknown_status(answer.status.as_str()))?,
+                    success_at: answer.success_time.map(unix_ms),
+                    amount_fen: answer.amount.refund,
+                    refund_id: answer.refund_id,
+                })
+            }
+            ApiVersion::V2 => {
+                let mut request = V2RefundRequest::new(V2RefundFields {
+                    id: OrderId::OutTradeNo(OutTradeNo::try_from(&order.out_trade_no)?),
+                    out_refund_no: OutRefundNo::try_from(&refund.out_refund_no)?,
+                    total_fee: Fen::new(order.amount_fen),
+                    refund_fee: Fen::new(refund.amount_fen),
+                });
+                request.refund_desc.clone_from(&refund.reason);
+                request.notify_url = Some(wechat.refund_notify_url(ApiVersion::V2));
+                let answer = wechat.v2.refund(&request).await?;
+                // v2 answers "accepted"; the state comes by notification or query.
+                Ok(RefundReport::Found {
+                    refund_id: answer.refund_id,
+                    status: RefundStatus::Processing,
+                    success_at: None,
+                    amount_fen: answer.refund_fee.get(),
+                })
+            }
+        }
+    }
+
+    /// Asks WeChat about a refund, with the refund's API.
+    ///
+    /// # Errors
+    /// [`Error`] from WeChat or the transport (an unknown refund is [`RefundReport::NotFound`]).
+    pub async fn query_refund(&self, refund: &Refund) -> Result<RefundReport, Error> {
+        let wechat = self;
+        let out_refund_no = OutRefundNo::try_from(&refund.out_refund_no)?;
+        match refund.api_version {
+            ApiVersion::V3 => match wechat.v3.query_refund(&out_refund_no).await {
+                Ok(r) => Ok(RefundReport::Found {
+                    status: RefundStatus::from_wechat(r.status.as_str())
+                        .ok_or_else(|| unknown_status(r.status.as_str()))?,
+                    success_at: r.success_time.map(unix_ms),
+                    amount_fen: r.amount.refund,
+                    refund_id: r.refund_id,
+                }),
+                Err(Error::Api(ApiError::V3 { code, .. }))
+                    if matches!(code.as_str(), "RESOURCE_NOT_EXISTS" | "ORDER_NOT_EXIST") =>
+                {
+                    Ok(RefundReport::NotFound)
+                }
+                Err(e) => Err(e),
+            },
+            ApiVersion::V2 => {
+                let request = RefundQueryRequest::new(RefundQueryId::OutRefundNo(out_refund_no));
+                match wechat.v2.refund_query(&request).await {
+                    Ok(answer) => {
+                        let Some(r) = answer
+                            .refunds
+                            .into_iter()
+                            .find(|r| r.out_refund_no == refund.out_refund_no)
+                        else {
+                            return Ok(RefundReport::NotFound);
+                        };
+                        Ok(RefundReport::Found {
+                            status: RefundStatus::from_wechat(r.refund_status.as_str())
+                                .ok_or_else(|| unknown_status(r.refund_status.as_str()))?,
+                            success_at: r.refund_success_time.map(|t| t.unix_timestamp() * 1000),
+                            amount_fen: r.refund_fee.get(),
+                            refund_id: r.refund_id,
+                        })
+                    }
+                    Err(Error::Api(ApiError::V2Business { err_code, .. }))
+                        if err_code.as_str() == "REFUNDNOTEXIST" =>
+                    {
+                        Ok(RefundReport::NotFound)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Downloads the merchant's `ALL` trade bill of `date` (GMT+8) with the configured API.
+    ///
+    /// # Errors
+    /// [`Error`] from WeChat or the transport.
+    pub async fn trade_bill(&self, date: time::Date) -> Result<BillDownload, Error> {
+        use wxpay::v2::models::{BillType, DownloadBillRequest};
+        use wxpay::v3::models::{TradeBillRequest, TradeBillType};
+        match self.api_version {
+            ApiVersion::V3 => {
+                let request = TradeBillRequest {
+                    bill_date: date,
+                    bill_type: TradeBillType::All,
+                    gzip: true,
+                };
+                match self.v3.trade_bill(&request).await {
+                    Ok(location) => Ok(BillDownload::Text(self.v3.download_bill(&location).await?)),
+                    Err(Error::Api(ApiError::V3 { code, .. }))
+                        if code.as_str() == "NO_STATEMENT_EXIST" =>
+                    {
+                        Ok(BillDownload::NoBill)
+                    }
+                    Err(Error::Api(ApiError::V3 { code, .. }))
+                        if code.as_str() == "STATEMENT_CREATING" =>
+                    {
+                        Ok(BillDownload::NotReady)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            ApiVersion::V2 => {
+                let request = DownloadBillRequest {
+                    bill_date: date,
+                    bill_type: BillType::All,
+                    gzip: true,
+                };
+                match self.v2.download_bill(&request).await {
+                    Ok(text) => Ok(BillDownload::Text(text)),
+                    Err(e) if wxpay::v2::client::is_no_bill(&e) => Ok(BillDownload::NoBill),
+                    Err(Error::Api(ApiError::V2Return { return_msg }))
+                        if return_msg.eq_ignore_ascii_case("bill creating") =>
+                    {
+                        Ok(BillDownload::NotReady)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
     /// The API v2 key (to parse v2 notifications).
     pub(crate) fn v2_key(&self) -> &str {
         use secrecy::ExposeSecret as _;
         self.api_v2_key.expose_secret()
+    }
+}
+
+fn unknown_status(name: &str) -> Error {
+    Error::Decode(wxpay::DecodeError::invalid(
+        "refund status",
+        format!("unknown status {name:?}"),
+    ))
+}
+
+/// Whether WeChat refused the refund for good (it was not created, and sending it again would be
+/// refused again). Transport failures, signature or decoding failures of an answer (the refund
+/// may exist), system errors, rate limits, an empty balance and our own signing errors are not.
+#[must_use]
+pub fn is_definitive_refusal(err: &Error) -> bool {
+    match err {
+        // Refused before anything was sent.
+        Error::InvalidRequest(_) => true,
+        Error::Api(ApiError::V3 { status, code, .. }) => {
+            (400..500).contains(status)
+                && *status != 429
+                && !matches!(
+                    code.as_str(),
+                    "SYSTEM_ERROR"
+                        | "FREQUENCY_LIMITED"
+                        | "RATELIMIT_EXCEEDED"
+                        | "NOT_ENOUGH"
+                        | "SIGN_ERROR"
+                        | "NO_AUTH"
+                )
+        }
+        Error::Api(ApiError::V2Business { err_code, .. }) => !matches!(
+            err_code.as_str(),
+            "SYSTEMERROR"
+                | "BIZERR_NEED_RETRY"
+                | "NOTENOUGH"
+                | "FREQUENCY_LIMITED"
+                | "INVALID_REQ_TOO_MUCH"
+                | "SIGNERROR"
+        ),
+        _ => false,
     }
 }
 

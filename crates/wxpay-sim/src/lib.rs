@@ -90,9 +90,6 @@ pub enum SimError {
     /// TLS could not be set up.
     #[error("TLS: {0}")]
     Tls(String),
-    /// Waiting for Ctrl-C failed.
-    #[error("signal: {0}")]
-    Signal(std::io::Error),
 }
 
 /// The simulator.
@@ -252,76 +249,5 @@ impl RunningSimulator {
         let _ = self.shutdown.send(true);
         let _ = self.server_task.await;
         let _ = self.dispatcher_task.await;
-    }
-}
-
-/// Runs the simulator until Ctrl-C (`wxpay sim`), printing the URLs and where `merchant.json` is.
-///
-/// # Errors
-/// As [`Simulator::start`], or when the Ctrl-C handler cannot be installed.
-pub async fn run(config: SimConfig) -> Result<(), SimError> {
-    let stopped = stop_signal().map_err(SimError::Signal)?;
-    let sim = Simulator::start(config.clone()).await?;
-    let m = sim.merchant();
-    let merchant = match &m.merchant_json_path {
-        Some(p) => p.display().to_string(),
-        None => "in memory (no --state-dir)".to_owned(),
-    };
-    print_banner(&format!(
-        "wxpay simulator (WeChat Pay v2 + v3, mini program)\n\
-         \x20 http:      {}\n\
-         \x20 https:     {}   (CA: sim_ca.pem beside merchant.json)\n\
-         \x20 control:   {}/sim/\n\
-         \x20 key mode:  {}\n\
-         \x20 appid:     {}\n\
-         \x20 mchid:     {}\n\
-         \x20 merchant:  {merchant}",
-        sim.base_url(),
-        sim.tls_base_url(),
-        sim.base_url(),
-        config.key_mode,
-        m.appid,
-        m.mchid,
-    ));
-    stopped.await;
-    sim.shutdown().await;
-    Ok(())
-}
-
-/// Prints a start banner to stdout in one write. A stdout that is closed or gone (a supervisor
-/// that read the URLs and hung up) must not stop a running service, so a failed write is
-/// ignored: `println!` would panic on it.
-pub fn print_banner(banner: &str) {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(format!("{banner}\n").as_bytes());
-    let _ = out.flush();
-}
-
-/// Installs the handlers of Ctrl-C and SIGTERM (what service managers and container runtimes
-/// send to stop a process) now, and returns a future that completes when either arrives: the
-/// start of a graceful stop. Installing before the start banner is printed means a signal sent
-/// as soon as the banner appears is never missed. `wxpay serve` uses it too.
-///
-/// # Errors
-/// When the signal handlers cannot be installed.
-pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let mut terminate = signal(SignalKind::terminate())?;
-        Ok(async move {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        Ok(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
     }
 }

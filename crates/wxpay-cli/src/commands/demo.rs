@@ -15,7 +15,7 @@ pub fn run(out: &mut dyn Write) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))?;
     let summary = runtime
-        .block_on(wxpay_server::demo::run(out))
+        .block_on(crate::demo::run(out))
         .map_err(|e| Failure::runtime(e.to_string()))?;
     if summary.all_passed() {
         Ok(())

@@ -1,9 +1,10 @@
 //! `wxpay sim`: the local WeChat Pay and mini-program simulator, until Ctrl-C.
 
-use wxpay_sim::{SimConfig, SimError};
+use wxpay_sim::{SimConfig, SimError, Simulator};
 
 use crate::cli::SimArgs;
 use crate::failure::Failure;
+use crate::process::{print_banner, stop_signal};
 
 /// Runs the simulator on a runtime of its own (the debugging commands need none).
 ///
@@ -37,12 +38,42 @@ pub fn run(args: &SimArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))?;
-    runtime
-        .block_on(wxpay_sim::run(config))
+    runtime.block_on(serve(config))
+}
+
+/// Runs the simulator until Ctrl-C or SIGTERM, printing the URLs and where `merchant.json` is.
+async fn serve(config: SimConfig) -> Result<(), Failure> {
+    let stopped = stop_signal().map_err(|e| Failure::runtime(format!("signal: {e}")))?;
+    let sim = Simulator::start(config.clone())
+        .await
         .map_err(|e| match e {
             SimError::Config(_) | SimError::Credentials(_) | SimError::Bind { .. } => {
                 Failure::input(e.to_string())
             }
             other => Failure::runtime(other.to_string()),
-        })
+        })?;
+    let m = sim.merchant();
+    let merchant = match &m.merchant_json_path {
+        Some(p) => p.display().to_string(),
+        None => "in memory (no --state-dir)".to_owned(),
+    };
+    print_banner(&format!(
+        "wxpay simulator (WeChat Pay v2 + v3, mini program)\n\
+         \x20 http:      {}\n\
+         \x20 https:     {}   (CA: sim_ca.pem beside merchant.json)\n\
+         \x20 control:   {}/sim/\n\
+         \x20 key mode:  {}\n\
+         \x20 appid:     {}\n\
+         \x20 mchid:     {}\n\
+         \x20 merchant:  {merchant}",
+        sim.base_url(),
+        sim.tls_base_url(),
+        sim.base_url(),
+        config.key_mode,
+        m.appid,
+        m.mchid,
+    ));
+    stopped.await;
+    sim.shutdown().await;
+    Ok(())
 }

@@ -14,20 +14,15 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{JsonBody, Path, Query, bearer};
-use super::mini::MAX_ORDER_FEN;
 use crate::app::AppState;
+use crate::core::orders::{self, MAX_ORDER_FEN, OrderRequest, Priced};
+use crate::core::reconciliation;
+use crate::core::refunds::{self, Created, RefundRequest, SubmitOutcome};
 use crate::error::ApiError;
-use crate::jobs::bills;
-use crate::jobs::refunds::{SubmitOutcome, submit};
-use crate::payments::{ensure_prepay, new_out_trade_no};
 use crate::store::{
-    HourlyPayments, JobState, NewOrder, NewProduct, NewRefund, Order, OrderCursor, OrderEvent,
-    OrderStatus, OutboxEvent, Product, Reconciliation, Refund, RefundCreation, now_ms,
+    ApiVersion, HourlyPayments, JobState, NewProduct, Order, OrderCursor, OrderEvent, OrderItem,
+    OrderStatus, OutboxEvent, Product, Reconciliation, Refund,
 };
-
-/// How long a refund created here is reserved for this request's own sending (the jobs leave
-/// it alone meanwhile).
-const REFUND_SEND_LEASE_MS: i64 = 60_000;
 
 /// The back office's routes.
 pub fn routes() -> Router<AppState> {
@@ -89,11 +84,79 @@ pub struct ListOrdersQuery {
     pub cursor: Option<String>,
 }
 
+/// An order as the back office sees it (schema `Order`): the public fields, never the
+/// prepay, the client IP or the payer (a new column appears here only when added here).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Order)]
+pub struct OrderView {
+    /// The merchant's order number.
+    pub out_trade_no: String,
+    /// The buyer.
+    pub openid: String,
+    /// The mini program.
+    pub appid: String,
+    /// The merchant.
+    pub mchid: String,
+    /// The API the order was made with.
+    pub api_version: ApiVersion,
+    /// `api` (mini program) or `admin` (priced by the merchant's own system).
+    pub source: String,
+    /// What WeChat shows the buyer.
+    pub description: String,
+    /// The lines (empty for admin orders).
+    pub items: Vec<OrderItem>,
+    /// Total in fen.
+    pub amount_fen: u64,
+    /// The state.
+    pub status: OrderStatus,
+    /// WeChat's transaction id, once paid.
+    pub transaction_id: Option<String>,
+    /// When it was paid.
+    pub paid_at: Option<i64>,
+    /// When it was closed.
+    pub closed_at: Option<i64>,
+    /// Refunds not closed, in fen (reserved at creation of a refund).
+    pub refunded_fen: u64,
+    /// After this the order cannot be paid.
+    pub expires_at: i64,
+    /// Creation time.
+    pub created_at: i64,
+    /// Last change.
+    pub updated_at: i64,
+    /// Incremented by every change.
+    pub version: i64,
+}
+
+impl From<&Order> for OrderView {
+    fn from(o: &Order) -> Self {
+        OrderView {
+            out_trade_no: o.out_trade_no.clone(),
+            openid: o.openid.clone(),
+            appid: o.appid.clone(),
+            mchid: o.mchid.clone(),
+            api_version: o.api_version,
+            source: o.source.clone(),
+            description: o.description.clone(),
+            items: o.items.clone(),
+            amount_fen: o.amount_fen,
+            status: o.status,
+            transaction_id: o.transaction_id.clone(),
+            paid_at: o.paid_at,
+            closed_at: o.closed_at,
+            refunded_fen: o.refunded_fen,
+            expires_at: o.expires_at,
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+            version: o.version,
+        }
+    }
+}
+
 /// A page of orders.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderList {
     /// Newest first.
-    pub orders: Vec<Order>,
+    pub orders: Vec<OrderView>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
 }
@@ -135,7 +198,7 @@ pub(crate) async fn list_orders(
         .orders_page(status, limit, cursor.as_ref())
         .await?;
     Ok(Json(OrderList {
-        orders: page.orders,
+        orders: page.orders.iter().map(OrderView::from).collect(),
         next_cursor: page.next.map(|c| c.encode()),
     }))
 }
@@ -144,7 +207,7 @@ pub(crate) async fn list_orders(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderDetail {
     /// The order.
-    pub order: Order,
+    pub order: OrderView,
     /// What can still be refunded, in fen.
     pub refundable_fen: u64,
     /// Its timeline, oldest first.
@@ -184,7 +247,7 @@ pub(crate) async fn order_detail(
         events: state.store.events(&no).await?,
         refunds: state.store.refunds_of_order(&no).await?,
         webhooks: state.store.webhooks_of_order(&no).await?,
-        order,
+        order: OrderView::from(&order),
     }))
 }
 
@@ -213,7 +276,7 @@ pub struct CreateAdminOrder {
 pub struct OrderWithPayment {
     /// The order.
     #[serde(flatten)]
-    pub order: Order,
+    pub order: OrderView,
     /// Exactly the object to pass to `wx.requestPayment`.
     #[schema(value_type = Object)]
     pub payment: Value,
@@ -242,11 +305,6 @@ pub(crate) async fn create_order(
             "openid must be 1 to 128 letters, digits, _ or -",
         ));
     }
-    if !(1..=MAX_ORDER_FEN).contains(&body.amount_fen) {
-        return Err(ApiError::bad_request(format!(
-            "amount_fen must be between 1 and {MAX_ORDER_FEN}"
-        )));
-    }
     let description = body.description.trim();
     if description.is_empty()
         || description.chars().count() > 127
@@ -256,33 +314,28 @@ pub(crate) async fn create_order(
             "description must be 1 to 127 characters without control characters",
         ));
     }
-    let ttl_ms = i64::try_from(state.settings.order_ttl_secs).unwrap_or(3600) * 1000;
-    let order = state
-        .store
-        .insert_order(&NewOrder {
-            out_trade_no: new_out_trade_no(),
+    let placed = orders::place(
+        &state.store,
+        &state.wechat,
+        OrderRequest {
             openid: openid.to_owned(),
-            appid: state.wechat.appid.clone(),
-            mchid: state.wechat.mchid.clone(),
-            api_version: state.wechat.api_version,
-            source: "admin",
-            description: description.to_owned(),
-            items: Vec::new(),
-            amount_fen: body.amount_fen,
+            priced: Priced::Merchant {
+                amount_fen: body.amount_fen,
+                description: description.to_owned(),
+            },
             client_ip: ip,
-            expires_at: now_ms() + ttl_ms,
-        })
-        .await?;
-    let (order, prepay_id) = ensure_prepay(&state.store, &state.wechat, &order).await?;
-    let payment = state
-        .wechat
-        .request_payment(order.api_version, &prepay_id)
-        .map_err(|e| ApiError::internal("signing wx.requestPayment", &e))?;
-    let payment =
-        serde_json::to_value(&payment).map_err(|e| ApiError::internal("payment parameters", &e))?;
+            ttl_secs: state.settings.order_ttl_secs,
+        },
+    )
+    .await?;
+    let payment = serde_json::to_value(&placed.payment)
+        .map_err(|e| ApiError::internal("payment parameters", &e))?;
     Ok((
         StatusCode::CREATED,
-        Json(OrderWithPayment { order, payment }),
+        Json(OrderWithPayment {
+            order: OrderView::from(&placed.order),
+            payment,
+        }),
     )
         .into_response())
 }
@@ -299,20 +352,6 @@ pub struct CreateRefund {
     /// Your own refund number, to make retries of this request safe; one is made up otherwise.
     #[serde(default)]
     pub out_refund_no: Option<String>,
-}
-
-fn new_out_refund_no() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    format!(
-        "RF{:04}{:02}{:02}{:02}{:02}{:02}{}",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        wxpay::nonce::random_string(12)
-    )
 }
 
 /// `POST /admin/orders/{out_trade_no}/refunds`: a (partial) refund, committed with its amount
@@ -336,85 +375,27 @@ pub(crate) async fn create_refund(
     if !valid_out_trade_no(&no) {
         return Err(ApiError::not_found("no such order"));
     }
-    if body.amount_fen == 0 || body.amount_fen > MAX_ORDER_FEN {
-        return Err(ApiError::bad_request("amount_fen must be at least 1"));
-    }
-    let reason = body
-        .reason
-        .as_deref()
-        .map(str::trim)
-        .filter(|r| !r.is_empty());
-    if let Some(r) = reason
-        && (r.chars().count() > 80 || r.chars().any(char::is_control))
-    {
-        return Err(ApiError::bad_request(
-            "reason must be at most 80 characters without control characters",
-        ));
-    }
-    let out_refund_no = match body
-        .out_refund_no
-        .as_deref()
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-    {
-        Some(n) => {
-            wxpay::OutRefundNo::try_from(n).map_err(|_| {
-                ApiError::bad_request("out_refund_no must be 1 to 64 of 0-9 A-Z a-z _ - | * @")
-            })?;
-            n.to_owned()
-        }
-        None => new_out_refund_no(),
-    };
-    let creation = state
-        .store
-        .create_refund(&NewRefund {
-            out_trade_no: no.clone(),
-            out_refund_no,
+    let created = refunds::create(
+        &state.store,
+        &state.wechat,
+        RefundRequest {
+            out_trade_no: no,
             amount_fen: body.amount_fen,
-            reason: reason.map(str::to_owned),
-            lease_owner: format!("admin-{}", wxpay::nonce::random_string(12)),
-            lease_ms: REFUND_SEND_LEASE_MS,
-        })
-        .await?;
-    let refund = match creation {
-        RefundCreation::Created(r) => r,
-        RefundCreation::Existing(r) => return Ok((StatusCode::OK, Json(r)).into_response()),
-        RefundCreation::NumberTaken(_) => {
-            return Err(ApiError::conflict(
-                "out_refund_no_used",
-                "this out_refund_no belongs to another refund",
-            ));
+            reason: body.reason,
+            out_refund_no: body.out_refund_no,
+        },
+        "admin",
+    )
+    .await?;
+    match created {
+        Created::Existing(r) => Ok((StatusCode::OK, Json(r)).into_response()),
+        Created::Submitted(SubmitOutcome::Accepted(r)) => {
+            Ok((StatusCode::CREATED, Json(r)).into_response())
         }
-        RefundCreation::OrderNotFound => return Err(ApiError::not_found("no such order")),
-        RefundCreation::NotPaid(o) => {
-            return Err(ApiError::conflict(
-                "order_not_paid",
-                format!(
-                    "order {} is {} and cannot be refunded",
-                    o.out_trade_no, o.status
-                ),
-            ));
+        Created::Submitted(SubmitOutcome::Retrying(r)) => {
+            Ok((StatusCode::ACCEPTED, Json(r)).into_response())
         }
-        RefundCreation::ExceedsRefundable {
-            order,
-            refundable_fen,
-        } => {
-            return Err(ApiError::conflict(
-                "refund_exceeds_paid",
-                format!(
-                    "{} fen exceeds what order {} can still refund ({refundable_fen} fen of {})",
-                    body.amount_fen, order.out_trade_no, order.amount_fen
-                ),
-            ));
-        }
-    };
-    let outcome = submit(&state, &refund, "admin")
-        .await
-        .map_err(|e| ApiError::internal("sending a refund", &e))?;
-    match outcome {
-        SubmitOutcome::Accepted(r) => Ok((StatusCode::CREATED, Json(r)).into_response()),
-        SubmitOutcome::Retrying(r) => Ok((StatusCode::ACCEPTED, Json(r)).into_response()),
-        SubmitOutcome::Rejected(r) => Err(ApiError::conflict(
+        Created::Submitted(SubmitOutcome::Rejected(r)) => Err(ApiError::conflict(
             "refund_rejected",
             format!(
                 "WeChat refused refund {}: {}",
@@ -527,27 +508,19 @@ pub(crate) async fn reconciliation(
     Path(date): Path<String>,
     Query(q): Query<ReconciliationQuery>,
 ) -> Result<Json<Reconciliation>, ApiError> {
-    let day = bills::parse_date(&date)
+    let day = reconciliation::parse_date(&date)
         .ok_or_else(|| ApiError::bad_request("the date must be yyyy-mm-dd"))?;
     if !q.refresh.unwrap_or(false)
-        && let Some(stored) = state.store.reconciliation(&bills::format_date(day)).await?
+        && let Some(stored) = state
+            .store
+            .reconciliation(&reconciliation::format_date(day))
+            .await?
     {
         return Ok(Json(stored));
     }
-    match bills::reconcile(&state, day).await {
-        Ok(r) => Ok(Json(r)),
-        Err(crate::jobs::JobError::BillNotReady(d)) => Err(ApiError::conflict(
-            "bill_not_ready",
-            format!(
-                "WeChat has not made the bill of {d} yet (it is ready after 10:00 GMT+8 the next day)"
-            ),
-        )),
-        Err(crate::jobs::JobError::WeChat(e)) => {
-            Err(ApiError::upstream("downloading the bill failed", &e))
-        }
-        Err(crate::jobs::JobError::Store(e)) => Err(e.into()),
-        Err(e) => Err(ApiError::internal("reconciliation", &e)),
-    }
+    Ok(Json(
+        reconciliation::reconcile(&state.store, &state.wechat, day).await?,
+    ))
 }
 
 /// Payments per hour.
@@ -627,14 +600,4 @@ pub struct ErrorBody {
     pub code: String,
     /// For people.
     pub message: String,
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn refund_numbers_are_valid_for_wechat() {
-        let no = super::new_out_refund_no();
-        assert!(wxpay::OutRefundNo::try_from(no.as_str()).is_ok(), "{no}");
-        assert_ne!(no, super::new_out_refund_no());
-    }
 }

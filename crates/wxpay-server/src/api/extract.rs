@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
+pub use crate::core::login::{new_token, token_hash};
 use crate::error::ApiError;
 
 /// A JSON body. Wrong content type, oversized body, invalid JSON or the wrong shape are 4xx in
@@ -94,29 +95,6 @@ pub fn body_rejection(rejection: BytesRejection) -> ApiError {
     } else {
         ApiError::bad_request(format!("cannot read the body: {rejection}"))
     }
-}
-
-/// The SHA-256 hex of a bearer token, as stored.
-#[must_use]
-pub fn token_hash(token: &str) -> String {
-    hex::encode(aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        token.as_bytes(),
-    ))
-}
-
-/// A fresh bearer token: 32 random bytes, base64url without padding.
-///
-/// # Errors
-/// When the system random source fails.
-pub fn new_token() -> Result<String, ApiError> {
-    use aws_lc_rs::rand::SecureRandom as _;
-    use base64::Engine as _;
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| ApiError::internal("token", &"the random source failed"))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// The bearer token of a request, if well-formed.

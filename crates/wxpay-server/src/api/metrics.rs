@@ -194,18 +194,3 @@ pub async fn track_requests(request: Request, next: Next) -> Response {
     }
     response
 }
-
-/// Counts an order that became paid, by how the payment was learned.
-pub fn order_paid(via: &str) {
-    metrics::counter!("wxpay_orders_paid_total", "via" => via.to_owned()).increment(1);
-}
-
-/// Counts a webhook delivery attempt.
-pub fn webhook_delivery(event_type: &str, result: &'static str) {
-    metrics::counter!("wxpay_webhook_deliveries_total", "type" => event_type.to_owned(), "result" => result).increment(1);
-}
-
-/// Counts a job call.
-pub fn job_run(job: &'static str, result: &'static str) {
-    metrics::counter!("wxpay_job_runs_total", "job" => job, "result" => result).increment(1);
-}

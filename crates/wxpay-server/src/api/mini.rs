@@ -10,18 +10,16 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use wxpay::mp::ErrCode;
 
-use super::extract::{JsonBody, Path, Query, User, new_token, token_hash};
-use crate::app::AppState;
-use crate::error::ApiError;
-use crate::payments::{close_order, ensure_prepay, new_out_trade_no, sync_with_wechat};
-use crate::store::{NewOrder, NewSession, Order, OrderItem, OrderStatus, now_ms};
+use secrecy::ExposeSecret as _;
 
-/// Most lines in one order.
-pub const MAX_ORDER_LINES: usize = 20;
-/// Most of one item in one order.
-pub const MAX_QUANTITY: u64 = 99;
-/// The largest order total (WeChat's own limits are far below; this keeps sums exact).
-pub const MAX_ORDER_FEN: u64 = 10_000_000_000;
+use super::extract::{JsonBody, Path, Query, User};
+use crate::app::AppState;
+use crate::core::login;
+use crate::core::orders::{self, Line, OrderRequest, Priced};
+pub use crate::core::orders::{MAX_ORDER_FEN, MAX_ORDER_LINES, MAX_QUANTITY};
+use crate::core::payments::sync_with_wechat;
+use crate::error::ApiError;
+use crate::store::{Order, OrderStatus, now_ms};
 
 /// The caller's address (behind trusted proxies, the forwarded one), sent to WeChat as the
 /// payer's IP.
@@ -49,49 +47,18 @@ pub(crate) async fn login(
         return Ok(limited.response("logins"));
     }
     let JsonBody(body) = body?;
-    let session = state
-        .wechat
-        .mp
-        .code2session(body.code.trim())
-        .await
-        .map_err(|err| match &err {
-            wxpay::Error::InvalidRequest(m) => ApiError::bad_request(m.clone()),
-            wxpay::Error::Api(wxpay::ApiError::MiniProgram { errcode, .. }) => match errcode {
-                ErrCode::InvalidCode | ErrCode::CodeUsed | ErrCode::CodeBlocked => ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_code",
-                    // errcode and rid are for the log, not for the user.
-                    {
-                        tracing::info!(error = %err, "code2session refused the code");
-                        "WeChat refused the login code"
-                    },
-                ),
-                ErrCode::MinuteQuotaReached => ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    "too many logins: retry in a minute",
-                ),
-                _ => ApiError::upstream("code2session failed", &err),
-            },
-            _ => ApiError::upstream("code2session failed", &err),
-        })?;
-    let token = new_token()?;
-    let ttl_ms = i64::try_from(state.settings.session_ttl_secs).unwrap_or(i64::MAX / 2000) * 1000;
-    state
-        .store
-        .create_session(&NewSession {
-            token_hash: &token_hash(&token),
-            openid: &session.openid,
-            appid: &state.wechat.appid,
-            unionid: session.unionid.as_deref(),
-            session_key: &session.session_key,
-            expires_at: now_ms() + ttl_ms,
-        })
-        .await?;
-    Ok(
-        Json(json!({ "token": token, "expires_in": state.settings.session_ttl_secs }))
-            .into_response(),
+    let session = login::login(
+        &state.store,
+        &state.wechat,
+        &body.code,
+        state.settings.session_ttl_secs,
     )
+    .await?;
+    Ok(Json(json!({
+        "token": session.token.expose_secret(),
+        "expires_in": state.settings.session_ttl_secs
+    }))
+    .into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -143,103 +110,30 @@ pub(crate) async fn create_order(
         return Ok(limited.response("orders"));
     }
     let JsonBody(body) = body?;
-    if body.items.is_empty() || body.items.len() > MAX_ORDER_LINES {
-        return Err(ApiError::bad_request(format!(
-            "items must hold 1 to {MAX_ORDER_LINES} lines"
-        )));
-    }
-    let mut seen = HashSet::new();
-    let mut items = Vec::with_capacity(body.items.len());
-    let mut total: u64 = 0;
-    for line in &body.items {
-        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
-            return Err(ApiError::bad_request(format!(
-                "quantity of {:?} must be 1 to {MAX_QUANTITY}",
-                line.sku
-            )));
-        }
-        if !seen.insert(line.sku.as_str()) {
-            return Err(ApiError::bad_request(format!(
-                "sku {:?} is listed twice",
-                line.sku
-            )));
-        }
-        let product = match state.store.product(&line.sku).await? {
-            Some(p) if p.active => p,
-            _ => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "unknown_sku",
-                    format!("no product with sku {:?}", line.sku),
-                ));
-            }
-        };
-        let line_total = product
-            .price_fen
-            .checked_mul(line.quantity)
-            .ok_or_else(|| ApiError::bad_request("order total overflows"))?;
-        total = total
-            .checked_add(line_total)
-            .filter(|t| *t <= MAX_ORDER_FEN)
-            .ok_or_else(|| ApiError::bad_request("order total is too large"))?;
-        items.push(OrderItem {
-            sku: product.sku,
-            name: product.name,
-            quantity: u32::try_from(line.quantity)
-                .map_err(|_| ApiError::bad_request("quantity too large"))?,
-            unit_price_fen: product.price_fen,
-        });
-    }
-    let description = describe(&items);
-    let ttl_ms = i64::try_from(state.settings.order_ttl_secs).unwrap_or(3600) * 1000;
-    let order = state
-        .store
-        .insert_order(&NewOrder {
-            out_trade_no: new_out_trade_no(),
+    let placed = orders::place(
+        &state.store,
+        &state.wechat,
+        OrderRequest {
             openid: user.openid,
-            appid: state.wechat.appid.clone(),
-            mchid: state.wechat.mchid.clone(),
-            api_version: state.wechat.api_version,
-            source: "api",
-            description,
-            items,
-            amount_fen: total,
+            priced: Priced::Catalog(
+                body.items
+                    .into_iter()
+                    .map(|l| Line {
+                        sku: l.sku,
+                        quantity: l.quantity,
+                    })
+                    .collect(),
+            ),
             client_ip: ip,
-            expires_at: now_ms() + ttl_ms,
-        })
-        .await?;
-    let (order, prepay_id) = ensure_prepay(&state.store, &state.wechat, &order).await?;
-    let payment = state
-        .wechat
-        .request_payment(order.api_version, &prepay_id)
-        .map_err(|e| ApiError::internal("signing wx.requestPayment", &e))?;
+            ttl_secs: state.settings.order_ttl_secs,
+        },
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
-        Json(order_answer(&order, Some(&payment))),
+        Json(order_answer(&placed.order, Some(&placed.payment))),
     )
         .into_response())
-}
-
-/// The description WeChat shows: the item names and quantities, cut to 127 characters.
-fn describe(items: &[OrderItem]) -> String {
-    let text = items
-        .iter()
-        .map(|i| {
-            if i.quantity == 1 {
-                i.name.clone()
-            } else {
-                format!("{} x{}", i.name, i.quantity)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    if text.chars().count() <= 127 {
-        text
-    } else {
-        let mut cut: String = text.chars().take(124).collect();
-        cut.push_str("...");
-        cut
-    }
 }
 
 async fn own_order(state: &AppState, user: &User, out_trade_no: &str) -> Result<Order, ApiError> {
@@ -310,12 +204,8 @@ pub(crate) async fn payment(
     Path(no): Path<String>,
 ) -> Result<Response, ApiError> {
     let order = own_order(&state, &user, &no).await?;
-    let (order, prepay_id) = ensure_prepay(&state.store, &state.wechat, &order).await?;
-    let payment = state
-        .wechat
-        .request_payment(order.api_version, &prepay_id)
-        .map_err(|e| ApiError::internal("signing wx.requestPayment", &e))?;
-    Ok(Json(order_answer(&order, Some(&payment))).into_response())
+    let payable = orders::payment(&state.store, &state.wechat, &order).await?;
+    Ok(Json(order_answer(&payable.order, Some(&payable.payment))).into_response())
 }
 
 /// `POST /api/orders/{no}/close`: closes at WeChat, then here.
@@ -329,7 +219,7 @@ pub(crate) async fn close(
     Path(no): Path<String>,
 ) -> Result<Response, ApiError> {
     let order = own_order(&state, &user, &no).await?;
-    let order = close_order(&state.store, &state.wechat, &order, "api").await?;
+    let order = orders::close(&state.store, &state.wechat, &order, "api").await?;
     Ok(Json(order_answer(&order, None)).into_response())
 }
 

@@ -1,4 +1,6 @@
-//! WeChat's notifications: verify, decrypt, check against the order, change it once, acknowledge
+//! WeChat's notifications: verify and decrypt (the library), turn into the core's report, let
+//! the core check it against the order and change it once ([`crate::core::payments`],
+//! [`crate::core::refunds`]), acknowledge
 //! exactly as the protocol wants (v3: 204, or 4xx/5xx with `{"code":"FAIL","message":"失败"}`;
 //! v2: the SUCCESS XML, or the FAIL XML so that WeChat retries).
 
@@ -11,9 +13,9 @@ use serde_json::json;
 use wxpay::v3::notify::{FAIL_ACK, Notification};
 
 use crate::app::AppState;
-use crate::store::{
-    EventKind, PaymentConfirmation, RefundResult, RefundStatus, RefundTransition, Transition,
-};
+use crate::core::payments::{PaymentError, PaymentReport, ReportSource, apply_notified_payment};
+use crate::core::refunds::{RefundError, apply_notified_result};
+use crate::store::{RefundResult, RefundStatus};
 use crate::wechat::unix_ms;
 
 /// Why a notification was not acknowledged; its status tells WeChat to retry.
@@ -81,142 +83,30 @@ fn signature_refusal(err: &wxpay::Error) -> Refusal {
     Refusal::new(status, format!("verification failed: {err}"))
 }
 
-/// Records a verified notification that does not match its order, then refuses it.
-async fn mismatch(state: &AppState, out_trade_no: &str, reason: String, via: &str) -> Refusal {
-    let detail = json!({ "via": via, "result": "rejected", "reason": reason });
-    if let Err(e) = state
-        .store
-        .add_event(out_trade_no, EventKind::NotificationRejected, &detail)
-        .await
-    {
-        tracing::error!(error = %e, "recording a rejected notification");
-    }
-    tracing::error!(out_trade_no, %reason, via, "verified notification does not match the order: refused");
-    Refusal {
-        logged: true,
-        ..Refusal::new(StatusCode::BAD_REQUEST, reason)
+/// The answer to a payment the core did not apply.
+fn payment_refusal(err: PaymentError) -> Refusal {
+    match err {
+        PaymentError::UnknownOrder(_) => Refusal::new(StatusCode::NOT_FOUND, err.to_string()),
+        // Logged and recorded by the core, with the order.
+        PaymentError::Mismatch(reason) => Refusal {
+            logged: true,
+            ..Refusal::new(StatusCode::BAD_REQUEST, reason)
+        },
+        PaymentError::Conflict(_) => Refusal::new(StatusCode::CONFLICT, err.to_string()),
+        PaymentError::Store(e) => Refusal::store(&e),
     }
 }
 
-/// Checks a verified payment against the order and applies it once.
-async fn apply_payment(
-    state: &AppState,
-    p: PaymentConfirmation,
-    appid: &str,
-    mchid: &str,
-) -> Result<(), Refusal> {
-    let via = p.detail["via"]
-        .as_str()
-        .unwrap_or("notification")
-        .to_owned();
-    let Some(order) = state
-        .store
-        .order(&p.out_trade_no)
-        .await
-        .map_err(|e| Refusal::store(&e))?
-    else {
-        return Err(Refusal::new(
-            StatusCode::NOT_FOUND,
-            format!("unknown out_trade_no {}", p.out_trade_no),
-        ));
-    };
-    if mchid != order.mchid {
-        return Err(mismatch(
-            state,
-            &order.out_trade_no,
-            "mchid differs from the order's".into(),
-            &via,
-        )
-        .await);
-    }
-    if appid != order.appid {
-        return Err(mismatch(
-            state,
-            &order.out_trade_no,
-            "appid differs from the order's".into(),
-            &via,
-        )
-        .await);
-    }
-    if p.amount_fen != order.amount_fen {
-        let reason = format!(
-            "amount {} differs from the order's {}",
-            p.amount_fen, order.amount_fen
-        );
-        return Err(mismatch(state, &order.out_trade_no, reason, &via).await);
-    }
-    if order.status.is_paid() {
-        // A repeat (WeChat redelivers until acknowledged, often concurrently). A paid order never
-        // becomes unpaid again, so this read settles it and `mark_paid` would change nothing:
-        // acknowledging without taking SQLite's single write lock keeps repeats off the queue
-        // of the writes that matter.
-        return Ok(());
-    }
-    match state
-        .store
-        .mark_paid_as_read(&p, &order)
-        .await
-        .map_err(|e| Refusal::store(&e))?
-    {
-        Transition::Applied(_) | Transition::Unchanged(_) => Ok(()),
-        Transition::Refused(o) => Err(Refusal::new(
-            StatusCode::CONFLICT,
-            format!("order is {}", o.status),
-        )),
-        Transition::NotFound => Err(Refusal::new(StatusCode::NOT_FOUND, "unknown out_trade_no")),
-    }
-}
-
-/// Checks a verified refund result against the refund and applies it once.
-async fn apply_refund(
-    state: &AppState,
-    r: RefundResult,
-    out_trade_no: &str,
-    amount_fen: u64,
-) -> Result<(), Refusal> {
-    let Some(refund) = state
-        .store
-        .refund(&r.out_refund_no)
-        .await
-        .map_err(|e| Refusal::store(&e))?
-    else {
-        // Not (yet) known here: WeChat will deliver it again, and the refund job reconciles.
-        return Err(Refusal::new(
-            StatusCode::NOT_FOUND,
-            format!("unknown out_refund_no {}", r.out_refund_no),
-        ));
-    };
-    if refund.out_trade_no != out_trade_no {
-        return Err(mismatch(
-            state,
-            &refund.out_trade_no,
-            "refund notification names another order".into(),
-            "refund",
-        )
-        .await);
-    }
-    if refund.amount_fen != amount_fen {
-        let reason = format!(
-            "refund amount {amount_fen} differs from the refund's {}",
-            refund.amount_fen
-        );
-        return Err(mismatch(state, &refund.out_trade_no, reason, "refund").await);
-    }
-    match state
-        .store
-        .apply_refund_result(&r)
-        .await
-        .map_err(|e| Refusal::store(&e))?
-    {
-        RefundTransition::Applied(_) | RefundTransition::Unchanged(_) => Ok(()),
-        RefundTransition::Refused(current) => {
-            // A final state cannot change; acknowledging stops retries of a stale report.
-            tracing::warn!(out_refund_no = %current.out_refund_no, current = current.status.as_str(), reported = r.status.as_str(), "refund result conflicts with a final state");
-            Ok(())
-        }
-        RefundTransition::NotFound => {
-            Err(Refusal::new(StatusCode::NOT_FOUND, "unknown out_refund_no"))
-        }
+/// The answer to a refund result the core did not apply.
+fn refund_refusal(err: RefundError) -> Refusal {
+    match err {
+        RefundError::UnknownRefund(_) => Refusal::new(StatusCode::NOT_FOUND, err.to_string()),
+        RefundError::Mismatch(reason) => Refusal {
+            logged: true,
+            ..Refusal::new(StatusCode::BAD_REQUEST, reason)
+        },
+        RefundError::Store(e) => Refusal::store(&e),
+        _ => Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
 }
 
@@ -261,24 +151,15 @@ pub(crate) async fn v3_pay(
                 format!("trade_state {}", t.trade_state),
             ));
         }
-        let transaction_id = t
-            .transaction_id
-            .clone()
-            .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "no transaction_id"))?;
-        let confirmation = PaymentConfirmation {
-            out_trade_no: t.out_trade_no.clone(),
-            transaction_id,
-            amount_fen: t.amount.total,
-            payer_openid: t.payer.as_ref().map(|p| p.openid.clone()),
-            paid_at: t
-                .success_time
-                .map(unix_ms)
-                .unwrap_or_else(crate::store::now_ms),
-            dedupe_key: format!("v3:{}", n.id),
-            event: EventKind::Notification,
-            detail: json!({ "via": "v3 notification", "event_id": n.id, "verified": true }),
-        };
-        apply_payment(&state, confirmation, &t.appid, &t.mchid).await
+        let report = PaymentReport::from_v3(
+            t,
+            ReportSource::V3Notification {
+                event_id: n.id.clone(),
+            },
+        );
+        apply_notified_payment(&state.store, &report)
+            .await
+            .map_err(payment_refusal)
     }
     .await;
     v3_answer("v3 pay", result)
@@ -330,7 +211,9 @@ pub(crate) async fn v3_refund(
             dedupe_key: format!("v3:{}", n.id),
             detail: json!({ "via": "v3 notification", "event_id": n.id, "verified": true }),
         };
-        apply_refund(&state, result, &r.out_trade_no, r.amount.refund).await
+        apply_notified_result(&state.store, &result, &r.out_trade_no, r.amount.refund)
+            .await
+            .map_err(refund_refusal)
     }
     .await;
     v3_answer("v3 refund", result)
@@ -348,18 +231,11 @@ pub(crate) async fn v2_pay(
 ) -> Response {
     let result = async {
         let body = body_of(body)?;
-        let n = wxpay::v2::notify::parse_pay_notification(&body, state.wechat.v2_key()).map_err(|e| signature_refusal(&e))?;
-        let confirmation = PaymentConfirmation {
-            out_trade_no: n.out_trade_no.clone(),
-            transaction_id: n.transaction_id.clone(),
-            amount_fen: n.total_fee.get(),
-            payer_openid: Some(n.openid.clone()),
-            paid_at: n.time_end.unix_timestamp() * 1000,
-            dedupe_key: format!("v2:pay:{}", n.transaction_id),
-            event: EventKind::Notification,
-            detail: json!({ "via": "v2 notification", "sign_type": n.sign_type.as_str(), "verified": true }),
-        };
-        apply_payment(&state, confirmation, &n.appid, &n.mch_id).await
+        let n = wxpay::v2::notify::parse_pay_notification(&body, state.wechat.v2_key())
+            .map_err(|e| signature_refusal(&e))?;
+        apply_notified_payment(&state.store, &PaymentReport::from_v2_notification(&n))
+            .await
+            .map_err(payment_refusal)
     }
     .await;
     v2_answer("v2 pay", result)
@@ -401,7 +277,9 @@ pub(crate) async fn v2_refund(
             dedupe_key: format!("v2:refund:{}:{}", n.refund_id, status.as_str()),
             detail: json!({ "via": "v2 notification", "verified": true }),
         };
-        apply_refund(&state, result, &n.out_trade_no, n.refund_fee.get()).await
+        apply_notified_result(&state.store, &result, &n.out_trade_no, n.refund_fee.get())
+            .await
+            .map_err(refund_refusal)
     }
     .await;
     v2_answer("v2 refund", result)

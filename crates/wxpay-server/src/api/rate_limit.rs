@@ -1,16 +1,20 @@
-//! Per-client rate limits of the mini-program API: a token bucket per key (the client IP for
-//! `POST /api/login`, the user for `POST /api/orders`), in memory, per instance.
+//! Per-client rate limits of the mini-program API: a keyed GCRA limiter (`governor`, the
+//! token bucket's equivalent) per key (the client IP for `POST /api/login`, the user for
+//! `POST /api/orders`), in memory, per instance.
 //!
 //! A refused request gets 429 `{"code":"rate_limited","message"}` with `Retry-After` (whole
-//! seconds until a token is back). The limits are per instance: with several instances behind a
-//! load balancer a client gets at most that many times the rate.
+//! seconds until the next request would pass). The limits are per instance: with several
+//! instances behind a load balancer a client gets at most that many times the rate.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::num::NonZeroU32;
+use std::sync::{PoisonError, RwLock};
+use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter as Gcra};
 
 use crate::error::ApiError;
 
@@ -18,27 +22,29 @@ use crate::error::ApiError;
 /// first, so that a flood of distinct keys cannot grow the map without bound.
 pub const MAX_TRACKED_KEYS: usize = 65_536;
 
-/// One limit: `per_minute` requests a minute on average, `burst` at once. `per_minute == 0`
-/// turns the limit off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateLimit {
-    /// Sustained rate, requests per minute (0: no limit).
-    pub per_minute: u32,
-    /// Bucket size: requests allowed at once (at least 1).
-    pub burst: u32,
-}
+pub use crate::config::RateLimit;
 
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
+type Keyed<C> = Gcra<
+    String,
+    DashMapStateStore<String>,
+    C,
+    governor::middleware::NoOpMiddleware<<C as Clock>::Instant>,
+>;
 
-/// A token bucket per key.
-#[derive(Debug)]
-pub struct RateLimiter {
+/// A limiter per key; `C` is the clock (tests drive a fake one).
+pub struct RateLimiter<C: Clock = DefaultClock> {
     limit: RateLimit,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    quota: Option<Quota>,
+    clock: C,
+    keys: RwLock<Option<Keyed<C>>>,
+}
+
+impl<C: Clock> std::fmt::Debug for RateLimiter<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A request over its limit: how long until it would pass.
@@ -69,12 +75,28 @@ impl RateLimited {
 }
 
 impl RateLimiter {
-    /// A limiter with no keys yet.
+    /// A limiter with no keys yet, on the system's monotonic clock.
     #[must_use]
     pub fn new(limit: RateLimit) -> Self {
+        Self::with_clock(limit, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> RateLimiter<C> {
+    /// A limiter on `clock`.
+    #[must_use]
+    pub fn with_clock(limit: RateLimit, clock: C) -> Self {
+        // A rate of 0 is no limit at all.
+        let quota = NonZeroU32::new(limit.per_minute).map(|rate| {
+            Quota::per_minute(rate)
+                .allow_burst(NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN))
+        });
+        let keys = quota.map(|q| Gcra::dashmap_with_clock(q, clock.clone()));
         RateLimiter {
             limit,
-            buckets: Mutex::new(HashMap::new()),
+            quota,
+            clock,
+            keys: RwLock::new(keys),
         }
     }
 
@@ -89,54 +111,45 @@ impl RateLimiter {
     /// # Errors
     /// [`RateLimited`] when the key's bucket is empty (nothing is taken then).
     pub fn check(&self, key: &str) -> Result<(), RateLimited> {
-        self.check_at(key, Instant::now())
-    }
-
-    /// Takes a token for `key` at `now` (tests pass their own instants).
-    ///
-    /// # Errors
-    /// [`RateLimited`] when the key's bucket is empty.
-    pub fn check_at(&self, key: &str, now: Instant) -> Result<(), RateLimited> {
-        if self.limit.per_minute == 0 {
+        let Some(quota) = self.quota else {
             return Ok(());
-        }
-        let capacity = f64::from(self.limit.burst.max(1));
-        let per_sec = f64::from(self.limit.per_minute) / 60.0;
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if buckets.len() >= MAX_TRACKED_KEYS && !buckets.contains_key(key) {
-            buckets.retain(|_, b| {
-                b.tokens + now.saturating_duration_since(b.updated).as_secs_f64() * per_sec
-                    < capacity
-            });
-            if buckets.len() >= MAX_TRACKED_KEYS {
-                // Every tracked key is busy: forget them rather than refuse every newcomer.
-                buckets.clear();
+        };
+        let key = key.to_owned();
+        {
+            let guard = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(keys) = guard.as_ref() {
+                if keys.len() < MAX_TRACKED_KEYS {
+                    return self.decide(keys, &key);
+                }
             }
         }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: capacity,
-            updated: now,
-        });
-        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * per_sec).min(capacity);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(RateLimited {
-                retry_after: Duration::from_secs_f64((1.0 - bucket.tokens) / per_sec),
-            })
+        let mut guard = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        let keys = guard.get_or_insert_with(|| Gcra::dashmap_with_clock(quota, self.clock.clone()));
+        if keys.len() >= MAX_TRACKED_KEYS {
+            keys.retain_recent();
+            keys.shrink_to_fit();
+            if keys.len() >= MAX_TRACKED_KEYS {
+                // Every tracked key is busy: forget them rather than refuse every newcomer.
+                *keys = Gcra::dashmap_with_clock(quota, self.clock.clone());
+            }
         }
+        self.decide(keys, &key)
+    }
+
+    fn decide(&self, keys: &Keyed<C>, key: &String) -> Result<(), RateLimited> {
+        keys.check_key(key).map_err(|not_until| RateLimited {
+            retry_after: not_until.wait_time_from(self.clock.now()),
+        })
     }
 
     /// How many keys are tracked.
     #[must_use]
     pub fn tracked_keys(&self) -> usize {
-        self.buckets
-            .lock()
+        self.keys
+            .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .len()
+            .as_ref()
+            .map_or(0, Gcra::len)
     }
 }
 
@@ -162,84 +175,74 @@ impl RateLimits {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use governor::clock::FakeRelativeClock;
+
     use super::{MAX_TRACKED_KEYS, RateLimit, RateLimiter};
-    use std::time::{Duration, Instant};
+
+    fn limiter(per_minute: u32, burst: u32) -> (RateLimiter<FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        (
+            RateLimiter::with_clock(RateLimit { per_minute, burst }, clock.clone()),
+            clock,
+        )
+    }
 
     #[test]
     fn a_burst_passes_then_one_token_per_interval() {
-        let limiter = RateLimiter::new(RateLimit {
-            per_minute: 60,
-            burst: 3,
-        });
-        let t0 = Instant::now();
+        let (limiter, clock) = limiter(60, 3);
         for _ in 0..3 {
-            limiter.check_at("1.2.3.4", t0).unwrap();
+            limiter.check("1.2.3.4").unwrap();
         }
-        let refused = limiter.check_at("1.2.3.4", t0).unwrap_err();
+        let refused = limiter.check("1.2.3.4").unwrap_err();
         assert_eq!(refused.retry_after, Duration::from_secs(1));
         // Other keys have buckets of their own.
-        limiter.check_at("5.6.7.8", t0).unwrap();
+        limiter.check("5.6.7.8").unwrap();
         // One token a second comes back, never more than the burst.
-        limiter
-            .check_at("1.2.3.4", t0 + Duration::from_millis(1000))
-            .unwrap();
-        assert!(
-            limiter
-                .check_at("1.2.3.4", t0 + Duration::from_millis(1000))
-                .is_err()
-        );
-        let later = t0 + Duration::from_secs(3600);
+        clock.advance(Duration::from_millis(1000));
+        limiter.check("1.2.3.4").unwrap();
+        assert!(limiter.check("1.2.3.4").is_err());
+        clock.advance(Duration::from_secs(3600));
         for _ in 0..3 {
-            limiter.check_at("1.2.3.4", later).unwrap();
+            limiter.check("1.2.3.4").unwrap();
         }
-        assert!(limiter.check_at("1.2.3.4", later).is_err());
+        assert!(limiter.check("1.2.3.4").is_err());
     }
 
     #[test]
     fn zero_per_minute_is_no_limit() {
-        let limiter = RateLimiter::new(RateLimit {
-            per_minute: 0,
-            burst: 1,
-        });
-        let t0 = Instant::now();
+        let (limiter, _) = limiter(0, 1);
         for _ in 0..1000 {
-            limiter.check_at("k", t0).unwrap();
+            limiter.check("k").unwrap();
         }
         assert_eq!(limiter.tracked_keys(), 0);
     }
 
     #[test]
     fn the_map_of_keys_stays_bounded() {
-        let limiter = RateLimiter::new(RateLimit {
-            per_minute: 60,
-            burst: 2,
-        });
-        let t0 = Instant::now();
+        let (limiter, clock) = limiter(60, 2);
         for i in 0..MAX_TRACKED_KEYS {
-            limiter.check_at(&i.to_string(), t0).unwrap();
+            limiter.check(&i.to_string()).unwrap();
         }
         assert_eq!(limiter.tracked_keys(), MAX_TRACKED_KEYS);
         // Keys whose bucket refilled are forgotten to make room.
-        let later = t0 + Duration::from_secs(10);
-        limiter.check_at("newcomer", later).unwrap();
+        clock.advance(Duration::from_secs(10));
+        limiter.check("newcomer").unwrap();
         assert_eq!(limiter.tracked_keys(), 1);
         // When every key is busy, the newcomer still gets its bucket.
         for i in 0..MAX_TRACKED_KEYS {
-            limiter.check_at(&i.to_string(), later).unwrap();
+            limiter.check(&i.to_string()).unwrap();
         }
-        limiter.check_at("another", later).unwrap();
+        limiter.check("another").unwrap();
         assert!(limiter.tracked_keys() <= 2, "{}", limiter.tracked_keys());
     }
 
     #[test]
     fn the_answer_is_429_with_retry_after() {
-        let limiter = RateLimiter::new(RateLimit {
-            per_minute: 1,
-            burst: 1,
-        });
-        let t0 = Instant::now();
-        limiter.check_at("k", t0).unwrap();
-        let response = limiter.check_at("k", t0).unwrap_err().response("logins");
+        let (limiter, _) = limiter(1, 1);
+        limiter.check("k").unwrap();
+        let response = limiter.check("k").unwrap_err().response("logins");
         assert_eq!(response.status(), 429);
         assert_eq!(response.headers()["retry-after"], "60");
     }

@@ -15,7 +15,7 @@ use super::{ExecutionOutcome, JobError, Jobs};
 /// [`JobError::WeChat`] when the download or its verification fails (retried at the next
 /// interval).
 pub async fn refresh(jobs: &Jobs) -> Result<ExecutionOutcome, JobError> {
-    let v3 = &jobs.state.wechat.v3;
+    let v3 = &jobs.wechat.v3;
     if !v3.verifier().uses_certificates() {
         return Ok(ExecutionOutcome::EmptyQueue);
     }

@@ -31,9 +31,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::app::AppState;
-use crate::error::ApiError;
-use crate::store::StoreError;
+use crate::config::Settings;
+use crate::core::orders::OrderError;
+use crate::core::reconciliation::ReconcileError;
+use crate::core::refunds::RefundError;
+use crate::store::{Store, StoreError};
+use crate::wechat::WeChat;
 
 /// What one call of a job did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,24 +54,21 @@ pub enum JobError {
     /// The database.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// An operation shared with the API failed.
-    #[error("{0}")]
-    Api(ApiError),
+    /// An order operation failed as a whole.
+    #[error(transparent)]
+    Order(#[from] OrderError),
+    /// A refund operation failed as a whole.
+    #[error(transparent)]
+    Refund(#[from] RefundError),
+    /// The reconciliation failed.
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
     /// WeChat failed.
     #[error("WeChat: {0}")]
     WeChat(#[from] wxpay::Error),
-    /// The day's bill is not ready yet at WeChat.
-    #[error("the bill of {0} is not ready yet")]
-    BillNotReady(String),
     /// Anything else (an HTTP client that cannot be built, a bill that does not parse).
     #[error("{0}")]
     Other(String),
-}
-
-impl From<ApiError> for JobError {
-    fn from(err: ApiError) -> Self {
-        JobError::Api(err)
-    }
 }
 
 /// The jobs.
@@ -182,21 +182,39 @@ pub(crate) fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
+/// What the jobs work on: the database, the WeChat clients, the configuration (webhooks).
+#[derive(Clone, Debug)]
+pub struct JobContext {
+    /// The database.
+    pub store: Store,
+    /// The WeChat clients.
+    pub wechat: Arc<WeChat>,
+    /// The configuration.
+    pub settings: Arc<Settings>,
+}
+
 /// The jobs of one instance. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Jobs {
-    pub(crate) state: AppState,
+    pub(crate) store: Store,
+    pub(crate) wechat: Arc<WeChat>,
+    pub(crate) settings: Arc<Settings>,
     pub(crate) options: Arc<JobOptions>,
     pub(crate) http: reqwest::Client,
     pub(crate) certificates_refreshed: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Jobs {
-    /// The jobs over a server's state.
+    /// The jobs over a server's state (an [`crate::AppState`] converts).
     ///
     /// # Errors
     /// [`JobError::Other`] when the webhook HTTP client cannot be built.
-    pub fn new(state: AppState, options: JobOptions) -> Result<Self, JobError> {
+    pub fn new(context: impl Into<JobContext>, options: JobOptions) -> Result<Self, JobError> {
+        let JobContext {
+            store,
+            wechat,
+            settings,
+        } = context.into();
         let http = reqwest::Client::builder()
             .timeout(options.webhook_timeout)
             .connect_timeout(options.webhook_timeout)
@@ -204,7 +222,9 @@ impl Jobs {
             .build()
             .map_err(|e| JobError::Other(format!("webhook client: {e}")))?;
         Ok(Jobs {
-            state,
+            store,
+            wechat,
+            settings,
             options: Arc::new(options),
             http,
             certificates_refreshed: Arc::new(Mutex::new(None)),
@@ -237,7 +257,7 @@ impl Jobs {
             Ok(ExecutionOutcome::EmptyQueue) => "empty",
             Err(_) => "error",
         };
-        crate::api::metrics::job_run(kind.as_str(), label);
+        crate::metrics::job_run(kind.as_str(), label);
         outcome
     }
 

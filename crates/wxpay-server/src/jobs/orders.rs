@@ -1,7 +1,8 @@
 //! Unpaid orders: asking WeChat about them, and closing the expired ones.
 
 use super::{ExecutionOutcome, JobError, Jobs, ms};
-use crate::payments::{close_order, sync_with_wechat};
+use crate::core::orders::{OrderError, close};
+use crate::core::payments::sync_with_wechat;
 use crate::store::now_ms;
 
 /// Queries one batch of unpaid orders older than `reconcile_after` (each at most once per
@@ -13,7 +14,6 @@ pub async fn reconcile_unpaid(jobs: &Jobs) -> Result<ExecutionOutcome, JobError>
     let o = &jobs.options;
     let now = now_ms();
     let orders = jobs
-        .state
         .store
         .claim_unpaid_orders(
             now - ms(o.reconcile_after),
@@ -25,7 +25,7 @@ pub async fn reconcile_unpaid(jobs: &Jobs) -> Result<ExecutionOutcome, JobError>
         return Ok(ExecutionOutcome::EmptyQueue);
     }
     for order in &orders {
-        let after = sync_with_wechat(&jobs.state.store, &jobs.state.wechat, order).await?;
+        let after = sync_with_wechat(&jobs.store, &jobs.wechat, order).await?;
         if after.status != order.status {
             tracing::info!(out_trade_no = %order.out_trade_no, from = %order.status, to = %after.status, "reconciled with WeChat");
         }
@@ -41,7 +41,6 @@ pub async fn reconcile_unpaid(jobs: &Jobs) -> Result<ExecutionOutcome, JobError>
 pub async fn close_expired(jobs: &Jobs) -> Result<ExecutionOutcome, JobError> {
     let o = &jobs.options;
     let orders = jobs
-        .state
         .store
         .claim_expired_orders(now_ms() - ms(o.close_retry_every), o.batch_size)
         .await?;
@@ -49,16 +48,14 @@ pub async fn close_expired(jobs: &Jobs) -> Result<ExecutionOutcome, JobError> {
         return Ok(ExecutionOutcome::EmptyQueue);
     }
     for order in &orders {
-        match close_order(&jobs.state.store, &jobs.state.wechat, order, "expiry").await {
+        match close(&jobs.store, &jobs.wechat, order, "expiry").await {
             Ok(closed) => {
                 tracing::info!(out_trade_no = %closed.out_trade_no, status = %closed.status, "expired order closed")
             }
-            Err(err) if err.code == "order_paid" => {
+            Err(OrderError::Paid { .. }) => {
                 tracing::info!(out_trade_no = %order.out_trade_no, "expired order was paid meanwhile");
             }
-            Err(err) if err.status.is_server_error() && err.code == "internal_error" => {
-                return Err(err.into());
-            }
+            Err(OrderError::Store(err)) => return Err(err.into()),
             // Retried after `close_retry_every` (the claim recorded the attempt).
             Err(err) => {
                 tracing::warn!(out_trade_no = %order.out_trade_no, error = %err, "closing an expired order failed")

@@ -128,13 +128,12 @@ pub fn backoff(base: Duration, cap: Duration, attempts: i64) -> Duration {
 /// # Errors
 /// [`JobError::Store`].
 pub async fn deliver_due(jobs: &Jobs) -> Result<ExecutionOutcome, JobError> {
-    let settings = &jobs.state.settings;
+    let settings = &jobs.settings;
     let (Some(url), Some(secret)) = (&settings.webhook_url, &settings.webhook_secret) else {
         return Ok(ExecutionOutcome::EmptyQueue);
     };
     let o = &jobs.options;
     let events = jobs
-        .state
         .store
         .lease_due_webhooks(&o.owner, ms(o.lease), o.batch_size)
         .await?;
@@ -149,7 +148,6 @@ pub async fn deliver_due(jobs: &Jobs) -> Result<ExecutionOutcome, JobError> {
         tasks.spawn(async move {
             let attempt = attempt(&jobs, &url, &secret, &event).await;
             let recorded = jobs
-                .state
                 .store
                 .record_webhook_attempt(&event, &jobs.options.owner, &attempt)
                 .await;
@@ -164,7 +162,7 @@ pub async fn deliver_due(jobs: &Jobs) -> Result<ExecutionOutcome, JobError> {
             WebhookAttempt::Delivered { .. } => "delivered",
             WebhookAttempt::Failed { .. } => "failed",
         };
-        crate::api::metrics::webhook_delivery(&event.event_type, result);
+        crate::metrics::webhook_delivery(&event.event_type, result);
         match recorded {
             Ok(true) => {}
             Ok(false) => {

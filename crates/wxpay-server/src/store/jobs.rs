@@ -63,8 +63,12 @@ impl Store {
     ) -> Result<Vec<Order>, StoreError> {
         let sql = claim_orders_sql(
             self.backend,
-            "status = 'NOTPAY' AND created_at <= $2 AND expires_at > $1 \
-             AND (last_queried_at IS NULL OR last_queried_at <= $3)",
+            concat!(
+                "status = ",
+                order_status_sql!(NotPay),
+                " AND created_at <= $2 AND expires_at > $1 \
+             AND (last_queried_at IS NULL OR last_queried_at <= $3)"
+            ),
             4,
         );
         self.claim_orders(&sql, &[created_before, queried_before], limit)
@@ -83,8 +87,12 @@ impl Store {
     ) -> Result<Vec<Order>, StoreError> {
         let sql = claim_orders_sql(
             self.backend,
-            "status IN ('NOTPAY', 'PAYERROR') AND expires_at <= $1 \
-             AND (last_queried_at IS NULL OR last_queried_at <= $2)",
+            concat!(
+                "status IN (",
+                order_status_sql!(NotPay, PayError),
+                ") AND expires_at <= $1 \
+             AND (last_queried_at IS NULL OR last_queried_at <= $2)"
+            ),
             3,
         );
         self.claim_orders(&sql, &[tried_before], limit).await

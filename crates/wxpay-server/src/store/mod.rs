@@ -12,6 +12,70 @@
 //!   script holding its own `BEGIN IMMEDIATE; ...; COMMIT` on the writer connection, on
 //!   PostgreSQL one statement whose other rows are written by a data-modifying `WITH`;
 //! - PostgreSQL returns `SUM` of `BIGINT` as `NUMERIC`: cast it (`CAST(SUM(x) AS BIGINT)`).
+//! - statuses are written once, by `order_status_name!` / `refund_status_name!` (used by
+//!   [`OrderStatus`], [`RefundStatus`] and, through `order_status_sql!`, every statement).
+//!
+//! A new column of `orders` touches:
+//! 1. both migrations, `migrations/sqlite` and `migrations/postgres` (the schema-parity test,
+//!    `tests/api/schema.rs`, fails until they agree);
+//! 2. `order_columns!` and `OrderRow` in `orders.rs`, and [`Order`] with its `TryFrom<OrderRow>`
+//!    (the compiler points at the conversion);
+//! 3. the INSERT of `insert_order_sql!` (with [`NewOrder`]) if it is set at creation.
+//!
+//! It is published only if someone adds it to a view: `api::admin::OrderView` (the API's
+//! `Order` schema) or `outbox::OrderPayload` (the webhooks); [`Order`] itself is not
+//! serializable.
+
+/// The stored name of an order status: the one place each is written. [`OrderStatus`] and
+/// every statement use it (the migrations' CHECK lists repeat them, and the schema-parity
+/// test compares those of both backends).
+macro_rules! order_status_name {
+    (NotPay) => {
+        "NOTPAY"
+    };
+    (Success) => {
+        "SUCCESS"
+    };
+    (Refund) => {
+        "REFUND"
+    };
+    (Closed) => {
+        "CLOSED"
+    };
+    (PayError) => {
+        "PAYERROR"
+    };
+}
+
+/// Order statuses as SQL literals, comma-separated: `status IN (` .. `)`, inside `concat!`.
+macro_rules! order_status_sql {
+    ($first:ident $(, $rest:ident)*) => {
+        concat!("'", order_status_name!($first), "'" $(, ", '", order_status_name!($rest), "'")*)
+    };
+}
+
+/// The stored name of a refund status (as [`order_status_name`]).
+macro_rules! refund_status_name {
+    (Processing) => {
+        "PROCESSING"
+    };
+    (Success) => {
+        "SUCCESS"
+    };
+    (Closed) => {
+        "CLOSED"
+    };
+    (Abnormal) => {
+        "ABNORMAL"
+    };
+}
+
+/// Refund statuses as SQL literals (as [`order_status_sql`]).
+macro_rules! refund_status_sql {
+    ($first:ident $(, $rest:ident)*) => {
+        concat!("'", refund_status_name!($first), "'" $(, ", '", refund_status_name!($rest), "'")*)
+    };
+}
 
 mod jobs;
 mod notifications;
@@ -40,7 +104,7 @@ pub use orders::insert_event;
 pub use orders::{
     ApiVersion, EventKind, NewOrder, Order, OrderEvent, OrderItem, OrderStatus, Transition,
 };
-pub use outbox::{NewOutboxEvent, OutboxEventType, to_json};
+pub use outbox::{NewOutboxEvent, OrderPayload, OutboxEventType, to_json};
 pub use products::{NewProduct, Product};
 pub use refund_state::{Refund, RefundStatus, RefundTransition};
 pub use refunds::{NewRefund, RefundCreation};

@@ -56,10 +56,18 @@ pub(super) struct PaymentJob {
 macro_rules! mark_paid_sql {
     ($extra:literal) => {
         concat!(
-            "UPDATE orders SET status = 'SUCCESS', transaction_id = $2, payer_openid = $3, paid_at = $4, \
-             updated_at = $5, version = version + 1 WHERE ",
+            concat!(
+                "UPDATE orders SET status = ",
+                order_status_sql!(Success),
+                ", transaction_id = $2, payer_openid = $3, paid_at = $4, \
+             updated_at = $5, version = version + 1 WHERE "
+            ),
             $extra,
-            "out_trade_no = $1 AND status IN ('NOTPAY', 'PAYERROR', 'CLOSED') AND amount_fen = $6 RETURNING ",
+            concat!(
+                "out_trade_no = $1 AND status IN (",
+                order_status_sql!(NotPay, PayError, Closed),
+                ") AND amount_fen = $6 RETURNING "
+            ),
             order_columns!()
         )
     };
@@ -302,7 +310,7 @@ fn settled(outcome: Paid, p: &PaymentConfirmation) -> Transition {
             if previous == OrderStatus::Closed {
                 tracing::error!(out_trade_no = %order.out_trade_no, "order paid at WeChat after it was closed here");
             }
-            crate::api::metrics::order_paid(p.event.as_str());
+            crate::metrics::order_paid(p.event.as_str());
             Transition::Applied(order)
         }
         Paid::Nothing(transition) => transition,

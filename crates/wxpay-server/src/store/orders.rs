@@ -41,11 +41,11 @@ impl OrderStatus {
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
-            OrderStatus::NotPay => "NOTPAY",
-            OrderStatus::Success => "SUCCESS",
-            OrderStatus::Refund => "REFUND",
-            OrderStatus::Closed => "CLOSED",
-            OrderStatus::PayError => "PAYERROR",
+            OrderStatus::NotPay => order_status_name!(NotPay),
+            OrderStatus::Success => order_status_name!(Success),
+            OrderStatus::Refund => order_status_name!(Refund),
+            OrderStatus::Closed => order_status_name!(Closed),
+            OrderStatus::PayError => order_status_name!(PayError),
         }
     }
 
@@ -55,11 +55,11 @@ impl OrderStatus {
     /// [`StoreError::Corrupt`] for any other text.
     pub fn parse(text: &str) -> Result<Self, StoreError> {
         Ok(match text {
-            "NOTPAY" => OrderStatus::NotPay,
-            "SUCCESS" => OrderStatus::Success,
-            "REFUND" => OrderStatus::Refund,
-            "CLOSED" => OrderStatus::Closed,
-            "PAYERROR" => OrderStatus::PayError,
+            order_status_name!(NotPay) => OrderStatus::NotPay,
+            order_status_name!(Success) => OrderStatus::Success,
+            order_status_name!(Refund) => OrderStatus::Refund,
+            order_status_name!(Closed) => OrderStatus::Closed,
+            order_status_name!(PayError) => OrderStatus::PayError,
             other => return Err(StoreError::Corrupt(format!("order status {other:?}"))),
         })
     }
@@ -123,9 +123,10 @@ pub struct OrderItem {
     pub unit_price_fen: u64,
 }
 
-/// An order. Times are Unix milliseconds. Serializes as the public view (no prepay_id, no
-/// client IP).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+/// An order as stored. Times are Unix milliseconds. Not serialized: what leaves the server is
+/// a view made field by field (the API's `admin::OrderView`, the webhook's
+/// `outbox::OrderPayload`), so that a new column is published only where someone adds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Order {
     /// The merchant's order number.
     pub out_trade_no: String,
@@ -148,18 +149,14 @@ pub struct Order {
     /// The state.
     pub status: OrderStatus,
     /// The payer's IP, sent as `spbill_create_ip`/`payer_client_ip`.
-    #[serde(skip)]
     pub client_ip: String,
     /// The current prepay (valid 2 hours from `prepay_created_at`).
-    #[serde(skip)]
     pub prepay_id: Option<String>,
     /// When the current prepay was made.
-    #[serde(skip)]
     pub prepay_created_at: Option<i64>,
     /// WeChat's transaction id, once paid.
     pub transaction_id: Option<String>,
     /// The openid WeChat reports as payer.
-    #[serde(skip)]
     pub payer_openid: Option<String>,
     /// When it was paid.
     pub paid_at: Option<i64>,
@@ -170,7 +167,6 @@ pub struct Order {
     /// After this the order cannot be paid.
     pub expires_at: i64,
     /// When WeChat was last asked about it.
-    #[serde(skip)]
     pub last_queried_at: Option<i64>,
     /// Creation time.
     pub created_at: i64,
@@ -431,9 +427,9 @@ pub(crate) async fn not_applied(
 macro_rules! insert_order_sql {
     () => {
         concat!(
-            "INSERT INTO orders (out_trade_no, openid, appid, mchid, api_version, source, description, \
+            concat!("INSERT INTO orders (out_trade_no, openid, appid, mchid, api_version, source, description, \
              items, amount_fen, status, client_ip, refunded_fen, expires_at, created_at, updated_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'NOTPAY', $10, 0, $11, $12, $12, 0) RETURNING ",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, ", order_status_sql!(NotPay), ", $10, 0, $11, $12, $12, 0) RETURNING "),
             order_columns!()
         )
     };
@@ -443,8 +439,8 @@ macro_rules! insert_order_sql {
 macro_rules! store_prepay_sql {
     () => {
         concat!(
-            "UPDATE orders SET prepay_id = $2, prepay_created_at = $3, updated_at = $3, version = version + 1 \
-             WHERE out_trade_no = $1 AND status = 'NOTPAY' RETURNING ",
+            concat!("UPDATE orders SET prepay_id = $2, prepay_created_at = $3, updated_at = $3, version = version + 1 \
+             WHERE out_trade_no = $1 AND status = ", order_status_sql!(NotPay), " RETURNING "),
             order_columns!()
         )
     };
@@ -705,8 +701,14 @@ impl Store {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let row: Option<OrderRow> = sqlx::query_as(concat!(
-            "UPDATE orders SET status = 'CLOSED', closed_at = $2, updated_at = $2, version = version + 1 \
-             WHERE out_trade_no = $1 AND status IN ('NOTPAY', 'PAYERROR') RETURNING ",
+            concat!(
+                "UPDATE orders SET status = ",
+                order_status_sql!(Closed),
+                ", closed_at = $2, updated_at = $2, version = version + 1 \
+             WHERE out_trade_no = $1 AND status IN (",
+                order_status_sql!(NotPay, PayError),
+                ") RETURNING "
+            ),
             order_columns!()
         ))
         .bind(out_trade_no)
@@ -738,8 +740,14 @@ impl Store {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let row: Option<OrderRow> = sqlx::query_as(concat!(
-            "UPDATE orders SET status = 'PAYERROR', updated_at = $2, version = version + 1 \
-             WHERE out_trade_no = $1 AND status = 'NOTPAY' RETURNING ",
+            concat!(
+                "UPDATE orders SET status = ",
+                order_status_sql!(PayError),
+                ", updated_at = $2, version = version + 1 \
+             WHERE out_trade_no = $1 AND status = ",
+                order_status_sql!(NotPay),
+                " RETURNING "
+            ),
             order_columns!()
         ))
         .bind(out_trade_no)

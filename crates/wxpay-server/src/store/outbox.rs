@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::AnyConnection;
 
 use super::StoreError;
-use super::orders::Order;
+use super::orders::{ApiVersion, Order, OrderItem, OrderStatus};
 
 /// The webhook event types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +57,7 @@ impl NewOutboxEvent {
             event_type,
             dedupe_key: format!("{}:{}", event_type.as_str(), order.out_trade_no),
             out_trade_no: Some(order.out_trade_no.clone()),
-            payload: to_json(order)?,
+            payload: to_json(&OrderPayload::from(order))?,
         })
     }
 
@@ -96,4 +96,52 @@ pub(crate) fn new_event_id() -> String {
 /// [`StoreError::Corrupt`] if serialization fails.
 pub fn to_json(value: &impl Serialize) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The order in a webhook's payload: the public fields, named as in the API.
+#[derive(Debug, Serialize)]
+pub struct OrderPayload<'a> {
+    out_trade_no: &'a str,
+    openid: &'a str,
+    appid: &'a str,
+    mchid: &'a str,
+    api_version: ApiVersion,
+    source: &'a str,
+    description: &'a str,
+    items: &'a [OrderItem],
+    amount_fen: u64,
+    status: OrderStatus,
+    transaction_id: Option<&'a str>,
+    paid_at: Option<i64>,
+    closed_at: Option<i64>,
+    refunded_fen: u64,
+    expires_at: i64,
+    created_at: i64,
+    updated_at: i64,
+    version: i64,
+}
+
+impl<'a> From<&'a Order> for OrderPayload<'a> {
+    fn from(o: &'a Order) -> Self {
+        OrderPayload {
+            out_trade_no: &o.out_trade_no,
+            openid: &o.openid,
+            appid: &o.appid,
+            mchid: &o.mchid,
+            api_version: o.api_version,
+            source: &o.source,
+            description: &o.description,
+            items: &o.items,
+            amount_fen: o.amount_fen,
+            status: o.status,
+            transaction_id: o.transaction_id.as_deref(),
+            paid_at: o.paid_at,
+            closed_at: o.closed_at,
+            refunded_fen: o.refunded_fen,
+            expires_at: o.expires_at,
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+            version: o.version,
+        }
+    }
 }

@@ -40,10 +40,10 @@ impl RefundStatus {
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
-            RefundStatus::Processing => "PROCESSING",
-            RefundStatus::Success => "SUCCESS",
-            RefundStatus::Closed => "CLOSED",
-            RefundStatus::Abnormal => "ABNORMAL",
+            RefundStatus::Processing => refund_status_name!(Processing),
+            RefundStatus::Success => refund_status_name!(Success),
+            RefundStatus::Closed => refund_status_name!(Closed),
+            RefundStatus::Abnormal => refund_status_name!(Abnormal),
         }
     }
 
@@ -53,10 +53,10 @@ impl RefundStatus {
     /// [`StoreError::Corrupt`] for any other text.
     pub fn parse(text: &str) -> Result<Self, StoreError> {
         Ok(match text {
-            "PROCESSING" => RefundStatus::Processing,
-            "SUCCESS" => RefundStatus::Success,
-            "CLOSED" => RefundStatus::Closed,
-            "ABNORMAL" => RefundStatus::Abnormal,
+            refund_status_name!(Processing) => RefundStatus::Processing,
+            refund_status_name!(Success) => RefundStatus::Success,
+            refund_status_name!(Closed) => RefundStatus::Closed,
+            refund_status_name!(Abnormal) => RefundStatus::Abnormal,
             other => return Err(StoreError::Corrupt(format!("refund status {other:?}"))),
         })
     }
@@ -265,10 +265,14 @@ impl Store {
         let refund = Refund::try_from(row)?;
         match r.status {
             RefundStatus::Success => {
-                sqlx::query(
-                    "UPDATE orders SET status = 'REFUND', updated_at = $2, version = version + 1 \
-                     WHERE out_trade_no = $1 AND status IN ('SUCCESS', 'REFUND')",
-                )
+                sqlx::query(concat!(
+                    "UPDATE orders SET status = ",
+                    order_status_sql!(Refund),
+                    ", updated_at = $2, version = version + 1 \
+                     WHERE out_trade_no = $1 AND status IN (",
+                    order_status_sql!(Success, Refund),
+                    ")"
+                ))
                 .bind(&refund.out_trade_no)
                 .bind(now)
                 .execute(&mut *tx)

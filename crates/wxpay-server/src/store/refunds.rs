@@ -88,9 +88,9 @@ impl Store {
             return Ok(same_or_taken(existing, new));
         }
         let row: Option<OrderRow> = sqlx::query_as(concat!(
-            "UPDATE orders SET refunded_fen = refunded_fen + $2, updated_at = $3, version = version + 1 \
-             WHERE out_trade_no = $1 AND status IN ('SUCCESS', 'REFUND') AND refunded_fen + $2 <= amount_fen \
-             RETURNING ",
+            concat!("UPDATE orders SET refunded_fen = refunded_fen + $2, updated_at = $3, version = version + 1 \
+             WHERE out_trade_no = $1 AND status IN (", order_status_sql!(Success, Refund), ") AND refunded_fen + $2 <= amount_fen \
+             RETURNING "),
             order_columns!()
         ))
         .bind(&new.out_trade_no)
@@ -117,9 +117,9 @@ impl Store {
             });
         };
         let inserted: Result<RefundRow, sqlx::Error> = sqlx::query_as(concat!(
-            "INSERT INTO refunds (out_refund_no, out_trade_no, api_version, amount_fen, reason, status, \
+            concat!("INSERT INTO refunds (out_refund_no, out_trade_no, api_version, amount_fen, reason, status, \
              created_at, updated_at, version, lease_owner, lease_until) \
-             VALUES ($1, $2, $3, $4, $5, 'PROCESSING', $6, $6, 0, $7, $8) RETURNING ",
+             VALUES ($1, $2, $3, $4, $5, ", refund_status_sql!(Processing), ", $6, $6, 0, $7, $8) RETURNING "),
             refund_columns!()
         ))
         .bind(&new.out_refund_no)
@@ -261,9 +261,15 @@ impl Store {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let row: Option<RefundRow> = sqlx::query_as(concat!(
-            "UPDATE refunds SET status = 'CLOSED', last_error = $2, lease_owner = NULL, lease_until = NULL, \
+            concat!(
+                "UPDATE refunds SET status = ",
+                refund_status_sql!(Closed),
+                ", last_error = $2, lease_owner = NULL, lease_until = NULL, \
              updated_at = $3, version = version + 1 \
-             WHERE out_refund_no = $1 AND status = 'PROCESSING' AND submitted_at IS NULL RETURNING ",
+             WHERE out_refund_no = $1 AND status = ",
+                refund_status_sql!(Processing),
+                " AND submitted_at IS NULL RETURNING "
+            ),
             refund_columns!()
         ))
         .bind(out_refund_no)
@@ -326,7 +332,11 @@ impl Store {
     ) -> Result<Vec<Refund>, StoreError> {
         let sql = lease_select(
             self.backend,
-            "status = 'PROCESSING' AND submitted_at IS NULL",
+            concat!(
+                "status = ",
+                refund_status_sql!(Processing),
+                " AND submitted_at IS NULL"
+            ),
         );
         self.lease_refunds(&sql, owner, lease_ms, idle_before, limit)
             .await
@@ -346,7 +356,11 @@ impl Store {
     ) -> Result<Vec<Refund>, StoreError> {
         let sql = lease_select(
             self.backend,
-            "status = 'PROCESSING' AND submitted_at IS NOT NULL",
+            concat!(
+                "status = ",
+                refund_status_sql!(Processing),
+                " AND submitted_at IS NOT NULL"
+            ),
         );
         self.lease_refunds(&sql, owner, lease_ms, idle_before, limit)
             .await

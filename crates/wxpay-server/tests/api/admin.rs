@@ -346,32 +346,3 @@ async fn openapi_operation_ids_are_unique() {
         std::fs::write(out, doc.bytes.as_ref()).unwrap();
     }
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_walks_the_whole_flow_for_v2_and_v3() {
-    let mut out = Vec::new();
-    let summary = wxpay_server::demo::run(&mut out).await.unwrap();
-    let text = String::from_utf8(out).unwrap();
-    assert!(summary.all_passed(), "{text}");
-    for version in ["[v2]", "[v3]"] {
-        for step in [
-            "login",
-            "order",
-            "pay",
-            "notification",
-            "query",
-            "refund",
-            "refund notice",
-            "close",
-            "wxacode",
-            "reconciliation",
-        ] {
-            assert!(
-                text.lines()
-                    .any(|l| l.starts_with(&format!("{version} ok   {step} "))),
-                "{version} {step} missing:\n{text}"
-            );
-        }
-    }
-    assert_eq!(summary.passed, 20);
-}

@@ -198,7 +198,7 @@ async fn with_a_merchant_file_there_is_no_sim_route() {
     )
     .unwrap();
     let app = Application::build(settings).await.unwrap();
-    assert!(app.simulator().is_none());
+    assert!(app.sandbox().is_none());
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
     let http = reqwest::Client::builder().no_proxy().build().unwrap();

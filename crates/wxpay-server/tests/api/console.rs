@@ -180,7 +180,7 @@ async fn without_the_sandbox_there_is_no_emulator() {
         .await
         .expect("the server starts")
         .with_jobs(None);
-    assert!(app.simulator().is_none());
+    assert!(app.sandbox().is_none());
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
     let http = reqwest::Client::builder().no_proxy().build().unwrap();

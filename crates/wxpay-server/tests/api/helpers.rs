@@ -129,6 +129,45 @@ pub fn test_settings(db_url: &str, api_version: &str) -> Settings {
     .expect("test settings")
 }
 
+/// Builds the server as `wxpay serve` does: without a merchant file, a simulator is started
+/// (state in `WXPAY_SANDBOX_DIR`) and handed over as the sandbox. Also the simulator's state,
+/// in sandbox mode.
+pub async fn build_app(
+    settings: Settings,
+) -> Result<
+    (
+        Application,
+        Option<std::sync::Arc<wxpay_sim::app::AppState>>,
+    ),
+    wxpay_server::StartError,
+> {
+    if settings.merchant_file().is_some() {
+        return Ok((Application::build(settings).await?, None));
+    }
+    let sim = wxpay_sim::Simulator::start(wxpay_sim::SimConfig {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        state_dir: Some(settings.sandbox_dir.clone()),
+        time_scale: settings.sandbox_time_scale,
+        ..wxpay_sim::SimConfig::default()
+    })
+    .await
+    .expect("the simulator starts");
+    let state = sim.state().clone();
+    let sandbox = wxpay_server::Sandbox::new(
+        sim.merchant()
+            .merchant_json_path
+            .clone()
+            .expect("merchant.json"),
+        sim.base_url(),
+        sim.tls_base_url(),
+        sim.shutdown(),
+    );
+    Ok((
+        Application::build_sandbox(settings, sandbox).await?,
+        Some(state),
+    ))
+}
+
 pub async fn spawn_app(backend: Backend, api_version: &str) -> TestApp {
     spawn_app_with(backend, api_version, |_| {}).await
 }
@@ -141,9 +180,7 @@ pub async fn spawn_app_with(
     let db = TestDatabase::new(backend).await;
     let mut settings = test_settings(&db.url, api_version);
     adjust(&mut settings);
-    let app = Application::build(settings)
-        .await
-        .expect("the server starts");
+    let (app, _) = build_app(settings).await.expect("the server starts");
     let base = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
+use wxpay_server::Settings;
 use wxpay_server::jobs::{ExecutionOutcome, JobKind, JobOptions, Jobs};
 use wxpay_server::store::{Backend, OrderStatus, RefundStatus};
-use wxpay_server::{Application, Settings};
 
 use crate::both_backends;
 use crate::helpers::{Answer, TestApp, TestDatabase, test_settings};
@@ -20,10 +20,10 @@ pub async fn spawn_quiet(
     let db = TestDatabase::new(backend).await;
     let mut settings = test_settings(&db.url, api_version);
     adjust(&mut settings);
-    let app = Application::build(settings)
+    let (app, _) = crate::helpers::build_app(settings)
         .await
-        .expect("the server starts")
-        .with_jobs(None);
+        .expect("the server starts");
+    let app = app.with_jobs(None);
     let base = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());

@@ -12,5 +12,6 @@ mod notifications;
 mod orders;
 mod reconciliation;
 mod refunds;
+mod schema;
 mod store;
 mod webhooks;

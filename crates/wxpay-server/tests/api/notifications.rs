@@ -315,6 +315,102 @@ async fn notifications_that_do_not_match_or_verify_are_refused_and_change_nothin
     );
 }
 
+/// A v3 notification of a payment in another currency, or by another payer than the order's
+/// buyer, is refused like a wrong amount: 400, recorded, nothing changes.
+async fn v3_notifications_in_another_currency_or_by_another_payer_are_refused(backend: Backend) {
+    let app = spawn_app(backend, "v3").await;
+    let s = wechat_signer();
+    let (no, openid, amount) = unpaid_order(&app).await;
+    let mut usd = transaction(&app, &no, &openid, amount, None);
+    usd["amount"]["currency"] = json!("USD");
+    let stranger = transaction(&app, &no, "o-not-the-buyer", amount, None);
+    for (what, event_id, resource) in [("USD", "EV-usd", usd), ("payer", "EV-payer", stranger)] {
+        let (headers, body) = v3_notification(
+            &s,
+            &s.key,
+            event_id,
+            "TRANSACTION.SUCCESS",
+            "transaction",
+            &resource,
+        );
+        let (status, text) = post_notification(&app, "/notify/v3/pay", &headers, &body).await;
+        assert_eq!(status, 400, "{what}: {text}");
+    }
+    let order = app.state.store.order(&no).await.unwrap().unwrap();
+    assert_eq!(order.status, OrderStatus::NotPay);
+    assert_eq!(app.outbox_rows(&no).await, 0);
+    let reasons: Vec<String> = app
+        .state
+        .store
+        .events(&no)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "notification_rejected")
+        .map(|e| e.detail["reason"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].contains("currency USD"), "{reasons:?}");
+    assert!(reasons[1].contains("payer"), "{reasons:?}");
+}
+
+/// The same for v2: `fee_type=USD`, or an `openid` that is not the order's buyer.
+async fn v2_notifications_in_another_currency_or_by_another_payer_are_refused(backend: Backend) {
+    let app = spawn_app(backend, "v2").await;
+    let s = wechat_signer();
+    let (no, openid, amount) = unpaid_order(&app).await;
+    let base = wxpay::v2::notify::PayNotification {
+        appid: app.state.wechat.appid.clone(),
+        mch_id: app.state.wechat.mchid.clone(),
+        nonce_str: wxpay::nonce::nonce(),
+        sign_type: wxpay::v2::SignType::Md5,
+        device_info: None,
+        openid,
+        is_subscribe: Some(false),
+        trade_type: "JSAPI".into(),
+        bank_type: "OTHERS".into(),
+        total_fee: wxpay::Fen::new(amount),
+        settlement_total_fee: None,
+        fee_type: Some("USD".into()),
+        cash_fee: wxpay::Fen::new(amount),
+        cash_fee_type: None,
+        coupon_fee: None,
+        coupons: vec![],
+        transaction_id: format!("42000{}", wxpay::nonce::random_string(10)),
+        out_trade_no: no.clone(),
+        attach: None,
+        time_end: time::OffsetDateTime::now_utc(),
+    };
+    let mut stranger = base.clone();
+    stranger.fee_type = Some("CNY".into());
+    stranger.openid = "o-not-the-buyer".into();
+    let h = [("Content-Type", "text/xml".to_owned())];
+    for (what, n) in [("USD", base), ("payer", stranger)] {
+        let xml =
+            wxpay::v2::notify::build_pay_notification(&n, &s.api_v2_key, wxpay::v2::SignType::Md5)
+                .unwrap();
+        let (status, text) = post_notification(&app, "/notify/v2/pay", &h, &xml).await;
+        assert_eq!(status, 400, "{what}: {text}");
+        assert!(
+            text.contains("<return_code><![CDATA[FAIL]]></return_code>"),
+            "{what}: {text}"
+        );
+    }
+    let order = app.state.store.order(&no).await.unwrap().unwrap();
+    assert_eq!(order.status, OrderStatus::NotPay);
+    assert_eq!(app.outbox_rows(&no).await, 0);
+    let rejected = app
+        .state
+        .store
+        .events(&no)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "notification_rejected")
+        .count();
+    assert_eq!(rejected, 2);
+}
+
 async fn a_refund_notification_completes_the_refund_once(backend: Backend) {
     let app = spawn_app(backend, "v3").await;
     let s = wechat_signer();
@@ -371,5 +467,7 @@ both_backends!(
     concurrent_duplicate_v3_notifications_change_the_order_once,
     concurrent_duplicate_v2_notifications_change_the_order_once,
     notifications_that_do_not_match_or_verify_are_refused_and_change_nothing,
+    v3_notifications_in_another_currency_or_by_another_payer_are_refused,
+    v2_notifications_in_another_currency_or_by_another_payer_are_refused,
     a_refund_notification_completes_the_refund_once,
 );

@@ -159,7 +159,7 @@ async fn payment_parameters_are_refreshed_and_a_lost_prepay_recovered(backend: B
     let store = &app.state.store;
     let order = store
         .insert_order(&NewOrder {
-            out_trade_no: wxpay_server::payments::new_out_trade_no(),
+            out_trade_no: wxpay_server::core::orders::new_out_trade_no(),
             openid: openid.clone(),
             appid: app.state.wechat.appid.clone(),
             mchid: app.state.wechat.mchid.clone(),

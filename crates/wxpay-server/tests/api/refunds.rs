@@ -195,9 +195,7 @@ async fn a_refund_whose_answer_was_lost_is_resolved_without_a_second_refund(back
     let lost_no = lost.body["out_refund_no"].as_str().unwrap();
     let stored = app.state.store.refund(lost_no).await.unwrap().unwrap();
     let order = app.state.store.order(&no).await.unwrap().unwrap();
-    wxpay_server::jobs::refunds::send_refund(&app.state, &order, &stored)
-        .await
-        .unwrap();
+    app.state.wechat.refund(&order, &stored).await.unwrap();
     assert_eq!(sim_refunds(&app, &no).await.len(), 1);
 
     assert!(jobs.drain(JobKind::SubmitRefunds, 5).await.unwrap() >= 1);

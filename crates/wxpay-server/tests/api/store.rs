@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use sqlx::Executor as _;
-use wxpay_server::payments::new_out_trade_no;
+use wxpay_server::core::orders::new_out_trade_no;
 use wxpay_server::store::{
     ApiVersion, Backend, EventKind, NewOrder, NewRefund, NewSession, Order, OrderStatus,
     PaymentConfirmation, RefundCreation, RefundResult, RefundStatus, Store, StoreOptions,
@@ -479,7 +479,7 @@ async fn payments_of_an_order_as_read_apply_once(backend: Backend) {
     );
     assert_eq!(
         paid_webhook(&store, &fresh).await,
-        serde_json::to_value(&stored).unwrap()
+        serde_json::to_value(wxpay_server::store::OrderPayload::from(&stored)).unwrap()
     );
     let detail = payment_event(&store, &fresh).await;
     assert_eq!(detail["previous_status"], "NOTPAY");
@@ -505,7 +505,7 @@ async fn payments_of_an_order_as_read_apply_once(backend: Backend) {
     assert_eq!(stored.version, read.version + 2);
     assert_eq!(
         paid_webhook(&store, &stale).await,
-        serde_json::to_value(&stored).unwrap()
+        serde_json::to_value(wxpay_server::store::OrderPayload::from(&stored)).unwrap()
     );
 
     // Closed since it was read: paid (WeChat's word wins), and the event says what it was.
@@ -579,7 +579,7 @@ async fn payments_of_an_order_as_read_apply_once(backend: Backend) {
         let stored = store.order(no).await.unwrap().unwrap();
         assert_eq!(
             paid_webhook(&store, no).await,
-            serde_json::to_value(&stored).unwrap()
+            serde_json::to_value(wxpay_server::store::OrderPayload::from(&stored)).unwrap()
         );
         payment_event(&store, no).await;
     }

@@ -133,7 +133,7 @@ async fn the_admin_api_refuses_missing_and_wrong_tokens_and_sim_routes_need_sand
         .await
         .unwrap()
         .with_jobs(None);
-    assert!(app.simulator().is_none());
+    assert!(app.sandbox().is_none());
     let base = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());

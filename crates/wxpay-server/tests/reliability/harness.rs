@@ -14,10 +14,10 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use serde_json::{Value, json};
+use wxpay_server::Settings;
 use wxpay_server::api::rate_limit::RateLimit;
 use wxpay_server::jobs::{JobKind, JobOptions, Jobs};
 use wxpay_server::store::Backend;
-use wxpay_server::{Application, Settings};
 
 pub use crate::helpers::{TestApp, TestDatabase, sandbox_dir, test_settings};
 
@@ -43,11 +43,11 @@ pub async fn sandbox(
     settings.rate_limit_login = NO_LIMIT;
     settings.rate_limit_orders = NO_LIMIT;
     adjust(&mut settings);
-    let app = Application::build(settings)
+    let (app, sim) = crate::helpers::build_app(settings)
         .await
-        .expect("the server starts")
-        .with_jobs(None);
-    let sim = app.simulator().expect("sandbox mode").state().clone();
+        .expect("the server starts");
+    let app = app.with_jobs(None);
+    let sim = sim.expect("sandbox mode");
     let base = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());

@@ -259,7 +259,7 @@ async fn insert_orders(
             for _ in 0..share {
                 let openid = format!("o{}", wxpay::nonce::random_string(27));
                 let order = NewOrder {
-                    out_trade_no: wxpay_server::payments::new_out_trade_no(),
+                    out_trade_no: wxpay_server::core::orders::new_out_trade_no(),
                     openid: openid.clone(),
                     appid: appid.clone(),
                     mchid: mchid.clone(),

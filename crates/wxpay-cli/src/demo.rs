@@ -13,8 +13,8 @@ use std::time::Duration;
 use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 
-use crate::app::Application;
-use crate::config::Settings;
+use wxpay_server::Settings;
+use wxpay_server::jobs::bills::{format_date, today_cst};
 
 /// How the demo went.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -76,7 +76,7 @@ impl Client {
         let status = response.status().as_u16();
         let content_type = response
             .headers()
-            .get(http::header::CONTENT_TYPE)
+            .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
@@ -173,7 +173,7 @@ async fn run_version(
         ],
     )
     .map_err(|e| e.to_string())?;
-    let app = Application::build(settings)
+    let app = crate::sandbox::build_server(settings)
         .await
         .map_err(|e| format!("the server did not start: {e}"))?
         .with_jobs(None);
@@ -357,7 +357,7 @@ async fn steps(
         format!("{}, {} bytes", code.content_type, code.bytes.len()),
     )?;
 
-    let today = crate::jobs::bills::format_date(crate::jobs::bills::today_cst());
+    let today = format_date(today_cst());
     expect(
         &c.post("/sim/clock/advance", None, &json!({"seconds": 86_400}))
             .await?,
@@ -380,4 +380,36 @@ async fn steps(
         format!("bill of {today}: {matched} lines matched, 0 mismatched"),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_demo_walks_the_whole_flow_for_v2_and_v3() {
+        let mut out = Vec::new();
+        let summary = super::run(&mut out).await.unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(summary.all_passed(), "{text}");
+        for version in ["[v2]", "[v3]"] {
+            for step in [
+                "login",
+                "order",
+                "pay",
+                "notification",
+                "query",
+                "refund",
+                "refund notice",
+                "close",
+                "wxacode",
+                "reconciliation",
+            ] {
+                assert!(
+                    text.lines()
+                        .any(|l| l.starts_with(&format!("{version} ok   {step} "))),
+                    "{version} {step} missing:\n{text}"
+                );
+            }
+        }
+        assert_eq!(summary.passed, 20);
+    }
 }

@@ -1,0 +1,18 @@
+//! The metrics recorded below the HTTP edge (the core, the store, the jobs): plain calls into
+//! the `metrics` facade, which the edge's Prometheus recorder ([`crate::api::metrics`]) exports.
+//! Without a recorder they cost nothing.
+
+/// Counts an order that became paid, by how the payment was learned.
+pub fn order_paid(via: &str) {
+    metrics::counter!("wxpay_orders_paid_total", "via" => via.to_owned()).increment(1);
+}
+
+/// Counts a webhook delivery attempt.
+pub fn webhook_delivery(event_type: &str, result: &'static str) {
+    metrics::counter!("wxpay_webhook_deliveries_total", "type" => event_type.to_owned(), "result" => result).increment(1);
+}
+
+/// Counts a job call.
+pub fn job_run(job: &'static str, result: &'static str) {
+    metrics::counter!("wxpay_job_runs_total", "job" => job, "result" => result).increment(1);
+}
