@@ -77,7 +77,7 @@ impl PaymentReport {
             amount_fen: t.amount.total,
             currency: Some(t.amount.currency.clone()),
             payer_openid: t.payer.as_ref().map(|p| p.openid.clone()),
-            paid_at: t.success_time.as_deref().and_then(rfc3339_ms),
+            paid_at: t.success_time.map(unix_ms),
             appid: Some(t.appid.clone()),
             mchid: Some(t.mchid.clone()),
             source,
