@@ -345,7 +345,8 @@ pub enum PayOutcome {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum OrderError {
-    /// The `out_trade_no` exists with other parameters (v2 `OUT_TRADE_NO_USED`, v3 403 `OUT_TRADE_NO_USED`).
+    /// The `out_trade_no` exists with other parameters, or names a closed order (v2
+    /// `INVALID_REQUEST` `201 商户订单号重复`, v3 403 `OUT_TRADE_NO_USED`).
     #[error("商户订单号重复")]
     OutTradeNoUsed,
     /// The order is paid (v2 `ORDERPAID`).
@@ -419,6 +420,8 @@ pub struct Order {
     pub description: String,
     /// `attach`, echoed back.
     pub attach: Option<String>,
+    /// v2 `device_info`, echoed back by orderquery.
+    pub device_info: Option<String>,
     /// Where the payment notification goes.
     pub notify_url: String,
     /// The order amount in fen.
@@ -509,6 +512,8 @@ pub struct NewOrder<'a> {
     pub description: &'a str,
     /// attach.
     pub attach: Option<&'a str>,
+    /// v2 `device_info`.
+    pub device_info: Option<&'a str>,
     /// notify_url.
     pub notify_url: &'a str,
     /// Amount in fen, ≥ 1.
@@ -583,6 +588,8 @@ struct OrderRecord {
     appid: Arc<str>,
     mchid: Arc<str>,
     notify_url: Arc<str>,
+    /// Interned: terminals are few.
+    device_info: Option<Arc<str>>,
     total: u64,
     refunded: u64,
     created_at: i64,
@@ -669,6 +676,7 @@ impl OrderRecord {
             && &*self.appid == new.appid
             && &*self.mchid == new.mchid
             && &*self.notify_url == new.notify_url
+            && self.device_info.as_deref() == new.device_info.filter(|d| !d.is_empty())
             && self.total == new.total
             && self.version == new.version
             && self.sign_type == new.sign_type
@@ -859,6 +867,7 @@ impl Store {
             openid: r.openid().to_owned(),
             description: r.description().to_owned(),
             attach: r.attach().map(str::to_owned),
+            device_info: r.device_info.as_deref().map(str::to_owned),
             notify_url: r.notify_url.to_string(),
             total: r.total,
             version: r.version,
@@ -886,9 +895,8 @@ impl Store {
     /// while that is valid, with a fresh one after the 2 hours ([`OrderCreation::PrepayRenewed`]).
     ///
     /// # Errors
-    /// [`OrderError::OutTradeNoUsed`] when the number exists with other parameters,
-    /// [`OrderError::OrderPaid`] / [`OrderError::OrderClosed`] when the existing order is paid or
-    /// closed, [`OrderError::InvalidAmount`] for a zero total, [`OrderError::FieldTooLong`].
+    /// [`OrderError::OutTradeNoUsed`] when the number exists with other parameters or its order
+    /// is closed, [`OrderError::OrderPaid`] when it is paid, [`OrderError::InvalidAmount`] for a zero total, [`OrderError::FieldTooLong`].
     pub fn create_or_reuse_order(
         &self,
         new: &NewOrder<'_>,
@@ -905,6 +913,10 @@ impl Store {
         let appid = self.intern(new.appid);
         let mchid = self.intern(new.mchid);
         let notify_url = self.intern(new.notify_url);
+        let device_info = new
+            .device_info
+            .filter(|d| !d.is_empty())
+            .map(|d| self.intern(d));
         let mut shard = self.shard(shard_no);
         if let Some(local) = shard.find(hash, new.out_trade_no) {
             let id = Self::global_id(shard_no, local);
@@ -912,7 +924,8 @@ impl Store {
             rec.expire_if_due(now);
             match rec.state() {
                 TradeState::Success | TradeState::Refund => return Err(OrderError::OrderPaid),
-                TradeState::Closed => return Err(OrderError::OrderClosed),
+                // WeChat answers the number of a closed order as a duplicate (many captures).
+                TradeState::Closed => return Err(OrderError::OutTradeNoUsed),
                 TradeState::NotPay | TradeState::PayError => {}
             }
             if !rec.same_parameters(new) {
@@ -938,6 +951,7 @@ impl Store {
             appid,
             mchid,
             notify_url,
+            device_info,
             total: new.total,
             refunded: 0,
             created_at: now,
@@ -1299,6 +1313,7 @@ mod tests {
             openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
             description: "Image形象店-深圳腾大-QQ公仔",
             attach: Some("a"),
+            device_info: None,
             notify_url: "https://example.com/notify",
             total: 100,
             version: ApiVersion::V3,
@@ -1393,7 +1408,7 @@ mod tests {
         );
         assert_eq!(
             s.create_or_reuse_order(&new_order("order-0003")),
-            Err(OrderError::OrderClosed)
+            Err(OrderError::OutTradeNoUsed)
         );
 
         let mut short = new_order("order-0004");

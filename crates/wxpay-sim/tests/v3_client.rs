@@ -353,11 +353,11 @@ async fn bills_download_with_their_digest_checked() {
     let today = time::OffsetDateTime::now_utc()
         .to_offset(time::macros::offset!(+8))
         .date();
-    // Today's bill exists tomorrow: move the simulator's business clock a day on (signatures
+    // Today's bill exists from 10:00 tomorrow: move the simulator's business clock a day on (signatures
     // keep using the wall clock on both sides).
     let advanced = reqwest::Client::new()
         .post(format!("{}/sim/clock/advance", sim.base_url()))
-        .json(&serde_json::json!({"seconds": 86_400}))
+        .json(&serde_json::json!({"seconds": 172_800}))
         .send()
         .await
         .unwrap();
