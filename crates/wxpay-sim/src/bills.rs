@@ -154,7 +154,9 @@ pub fn trade_bill_text(
         return Ok(None);
     }
     let bill = TradeBill::from_rows(kind, rows).map_err(|e| e.to_string())?;
-    bill.to_text().map(|t| Some(with_bom(t))).map_err(|e| e.to_string())
+    bill.to_text()
+        .map(|t| Some(with_bom(t)))
+        .map_err(|e| e.to_string())
 }
 
 /// The fund-flow bill of the basic account for `date`: payments in, fees and refunds out, with
@@ -252,7 +254,9 @@ pub fn fund_flow_bill_text(store: &Store, date: Date) -> Result<Option<String>, 
         rows.push(r);
     }
     let bill = FundFlowBill::from_rows(rows).map_err(|e| e.to_string())?;
-    bill.to_text().map(|t| Some(with_bom(t))).map_err(|e| e.to_string())
+    bill.to_text()
+        .map(|t| Some(with_bom(t)))
+        .map_err(|e| e.to_string())
 }
 
 /// The UTF-8 byte-order mark real bills start with: merchants' reconciliation code matches the

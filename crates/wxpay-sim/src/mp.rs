@@ -1,6 +1,6 @@
 //! The mini-program server API of `api.weixin.qq.com`, acting as WeChat does for one app.
 //!
-//! Paths and answers follow WeChat: JSON errors `{"errcode","errmsg":"… rid: …"}` with HTTP 200,
+//! Paths and answers follow WeChat: JSON errors `{"errcode","errmsg":"…, rid: …"}` with HTTP 200,
 //! success without `errcode` for `jscode2session` and the token endpoints. Decisions where WeChat
 //! is not documented (each one a rule of this simulator):
 //!

@@ -261,12 +261,7 @@ async fn yesterdays_bill_exists_after_ten_beijing_time() {
         early.json(),
         json!({"code": "STATEMENT_CREATING", "message": "账单生成中，请在次日10点后下载"})
     );
-    let v2_date = format!(
-        "{}{:02}{:02}",
-        day.year(),
-        u8::from(day.month()),
-        day.day()
-    );
+    let v2_date = format!("{}{:02}{:02}", day.year(), u8::from(day.month()), day.day());
     let early_v2 = m
         .v2("/pay/downloadbill", &[("bill_date", v2_date.as_str())])
         .await;
@@ -310,8 +305,10 @@ async fn stable_token(m: &Merchant) -> String {
     let v: Value = m
         .http
         .post(format!("{}/cgi-bin/stable_token", m.base))
-        .json(&json!({"grant_type": "client_credential", "appid": creds.appid,
-                      "secret": creds.app_secret}))
+        .json(
+            &json!({"grant_type": "client_credential", "appid": creds.appid,
+                      "secret": creds.app_secret}),
+        )
         .send()
         .await
         .unwrap()
