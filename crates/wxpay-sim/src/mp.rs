@@ -51,6 +51,8 @@ use http::header::CONTENT_TYPE;
 use serde_json::{Map, Value, json};
 use wxpay::nonce::{Clock, random_string};
 
+use crate::journal::{Entry, Journal, UserLine};
+
 /// How long a `wx.login` or phone-number code stays valid, in seconds.
 pub const CODE_TTL_SECS: i64 = 300;
 /// `expires_in` of every access token.
@@ -78,6 +80,7 @@ pub struct MiniProgram {
     stable_tokens_issued: AtomicU64,
     stable_token_requests: AtomicU64,
     requests_served: AtomicU64,
+    journal: Option<Arc<Journal>>,
 }
 
 impl std::fmt::Debug for MiniProgram {
@@ -206,7 +209,38 @@ impl MiniProgram {
             stable_tokens_issued: AtomicU64::new(0),
             stable_token_requests: AtomicU64::new(0),
             requests_served: AtomicU64::new(0),
+            journal: None,
         }
+    }
+
+    /// A mini program with the users of `entries` (a journal read at start), which records every
+    /// new user in `journal`. Codes and tokens are not kept: a restarted WeChat would not know
+    /// them either, and clients fetch new ones.
+    #[must_use]
+    pub fn persistent(
+        appid: String,
+        app_secret: String,
+        clock: Arc<dyn Clock>,
+        journal: Arc<Journal>,
+        entries: &[Entry],
+    ) -> Self {
+        let mut mp = Self::new(appid, app_secret, clock);
+        {
+            let mut state = mp.lock();
+            for entry in entries {
+                if let Entry::User(user) = entry {
+                    state.users.insert(
+                        user.openid.clone(),
+                        User {
+                            unionid: user.unionid.clone(),
+                            session_key: None,
+                        },
+                    );
+                }
+            }
+        }
+        mp.journal = Some(journal);
+        mp
     }
 
     /// The AppID.
@@ -244,10 +278,17 @@ impl MiniProgram {
                 }
             },
         };
+        let unionid = generated_openid();
+        if let Some(journal) = &self.journal {
+            journal.append(&Entry::User(UserLine {
+                openid: openid.clone(),
+                unionid: unionid.clone(),
+            }));
+        }
         state.users.insert(
             openid.clone(),
             User {
-                unionid: generated_openid(),
+                unionid,
                 session_key: None,
             },
         );

@@ -18,13 +18,14 @@
 //! * `refund_id`: `503000` + `yyyyMMdd` + 10-digit refund number + 5 random digits (29 digits).
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use time::{Date, OffsetDateTime, UtcOffset};
 use wxpay::nonce::Clock;
 use wxpay::v2::SignType;
+
+use crate::journal::{Entry, Journal, OrderLine, RefundLine};
 
 /// How long a `prepay_id` can be paid: 2 hours.
 pub const PREPAY_TTL_SECS: i64 = 2 * 3600;
@@ -793,10 +794,50 @@ struct RefundTable {
     by_order: HashMap<u32, Vec<u32>>,
 }
 
+/// FNV-1a: an order's shard and position (encoded in its ids) must be the same after a restart
+/// replays the journal, whatever Rust version built the simulator (std's hasher may change).
 fn text_hash(s: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn trade_state_of(text: &str) -> Option<TradeState> {
+    [
+        TradeState::NotPay,
+        TradeState::Success,
+        TradeState::Refund,
+        TradeState::Closed,
+        TradeState::PayError,
+    ]
+    .into_iter()
+    .find(|s| s.as_str() == text)
+}
+
+fn refund_status_of(text: &str) -> Option<RefundStatus> {
+    [
+        RefundStatus::Processing,
+        RefundStatus::Success,
+        RefundStatus::Closed,
+        RefundStatus::Abnormal,
+    ]
+    .into_iter()
+    .find(|s| s.as_v3() == text)
+}
+
+const fn api_version_str(v: ApiVersion) -> &'static str {
+    match v {
+        ApiVersion::V2 => "v2",
+        ApiVersion::V3 => "v3",
+    }
+}
+
+fn api_version_of(text: &str) -> Option<ApiVersion> {
+    match text {
+        "v2" => Some(ApiVersion::V2),
+        "v3" => Some(ApiVersion::V3),
+        _ => None,
+    }
 }
 
 fn random_u64() -> u64 {
@@ -813,6 +854,7 @@ pub struct Store {
     shards: Vec<Mutex<Shard>>,
     refunds: RwLock<RefundTable>,
     interned: Mutex<HashSet<Arc<str>>>,
+    journal: Option<Arc<Journal>>,
 }
 
 impl Store {
@@ -824,7 +866,164 @@ impl Store {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             refunds: RwLock::new(RefundTable::default()),
             interned: Mutex::new(HashSet::new()),
+            journal: None,
         }
+    }
+
+    /// A store holding what `entries` (a journal read at start) describe, which records every
+    /// later change in `journal`.
+    #[must_use]
+    pub fn persistent(clock: Arc<dyn Clock>, journal: Arc<Journal>, entries: &[Entry]) -> Self {
+        let mut store = Self::new(clock);
+        for entry in entries {
+            match entry {
+                Entry::Order(line) => store.restore_order(line),
+                Entry::Refund(line) => store.restore_refund(line),
+                Entry::User(_) => {}
+            }
+        }
+        store.journal = Some(journal);
+        store
+    }
+
+    fn restore_order(&self, line: &OrderLine) {
+        let Some(rec) = self.record_of_line(line) else {
+            tracing::warn!(out_trade_no = %line.out_trade_no, "journal order skipped: unreadable");
+            return;
+        };
+        let hash = text_hash(&line.out_trade_no);
+        let mut shard = self.shard((hash % SHARDS as u64) as usize);
+        if let Some(local) = shard.find(hash, &line.out_trade_no) {
+            shard.orders[local] = rec;
+        } else {
+            let local = u32::try_from(shard.orders.len()).unwrap_or(u32::MAX);
+            shard.orders.push(rec);
+            shard.insert_index(hash, local);
+        }
+    }
+
+    fn restore_refund(&self, line: &RefundLine) {
+        let Some(order_id) = self.with_order(&line.out_trade_no, |id, _| id) else {
+            tracing::warn!(out_refund_no = %line.out_refund_no, "journal refund of an unknown order skipped");
+            return;
+        };
+        let (Some(status), Some(version)) = (
+            refund_status_of(&line.status),
+            api_version_of(&line.version),
+        ) else {
+            return;
+        };
+        let refund = Refund {
+            out_refund_no: line.out_refund_no.clone(),
+            refund_id: line.refund_id.clone(),
+            out_trade_no: line.out_trade_no.clone(),
+            transaction_id: line.transaction_id.clone(),
+            amount: line.amount,
+            total: line.total,
+            status,
+            reason: line.reason.clone(),
+            notify_url: line.notify_url.clone(),
+            version,
+            created_at: line.created_at,
+            success_time: line.success_time,
+            due_at: line.due_at,
+        };
+        let mut table = self.lock_refunds_write();
+        if let Some(&seq) = table.by_out_refund_no.get(line.out_refund_no.as_str()) {
+            table.refunds[seq as usize] = refund;
+        } else {
+            let seq = u32::try_from(table.refunds.len()).unwrap_or(u32::MAX);
+            table.refunds.push(refund);
+            table
+                .by_out_refund_no
+                .insert(line.out_refund_no.as_str().into(), seq);
+            table.by_order.entry(order_id).or_default().push(seq);
+        }
+    }
+
+    fn record_of_line(&self, l: &OrderLine) -> Option<OrderRecord> {
+        let (text, lens) = OrderRecord::pack(
+            &l.out_trade_no,
+            &l.openid,
+            l.attach.as_deref(),
+            &l.description,
+        )
+        .ok()?;
+        Some(OrderRecord {
+            text,
+            lens,
+            appid: self.intern(&l.appid),
+            mchid: self.intern(&l.mchid),
+            notify_url: self.intern(&l.notify_url),
+            device_info: l.device_info.as_deref().map(|d| self.intern(d)),
+            total: l.total,
+            refunded: l.refunded,
+            created_at: l.created_at,
+            time_expire: l.time_expire,
+            prepay_created_at: l.prepay_created_at,
+            prepay_nonce: l.prepay_nonce,
+            success_time: l.success_time,
+            tx_nonce: l.tx_nonce,
+            refund_count: l.refund_count,
+            state: trade_state_of(&l.state)?.to_u8(),
+            version: api_version_of(&l.version)?,
+            sign_type: l.sign_type.parse().ok()?,
+            trade_type: TradeType::parse(&l.trade_type)?,
+            has_attach: l.attach.is_some(),
+        })
+    }
+
+    /// Records an order as it now is (called under its shard's lock, so that the journal keeps
+    /// each shard's insertion order, which the ids encode).
+    fn log_order(&self, r: &OrderRecord) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        journal.append(&Entry::Order(OrderLine {
+            out_trade_no: r.out_trade_no().to_owned(),
+            openid: r.openid().to_owned(),
+            attach: r.attach().map(str::to_owned),
+            description: r.description().to_owned(),
+            appid: r.appid.to_string(),
+            mchid: r.mchid.to_string(),
+            notify_url: r.notify_url.to_string(),
+            device_info: r.device_info.as_deref().map(str::to_owned),
+            total: r.total,
+            refunded: r.refunded,
+            created_at: r.created_at,
+            time_expire: r.time_expire,
+            prepay_created_at: r.prepay_created_at,
+            prepay_nonce: r.prepay_nonce,
+            success_time: r.success_time,
+            tx_nonce: r.tx_nonce,
+            refund_count: r.refund_count,
+            state: r.state().as_str().to_owned(),
+            version: api_version_str(r.version).to_owned(),
+            sign_type: r.sign_type.as_str().to_owned(),
+            trade_type: r.trade_type.as_str().to_owned(),
+        }));
+    }
+
+    /// Records a refund as it now is (called under the refund table's lock).
+    fn log_refund(&self, r: &Refund) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        journal.append(&Entry::Refund(RefundLine {
+            out_refund_no: r.out_refund_no.clone(),
+            refund_id: r.refund_id.clone(),
+            out_trade_no: r.out_trade_no.clone(),
+            transaction_id: r.transaction_id.clone(),
+            amount: r.amount,
+            total: r.total,
+            status: r.status.as_v3().to_owned(),
+            reason: r.reason.clone(),
+            notify_url: r.notify_url.clone(),
+            version: api_version_str(r.version).to_owned(),
+            created_at: r.created_at,
+            success_time: r.success_time,
+            due_at: r.due_at,
+        }));
     }
 
     /// The store's clock (Unix seconds now).
@@ -937,6 +1136,7 @@ impl Store {
             let creation = if now >= rec.prepay_created_at + PREPAY_TTL_SECS {
                 rec.prepay_created_at = now;
                 rec.prepay_nonce = random_u64();
+                self.log_order(rec);
                 OrderCreation::PrepayRenewed
             } else {
                 OrderCreation::Reused
@@ -968,6 +1168,7 @@ impl Store {
             has_attach: attach.is_some(),
         };
         let snapshot = Self::snapshot(id, &rec);
+        self.log_order(&rec);
         shard.orders.push(rec);
         shard.insert_index(hash, u32::try_from(local).unwrap_or(u32::MAX));
         Ok((snapshot, OrderCreation::Created))
@@ -1031,9 +1232,10 @@ impl Store {
             match r.state() {
                 TradeState::Success | TradeState::Refund => return Err(OrderError::OrderPaid),
                 TradeState::NotPay | TradeState::PayError | TradeState::Closed => {
-                    r.set_state(TradeState::Closed)
+                    r.set_state(TradeState::Closed);
                 }
             }
+            self.log_order(r);
             Ok(Self::snapshot(id, r))
         })
         .unwrap_or(Err(OrderError::OrderNotExist))
@@ -1083,6 +1285,7 @@ impl Store {
                 }
                 PayOutcome::PayError => r.set_state(TradeState::PayError),
             }
+            self.log_order(r);
             Ok(Self::snapshot(id, r))
         })
         .unwrap_or(Err(OrderError::PrepayIdInvalid))
@@ -1165,6 +1368,7 @@ impl Store {
                 r.refunded += req.amount;
                 r.refund_count += 1;
                 r.set_state(TradeState::Refund);
+                self.log_order(r);
                 Ok(Self::snapshot(order_id, r))
             })
             .unwrap_or(Err(OrderError::OrderNotExist))?;
@@ -1183,6 +1387,7 @@ impl Store {
             success_time: None,
             due_at: now + REFUND_PROCESSING_SECS,
         };
+        self.log_refund(&refund);
         table.refunds.push(refund.clone());
         table.by_out_refund_no.insert(req.out_refund_no.into(), seq);
         table.by_order.entry(order_id).or_default().push(seq);
@@ -1245,7 +1450,9 @@ impl Store {
         if status == RefundStatus::Success {
             refund.success_time = Some(now);
         }
-        Some(refund.clone())
+        let refund = refund.clone();
+        self.log_refund(&refund);
+        Some(refund)
     }
 
     /// The `out_refund_no` of every PROCESSING refund whose time has come on the simulated clock.
@@ -1257,6 +1464,17 @@ impl Store {
             .iter()
             .filter(|r| r.status == RefundStatus::Processing && r.due_at <= now)
             .map(|r| r.out_refund_no.clone())
+            .collect()
+    }
+
+    /// Every refund still PROCESSING (after a restart, their timers are started again).
+    #[must_use]
+    pub fn processing_refunds(&self) -> Vec<Refund> {
+        self.lock_refunds_read()
+            .refunds
+            .iter()
+            .filter(|r| r.status == RefundStatus::Processing)
+            .cloned()
             .collect()
     }
 
