@@ -22,6 +22,7 @@ use crate::state::{Order, OrderError, PayOutcome, Refund, rfc3339_cst};
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/sim/users", post(create_user))
+        .route("/sim/users/{openid}/code", post(login_code))
         .route("/sim/pay", post(pay))
         .route("/sim/orders/{out_trade_no}", get(order))
         .route("/sim/notifications", get(notifications))
@@ -72,6 +73,19 @@ async fn create_user(State(state): State<Arc<AppState>>, body: Bytes) -> Respons
     match state.mp.create_user(openid) {
         Ok((openid, code)) => axum::Json(json!({"openid": openid, "code": code})).into_response(),
         Err(e) => bad_request(e),
+    }
+}
+
+/// A fresh `wx.login` code for an existing user: the same WeChat user logging in again (a new
+/// launch, or a session the merchant server let expire) keeps their openid.
+async fn login_code(State(state): State<Arc<AppState>>, Path(openid): Path<String>) -> Response {
+    match state.mp.mint_code(&openid) {
+        Some(code) => axum::Json(json!({"openid": openid, "code": code})).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "no such user"})),
+        )
+            .into_response(),
     }
 }
 

@@ -16,7 +16,7 @@ async fn users_are_created_with_a_login_code() {
     assert_eq!(status, 200);
     assert!(!v["openid"].as_str().unwrap().is_empty());
     assert!(!v["code"].as_str().unwrap().is_empty());
-    let (status, v) = m
+    let (status, chosen) = m
         .control(
             "POST",
             "/sim/users",
@@ -24,7 +24,7 @@ async fn users_are_created_with_a_login_code() {
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(v["openid"], "o-chosen-openid");
+    assert_eq!(chosen["openid"], "o-chosen-openid");
     let (status, v) = m
         .control(
             "POST",
@@ -33,6 +33,16 @@ async fn users_are_created_with_a_login_code() {
         )
         .await;
     assert_eq!(status, 400, "{v}");
+    // The same user logging in again gets a fresh code for the same openid.
+    let (status, again) = m
+        .control("POST", "/sim/users/o-chosen-openid/code", None)
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["openid"], "o-chosen-openid");
+    assert!(!again["code"].as_str().unwrap().is_empty());
+    assert_ne!(again["code"], chosen["code"]);
+    let (status, _) = m.control("POST", "/sim/users/o-nobody/code", None).await;
+    assert_eq!(status, 404);
     let (status, _) = m
         .control("POST", "/sim/users", Some(json!({"openid": "bad openid!"})))
         .await;

@@ -1,0 +1,362 @@
+// The mini program against real `wxpay serve` processes (scripts/test-miniprogram starts them):
+// each scenario drives the pages as a user does and asserts what they show.
+'use strict';
+
+const { test, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { Phone, Relay, call, until, problems } = require('../harness');
+
+const V3 = process.env.MP_V3_URL;
+const V2 = process.env.MP_V2_URL;
+const SHORT = process.env.MP_SHORT_SESSION_URL;
+const ADMIN = process.env.MP_ADMIN_TOKEN;
+if (!V3 || !V2 || !SHORT || !ADMIN) {
+  throw new Error('MP_V3_URL, MP_V2_URL, MP_SHORT_SESSION_URL and MP_ADMIN_TOKEN are set by scripts/test-miniprogram');
+}
+
+const launches = [];
+async function launch(phone, baseUrl, sandbox = false) {
+  const app = await phone.launch({ baseUrl, sandbox });
+  launches.push(app);
+  return app;
+}
+function phoneOf(server) {
+  return new Phone({ wechat: server, adminToken: ADMIN });
+}
+after(() => {
+  for (const app of launches) app.close();
+});
+
+/** Nothing went wrong that a page did not show: no unhandled rejection, no console error. */
+function assertNoProblems() {
+  assert.deepEqual(problems.splice(0), []);
+}
+
+async function catalogue(app) {
+  return app.onPage('pages/catalog/catalog', (c) => !c.data.loading && !c.data.error && c.data.products.length > 0, 'with products');
+}
+
+/** From the catalogue: `picks` ({sku: taps}) then "去结算", to the confirmation page ready to pay. */
+async function toConfirmation(app, picks) {
+  await catalogue(app);
+  for (const [sku, taps] of Object.entries(picks)) {
+    for (let i = 0; i < taps; i++) {
+      const before = app.page.comp.data.count;
+      app.tap(`#more-${sku}`);
+      await until(() => app.page.comp.data.count === before + 1, `${sku} in the cart`);
+    }
+  }
+  app.tap('#checkout');
+  return app.onPage('pages/confirm/confirm', (c) => !c.data.loading, 'loaded');
+}
+
+async function result(app) {
+  return app.onPage('pages/result/result', (c) => c.data.amount !== '' || c.data.error !== '', 'with the order');
+}
+
+async function admin(server, method, path, body) {
+  const res = await call(method, `${server}${path}`, { body, token: ADMIN });
+  assert.ok(res.status >= 200 && res.status < 300, `${method} ${path}: ${res.status} ${JSON.stringify(res.body)}`);
+  return res.body;
+}
+
+// The expired session: a user logs in and buys on a server whose sessions last 60 s (its
+// shortest); the last test opens the mini program again once that session has expired.
+const expiring = { phone: null, no: '', expiresAt: 0 };
+
+test('a first visit on the short-session server: log in, buy, leave', async () => {
+  const phone = phoneOf(SHORT);
+  const app = await launch(phone, SHORT);
+  await toConfirmation(app, { sticker: 1 });
+  app.tap('#pay');
+  await result(app);
+  assert.equal(app.page.comp.data.status, 'paid', app.text());
+  const login = app.sent('POST', '/api/login');
+  assert.equal(login.length, 1);
+  expiring.phone = phone;
+  expiring.no = app.page.comp.data.no;
+  expiring.expiresAt = Date.now() + login[0].response.expires_in * 1000;
+  assert.ok(phone.storage.has('wxpay.session'), 'the session is kept in storage');
+  app.close();
+  assertNoProblems();
+});
+
+test('a whole purchase on a v3 server: catalogue, cart, confirmation, WeChat pay, paid; then a partial refund', async () => {
+  const app = await launch(phoneOf(V3), V3);
+  await catalogue(app);
+  const shown = app.text();
+  assert.ok(shown.includes('拿铁咖啡 Latte') && shown.includes('¥18.00'), shown);
+  assert.ok(shown.includes('贴纸 Sticker') && shown.includes('¥0.01'), shown);
+
+  const confirm = await toConfirmation(app, { coffee: 2, tea: 1 });
+  assert.equal(app.text('#total'), '¥48.00');
+  assert.ok(app.text('#lines').includes('拿铁咖啡 Latte × 2'), app.text('#lines'));
+  assert.ok(app.text('#pay').includes('微信支付 ¥48.00'));
+  assert.equal(confirm.data.lines.length, 2);
+
+  app.tap('#pay');
+  const page = await result(app);
+  assert.equal(page.data.status, 'paid');
+  assert.equal(app.text('#title'), '支付成功');
+  assert.equal(app.text('#amount'), '¥48.00');
+
+  // wx.requestPayment got the server's object, untouched, and WeChat accepted its paySign.
+  const placed = app.sent('POST', '/api/orders');
+  assert.equal(placed.length, 1);
+  assert.equal(placed[0].status, 201);
+  assert.deepEqual(placed[0].body, { items: [{ sku: 'coffee', quantity: 2 }, { sku: 'tea', quantity: 1 }] });
+  assert.equal(app.payments.length, 1);
+  assert.deepEqual(app.payments[0].payment, placed[0].response.payment);
+  assert.equal(app.payments[0].payment.signType, 'RSA');
+  assert.equal(app.payments[0].errMsg, 'requestPayment:ok');
+  const no = placed[0].response.out_trade_no;
+  assert.equal(page.data.no, no);
+  assert.deepEqual(JSON.parse(app.phone.storage.get('shop.cart')), {}, 'the cart is emptied once the order exists');
+
+  app.tap('#view-order');
+  await app.onPage('pages/order/order', (c) => c.data.order !== null);
+  assert.equal(app.text('#status'), '已支付');
+  assert.equal(app.text('#amount'), '¥48.00');
+  const fields = app.text('#fields');
+  assert.ok(fields.includes(no) && fields.includes('微信支付单号') && /4200\d+/.test(fields), fields);
+  assert.ok(app.text('#items').includes('茉莉花茶 Jasmine tea × 1 ¥12.00'), app.text('#items'));
+  assert.equal(app.has('#pay'), false, 'a paid order has no "去支付"');
+
+  // The merchant refunds ¥10.00; the user's pages show it.
+  await admin(V3, 'POST', `/admin/orders/${no}/refunds`, { amount_fen: 1000, reason: '少一杯' });
+  await until(async () => (await admin(V3, 'GET', `/admin/orders/${no}`)).order.refunded_fen === 1000, 'the refund to succeed');
+  await app.open('pages/orders/orders', {}, 'switchTab');
+  await app.onPage('pages/orders/orders', (c) => c.data.orders.length === 1 && c.data.orders[0].statusText === '部分退款');
+  assert.ok(app.text(`#order-${no}`).includes('部分退款'), app.text());
+  assert.ok(app.text(`#order-${no}`).includes('¥48.00'));
+  app.tap(`#order-${no}`);
+  await app.onPage('pages/order/order', (c) => c.data.order !== null);
+  assert.equal(app.text('#refunded'), '已退款 ¥10.00');
+  assert.ok(app.text('#refunds').includes('实付 ¥38.00'), app.text('#refunds'));
+  assertNoProblems();
+});
+
+test('a whole purchase on a v2 server', async () => {
+  const app = await launch(phoneOf(V2), V2);
+  await toConfirmation(app, { sticker: 3 });
+  assert.equal(app.text('#total'), '¥0.03');
+  app.tap('#pay');
+  await result(app);
+  assert.equal(app.page.comp.data.status, 'paid', app.text());
+  assert.equal(app.text('#title'), '支付成功');
+  const placed = app.sent('POST', '/api/orders')[0];
+  assert.deepEqual(app.payments[0].payment, placed.response.payment);
+  assert.ok(['MD5', 'HMAC-SHA256'].includes(placed.response.payment.signType), placed.response.payment.signType);
+  app.tap('#view-order');
+  await app.onPage('pages/order/order', (c) => c.data.order !== null);
+  assert.equal(app.text('#status'), '已支付');
+  assert.equal(app.text('#amount'), '¥0.03');
+  assertNoProblems();
+});
+
+test('cancelled in the cashier, then paid again from my orders', async () => {
+  const app = await launch(phoneOf(V3), V3);
+  await toConfirmation(app, { tea: 1 });
+  app.cashier.push('cancel');
+  app.tap('#pay');
+  await result(app);
+  assert.equal(app.page.comp.data.status, 'cancelled');
+  assert.equal(app.text('#title'), '已取消支付');
+  assert.ok(app.has('#pay-again'), 'the result page offers "继续支付"');
+  const no = app.page.comp.data.no;
+  assert.equal(app.payments[0].errMsg, 'requestPayment:fail cancel');
+  assert.equal((await admin(V3, 'GET', `/admin/orders/${no}`)).order.status, 'NOTPAY');
+
+  await app.open('pages/orders/orders', {}, 'switchTab');
+  await app.onPage('pages/orders/orders', (c) => c.data.orders.length === 1);
+  assert.ok(app.text(`#order-${no}`).includes('待支付'), app.text());
+  assert.ok(app.text(`#order-${no}`).includes('去支付'));
+  app.tap(`#pay-${no}`);
+  await result(app);
+  assert.equal(app.page.comp.data.status, 'paid', app.text());
+  assert.equal(app.text('#title'), '支付成功');
+  assert.equal(app.text('#amount'), '¥12.00');
+  // One order, paid with fresh parameters from the server.
+  assert.equal(app.sent('POST', '/api/orders').length, 1);
+  const repaid = app.sent('POST', `/api/orders/${no}/payment`);
+  assert.equal(repaid.length, 1);
+  assert.deepEqual(app.payments[1].payment, repaid[0].response.payment);
+
+  // Back on my orders, it is paid.
+  await app.open('pages/orders/orders', {}, 'switchTab');
+  await app.onPage('pages/orders/orders', (c) => c.data.orders.length === 1 && c.data.orders[0].status === 'SUCCESS');
+  assert.ok(app.text(`#order-${no}`).includes('已支付'), app.text());
+  assert.equal(app.has(`#pay-${no}`), false);
+  assertNoProblems();
+});
+
+test('an unpaid order cancelled from its page is closed, at WeChat too', async () => {
+  const app = await launch(phoneOf(V3), V3);
+  await toConfirmation(app, { sticker: 1 });
+  app.cashier.push('cancel');
+  app.tap('#pay');
+  await result(app);
+  const no = app.page.comp.data.no;
+  app.tap('#view-order');
+  await app.onPage('pages/order/order', (c) => c.data.order !== null);
+  assert.equal(app.text('#status'), '待支付');
+  assert.ok(app.has('#pay') && app.has('#close'));
+  app.tap('#close');
+  await app.onPage('pages/order/order', (c) => c.data.order.status === 'CLOSED');
+  assert.deepEqual(app.modals.map((m) => m.title), ['取消订单'], 'asked first');
+  assert.equal(app.text('#status'), '已关闭');
+  assert.equal(app.has('#pay'), false);
+  assert.ok(app.has('#again'));
+  const atWechat = await call('GET', `${V3}/sim/orders/${no}`, { token: ADMIN });
+  assert.equal(atWechat.body.trade_state, 'CLOSED');
+  assertNoProblems();
+});
+
+test('the cashier fails (PAYERROR): WeChat\'s message, then the order shows failed and can be ordered again', async () => {
+  const app = await launch(phoneOf(V3), V3);
+  await toConfirmation(app, { cake: 1 });
+  app.cashier.push('payerror');
+  app.tap('#pay');
+  await result(app);
+  assert.equal(app.page.comp.data.status, 'failed', app.text());
+  assert.equal(app.text('#title'), '支付失败');
+  assert.equal(app.text('#desc'), '支付失败，请稍后再试', 'WeChat\'s own words');
+  assert.ok(app.payments[0].errMsg.startsWith('requestPayment:fail'));
+  const no = app.page.comp.data.no;
+
+  // The order page asks the server, which asks WeChat: PAYERROR.
+  app.tap('#view-order');
+  await app.onPage('pages/order/order', (c) => c.data.order !== null);
+  await until(async () => {
+    await app.page.comp.instance.reload();
+    return app.page.comp.data.order && app.page.comp.data.order.status === 'PAYERROR';
+  }, 'the server to learn the failure from WeChat');
+  assert.equal(app.text('#status'), '支付失败');
+  assert.equal(app.has('#pay'), false, 'a failed order cannot be paid again');
+  app.tap('#again');
+  await app.onPage('pages/cart/cart', (c) => !c.data.loading && c.data.lines.length === 1);
+  assert.ok(app.text('#lines').includes('芝士蛋糕 Cheesecake'), app.text());
+  assert.ok(app.text('#cart-total').includes('¥28.50'));
+  assert.equal((await admin(V3, 'GET', `/admin/orders/${no}`)).order.status, 'PAYERROR');
+  assertNoProblems();
+});
+
+test('the server unreachable: a clear message, no crash; it works once the server is back', async () => {
+  const relay = await new Relay(V3).start();
+  const app = await launch(phoneOf(V3), relay.url);
+  try {
+    await app.onPage('pages/catalog/catalog', (c) => !c.data.loading);
+    assert.equal(app.text('#error'), '网络连接失败，请检查网络后重试 重新加载');
+    assert.ok(app.requests.every((r) => r.status === 0), 'nothing reached the server');
+
+    await relay.up();
+    app.tap('#retry');
+    await toConfirmation(app, { tea: 2 });
+    assert.equal(app.text('#total'), '¥24.00');
+
+    // Down again just as the user pays: no order, the cart kept, a message, the button back.
+    await relay.down();
+    app.tap('#pay');
+    await app.onPage('pages/confirm/confirm', (c) => !c.data.paying && c.data.error !== '');
+    assert.equal(app.text('#error'), '网络连接失败，请检查网络后重试');
+    assert.ok(app.text('#pay').includes('微信支付 ¥24.00'));
+    assert.deepEqual(JSON.parse(app.phone.storage.get('shop.cart')), { tea: 2 });
+    assert.equal(app.payments.length, 0);
+
+    await relay.up();
+    app.tap('#pay');
+    await result(app);
+    assert.equal(app.page.comp.data.status, 'paid', app.text());
+    const created = app.sent('POST', '/api/orders').filter((r) => r.status === 201);
+    assert.equal(created.length, 1, 'one order');
+  } finally {
+    await relay.down();
+  }
+  assertNoProblems();
+});
+
+test('the paid notification lost: the order still ends paid, the server having asked WeChat', async () => {
+  await admin(V3, 'PUT', '/sim/faults', { notify_drop_rate: 1 });
+  let no;
+  try {
+    const app = await launch(phoneOf(V3), V3);
+    await toConfirmation(app, { coffee: 1 });
+    app.tap('#pay');
+    await result(app);
+    assert.equal(app.page.comp.data.status, 'paid', app.text());
+    assert.equal(app.text('#title'), '支付成功');
+    no = app.page.comp.data.no;
+  } finally {
+    await admin(V3, 'PUT', '/sim/faults', {});
+  }
+  const deliveries = (await admin(V3, 'GET', `/sim/notifications?out_trade_no=${no}`)).deliveries;
+  assert.equal(deliveries.length, 1);
+  assert.ok(deliveries[0].attempts.length >= 1);
+  assert.ok(deliveries[0].attempts.every((a) => a.outcome === 'dropped'), JSON.stringify(deliveries[0].attempts));
+  const timeline = (await admin(V3, 'GET', `/admin/orders/${no}`)).events;
+  assert.ok(timeline.some((e) => e.kind === 'query' && e.detail.result === 'paid'), JSON.stringify(timeline));
+  assert.ok(!timeline.some((e) => e.kind === 'notification'), 'no notification came');
+  assertNoProblems();
+});
+
+test('two quick taps on "pay" make one order', async () => {
+  const app = await launch(phoneOf(V3), V3);
+  await toConfirmation(app, { tea: 1, sticker: 1 });
+  app.tap('#pay');
+  app.tap('#pay');
+  await result(app);
+  assert.equal(app.page.comp.data.status, 'paid', app.text());
+  assert.equal(app.sent('POST', '/api/orders').length, 1);
+  assert.equal(app.payments.length, 1);
+  await app.open('pages/orders/orders', {}, 'switchTab');
+  await app.onPage('pages/orders/orders', (c) => !c.data.loading);
+  assert.equal(app.page.comp.data.orders.length, 1);
+  assert.ok(app.text('#orders').includes('¥12.01'), app.text());
+  assertNoProblems();
+});
+
+test('DevTools against a sandbox (config sandbox: true): login codes and the cashier come from the simulator', async () => {
+  const phone = phoneOf(V3);
+  const app = await launch(phone, V3, true);
+  await toConfirmation(app, { coffee: 1 });
+  app.tap('#pay');
+  await result(app);
+  assert.equal(app.page.comp.data.status, 'paid', app.text());
+  assert.equal(app.text('#amount'), '¥18.00');
+  assert.equal(app.logins, 0, 'wx.login is not used');
+  assert.equal(app.payments.length, 0, 'wx.requestPayment is not used');
+  assert.deepEqual(app.modals.map((m) => m.title), ['模拟微信支付']);
+  assert.deepEqual(app.sent('POST', '/sim/users').map((r) => r.status), [200]);
+  assert.deepEqual(app.sent('POST', '/sim/pay').map((r) => r.response.errMsg), ['requestPayment:ok']);
+  assertNoProblems();
+});
+
+test('an expired session is renewed silently, with one login for concurrent requests', async () => {
+  assert.ok(expiring.phone, 'the first visit ran');
+  // The session of the first visit ends at expiresAt: wait for that moment to pass.
+  const wait = expiring.expiresAt + 1000 - Date.now();
+  if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+  const phone = expiring.phone;
+  const oldToken = JSON.parse(phone.storage.get('wxpay.session')).token;
+  const app = await launch(phone, SHORT);
+  await catalogue(app);
+  assert.equal(app.logins, 0, 'a stored session is used as it is');
+
+  // My orders and the order's detail at once: both are refused, one login serves both.
+  const client = app.module('utils/shop');
+  const detail = client.order(expiring.no);
+  await app.open('pages/orders/orders', {}, 'switchTab');
+  await app.onPage('pages/orders/orders', (c) => !c.data.loading);
+  assert.equal((await detail).status, 'SUCCESS');
+  assert.equal(app.has('#error'), false, app.text());
+  assert.ok(app.text(`#order-${expiring.no}`).includes('已支付'), app.text());
+  assert.equal(app.logins, 1);
+  assert.equal(app.sent('POST', '/api/login').length, 1);
+  const refused = app.requests.filter((r) => r.status === 401);
+  assert.equal(refused.length, 2, 'both requests met the expired session');
+  assert.ok(refused.every((r) => r.token === `Bearer ${oldToken}`));
+  const newToken = JSON.parse(phone.storage.get('wxpay.session')).token;
+  assert.notEqual(newToken, oldToken);
+  assert.deepEqual(app.sent('GET', '/api/orders').map((r) => r.status), [401, 200], 'asked, refused, asked again');
+  assertNoProblems();
+});

@@ -1,0 +1,62 @@
+// @ts-check
+// My orders, newest first, with their status; an unpaid one can be paid from here.
+const client = require('../../utils/shop');
+const { resultUrl, payAgain } = require('../../utils/checkout');
+const { yuan, statusText, dateTime, errorText } = require('../../utils/format');
+
+Component({
+  data: {
+    loading: true,
+    error: '',
+    /** @type {{ no: string, status: string, statusText: string, description: string, amount: string, created: string }[]} */
+    orders: [],
+    paying: '',
+  },
+  methods: {
+    onShow() {
+      return this.reload();
+    },
+    onPullDownRefresh() {
+      return this.reload().then(() => wx.stopPullDownRefresh());
+    },
+    async reload() {
+      this.setData({ loading: this.data.orders.length === 0, error: '' });
+      try {
+        const orders = await client.orders(50);
+        this.setData({
+          loading: false,
+          orders: orders.map((o) => ({
+            no: o.out_trade_no,
+            status: o.status,
+            statusText: statusText(o),
+            description: o.description,
+            amount: yuan(o.amount_fen),
+            created: dateTime(o.created_at),
+          })),
+        });
+      } catch (err) {
+        this.setData({ loading: false, error: errorText(err) });
+      }
+    },
+    /** @param {WechatMiniprogram.BaseEvent} e */
+    open(e) {
+      wx.navigateTo({ url: `/pages/order/order?no=${encodeURIComponent(String(e.currentTarget.dataset.no))}` });
+    },
+    /** @param {WechatMiniprogram.BaseEvent} e */
+    async pay(e) {
+      if (this.data.paying) return;
+      const no = String(e.currentTarget.dataset.no);
+      this.setData({ paying: no });
+      try {
+        const result = await payAgain(no);
+        this.setData({ paying: '' });
+        wx.navigateTo({ url: resultUrl(result) });
+      } catch (err) {
+        this.setData({ paying: '' });
+        wx.showToast({ title: errorText(err), icon: 'none' });
+        this.setData({ error: '' });
+        return this.reload();
+      }
+    },
+  },
+});

@@ -1,0 +1,91 @@
+// @ts-check
+// What the pages show: yuan from integer fen, statuses, times, error messages.
+
+/**
+ * Yuan with two decimals from integer fen, by integer arithmetic (no floating-point money).
+ * @param {number} fen
+ * @returns {string} e.g. `¥12.50`
+ */
+function yuan(fen) {
+  const n = Math.trunc(Number(fen) || 0);
+  const sign = n < 0 ? '-' : '';
+  const abs = Math.abs(n);
+  const cents = abs % 100;
+  return `${sign}¥${(abs - cents) / 100}.${cents < 10 ? '0' : ''}${cents}`;
+}
+
+/**
+ * @param {number} unitFen
+ * @param {number} quantity
+ */
+function lineFen(unitFen, quantity) {
+  return Math.trunc(unitFen) * Math.trunc(quantity);
+}
+
+const STATUS_TEXT = {
+  NOTPAY: '待支付',
+  SUCCESS: '已支付',
+  REFUND: '已退款',
+  CLOSED: '已关闭',
+  PAYERROR: '支付失败',
+};
+
+/**
+ * The status as the user reads it: a partly refunded order is "部分退款".
+ * @param {{ status: string, amount_fen: number, refunded_fen: number }} order
+ */
+function statusText(order) {
+  if (order.refunded_fen > 0 && order.refunded_fen < order.amount_fen) return '部分退款';
+  return /** @type {Record<string, string>} */ (STATUS_TEXT)[order.status] || order.status;
+}
+
+/** @param {number} n */
+function two(n) {
+  return n < 10 ? `0${n}` : String(n);
+}
+
+/**
+ * Local date and time, `2026-12-01 15:30`.
+ * @param {number | null | undefined} ms Unix milliseconds
+ */
+function dateTime(ms) {
+  if (!ms) return '';
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}`;
+}
+
+/** What the user is told for an error code of the client (the server's words are for logs). */
+const ERROR_TEXT = {
+  network: '网络连接失败，请检查网络后重试',
+  timeout: '服务器响应超时，请稍后重试',
+  login_failed: '微信登录失败，请稍后重试',
+  unauthorized: '登录已失效，请重新进入小程序',
+  invalid_code: '微信登录失败，请稍后重试',
+  rate_limited: '操作太频繁，请稍后再试',
+  unknown_sku: '部分商品已下架，请返回购物车修改',
+  order_expired: '订单已过期，请重新下单',
+  not_found: '订单不存在',
+  conflict: '订单状态已变化，请刷新后查看',
+  not_payable: '订单状态已变化，请刷新后查看',
+};
+
+/**
+ * @param {unknown} err
+ * @returns {string}
+ */
+function errorText(err) {
+  const code = err && typeof err === 'object' && 'code' in err ? String(err.code) : '';
+  const known = /** @type {Record<string, string>} */ (ERROR_TEXT)[code];
+  return known || '服务暂时不可用，请稍后重试';
+}
+
+/**
+ * WeChat's reason in a `requestPayment:fail REASON` message.
+ * @param {string | undefined} errMsg
+ */
+function payFailReason(errMsg) {
+  const reason = String(errMsg || '').replace(/^requestPayment:fail\s*/, '');
+  return reason || '支付失败';
+}
+
+module.exports = { yuan, lineFen, statusText, dateTime, errorText, payFailReason };
