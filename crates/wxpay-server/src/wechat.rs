@@ -4,14 +4,15 @@
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use wxpay::http::{BaseUrls, HttpConfig};
 use wxpay::mp::client::MpClient;
 use wxpay::v2::client::V2Client;
-use wxpay::v2::models::{CloseOrderRequest, OrderQueryRequest, UnifiedOrderRequest};
+use wxpay::v2::models::{
+    CloseOrderRequest, OrderQueryRequest, UnifiedOrderFields, UnifiedOrderRequest,
+};
 use wxpay::v3::client::V3Client;
-use wxpay::v3::models::{PrepayRequest, SceneInfo, TradeState};
-use wxpay::{ApiError, Error, Fen, RequestPayment};
+use wxpay::v3::models::{PrepayFields, PrepayRequest, SceneInfo, TradeState};
+use wxpay::{ApiError, Error, Fen, OpenId, OutTradeNo, RequestPayment};
 
 use crate::merchant::Merchant;
 use crate::store::{ApiVersion, Order};
@@ -157,23 +158,18 @@ impl WeChat {
     pub async fn prepay(&self, order: &Order) -> Result<String, Error> {
         let expire = OffsetDateTime::from_unix_timestamp(order.expires_at / 1000)
             .map_err(|e| Error::InvalidRequest(format!("expires_at: {e}")))?;
+        let out_trade_no = OutTradeNo::try_from(&order.out_trade_no)?;
+        let openid = OpenId::try_from(&order.openid)?;
         match order.api_version {
             ApiVersion::V3 => {
-                let mut request = PrepayRequest::jsapi(
-                    &order.description,
-                    &order.out_trade_no,
-                    Fen::new(order.amount_fen),
-                    &order.openid,
-                    &self.pay_notify_url(ApiVersion::V3),
-                );
-                let cst = time::UtcOffset::from_hms(8, 0, 0)
-                    .map_err(|e| Error::InvalidRequest(e.to_string()))?;
-                request.time_expire = Some(
-                    expire
-                        .to_offset(cst)
-                        .format(&Rfc3339)
-                        .map_err(|e| Error::InvalidRequest(format!("time_expire: {e}")))?,
-                );
+                let mut request = PrepayRequest::jsapi(PrepayFields {
+                    description: order.description.clone(),
+                    out_trade_no,
+                    total: Fen::new(order.amount_fen),
+                    openid,
+                    notify_url: self.pay_notify_url(ApiVersion::V3),
+                });
+                request.time_expire = Some(expire);
                 request.scene_info = Some(SceneInfo {
                     payer_client_ip: order.client_ip.clone(),
                     device_id: None,
@@ -181,14 +177,14 @@ impl WeChat {
                 Ok(self.v3.jsapi_prepay(&request).await?.prepay_id)
             }
             ApiVersion::V2 => {
-                let mut request = UnifiedOrderRequest::jsapi(
-                    order.description.clone(),
-                    order.out_trade_no.clone(),
-                    Fen::new(order.amount_fen),
-                    order.client_ip.clone(),
-                    self.pay_notify_url(ApiVersion::V2),
-                    order.openid.clone(),
-                );
+                let mut request = UnifiedOrderRequest::jsapi(UnifiedOrderFields {
+                    body: order.description.clone(),
+                    out_trade_no,
+                    total_fee: Fen::new(order.amount_fen),
+                    spbill_create_ip: order.client_ip.clone(),
+                    notify_url: self.pay_notify_url(ApiVersion::V2),
+                    openid,
+                });
                 request.time_expire = Some(expire);
                 Ok(self.v2.unified_order(&request).await?.prepay_id)
             }
@@ -220,14 +216,15 @@ impl WeChat {
     /// # Errors
     /// [`Error`] from WeChat or the transport (an unknown order is [`TradeReport::NotFound`]).
     pub async fn query(&self, order: &Order) -> Result<TradeReport, Error> {
+        let out_trade_no = OutTradeNo::try_from(&order.out_trade_no)?;
         match order.api_version {
-            ApiVersion::V3 => match self.v3.query_by_out_trade_no(&order.out_trade_no).await {
+            ApiVersion::V3 => match self.v3.query_by_out_trade_no(&out_trade_no).await {
                 Ok(t) => Ok(match t.trade_state {
                     TradeState::Success | TradeState::Refund => TradeReport::Paid {
                         transaction_id: t.transaction_id.unwrap_or_default(),
                         amount_fen: t.amount.total,
                         payer_openid: t.payer.map(|p| p.openid),
-                        paid_at: t.success_time.as_deref().and_then(rfc3339_ms),
+                        paid_at: t.success_time.map(unix_ms),
                         appid: Some(t.appid),
                         mchid: Some(t.mchid),
                     },
@@ -249,9 +246,7 @@ impl WeChat {
             ApiVersion::V2 => {
                 match self
                     .v2
-                    .order_query(&OrderQueryRequest::by_out_trade_no(
-                        order.out_trade_no.clone(),
-                    ))
+                    .order_query(&OrderQueryRequest::by_out_trade_no(out_trade_no))
                     .await
                 {
                     Ok(r) => {
@@ -288,8 +283,9 @@ impl WeChat {
     /// # Errors
     /// [`Error`] from WeChat (e.g. the order is paid) or the transport.
     pub async fn close(&self, order: &Order) -> Result<(), Error> {
+        let out_trade_no = OutTradeNo::try_from(&order.out_trade_no)?;
         match order.api_version {
-            ApiVersion::V3 => match self.v3.close(&order.out_trade_no).await {
+            ApiVersion::V3 => match self.v3.close(&out_trade_no).await {
                 Err(Error::Api(ApiError::V3 { code, .. }))
                     if code.as_str() == "ORDER_NOT_EXIST" =>
                 {
@@ -299,7 +295,7 @@ impl WeChat {
             },
             ApiVersion::V2 => match self
                 .v2
-                .close_order(&CloseOrderRequest::new(order.out_trade_no.clone()))
+                .close_order(&CloseOrderRequest::new(out_trade_no))
                 .await
             {
                 Ok(_) => Ok(()),
@@ -320,10 +316,8 @@ impl WeChat {
     }
 }
 
-/// An RFC 3339 time in Unix milliseconds.
+/// A time in Unix milliseconds (whole seconds, as WeChat's times are).
 #[must_use]
-pub fn rfc3339_ms(text: &str) -> Option<i64> {
-    OffsetDateTime::parse(text, &Rfc3339)
-        .ok()
-        .map(|t| t.unix_timestamp() * 1000)
+pub fn unix_ms(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp() * 1000
 }

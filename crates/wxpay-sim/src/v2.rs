@@ -16,14 +16,13 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 use time::{Date, OffsetDateTime};
-use wxpay::Fen;
-use wxpay::v2::models::{
-    RefundAccount, validate_notify_url, validate_out_refund_no, validate_out_trade_no,
-};
+use wxpay::v2::models::RefundAccount;
 use wxpay::v2::notify::{RefundNotification, build_refund_notification};
 use wxpay::v2::sign::{constant_time_eq_ignore_case, sign_map};
 use wxpay::v2::xml::{self, XmlError};
 use wxpay::v2::{ErrCode, SignType, XmlMap};
+use wxpay::validate::{V2_NOTIFY_URL_MAX, notify_url as validate_notify_url};
+use wxpay::{Fen, OutRefundNo, OutTradeNo};
 
 use crate::app::AppState;
 use crate::bills::{self, TradeBillType};
@@ -304,7 +303,7 @@ fn unified_order_answer(call: &Call<'_>) -> Answer {
         return Err(call.param_error("body参数长度有误，最长128个字符"));
     }
     let out_trade_no = call.require("out_trade_no")?;
-    if let Err(e) = validate_out_trade_no(out_trade_no) {
+    if let Err(e) = OutTradeNo::try_from(out_trade_no).map_err(wxpay::Error::from) {
         return Err(call.param_error(&format!("out_trade_no参数错误：{}", reason(&e))));
     }
     let total = call.amount("total_fee")?;
@@ -313,7 +312,7 @@ fn unified_order_answer(call: &Call<'_>) -> Answer {
         return Err(call.param_error("spbill_create_ip参数格式错误，须为IPv4或IPv6地址"));
     }
     let notify_url = call.require("notify_url")?;
-    if let Err(e) = validate_notify_url(notify_url) {
+    if let Err(e) = validate_notify_url(notify_url, V2_NOTIFY_URL_MAX) {
         return Err(call.param_error(&format!("notify_url参数错误：{}", reason(&e))));
     }
     let trade_type_text = call.require("trade_type")?;
@@ -531,7 +530,7 @@ fn refund_answer(call: &Call<'_>, state: &Arc<AppState>) -> Answer {
         }
     };
     let out_refund_no = call.require("out_refund_no")?;
-    if let Err(e) = validate_out_refund_no(out_refund_no) {
+    if let Err(e) = OutRefundNo::try_from(out_refund_no).map_err(wxpay::Error::from) {
         return Err(call.param_error(&format!("out_refund_no参数错误：{}", reason(&e))));
     }
     let total = call.amount("total_fee")?;
@@ -552,7 +551,7 @@ fn refund_answer(call: &Call<'_>, state: &Arc<AppState>) -> Answer {
     }
     let notify_url = call.get("notify_url");
     if let Some(url) = notify_url
-        && let Err(e) = validate_notify_url(url)
+        && let Err(e) = validate_notify_url(url, V2_NOTIFY_URL_MAX)
     {
         return Err(call.param_error(&format!("notify_url参数错误：{}", reason(&e))));
     }

@@ -14,8 +14,9 @@ use wxpay::bill::{TradeBillKind, parse_trade_bill};
 use wxpay::http::{BaseUrls, ClientIdentity, HttpConfig, RetryPolicy};
 use wxpay::v2::client::{V2Client, V2Config, is_no_bill};
 use wxpay::v2::models::{
-    BillType, CloseOrderRequest, DownloadBillRequest, OrderId, OrderQueryRequest, RefundQueryId,
-    RefundQueryRequest, RefundRequest, RefundStatus, TradeState, UnifiedOrderRequest,
+    BillType, CloseOrderRequest, DownloadBillRequest, OrderId, OrderQueryRequest, RefundFields,
+    RefundQueryId, RefundQueryRequest, RefundRequest, RefundStatus, TradeState, UnifiedOrderFields,
+    UnifiedOrderRequest,
 };
 use wxpay::v2::notify::{
     PayNotification, RefundNotification, ack_success, parse_pay_notification,
@@ -24,6 +25,15 @@ use wxpay::v2::notify::{
 use wxpay::v2::{ErrCode, SignType, XmlMap, sign, xml};
 use wxpay::{ApiError, DecodeError, Error, Fen, SignatureError};
 use wxpay_sim::{RunningSimulator, SimConfig, Simulator};
+
+/// A validated identifier (the tests use valid ones).
+fn id<T>(text: &str) -> T
+where
+    T: TryFrom<String>,
+    T::Error: std::fmt::Debug,
+{
+    T::try_from(text.to_owned()).unwrap()
+}
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -133,14 +143,14 @@ impl Harness {
     }
 
     fn order(&self, out_trade_no: &str, total: u64, openid: &str) -> UnifiedOrderRequest {
-        let mut order = UnifiedOrderRequest::jsapi(
-            "模拟商品-测试",
-            out_trade_no,
-            Fen::new(total),
-            "203.0.113.7",
-            format!("{}/notify/pay", self.receiver.base),
-            openid,
-        );
+        let mut order = UnifiedOrderRequest::jsapi(UnifiedOrderFields {
+            body: "模拟商品-测试".into(),
+            out_trade_no: id(out_trade_no),
+            total_fee: Fen::new(total),
+            spbill_create_ip: "203.0.113.7".into(),
+            notify_url: format!("{}/notify/pay", self.receiver.base),
+            openid: id(openid),
+        });
         order.attach = Some("store=7".into());
         order
     }
@@ -182,12 +192,12 @@ impl Harness {
         total: u64,
         amount: u64,
     ) -> RefundRequest {
-        let mut r = RefundRequest::new(
-            OrderId::OutTradeNo(out_trade_no.into()),
-            out_refund_no,
-            Fen::new(total),
-            Fen::new(amount),
-        );
+        let mut r = RefundRequest::new(RefundFields {
+            id: OrderId::OutTradeNo(id(out_trade_no)),
+            out_refund_no: id(out_refund_no),
+            total_fee: Fen::new(total),
+            refund_fee: Fen::new(amount),
+        });
         r.refund_desc = Some("商品已售完".into());
         r.notify_url = Some(format!("{}/notify/refund", self.receiver.base));
         r
@@ -251,7 +261,7 @@ async fn an_order_is_made_paid_notified_and_queried_with_md5_and_hmac() {
 
         let unpaid = h
             .client
-            .order_query(&OrderQueryRequest::by_out_trade_no("ORDER-0001"))
+            .order_query(&OrderQueryRequest::by_out_trade_no(id("ORDER-0001")))
             .await
             .unwrap();
         assert_eq!(unpaid.trade_state, TradeState::NotPay);
@@ -325,7 +335,7 @@ async fn a_reused_out_trade_no_gives_the_same_prepay_or_out_trade_no_used() {
     );
     let missing = h
         .client
-        .order_query(&OrderQueryRequest::by_out_trade_no("ORDER-9999"))
+        .order_query(&OrderQueryRequest::by_out_trade_no(id("ORDER-9999")))
         .await
         .unwrap_err();
     assert_eq!(business(&missing), Some(&ErrCode::OrderNotExist));
@@ -341,18 +351,18 @@ async fn orders_close_once_and_paid_orders_do_not_close() {
         .await
         .unwrap();
     h.client
-        .close_order(&CloseOrderRequest::new("ORDER-0005"))
+        .close_order(&CloseOrderRequest::new(id("ORDER-0005")))
         .await
         .unwrap();
     let closed = h
         .client
-        .order_query(&OrderQueryRequest::by_out_trade_no("ORDER-0005"))
+        .order_query(&OrderQueryRequest::by_out_trade_no(id("ORDER-0005")))
         .await
         .unwrap();
     assert_eq!(closed.trade_state, TradeState::Closed);
     let twice = h
         .client
-        .close_order(&CloseOrderRequest::new("ORDER-0005"))
+        .close_order(&CloseOrderRequest::new(id("ORDER-0005")))
         .await
         .unwrap_err();
     assert_eq!(business(&twice), Some(&ErrCode::OrderClosed));
@@ -366,13 +376,13 @@ async fn orders_close_once_and_paid_orders_do_not_close() {
     h.order_and_pay("ORDER-0006", 100).await;
     let paid = h
         .client
-        .close_order(&CloseOrderRequest::new("ORDER-0006"))
+        .close_order(&CloseOrderRequest::new(id("ORDER-0006")))
         .await
         .unwrap_err();
     assert_eq!(business(&paid), Some(&ErrCode::OrderPaid));
     let none = h
         .client
-        .close_order(&CloseOrderRequest::new("ORDER-0007"))
+        .close_order(&CloseOrderRequest::new(id("ORDER-0007")))
         .await
         .unwrap_err();
     assert_eq!(business(&none), Some(&ErrCode::OrderNotExist));
@@ -449,9 +459,9 @@ async fn refunds_over_mutual_tls_are_idempotent_capped_notified_and_queryable() 
         .unwrap();
     let by_order = h
         .client
-        .refund_query(&RefundQueryRequest::new(RefundQueryId::OutTradeNo(
-            "ORDER-0010".into(),
-        )))
+        .refund_query(&RefundQueryRequest::new(RefundQueryId::OutTradeNo(id(
+            "ORDER-0010",
+        ))))
         .await
         .unwrap();
     assert_eq!(by_order.refund_count, 2);
@@ -487,15 +497,15 @@ async fn refunds_over_mutual_tls_are_idempotent_capped_notified_and_queryable() 
 
     let order = h
         .client
-        .order_query(&OrderQueryRequest::by_out_trade_no("ORDER-0010"))
+        .order_query(&OrderQueryRequest::by_out_trade_no(id("ORDER-0010")))
         .await
         .unwrap();
     assert_eq!(order.trade_state, TradeState::Refund);
     let missing = h
         .client
-        .refund_query(&RefundQueryRequest::new(RefundQueryId::OutRefundNo(
-            "REFUND-404".into(),
-        )))
+        .refund_query(&RefundQueryRequest::new(RefundQueryId::OutRefundNo(id(
+            "REFUND-404",
+        ))))
         .await
         .unwrap_err();
     assert_eq!(business(&missing), Some(&ErrCode::RefundNotExist));
@@ -559,9 +569,9 @@ async fn a_refund_without_the_merchant_certificate_is_refused() {
     // Nothing was refunded by the refused attempts.
     let query = h
         .client
-        .refund_query(&RefundQueryRequest::new(RefundQueryId::OutTradeNo(
-            "ORDER-0020".into(),
-        )))
+        .refund_query(&RefundQueryRequest::new(RefundQueryId::OutTradeNo(id(
+            "ORDER-0020",
+        ))))
         .await
         .unwrap_err();
     assert_eq!(business(&query), Some(&ErrCode::RefundNotExist));
@@ -678,7 +688,7 @@ async fn tampered_wrongly_signed_and_foreign_answers_are_refused() {
     )
     .unwrap();
     match wrong
-        .order_query(&OrderQueryRequest::by_out_trade_no("ORDER-0100"))
+        .order_query(&OrderQueryRequest::by_out_trade_no(id("ORDER-0100")))
         .await
     {
         Err(Error::Api(ApiError::V2Return { return_msg })) => assert_eq!(return_msg, "签名错误"),

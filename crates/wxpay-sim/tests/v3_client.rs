@@ -12,13 +12,22 @@ use wxpay::v3::aead::ApiV3Key;
 use wxpay::v3::certificates::PlatformVerifier;
 use wxpay::v3::client::{V3Client, V3Config};
 use wxpay::v3::models::{
-    FundFlowAccountType, FundFlowBillRequest, PrepayRequest, RefundRequest, RefundStatus,
-    TradeBillRequest, TradeBillType, TradeState,
+    FundFlowAccountType, FundFlowBillRequest, PrepayFields, PrepayRequest, RefundFields,
+    RefundRequest, RefundStatus, RefundTarget, TradeBillRequest, TradeBillType, TradeState,
 };
 use wxpay::v3::notify::Notification;
 use wxpay::v3::verifier::Verifier;
 use wxpay::{ApiError, Error, Fen, RsaPrivateKey, RsaPublicKey, SignatureError};
 use wxpay_sim::{KeyMode, RunningSimulator, SimConfig, Simulator};
+
+/// A validated identifier (the tests use valid ones).
+fn id<T>(text: &str) -> T
+where
+    T: TryFrom<String>,
+    T::Error: std::fmt::Debug,
+{
+    T::try_from(text.to_owned()).unwrap()
+}
 
 async fn start(mode: KeyMode) -> RunningSimulator {
     Simulator::start(SimConfig {
@@ -156,7 +165,13 @@ async fn paid_order(
 ) -> (String, String) {
     let openid = new_user(sim).await;
     let no = out_trade_no();
-    let order = PrepayRequest::jsapi("咖啡 Coffee", &no, Fen::new(total), &openid, notify_url);
+    let order = PrepayRequest::jsapi(PrepayFields {
+        description: ("咖啡 Coffee").into(),
+        out_trade_no: id(&no),
+        total: Fen::new(total),
+        openid: id(&openid),
+        notify_url: (notify_url).into(),
+    });
     let (prepay, payment) = client.jsapi_prepay_with_payment(&order).await.unwrap();
     assert!(prepay.prepay_id.starts_with("wx"));
     let answer = pay(sim, &payment, &openid).await;
@@ -171,7 +186,7 @@ async fn whole_payment_in(mode: KeyMode) {
 
     let (no, openid) = paid_order(&sim, &client, 1250, &notify_url).await;
 
-    let by_no = client.query_by_out_trade_no(&no).await.unwrap();
+    let by_no = client.query_by_out_trade_no(&id(&no)).await.unwrap();
     assert_eq!(by_no.trade_state, TradeState::Success);
     assert_eq!(by_no.amount.total, 1250);
     assert_eq!(by_no.payer.as_ref().unwrap().openid, openid);
@@ -251,13 +266,13 @@ async fn closing_an_unpaid_order_and_the_errors_around_it() {
     let client = client(&sim, KeyMode::PublicKey);
     let openid = new_user(&sim).await;
     let no = out_trade_no();
-    let order = PrepayRequest::jsapi(
-        "Tea",
-        &no,
-        Fen::new(300),
-        &openid,
-        "https://merchant.example/notify",
-    );
+    let order = PrepayRequest::jsapi(PrepayFields {
+        description: ("Tea").into(),
+        out_trade_no: id(&no),
+        total: Fen::new(300),
+        openid: id(&openid),
+        notify_url: ("https://merchant.example/notify").into(),
+    });
     let (_, payment) = client.jsapi_prepay_with_payment(&order).await.unwrap();
 
     // The same out_trade_no with another amount is refused.
@@ -271,13 +286,13 @@ async fn closing_an_unpaid_order_and_the_errors_around_it() {
         other => panic!("expected OUT_TRADE_NO_USED, got {other:?}"),
     }
 
-    client.close(&no).await.unwrap();
-    let closed = client.query_by_out_trade_no(&no).await.unwrap();
+    client.close(&id(&no)).await.unwrap();
+    let closed = client.query_by_out_trade_no(&id(&no)).await.unwrap();
     assert_eq!(closed.trade_state, TradeState::Closed);
     let answer = pay(&sim, &payment, &openid).await;
     assert_eq!(answer.status(), 400, "a closed order cannot be paid");
 
-    match client.query_by_out_trade_no("NOSUCHORDER1").await {
+    match client.query_by_out_trade_no(&id("NOSUCHORDER1")).await {
         Err(Error::Api(ApiError::V3 {
             status: 404, code, ..
         })) => {
@@ -287,7 +302,7 @@ async fn closing_an_unpaid_order_and_the_errors_around_it() {
     }
     // Refused before sending: the simulator never sees it.
     assert!(matches!(
-        client.query_by_out_trade_no("a b").await,
+        wxpay::OutTradeNo::try_from("a b").map_err(Error::from),
         Err(Error::InvalidRequest(_))
     ));
     sim.shutdown().await;
@@ -300,7 +315,12 @@ async fn refunds_are_idempotent_bounded_and_notified() {
     let (notify_url, received) = receiver().await;
     let (no, _) = paid_order(&sim, &client, 1000, &notify_url).await;
 
-    let mut first = RefundRequest::by_out_trade_no(&no, "R1-A", Fen::new(400), Fen::new(1000));
+    let mut first = RefundRequest::new(RefundFields {
+        target: RefundTarget::OutTradeNo(id(&no)),
+        out_refund_no: id("R1-A"),
+        refund: Fen::new(400),
+        total: Fen::new(1000),
+    });
     first.notify_url = Some(notify_url.clone());
     let created = client.refund(&first).await.unwrap();
     assert_eq!(created.amount.refund, 400);
@@ -312,12 +332,22 @@ async fn refunds_are_idempotent_bounded_and_notified() {
         "same out_refund_no, same refund"
     );
 
-    let over = RefundRequest::by_out_trade_no(&no, "R1-B", Fen::new(601), Fen::new(1000));
+    let over = RefundRequest::new(RefundFields {
+        target: RefundTarget::OutTradeNo(id(&no)),
+        out_refund_no: id("R1-B"),
+        refund: Fen::new(601),
+        total: Fen::new(1000),
+    });
     match client.refund(&over).await {
         Err(Error::Api(ApiError::V3 { status: 400, .. })) => {}
         other => panic!("a refund over the remaining 600 must be refused, got {other:?}"),
     }
-    let rest = RefundRequest::by_out_trade_no(&no, "R1-C", Fen::new(600), Fen::new(1000));
+    let rest = RefundRequest::new(RefundFields {
+        target: RefundTarget::OutTradeNo(id(&no)),
+        out_refund_no: id("R1-C"),
+        refund: Fen::new(600),
+        total: Fen::new(1000),
+    });
     client.refund(&rest).await.unwrap();
 
     // The payment notification, then the refund notification of R1-A (R1-C has no notify_url).
@@ -332,13 +362,17 @@ async fn refunds_are_idempotent_bounded_and_notified() {
         }
     }
     assert!(refund_seen);
-    let queried = client.query_refund("R1-A").await.unwrap();
+    let queried = client.query_refund(&id("R1-A")).await.unwrap();
     assert_eq!(queried.status, RefundStatus::Success);
     assert_eq!(
-        client.query_by_out_trade_no(&no).await.unwrap().trade_state,
+        client
+            .query_by_out_trade_no(&id(&no))
+            .await
+            .unwrap()
+            .trade_state,
         TradeState::Refund
     );
-    match client.query_refund("R-UNKNOWN").await {
+    match client.query_refund(&id("R-UNKNOWN")).await {
         Err(Error::Api(ApiError::V3 { status: 404, .. })) => {}
         other => panic!("expected 404, got {other:?}"),
     }
@@ -350,10 +384,8 @@ async fn bills_download_with_their_digest_checked() {
     let sim = start(KeyMode::Certificate).await;
     let client = client(&sim, KeyMode::Certificate);
     let (no, _) = paid_order(&sim, &client, 1234, "https://merchant.example/notify").await;
-    let today = time::OffsetDateTime::now_utc()
-        .to_offset(time::macros::offset!(+8))
-        .date();
-    // Today's bill exists from 10:00 tomorrow: move the simulator's business clock a day on (signatures
+    let today = wxpay::time::beijing_date(time::OffsetDateTime::now_utc());
+    // Today's bill exists from 10:00 tomorrow: move the simulator's business clock two days on (signatures
     // keep using the wall clock on both sides).
     let advanced = reqwest::Client::new()
         .post(format!("{}/sim/clock/advance", sim.base_url()))
@@ -412,7 +444,7 @@ async fn a_request_signed_with_another_key_is_refused_with_sign_error() {
         platform: platform(&sim, KeyMode::PublicKey),
     };
     let client = V3Client::new(config, &http_config(), &BaseUrls::single(&sim.base_url())).unwrap();
-    match client.query_by_out_trade_no("T000000001").await {
+    match client.query_by_out_trade_no(&id("T000000001")).await {
         Err(Error::Api(ApiError::V3 {
             status: 401, code, ..
         })) => {
@@ -434,7 +466,7 @@ async fn a_clock_ten_minutes_off_is_refused_both_ways() {
         Arc::new(FixedClock::at(now - 600)),
     );
     assert!(matches!(
-        late.query_by_out_trade_no("T000000001").await,
+        late.query_by_out_trade_no(&id("T000000001")).await,
         Err(Error::Api(ApiError::V3 { status: 401, .. }))
     ));
     sim.shutdown().await;
@@ -449,13 +481,13 @@ async fn an_answer_signed_by_an_unknown_key_is_not_believed() {
         PlatformVerifier::public_key(&m.wechatpay_public_key_id, impostor.public_key().clone());
     let client = client_with(&sim, wrong, Arc::new(SystemClock));
     let openid = new_user(&sim).await;
-    let order = PrepayRequest::jsapi(
-        "Tea",
-        &out_trade_no(),
-        Fen::new(1),
-        &openid,
-        "https://m.example/n",
-    );
+    let order = PrepayRequest::jsapi(PrepayFields {
+        description: ("Tea").into(),
+        out_trade_no: id(&out_trade_no()),
+        total: Fen::new(1),
+        openid: id(&openid),
+        notify_url: ("https://m.example/n").into(),
+    });
     match client.jsapi_prepay(&order).await {
         Err(Error::Signature(SignatureError::Mismatch)) => {}
         other => panic!("expected a signature mismatch, got {other:?}"),
@@ -471,13 +503,13 @@ async fn a_public_key_merchant_that_also_expects_certificates_finds_none_without
     assert_eq!(client.refresh_certificates().await.unwrap(), 0);
     // Answers are still verified, with the public key the requests name.
     let openid = new_user(&sim).await;
-    let order = PrepayRequest::jsapi(
-        "Tea",
-        &out_trade_no(),
-        Fen::new(1),
-        &openid,
-        "https://m.example/n",
-    );
+    let order = PrepayRequest::jsapi(PrepayFields {
+        description: ("Tea").into(),
+        out_trade_no: id(&out_trade_no()),
+        total: Fen::new(1),
+        openid: id(&openid),
+        notify_url: ("https://m.example/n").into(),
+    });
     client.jsapi_prepay(&order).await.unwrap();
     sim.shutdown().await;
 }

@@ -247,7 +247,7 @@ fn v3_notification(c: &mut Criterion) {
         &key,
         PUB_KEY_ID,
         "EV-2018022511223320873",
-        "2026-11-24T10:00:01+08:00",
+        time::macros::datetime!(2026-11-24 10:00:01 +8),
         "TRANSACTION.SUCCESS",
         "支付成功",
         "transaction",

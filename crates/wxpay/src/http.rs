@@ -1,6 +1,16 @@
-//! The one HTTP client every call goes through: timeouts, a body-size limit, retry with backoff
-//! for idempotent calls only, per-host base URLs (production by default, a simulator in tests).
+//! The one HTTP client every call goes through: retry with backoff for idempotent calls only,
+//! a body-size limit, per-host base URLs (production by default, a simulator in tests).
+//!
+//! The bytes travel through a [`Transport`]: a plain request in ([`OutgoingRequest`]: method,
+//! URL, headers, body), a plain answer out ([`RawResponse`]: status, headers, body). The
+//! default is [`ReqwestTransport`] (timeouts, extra roots, the TLS client certificate of the v2
+//! `/secapi/` calls); bring your own with [`HttpClient::from_transport`] and the clients'
+//! `with_http` constructors, e.g. to use another HTTP stack or to record requests in tests.
 
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -100,7 +110,7 @@ impl BaseUrls {
     }
 }
 
-/// Settings of an [`HttpClient`].
+/// Settings of the default [`HttpClient`] (a [`ReqwestTransport`] and a retry policy).
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
     /// Time to establish a connection.
@@ -261,15 +271,32 @@ impl OutgoingRequest {
     }
 }
 
-/// The HTTP client: one connection pool per identity.
-#[derive(Clone, Debug)]
-pub struct HttpClient {
-    inner: reqwest::Client,
-    retry: RetryPolicy,
+/// A boxed future that can cross threads, as [`Transport::send`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What carries a request to WeChat and brings the answer back.
+///
+/// An implementation sends the request as given (it is already signed: it must not add, drop
+/// or change a header that is part of it, nor touch the body) and returns the whole answer.
+/// Any HTTP status is an `Ok` answer; only a failure to get one is an error. It should stop
+/// reading a body longer than `request.max_body` ([`HttpClient`] refuses one anyway).
+/// Retries are the [`HttpClient`]'s job, not the transport's.
+pub trait Transport: Send + Sync + fmt::Debug {
+    /// Sends one request and reads its answer.
+    fn send<'a>(
+        &'a self,
+        request: &'a OutgoingRequest,
+    ) -> BoxFuture<'a, Result<RawResponse, TransportError>>;
 }
 
-impl HttpClient {
-    /// A client with the given settings and no client certificate.
+/// The default [`Transport`]: reqwest with rustls, one connection pool per instance.
+#[derive(Clone, Debug)]
+pub struct ReqwestTransport {
+    inner: reqwest::Client,
+}
+
+impl ReqwestTransport {
+    /// A transport with the given settings and no client certificate.
     ///
     /// # Errors
     /// When an extra root certificate is not valid PEM or TLS cannot be set up.
@@ -277,7 +304,8 @@ impl HttpClient {
         Self::build(config, None)
     }
 
-    /// A client that presents a TLS client certificate (v2 `/secapi/` calls).
+    /// A transport that presents a TLS client certificate (the merchant's `apiclient_cert.p12`,
+    /// for the v2 `/secapi/` calls).
     ///
     /// # Errors
     /// When the identity or a root certificate cannot be loaded.
@@ -308,20 +336,10 @@ impl HttpClient {
         let inner = builder
             .build()
             .map_err(|e| TransportError::Connect(e.without_url().to_string()))?;
-        Ok(HttpClient {
-            inner,
-            retry: config.retry,
-        })
+        Ok(ReqwestTransport { inner })
     }
 
-    /// Sends once, reading the whole answer under `max_body`.
-    ///
-    /// # Errors
-    /// Transport failures; any HTTP status is an `Ok` answer.
-    pub async fn send_once(
-        &self,
-        request: &OutgoingRequest,
-    ) -> Result<RawResponse, TransportError> {
+    async fn send_request(&self, request: &OutgoingRequest) -> Result<RawResponse, TransportError> {
         let mut builder = self
             .inner
             .request(request.method.clone(), &request.url)
@@ -359,6 +377,82 @@ impl HttpClient {
             headers,
             body: Bytes::from(body),
         })
+    }
+}
+
+impl Transport for ReqwestTransport {
+    fn send<'a>(
+        &'a self,
+        request: &'a OutgoingRequest,
+    ) -> BoxFuture<'a, Result<RawResponse, TransportError>> {
+        Box::pin(self.send_request(request))
+    }
+}
+
+/// The HTTP client of the WeChat clients: a [`Transport`] and a retry policy. Cheap to clone
+/// (the transport is shared).
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    transport: Arc<dyn Transport>,
+    retry: RetryPolicy,
+}
+
+impl HttpClient {
+    /// The default client: a [`ReqwestTransport`] with the given settings, no client
+    /// certificate.
+    ///
+    /// # Errors
+    /// When an extra root certificate is not valid PEM or TLS cannot be set up.
+    pub fn new(config: &HttpConfig) -> Result<Self, crate::Error> {
+        Ok(Self::from_transport(
+            Arc::new(ReqwestTransport::new(config)?),
+            config.retry,
+        ))
+    }
+
+    /// The default client presenting a TLS client certificate (v2 `/secapi/` calls).
+    ///
+    /// # Errors
+    /// When the identity or a root certificate cannot be loaded.
+    pub fn with_identity(
+        config: &HttpConfig,
+        identity: &ClientIdentity,
+    ) -> Result<Self, crate::Error> {
+        Ok(Self::from_transport(
+            Arc::new(ReqwestTransport::with_identity(config, identity)?),
+            config.retry,
+        ))
+    }
+
+    /// A client over your own transport.
+    #[must_use]
+    pub fn from_transport(transport: Arc<dyn Transport>, retry: RetryPolicy) -> Self {
+        HttpClient { transport, retry }
+    }
+
+    /// The transport.
+    #[must_use]
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
+    /// Sends once through the transport; an answer over `max_body` is refused whatever the
+    /// transport did.
+    ///
+    /// # Errors
+    /// Transport failures; any HTTP status is an `Ok` answer.
+    pub async fn send_once(
+        &self,
+        request: &OutgoingRequest,
+    ) -> Result<RawResponse, TransportError> {
+        let answer = self.transport.send(request).await?;
+        if answer.body.len() > request.max_body {
+            return Err(TransportError::Body(format!(
+                "answer is over the {} byte limit",
+                request.max_body
+            )));
+        }
+        Ok(answer)
     }
 
     /// Sends, retrying transport failures and 5xx/429 answers with backoff when the call is

@@ -12,17 +12,21 @@
 pub mod bill;
 pub mod error;
 pub mod http;
+pub mod ids;
 pub mod keys;
 pub mod money;
 pub mod mp;
 pub mod nonce;
 pub mod pay_params;
+pub mod time;
 pub mod v2;
 pub mod v3;
+pub mod validate;
 
 pub use error::{
     ApiError, CryptoError, DecodeError, Error, Result, SignatureError, TransportError,
 };
+pub use ids::{InvalidId, OpenId, OutRefundNo, OutTradeNo};
 pub use keys::{RsaPrivateKey, RsaPublicKey, X509Certificate};
 pub use money::Fen;
 pub use pay_params::RequestPayment;

@@ -356,7 +356,7 @@ pub(crate) async fn create_refund(
         .filter(|n| !n.is_empty())
     {
         Some(n) => {
-            wxpay::v2::models::validate_out_refund_no(n).map_err(|_| {
+            wxpay::OutRefundNo::try_from(n).map_err(|_| {
                 ApiError::bad_request("out_refund_no must be 1 to 64 of 0-9 A-Z a-z _ - | * @")
             })?;
             n.to_owned()
@@ -632,10 +632,7 @@ mod tests {
     #[test]
     fn refund_numbers_are_valid_for_wechat() {
         let no = super::new_out_refund_no();
-        assert!(
-            wxpay::v2::models::validate_out_refund_no(&no).is_ok(),
-            "{no}"
-        );
+        assert!(wxpay::OutRefundNo::try_from(no.as_str()).is_ok(), "{no}");
         assert_ne!(no, super::new_out_refund_no());
     }
 }

@@ -14,7 +14,7 @@ use crate::app::AppState;
 use crate::store::{
     EventKind, PaymentConfirmation, RefundResult, RefundStatus, RefundTransition, Transition,
 };
-use crate::wechat::rfc3339_ms;
+use crate::wechat::unix_ms;
 
 /// Why a notification was not acknowledged; its status tells WeChat to retry.
 struct Refusal {
@@ -272,8 +272,7 @@ pub(crate) async fn v3_pay(
             payer_openid: t.payer.as_ref().map(|p| p.openid.clone()),
             paid_at: t
                 .success_time
-                .as_deref()
-                .and_then(rfc3339_ms)
+                .map(unix_ms)
                 .unwrap_or_else(crate::store::now_ms),
             dedupe_key: format!("v3:{}", n.id),
             event: EventKind::Notification,
@@ -327,7 +326,7 @@ pub(crate) async fn v3_refund(
             out_refund_no: r.out_refund_no.clone(),
             refund_id: r.refund_id.clone(),
             status,
-            success_at: r.success_time.as_deref().and_then(rfc3339_ms),
+            success_at: r.success_time.map(unix_ms),
             dedupe_key: format!("v3:{}", n.id),
             detail: json!({ "via": "v3 notification", "event_id": n.id, "verified": true }),
         };

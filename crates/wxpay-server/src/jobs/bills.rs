@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::json;
-use time::{Date, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
+use time::{Date, OffsetDateTime, PrimitiveDateTime, Time};
 use wxpay::bill::{TradeBill, TradeBillRow, parse_trade_bill};
 use wxpay::v2::models::{BillType, DownloadBillRequest};
 use wxpay::v3::models::{TradeBillRequest, TradeBillType};
@@ -18,11 +18,8 @@ use super::{ExecutionOutcome, JobError, Jobs, ms};
 use crate::app::AppState;
 use crate::store::{ApiVersion, Order, Reconciliation, Refund, RefundStatus, now_ms};
 
-/// China Standard Time, the time zone of WeChat's bills.
-pub const CST: UtcOffset = match UtcOffset::from_hms(8, 0, 0) {
-    Ok(offset) => offset,
-    Err(_) => UtcOffset::UTC,
-};
+/// China Standard Time, the time zone of WeChat's bills (defined once, in `wxpay::time`).
+pub use wxpay::time::BEIJING as CST;
 
 /// `[start, end)` of a GMT+8 day in Unix milliseconds.
 #[must_use]

@@ -6,15 +6,18 @@
 
 use serde_json::json;
 use wxpay::v2::models::{
-    OrderId, RefundQueryId, RefundQueryRequest, RefundRequest as V2RefundRequest,
+    OrderId, RefundFields as V2RefundFields, RefundQueryId, RefundQueryRequest,
+    RefundRequest as V2RefundRequest,
 };
-use wxpay::v3::models::RefundRequest as V3RefundRequest;
-use wxpay::{ApiError as WxApiError, Error, Fen};
+use wxpay::v3::models::{
+    RefundFields as V3RefundFields, RefundRequest as V3RefundRequest, RefundTarget,
+};
+use wxpay::{ApiError as WxApiError, Error, Fen, OutRefundNo, OutTradeNo};
 
 use super::{ExecutionOutcome, JobError, Jobs, ms};
 use crate::app::AppState;
 use crate::store::{ApiVersion, Order, Refund, RefundResult, RefundStatus, now_ms};
-use crate::wechat::rfc3339_ms;
+use crate::wechat::unix_ms;
 
 /// What WeChat says about a refund.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,30 +79,30 @@ pub async fn send_refund(
     let wechat = &state.wechat;
     match refund.api_version {
         ApiVersion::V3 => {
-            let mut request = V3RefundRequest::by_out_trade_no(
-                &order.out_trade_no,
-                &refund.out_refund_no,
-                Fen::new(refund.amount_fen),
-                Fen::new(order.amount_fen),
-            );
+            let mut request = V3RefundRequest::new(V3RefundFields {
+                target: RefundTarget::OutTradeNo(OutTradeNo::try_from(&order.out_trade_no)?),
+                out_refund_no: OutRefundNo::try_from(&refund.out_refund_no)?,
+                refund: Fen::new(refund.amount_fen),
+                total: Fen::new(order.amount_fen),
+            });
             request.reason.clone_from(&refund.reason);
             request.notify_url = Some(wechat.refund_notify_url(ApiVersion::V3));
             let answer = wechat.v3.refund(&request).await?;
             Ok(RefundReport::Found {
                 status: RefundStatus::from_wechat(answer.status.as_str())
                     .ok_or_else(|| unknown_status(answer.status.as_str()))?,
-                success_at: answer.success_time.as_deref().and_then(rfc3339_ms),
+                success_at: answer.success_time.map(unix_ms),
                 amount_fen: answer.amount.refund,
                 refund_id: answer.refund_id,
             })
         }
         ApiVersion::V2 => {
-            let mut request = V2RefundRequest::new(
-                OrderId::OutTradeNo(order.out_trade_no.clone()),
-                refund.out_refund_no.clone(),
-                Fen::new(order.amount_fen),
-                Fen::new(refund.amount_fen),
-            );
+            let mut request = V2RefundRequest::new(V2RefundFields {
+                id: OrderId::OutTradeNo(OutTradeNo::try_from(&order.out_trade_no)?),
+                out_refund_no: OutRefundNo::try_from(&refund.out_refund_no)?,
+                total_fee: Fen::new(order.amount_fen),
+                refund_fee: Fen::new(refund.amount_fen),
+            });
             request.refund_desc.clone_from(&refund.reason);
             request.notify_url = Some(wechat.refund_notify_url(ApiVersion::V2));
             let answer = wechat.v2.refund(&request).await?;
@@ -120,12 +123,13 @@ pub async fn send_refund(
 /// [`Error`] from WeChat or the transport (an unknown refund is [`RefundReport::NotFound`]).
 pub async fn query_refund(state: &AppState, refund: &Refund) -> Result<RefundReport, Error> {
     let wechat = &state.wechat;
+    let out_refund_no = OutRefundNo::try_from(&refund.out_refund_no)?;
     match refund.api_version {
-        ApiVersion::V3 => match wechat.v3.query_refund(&refund.out_refund_no).await {
+        ApiVersion::V3 => match wechat.v3.query_refund(&out_refund_no).await {
             Ok(r) => Ok(RefundReport::Found {
                 status: RefundStatus::from_wechat(r.status.as_str())
                     .ok_or_else(|| unknown_status(r.status.as_str()))?,
-                success_at: r.success_time.as_deref().and_then(rfc3339_ms),
+                success_at: r.success_time.map(unix_ms),
                 amount_fen: r.amount.refund,
                 refund_id: r.refund_id,
             }),
@@ -137,8 +141,7 @@ pub async fn query_refund(state: &AppState, refund: &Refund) -> Result<RefundRep
             Err(e) => Err(e),
         },
         ApiVersion::V2 => {
-            let request =
-                RefundQueryRequest::new(RefundQueryId::OutRefundNo(refund.out_refund_no.clone()));
+            let request = RefundQueryRequest::new(RefundQueryId::OutRefundNo(out_refund_no));
             match wechat.v2.refund_query(&request).await {
                 Ok(answer) => {
                     let Some(r) = answer

@@ -42,7 +42,7 @@ fn v3_notification(
         key,
         &s.serial,
         event_id,
-        "2026-01-01T10:00:00+08:00",
+        time::macros::datetime!(2026-01-01 10:00:00 +8),
         event_type,
         "支付成功",
         original_type,

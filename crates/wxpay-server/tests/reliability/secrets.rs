@@ -175,9 +175,7 @@ async fn full_run(s: &Sandbox, r: &mut Responses) {
 }
 
 fn today() -> String {
-    let d = time::OffsetDateTime::now_utc()
-        .to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap())
-        .date();
+    let d = wxpay::time::beijing_date(time::OffsetDateTime::now_utc());
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 

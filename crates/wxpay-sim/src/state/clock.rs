@@ -1,15 +1,13 @@
-//! The simulator clock and the time formats WeChat writes (all in GMT+8).
+//! The simulator clock and the time formats WeChat writes (all in GMT+8), in Unix seconds over
+//! `wxpay::time`.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use time::{Date, OffsetDateTime, UtcOffset};
+use time::{Date, OffsetDateTime};
 use wxpay::nonce::Clock;
 
-/// China Standard Time, in which WeChat writes every time.
-pub const CST: UtcOffset = match UtcOffset::from_hms(8, 0, 0) {
-    Ok(o) => o,
-    Err(_) => UtcOffset::UTC,
-};
+/// China Standard Time, in which WeChat writes every time (defined once, in `wxpay::time`).
+pub use wxpay::time::BEIJING as CST;
 
 // ---------------------------------------------------------------------------------------------
 // Clock
@@ -55,61 +53,30 @@ impl Clock for SimClock {
 // ---------------------------------------------------------------------------------------------
 // Time formats
 
-fn cst(unix: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-        .to_offset(CST)
-}
+// The shapes are `wxpay::time`'s; these name them in Unix seconds, the simulator's unit.
 
 /// RFC 3339 in GMT+8, as v3 writes times: `2018-06-08T10:34:56+08:00`.
 #[must_use]
 pub fn rfc3339_cst(unix: i64) -> String {
-    let t = cst(unix);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+08:00",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    wxpay::time::format_v3(wxpay::time::beijing_unix(unix))
 }
 
 /// `yyyyMMddHHmmss` in GMT+8, as v2 writes `time_end` and `time_expire`.
 #[must_use]
 pub fn v2_time(unix: i64) -> String {
-    let t = cst(unix);
-    format!(
-        "{:04}{:02}{:02}{:02}{:02}{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    wxpay::time::format_v2(wxpay::time::beijing_unix(unix))
 }
 
 /// `yyyy-MM-dd HH:mm:ss` in GMT+8, as v2 writes refund success times and bills write every time.
 #[must_use]
 pub fn dashed_time(unix: i64) -> String {
-    let t = cst(unix);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    wxpay::time::format_dashed(wxpay::time::beijing_unix(unix))
 }
 
 /// The GMT+8 calendar date of a Unix time (bills are per GMT+8 day).
 #[must_use]
 pub fn cst_date(unix: i64) -> Date {
-    cst(unix).date()
+    wxpay::time::beijing_unix(unix).date()
 }
 
 /// Parses a v2 `yyyyMMddHHmmss` time (GMT+8) to Unix seconds.
@@ -118,34 +85,21 @@ pub fn parse_v2_time(text: &str) -> Option<i64> {
     if text.len() != 14 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let n = |r: std::ops::Range<usize>| text[r].parse::<u32>().ok();
-    let month = time::Month::try_from(u8::try_from(n(4..6)?).ok()?).ok()?;
-    let date = Date::from_calendar_date(
-        i32::try_from(n(0..4)?).ok()?,
-        month,
-        u8::try_from(n(6..8)?).ok()?,
-    )
-    .ok()?;
-    let t = time::Time::from_hms(
-        u8::try_from(n(8..10)?).ok()?,
-        u8::try_from(n(10..12)?).ok()?,
-        u8::try_from(n(12..14)?).ok()?,
-    )
-    .ok()?;
-    Some(date.with_time(t).assume_offset(CST).unix_timestamp())
+    wxpay::time::parse_v2(text)
+        .ok()
+        .map(OffsetDateTime::unix_timestamp)
 }
 
 /// Parses an RFC 3339 time with an offset (v3 `time_expire`) to Unix seconds.
 #[must_use]
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+    wxpay::time::parse_v3(text)
         .ok()
         .map(OffsetDateTime::unix_timestamp)
 }
 
 pub(super) fn yyyymmdd(unix: i64) -> String {
-    let t = cst(unix);
-    format!("{:04}{:02}{:02}", t.year(), u8::from(t.month()), t.day())
+    wxpay::time::format_compact_date(cst_date(unix))
 }
 
 #[cfg(test)]

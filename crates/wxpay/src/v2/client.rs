@@ -198,9 +198,26 @@ impl V2Client {
             .as_ref()
             .map(|identity| HttpClient::with_identity(http, identity))
             .transpose()?;
+        Self::with_http(config, urls, HttpClient::new(http)?, tls_http)
+    }
+
+    /// A client over your own HTTP clients (see [`crate::http::Transport`]): `http` for every
+    /// call, `secapi` for the refund, which must present the merchant certificate (e.g.
+    /// [`HttpClient::with_identity`], or a transport of yours that does). Without `secapi`,
+    /// refunds are refused before sending; `config.client_identity` is not used here.
+    ///
+    /// # Errors
+    /// As [`V2Client::new`] for the configuration.
+    pub fn with_http(
+        config: V2Config,
+        urls: &BaseUrls,
+        http: HttpClient,
+        secapi: Option<HttpClient>,
+    ) -> Result<Self> {
+        config.validate()?;
         Ok(V2Client {
-            http: HttpClient::new(http)?,
-            tls_http,
+            http,
+            tls_http: secapi,
             base: urls.pay.trim_end_matches('/').to_owned(),
             config,
         })
@@ -563,12 +580,12 @@ mod tests {
             &BaseUrls::single("http://127.0.0.1:9"),
         )
         .unwrap();
-        let request = RefundRequest::new(
-            super::super::models::OrderId::OutTradeNo("20150806125346".into()),
-            "R1",
-            crate::Fen::new(100),
-            crate::Fen::new(1),
-        );
+        let request = RefundRequest::new(super::super::models::RefundFields {
+            id: super::super::models::OrderId::OutTradeNo("20150806125346".parse().unwrap()),
+            out_refund_no: "R1".parse().unwrap(),
+            total_fee: crate::Fen::new(100),
+            refund_fee: crate::Fen::new(1),
+        });
         assert!(
             matches!(client.refund(&request).await, Err(Error::InvalidRequest(m)) if m.contains("certificate"))
         );

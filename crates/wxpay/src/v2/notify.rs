@@ -13,9 +13,8 @@ use time::OffsetDateTime;
 
 use super::client::{check_result_code, check_return_code};
 use super::models::{
-    Coupon, RefundAccount, RefundStatus, coupons, fen, format_dashed_time, format_wire_time,
-    optional, optional_fen, optional_string, optional_yes_no, parse_dashed_time, parse_wire_time,
-    required,
+    Coupon, RefundAccount, RefundStatus, coupons, fen, optional, optional_fen, optional_string,
+    optional_time_field, optional_yes_no, required, time_field,
 };
 use super::{SignType, XmlMap, sign, xml};
 use crate::error::{CryptoError, DecodeError, Result};
@@ -135,7 +134,7 @@ pub fn parse_pay_notification(body: &[u8], api_key: &str) -> Result<PayNotificat
         transaction_id: required(&map, "transaction_id")?.to_owned(),
         out_trade_no: required(&map, "out_trade_no")?.to_owned(),
         attach: optional_string(&map, "attach"),
-        time_end: parse_wire_time("time_end", required(&map, "time_end")?)?,
+        time_end: time_field(&map, "time_end")?,
     })
 }
 
@@ -200,7 +199,7 @@ pub fn build_pay_notification(
     put("transaction_id", &n.transaction_id);
     put("out_trade_no", &n.out_trade_no);
     put("attach", n.attach.as_deref().unwrap_or_default());
-    put("time_end", &format_wire_time(n.time_end));
+    put("time_end", &crate::time::format_v2(n.time_end));
     let signature = sign::sign_map(&map, api_key, sign_type);
     map.insert("sign".into(), signature);
     Ok(xml::encode(&map).map_err(DecodeError::Xml)?)
@@ -284,9 +283,7 @@ pub fn parse_refund_notification(body: &[u8], api_key: &str) -> Result<RefundNot
         refund_fee: fen(&m, "refund_fee")?,
         settlement_refund_fee: fen(&m, "settlement_refund_fee")?,
         refund_status: RefundStatus::from_code(required(&m, "refund_status")?),
-        success_time: optional(&m, "success_time")
-            .map(|t| parse_dashed_time("success_time", t))
-            .transpose()?,
+        success_time: optional_time_field(&m, "success_time", true)?,
         refund_recv_accout: optional_string(&m, "refund_recv_accout"),
         refund_account: optional(&m, "refund_account").map(RefundAccount::from_code),
         refund_request_source: optional_string(&m, "refund_request_source"),
@@ -330,7 +327,9 @@ pub fn build_refund_notification(
     put("refund_status", n.refund_status.as_str());
     put(
         "success_time",
-        &n.success_time.map(format_dashed_time).unwrap_or_default(),
+        &n.success_time
+            .map(crate::time::format_dashed)
+            .unwrap_or_default(),
     );
     put(
         "refund_recv_accout",

@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn a_list_that_does_not_decrypt_is_refused() {
         let api_key = ApiV3Key::new("0123456789ABCDEFGHIJKLMNOPQRSTUV").unwrap();
-        let body = br#"{"data":[{"serial_no":"AB","effective_time":"","expire_time":"","encrypt_certificate":{"algorithm":"AEAD_AES_256_GCM","nonce":"abcdefghijkl","associated_data":"certificate","ciphertext":"1+/XN+GNqBXhhxW5ujdyILBgfPQ5O793iKPB"}}]}"#;
+        let body = br#"{"data":[{"serial_no":"AB","effective_time":"2026-01-01T00:00:00+08:00","expire_time":"2031-01-01T00:00:00+08:00","encrypt_certificate":{"algorithm":"AEAD_AES_256_GCM","nonce":"abcdefghijkl","associated_data":"certificate","ciphertext":"1+/XN+GNqBXhhxW5ujdyILBgfPQ5O793iKPB"}}]}"#;
         // Decrypts to "Hello World": not a certificate.
         assert!(matches!(
             decrypt_certificate_list(body, &api_key),

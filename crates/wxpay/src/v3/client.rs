@@ -15,11 +15,10 @@ use crate::http::{
     BaseUrls, HttpClient, HttpConfig, Idempotency, OutgoingRequest, RawResponse, canonical_url,
     join,
 };
+use crate::ids::{OutRefundNo, OutTradeNo};
 use crate::keys::{RsaPrivateKey, X509Certificate};
 use crate::nonce::{Clock, SystemClock, nonce};
 use crate::pay_params::{self, RequestPayment};
-// Merchant order and refund numbers follow the same rules in both protocols.
-use crate::v2::models::{validate_out_refund_no, validate_out_trade_no};
 use crate::v3::ErrorCode;
 use crate::v3::aead::ApiV3Key;
 use crate::v3::auth::Authorization;
@@ -101,16 +100,27 @@ impl V3Client {
         base: &BaseUrls,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, Error> {
-        Ok(V3Client {
+        Ok(Self::with_http(config, base, HttpClient::new(http)?, clock))
+    }
+
+    /// A client over your own HTTP client (see [`crate::http::Transport`]) and clock.
+    #[must_use]
+    pub fn with_http(
+        config: V3Config,
+        base: &BaseUrls,
+        http: HttpClient,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        V3Client {
             inner: Arc::new(Inner {
-                http: HttpClient::new(http)?,
+                http,
                 base: base.pay.trim_end_matches('/').to_owned(),
                 config,
                 clock,
                 window_secs: DEFAULT_WINDOW_SECS,
                 refresh: tokio::sync::Mutex::new(None),
             }),
-        })
+        }
     }
 
     /// The configuration.
@@ -131,7 +141,6 @@ impl V3Client {
     /// # Errors
     /// Invalid input (checked before sending), transport, API or signature errors.
     pub async fn jsapi_prepay(&self, request: &PrepayRequest) -> Result<PrepayResponse, Error> {
-        validate_out_trade_no(&request.out_trade_no)?;
         validate_notify_url(&request.notify_url)?;
         if request.amount.total == 0 {
             return Err(Error::InvalidRequest(
@@ -219,8 +228,10 @@ impl V3Client {
     ///
     /// # Errors
     /// Transport, API (e.g. `ORDER_NOT_EXIST`), signature or decode errors.
-    pub async fn query_by_out_trade_no(&self, out_trade_no: &str) -> Result<Transaction, Error> {
-        validate_out_trade_no(out_trade_no)?;
+    pub async fn query_by_out_trade_no(
+        &self,
+        out_trade_no: &OutTradeNo,
+    ) -> Result<Transaction, Error> {
         let path = format!(
             "/v3/pay/transactions/out-trade-no/{}?mchid={}",
             path_escape(out_trade_no),
@@ -234,8 +245,7 @@ impl V3Client {
     ///
     /// # Errors
     /// Transport, API (e.g. a paid order), or signature errors.
-    pub async fn close(&self, out_trade_no: &str) -> Result<(), Error> {
-        validate_out_trade_no(out_trade_no)?;
+    pub async fn close(&self, out_trade_no: &OutTradeNo) -> Result<(), Error> {
         let path = format!(
             "/v3/pay/transactions/out-trade-no/{}/close",
             path_escape(out_trade_no)
@@ -253,7 +263,6 @@ impl V3Client {
     /// # Errors
     /// Invalid input, transport, API (e.g. over the remaining amount), signature errors.
     pub async fn refund(&self, request: &RefundRequest) -> Result<Refund, Error> {
-        validate_out_refund_no(&request.out_refund_no)?;
         if request.amount.refund == 0 || request.amount.refund > request.amount.total {
             return Err(Error::InvalidRequest(
                 "amount.refund must be at least 1 fen and at most amount.total".into(),
@@ -276,8 +285,7 @@ impl V3Client {
     ///
     /// # Errors
     /// Transport, API (e.g. `RESOURCE_NOT_EXISTS`), signature or decode errors.
-    pub async fn query_refund(&self, out_refund_no: &str) -> Result<Refund, Error> {
-        validate_out_refund_no(out_refund_no)?;
+    pub async fn query_refund(&self, out_refund_no: &OutRefundNo) -> Result<Refund, Error> {
         let path = format!("/v3/refund/domestic/refunds/{}", path_escape(out_refund_no));
         self.call_json(Method::GET, &path, None, Idempotency::Idempotent)
             .await
@@ -638,8 +646,12 @@ fn error_answer(answer: &RawResponse) -> Error {
 }
 
 fn format_date(date: time::Date) -> Result<String, Error> {
-    date.format(time::macros::format_description!("[year]-[month]-[day]"))
-        .map_err(|e| Error::InvalidRequest(format!("bill_date: {e}")))
+    if !(0..=9999).contains(&date.year()) {
+        return Err(Error::InvalidRequest(
+            "bill_date must be a four-digit year".into(),
+        ));
+    }
+    Ok(crate::time::format_dashed_date(date))
 }
 
 /// Percent-encodes a path segment: everything but `A-Za-z0-9-._~` (so `|` and `*` in an
@@ -657,18 +669,13 @@ pub fn path_escape(segment: &str) -> String {
     out
 }
 
-/// Checks a v3 notify_url: the v2 rules (absolute http(s), a host, no query string or
-/// fragment), and at most 255 characters instead of v2's 256.
+/// Checks a v3 notify_url: the shared rules of [`crate::validate::notify_url`] (absolute
+/// http(s), a host, no query string or fragment), at most 255 characters.
 ///
 /// # Errors
 /// [`Error::InvalidRequest`] naming the rule.
 pub fn validate_notify_url(url: &str) -> Result<(), Error> {
-    if url.len() > 255 {
-        return Err(Error::InvalidRequest(
-            "notify_url must have at most 255 characters".into(),
-        ));
-    }
-    crate::v2::models::validate_notify_url(url)
+    crate::validate::notify_url(url, crate::validate::V3_NOTIFY_URL_MAX)
 }
 
 #[cfg(test)]
@@ -685,7 +692,7 @@ mod tests {
         assert!(validate_notify_url("https://example.com/notify").is_ok());
         let long = format!("https://example.com/{}", "n".repeat(236));
         assert_eq!(long.len(), 256);
-        assert!(crate::v2::models::validate_notify_url(&long).is_ok());
+        assert!(crate::validate::notify_url(&long, crate::validate::V2_NOTIFY_URL_MAX).is_ok());
         assert!(validate_notify_url(&long).is_err());
         assert!(validate_notify_url("https://example.com/notify?x=1").is_err());
         assert!(validate_notify_url("/notify").is_err());

@@ -1,10 +1,14 @@
 //! The JSON bodies of API v3: transactions, refunds, bills, certificates, notifications.
 //!
 //! Amounts are integer fen (`u64`). Absent, null and omitted fields are equivalent, and fields
-//! this library does not know are ignored, as the protocol asks.
+//! this library does not know are ignored, as the protocol asks. Times are
+//! [`OffsetDateTime`], read from and written as RFC 3339 with `+08:00` by
+//! [`crate::time::v3`]. Requests are made from named fields and validated identifiers.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::OffsetDateTime;
 
+use crate::ids::{OpenId, OutRefundNo, OutTradeNo};
 use crate::money::Fen;
 
 macro_rules! wire_enum {
@@ -160,11 +164,18 @@ fn cny() -> String {
     "CNY".to_owned()
 }
 
-/// `payer` of a prepay request or a transaction.
+/// `payer` of a transaction, as WeChat reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payer {
     /// The user's openid under the appid.
     pub openid: String,
+}
+
+/// `payer` of a prepay request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrepayPayer {
+    /// The user's openid under the appid.
+    pub openid: OpenId,
 }
 
 /// One item of `detail.goods_detail`.
@@ -214,11 +225,15 @@ pub struct SceneInfo {
 pub struct PrepayRequest {
     /// Product description (≤ 127 characters).
     pub description: String,
-    /// The merchant's order number: 6–32 characters of `[0-9A-Za-z_-|*]`.
-    pub out_trade_no: String,
-    /// RFC 3339 expiry time, e.g. `2018-06-08T10:34:56+08:00`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub time_expire: Option<String>,
+    /// The merchant's order number.
+    pub out_trade_no: OutTradeNo,
+    /// Expiry time, sent as `2018-06-08T10:34:56+08:00`.
+    #[serde(
+        default,
+        with = "crate::time::v3::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub time_expire: Option<OffsetDateTime>,
     /// Echoed back in query and notification (≤ 128 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attach: Option<String>,
@@ -230,7 +245,7 @@ pub struct PrepayRequest {
     /// The amount.
     pub amount: PrepayAmount,
     /// The payer.
-    pub payer: Payer,
+    pub payer: PrepayPayer,
     /// Items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<OrderDetail>,
@@ -239,30 +254,44 @@ pub struct PrepayRequest {
     pub scene_info: Option<SceneInfo>,
 }
 
+/// The required fields of a JSAPI prepay, by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrepayFields {
+    /// Product description (≤ 127 characters).
+    pub description: String,
+    /// The merchant's order number.
+    pub out_trade_no: OutTradeNo,
+    /// The total.
+    pub total: Fen,
+    /// The payer.
+    pub openid: OpenId,
+    /// Absolute URL without a query string.
+    pub notify_url: String,
+}
+
 impl PrepayRequest {
-    /// The minimal mini-program prepay: description, order number, amount, openid, notify URL.
+    /// The minimal mini-program prepay; set the optional fields on the result.
     #[must_use]
-    pub fn jsapi(
-        description: &str,
-        out_trade_no: &str,
-        total: Fen,
-        openid: &str,
-        notify_url: &str,
-    ) -> Self {
+    pub fn jsapi(fields: PrepayFields) -> Self {
+        let PrepayFields {
+            description,
+            out_trade_no,
+            total,
+            openid,
+            notify_url,
+        } = fields;
         PrepayRequest {
-            description: description.to_owned(),
-            out_trade_no: out_trade_no.to_owned(),
+            description,
+            out_trade_no,
             time_expire: None,
             attach: None,
-            notify_url: notify_url.to_owned(),
+            notify_url,
             goods_tag: None,
             amount: PrepayAmount {
                 total: total.get(),
                 currency: cny(),
             },
-            payer: Payer {
-                openid: openid.to_owned(),
-            },
+            payer: PrepayPayer { openid },
             detail: None,
             scene_info: None,
         }
@@ -352,9 +381,13 @@ pub struct Transaction {
     /// Echoed attach.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attach: Option<String>,
-    /// RFC 3339 payment time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub success_time: Option<String>,
+    /// Payment time.
+    #[serde(
+        default,
+        with = "crate::time::v3::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub success_time: Option<OffsetDateTime>,
     /// The payer (absent before payment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payer: Option<Payer>,
@@ -373,7 +406,7 @@ pub enum RefundTarget {
     /// By WeChat's transaction id (preferred by the docs).
     TransactionId(String),
     /// By the merchant's order number.
-    OutTradeNo(String),
+    OutTradeNo(OutTradeNo),
 }
 
 /// `amount` of a refund request.
@@ -395,7 +428,7 @@ pub struct RefundRequest {
     #[serde(flatten)]
     pub target: RefundTarget,
     /// The merchant's refund number: retry a failed refund with the same one.
-    pub out_refund_no: String,
+    pub out_refund_no: OutRefundNo,
     /// Reason shown to the user (≤ 80 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -409,18 +442,32 @@ pub struct RefundRequest {
     pub amount: RefundRequestAmount,
 }
 
+/// The required fields of a refund, by name (the two amounts cannot be swapped by position).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefundFields {
+    /// The order.
+    pub target: RefundTarget,
+    /// The merchant's refund number.
+    pub out_refund_no: OutRefundNo,
+    /// This refund.
+    pub refund: Fen,
+    /// The order's total.
+    pub total: Fen,
+}
+
 impl RefundRequest {
-    /// A refund of `refund` out of an order of `total`, by out_trade_no.
+    /// A refund of `refund` out of an order of `total`; set the optional fields on the result.
     #[must_use]
-    pub fn by_out_trade_no(
-        out_trade_no: &str,
-        out_refund_no: &str,
-        refund: Fen,
-        total: Fen,
-    ) -> Self {
+    pub fn new(fields: RefundFields) -> Self {
+        let RefundFields {
+            target,
+            out_refund_no,
+            refund,
+            total,
+        } = fields;
         RefundRequest {
-            target: RefundTarget::OutTradeNo(out_trade_no.to_owned()),
-            out_refund_no: out_refund_no.to_owned(),
+            target,
+            out_refund_no,
             reason: None,
             notify_url: None,
             funds_account: None,
@@ -482,12 +529,20 @@ pub struct Refund {
     /// E.g. `支付用户零钱`.
     #[serde(default)]
     pub user_received_account: String,
-    /// RFC 3339 success time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub success_time: Option<String>,
-    /// RFC 3339 creation time.
-    #[serde(default)]
-    pub create_time: String,
+    /// Success time.
+    #[serde(
+        default,
+        with = "crate::time::v3::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub success_time: Option<OffsetDateTime>,
+    /// Creation time.
+    #[serde(
+        default,
+        with = "crate::time::v3::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub create_time: Option<OffsetDateTime>,
     /// The status; usually `PROCESSING` at creation.
     pub status: RefundStatus,
     /// The funds account.
@@ -555,10 +610,12 @@ pub const AEAD_AES_256_GCM: &str = "AEAD_AES_256_GCM";
 pub struct EncryptedCertificate {
     /// Serial, uppercase hex.
     pub serial_no: String,
-    /// RFC 3339.
-    pub effective_time: String,
-    /// RFC 3339.
-    pub expire_time: String,
+    /// From when it is valid.
+    #[serde(with = "crate::time::v3")]
+    pub effective_time: OffsetDateTime,
+    /// Until when it is valid.
+    #[serde(with = "crate::time::v3")]
+    pub expire_time: OffsetDateTime,
     /// The PEM, encrypted with the APIv3 key.
     pub encrypt_certificate: EncryptedResource,
 }
@@ -575,8 +632,9 @@ pub struct CertificateList {
 pub struct NotificationEnvelope {
     /// Event id, e.g. `EV-2018022511223320873`.
     pub id: String,
-    /// RFC 3339.
-    pub create_time: String,
+    /// When WeChat made the event.
+    #[serde(with = "crate::time::v3")]
+    pub create_time: OffsetDateTime,
     /// `encrypt-resource`.
     pub resource_type: String,
     /// `TRANSACTION.SUCCESS`, `REFUND.SUCCESS`, `REFUND.ABNORMAL`, `REFUND.CLOSED`.
@@ -621,9 +679,13 @@ pub struct RefundResource {
     pub refund_id: String,
     /// `SUCCESS`, `CLOSED`, `ABNORMAL`.
     pub refund_status: RefundStatus,
-    /// RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub success_time: Option<String>,
+    /// Success time.
+    #[serde(
+        default,
+        with = "crate::time::v3::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub success_time: Option<OffsetDateTime>,
     /// E.g. `支付用户零钱`.
     #[serde(default)]
     pub user_received_account: String,
@@ -661,7 +723,12 @@ mod tests {
 
     #[test]
     fn refund_target_flattens_to_one_field() {
-        let r = RefundRequest::by_out_trade_no("T123456", "R1", Fen::new(50), Fen::new(100));
+        let r = RefundRequest::new(RefundFields {
+            target: RefundTarget::OutTradeNo("T123456".parse().unwrap()),
+            out_refund_no: "R1".parse().unwrap(),
+            refund: Fen::new(50),
+            total: Fen::new(100),
+        });
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["out_trade_no"], "T123456");
         assert!(json.get("transaction_id").is_none());
@@ -678,5 +745,35 @@ mod tests {
         .unwrap();
         assert_eq!(t.trade_state, TradeState::NotPay);
         assert!(t.transaction_id.is_none() && t.payer.is_none());
+    }
+
+    #[test]
+    fn times_are_typed_and_written_back_unchanged() {
+        let json = r#"{"appid":"wx1","mchid":"1","out_trade_no":"T1","trade_state":"SUCCESS","trade_state_desc":"","success_time":"2026-11-24T10:00:00+08:00","amount":{"total":100,"currency":"CNY"}}"#;
+        let t: Transaction = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            t.success_time,
+            Some(time::macros::datetime!(2026-11-24 02:00:00 UTC))
+        );
+        assert!(
+            serde_json::to_string(&t)
+                .unwrap()
+                .contains(r#""success_time":"2026-11-24T10:00:00+08:00""#)
+        );
+        let bad = json.replace("2026-11-24T10:00:00+08:00", "2026-11-24 10:00:00");
+        assert!(serde_json::from_str::<Transaction>(&bad).is_err());
+
+        let mut prepay = PrepayRequest::jsapi(PrepayFields {
+            description: "Coffee".into(),
+            out_trade_no: "T1234567".parse().unwrap(),
+            total: Fen::new(1),
+            openid: "o1".parse().unwrap(),
+            notify_url: "https://a.example/n".into(),
+        });
+        prepay.time_expire = Some(time::macros::datetime!(2018-06-08 02:34:56 UTC));
+        let json = serde_json::to_value(&prepay).unwrap();
+        assert_eq!(json["time_expire"], "2018-06-08T10:34:56+08:00");
+        assert_eq!(json["out_trade_no"], "T1234567");
+        assert_eq!(json["payer"]["openid"], "o1");
     }
 }

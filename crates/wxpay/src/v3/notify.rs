@@ -8,6 +8,7 @@
 //! directions share one implementation.
 
 use http::HeaderMap;
+use time::OffsetDateTime;
 
 use crate::error::{DecodeError, Error, SignatureError};
 use crate::keys::RsaPrivateKey;
@@ -29,8 +30,8 @@ pub const FAIL_ACK: &str = r#"{"code":"FAIL","message":"失败"}"#;
 pub struct PaymentNotification {
     /// Event id.
     pub id: String,
-    /// RFC 3339.
-    pub create_time: String,
+    /// When WeChat made the event.
+    pub create_time: OffsetDateTime,
     /// `TRANSACTION.SUCCESS`.
     pub event_type: String,
     /// E.g. `支付成功`.
@@ -44,8 +45,8 @@ pub struct PaymentNotification {
 pub struct RefundNotification {
     /// Event id.
     pub id: String,
-    /// RFC 3339.
-    pub create_time: String,
+    /// When WeChat made the event.
+    pub create_time: OffsetDateTime,
     /// `REFUND.*`.
     pub event_type: String,
     /// E.g. `退款成功`.
@@ -181,7 +182,7 @@ pub fn sign_notification(
     signing_key: &RsaPrivateKey,
     serial: &str,
     event_id: &str,
-    create_time: &str,
+    create_time: OffsetDateTime,
     event_type: &str,
     summary: &str,
     original_type: &str,
@@ -192,7 +193,7 @@ pub fn sign_notification(
     let ciphertext = api_v3_key.encrypt(&resource_nonce, original_type, resource_json)?;
     let envelope = NotificationEnvelope {
         id: event_id.to_owned(),
-        create_time: create_time.to_owned(),
+        create_time,
         resource_type: "encrypt-resource".to_owned(),
         event_type: event_type.to_owned(),
         summary: summary.to_owned(),
@@ -254,7 +255,7 @@ mod tests {
             &key(),
             PK_ID,
             "EV-1",
-            "2026-11-24T10:00:01+08:00",
+            time::macros::datetime!(2026-11-24 10:00:01 +8),
             "TRANSACTION.SUCCESS",
             "支付成功",
             "transaction",
@@ -377,7 +378,7 @@ mod tests {
             &key(),
             PK_ID,
             "EV-2",
-            "2026-11-24T10:00:01+08:00",
+            time::macros::datetime!(2026-11-24 10:00:01 +8),
             "REFUND.SUCCESS",
             "退款成功",
             "refund",

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::json;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use wxpay::Fen;
 use wxpay::v3::aead::ApiV3Key;
 use wxpay_server::store::{ApiVersion, NewOrder, OrderItem, Store, StoreOptions};
@@ -346,11 +345,8 @@ fn sign_v3(
     openid: &str,
 ) -> Result<Prepared, Failure> {
     let m = &setup.credentials;
-    let cst = time::UtcOffset::from_hms(8, 0, 0).map_err(|e| Failure::runtime(e.to_string()))?;
-    let now = OffsetDateTime::now_utc().to_offset(cst);
-    let at = now
-        .format(&Rfc3339)
-        .map_err(|e| Failure::runtime(e.to_string()))?;
+    let now = wxpay::time::beijing(OffsetDateTime::now_utc());
+    let at = wxpay::time::format_v3(now);
     let resource = json!({
         "appid": m.appid,
         "mchid": m.mchid,
@@ -370,7 +366,7 @@ fn sign_v3(
         &setup.keys.public_key_key,
         &m.wechatpay_public_key_id,
         &format!("EV-{:019}", index),
-        &at,
+        now,
         "TRANSACTION.SUCCESS",
         "支付成功",
         "transaction",
@@ -396,7 +392,6 @@ fn sign_v2(
     openid: &str,
 ) -> Result<Prepared, Failure> {
     let m = &setup.credentials;
-    let cst = time::UtcOffset::from_hms(8, 0, 0).map_err(|e| Failure::runtime(e.to_string()))?;
     let n = wxpay::v2::notify::PayNotification {
         appid: m.appid.clone(),
         mch_id: m.mchid.clone(),
@@ -417,7 +412,7 @@ fn sign_v2(
         transaction_id: format!("42000{:023}", index),
         out_trade_no: out_trade_no.to_owned(),
         attach: None,
-        time_end: OffsetDateTime::now_utc().to_offset(cst),
+        time_end: wxpay::time::beijing(OffsetDateTime::now_utc()),
     };
     let xml =
         wxpay::v2::notify::build_pay_notification(&n, &m.api_v2_key, wxpay::v2::SignType::Md5)
