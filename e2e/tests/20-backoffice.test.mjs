@@ -239,7 +239,7 @@ describe('the back office', () => {
     assert.ok(size[0] > 0 && size[1] > 0, `${size}`);
     const src = await page.getAttribute('#wxacode-image', 'src');
     const image = await fetch(`${BASE}${src}`);
-    assert.equal(image.headers.get('content-type'), 'image/png');
+    assert.equal(image.headers.get('content-type'), 'image/jpeg');
     page.assertClean();
   });
 });

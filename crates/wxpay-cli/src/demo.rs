@@ -359,7 +359,8 @@ async fn steps(
 
     let today = format_date(today_cst());
     expect(
-        &c.post("/sim/clock/advance", None, &json!({"seconds": 86_400}))
+        // Two days: yesterday's bill exists from 10:00 Beijing time, whatever the hour now.
+        &c.post("/sim/clock/advance", None, &json!({"seconds": 172_800}))
             .await?,
         200,
         "advancing the simulator's clock",

@@ -14,6 +14,7 @@ use wxpay::nonce::Clock as _;
 use wxpay::v3::aead::ApiV3Key;
 
 use crate::faults::FaultState;
+use crate::journal::{Entry, Journal};
 use crate::merchant::{MerchantCredentials, SimulatorKeys};
 use crate::mp::MiniProgram;
 use crate::notify::{Dispatcher, NewDelivery};
@@ -98,6 +99,8 @@ pub struct AppParts {
     pub mp: Arc<MiniProgram>,
     /// `http://host:port` of the simulator.
     pub base_url: String,
+    /// The journal and what it held at start (with a state directory).
+    pub journal: Option<(Arc<Journal>, Vec<Entry>)>,
 }
 
 impl AppState {
@@ -108,7 +111,12 @@ impl AppState {
     pub fn new(parts: AppParts) -> Result<Self, wxpay::CryptoError> {
         Ok(Self {
             api_v3_key: ApiV3Key::new(&parts.merchant.api_v3_key)?,
-            store: Store::new(parts.clock.clone()),
+            store: match parts.journal {
+                Some((journal, entries)) => {
+                    Store::persistent(parts.clock.clone(), journal, &entries)
+                }
+                None => Store::new(parts.clock.clone()),
+            },
             time_scale: parts.time_scale,
             clock: parts.clock,
             merchant: parts.merchant,

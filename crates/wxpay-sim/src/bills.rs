@@ -154,7 +154,9 @@ pub fn trade_bill_text(
         return Ok(None);
     }
     let bill = TradeBill::from_rows(kind, rows).map_err(|e| e.to_string())?;
-    bill.to_text().map(Some).map_err(|e| e.to_string())
+    bill.to_text()
+        .map(|t| Some(with_bom(t)))
+        .map_err(|e| e.to_string())
 }
 
 /// The fund-flow bill of the basic account for `date`: payments in, fees and refunds out, with
@@ -252,7 +254,35 @@ pub fn fund_flow_bill_text(store: &Store, date: Date) -> Result<Option<String>, 
         rows.push(r);
     }
     let bill = FundFlowBill::from_rows(rows).map_err(|e| e.to_string())?;
-    bill.to_text().map(Some).map_err(|e| e.to_string())
+    bill.to_text()
+        .map(|t| Some(with_bom(t)))
+        .map_err(|e| e.to_string())
+}
+
+/// The UTF-8 byte-order mark real bills start with: merchants' reconciliation code matches the
+/// first header as `\u{feff}交易时间`, and wechatpay-axios-plugin's bill formatter drops the
+/// first three bytes (its fixture of a real bill starts with `EF BB BF`).
+pub const BOM: char = '\u{feff}';
+
+fn with_bom(text: String) -> String {
+    let mut out = String::with_capacity(text.len() + BOM.len_utf8());
+    out.push(BOM);
+    out.push_str(&text);
+    out
+}
+
+/// The hour (GMT+8) from which yesterday's bills exist: "每日10点后生成昨日账单" (the bill APIs'
+/// docs).
+pub const BILL_READY_HOUR: i64 = 10;
+
+/// Whether the bills of `date` exist at `now` (Unix seconds): from 10:00 GMT+8 the next day.
+#[must_use]
+pub fn bill_ready(date: Date, now: i64) -> bool {
+    let Some(next) = date.next_day() else {
+        return false;
+    };
+    let ready_at = next.midnight().assume_offset(CST).unix_timestamp() + BILL_READY_HOUR * 3600;
+    now >= ready_at
 }
 
 /// Gzip of a bill text (`tar_type=GZIP`).
@@ -275,6 +305,17 @@ mod tests {
     use super::*;
     use crate::state::{ApiVersion, TradeState, TradeType};
 
+    #[test]
+    fn a_days_bills_exist_from_ten_the_next_morning_beijing_time() {
+        let day = time::macros::date!(2026 - 12 - 01);
+        let at = |t: time::PrimitiveDateTime| t.assume_offset(CST).unix_timestamp();
+        use time::macros::datetime;
+        assert!(!bill_ready(day, at(datetime!(2026-12-01 23:59:59))));
+        assert!(!bill_ready(day, at(datetime!(2026-12-02 09:59:59))));
+        assert!(bill_ready(day, at(datetime!(2026-12-02 10:00:00))));
+        assert!(bill_ready(day, at(datetime!(2026-12-05 03:00:00))));
+    }
+
     /// §D.12: the one-row ALL bill and its SHA-1.
     #[test]
     fn d12_bill_digest() {
@@ -286,6 +327,7 @@ mod tests {
             openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".into(),
             description: "test".into(),
             attach: None,
+            device_info: None,
             notify_url: "https://example.com/n".into(),
             total: 100,
             version: ApiVersion::V3,

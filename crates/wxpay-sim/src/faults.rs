@@ -27,6 +27,9 @@ pub struct Faults {
     pub notify_shuffle_ms: u64,
     /// Share of API calls answered with `SYSTEM_ERROR` / `SYSTEMERROR`.
     pub api_error_rate: f64,
+    /// Share of API calls answered as rate-limited: v3 429 `FREQUENCY_LIMITED`, v2
+    /// `FREQUENCY_LIMITED`, mini program `45011` (what clients must back off from).
+    pub api_rate_limit_rate: f64,
     /// Added latency of every API call, in milliseconds.
     pub api_latency_ms: u64,
     /// Share of v3 notification attempts preceded by a `WECHATPAY/SIGNTEST/` probe.
@@ -46,6 +49,7 @@ impl Faults {
             ("notify_drop_rate", self.notify_drop_rate),
             ("notify_duplicate_rate", self.notify_duplicate_rate),
             ("api_error_rate", self.api_error_rate),
+            ("api_rate_limit_rate", self.api_rate_limit_rate),
             ("signtest_probe_rate", self.signtest_probe_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
@@ -130,7 +134,7 @@ fn api_of(path: &str) -> Option<Api> {
     }
 }
 
-/// Middleware: latency and `SYSTEM_ERROR` answers on the WeChat API paths (never on `/sim/`).
+/// Middleware: latency, `SYSTEM_ERROR` and rate-limit answers on the WeChat API paths (never on `/sim/`).
 pub async fn inject(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let Some(api) = api_of(request.uri().path()) else {
         return next.run(request).await;
@@ -139,31 +143,73 @@ pub async fn inject(State(state): State<Arc<AppState>>, request: Request, next: 
     if faults.api_latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(faults.api_latency_ms)).await;
     }
-    if !roll(faults.api_error_rate) {
+    let fault = if roll(faults.api_error_rate) {
+        Fault::SystemError
+    } else if roll(faults.api_rate_limit_rate) {
+        Fault::RateLimited
+    } else {
         return next.run(request).await;
-    }
-    match api {
-        Api::V3 => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [("request-id", crate::signer::request_id())],
-            axum::Json(serde_json::json!({"code": "SYSTEM_ERROR", "message": "系统错误"})),
+    };
+    let v3 = |status: StatusCode, code: &str, message: &str| {
+        (
+            status,
+            [
+                ("request-id", crate::signer::request_id()),
+                (
+                    http::header::CONTENT_TYPE.as_str(),
+                    crate::v3::ERROR_CONTENT_TYPE.to_owned(),
+                ),
+            ],
+            serde_json::json!({"code": code, "message": message}).to_string(),
         )
-            .into_response(),
-        Api::MiniProgram => {
+            .into_response()
+    };
+    match (api, fault) {
+        (Api::V3, Fault::SystemError) => v3(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SYSTEM_ERROR",
+            V3_SYSTEM_ERROR_MESSAGE,
+        ),
+        (Api::V3, Fault::RateLimited) => v3(
+            StatusCode::TOO_MANY_REQUESTS,
+            "FREQUENCY_LIMITED",
+            V3_FREQUENCY_LIMITED_MESSAGE,
+        ),
+        (Api::MiniProgram, Fault::SystemError) => {
             axum::Json(serde_json::json!({"errcode": -1, "errmsg": "system error"})).into_response()
         }
-        Api::V2 => {
+        (Api::MiniProgram, Fault::RateLimited) => axum::Json(serde_json::json!({
+            "errcode": 45011,
+            "errmsg": "api minute-quota reach limit mustslower retry next minute",
+        }))
+        .into_response(),
+        (Api::V2, fault) => {
             let (_, body) = request.into_parts();
             let bytes = axum::body::to_bytes(body, wxpay::v2::xml::MAX_XML_BYTES)
                 .await
                 .unwrap_or_default();
-            v2_system_error(&state, &bytes)
+            let (code, des) = match fault {
+                Fault::SystemError => ("SYSTEMERROR", "系统错误"),
+                Fault::RateLimited => ("FREQUENCY_LIMITED", "请求频率超限，请降低频率后重试"),
+            };
+            v2_error(&state, &bytes, code, des)
         }
     }
 }
 
-/// A signed v2 `SYSTEMERROR` answer, in the sign type the request used.
-fn v2_system_error(state: &AppState, request_body: &Bytes) -> Response {
+/// The message of an injected v3 500 `SYSTEM_ERROR`, as the real service writes it.
+pub const V3_SYSTEM_ERROR_MESSAGE: &str = "系统繁忙,请稍后重试";
+/// The message of an injected v3 429 `FREQUENCY_LIMITED` (the API tables' wording).
+pub const V3_FREQUENCY_LIMITED_MESSAGE: &str = "频率超限";
+
+#[derive(Clone, Copy)]
+enum Fault {
+    SystemError,
+    RateLimited,
+}
+
+/// A signed v2 business failure, in the sign type the request used.
+fn v2_error(state: &AppState, request_body: &Bytes, err_code: &str, des: &str) -> Response {
     use wxpay::v2::{SignType, XmlMap};
     let sign_type = wxpay::v2::xml::decode(request_body)
         .ok()
@@ -177,8 +223,8 @@ fn v2_system_error(state: &AppState, request_body: &Bytes) -> Response {
         ("appid", m.appid.as_str()),
         ("mch_id", m.mchid.as_str()),
         ("result_code", "FAIL"),
-        ("err_code", "SYSTEMERROR"),
-        ("err_code_des", "系统错误"),
+        ("err_code", err_code),
+        ("err_code_des", des),
     ] {
         map.insert(k.to_owned(), v.to_owned());
     }

@@ -12,6 +12,7 @@ pub mod app;
 pub mod bills;
 pub mod control;
 pub mod faults;
+pub mod journal;
 pub mod merchant;
 pub mod mp;
 pub mod notify;
@@ -35,6 +36,7 @@ pub use signer::KeyMode;
 
 use crate::app::{AppParts, AppState};
 use crate::faults::FaultState;
+use crate::journal::Journal;
 use crate::merchant::MerchantSetup;
 use crate::mp::MiniProgram;
 use crate::notify::Dispatcher;
@@ -46,8 +48,8 @@ use crate::state::SimClock;
 pub struct SimConfig {
     /// Where to listen (`127.0.0.1:0` picks a free port).
     pub listen: SocketAddr,
-    /// Where the merchant is kept (`merchant.json` and friends); `None` makes a fresh merchant in
-    /// memory.
+    /// Where the merchant, its users, orders and refunds are kept (`merchant.json` and friends,
+    /// `journal.jsonl`), so that a restart finds them again; `None` keeps everything in memory.
     pub state_dir: Option<PathBuf>,
     /// Notification retries and refund processing run this many times faster (> 0).
     pub time_scale: f64,
@@ -115,12 +117,25 @@ impl Simulator {
             ));
         }
         let state_dir = config.state_dir.clone();
-        let setup: MerchantSetup = tokio::task::spawn_blocking(move || match state_dir {
-            Some(dir) => merchant::load_or_create(&dir),
-            None => merchant::generate_in_memory(),
+        let (setup, journal) = tokio::task::spawn_blocking(move || match state_dir {
+            Some(dir) => {
+                let setup = merchant::load_or_create(&dir)?;
+                let journal = Journal::open(&dir).map_err(|e| {
+                    SimError::Config(format!(
+                        "{}: {e}",
+                        dir.join(journal::JOURNAL_FILE).display()
+                    ))
+                })?;
+                Ok::<(MerchantSetup, _), SimError>((setup, Some(journal)))
+            }
+            None => Ok((merchant::generate_in_memory()?, None)),
         })
         .await
         .map_err(|e| SimError::Config(format!("merchant setup task: {e}")))??;
+        let (journal, entries) = match journal {
+            Some((journal, entries)) => (Some(Arc::new(journal)), entries),
+            None => (None, Vec::new()),
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| SimError::Bind {
@@ -152,11 +167,14 @@ impl Simulator {
             )
             .map_err(SimError::Config)?,
         );
-        let mp = Arc::new(MiniProgram::new(
+        let (appid, secret) = (
             setup.credentials.appid.clone(),
             setup.credentials.app_secret.clone(),
-            clock.clone(),
-        ));
+        );
+        let mp = Arc::new(match &journal {
+            Some(j) => MiniProgram::persistent(appid, secret, clock.clone(), j.clone(), &entries),
+            None => MiniProgram::new(appid, secret, clock.clone()),
+        });
         let base_url = format!("http://{addr}");
         let state = Arc::new(
             AppState::new(AppParts {
@@ -169,6 +187,7 @@ impl Simulator {
                 dispatcher: dispatcher.clone(),
                 mp,
                 base_url,
+                journal: journal.map(|j| (j, entries)),
             })
             .map_err(|e| SimError::Config(format!("api_v3_key: {e}")))?,
         );
@@ -180,6 +199,10 @@ impl Simulator {
             tls,
             shutdown_rx,
         ));
+        // Refunds a previous run left PROCESSING finish as if it had kept running.
+        for refund in state.store.processing_refunds() {
+            state.start_refund_processing(&refund);
+        }
         tracing::info!(%addr, key_mode = %config.key_mode, time_scale = config.time_scale, "simulator listening");
         Ok(RunningSimulator {
             addr,

@@ -23,6 +23,13 @@ use wxpay::{RsaPrivateKey, RsaPublicKey, X509Certificate};
 pub const MERCHANT_JSON: &str = "merchant.json";
 /// The file name of the simulator's private keys.
 pub const SECRETS_JSON: &str = "simulator-secrets.json";
+/// The DNS names of the simulator's TLS certificate: `localhost` and the real service hosts.
+pub const TLS_HOST_NAMES: &[&str] = &[
+    "localhost",
+    "api.mch.weixin.qq.com",
+    "api2.mch.weixin.qq.com",
+    "api.weixin.qq.com",
+];
 
 const APICLIENT_KEY: &str = "apiclient_key.pem";
 const APICLIENT_CERT: &str = "apiclient_cert.pem";
@@ -300,15 +307,20 @@ fn generate() -> Result<Material, CredentialsError> {
     let mut tls_params = CertificateParams::default();
     tls_params.distinguished_name = dn("127.0.0.1", "wxpay simulator", "wxpay-sim");
     tls_params.serial_number = Some(serial_number());
-    tls_params.subject_alt_names = vec![
+    // The real host names too: an SDK with a fixed gateway (wechatpayv3, wechatpy) reaches the
+    // simulator when the test resolves those names to it, as an /etc/hosts entry would.
+    let mut names = vec![
         SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])),
         SanType::IpAddress(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
-        SanType::DnsName(
-            "localhost"
+    ];
+    for host in TLS_HOST_NAMES {
+        names.push(SanType::DnsName(
+            (*host)
                 .try_into()
                 .map_err(|e| gen_err("the TLS certificate")(&e))?,
-        ),
-    ];
+        ));
+    }
+    tls_params.subject_alt_names = names;
     tls_params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,

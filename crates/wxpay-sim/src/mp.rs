@@ -1,6 +1,6 @@
 //! The mini-program server API of `api.weixin.qq.com`, acting as WeChat does for one app.
 //!
-//! Paths and answers follow WeChat: JSON errors `{"errcode","errmsg":"… rid: …"}` with HTTP 200,
+//! Paths and answers follow WeChat: JSON errors `{"errcode","errmsg":"…, rid: …"}` with HTTP 200,
 //! success without `errcode` for `jscode2session` and the token endpoints. Decisions where WeChat
 //! is not documented (each one a rule of this simulator):
 //!
@@ -13,18 +13,19 @@
 //! * `/cgi-bin/token`: a wrong secret answers `40001` (WeChat's documented meaning there);
 //!   `/sns/jscode2session` and `/cgi-bin/stable_token` answer `40125 invalid appsecret`.
 //!   A missing `grant_type` is accepted by `jscode2session`, a wrong one refused with `40002`.
-//! * `/cgi-bin/stable_token` with `force_refresh`: at most one every 30 s (`45011`) and 20 in
-//!   24 hours (`45009`); the previous stable token stops working at once.
+//! * `/cgi-bin/stable_token` with `force_refresh`: at most one refresh every 30 s (a forced
+//!   call sooner gets the current token, as WeChat does) and 20 in 24 hours (`45009`); the
+//!   previous stable token stops working at once.
 //! * Access tokens: unknown or superseded ones answer `40001`, malformed ones (not 16 to 512
 //!   characters of `[0-9A-Za-z_-]`) `40014`, expired ones `42001`, an absent one `41001`.
 //! * `getwxacodeunlimit`: the page must be a path of segments of `[0-9A-Za-z_.-]`, at most 128
 //!   characters, with no leading `/`, query or fragment (else `41030`). With `check_path` true
 //!   (the default) the page must also be released: having no app package, the simulator treats
 //!   every page under `pages/` as released, so subpackage pages need `check_path: false`. A scene
-//!   containing `scancode_time` answers `85096`. The image is a real PNG QR code of
-//!   `PAGE?scene=SCENE` (WeChat answers a round "sun code" as `image/jpeg`), exactly `width`
-//!   pixels square, lines in `line_color` (black under `auto_color`), transparent background
-//!   under `is_hyaline`.
+//!   containing `scancode_time` answers `85096`. The image is a real QR code of
+//!   `PAGE?scene=SCENE` (WeChat draws a round "sun code"), exactly `width` pixels square, lines
+//!   in `line_color` (black under `auto_color`): a JPEG (`image/jpeg`, as WeChat answers), or a
+//!   PNG with a transparent background under `is_hyaline` (JPEG has no transparency).
 //! * Phone numbers: `mint_phone_code` takes `13800138000` (country code 86) or `+CC NUMBER` /
 //!   `+CC-NUMBER`; `phoneNumber` is the bare number for 86 and `+CC NUMBER` otherwise;
 //!   `countryCode` is sent as a string, as the field table says. An `openid` that is not the
@@ -49,6 +50,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use http::header::CONTENT_TYPE;
 use serde_json::{Map, Value, json};
 use wxpay::nonce::{Clock, random_string};
+
+use crate::journal::{Entry, Journal, UserLine};
 
 /// How long a `wx.login` or phone-number code stays valid, in seconds.
 pub const CODE_TTL_SECS: i64 = 300;
@@ -77,6 +80,7 @@ pub struct MiniProgram {
     stable_tokens_issued: AtomicU64,
     stable_token_requests: AtomicU64,
     requests_served: AtomicU64,
+    journal: Option<Arc<Journal>>,
 }
 
 impl std::fmt::Debug for MiniProgram {
@@ -164,10 +168,6 @@ const INVALID_PAGE: WeChatError = wechat_error(41030, "invalid page");
 const ACCESS_TOKEN_EXPIRED: WeChatError = wechat_error(42001, "access_token expired");
 const REQUIRE_POST: WeChatError = wechat_error(43002, "require POST method");
 const DAILY_QUOTA: WeChatError = wechat_error(45009, "reach max api daily quota limit");
-const MINUTE_QUOTA: WeChatError = wechat_error(
-    45011,
-    "api minute-quota reach limit mustslower retry next minute",
-);
 const DATA_FORMAT_ERROR: WeChatError = wechat_error(47001, "data format error");
 const SCANCODE_TIME: WeChatError = wechat_error(85096, "not allow include scancode_time field");
 const SYSTEM_ERROR: WeChatError = wechat_error(-1, "system error");
@@ -183,7 +183,8 @@ impl IntoResponse for WeChatError {
         tracing::debug!(errcode = self.code, "mini-program API error answer");
         json_answer(&json!({
             "errcode": self.code,
-            "errmsg": format!("{} rid: {rid}", self.message),
+            // WeChat writes a comma before `rid:` ("invalid code, rid: ...").
+            "errmsg": format!("{}, rid: {rid}", self.message),
         }))
     }
 }
@@ -208,7 +209,38 @@ impl MiniProgram {
             stable_tokens_issued: AtomicU64::new(0),
             stable_token_requests: AtomicU64::new(0),
             requests_served: AtomicU64::new(0),
+            journal: None,
         }
+    }
+
+    /// A mini program with the users of `entries` (a journal read at start), which records every
+    /// new user in `journal`. Codes and tokens are not kept: a restarted WeChat would not know
+    /// them either, and clients fetch new ones.
+    #[must_use]
+    pub fn persistent(
+        appid: String,
+        app_secret: String,
+        clock: Arc<dyn Clock>,
+        journal: Arc<Journal>,
+        entries: &[Entry],
+    ) -> Self {
+        let mut mp = Self::new(appid, app_secret, clock);
+        {
+            let mut state = mp.lock();
+            for entry in entries {
+                if let Entry::User(user) = entry {
+                    state.users.insert(
+                        user.openid.clone(),
+                        User {
+                            unionid: user.unionid.clone(),
+                            session_key: None,
+                        },
+                    );
+                }
+            }
+        }
+        mp.journal = Some(journal);
+        mp
     }
 
     /// The AppID.
@@ -246,10 +278,17 @@ impl MiniProgram {
                 }
             },
         };
+        let unionid = generated_openid();
+        if let Some(journal) = &self.journal {
+            journal.append(&Entry::User(UserLine {
+                openid: openid.clone(),
+                unionid: unionid.clone(),
+            }));
+        }
         state.users.insert(
             openid.clone(),
             User {
-                unionid: generated_openid(),
+                unionid,
                 session_key: None,
             },
         );
@@ -604,15 +643,14 @@ async fn stable_token(State(mp): State<Arc<MiniProgram>>, body: Bytes) -> Answer
     let force_refresh = bool_field(&body, "force_refresh", false)?;
     let now = mp.clock.now();
     let mut state = mp.lock();
-    if force_refresh {
-        state.force_refreshes.retain(|at| at + DAY_SECS > now);
-        if state
-            .force_refreshes
-            .last()
-            .is_some_and(|last| now - last < FORCE_REFRESH_MIN_INTERVAL_SECS)
-        {
-            return Err(MINUTE_QUOTA);
-        }
+    state.force_refreshes.retain(|at| at + DAY_SECS > now);
+    // Within 30 s of the last forced refresh WeChat neither refreshes nor fails: the current
+    // token comes back (the stable_token doc).
+    let too_soon = state
+        .force_refreshes
+        .last()
+        .is_some_and(|last| now - last < FORCE_REFRESH_MIN_INTERVAL_SECS);
+    if force_refresh && !too_soon {
         if state.force_refreshes.len() >= FORCE_REFRESHES_PER_DAY {
             return Err(DAILY_QUOTA);
         }
@@ -738,15 +776,20 @@ async fn getwxacodeunlimit(
     let query = query_map(query)?;
     mp.check_token(&query)?;
     let spec = parse_code_request(&json_object(&body)?)?;
-    let png = tokio::task::spawn_blocking(move || render_png(&spec))
+    let content_type = if spec.transparent {
+        "image/png"
+    } else {
+        "image/jpeg"
+    };
+    let image = tokio::task::spawn_blocking(move || render_code(&spec))
         .await
         .map_err(|_| SYSTEM_ERROR)??;
-    Ok(([(CONTENT_TYPE, "image/png")], png).into_response())
+    Ok(([(CONTENT_TYPE, content_type)], image).into_response())
 }
 
 /// A QR code of `spec.text`, `spec.width` pixels square, with the 4-module quiet zone the QR
-/// specification asks for.
-fn render_png(spec: &CodeSpec) -> Result<Vec<u8>, WeChatError> {
+/// specification asks for: a PNG when transparent, else a JPEG.
+fn render_code(spec: &CodeSpec) -> Result<Vec<u8>, WeChatError> {
     let code =
         qrcode::QrCode::with_error_correction_level(spec.text.as_bytes(), qrcode::EcLevel::M)
             .map_err(|_| INVALID_ARGS)?;
@@ -776,16 +819,16 @@ fn render_png(spec: &CodeSpec) -> Result<Vec<u8>, WeChatError> {
             }
         }
     }
-    let mut png = Cursor::new(Vec::new());
+    let mut out = Cursor::new(Vec::new());
     let written = if spec.transparent {
-        image::DynamicImage::ImageRgba8(canvas).write_to(&mut png, image::ImageFormat::Png)
+        image::DynamicImage::ImageRgba8(canvas).write_to(&mut out, image::ImageFormat::Png)
     } else {
         image::DynamicImage::ImageRgba8(canvas)
             .to_rgb8()
-            .write_to(&mut png, image::ImageFormat::Png)
+            .write_to(&mut out, image::ImageFormat::Jpeg)
     };
     written.map_err(|_| SYSTEM_ERROR)?;
-    Ok(png.into_inner())
+    Ok(out.into_inner())
 }
 
 async fn getuserphonenumber(
@@ -898,7 +941,7 @@ mod tests {
 
     #[test]
     fn png_is_width_square_with_the_line_colour() {
-        let png = render_png(&CodeSpec {
+        let png = render_code(&CodeSpec {
             text: "pages/index/index?scene=x".into(),
             width: 300,
             line: [200, 0, 0],
@@ -912,6 +955,16 @@ mod tests {
             decoded.pixels().any(|p| p.0 == [200, 0, 0, 255]),
             "lines in line_color"
         );
+        let jpeg = render_code(&CodeSpec {
+            text: "pages/index/index?scene=x".into(),
+            width: 280,
+            line: [0, 0, 0],
+            transparent: false,
+        })
+        .unwrap();
+        assert!(jpeg.starts_with(&[0xff, 0xd8, 0xff]), "a JPEG file");
+        let decoded = image::load_from_memory(&jpeg).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (280, 280));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use wxpay::nonce::Clock as _;
 
 use crate::app::{AppState, scale};
 use crate::faults::{FaultState, jitter, roll};
-use crate::signer::{PlatformSigner, SIGNATURE_TYPE, SigningKey, request_id};
+use crate::signer::{PlatformSigner, SigningKey, request_id};
 use crate::state::{ApiVersion, Order, Refund, RefundStatus, SimClock, rfc3339_cst, v2_time};
 
 /// WeChat's retry intervals after a failed attempt, in seconds:
@@ -502,10 +502,6 @@ impl Dispatcher {
                     };
                     record.serial = Some(signature.serial.clone());
                     signature.apply(&mut headers);
-                    headers.insert(
-                        "wechatpay-signature-type",
-                        http::HeaderValue::from_static(SIGNATURE_TYPE),
-                    );
                     if let Ok(id) = http::HeaderValue::from_str(&request_id()) {
                         headers.insert("request-id", id);
                     }

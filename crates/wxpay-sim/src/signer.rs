@@ -64,7 +64,8 @@ pub enum SigningKey {
     PlatformCertificate,
 }
 
-/// The four `Wechatpay-*` signature headers.
+/// The `Wechatpay-*` signature headers (with `Wechatpay-Signature-Type`, which the real service
+/// sends on answers as on notifications: wechatpayv3 refuses answers without it, §B.3).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignatureHeaders {
     /// `Wechatpay-Timestamp`.
@@ -89,6 +90,7 @@ impl SignatureHeaders {
         set("wechatpay-nonce", &self.nonce);
         set("wechatpay-signature", &self.signature);
         set("wechatpay-serial", &self.serial);
+        set("wechatpay-signature-type", SIGNATURE_TYPE);
     }
 
     /// The same headers with a deliberately invalid `WECHATPAY/SIGNTEST/` signature (§B.3 probes).
@@ -222,7 +224,7 @@ impl PlatformSigner {
     }
 }
 
-/// The value of `Wechatpay-Signature-Type` on notifications.
+/// The value of `Wechatpay-Signature-Type` on answers and notifications.
 pub const SIGNATURE_TYPE: &str = SCHEME;
 
 /// A fresh `Request-ID` in WeChat's shape (uppercase hex).

@@ -259,7 +259,9 @@ impl<'a> Call<'a> {
 /// The v2 `err_code` and `err_code_des` of a business rule refusal.
 fn order_error_code(e: &OrderError) -> (ErrCode, String) {
     let code = match e {
-        OrderError::OutTradeNoUsed => ErrCode::OutTradeNoUsed,
+        // Real v2 answers report a reused number as INVALID_REQUEST `201 商户订单号重复` (many
+        // captures), not the OUT_TRADE_NO_USED of the API table.
+        OrderError::OutTradeNoUsed => ErrCode::InvalidRequest,
         OrderError::OrderPaid => ErrCode::OrderPaid,
         OrderError::OrderClosed => ErrCode::OrderClosed,
         OrderError::OrderNotExist => ErrCode::OrderNotExist,
@@ -272,6 +274,7 @@ fn order_error_code(e: &OrderError) -> (ErrCode, String) {
     };
     let des = match e {
         OrderError::OrderNotExist => "此交易订单号不存在".to_owned(),
+        OrderError::OutTradeNoUsed => "201 商户订单号重复".to_owned(),
         OrderError::RefundNotExist => "退款订单查询失败".to_owned(),
         OrderError::RefundExceedsRemaining { remaining: 0 } => "订单已全额退款".to_owned(),
         other => other.to_string(),
@@ -363,6 +366,7 @@ fn unified_order_answer(call: &Call<'_>) -> Answer {
             openid,
             description,
             attach,
+            device_info: call.get("device_info"),
             notify_url,
             total,
             version: ApiVersion::V2,
@@ -442,13 +446,17 @@ fn order_query_answer(call: &Call<'_>) -> Answer {
     if let Some(attach) = &order.attach {
         f.insert("attach".into(), attach.clone());
     }
+    // Real answers carry total_fee (and device_info) before payment too (captures, §A.5).
+    let total = order.total.to_string();
+    f.insert("total_fee".into(), total.clone());
+    if let Some(device_info) = &order.device_info {
+        f.insert("device_info".into(), device_info.clone());
+    }
     if order.trade_state.is_paid() {
-        let total = order.total.to_string();
         f.insert("openid".into(), order.openid.clone());
         f.insert("is_subscribe".into(), "N".into());
         f.insert("trade_type".into(), order.trade_type.as_str().into());
         f.insert("bank_type".into(), "OTHERS".into());
-        f.insert("total_fee".into(), total.clone());
         f.insert("fee_type".into(), "CNY".into());
         f.insert("cash_fee".into(), total);
         f.insert("cash_fee_type".into(), "CNY".into());
@@ -692,8 +700,9 @@ fn bill_answer(call: &Call<'_>) -> Answer {
         Some("GZIP") => true,
         Some(_) => return Err(bill_fail("invalid tar_type", None)),
     };
-    let today = cst_date(call.state.now());
-    if date >= today {
+    let now = call.state.now();
+    let today = cst_date(now);
+    if !bills::bill_ready(date, now) {
         return Err(bill_fail("Bill Creating", None));
     }
     if (today - date).whole_days() > BILL_HISTORY_DAYS {

@@ -32,8 +32,10 @@ pub const TIMESTAMP_WINDOW_SECS: i64 = 300;
 /// How far back bills can be downloaded, in days (3 months).
 pub const BILL_HISTORY_DAYS: i64 = 92;
 
+/// The `Content-Type` of error answers, as the service writes it.
+pub const ERROR_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 const BILL_DOWNLOAD_PATH: &str = "/v3/billdownload/file";
-const NO_PLATFORM_CERTIFICATE: &str = "无可用的平台证书，请在商户平台-API安全申请使用微信支付公钥。可查看指引https://pay.weixin.qq.com/docs/merchant/products/platform-certificate/wxp-pub-key-guide.html";
+const NO_PLATFORM_CERTIFICATE: &str = "无可用的平台证书，请在商户平台-API安全申请使用微信支付公钥。可查看指引https://pay.weixin.qq.com/doc/v3/merchant/4012153196";
 
 /// The v3 router (state applied).
 pub fn router(state: Arc<AppState>) -> Router {
@@ -118,7 +120,12 @@ impl IntoResponse for V3Error {
         if let Some(d) = self.detail {
             body["detail"] = d;
         }
-        (self.status, axum::Json(body)).into_response()
+        (
+            self.status,
+            [(http::header::CONTENT_TYPE, ERROR_CONTENT_TYPE)],
+            body.to_string(),
+        )
+            .into_response()
     }
 }
 
@@ -258,7 +265,9 @@ async fn sign_answers(
         parts.headers.insert("request-id", id);
     }
     // Bill files are not signed (§B.14); an unsuccessful download is answered like any call.
-    if bill_file && parts.status.is_success() {
+    // A request that failed authentication gets an unsigned answer: the service signs only once
+    // it knows the merchant (§B.3).
+    if (bill_file && parts.status.is_success()) || parts.status == StatusCode::UNAUTHORIZED {
         return Response::from_parts(parts, body);
     }
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
@@ -489,25 +498,29 @@ fn query_mchid(state: &AppState, query: &HashMap<String, String>) -> Result<(), 
 /// The `Transaction` object of §B.10 (query answers and the decrypted payment notification).
 #[must_use]
 pub fn transaction_json(order: &Order) -> Value {
+    // The shape of real answers (captures): before payment `amount` has no `currency`, and
+    // `trade_type` and `attach` are absent; `promotion_detail` and `scene_info` are always there.
     let mut t = json!({
         "appid": order.appid,
         "mchid": order.mchid,
         "out_trade_no": order.out_trade_no,
-        "trade_type": order.trade_type.as_str(),
         "trade_state": order.trade_state.as_str(),
         "trade_state_desc": order.trade_state.description(),
-        "amount": {"total": order.total, "currency": "CNY"},
+        "amount": {"total": order.total, "payer_currency": "CNY"},
+        "promotion_detail": [],
+        "scene_info": {"device_id": ""},
     });
-    if let Some(a) = &order.attach {
-        t["attach"] = json!(a);
-    }
     if let (Some(tx), Some(at)) = (&order.transaction_id, order.success_time) {
         t["transaction_id"] = json!(tx);
+        t["trade_type"] = json!(order.trade_type.as_str());
         t["bank_type"] = json!("OTHERS");
         t["success_time"] = json!(rfc3339_cst(at));
         t["payer"] = json!({"openid": order.openid});
         t["amount"]["payer_total"] = json!(order.total);
-        t["amount"]["payer_currency"] = json!("CNY");
+        t["amount"]["currency"] = json!("CNY");
+        if let Some(a) = &order.attach {
+            t["attach"] = json!(a);
+        }
     }
     t
 }
@@ -628,6 +641,7 @@ async fn jsapi(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Respon
             openid,
             description,
             attach,
+            device_info: None,
             notify_url,
             total,
             version: ApiVersion::V3,
@@ -793,12 +807,13 @@ fn bill_date(state: &AppState, query: &HashMap<String, String>) -> Result<Date, 
             "日期格式须为YYYY-MM-DD",
         )
     })?;
-    let today = cst_date(state.now());
-    if date >= today {
+    let now = state.now();
+    let today = cst_date(now);
+    if !bills::bill_ready(date, now) {
         return Err(V3Error::new(
             StatusCode::BAD_REQUEST,
             "STATEMENT_CREATING",
-            "账单生成中，请在次日9点后下载",
+            "账单生成中，请在次日10点后下载",
         ));
     }
     if (today - date).whole_days() > BILL_HISTORY_DAYS {

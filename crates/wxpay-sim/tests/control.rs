@@ -192,7 +192,7 @@ async fn faults_are_validated_and_api_errors_look_like_system_error() {
     assert_eq!(answer.status, 500);
     assert_eq!(
         answer.json(),
-        json!({"code": "SYSTEM_ERROR", "message": "系统错误"})
+        json!({"code": "SYSTEM_ERROR", "message": "系统繁忙,请稍后重试"})
     );
     // The control API itself is never faulted.
     assert_eq!(m.control("GET", "/sim/merchant", None).await.0, 200);

@@ -429,6 +429,7 @@ async fn v2_payment_notifications_are_signed_xml_and_need_the_xml_ack() {
                 openid: &openid,
                 description: "test",
                 attach: Some("附加"),
+                device_info: None,
                 notify_url: &url,
                 total: 1,
                 version: ApiVersion::V2,

@@ -102,3 +102,28 @@ async fn a_client_that_does_not_trust_the_simulator_ca_cannot_connect() {
         .await;
     assert!(result.is_err());
 }
+
+/// An SDK with a built-in gateway reaches the simulator through a hosts entry: the TLS certificate
+/// names the real hosts (what scripts/test-peers relies on).
+#[tokio::test]
+async fn the_tls_certificate_names_the_real_hosts() {
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let ca = reqwest::Certificate::from_pem(m.sim.merchant().ca_cert_pem.as_bytes()).unwrap();
+    for host in ["api.mch.weixin.qq.com", "api.weixin.qq.com", "localhost"] {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .tls_certs_only([ca.clone()])
+            .resolve(host, m.sim.addr())
+            .build()
+            .unwrap();
+        let answer = client
+            .get(format!(
+                "https://{host}:{}/sim/connection",
+                m.sim.addr().port()
+            ))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{host}: {e}"));
+        assert_eq!(answer.status(), 200, "{host}");
+    }
+}

@@ -385,11 +385,11 @@ async fn bills_download_with_their_digest_checked() {
     let client = client(&sim, KeyMode::Certificate);
     let (no, _) = paid_order(&sim, &client, 1234, "https://merchant.example/notify").await;
     let today = wxpay::time::beijing_date(time::OffsetDateTime::now_utc());
-    // Today's bill exists tomorrow: move the simulator's business clock a day on (signatures
+    // Today's bill exists from 10:00 tomorrow: move the simulator's business clock two days on (signatures
     // keep using the wall clock on both sides).
     let advanced = reqwest::Client::new()
         .post(format!("{}/sim/clock/advance", sim.base_url()))
-        .json(&serde_json::json!({"seconds": 86_400}))
+        .json(&serde_json::json!({"seconds": 172_800}))
         .send()
         .await
         .unwrap();

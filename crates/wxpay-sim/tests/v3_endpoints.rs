@@ -131,8 +131,8 @@ async fn closing_answers_a_signed_204_and_a_closed_order_can_be_neither_reordere
             Some(&m.order_body("order-close-1", 50, &openid, NOTIFY)),
         )
         .await;
-    assert_eq!(reorder.status, 400);
-    assert_eq!(reorder.code(), "ORDER_CLOSED");
+    assert_eq!(reorder.status, 403);
+    assert_eq!(reorder.code(), "OUT_TRADE_NO_USED");
     let (status, answer) = m.pay(&prepay_id, &openid).await;
     assert_eq!(status, 400);
     assert_eq!(answer["errMsg"], "requestPayment:fail 订单已关闭");
@@ -667,7 +667,7 @@ async fn bills_are_offered_for_past_days_with_a_sha1_and_an_unsigned_download() 
     m.control(
         "POST",
         "/sim/clock/advance",
-        Some(json!({"seconds": 86400})),
+        Some(json!({"seconds": 172_800})),
     )
     .await;
     for tar in ["", "&tar_type=GZIP"] {

@@ -239,7 +239,7 @@ pub(crate) struct WxaCodeQuery {
 /// `GET /api/wxacode?scene=&page=`: the mini-program code image, cached.
 #[utoipa::path(get, path = "/api/wxacode", tag = "mini program",
     params(("scene" = String, Query, description = "Up to 32 visible characters"), ("page" = Option<String>, Query, description = "The page to open")),
-    responses((status = 200, description = "The mini-program code", content_type = "image/png", body = Vec<u8>),
+    responses((status = 200, description = "The mini-program code", content_type = "image/jpeg", body = Vec<u8>),
         (status = 400, body = crate::api::admin::ErrorBody), (status = 502, body = crate::api::admin::ErrorBody)))]
 pub(crate) async fn wxacode(
     State(state): State<AppState>,

@@ -22,6 +22,23 @@ pub fn sandbox_dir() -> PathBuf {
     .clone()
 }
 
+/// The shared sandbox merchant in a directory of this test's own: a simulator keeps its users and
+/// orders in its state directory (`journal.jsonl`), and tests must not see each other's.
+pub fn own_sandbox_dir() -> PathBuf {
+    let shared = sandbox_dir();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("wxpay-server-sandboxes")
+        .join(random_name());
+    std::fs::create_dir_all(&dir).expect("a sandbox directory");
+    for entry in std::fs::read_dir(&shared).expect("the shared sandbox") {
+        let entry = entry.expect("a sandbox file");
+        if entry.file_name() != wxpay_sim::journal::JOURNAL_FILE {
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("a sandbox copy");
+        }
+    }
+    dir
+}
+
 pub fn random_name() -> String {
     wxpay::nonce::random_string(12).to_ascii_lowercase()
 }
@@ -114,7 +131,7 @@ pub struct TestApp {
 /// Settings of a test server: port 0, the given database, the shared sandbox merchant, a
 /// time-scaled simulator, queries before answering at once.
 pub fn test_settings(db_url: &str, api_version: &str) -> Settings {
-    let sandbox = sandbox_dir();
+    let sandbox = own_sandbox_dir();
     Settings::from_sources(
         "",
         &[

@@ -271,6 +271,11 @@ async fn two_instances_never_lease_the_same_webhook(backend: Backend) {
 async fn the_daily_bill_job_reconciles_yesterday_once(backend: Backend) {
     let app = spawn_quiet(backend, "v3", |_| {}).await;
     let jobs = eager_jobs(&app);
+    // Yesterday's bill exists from 10:00 Beijing time: ten hours on, it exists at any hour.
+    let advanced = app
+        .post_json("/sim/clock/advance", None, &json!({"seconds": 36_000}))
+        .await;
+    assert_eq!(advanced.status, 200);
     assert_eq!(jobs.drain(JobKind::DailyBill, 5).await.unwrap(), 1);
     let yesterday = wxpay_server::jobs::bills::today_cst()
         .previous_day()

@@ -81,9 +81,9 @@ async fn reconcile(backend: Backend, version: &str) {
         "{:?}",
         early.body
     );
-    // A day later at WeChat, today's bill exists.
+    // Two days later at WeChat, today's bill exists (it appears at 10:00 the next day).
     let advanced = app
-        .post_json("/sim/clock/advance", None, &json!({"seconds": 86_400}))
+        .post_json("/sim/clock/advance", None, &json!({"seconds": 172_800}))
         .await;
     assert_eq!(advanced.status, 200);
 

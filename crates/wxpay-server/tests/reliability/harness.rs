@@ -615,10 +615,11 @@ pub fn merchant_env(
     .collect()
 }
 
-/// A simulator in process with the shared sandbox merchant (its state outlives the servers).
+/// A simulator in process with the shared sandbox merchant (its state outlives the servers), its
+/// orders its own.
 pub async fn simulator(time_scale: f64) -> wxpay_sim::RunningSimulator {
     wxpay_sim::Simulator::start(wxpay_sim::SimConfig {
-        state_dir: Some(sandbox_dir()),
+        state_dir: Some(crate::helpers::own_sandbox_dir()),
         time_scale,
         ..wxpay_sim::SimConfig::default()
     })

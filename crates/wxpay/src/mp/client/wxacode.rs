@@ -112,7 +112,7 @@ impl WxaCodeRequest {
 /// A mini-program code image as WeChat sent it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WxaCodeImage {
-    /// `image/jpeg` from WeChat, `image/png` from the simulator (lowercase, no parameters).
+    /// `image/jpeg`, or `image/png` for a transparent background (lowercase, no parameters).
     pub content_type: String,
     /// The image file.
     pub bytes: Bytes,

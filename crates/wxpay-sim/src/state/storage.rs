@@ -1,529 +1,21 @@
-//! The simulator's in-memory domain: orders, refunds, the business rules of WeChat Pay, and the
-//! simulator clock.
-//!
-//! This module knows nothing about v2 or v3 wire formats. Each protocol side calls the
-//! [`Store`] methods and maps an [`OrderError`] to its own codes (v2 `err_code`, v3 `code` +
-//! HTTP status). Amounts are integer fen.
-//!
-//! Memory: an order is one compact record (one heap block for its own strings; appid, mchid and
-//! notify_url are interned and shared), kept in sharded vectors with an index by the hash of
-//! `out_trade_no`, so that a million orders take a few hundred MiB.
-//!
-//! Identifiers look like WeChat's and encode the record's position, so that lookups by
-//! `prepay_id` or `transaction_id` need no second index:
-//! * `prepay_id`: `wx` + 14-digit creation time (GMT+8) + 8 hex digits of the order number + 12
-//!   random hex digits (36 characters, like the real ones);
-//! * `transaction_id`: `420000` + payment date `yyyyMMdd` + 10-digit order number + 4 random digits
-//!   (28 digits);
-//! * `refund_id`: `503000` + `yyyyMMdd` + 10-digit refund number + 5 random digits (29 digits).
+//! The compact in-memory records and the [`Store`]: sharded orders, the refund table, and the
+//! journal that keeps them across restarts.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash as _, Hasher as _};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use time::{Date, OffsetDateTime};
+use time::Date;
 use wxpay::nonce::Clock;
 use wxpay::v2::SignType;
 
-/// How long a `prepay_id` can be paid: 2 hours.
-pub const PREPAY_TTL_SECS: i64 = 2 * 3600;
-/// How long an unpaid order stays payable without an explicit `time_expire`: 7 days (§B.9).
-pub const DEFAULT_ORDER_TTL_SECS: i64 = 7 * 24 * 3600;
-/// At most this many refunds per order (§A.7).
-pub const MAX_REFUNDS_PER_ORDER: u32 = 50;
-/// Simulated seconds a refund stays `PROCESSING` before it succeeds (divided by the time scale
-/// for the wall-clock timer).
-pub const REFUND_PROCESSING_SECS: i64 = 5;
+use super::clock::cst_date;
+use super::ids::{
+    id_of_prepay, id_of_transaction, prepay_id, refund_id, seq_of_refund_id, transaction_id,
+};
+use super::model::*;
+use crate::journal::{Entry, Journal, OrderLine, RefundLine};
 
 const SHARDS: usize = 64;
-
-/// China Standard Time, in which WeChat writes every time (defined once, in `wxpay::time`).
-pub use wxpay::time::BEIJING as CST;
-
-// ---------------------------------------------------------------------------------------------
-// Clock
-
-/// The simulator clock: the system clock plus an offset that tests move forward with
-/// `POST /sim/clock/advance`, to expire prepay ids and orders without waiting.
-#[derive(Debug, Default)]
-pub struct SimClock {
-    offset_secs: AtomicI64,
-}
-
-impl SimClock {
-    /// A clock at the system time.
-    #[must_use]
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Moves the clock forward by `seconds` (negative moves it back). Returns the new offset.
-    pub fn advance(&self, seconds: i64) -> i64 {
-        self.offset_secs.fetch_add(seconds, Ordering::SeqCst) + seconds
-    }
-
-    /// The current offset from the system clock, in seconds.
-    #[must_use]
-    pub fn offset(&self) -> i64 {
-        self.offset_secs.load(Ordering::SeqCst)
-    }
-
-    /// The current simulated time.
-    #[must_use]
-    pub fn now_datetime(&self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp(self.now()).unwrap_or(OffsetDateTime::UNIX_EPOCH)
-    }
-}
-
-impl Clock for SimClock {
-    fn now(&self) -> i64 {
-        OffsetDateTime::now_utc().unix_timestamp() + self.offset()
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Time formats
-
-// The shapes are `wxpay::time`'s; these name them in Unix seconds, the simulator's unit.
-
-/// RFC 3339 in GMT+8, as v3 writes times: `2018-06-08T10:34:56+08:00`.
-#[must_use]
-pub fn rfc3339_cst(unix: i64) -> String {
-    wxpay::time::format_v3(wxpay::time::beijing_unix(unix))
-}
-
-/// `yyyyMMddHHmmss` in GMT+8, as v2 writes `time_end` and `time_expire`.
-#[must_use]
-pub fn v2_time(unix: i64) -> String {
-    wxpay::time::format_v2(wxpay::time::beijing_unix(unix))
-}
-
-/// `yyyy-MM-dd HH:mm:ss` in GMT+8, as v2 writes refund success times and bills write every time.
-#[must_use]
-pub fn dashed_time(unix: i64) -> String {
-    wxpay::time::format_dashed(wxpay::time::beijing_unix(unix))
-}
-
-/// The GMT+8 calendar date of a Unix time (bills are per GMT+8 day).
-#[must_use]
-pub fn cst_date(unix: i64) -> Date {
-    wxpay::time::beijing_unix(unix).date()
-}
-
-/// Parses a v2 `yyyyMMddHHmmss` time (GMT+8) to Unix seconds.
-#[must_use]
-pub fn parse_v2_time(text: &str) -> Option<i64> {
-    if text.len() != 14 || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    wxpay::time::parse_v2(text)
-        .ok()
-        .map(OffsetDateTime::unix_timestamp)
-}
-
-/// Parses an RFC 3339 time with an offset (v3 `time_expire`) to Unix seconds.
-#[must_use]
-pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    wxpay::time::parse_v3(text)
-        .ok()
-        .map(OffsetDateTime::unix_timestamp)
-}
-
-fn yyyymmdd(unix: i64) -> String {
-    wxpay::time::format_compact_date(cst_date(unix))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Enums
-
-/// Which API created an order or refund: it decides the notification format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ApiVersion {
-    /// API v2 (XML, MD5/HMAC-SHA256).
-    V2,
-    /// API v3 (JSON, RSA).
-    V3,
-}
-
-/// The trade state of an order (`trade_state`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TradeState {
-    /// `NOTPAY`: created, not paid.
-    NotPay,
-    /// `SUCCESS`: paid.
-    Success,
-    /// `REFUND`: paid, and at least one refund was made.
-    Refund,
-    /// `CLOSED`: closed by the merchant or expired.
-    Closed,
-    /// `PAYERROR`: the payment failed (bank failure); final.
-    PayError,
-}
-
-impl TradeState {
-    /// The wire value, the same in v2 and v3.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            TradeState::NotPay => "NOTPAY",
-            TradeState::Success => "SUCCESS",
-            TradeState::Refund => "REFUND",
-            TradeState::Closed => "CLOSED",
-            TradeState::PayError => "PAYERROR",
-        }
-    }
-
-    /// `trade_state_desc` as WeChat writes it.
-    #[must_use]
-    pub const fn description(self) -> &'static str {
-        match self {
-            TradeState::NotPay => "订单未支付",
-            TradeState::Success => "支付成功",
-            TradeState::Refund => "订单发生过退款，退款详情请查询退款单",
-            TradeState::Closed => "订单已关闭",
-            TradeState::PayError => "支付失败，请重新下单支付",
-        }
-    }
-
-    /// Whether the order was paid (SUCCESS or REFUND).
-    #[must_use]
-    pub const fn is_paid(self) -> bool {
-        matches!(self, TradeState::Success | TradeState::Refund)
-    }
-
-    const fn to_u8(self) -> u8 {
-        self as u8
-    }
-
-    const fn from_u8(v: u8) -> Self {
-        match v {
-            0 => TradeState::NotPay,
-            1 => TradeState::Success,
-            2 => TradeState::Refund,
-            3 => TradeState::Closed,
-            _ => TradeState::PayError,
-        }
-    }
-}
-
-/// The trade type (`trade_type`). Mini programs use JSAPI.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TradeType {
-    /// `JSAPI`: mini programs and official accounts.
-    Jsapi,
-    /// `NATIVE`: QR code payments (v2 `code_url`).
-    Native,
-    /// `APP`.
-    App,
-    /// `MWEB`: H5.
-    Mweb,
-}
-
-impl TradeType {
-    /// The wire value.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            TradeType::Jsapi => "JSAPI",
-            TradeType::Native => "NATIVE",
-            TradeType::App => "APP",
-            TradeType::Mweb => "MWEB",
-        }
-    }
-
-    /// Parses a wire value.
-    #[must_use]
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "JSAPI" => Some(TradeType::Jsapi),
-            "NATIVE" => Some(TradeType::Native),
-            "APP" => Some(TradeType::App),
-            "MWEB" => Some(TradeType::Mweb),
-            _ => None,
-        }
-    }
-}
-
-/// The state of a refund.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RefundStatus {
-    /// Accepted, in progress.
-    Processing,
-    /// Refunded.
-    Success,
-    /// Closed.
-    Closed,
-    /// Abnormal (the user's account cannot receive it).
-    Abnormal,
-}
-
-impl RefundStatus {
-    /// The v3 value: `PROCESSING`, `SUCCESS`, `CLOSED`, `ABNORMAL`.
-    #[must_use]
-    pub const fn as_v3(self) -> &'static str {
-        match self {
-            RefundStatus::Processing => "PROCESSING",
-            RefundStatus::Success => "SUCCESS",
-            RefundStatus::Closed => "CLOSED",
-            RefundStatus::Abnormal => "ABNORMAL",
-        }
-    }
-
-    /// The v2 value: `PROCESSING`, `SUCCESS`, `REFUNDCLOSE`, `CHANGE`.
-    #[must_use]
-    pub const fn as_v2(self) -> &'static str {
-        match self {
-            RefundStatus::Processing => "PROCESSING",
-            RefundStatus::Success => "SUCCESS",
-            RefundStatus::Closed => "REFUNDCLOSE",
-            RefundStatus::Abnormal => "CHANGE",
-        }
-    }
-}
-
-/// What the payer's client reports in `/sim/pay`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PayOutcome {
-    /// The payment succeeds.
-    Success,
-    /// The bank fails the payment: the order becomes `PAYERROR`.
-    PayError,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Errors
-
-/// A business rule refused the operation. Each protocol side maps these to its own codes.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum OrderError {
-    /// The `out_trade_no` exists with other parameters (v2 `OUT_TRADE_NO_USED`, v3 403 `OUT_TRADE_NO_USED`).
-    #[error("商户订单号重复")]
-    OutTradeNoUsed,
-    /// The order is paid (v2 `ORDERPAID`).
-    #[error("该订单已支付")]
-    OrderPaid,
-    /// The order is closed (v2 `ORDERCLOSED`, v3 400 `ORDER_CLOSED`).
-    #[error("订单已关闭")]
-    OrderClosed,
-    /// No such order (v2 `ORDERNOTEXIST`, v3 404 `ORDER_NOT_EXIST`).
-    #[error("订单不存在")]
-    OrderNotExist,
-    /// The `prepay_id` is unknown or was replaced.
-    #[error("prepay_id无效")]
-    PrepayIdInvalid,
-    /// The `prepay_id` is older than 2 hours.
-    #[error("prepay_id已过期")]
-    PrepayExpired,
-    /// The payer is not the openid the order was made for.
-    #[error("支付用户与下单用户不一致")]
-    PayerMismatch,
-    /// The order is in a state that cannot be paid (PAYERROR).
-    #[error("订单状态{0:?}不允许支付")]
-    NotPayable(TradeState),
-    /// A refund of an order that is not paid.
-    #[error("订单未支付，不能退款")]
-    OrderNotPaid,
-    /// No such refund (v2 `REFUNDNOTEXIST`, v3 404 `RESOURCE_NOT_EXISTS`).
-    #[error("退款单不存在")]
-    RefundNotExist,
-    /// The refund is over what is left to refund.
-    #[error("退款金额大于可退金额，可退金额为{remaining}分")]
-    RefundExceedsRemaining {
-        /// What is left, in fen.
-        remaining: u64,
-    },
-    /// The `total` given with a refund is not the order total.
-    #[error("订单金额与原订单金额{total}分不一致")]
-    RefundTotalMismatch {
-        /// The order total, in fen.
-        total: u64,
-    },
-    /// More than 50 refunds.
-    #[error("退款次数超过上限50次")]
-    TooManyRefunds,
-    /// The `out_refund_no` was used for another order or amount.
-    #[error("商户退款单号已被使用，且退款参数不一致")]
-    OutRefundNoUsed,
-    /// An amount of zero.
-    #[error("金额必须大于0")]
-    InvalidAmount,
-    /// A text field too long to store.
-    #[error("字段{0}过长")]
-    FieldTooLong(&'static str),
-}
-
-// ---------------------------------------------------------------------------------------------
-// Public snapshots
-
-/// An order as the protocol sides see it (an owned snapshot; the store keeps a compact record).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Order {
-    /// The merchant's order number.
-    pub out_trade_no: String,
-    /// The appid the order was made for.
-    pub appid: String,
-    /// The merchant id.
-    pub mchid: String,
-    /// The payer's openid (empty for NATIVE orders until paid).
-    pub openid: String,
-    /// `description` (v3) / `body` (v2).
-    pub description: String,
-    /// `attach`, echoed back.
-    pub attach: Option<String>,
-    /// Where the payment notification goes.
-    pub notify_url: String,
-    /// The order amount in fen.
-    pub total: u64,
-    /// The API that created the order.
-    pub version: ApiVersion,
-    /// v2: the `sign_type` of unifiedorder (the `paySign` must use it). MD5 for v3 orders.
-    pub sign_type: SignType,
-    /// The trade type.
-    pub trade_type: TradeType,
-    /// The current state.
-    pub trade_state: TradeState,
-    /// The current `prepay_id`.
-    pub prepay_id: String,
-    /// When the current `prepay_id` was made (Unix seconds).
-    pub prepay_created_at: i64,
-    /// When the order stops being payable (Unix seconds).
-    pub time_expire: i64,
-    /// WeChat's order number, once paid.
-    pub transaction_id: Option<String>,
-    /// When it was paid (Unix seconds).
-    pub success_time: Option<i64>,
-    /// The sum of accepted refunds, in fen.
-    pub refunded: u64,
-    /// How many refunds were accepted.
-    pub refund_count: u32,
-    /// When the order was created (Unix seconds).
-    pub created_at: i64,
-}
-
-impl Order {
-    /// What can still be refunded, in fen.
-    #[must_use]
-    pub fn refundable(&self) -> u64 {
-        self.total.saturating_sub(self.refunded)
-    }
-
-    /// Whether the prepay id is older than 2 hours at `now`.
-    #[must_use]
-    pub fn prepay_expired(&self, now: i64) -> bool {
-        now >= self.prepay_created_at + PREPAY_TTL_SECS
-    }
-}
-
-/// A refund, as the protocol sides see it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refund {
-    /// The merchant's refund number.
-    pub out_refund_no: String,
-    /// WeChat's refund number.
-    pub refund_id: String,
-    /// The refunded order.
-    pub out_trade_no: String,
-    /// The refunded order's WeChat number.
-    pub transaction_id: String,
-    /// The refund amount in fen.
-    pub amount: u64,
-    /// The order total in fen.
-    pub total: u64,
-    /// The state.
-    pub status: RefundStatus,
-    /// `reason` / `refund_desc`.
-    pub reason: Option<String>,
-    /// Where the refund notification goes (none: no notification).
-    pub notify_url: Option<String>,
-    /// The API that created the refund.
-    pub version: ApiVersion,
-    /// When it was accepted (Unix seconds).
-    pub created_at: i64,
-    /// When it succeeded (Unix seconds).
-    pub success_time: Option<i64>,
-    /// When the simulator completes it (Unix seconds, simulated clock).
-    pub due_at: i64,
-}
-
-/// Everything needed to create (or re-issue) an order.
-#[derive(Clone, Debug)]
-pub struct NewOrder<'a> {
-    /// appid (already checked against the merchant by the caller).
-    pub appid: &'a str,
-    /// mchid.
-    pub mchid: &'a str,
-    /// out_trade_no (already validated by the caller: 6–32 chars of `[0-9A-Za-z_\-|*]`).
-    pub out_trade_no: &'a str,
-    /// The payer (empty for NATIVE).
-    pub openid: &'a str,
-    /// description / body.
-    pub description: &'a str,
-    /// attach.
-    pub attach: Option<&'a str>,
-    /// notify_url.
-    pub notify_url: &'a str,
-    /// Amount in fen, ≥ 1.
-    pub total: u64,
-    /// The API.
-    pub version: ApiVersion,
-    /// v2 sign_type (MD5 for v3).
-    pub sign_type: SignType,
-    /// The trade type.
-    pub trade_type: TradeType,
-    /// Explicit `time_expire` (Unix seconds); none means 7 days.
-    pub time_expire: Option<i64>,
-}
-
-/// What [`Store::create_or_reuse_order`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OrderCreation {
-    /// A new order.
-    Created,
-    /// The same order and its still valid prepay id.
-    Reused,
-    /// The same order with a fresh prepay id (the old one had expired).
-    PrepayRenewed,
-}
-
-/// The target of a refund: v2 and v3 let the merchant name the order either way;
-/// `transaction_id` wins when both are given.
-#[derive(Clone, Copy, Debug)]
-pub enum OrderRef<'a> {
-    /// By WeChat's order number.
-    TransactionId(&'a str),
-    /// By the merchant's order number.
-    OutTradeNo(&'a str),
-}
-
-/// Everything needed to ask for a refund.
-#[derive(Clone, Debug)]
-pub struct NewRefund<'a> {
-    /// The order.
-    pub order: OrderRef<'a>,
-    /// The merchant's refund number.
-    pub out_refund_no: &'a str,
-    /// Refund amount in fen.
-    pub amount: u64,
-    /// The order total the merchant states, in fen (must equal the order's).
-    pub total: u64,
-    /// The reason.
-    pub reason: Option<&'a str>,
-    /// Where the refund notification goes.
-    pub notify_url: Option<&'a str>,
-    /// The API.
-    pub version: ApiVersion,
-}
-
-/// The rows of one GMT+8 day, for bills.
-#[derive(Clone, Debug, Default)]
-pub struct BillDay {
-    /// Orders paid that day (state SUCCESS or REFUND), by payment time.
-    pub payments: Vec<Order>,
-    /// Refunds that succeeded that day, with their order.
-    pub refunds: Vec<(Refund, Order)>,
-}
 
 // ---------------------------------------------------------------------------------------------
 // Compact records
@@ -536,6 +28,8 @@ struct OrderRecord {
     appid: Arc<str>,
     mchid: Arc<str>,
     notify_url: Arc<str>,
+    /// Interned: terminals are few.
+    device_info: Option<Arc<str>>,
     total: u64,
     refunded: u64,
     created_at: i64,
@@ -622,6 +116,7 @@ impl OrderRecord {
             && &*self.appid == new.appid
             && &*self.mchid == new.mchid
             && &*self.notify_url == new.notify_url
+            && self.device_info.as_deref() == new.device_info.filter(|d| !d.is_empty())
             && self.total == new.total
             && self.version == new.version
             && self.sign_type == new.sign_type
@@ -635,55 +130,6 @@ impl OrderRecord {
             self.set_state(TradeState::Closed);
         }
     }
-}
-
-fn prepay_id(id: u32, created_at: i64, nonce: u64) -> String {
-    format!(
-        "wx{}{:08x}{:012x}",
-        v2_time(created_at),
-        id,
-        nonce & 0xFFFF_FFFF_FFFF
-    )
-}
-
-fn transaction_id(id: u32, success_time: i64, nonce: u16) -> String {
-    format!(
-        "420000{}{:010}{:04}",
-        yyyymmdd(success_time),
-        id,
-        nonce % 10_000
-    )
-}
-
-fn refund_id(seq: u32, created_at: i64, nonce: u32) -> String {
-    format!(
-        "503000{}{:010}{:05}",
-        yyyymmdd(created_at),
-        seq,
-        nonce % 100_000
-    )
-}
-
-/// The order number encoded in a prepay id, if it has the simulator's shape.
-fn id_of_prepay(prepay: &str) -> Option<u32> {
-    if prepay.len() != 36 || !prepay.starts_with("wx") {
-        return None;
-    }
-    u32::from_str_radix(prepay.get(16..24)?, 16).ok()
-}
-
-fn id_of_transaction(tx: &str) -> Option<u32> {
-    if tx.len() != 28 || !tx.starts_with("420000") || !tx.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    tx.get(14..24)?.parse().ok()
-}
-
-fn seq_of_refund_id(id: &str) -> Option<u32> {
-    if id.len() != 29 || !id.starts_with("503000") || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    id.get(14..24)?.parse().ok()
 }
 
 #[derive(Debug)]
@@ -738,10 +184,12 @@ struct RefundTable {
     by_order: HashMap<u32, Vec<u32>>,
 }
 
+/// FNV-1a: an order's shard and position (encoded in its ids) must be the same after a restart
+/// replays the journal, whatever Rust version built the simulator (std's hasher may change).
 fn text_hash(s: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 fn random_u64() -> u64 {
@@ -758,6 +206,7 @@ pub struct Store {
     shards: Vec<Mutex<Shard>>,
     refunds: RwLock<RefundTable>,
     interned: Mutex<HashSet<Arc<str>>>,
+    journal: Option<Arc<Journal>>,
 }
 
 impl Store {
@@ -769,7 +218,164 @@ impl Store {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             refunds: RwLock::new(RefundTable::default()),
             interned: Mutex::new(HashSet::new()),
+            journal: None,
         }
+    }
+
+    /// A store holding what `entries` (a journal read at start) describe, which records every
+    /// later change in `journal`.
+    #[must_use]
+    pub fn persistent(clock: Arc<dyn Clock>, journal: Arc<Journal>, entries: &[Entry]) -> Self {
+        let mut store = Self::new(clock);
+        for entry in entries {
+            match entry {
+                Entry::Order(line) => store.restore_order(line),
+                Entry::Refund(line) => store.restore_refund(line),
+                Entry::User(_) => {}
+            }
+        }
+        store.journal = Some(journal);
+        store
+    }
+
+    fn restore_order(&self, line: &OrderLine) {
+        let Some(rec) = self.record_of_line(line) else {
+            tracing::warn!(out_trade_no = %line.out_trade_no, "journal order skipped: unreadable");
+            return;
+        };
+        let hash = text_hash(&line.out_trade_no);
+        let mut shard = self.shard((hash % SHARDS as u64) as usize);
+        if let Some(local) = shard.find(hash, &line.out_trade_no) {
+            shard.orders[local] = rec;
+        } else {
+            let local = u32::try_from(shard.orders.len()).unwrap_or(u32::MAX);
+            shard.orders.push(rec);
+            shard.insert_index(hash, local);
+        }
+    }
+
+    fn restore_refund(&self, line: &RefundLine) {
+        let Some(order_id) = self.with_order(&line.out_trade_no, |id, _| id) else {
+            tracing::warn!(out_refund_no = %line.out_refund_no, "journal refund of an unknown order skipped");
+            return;
+        };
+        let (Some(status), Some(version)) = (
+            refund_status_of(&line.status),
+            api_version_of(&line.version),
+        ) else {
+            return;
+        };
+        let refund = Refund {
+            out_refund_no: line.out_refund_no.clone(),
+            refund_id: line.refund_id.clone(),
+            out_trade_no: line.out_trade_no.clone(),
+            transaction_id: line.transaction_id.clone(),
+            amount: line.amount,
+            total: line.total,
+            status,
+            reason: line.reason.clone(),
+            notify_url: line.notify_url.clone(),
+            version,
+            created_at: line.created_at,
+            success_time: line.success_time,
+            due_at: line.due_at,
+        };
+        let mut table = self.lock_refunds_write();
+        if let Some(&seq) = table.by_out_refund_no.get(line.out_refund_no.as_str()) {
+            table.refunds[seq as usize] = refund;
+        } else {
+            let seq = u32::try_from(table.refunds.len()).unwrap_or(u32::MAX);
+            table.refunds.push(refund);
+            table
+                .by_out_refund_no
+                .insert(line.out_refund_no.as_str().into(), seq);
+            table.by_order.entry(order_id).or_default().push(seq);
+        }
+    }
+
+    fn record_of_line(&self, l: &OrderLine) -> Option<OrderRecord> {
+        let (text, lens) = OrderRecord::pack(
+            &l.out_trade_no,
+            &l.openid,
+            l.attach.as_deref(),
+            &l.description,
+        )
+        .ok()?;
+        Some(OrderRecord {
+            text,
+            lens,
+            appid: self.intern(&l.appid),
+            mchid: self.intern(&l.mchid),
+            notify_url: self.intern(&l.notify_url),
+            device_info: l.device_info.as_deref().map(|d| self.intern(d)),
+            total: l.total,
+            refunded: l.refunded,
+            created_at: l.created_at,
+            time_expire: l.time_expire,
+            prepay_created_at: l.prepay_created_at,
+            prepay_nonce: l.prepay_nonce,
+            success_time: l.success_time,
+            tx_nonce: l.tx_nonce,
+            refund_count: l.refund_count,
+            state: trade_state_of(&l.state)?.to_u8(),
+            version: api_version_of(&l.version)?,
+            sign_type: l.sign_type.parse().ok()?,
+            trade_type: TradeType::parse(&l.trade_type)?,
+            has_attach: l.attach.is_some(),
+        })
+    }
+
+    /// Records an order as it now is (called under its shard's lock, so that the journal keeps
+    /// each shard's insertion order, which the ids encode).
+    fn log_order(&self, r: &OrderRecord) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        journal.append(&Entry::Order(OrderLine {
+            out_trade_no: r.out_trade_no().to_owned(),
+            openid: r.openid().to_owned(),
+            attach: r.attach().map(str::to_owned),
+            description: r.description().to_owned(),
+            appid: r.appid.to_string(),
+            mchid: r.mchid.to_string(),
+            notify_url: r.notify_url.to_string(),
+            device_info: r.device_info.as_deref().map(str::to_owned),
+            total: r.total,
+            refunded: r.refunded,
+            created_at: r.created_at,
+            time_expire: r.time_expire,
+            prepay_created_at: r.prepay_created_at,
+            prepay_nonce: r.prepay_nonce,
+            success_time: r.success_time,
+            tx_nonce: r.tx_nonce,
+            refund_count: r.refund_count,
+            state: r.state().as_str().to_owned(),
+            version: api_version_str(r.version).to_owned(),
+            sign_type: r.sign_type.as_str().to_owned(),
+            trade_type: r.trade_type.as_str().to_owned(),
+        }));
+    }
+
+    /// Records a refund as it now is (called under the refund table's lock).
+    fn log_refund(&self, r: &Refund) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        journal.append(&Entry::Refund(RefundLine {
+            out_refund_no: r.out_refund_no.clone(),
+            refund_id: r.refund_id.clone(),
+            out_trade_no: r.out_trade_no.clone(),
+            transaction_id: r.transaction_id.clone(),
+            amount: r.amount,
+            total: r.total,
+            status: r.status.as_v3().to_owned(),
+            reason: r.reason.clone(),
+            notify_url: r.notify_url.clone(),
+            version: api_version_str(r.version).to_owned(),
+            created_at: r.created_at,
+            success_time: r.success_time,
+            due_at: r.due_at,
+        }));
     }
 
     /// The store's clock (Unix seconds now).
@@ -812,6 +418,7 @@ impl Store {
             openid: r.openid().to_owned(),
             description: r.description().to_owned(),
             attach: r.attach().map(str::to_owned),
+            device_info: r.device_info.as_deref().map(str::to_owned),
             notify_url: r.notify_url.to_string(),
             total: r.total,
             version: r.version,
@@ -839,9 +446,8 @@ impl Store {
     /// while that is valid, with a fresh one after the 2 hours ([`OrderCreation::PrepayRenewed`]).
     ///
     /// # Errors
-    /// [`OrderError::OutTradeNoUsed`] when the number exists with other parameters,
-    /// [`OrderError::OrderPaid`] / [`OrderError::OrderClosed`] when the existing order is paid or
-    /// closed, [`OrderError::InvalidAmount`] for a zero total, [`OrderError::FieldTooLong`].
+    /// [`OrderError::OutTradeNoUsed`] when the number exists with other parameters or its order
+    /// is closed, [`OrderError::OrderPaid`] when it is paid, [`OrderError::InvalidAmount`] for a zero total, [`OrderError::FieldTooLong`].
     pub fn create_or_reuse_order(
         &self,
         new: &NewOrder<'_>,
@@ -858,6 +464,10 @@ impl Store {
         let appid = self.intern(new.appid);
         let mchid = self.intern(new.mchid);
         let notify_url = self.intern(new.notify_url);
+        let device_info = new
+            .device_info
+            .filter(|d| !d.is_empty())
+            .map(|d| self.intern(d));
         let mut shard = self.shard(shard_no);
         if let Some(local) = shard.find(hash, new.out_trade_no) {
             let id = Self::global_id(shard_no, local);
@@ -865,7 +475,8 @@ impl Store {
             rec.expire_if_due(now);
             match rec.state() {
                 TradeState::Success | TradeState::Refund => return Err(OrderError::OrderPaid),
-                TradeState::Closed => return Err(OrderError::OrderClosed),
+                // WeChat answers the number of a closed order as a duplicate (many captures).
+                TradeState::Closed => return Err(OrderError::OutTradeNoUsed),
                 TradeState::NotPay | TradeState::PayError => {}
             }
             if !rec.same_parameters(new) {
@@ -877,6 +488,7 @@ impl Store {
             let creation = if now >= rec.prepay_created_at + PREPAY_TTL_SECS {
                 rec.prepay_created_at = now;
                 rec.prepay_nonce = random_u64();
+                self.log_order(rec);
                 OrderCreation::PrepayRenewed
             } else {
                 OrderCreation::Reused
@@ -891,6 +503,7 @@ impl Store {
             appid,
             mchid,
             notify_url,
+            device_info,
             total: new.total,
             refunded: 0,
             created_at: now,
@@ -907,6 +520,7 @@ impl Store {
             has_attach: attach.is_some(),
         };
         let snapshot = Self::snapshot(id, &rec);
+        self.log_order(&rec);
         shard.orders.push(rec);
         shard.insert_index(hash, u32::try_from(local).unwrap_or(u32::MAX));
         Ok((snapshot, OrderCreation::Created))
@@ -970,9 +584,10 @@ impl Store {
             match r.state() {
                 TradeState::Success | TradeState::Refund => return Err(OrderError::OrderPaid),
                 TradeState::NotPay | TradeState::PayError | TradeState::Closed => {
-                    r.set_state(TradeState::Closed)
+                    r.set_state(TradeState::Closed);
                 }
             }
+            self.log_order(r);
             Ok(Self::snapshot(id, r))
         })
         .unwrap_or(Err(OrderError::OrderNotExist))
@@ -1022,6 +637,7 @@ impl Store {
                 }
                 PayOutcome::PayError => r.set_state(TradeState::PayError),
             }
+            self.log_order(r);
             Ok(Self::snapshot(id, r))
         })
         .unwrap_or(Err(OrderError::PrepayIdInvalid))
@@ -1104,6 +720,7 @@ impl Store {
                 r.refunded += req.amount;
                 r.refund_count += 1;
                 r.set_state(TradeState::Refund);
+                self.log_order(r);
                 Ok(Self::snapshot(order_id, r))
             })
             .unwrap_or(Err(OrderError::OrderNotExist))?;
@@ -1122,6 +739,7 @@ impl Store {
             success_time: None,
             due_at: now + REFUND_PROCESSING_SECS,
         };
+        self.log_refund(&refund);
         table.refunds.push(refund.clone());
         table.by_out_refund_no.insert(req.out_refund_no.into(), seq);
         table.by_order.entry(order_id).or_default().push(seq);
@@ -1184,7 +802,9 @@ impl Store {
         if status == RefundStatus::Success {
             refund.success_time = Some(now);
         }
-        Some(refund.clone())
+        let refund = refund.clone();
+        self.log_refund(&refund);
+        Some(refund)
     }
 
     /// The `out_refund_no` of every PROCESSING refund whose time has come on the simulated clock.
@@ -1196,6 +816,17 @@ impl Store {
             .iter()
             .filter(|r| r.status == RefundStatus::Processing && r.due_at <= now)
             .map(|r| r.out_refund_no.clone())
+            .collect()
+    }
+
+    /// Every refund still PROCESSING (after a restart, their timers are started again).
+    #[must_use]
+    pub fn processing_refunds(&self) -> Vec<Refund> {
+        self.lock_refunds_read()
+            .refunds
+            .iter()
+            .filter(|r| r.status == RefundStatus::Processing)
+            .cloned()
             .collect()
     }
 
@@ -1252,6 +883,7 @@ mod tests {
             openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
             description: "Image形象店-深圳腾大-QQ公仔",
             attach: Some("a"),
+            device_info: None,
             notify_url: "https://example.com/notify",
             total: 100,
             version: ApiVersion::V3,
@@ -1346,7 +978,7 @@ mod tests {
         );
         assert_eq!(
             s.create_or_reuse_order(&new_order("order-0003")),
-            Err(OrderError::OrderClosed)
+            Err(OrderError::OutTradeNoUsed)
         );
 
         let mut short = new_order("order-0004");
@@ -1451,19 +1083,6 @@ mod tests {
                 assert_eq!(r, Err(OrderError::TooManyRefunds));
             }
         }
-    }
-
-    #[test]
-    fn time_formats() {
-        assert_eq!(rfc3339_cst(1_554_208_460), "2019-04-02T20:34:20+08:00");
-        assert_eq!(v2_time(1_554_208_460), "20190402203420");
-        assert_eq!(dashed_time(1_554_208_460), "2019-04-02 20:34:20");
-        assert_eq!(parse_v2_time("20190402203420"), Some(1_554_208_460));
-        assert_eq!(
-            parse_rfc3339("2019-04-02T20:34:20+08:00"),
-            Some(1_554_208_460)
-        );
-        assert_eq!(parse_v2_time("2019040220342"), None);
     }
 
     #[test]
