@@ -305,18 +305,42 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "10",
         "new orders per user at once",
     ),
-    ("tls_cert", "(none: plain HTTP)", "PEM certificate chain to serve HTTPS"),
+    (
+        "tls_cert",
+        "(none: plain HTTP)",
+        "PEM certificate chain to serve HTTPS",
+    ),
     ("tls_key", "(none)", "PEM private key of tls_cert"),
-    ("tls_reload_secs", "10", "how often the certificate files are re-read"),
+    (
+        "tls_reload_secs",
+        "10",
+        "how often the certificate files are re-read",
+    ),
     (
         "trusted_proxies",
         "(none)",
         "proxy addresses/CIDRs whose X-Forwarded-For is believed",
     ),
-    ("metrics_token", "(none)", "bearer token required by /metrics"),
-    ("metrics_listen", "(none)", "serve /metrics on this address only"),
-    ("header_timeout_secs", "10", "time to receive a request's head"),
-    ("idle_timeout_secs", "60", "an idle keep-alive connection is closed"),
+    (
+        "metrics_token",
+        "(none)",
+        "bearer token required by /metrics",
+    ),
+    (
+        "metrics_listen",
+        "(none)",
+        "serve /metrics on this address only",
+    ),
+    (
+        "header_timeout_secs",
+        "10",
+        "time to receive a request's head",
+    ),
+    (
+        "idle_timeout_secs",
+        "60",
+        "an idle keep-alive connection is closed",
+    ),
     ("max_connections", "1024", "concurrent connections"),
     (
         "shutdown_timeout_secs",

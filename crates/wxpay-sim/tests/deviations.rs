@@ -238,7 +238,7 @@ async fn yesterdays_bill_exists_after_ten_beijing_time() {
         &time::format_description::well_known::Rfc3339,
     )
     .unwrap()
-    .to_offset(time::macros::offset!(+8));
+    .to_offset(wxpay::time::BEIJING);
     let day = now.date();
     // To 09:59:59 the next day, then one more second.
     let ten = day
@@ -246,7 +246,7 @@ async fn yesterdays_bill_exists_after_ten_beijing_time() {
         .unwrap()
         .with_hms(10, 0, 0)
         .unwrap()
-        .assume_offset(time::macros::offset!(+8));
+        .assume_offset(wxpay::time::BEIJING);
     let to_nine_59 = (ten - now).whole_seconds() - 1;
     m.control(
         "POST",

@@ -42,7 +42,9 @@ async fn serve(overrides: &Overrides) -> Result<(), StartError> {
         .try_init();
     let settings = Settings::load_with(overrides)?;
     for name in wxpay_server::config::unknown_env_vars() {
-        tracing::warn!("{name} is set but configures nothing (`wxpay serve --help` lists the keys)");
+        tracing::warn!(
+            "{name} is set but configures nothing (`wxpay serve --help` lists the keys)"
+        );
     }
     let app = build_server(settings).await?;
     let stopped = stop_signal().map_err(StartError::Serve)?;

@@ -1,6 +1,5 @@
 //! The mini program's API: login, orders, payment parameters, close, mini-program codes.
 
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -117,10 +117,10 @@ impl<C: Clock + Clone> RateLimiter<C> {
         let key = key.to_owned();
         {
             let guard = self.keys.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(keys) = guard.as_ref() {
-                if keys.len() < MAX_TRACKED_KEYS {
-                    return self.decide(keys, &key);
-                }
+            if let Some(keys) = guard.as_ref()
+                && keys.len() < MAX_TRACKED_KEYS
+            {
+                return self.decide(keys, &key);
             }
         }
         let mut guard = self.keys.write().unwrap_or_else(PoisonError::into_inner);

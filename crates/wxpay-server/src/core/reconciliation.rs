@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::json;
-use time::{Date, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
+use time::{Date, OffsetDateTime, PrimitiveDateTime, Time};
 use wxpay::bill::{TradeBill, TradeBillRow, parse_trade_bill};
 
 use crate::store::{Order, Reconciliation, Refund, RefundStatus, Store, StoreError, now_ms};
@@ -38,11 +38,8 @@ pub enum ReconcileError {
     Store(#[from] StoreError),
 }
 
-/// China Standard Time, the time zone of WeChat's bills.
-pub const CST: UtcOffset = match UtcOffset::from_hms(8, 0, 0) {
-    Ok(offset) => offset,
-    Err(_) => UtcOffset::UTC,
-};
+/// China Standard Time, the time zone of WeChat's bills (defined once, in `wxpay::time`).
+pub use wxpay::time::BEIJING as CST;
 
 /// `[start, end)` of a GMT+8 day in Unix milliseconds.
 #[must_use]

@@ -338,10 +338,7 @@ mod tests {
     #[test]
     fn refund_numbers_are_valid_for_wechat() {
         let no = super::new_out_refund_no();
-        assert!(
-            wxpay::OutRefundNo::try_from(no.as_str()).is_ok(),
-            "{no}"
-        );
+        assert!(wxpay::OutRefundNo::try_from(no.as_str()).is_ok(), "{no}");
         assert_ne!(no, super::new_out_refund_no());
     }
 }
