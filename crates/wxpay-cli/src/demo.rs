@@ -160,7 +160,9 @@ async fn run_version(
     summary: &mut DemoSummary,
 ) -> Result<(), String> {
     let db = dir.join(format!("demo-{version}.db"));
-    let sandbox = dir.join("sandbox");
+    // A simulator of its own, as the database is its own: the simulator keeps its orders across
+    // restarts, and one shared by both runs would bill the v2 run's payments to the v3 run.
+    let sandbox = dir.join(format!("sandbox-{version}"));
     let settings = Settings::from_sources(
         "",
         &[
