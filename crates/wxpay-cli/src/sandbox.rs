@@ -17,6 +17,11 @@ pub async fn build_server(settings: Settings) -> Result<Application, StartError>
     if settings.merchant_file().is_some() {
         return Application::build(settings).await;
     }
+    // What the server would refuse is refused before a simulator starts: the refusal stays the
+    // one line it is in merchant mode, with nothing started and stopped around it.
+    if let Some(files) = settings.tls.clone() {
+        wxpay_server::net::tls::CertStore::load(files)?;
+    }
     let sim = Simulator::start(SimConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         state_dir: Some(settings.sandbox_dir.clone()),
