@@ -527,7 +527,7 @@ async fn a_sandbox_listening_beyond_loopback_warns_in_its_banner() {
         let db = crate::helpers::TestDatabase::new(Backend::Sqlite).await;
         let mut settings = crate::helpers::test_settings(&db.url, "v3");
         settings.listen = listen.parse().unwrap();
-        let app = wxpay_server::Application::build(settings).await.unwrap();
+        let (app, _) = crate::helpers::build_app(settings).await.unwrap();
         let banner = app.banner();
         assert_eq!(
             banner.contains("WARNING: sandbox mode listens on"),
