@@ -400,8 +400,7 @@ pub(crate) async fn wxacode(
         tracing::warn!(caller = %caller.key(), "wxacode rate limit reached");
         return Ok(limited.response("mini-program codes"));
     }
-    let mut request =
-        wxpay::mp::client::WxaCodeRequest::new(scene.clone()).page(page.clone());
+    let mut request = wxpay::mp::client::WxaCodeRequest::new(scene.clone()).page(page.clone());
     // The page of an unreleased app does not exist for WeChat yet; do not insist.
     request.check_path = false;
     request

@@ -356,8 +356,18 @@ async fn the_buyer_sees_the_refunds_of_the_order(backend: Backend) {
             ]
         );
     }
-    for internal in ["openid", "client_ip", "prepay_id", "payer_openid", "version"] {
-        assert!(a.body.get(internal).is_none(), "{internal} shown: {:?}", a.body);
+    for internal in [
+        "openid",
+        "client_ip",
+        "prepay_id",
+        "payer_openid",
+        "version",
+    ] {
+        assert!(
+            a.body.get(internal).is_none(),
+            "{internal} shown: {:?}",
+            a.body
+        );
     }
     assert!(!String::from_utf8_lossy(&a.bytes).contains("last_error"));
 
@@ -366,7 +376,10 @@ async fn the_buyer_sees_the_refunds_of_the_order(backend: Backend) {
     let stranger = app.order(&other, &no).await;
     assert_eq!(stranger.status, 404, "{:?}", stranger.body);
     assert_eq!(stranger.body["code"], "not_found");
-    assert_eq!(app.get(&format!("/api/orders/{no}"), None).await.status, 401);
+    assert_eq!(
+        app.get(&format!("/api/orders/{no}"), None).await.status,
+        401
+    );
     // The list stays as it was: refunds are in the order's detail.
     let list = app.get("/api/orders", Some(&token)).await;
     assert!(list.body["orders"][0].get("refunds").is_none());

@@ -18,7 +18,12 @@ async fn code(app: &TestApp, token: Option<&str>, query: &str) -> crate::helpers
 async fn wxacode_is_a_cached_jpeg_for_a_session(backend: Backend) {
     let app = spawn_quiet(backend, "v3", |_| {}).await;
     let (_, token) = app.login().await;
-    let a = code(&app, Some(&token), &format!("scene=table%3D12&page={CATALOG}")).await;
+    let a = code(
+        &app,
+        Some(&token),
+        &format!("scene=table%3D12&page={CATALOG}"),
+    )
+    .await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(a.content_type, "image/jpeg");
     assert!(a.bytes.starts_with(b"\xff\xd8\xff"));
@@ -44,9 +49,18 @@ async fn wxacode_refuses_missing_tokens_bad_pages_and_bad_scenes(backend: Backen
     }
     let thirty_three = "a".repeat(33);
     for (query, says) in [
-        ("scene=a%3D1&page=pages/index/index".to_owned(), "WXPAY_WXACODE_PAGES"),
-        ("scene=a%3D1&page=pages/cart/cart".to_owned(), "WXPAY_WXACODE_PAGES"),
-        ("scene=a%3D1&page=/pages/catalog/catalog".to_owned(), "WXPAY_WXACODE_PAGES"),
+        (
+            "scene=a%3D1&page=pages/index/index".to_owned(),
+            "WXPAY_WXACODE_PAGES",
+        ),
+        (
+            "scene=a%3D1&page=pages/cart/cart".to_owned(),
+            "WXPAY_WXACODE_PAGES",
+        ),
+        (
+            "scene=a%3D1&page=/pages/catalog/catalog".to_owned(),
+            "WXPAY_WXACODE_PAGES",
+        ),
         (format!("scene={thirty_three}"), "33 characters"),
         ("scene=a%20b".to_owned(), "' '"),
         ("scene=%E4%B8%AD".to_owned(), "'中'"),
@@ -100,10 +114,19 @@ async fn wxacode_is_rate_limited_per_user(backend: Backend) {
     assert_eq!(cached.status, 429, "a cached code counts too");
     assert_eq!(app.state.wxacode_cache.len(), 10);
     let a = code(&app, Some(&other), "scene=n%3D10").await;
-    assert_eq!(a.status, 200, "another user keeps their budget: {:?}", a.body);
+    assert_eq!(
+        a.status, 200,
+        "another user keeps their budget: {:?}",
+        a.body
+    );
     // The admin token works (the back office's console) and has a budget of its own.
     let admin = admin_token(&app);
-    let a = code(&app, Some(&admin), &format!("scene=shop%3D1&page={CATALOG}")).await;
+    let a = code(
+        &app,
+        Some(&admin),
+        &format!("scene=shop%3D1&page={CATALOG}"),
+    )
+    .await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(a.content_type, "image/jpeg");
 }
