@@ -265,7 +265,7 @@ async fn wxacode_flood(
 /// or bad scenes, nothing reaches WeChat; one user asking for 500 distinct codes gets the
 /// default 10 and 429 for the rest, while another user and the back office keep their budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the reliability suite: ./scripts/test-reliability"]
+#[ignore = "reliability suite: scripts/test-reliability"]
 async fn wxacode_abuse_reaches_wechat_only_within_the_limit() {
     let s = sandbox(Backend::Sqlite, "v3", |_| {}).await;
     let app = &s.app;
