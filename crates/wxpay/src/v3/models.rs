@@ -1021,7 +1021,10 @@ mod tests {
         assert_eq!(json["payer"], serde_json::json!({"sub_openid": "o_sub"}));
         assert_eq!(json["sub_mchid"], "1900000109");
         assert_eq!(json["sub_appid"], "wxsub");
-        assert_eq!(serde_json::from_value::<PartnerPrepayRequest>(json).unwrap(), sub);
+        assert_eq!(
+            serde_json::from_value::<PartnerPrepayRequest>(json).unwrap(),
+            sub
+        );
 
         let sp = partner_fields(PartnerPayer::SpOpenid("o_sp".parse().unwrap()), None);
         assert!(sp.validate().is_ok());
@@ -1040,8 +1043,8 @@ mod tests {
             Some("wxsub"),
         );
         let app = sub.paying_app();
-        let p = crate::pay_params::v3(&key, app.app_id("wxsp"), "wx123", 1_700_000_000, "n1")
-            .unwrap();
+        let p =
+            crate::pay_params::v3(&key, app.app_id("wxsp"), "wx123", 1_700_000_000, "n1").unwrap();
         assert_eq!(
             crate::pay_params::v3_message("wxsub", "1700000000", "n1", "prepay_id=wx123"),
             "wxsub\n1700000000\nn1\nprepay_id=wx123\n"
