@@ -280,6 +280,11 @@ fn bound_sub(state: &AppState, sub_mchid: &str) -> Result<Option<String>, V3Erro
         .ok_or_else(|| no_relation(sub_mchid))
 }
 
+/// `sub_mchid` must name a sub-merchant of the provider (`受理关系不存在` otherwise).
+pub(crate) fn check_bound(state: &AppState, sub_mchid: &str) -> Result<(), V3Error> {
+    bound_sub(state, sub_mchid).map(|_| ())
+}
+
 /// The order of `out_trade_no`, if it is a partner order of `sub_mchid`.
 fn partner_order_of(
     state: &AppState,

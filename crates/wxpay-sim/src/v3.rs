@@ -940,7 +940,15 @@ async fn trade_bill(
         )
     })?;
     let gzip = gzip_wanted(&query)?;
-    let text = bills::trade_bill_text(&state.store, date, bill_type)
+    let only = query
+        .get("sub_mchid")
+        .map(String::as_str)
+        .filter(|s| !s.is_empty());
+    if let Some(sub) = only {
+        crate::partner::check_bound(&state, sub)?;
+    }
+    let sub_mchid_of = |o: &Order| state.partner.order(&o.out_trade_no).map(|p| p.sub_mchid);
+    let text = bills::trade_bill_text_with(&state.store, date, bill_type, &sub_mchid_of, only)
         .map_err(|e| V3Error::new(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", e))?
         .ok_or_else(no_statement)?;
     Ok(issue_download(

@@ -618,3 +618,75 @@ async fn a_restart_keeps_sub_merchants_their_users_and_partner_orders() {
     second.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_sub_merchants_trade_bill_holds_its_orders_only() {
+    let sim = Simulator::start(config(None)).await.unwrap();
+    let client = client(&sim);
+    register(&sim).await;
+    let url = "https://merchant.example/notify";
+    let sub_openid = sub_user(&sim, SUB).await;
+    let sp_openid = sp_user(&sim).await;
+    let (mine, theirs) = (out_trade_no(), out_trade_no());
+    for (request, openid) in [
+        (
+            order(
+                SUB,
+                Some(SUB_APPID),
+                PartnerPayer::SubOpenid(id(&sub_openid)),
+                &mine,
+                100,
+                url,
+            ),
+            &sub_openid,
+        ),
+        (
+            order(
+                SUB_PLAIN,
+                None,
+                PartnerPayer::SpOpenid(id(&sp_openid)),
+                &theirs,
+                200,
+                url,
+            ),
+            &sp_openid,
+        ),
+    ] {
+        let (_, payment) = client
+            .partner_jsapi_prepay_with_payment(&request)
+            .await
+            .unwrap();
+        assert_eq!(pay(&sim, &payment, openid).await.0, 200);
+    }
+    let today = wxpay::time::beijing_date(time::OffsetDateTime::now_utc());
+    // Today's bill exists from 10:00 tomorrow: move the business clock two days on.
+    let (status, _) = control(
+        &sim,
+        "/sim/clock/advance",
+        Some(json!({"seconds": 172_800})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let request = wxpay::v3::models::TradeBillRequest {
+        bill_date: today,
+        bill_type: wxpay::v3::models::TradeBillType::All,
+        gzip: false,
+    };
+    let location = client.partner_trade_bill(&id(SUB), &request).await.unwrap();
+    let bill =
+        wxpay::bill::parse_trade_bill(&client.download_bill(&location).await.unwrap()).unwrap();
+    let nos: Vec<_> = bill.rows.iter().map(|r| r.out_trade_no.as_str()).collect();
+    assert_eq!(nos, vec![mine.as_str()]);
+    assert_eq!(bill.rows[0].sub_mch_id, SUB);
+    // The provider's whole bill names each line's sub-merchant.
+    let location = client.trade_bill(&request).await.unwrap();
+    let bill =
+        wxpay::bill::parse_trade_bill(&client.download_bill(&location).await.unwrap()).unwrap();
+    let theirs_row = bill.rows.iter().find(|r| r.out_trade_no == theirs).unwrap();
+    assert_eq!(theirs_row.sub_mch_id, SUB_PLAIN);
+    let (status, code, message) =
+        api_error(client.partner_trade_bill(&id("1999999999"), &request).await);
+    assert_eq!((status, code), (400, ErrorCode::InvalidRequest));
+    assert_eq!(message, "受理关系不存在");
+    sim.shutdown().await;
+}
