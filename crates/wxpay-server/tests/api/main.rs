@@ -15,3 +15,4 @@ mod refunds;
 mod schema;
 mod store;
 mod webhooks;
+mod wxacode;
