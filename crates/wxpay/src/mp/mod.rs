@@ -6,6 +6,7 @@
 //! is sent. The I/O lives in [`client`].
 
 pub mod client;
+pub mod push;
 
 pub use client::{
     AccessToken, EnvVersion, LineColor, MpClient, MpConfig, PhoneInfo, PhoneWatermark, Session,
