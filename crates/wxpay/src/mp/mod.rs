@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod push;
+pub mod shipping;
 
 pub use client::{
     AccessToken, EnvVersion, LineColor, MpClient, MpConfig, PhoneInfo, PhoneWatermark, Session,
@@ -82,6 +83,86 @@ pub enum ErrCode {
     IpRefusedRetryAfterDay,
     /// `89507`: the administrator refused this IP; retry after 1 hour.
     IpRefusedRetryAfterHour,
+    /// `44002`: the POST body is empty.
+    EmptyPostData,
+    /// `44990`: too many requests (trade-management status calls).
+    FrequencyLimited,
+    /// `48001`: the API is not authorized (e.g. the trade-management service is not enabled).
+    ApiUnauthorized,
+    /// `61003`: the third-party platform is not authorized for this permission set.
+    ComponentNotAuthorized,
+    /// `61004`: the calling IP is not in the IP whitelist.
+    ClientIpNotRegistered,
+    /// `10060001`: 支付单不存在 (wrong key, or not indexed yet: retry a minute later).
+    PaymentNotFound,
+    /// `10060002`: the payment is fully shipped; no more shipping can be uploaded.
+    PaymentFullyShipped,
+    /// `10060003`: the one re-shipping chance of the payment is used.
+    ReshipUsed,
+    /// `10060004`: the payment cannot ship in its state (e.g. refunded).
+    NotShippable,
+    /// `10060005`: invalid logistics type.
+    InvalidLogisticsType,
+    /// `10060006`: split delivery is only allowed for express delivery.
+    SplitNeedsExpress,
+    /// `10060007`: split delivery requires `is_all_delivered`.
+    IsAllDeliveredRequired,
+    /// `10060008`: `item_desc` is empty.
+    ItemDescEmpty,
+    /// `10060009`: `item_desc` is too long.
+    ItemDescTooLong,
+    /// `10060011`: invalid `last_index` (get_order_list).
+    InvalidLastIndex,
+    /// `10060012`: system busy; retry.
+    TradeSystemBusy,
+    /// `10060014`: invalid parameter (errmsg says which).
+    ShippingParamError,
+    /// `10060019`: system busy; retry.
+    TradeSystemBusyRetry,
+    /// `10060020`: shipping cannot complete without any goods description.
+    NoGoodsDescription,
+    /// `10060023`: the shipping information did not change (an identical re-upload).
+    ShippingUnchanged,
+    /// `10060024`: `shipping_list` is too long (over 15).
+    ShippingListTooLong,
+    /// `10060025`: `express_company` is too long.
+    ExpressCompanyTooLong,
+    /// `10060026`: `tracking_no` is too long.
+    TrackingNoTooLong,
+    /// `10060028`: the payment is not shipped (notify_confirm_receive).
+    NotShipped,
+    /// `10060029`: invalid `received_time` (seconds, after the shipping time).
+    InvalidReceivedTime,
+    /// `10060030`: the confirm-receipt reminder of this payment was already sent.
+    ConfirmReminderUsed,
+    /// `10060031`: the payment does not belong to the given openid.
+    NotThePayer,
+    /// `10060032`: confirm-receipt reminders are only for express delivery.
+    ConfirmReminderExpressOnly,
+    /// `268485194`: invalid `order_number_type`.
+    InvalidOrderNumberType,
+    /// `268485195`: `order_number_type` 2 without `transaction_id`.
+    TransactionIdMissing,
+    /// `268485196`: `order_number_type` 1 without `mchid`.
+    MchidMissing,
+    /// `268485197`: `order_number_type` 1 without `out_trade_no`.
+    OutTradeNoMissing,
+    /// `268485216`: `upload_time` is not RFC 3339.
+    InvalidUploadTime,
+    /// `268485224`: invalid `delivery_mode`.
+    InvalidDeliveryMode,
+    /// `268485226`: express delivery without `tracking_no`.
+    TrackingNoMissing,
+    /// `268485227`: express delivery without `express_company`.
+    ExpressCompanyMissing,
+    /// `268485228`: unified delivery requires exactly one `shipping_list` item.
+    UnifiedNeedsOneItem,
+    /// `268546000`: invalid special-order `type`.
+    InvalidSpecialOrderType,
+    /// `268546001`: invalid `delay_to`.
+    InvalidDelayTo,
+    /// `268546002`: no such payment awaiting shipment.
+    SpecialOrderNotFound,
     /// Any other code, as sent.
     Other(i64),
 }
@@ -118,6 +199,46 @@ const KNOWN_CODES: &[(i64, ErrCode)] = &[
     (89503, ErrCode::IpConfirmationRequired),
     (89506, ErrCode::IpRefusedRetryAfterDay),
     (89507, ErrCode::IpRefusedRetryAfterHour),
+    (44002, ErrCode::EmptyPostData),
+    (44990, ErrCode::FrequencyLimited),
+    (48001, ErrCode::ApiUnauthorized),
+    (61003, ErrCode::ComponentNotAuthorized),
+    (61004, ErrCode::ClientIpNotRegistered),
+    (10060001, ErrCode::PaymentNotFound),
+    (10060002, ErrCode::PaymentFullyShipped),
+    (10060003, ErrCode::ReshipUsed),
+    (10060004, ErrCode::NotShippable),
+    (10060005, ErrCode::InvalidLogisticsType),
+    (10060006, ErrCode::SplitNeedsExpress),
+    (10060007, ErrCode::IsAllDeliveredRequired),
+    (10060008, ErrCode::ItemDescEmpty),
+    (10060009, ErrCode::ItemDescTooLong),
+    (10060011, ErrCode::InvalidLastIndex),
+    (10060012, ErrCode::TradeSystemBusy),
+    (10060014, ErrCode::ShippingParamError),
+    (10060019, ErrCode::TradeSystemBusyRetry),
+    (10060020, ErrCode::NoGoodsDescription),
+    (10060023, ErrCode::ShippingUnchanged),
+    (10060024, ErrCode::ShippingListTooLong),
+    (10060025, ErrCode::ExpressCompanyTooLong),
+    (10060026, ErrCode::TrackingNoTooLong),
+    (10060028, ErrCode::NotShipped),
+    (10060029, ErrCode::InvalidReceivedTime),
+    (10060030, ErrCode::ConfirmReminderUsed),
+    (10060031, ErrCode::NotThePayer),
+    (10060032, ErrCode::ConfirmReminderExpressOnly),
+    (268485194, ErrCode::InvalidOrderNumberType),
+    (268485195, ErrCode::TransactionIdMissing),
+    (268485196, ErrCode::MchidMissing),
+    (268485197, ErrCode::OutTradeNoMissing),
+    (268485216, ErrCode::InvalidUploadTime),
+    (268485224, ErrCode::InvalidDeliveryMode),
+    (268485226, ErrCode::TrackingNoMissing),
+    (268485227, ErrCode::ExpressCompanyMissing),
+    (268485228, ErrCode::UnifiedNeedsOneItem),
+    (268546000, ErrCode::InvalidSpecialOrderType),
+    (268546001, ErrCode::InvalidDelayTo),
+    (268546002, ErrCode::SpecialOrderNotFound),
 ];
 
 impl ErrCode {
@@ -155,10 +276,23 @@ impl ErrCode {
         )
     }
 
-    /// Whether WeChat refused the call for a quota (`45009`, `45011`): retry later, not now.
+    /// Whether WeChat refused the call for a quota (`45009`, `45011`, `44990`): retry later, not now.
     #[must_use]
     pub fn is_rate_limited(&self) -> bool {
-        matches!(self, ErrCode::ApiQuotaReached | ErrCode::MinuteQuotaReached)
+        matches!(
+            self,
+            ErrCode::ApiQuotaReached | ErrCode::MinuteQuotaReached | ErrCode::FrequencyLimited
+        )
+    }
+
+    /// Whether WeChat asks to retry later (`-1`, and `10060012`, `10060019` of the
+    /// trade-management calls).
+    #[must_use]
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            ErrCode::SystemBusy | ErrCode::TradeSystemBusy | ErrCode::TradeSystemBusyRetry
+        )
     }
 }
 
@@ -315,7 +449,7 @@ mod tests {
             .filter(|(_, v)| v.is_rate_limited())
             .map(|(c, _)| *c)
             .collect();
-        assert_eq!(limited, vec![45009, 45011]);
+        assert_eq!(limited, vec![45009, 45011, 44990]);
     }
 
     #[test]

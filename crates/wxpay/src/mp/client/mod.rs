@@ -11,6 +11,7 @@
 
 mod phone;
 mod session;
+mod shipping;
 mod token;
 mod wxacode;
 
