@@ -65,6 +65,8 @@ pub struct AppState {
     pub mp: Arc<MiniProgram>,
     /// Service-provider mode: sub-merchants, their users, partner orders.
     pub partner: crate::partner::Partner,
+    /// Trade management (shipping, receipt, settlement) of the mini program's paid orders.
+    pub trade: crate::trade::TradeManagement,
     /// Bill download tokens.
     pub bill_downloads: Mutex<HashMap<String, BillDownload>>,
     base_url: String,
@@ -117,8 +119,15 @@ impl AppState {
             }
             None => crate::partner::Partner::new(),
         };
+        let trade = match &parts.journal {
+            Some((journal, entries)) => {
+                crate::trade::TradeManagement::persistent(journal.clone(), entries)
+            }
+            None => crate::trade::TradeManagement::new(),
+        };
         Ok(Self {
             partner,
+            trade,
             api_v3_key: ApiV3Key::new(&parts.merchant.api_v3_key)?,
             store: match parts.journal {
                 Some((journal, entries)) => {

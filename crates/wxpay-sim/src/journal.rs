@@ -35,6 +35,9 @@ pub enum Entry {
     /// The partner facts of an order made through `/v3/pay/partner/transactions/jsapi` (the
     /// order itself is an `order` line).
     PartnerOrder(PartnerOrderLine),
+    /// The trade-management record of a paid order (shipping, receipt), as it is after a
+    /// change.
+    Trade(crate::trade::TradeLine),
 }
 
 /// A sub-merchant (特约商户) of the simulated service provider.

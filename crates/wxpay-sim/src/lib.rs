@@ -20,6 +20,7 @@ pub mod partner;
 pub mod server;
 pub mod signer;
 pub mod state;
+pub mod trade;
 pub mod v2;
 pub mod v3;
 
@@ -224,6 +225,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(MiniProgram::router(state.mp.clone()))
         .merge(control::router(state.clone()))
         .merge(partner::control_router(state.clone()))
+        .merge(trade::router(state.clone()))
         .layer(axum::middleware::from_fn_with_state(state, faults::inject))
         .layer(axum::middleware::from_fn(server::log_request))
 }

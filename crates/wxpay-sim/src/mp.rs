@@ -476,6 +476,15 @@ impl MiniProgram {
     }
 }
 
+impl MiniProgram {
+    /// Checks the `access_token` of a call served by another module (trade management): `Err`
+    /// is WeChat's error answer.
+    pub(crate) fn authorize(&self, query: &HashMap<String, String>) -> Result<(), Box<Response>> {
+        self.check_token(query)
+            .map_err(|e| Box::new(e.into_response()))
+    }
+}
+
 pub(crate) fn generated_openid() -> String {
     // 20 random bytes are 27 base64url characters: `o` + 27 = 28, WeChat's openid length.
     let mut openid = String::with_capacity(28);

@@ -234,7 +234,8 @@ impl Store {
                 Entry::User(_)
                 | Entry::SubMerchant(_)
                 | Entry::SubUser(_)
-                | Entry::PartnerOrder(_) => {}
+                | Entry::PartnerOrder(_)
+                | Entry::Trade(_) => {}
             }
         }
         store.journal = Some(journal);

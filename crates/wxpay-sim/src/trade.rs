@@ -1,0 +1,749 @@
+//! Trade management (小程序发货信息管理服务) of the simulated mini program: every paid order of
+//! the mini program's AppID is managed. Served on WeChat's paths (`/wxa/sec/order/*`,
+//! `/cgi-bin/express/delivery/open_msg/get_delivery_list`) with the mini program's access
+//! token, and the buyer's confirmation on the control API
+//! (`POST /sim/orders/{out_trade_no}/confirm-receipt`).
+//!
+//! States (`order_state`): 1 awaiting shipment → 2 shipped (every package uploaded) → receipt
+//! confirmed, by the buyer or automatically → 4 settled; 5 refunded (fully refunded before
+//! settlement). Rules where WeChat is not documented (each one a rule of this simulator):
+//!
+//! * Automatic confirmation: 10 days after the shipment for express, 2 days for same-city,
+//!   virtual goods and self-pickup, on the simulator's business clock (`/sim/clock/advance`),
+//!   evaluated whenever the order is read or changed. No complaint ever delays it.
+//! * Settlement happens at once on confirmation, so state 3 is not observable and state 6 is
+//!   never used.
+//! * Orders are managed from payment (no indexing delay), and only orders of the mini
+//!   program's own AppID (so not partner orders paid under a `sub_appid`).
+//! * Re-shipping: an upload on a shipped order replaces its packages once
+//!   (`finish_shipping_count` 2); a third time answers `10060003`; an identical upload answers
+//!   `10060023` without using the chance. The automatic-confirmation delay still counts from
+//!   the first shipment.
+//! * An SF Express package without a contact, an `upload_time` not later than the previous
+//!   upload's, a missing `payer.openid` or `item_desc` of the wrong type answer `10060014`.
+//! * `get_order_list`, `opspecialorder` and message push are not simulated yet.
+//!
+//! Each change appends the whole record to the journal (`trade` lines).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use wxpay::nonce::Clock as _;
+
+use crate::app::AppState;
+use crate::journal::{Entry, Journal};
+use crate::state::{Order, parse_rfc3339};
+
+/// Automatic confirmation of express shipments, in seconds after the shipment (10 days).
+pub const EXPRESS_CONFIRM_SECS: i64 = 10 * 86_400;
+/// Automatic confirmation of other shipments, in seconds after the shipment (2 days).
+pub const OTHER_CONFIRM_SECS: i64 = 2 * 86_400;
+/// The most packages of an order.
+pub const MAX_PACKAGES: usize = 15;
+
+/// One uploaded package.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Package {
+    /// `tracking_no`.
+    pub tracking_no: String,
+    /// `express_company`.
+    pub express_company: String,
+    /// `item_desc` (shown as `goods_desc`).
+    pub item_desc: String,
+    /// `contact.consignor_contact`.
+    pub consignor_contact: Option<String>,
+    /// `contact.receiver_contact`.
+    pub receiver_contact: Option<String>,
+    /// When it was uploaded (simulated Unix seconds).
+    pub upload_time: i64,
+}
+
+/// The trade-management record of a paid order (a `trade` journal line).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TradeLine {
+    /// The order.
+    pub out_trade_no: String,
+    /// `logistics_type` of the last upload (0 before).
+    pub logistics_type: u8,
+    /// `delivery_mode` of the last upload (0 before).
+    pub delivery_mode: u8,
+    /// Every package is uploaded.
+    pub finish_shipping: bool,
+    /// 0 not finished, 1 finished, 2 re-shipped.
+    pub finish_shipping_count: u8,
+    /// The packages.
+    pub packages: Vec<Package>,
+    /// The `upload_time` of the last upload (Unix seconds).
+    pub last_upload_time: Option<i64>,
+    /// When shipping finished the first time (simulated clock).
+    pub shipped_at: Option<i64>,
+    /// When receipt was confirmed.
+    pub confirmed_at: Option<i64>,
+    /// 1 automatic, 2 by the buyer (the documented mapping).
+    pub confirm_method: Option<u8>,
+    /// Whether the confirm-receipt reminder was sent.
+    pub reminded: bool,
+}
+
+impl TradeLine {
+    fn new(out_trade_no: &str) -> Self {
+        TradeLine {
+            out_trade_no: out_trade_no.to_owned(),
+            ..TradeLine::default()
+        }
+    }
+
+    /// Confirms automatically when the delay is over at `now`; whether it changed.
+    fn advance(&mut self, now: i64) -> bool {
+        match (self.shipped_at, self.confirmed_at) {
+            (Some(shipped), None) if self.finish_shipping => {
+                let delay = if self.logistics_type == 1 {
+                    EXPRESS_CONFIRM_SECS
+                } else {
+                    OTHER_CONFIRM_SECS
+                };
+                if now >= shipped + delay {
+                    self.confirmed_at = Some(shipped + delay);
+                    self.confirm_method = Some(1);
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The trade-management records, by `out_trade_no`.
+#[derive(Debug, Default)]
+pub struct TradeManagement {
+    records: Mutex<HashMap<String, TradeLine>>,
+    journal: Option<Arc<Journal>>,
+}
+
+impl TradeManagement {
+    /// In memory only.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Restored from the journal read at start; later changes are appended to it.
+    #[must_use]
+    pub fn persistent(journal: Arc<Journal>, entries: &[Entry]) -> Self {
+        let mut records = HashMap::new();
+        for entry in entries {
+            if let Entry::Trade(line) = entry {
+                records.insert(line.out_trade_no.clone(), line.clone());
+            }
+        }
+        Self {
+            records: Mutex::new(records),
+            journal: Some(journal),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, TradeLine>> {
+        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The record of an order as it is at `now` (automatic confirmation applied and kept).
+    pub fn record(&self, out_trade_no: &str, now: i64) -> TradeLine {
+        let mut records = self.lock();
+        let Some(record) = records.get_mut(out_trade_no) else {
+            return TradeLine::new(out_trade_no);
+        };
+        if record.advance(now) {
+            self.append(record);
+        }
+        record.clone()
+    }
+
+    fn store(&self, record: TradeLine) {
+        self.append(&record);
+        self.lock().insert(record.out_trade_no.clone(), record);
+    }
+
+    fn append(&self, record: &TradeLine) {
+        if let Some(journal) = &self.journal {
+            journal.append(&Entry::Trade(record.clone()));
+        }
+    }
+}
+
+/// `order_state` of an order and its record.
+#[must_use]
+pub fn order_state(order: &Order, record: &TradeLine) -> u8 {
+    if record.confirmed_at.is_some() {
+        4
+    } else if order.refunded >= order.total && order.refunded > 0 {
+        5
+    } else if record.finish_shipping {
+        2
+    } else {
+        1
+    }
+}
+
+/// The `order` object of `get_order`.
+#[must_use]
+pub fn order_json(order: &Order, record: &TradeLine) -> Value {
+    let list: Vec<Value> = record
+        .packages
+        .iter()
+        .map(|p| {
+            let mut contact = Map::new();
+            if let Some(c) = &p.consignor_contact {
+                contact.insert("consignor_contact".into(), c.clone().into());
+            }
+            if let Some(c) = &p.receiver_contact {
+                contact.insert("receiver_contact".into(), c.clone().into());
+            }
+            json!({
+                "tracking_no": p.tracking_no,
+                "express_company": p.express_company,
+                "goods_desc": p.item_desc,
+                "upload_time": p.upload_time,
+                "contact": contact,
+            })
+        })
+        .collect();
+    json!({
+        "transaction_id": order.transaction_id.clone().unwrap_or_default(),
+        "merchant_id": order.mchid,
+        "sub_merchant_id": "",
+        "merchant_trade_no": order.out_trade_no,
+        "description": order.description,
+        "paid_amount": order.total,
+        "openid": order.openid,
+        "trade_create_time": order.created_at,
+        "pay_time": order.success_time.unwrap_or_default(),
+        "order_state": order_state(order, record),
+        "in_complaint": false,
+        "shipping": {
+            "delivery_mode": record.delivery_mode,
+            "logistics_type": record.logistics_type,
+            "finish_shipping": record.finish_shipping,
+            "goods_desc": "",
+            "finish_shipping_count": record.finish_shipping_count,
+            "shipping_list": list,
+        },
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// WeChat's side
+
+struct WxError(i64, &'static str);
+
+impl IntoResponse for WxError {
+    fn into_response(self) -> Response {
+        let rid = format!(
+            "{:08x}-{:08x}-{:08x}",
+            rand::random::<u32>(),
+            rand::random::<u32>(),
+            rand::random::<u32>()
+        );
+        axum::Json(json!({"errcode": self.0, "errmsg": format!("{} rid: {rid}", self.1)}))
+            .into_response()
+    }
+}
+
+const DATA_FORMAT: WxError = WxError(47001, "data format error");
+const PARAM: WxError = WxError(10060014, "参数错误");
+
+/// The routes of `api.weixin.qq.com` for trade management (state applied).
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/wxa/sec/order/upload_shipping_info", post(upload))
+        .route("/wxa/sec/order/get_order", post(get_order))
+        .route(
+            "/wxa/sec/order/notify_confirm_receive",
+            post(notify_confirm),
+        )
+        .route("/wxa/sec/order/set_msg_jump_path", post(set_jump_path))
+        .route("/wxa/sec/order/is_trade_managed", post(is_managed))
+        .route(
+            "/wxa/sec/order/is_trade_management_confirmation_completed",
+            post(is_completed),
+        )
+        .route(
+            "/cgi-bin/express/delivery/open_msg/get_delivery_list",
+            post(delivery_list),
+        )
+        .route(
+            "/sim/orders/{out_trade_no}/confirm-receipt",
+            post(confirm_receipt),
+        )
+        .with_state(state)
+}
+
+/// The token check and the JSON object body of every call.
+fn begin(
+    state: &AppState,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    body: &[u8],
+) -> Result<Map<String, Value>, Box<Response>> {
+    let query = query
+        .map(|Query(q)| q)
+        .map_err(|_| Box::new(WxError(40097, "invalid args").into_response()))?;
+    state.mp.authorize(&query)?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Box::new(WxError(44002, "empty post data").into_response()));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(Box::new(DATA_FORMAT.into_response())),
+    }
+}
+
+fn ok() -> Response {
+    axum::Json(json!({"errcode": 0, "errmsg": "ok"})).into_response()
+}
+
+fn int(map: &Map<String, Value>, name: &str) -> Result<Option<i64>, WxError> {
+    match map.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or(DATA_FORMAT),
+        Some(_) => Err(DATA_FORMAT),
+    }
+}
+
+fn text<'a>(map: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, WxError> {
+    match map.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(DATA_FORMAT),
+    }
+}
+
+/// A paid order of this mini program, or `10060001`.
+fn managed_order(state: &AppState, order: Option<Order>) -> Result<Order, WxError> {
+    order
+        .filter(|o| o.success_time.is_some() && o.appid == state.mp.appid())
+        .ok_or(WxError(10060001, "支付单不存在"))
+}
+
+fn find_by_key(state: &AppState, key: &Map<String, Value>) -> Result<Order, WxError> {
+    match int(key, "order_number_type")? {
+        Some(2) => {
+            let id = text(key, "transaction_id")?
+                .filter(|s| !s.is_empty())
+                .ok_or(WxError(268485195, "transaction_id is required"))?;
+            managed_order(state, state.store.order_by_transaction_id(id))
+        }
+        Some(1) => {
+            let mchid = text(key, "mchid")?
+                .filter(|s| !s.is_empty())
+                .ok_or(WxError(268485196, "mchid is required"))?;
+            let no = text(key, "out_trade_no")?
+                .filter(|s| !s.is_empty())
+                .ok_or(WxError(268485197, "out_trade_no is required"))?;
+            managed_order(state, state.store.order(no).filter(|o| o.mchid == mchid))
+        }
+        _ => Err(WxError(268485194, "order_number_type 非法")),
+    }
+}
+
+fn find_by_ref(state: &AppState, body: &Map<String, Value>) -> Result<Order, WxError> {
+    if let Some(id) = text(body, "transaction_id")?.filter(|s| !s.is_empty()) {
+        return managed_order(state, state.store.order_by_transaction_id(id));
+    }
+    let mchid = text(body, "merchant_id")?.filter(|s| !s.is_empty());
+    let no = text(body, "merchant_trade_no")?.filter(|s| !s.is_empty());
+    match (mchid, no) {
+        (Some(mchid), Some(no)) => {
+            managed_order(state, state.store.order(no).filter(|o| o.mchid == mchid))
+        }
+        _ => Err(PARAM),
+    }
+}
+
+struct Upload {
+    logistics_type: u8,
+    delivery_mode: u8,
+    is_all_delivered: Option<bool>,
+    packages: Vec<Package>,
+    upload_time: i64,
+}
+
+fn parse_upload(body: &Map<String, Value>, now: i64) -> Result<Upload, WxError> {
+    let logistics_type = match int(body, "logistics_type")? {
+        Some(n @ 1..=4) => u8::try_from(n).map_err(|_| DATA_FORMAT)?,
+        _ => return Err(WxError(10060005, "物流类型有误")),
+    };
+    let delivery_mode = match int(body, "delivery_mode")? {
+        Some(n @ 1..=2) => u8::try_from(n).map_err(|_| DATA_FORMAT)?,
+        _ => return Err(WxError(268485224, "delivery_mode 非法")),
+    };
+    let is_all_delivered = match body.get("is_all_delivered") {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(DATA_FORMAT),
+    };
+    if delivery_mode == 2 && logistics_type != 1 {
+        return Err(WxError(10060006, "非快递发货时不允许分拆发货"));
+    }
+    if delivery_mode == 2 && is_all_delivered.is_none() {
+        return Err(WxError(10060007, "分拆发货模式下必须填写 is_all_delivered"));
+    }
+    let list = match body.get("shipping_list") {
+        Some(Value::Array(list)) => list,
+        None => return Err(PARAM),
+        Some(_) => return Err(DATA_FORMAT),
+    };
+    if list.is_empty() {
+        return Err(PARAM);
+    }
+    if list.len() > MAX_PACKAGES {
+        return Err(WxError(10060024, "物流信息列表太长"));
+    }
+    if delivery_mode == 1 && list.len() != 1 {
+        return Err(WxError(268485228, "统一发货模式下物流信息列表长度必须为1"));
+    }
+    let upload_time = text(body, "upload_time")?
+        .and_then(parse_rfc3339)
+        .ok_or(WxError(268485216, "upload_time 非法"))?;
+    let mut packages = Vec::with_capacity(list.len());
+    for item in list {
+        let Value::Object(item) = item else {
+            return Err(DATA_FORMAT);
+        };
+        let desc = text(item, "item_desc")?.unwrap_or_default();
+        if desc.trim().is_empty() {
+            return Err(WxError(10060008, "商品描述为空"));
+        }
+        if desc.chars().count() > 120 {
+            return Err(WxError(10060009, "商品描述过长"));
+        }
+        let tracking_no = text(item, "tracking_no")?.unwrap_or_default();
+        let company = text(item, "express_company")?.unwrap_or_default();
+        if logistics_type == 1 {
+            if tracking_no.is_empty() {
+                return Err(WxError(268485226, "物流单号不能为空"));
+            }
+            if company.is_empty() {
+                return Err(WxError(268485227, "物流公司编码不能为空"));
+            }
+        }
+        if company.len() > 128 {
+            return Err(WxError(10060025, "物流公司编码过长"));
+        }
+        if tracking_no.len() > 128 {
+            return Err(WxError(10060026, "物流单号过长"));
+        }
+        let (consignor, receiver) = match item.get("contact") {
+            None => (None, None),
+            Some(Value::Object(c)) => (
+                text(c, "consignor_contact")?.map(str::to_owned),
+                text(c, "receiver_contact")?.map(str::to_owned),
+            ),
+            Some(_) => return Err(DATA_FORMAT),
+        };
+        if company == "SF" && consignor.is_none() && receiver.is_none() {
+            return Err(PARAM);
+        }
+        packages.push(Package {
+            tracking_no: tracking_no.to_owned(),
+            express_company: company.to_owned(),
+            item_desc: desc.to_owned(),
+            consignor_contact: consignor,
+            receiver_contact: receiver,
+            upload_time: now,
+        });
+    }
+    Ok(Upload {
+        logistics_type,
+        delivery_mode,
+        is_all_delivered,
+        packages,
+        upload_time,
+    })
+}
+
+fn same_packages(a: &[Package], b: &[Package]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.tracking_no == y.tracking_no
+                && x.express_company == y.express_company
+                && x.item_desc == y.item_desc
+                && x.consignor_contact == y.consignor_contact
+                && x.receiver_contact == y.receiver_contact
+        })
+}
+
+fn apply_upload(state: &AppState, body: &Map<String, Value>) -> Result<(), WxError> {
+    let now = state.clock.now();
+    let key = match body.get("order_key") {
+        Some(Value::Object(key)) => key,
+        None => return Err(WxError(268485194, "order_number_type 非法")),
+        Some(_) => return Err(DATA_FORMAT),
+    };
+    let order = find_by_key(state, key)?;
+    let upload = parse_upload(body, now)?;
+    let payer = match body.get("payer") {
+        Some(Value::Object(p)) => text(p, "openid")?.filter(|s| !s.is_empty()).ok_or(PARAM)?,
+        None => return Err(PARAM),
+        Some(_) => return Err(DATA_FORMAT),
+    };
+    if payer != order.openid {
+        return Err(WxError(10060031, "该笔支付单不属于 openid 所指定的用户"));
+    }
+    let mut record = state.trade.record(&order.out_trade_no, now);
+    match order_state(&order, &record) {
+        5 => return Err(WxError(10060004, "支付单处于不可发货的状态")),
+        3 | 4 => return Err(WxError(10060002, "支付单已完成发货,无法继续发货")),
+        _ => {}
+    }
+    if record
+        .last_upload_time
+        .is_some_and(|last| upload.upload_time <= last)
+    {
+        return Err(PARAM);
+    }
+    let completes = upload.delivery_mode == 1 || upload.is_all_delivered == Some(true);
+    if record.finish_shipping {
+        // A re-shipment: one chance.
+        if record.logistics_type == upload.logistics_type
+            && record.delivery_mode == upload.delivery_mode
+            && same_packages(&record.packages, &upload.packages)
+        {
+            return Err(WxError(10060023, "发货信息未更新"));
+        }
+        if record.finish_shipping_count >= 2 {
+            return Err(WxError(10060003, "支付单已使用重新发货机会"));
+        }
+        record.finish_shipping_count = 2;
+        record.packages = upload.packages;
+    } else {
+        let mut packages = if record.delivery_mode == 2 && upload.delivery_mode == 2 {
+            std::mem::take(&mut record.packages)
+        } else {
+            Vec::new()
+        };
+        packages.extend(upload.packages);
+        if packages.len() > MAX_PACKAGES {
+            return Err(WxError(10060024, "物流信息列表太长"));
+        }
+        record.packages = packages;
+        if completes {
+            record.finish_shipping = true;
+            record.finish_shipping_count = 1;
+            record.shipped_at = Some(now);
+        }
+    }
+    record.logistics_type = upload.logistics_type;
+    record.delivery_mode = upload.delivery_mode;
+    record.last_upload_time = Some(upload.upload_time);
+    state.trade.store(record);
+    Ok(())
+}
+
+async fn upload(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    body: Bytes,
+) -> Response {
+    let body = match begin(&state, query, &body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    match apply_upload(&state, &body) {
+        Ok(()) => ok(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn get_order(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    body: Bytes,
+) -> Response {
+    let body = match begin(&state, query, &body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    match find_by_ref(&state, &body) {
+        Ok(order) => {
+            let record = state.trade.record(&order.out_trade_no, state.clock.now());
+            axum::Json(json!({"errcode": 0, "errmsg": "ok", "order": order_json(&order, &record)}))
+                .into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+fn apply_notify(state: &AppState, body: &Map<String, Value>) -> Result<(), WxError> {
+    let order = find_by_ref(state, body)?;
+    let received = int(body, "received_time")?.ok_or(PARAM)?;
+    let now = state.clock.now();
+    let mut record = state.trade.record(&order.out_trade_no, now);
+    if order_state(&order, &record) != 2 {
+        return Err(WxError(10060028, "支付单不是已发货状态"));
+    }
+    if record.logistics_type != 1 {
+        return Err(WxError(10060032, "只有物流快递发货时允许提醒确认收货"));
+    }
+    if record.reminded {
+        return Err(WxError(10060030, "已使用提醒收货机会"));
+    }
+    if record.shipped_at.is_none_or(|shipped| received <= shipped) || received > now + 86_400 {
+        return Err(WxError(10060029, "签收时间非法"));
+    }
+    record.reminded = true;
+    state.trade.store(record);
+    Ok(())
+}
+
+async fn notify_confirm(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    body: Bytes,
+) -> Response {
+    let body = match begin(&state, query, &body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    match apply_notify(&state, &body) {
+        Ok(()) => ok(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn set_jump_path(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    body: Bytes,
+) -> Response {
+    let body = match begin(&state, query, &body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    match text(&body, "path") {
+        Ok(_) => ok(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn own_appid(state: &AppState, body: &Map<String, Value>) -> Result<(), WxError> {
+    match text(body, "appid")? {
+        None | Some("") => Err(WxError(40097, "invalid args")),
+        Some(appid) if appid == state.mp.appid() => Ok(()),
+        Some(_) => Err(WxError(40013, "invalid appid")),
+    }
+}
+
+async fn is_managed(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    body: Bytes,
+) -> Response {
+    match begin(&state, query, &body)
+        .and_then(|b| own_appid(&state, &b).map_err(|e| Box::new(e.into_response())))
+    {
+        Ok(()) => axum::Json(json!({"errcode": 0, "errmsg": "ok", "is_trade_managed": true}))
+            .into_response(),
+        Err(r) => *r,
+    }
+}
+
+async fn is_completed(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    body: Bytes,
+) -> Response {
+    match begin(&state, query, &body)
+        .and_then(|b| own_appid(&state, &b).map_err(|e| Box::new(e.into_response())))
+    {
+        Ok(()) => {
+            axum::Json(json!({"errcode": 0, "errmsg": "ok", "completed": true})).into_response()
+        }
+        Err(r) => *r,
+    }
+}
+
+/// The express companies the simulator lists (a few of WeChat's 1379).
+pub const DELIVERY_COMPANIES: &[(&str, &str)] = &[
+    ("SF", "顺丰速运"),
+    ("ZTO", "中通快递"),
+    ("YTO", "圆通速递"),
+    ("STO", "申通快递"),
+    ("YD", "韵达速递"),
+    ("JD", "京东物流"),
+    ("EMS", "EMS"),
+    ("OTHER", "其他"),
+];
+
+async fn delivery_list(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    body: Bytes,
+) -> Response {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        Bytes::from_static(b"{}")
+    } else {
+        body
+    };
+    if let Err(r) = begin(&state, query, &body) {
+        return *r;
+    }
+    let list: Vec<Value> = DELIVERY_COMPANIES
+        .iter()
+        .map(|(id, name)| json!({"delivery_id": id, "delivery_name": name}))
+        .collect();
+    axum::Json(json!({"errcode": 0, "errmsg": "ok", "count": list.len(), "delivery_list": list}))
+        .into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Control API
+
+fn control_error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({"error": message}))).into_response()
+}
+
+/// `POST /sim/orders/{out_trade_no}/confirm-receipt`: the buyer confirms receipt (WeChat's
+/// confirm-receipt component); the order settles. Only a shipped order can be confirmed (409
+/// otherwise, as the component answers `cancel`).
+async fn confirm_receipt(
+    State(state): State<Arc<AppState>>,
+    Path(out_trade_no): Path<String>,
+) -> Response {
+    let Some(order) = state
+        .store
+        .order(&out_trade_no)
+        .filter(|o| o.success_time.is_some() && o.appid == state.mp.appid())
+    else {
+        return control_error(
+            StatusCode::NOT_FOUND,
+            "no paid order of the mini program has this out_trade_no",
+        );
+    };
+    let now = state.clock.now();
+    let mut record = state.trade.record(&out_trade_no, now);
+    if order_state(&order, &record) != 2 {
+        return control_error(
+            StatusCode::CONFLICT,
+            "the order is not shipped and awaiting receipt",
+        );
+    }
+    record.confirmed_at = Some(now);
+    record.confirm_method = Some(2);
+    state.trade.store(record.clone());
+    axum::Json(json!({
+        "out_trade_no": out_trade_no,
+        "order_state": order_state(&order, &record),
+        "confirmed_at": now,
+    }))
+    .into_response()
+}

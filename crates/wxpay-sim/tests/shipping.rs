@@ -1,0 +1,340 @@
+//! Trade management end to end: `wxpay::mp::MpClient`'s shipping calls against the simulator's
+//! `/wxa/sec/order/*` for orders paid through the v3 API, the buyer's confirmation on the
+//! control API, automatic confirmation on the business clock, and a restart.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use support::Merchant;
+use wxpay::http::{BaseUrls, HttpConfig, RetryPolicy};
+use wxpay::mp::shipping::{
+    LogisticsType, OrderKey, OrderRef, OrderState, Shipment, ShippingItem, TradeOrder,
+    UploadShippingInfo,
+};
+use wxpay::mp::{ErrCode, MpClient, MpConfig};
+use wxpay::nonce::SystemClock;
+use wxpay::{ApiError, Error};
+use wxpay_sim::{KeyMode, SimConfig};
+
+const NOTIFY: &str = "http://127.0.0.1:9/notify/pay";
+
+fn mp_client(m: &Merchant) -> MpClient {
+    let creds = m.sim.merchant();
+    MpClient::with_clock(
+        MpConfig::new(&creds.appid, &creds.app_secret),
+        &HttpConfig {
+            retry: RetryPolicy::none(),
+            timeout: Duration::from_secs(10),
+            extra_roots_pem: vec![creds.ca_cert_pem.clone()],
+            ..HttpConfig::default()
+        },
+        &BaseUrls::single(&m.base),
+        Arc::new(SystemClock),
+    )
+    .unwrap()
+}
+
+/// A paid order: its openid and transaction_id.
+async fn paid(m: &Merchant, out_trade_no: &str) -> (String, String) {
+    let openid = m.new_user().await;
+    let prepay = m.prepay(out_trade_no, 1990, &openid, NOTIFY).await;
+    let (status, answer) = m.pay(&prepay, &openid).await;
+    assert_eq!(status, 200, "{answer}");
+    let order = m.sim.state().store.order(out_trade_no).unwrap();
+    (openid, order.transaction_id.unwrap())
+}
+
+fn upload(
+    m: &Merchant,
+    out_trade_no: &str,
+    openid: &str,
+    shipment: Shipment,
+) -> UploadShippingInfo {
+    UploadShippingInfo {
+        order_key: OrderKey::out_trade_no(m.mchid(), out_trade_no),
+        shipment,
+        upload_time: time::OffsetDateTime::now_utc(),
+        payer_openid: openid.to_owned(),
+    }
+}
+
+fn errcode(err: &Error) -> ErrCode {
+    match err {
+        Error::Api(ApiError::MiniProgram { errcode, .. }) => *errcode,
+        other => panic!("not a mini-program error: {other:?}"),
+    }
+}
+
+async fn state_of(mp: &MpClient, transaction_id: &str) -> TradeOrder {
+    mp.get_order(&OrderRef::TransactionId(transaction_id.to_owned()))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn express_in_two_parcels_confirmed_by_the_buyer_settles() {
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let mp = mp_client(&m);
+    assert!(mp.is_trade_managed().await.unwrap());
+    assert!(
+        mp.is_trade_management_confirmation_completed()
+            .await
+            .unwrap()
+    );
+    let companies = mp.get_delivery_list().await.unwrap();
+    assert!(companies.iter().any(|c| c.delivery_id == "ZTO"));
+
+    let (openid, transaction_id) = paid(&m, "SHIP-EXP-1").await;
+    let before = state_of(&mp, &transaction_id).await;
+    assert_eq!(before.order_state, OrderState::AwaitingShipment);
+    assert_eq!(before.merchant_trade_no, "SHIP-EXP-1");
+    assert_eq!(before.paid_amount, 1990);
+    assert_eq!(before.openid, openid);
+
+    let first = Shipment::split(vec![ShippingItem::express("ZTO", "ZTO0001", "上衣")], false);
+    mp.upload_shipping_info(&upload(&m, "SHIP-EXP-1", &openid, first))
+        .await
+        .unwrap();
+    let partial = state_of(&mp, &transaction_id).await;
+    assert_eq!(partial.order_state, OrderState::AwaitingShipment);
+    assert!(!partial.shipping.finish_shipping);
+
+    // The buyer cannot confirm before everything shipped.
+    let (status, _) = m
+        .control("POST", "/sim/orders/SHIP-EXP-1/confirm-receipt", None)
+        .await;
+    assert_eq!(status, 409);
+
+    let mut second = upload(
+        &m,
+        "SHIP-EXP-1",
+        &openid,
+        Shipment::split(vec![ShippingItem::express("YTO", "YTO0002", "裤子")], true),
+    );
+    second.upload_time += time::Duration::seconds(1);
+    mp.upload_shipping_info(&second).await.unwrap();
+    let shipped = state_of(&mp, &transaction_id).await;
+    assert_eq!(shipped.order_state, OrderState::Shipped);
+    assert!(shipped.shipping.finish_shipping);
+    assert_eq!(shipped.shipping.finish_shipping_count, 1);
+    assert_eq!(shipped.shipping.delivery_mode, 2);
+    let tracking: Vec<&str> = shipped
+        .shipping
+        .shipping_list
+        .iter()
+        .map(|p| p.tracking_no.as_str())
+        .collect();
+    assert_eq!(tracking, ["ZTO0001", "YTO0002"]);
+
+    let (status, answer) = m
+        .control("POST", "/sim/orders/SHIP-EXP-1/confirm-receipt", None)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let settled = state_of(&mp, &transaction_id).await;
+    assert_eq!(settled.order_state, OrderState::Completed);
+
+    // Nothing more can ship, and the buyer cannot confirm twice.
+    let mut late = upload(
+        &m,
+        "SHIP-EXP-1",
+        &openid,
+        Shipment::unified(
+            LogisticsType::Express,
+            ShippingItem::express("ZTO", "Z9", "x"),
+        ),
+    );
+    late.upload_time += time::Duration::seconds(5);
+    let err = mp.upload_shipping_info(&late).await.unwrap_err();
+    assert_eq!(errcode(&err), ErrCode::PaymentFullyShipped);
+    let (status, _) = m
+        .control("POST", "/sim/orders/SHIP-EXP-1/confirm-receipt", None)
+        .await;
+    assert_eq!(status, 409);
+}
+
+#[tokio::test]
+async fn virtual_goods_confirm_automatically_after_two_days() {
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let mp = mp_client(&m);
+    let (openid, transaction_id) = paid(&m, "SHIP-VIRT-1").await;
+    mp.upload_shipping_info(&upload(
+        &m,
+        "SHIP-VIRT-1",
+        &openid,
+        Shipment::unified(LogisticsType::Virtual, ShippingItem::described("会员卡")),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        state_of(&mp, &transaction_id).await.order_state,
+        OrderState::Shipped
+    );
+    let (status, _) = m
+        .control(
+            "POST",
+            "/sim/clock/advance",
+            Some(json!({"seconds": 2 * 86_400 - 60})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        state_of(&mp, &transaction_id).await.order_state,
+        OrderState::Shipped
+    );
+    let (status, _) = m
+        .control("POST", "/sim/clock/advance", Some(json!({"seconds": 60})))
+        .await;
+    assert_eq!(status, 200);
+    // The simulator's token expired with the clock; the client fetched a new one.
+    assert_eq!(
+        state_of(&mp, &transaction_id).await.order_state,
+        OrderState::Completed
+    );
+}
+
+#[tokio::test]
+async fn upload_rules_answer_wechats_errcodes() {
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let mp = mp_client(&m);
+    let (openid, transaction_id) = paid(&m, "SHIP-RULES-1").await;
+    let unified = |tracking: &str| {
+        Shipment::unified(
+            LogisticsType::Express,
+            ShippingItem::express("ZTO", tracking, "茶叶"),
+        )
+    };
+
+    // An unknown payment, another payer.
+    let err = mp
+        .upload_shipping_info(&upload(&m, "NO-SUCH-ORDER", &openid, unified("T1")))
+        .await
+        .unwrap_err();
+    assert_eq!(errcode(&err), ErrCode::PaymentNotFound);
+    let stranger = m.new_user().await;
+    let err = mp
+        .upload_shipping_info(&upload(&m, "SHIP-RULES-1", &stranger, unified("T1")))
+        .await
+        .unwrap_err();
+    assert_eq!(errcode(&err), ErrCode::NotThePayer);
+
+    // Shipped, then one re-shipment, then no more.
+    let mut request = upload(&m, "SHIP-RULES-1", &openid, unified("T1"));
+    mp.upload_shipping_info(&request).await.unwrap();
+    request.upload_time += time::Duration::seconds(1);
+    let err = mp.upload_shipping_info(&request).await.unwrap_err();
+    assert_eq!(
+        errcode(&err),
+        ErrCode::ShippingUnchanged,
+        "identical re-upload"
+    );
+    request.shipment = unified("T2");
+    request.upload_time += time::Duration::seconds(1);
+    mp.upload_shipping_info(&request).await.unwrap();
+    let order = state_of(&mp, &transaction_id).await;
+    assert_eq!(order.shipping.finish_shipping_count, 2);
+    assert_eq!(order.shipping.shipping_list[0].tracking_no, "T2");
+    request.shipment = unified("T3");
+    request.upload_time += time::Duration::seconds(1);
+    let err = mp.upload_shipping_info(&request).await.unwrap_err();
+    assert_eq!(errcode(&err), ErrCode::ReshipUsed);
+
+    // An older upload_time is refused.
+    let (openid2, _) = paid(&m, "SHIP-RULES-2").await;
+    let mut first = upload(
+        &m,
+        "SHIP-RULES-2",
+        &openid2,
+        Shipment::split(vec![ShippingItem::express("ZTO", "A", "x")], false),
+    );
+    mp.upload_shipping_info(&first).await.unwrap();
+    first.shipment = Shipment::split(vec![ShippingItem::express("ZTO", "B", "y")], true);
+    first.upload_time -= time::Duration::seconds(10);
+    let err = mp.upload_shipping_info(&first).await.unwrap_err();
+    assert_eq!(errcode(&err), ErrCode::ShippingParamError);
+
+    // The confirm-receipt reminder: express, shipped, once, after the shipment.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let by_id = OrderRef::TransactionId(transaction_id.clone());
+    let sim_now = m.sim.state().store.now();
+    mp.notify_confirm_receive(&by_id, sim_now + 1)
+        .await
+        .unwrap();
+    let err = mp
+        .notify_confirm_receive(&by_id, sim_now + 2)
+        .await
+        .unwrap_err();
+    assert_eq!(errcode(&err), ErrCode::ConfirmReminderUsed);
+    let not_shipped = OrderRef::MerchantTradeNo {
+        merchant_id: m.mchid(),
+        sub_merchant_id: None,
+        merchant_trade_no: "SHIP-RULES-2".into(),
+    };
+    let err = mp
+        .notify_confirm_receive(&not_shipped, now)
+        .await
+        .unwrap_err();
+    assert_eq!(errcode(&err), ErrCode::NotShipped);
+}
+
+#[tokio::test]
+async fn a_restart_keeps_the_shipping_state() {
+    let dir = std::env::temp_dir().join(format!(
+        "wxpay-sim-shipping-{}-{}",
+        std::process::id(),
+        time::OffsetDateTime::now_utc().unix_timestamp_nanos()
+    ));
+    let config = || SimConfig {
+        state_dir: Some(dir.clone()),
+        key_mode: KeyMode::PublicKey,
+        time_scale: 2000.0,
+        ..SimConfig::default()
+    };
+    let first = Merchant::start_with(config()).await;
+    let mp = mp_client(&first);
+    let (openid, transaction_id) = paid(&first, "SHIP-KEEP-1").await;
+    let mut request = upload(
+        &first,
+        "SHIP-KEEP-1",
+        &openid,
+        Shipment::unified(
+            LogisticsType::Express,
+            ShippingItem::express("ZTO", "K1", "x"),
+        ),
+    );
+    mp.upload_shipping_info(&request).await.unwrap();
+    request.shipment = Shipment::unified(
+        LogisticsType::Express,
+        ShippingItem::express("ZTO", "K2", "x"),
+    );
+    request.upload_time += time::Duration::seconds(1);
+    mp.upload_shipping_info(&request).await.unwrap();
+    first.sim.shutdown().await;
+
+    let second = Merchant::start_with(config()).await;
+    let mp = mp_client(&second);
+    let order = state_of(&mp, &transaction_id).await;
+    assert_eq!(order.order_state, OrderState::Shipped);
+    assert_eq!(order.shipping.finish_shipping_count, 2);
+    assert_eq!(order.shipping.shipping_list[0].tracking_no, "K2");
+    // The re-shipping chance stays used.
+    request.shipment = Shipment::unified(
+        LogisticsType::Express,
+        ShippingItem::express("ZTO", "K3", "x"),
+    );
+    request.upload_time += time::Duration::seconds(1);
+    let err = mp.upload_shipping_info(&request).await.unwrap_err();
+    assert_eq!(errcode(&err), ErrCode::ReshipUsed);
+    let (status, _) = second
+        .control("POST", "/sim/orders/SHIP-KEEP-1/confirm-receipt", None)
+        .await;
+    assert_eq!(status, 200);
+    second.sim.shutdown().await;
+    let third = Merchant::start_with(config()).await;
+    let order = state_of(&mp_client(&third), &transaction_id).await;
+    assert_eq!(order.order_state, OrderState::Completed);
+    third.sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
