@@ -228,7 +228,9 @@ async fn order(State(state): State<Arc<AppState>>, Path(out_trade_no): Path<Stri
     match state.store.order(&out_trade_no) {
         Some(o) => {
             let refunds = state.store.refunds_of_order(&out_trade_no);
-            axum::Json(order_json(&o, &refunds)).into_response()
+            let mut answer = order_json(&o, &refunds);
+            crate::trade::annotate(&state, &o, &mut answer);
+            axum::Json(answer).into_response()
         }
         None => (
             StatusCode::NOT_FOUND,

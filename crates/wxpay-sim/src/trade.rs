@@ -241,6 +241,30 @@ pub fn order_json(order: &Order, record: &TradeLine) -> Value {
     })
 }
 
+/// Adds `trade_management` to the control API's view of an order (`GET /sim/orders/{no}`) when
+/// the order is managed: `order_state`, the shipping as `get_order` shows it, and when it
+/// shipped, was confirmed (`confirm_method` 1 automatic, 2 buyer) and settled.
+pub fn annotate(state: &AppState, order: &Order, answer: &mut Value) {
+    if order.success_time.is_none() || order.appid != state.mp.appid() {
+        return;
+    }
+    let record = state.trade.record(&order.out_trade_no, state.clock.now());
+    let view = order_json(order, &record);
+    if let Value::Object(map) = answer {
+        map.insert(
+            "trade_management".into(),
+            json!({
+                "order_state": view["order_state"],
+                "shipping": view["shipping"],
+                "shipped_at": record.shipped_at,
+                "confirmed_at": record.confirmed_at,
+                "confirm_method": record.confirm_method,
+                "settled_at": record.confirmed_at,
+            }),
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // WeChat's side
 

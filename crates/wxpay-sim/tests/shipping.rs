@@ -135,6 +135,15 @@ async fn express_in_two_parcels_confirmed_by_the_buyer_settles() {
     assert_eq!(status, 200, "{answer}");
     let settled = state_of(&mp, &transaction_id).await;
     assert_eq!(settled.order_state, OrderState::Completed);
+    let (status, view) = m.control("GET", "/sim/orders/SHIP-EXP-1", None).await;
+    assert_eq!(status, 200);
+    let managed = &view["trade_management"];
+    assert_eq!(managed["order_state"], 4, "{view}");
+    assert_eq!(managed["confirm_method"], 2);
+    assert_eq!(
+        managed["shipping"]["shipping_list"][1]["tracking_no"],
+        "YTO0002"
+    );
 
     // Nothing more can ship, and the buyer cannot confirm twice.
     let mut late = upload(
