@@ -21,7 +21,9 @@
 //!   the first shipment.
 //! * An SF Express package without a contact, an `upload_time` not later than the previous
 //!   upload's, a missing `payer.openid` or `item_desc` of the wrong type answer `10060014`.
-//! * `get_order_list`, `opspecialorder` and message push are not simulated yet.
+//! * `get_order_list`: `last_index` is the position after the previous page (opaque to
+//!   clients); `page_size` 1 to 100 (default 100), others `10060014`.
+//! * `upload_combined_shipping_info`, `opspecialorder` and message push are not simulated yet.
 //!
 //! Each change appends the whole record to the journal (`trade` lines).
 
@@ -291,6 +293,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/wxa/sec/order/upload_shipping_info", post(upload))
         .route("/wxa/sec/order/get_order", post(get_order))
+        .route("/wxa/sec/order/get_order_list", post(get_order_list))
         .route(
             "/wxa/sec/order/notify_confirm_receive",
             post(notify_confirm),
@@ -603,6 +606,81 @@ async fn get_order(
             axum::Json(json!({"errcode": 0, "errmsg": "ok", "order": order_json(&order, &record)}))
                 .into_response()
         }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The default and largest `page_size` of `get_order_list`.
+pub const PAGE_SIZE: usize = 100;
+
+fn order_list(state: &AppState, body: &Map<String, Value>) -> Result<Value, WxError> {
+    let (begin, end) = match body.get("pay_time_range") {
+        None => (0, i64::from(u32::MAX)),
+        Some(Value::Object(range)) => (
+            int(range, "begin_time")?.unwrap_or(0),
+            int(range, "end_time")?.unwrap_or(i64::from(u32::MAX)),
+        ),
+        Some(_) => return Err(DATA_FORMAT),
+    };
+    let wanted_state = int(body, "order_state")?;
+    let openid = text(body, "openid")?.filter(|s| !s.is_empty());
+    let page_size = match int(body, "page_size")? {
+        None => PAGE_SIZE,
+        Some(n) => usize::try_from(n)
+            .ok()
+            .filter(|n| (1..=PAGE_SIZE).contains(n))
+            .ok_or(PARAM)?,
+    };
+    // `last_index`: opaque to clients; here the position after the previous page.
+    let start = match text(body, "last_index")? {
+        None | Some("") => 0,
+        Some(index) => index
+            .parse::<usize>()
+            .map_err(|_| WxError(10060011, "last_index 不合法"))?,
+    };
+    let now = state.clock.now();
+    let matching: Vec<Value> = state
+        .store
+        .paid_orders(state.mp.appid(), begin, end)
+        .into_iter()
+        .filter(|o| openid.is_none_or(|id| o.openid == id))
+        .filter_map(|o| {
+            let record = state.trade.record(&o.out_trade_no, now);
+            let order_state = i64::from(order_state(&o, &record));
+            wanted_state
+                .is_none_or(|s| s == order_state)
+                .then(|| order_json(&o, &record))
+        })
+        .collect();
+    if start > matching.len() {
+        return Err(WxError(10060011, "last_index 不合法"));
+    }
+    let end_at = (start + page_size).min(matching.len());
+    Ok(json!({
+        "errcode": 0,
+        "errmsg": "ok",
+        "order_list": matching[start..end_at],
+        "last_index": end_at.to_string(),
+        "has_more": end_at < matching.len(),
+    }))
+}
+
+async fn get_order_list(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    body: Bytes,
+) -> Response {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        Bytes::from_static(b"{}")
+    } else {
+        body
+    };
+    let body = match begin(&state, query, &body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    match order_list(&state, &body) {
+        Ok(answer) => axum::Json(answer).into_response(),
         Err(e) => e.into_response(),
     }
 }

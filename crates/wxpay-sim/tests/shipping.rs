@@ -11,8 +11,8 @@ use serde_json::json;
 use support::Merchant;
 use wxpay::http::{BaseUrls, HttpConfig, RetryPolicy};
 use wxpay::mp::shipping::{
-    LogisticsType, OrderKey, OrderRef, OrderState, Shipment, ShippingItem, TradeOrder,
-    UploadShippingInfo,
+    LogisticsType, OrderKey, OrderListQuery, OrderRef, OrderState, Shipment, ShippingItem,
+    TradeOrder, UploadShippingInfo,
 };
 use wxpay::mp::{ErrCode, MpClient, MpConfig};
 use wxpay::nonce::SystemClock;
@@ -346,4 +346,82 @@ async fn a_restart_keeps_the_shipping_state() {
     assert_eq!(order.order_state, OrderState::Completed);
     third.sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_order_list_pages_and_filters() {
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let mp = mp_client(&m);
+    let mut ids = Vec::new();
+    for no in ["SHIP-LIST-1", "SHIP-LIST-2", "SHIP-LIST-3"] {
+        ids.push(paid(&m, no).await);
+    }
+    let (openid, _) = &ids[1];
+    mp.upload_shipping_info(&upload(
+        &m,
+        "SHIP-LIST-2",
+        openid,
+        Shipment::unified(LogisticsType::SelfPickup, ShippingItem::described("自提")),
+    ))
+    .await
+    .unwrap();
+
+    let first = mp
+        .get_order_list(&OrderListQuery {
+            page_size: Some(2),
+            ..OrderListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.order_list.len(), 2);
+    assert!(first.has_more);
+    let second = mp
+        .get_order_list(&OrderListQuery {
+            page_size: Some(2),
+            last_index: Some(first.last_index.clone()),
+            ..OrderListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(second.order_list.len(), 1);
+    assert!(!second.has_more);
+    let mut seen: Vec<String> = first
+        .order_list
+        .iter()
+        .chain(&second.order_list)
+        .map(|o| o.merchant_trade_no.clone())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, ["SHIP-LIST-1", "SHIP-LIST-2", "SHIP-LIST-3"]);
+
+    let shipped = mp
+        .get_order_list(&OrderListQuery {
+            order_state: Some(OrderState::Shipped),
+            ..OrderListQuery::default()
+        })
+        .await
+        .unwrap();
+    let shipped: Vec<&str> = shipped
+        .order_list
+        .iter()
+        .map(|o| o.merchant_trade_no.as_str())
+        .collect();
+    assert_eq!(shipped, ["SHIP-LIST-2"]);
+    let of_user = mp
+        .get_order_list(&OrderListQuery {
+            openid: Some(ids[0].0.clone()),
+            ..OrderListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(of_user.order_list.len(), 1);
+    assert_eq!(of_user.order_list[0].transaction_id, ids[0].1);
+    let err = mp
+        .get_order_list(&OrderListQuery {
+            last_index: Some("not-an-index".into()),
+            ..OrderListQuery::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(errcode(&err), ErrCode::InvalidLastIndex);
 }

@@ -834,6 +834,26 @@ impl Store {
             .collect()
     }
 
+    /// The paid orders of `appid` paid between `begin` and `end` (inclusive, Unix seconds), in
+    /// order of payment (then `out_trade_no`).
+    #[must_use]
+    pub fn paid_orders(&self, appid: &str, begin: i64, end: i64) -> Vec<Order> {
+        let mut orders = Vec::new();
+        for shard_no in 0..SHARDS {
+            let shard = self.shard(shard_no);
+            for (local, r) in shard.orders.iter().enumerate() {
+                if r.success_time != 0 && (begin..=end).contains(&r.success_time) {
+                    let order = Self::snapshot(Self::global_id(shard_no, local), r);
+                    if order.appid == appid {
+                        orders.push(order);
+                    }
+                }
+            }
+        }
+        orders.sort_by_key(|o| (o.success_time, o.out_trade_no.clone()));
+        orders
+    }
+
     /// The payments and successful refunds of one GMT+8 day, in time order.
     #[must_use]
     pub fn bill_day(&self, date: Date) -> BillDay {
