@@ -13,5 +13,6 @@ mod orders;
 mod reconciliation;
 mod refunds;
 mod schema;
+mod sessions;
 mod store;
 mod webhooks;
