@@ -16,6 +16,7 @@ pub mod journal;
 pub mod merchant;
 pub mod mp;
 pub mod notify;
+pub mod partner;
 pub mod server;
 pub mod signer;
 pub mod state;
@@ -222,6 +223,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(v2::router(state.clone()))
         .merge(MiniProgram::router(state.mp.clone()))
         .merge(control::router(state.clone()))
+        .merge(partner::control_router(state.clone()))
         .layer(axum::middleware::from_fn_with_state(state, faults::inject))
         .layer(axum::middleware::from_fn(server::log_request))
 }

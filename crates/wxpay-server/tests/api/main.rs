@@ -16,3 +16,4 @@ mod schema;
 mod sessions;
 mod store;
 mod webhooks;
+mod wxacode;

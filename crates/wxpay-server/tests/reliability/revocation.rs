@@ -96,7 +96,11 @@ async fn a_revocation_on_one_instance_is_honoured_by_the_other_within_a_bound() 
             .await
             .unwrap();
         let token = login["token"].as_str().expect("a token").to_owned();
-        assert_eq!(status(&http, &b.base, &token).await, 200, "B knows the session");
+        assert_eq!(
+            status(&http, &b.base, &token).await,
+            200,
+            "B knows the session"
+        );
         buyers.push((openid, token));
     }
 
