@@ -60,6 +60,28 @@ async function admin(server, method, path, body) {
   return res.body;
 }
 
+test('logging out revokes the session at the server and forgets the token; the next request logs in again', async () => {
+  const phone = phoneOf(V3);
+  const app = await launch(phone, V3);
+  await catalogue(app);
+  const client = app.module('utils/shop');
+  await client.orders();
+  const token = JSON.parse(phone.storage.get('wxpay.session')).token;
+  assert.equal((await call('GET', `${V3}/api/orders`, { token })).status, 200);
+  const logins = app.logins;
+
+  await client.logout();
+  assert.equal(phone.storage.get('wxpay.session'), undefined, 'the token is forgotten');
+  assert.deepEqual(app.sent('POST', '/api/logout').map((r) => r.status), [204]);
+  const refused = await call('GET', `${V3}/api/orders`, { token });
+  assert.equal(refused.status, 401, 'the server refuses the old token');
+
+  await client.orders();
+  assert.equal(app.logins, logins + 1, 'a new session');
+  assert.notEqual(JSON.parse(phone.storage.get('wxpay.session')).token, token);
+  assertNoProblems();
+});
+
 // The expired session: a user logs in and buys on a server whose sessions last 60 s (its
 // shortest); the last test opens the mini program again once that session has expired.
 const expiring = { phone: null, no: '', expiresAt: 0 };

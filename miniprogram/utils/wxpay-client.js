@@ -264,9 +264,21 @@ function createClient(options) {
     return storedToken() !== '';
   }
 
-  /** Forgets the session (the server's token stays valid until it expires). */
-  function logout() {
+  /**
+   * Logs out: the server revokes the session (`POST /api/logout`; every instance refuses the
+   * token from then on) and the stored token is forgotten. It is forgotten first, and even when
+   * the server cannot be reached (the token then ends when it expires).
+   * @returns {Promise<void>}
+   */
+  async function logout() {
+    const token = storedToken();
     wx.removeStorageSync(storageKey);
+    if (!token) return;
+    try {
+      await send('POST', '/api/logout', undefined, token);
+    } catch {
+      // Unreachable: the session expires on its own; nothing is stored any more.
+    }
   }
 
   /**

@@ -351,6 +351,27 @@ function refundForm(detail, onDone) {
   return form;
 }
 
+/** "Log out everywhere": revokes every session of the user (every instance refuses them at once). */
+function revokeSessionsButton(openid) {
+  const message = h('span', { class: 'form-message', id: 'revoke-message' });
+  const button = h('button', { type: 'button', id: 'revoke-sessions', text: t('session.revoke') });
+  button.addEventListener('click', async () => {
+    if (!window.confirm(t('session.revoke_confirm'))) return;
+    button.disabled = true;
+    try {
+      const answer = await admin('POST', `/admin/users/${encodeURIComponent(openid)}/sessions/revoke`, {});
+      message.className = 'form-message ok';
+      message.textContent = t('session.revoked', { count: answer.body.revoked });
+    } catch (err) {
+      message.className = 'form-message error';
+      message.textContent = describeError(err);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return h('span', {}, button, ' ', message);
+}
+
 /** A fresh out_refund_no: `RFC`, the time, 16 random hex digits (WeChat: 1-64 of [0-9A-Za-z_|*@-]). */
 function newRefundNo() {
   const random = crypto.getRandomValues(new Uint8Array(8));
@@ -425,7 +446,7 @@ function orderDetail(detail) {
     field(t('order.refundable'), h('strong', { id: 'refundable', text: money(detail.refundable_fen) })),
     field(t('order.description'), o.description),
     field(t('order.transaction_id'), h('span', { class: 'mono', text: o.transaction_id || '' })),
-    field(t('order.openid'), h('span', { class: 'mono', text: o.openid })),
+    field(t('order.openid'), h('span', {}, h('span', { class: 'mono', text: o.openid }), ' ', revokeSessionsButton(o.openid))),
     field(t('order.api_version'), o.api_version),
     field(t('order.source'), o.source),
     field(t('order.created'), dateTime(o.created_at)),
@@ -476,7 +497,7 @@ function orderDetail(detail) {
             h('td', { class: 'mono', text: w.event_type }),
             h('td', { class: 'mono', text: w.event_id }),
             h('td', { class: 'num', text: w.attempts }),
-            h('td', { text: w.delivered_at ? dateTime(w.delivered_at) : t('webhook.pending') }),
+            h('td', { dataset: { webhookStatus: w.status }, text: w.delivered_at ? dateTime(w.delivered_at) : t(`webhook.${w.status}`) }),
             h('td', { class: 'error-text', text: w.last_error || '' }),
           ),
         ),

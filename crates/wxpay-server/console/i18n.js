@@ -109,6 +109,11 @@ const zh = {
   'webhook.attempts': '尝试次数',
   'webhook.delivered': '送达时间',
   'webhook.pending': '待发送',
+  'webhook.retrying': '发送失败，等待重试',
+  'webhook.not_configured': '未配置 Webhook 地址',
+  'session.revoke': '强制退出登录',
+  'session.revoke_confirm': '撤销该用户的全部登录会话？小程序需要重新登录。',
+  'session.revoked': '已撤销 {count} 个会话',
   'webhook.error': '最近错误',
   'webhook.none': '暂无 Webhook 事件',
 
@@ -366,6 +371,11 @@ const en = {
   'webhook.attempts': 'Attempts',
   'webhook.delivered': 'Delivered',
   'webhook.pending': 'Pending',
+  'webhook.retrying': 'Failed, retrying',
+  'webhook.not_configured': 'No webhook URL configured',
+  'session.revoke': 'Log out everywhere',
+  'session.revoke_confirm': 'Revoke every session of this user? The mini program will have to log in again.',
+  'session.revoked': '{count} session(s) revoked',
   'webhook.error': 'Last error',
   'webhook.none': 'No webhook events',
 

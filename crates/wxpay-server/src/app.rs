@@ -155,6 +155,7 @@ impl From<AppState> for crate::jobs::JobContext {
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/login", post(mini::login))
+        .route("/api/logout", post(mini::logout))
         .route("/api/products", get(mini::products))
         .route(
             "/api/orders",

@@ -21,7 +21,7 @@ use crate::core::refunds::{self, Created, RefundRequest, SubmitOutcome};
 use crate::error::ApiError;
 use crate::store::{
     ApiVersion, HourlyPayments, JobState, NewProduct, Order, OrderCursor, OrderEvent, OrderItem,
-    OrderStatus, OutboxEvent, Product, Reconciliation, Refund, RefundStatus,
+    OrderStatus, OutboxEvent, Product, Reconciliation, Refund, RefundStatus, WebhookStatus,
 };
 
 /// The back office's routes.
@@ -37,6 +37,10 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/stats/hourly", get(hourly))
         .route("/admin/webhooks", get(webhooks))
         .route("/admin/jobs", get(jobs))
+        .route(
+            "/admin/users/{openid}/sessions/revoke",
+            post(revoke_sessions),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::app::MAX_API_BODY,
         ))
@@ -305,7 +309,7 @@ pub(crate) async fn order_detail(
             .into_iter()
             .map(RefundView::from)
             .collect(),
-        webhooks: state.store.webhooks_of_order(&no).await?,
+        webhooks: with_status(&state, state.store.webhooks_of_order(&no).await?),
         order: OrderView::from(&order),
     }))
 }
@@ -629,8 +633,56 @@ pub(crate) async fn webhooks(
         return Err(ApiError::bad_request("limit must be between 1 and 200"));
     }
     Ok(Json(WebhookList {
-        webhooks: state.store.recent_webhooks(limit).await?,
+        webhooks: with_status(&state, state.store.recent_webhooks(limit).await?),
     }))
+}
+
+/// The answer of a revocation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevokedSessions {
+    /// The user.
+    pub openid: String,
+    /// How many sessions were revoked (0 when the user had none, or is unknown).
+    pub revoked: u64,
+}
+
+/// `POST /admin/users/{openid}/sessions/revoke`: logs a user out everywhere. Every session of
+/// the user is deleted and refused from now on by every instance (the others are told through
+/// PostgreSQL's `NOTIFY`); the mini program has to log in again.
+#[utoipa::path(post, path = "/admin/users/{openid}/sessions/revoke", tag = "admin", security(("admin_token" = [])),
+    params(("openid" = String, Path, description = "The user's openid")),
+    responses((status = 200, body = RevokedSessions), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn revoke_sessions(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(openid): Path<String>,
+) -> Result<Json<RevokedSessions>, ApiError> {
+    let valid = (1..=128).contains(&openid.len())
+        && openid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid {
+        return Err(ApiError::bad_request(
+            "openid must be 1 to 128 letters, digits, '_' or '-'",
+        ));
+    }
+    let revoked = state.store.revoke_user_sessions(&openid).await?;
+    tracing::info!(openid = %openid, revoked, "sessions revoked by the back office");
+    Ok(Json(RevokedSessions { openid, revoked }))
+}
+
+/// Events not delivered are `not_configured` while no webhook URL is configured (they would
+/// otherwise look pending forever).
+fn with_status(state: &AppState, mut events: Vec<OutboxEvent>) -> Vec<OutboxEvent> {
+    let s = &state.settings;
+    if s.webhook_url.is_none() || s.webhook_secret.is_none() {
+        for e in &mut events {
+            if e.status != WebhookStatus::Delivered {
+                e.status = WebhookStatus::NotConfigured;
+            }
+        }
+    }
+    events
 }
 
 /// The singleton jobs.

@@ -59,6 +59,21 @@ pub(crate) async fn login(
     .into_response())
 }
 
+/// `POST /api/logout` (Bearer token): ends this session on every instance. 204 whether or not
+/// the session still existed (logging out twice is fine).
+#[utoipa::path(post, path = "/api/logout", tag = "mini program", security(("session_token" = [])),
+    responses((status = 204, description = "The session is revoked: the token is refused from now on, by every instance"),
+        (status = 401, body = crate::api::admin::ErrorBody, description = "No `Authorization: Bearer TOKEN` header")))]
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    parts: axum::http::request::Parts,
+) -> Result<StatusCode, ApiError> {
+    let token = super::extract::bearer(&parts)
+        .ok_or_else(|| ApiError::unauthorized("Authorization: Bearer TOKEN is required"))?;
+    login::logout(&state.store, token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct OrderLine {

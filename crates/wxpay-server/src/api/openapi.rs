@@ -15,6 +15,7 @@ use crate::app::AppState;
     info(title = "wxpay server", description = "The merchant payment server: the mini program's API, WeChat Pay's notifications, the back office."),
     paths(
         mini::login,
+        mini::logout,
         mini::products,
         mini::create_order,
         mini::list_orders,
@@ -37,6 +38,7 @@ use crate::app::AppState;
         admin::reconciliation,
         admin::hourly,
         admin::webhooks,
+        admin::revoke_sessions,
         admin::jobs,
         metrics::scrape,
         openapi_json,

@@ -82,6 +82,16 @@ pub async fn login(
     })
 }
 
+/// Ends the session of `token` (logout): it is deleted, and every instance refuses it from now
+/// on (see [`crate::store::notices`]). Returns whether there was such a session; logging out
+/// twice is not an error.
+///
+/// # Errors
+/// [`StoreError::Database`].
+pub async fn logout(store: &Store, token: &str) -> Result<bool, StoreError> {
+    store.revoke_session(&token_hash(token)).await
+}
+
 /// The stored form of a session token: its SHA-256, hex (a leaked table holds no usable token).
 #[must_use]
 pub fn token_hash(token: &str) -> String {

@@ -148,7 +148,8 @@ pub struct JobOptions {
     pub bill_retry_every: Duration,
     /// How often the platform certificates are refreshed.
     pub certificate_refresh_every: Duration,
-    /// How long the runner waits after a job found nothing to do.
+    /// How long the runner waits after a job found nothing to do. The webhook deliverer is also
+    /// woken at once by outbox writes (of this instance, and of the others on PostgreSQL).
     pub idle_interval: Duration,
 }
 
@@ -285,10 +286,19 @@ impl Jobs {
             .map(|kind| {
                 let jobs = self.clone();
                 let mut shutdown = shutdown.clone();
+                // The deliverer is also woken by outbox writes (see `store::notices`), so that
+                // a webhook leaves right after its commit rather than at the next idle poll.
+                let mut wakes =
+                    (kind == JobKind::DeliverWebhooks).then(|| jobs.store.notices().outbox_wakes());
                 tokio::spawn(async move {
                     loop {
                         if *shutdown.borrow() {
                             break;
+                        }
+                        if let Some(wakes) = &mut wakes {
+                            // What is written from now on is seen by the run below or wakes the
+                            // next pause.
+                            wakes.borrow_and_update();
                         }
                         let pause = match jobs.try_execute_task(kind).await {
                             // More may be waiting: go on at once, but let others run.
@@ -305,6 +315,7 @@ impl Jobs {
                         }
                         tokio::select! {
                             () = tokio::time::sleep(pause) => {}
+                            () = outbox_written(&mut wakes) => {}
                             changed = shutdown.changed() => {
                                 // A dropped sender means the server is gone: stop too.
                                 if changed.is_err() {
@@ -317,6 +328,18 @@ impl Jobs {
             })
             .collect();
         JobRunner { tasks }
+    }
+}
+
+/// Returns when the outbox was written since the receiver last looked; never without one.
+async fn outbox_written(wakes: &mut Option<watch::Receiver<u64>>) {
+    match wakes {
+        Some(w) => {
+            if w.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 

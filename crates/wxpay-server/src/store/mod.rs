@@ -80,6 +80,7 @@ macro_rules! refund_status_sql {
 
 mod dialect;
 mod jobs;
+pub mod notices;
 mod notifications;
 mod orders;
 mod outbox;
@@ -101,6 +102,7 @@ use sqlx::{
 };
 
 pub use jobs::JobState;
+pub use notices::Notices;
 pub use notifications::{PaymentConfirmation, RefundResult};
 pub use orders::insert_event;
 pub use orders::{
@@ -111,8 +113,8 @@ pub use products::{NewProduct, Product};
 pub use refund_state::{Refund, RefundStatus, RefundTransition};
 pub use refunds::{NewRefund, RefundCreation};
 pub use reports::{HourlyPayments, OrderCursor, OrderPage, Reconciliation};
-pub use sessions::{NewSession, SessionUser};
-pub use webhooks::{OutboxEvent, WebhookAttempt};
+pub use sessions::{NewSession, SESSION_RECHECK, SessionUser};
+pub use webhooks::{OutboxEvent, WebhookAttempt, WebhookStatus};
 
 /// A database error. Its text never contains a bound value (sqlx does not put them in errors).
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +227,8 @@ pub struct Store {
     sqlite: Option<Arc<SqliteConnections>>,
     /// Who is logged in: sessions never change once written, so a hit needs no query.
     sessions: Arc<sessions::SessionCache>,
+    /// Outbox wakes and session revocations, in this process and to the other instances.
+    notices: Notices,
     /// SQLite only: payments to commit together (see `notifications::group_commit`).
     payments: Option<tokio::sync::mpsc::Sender<notifications::PaymentJob>>,
 }
@@ -577,11 +581,17 @@ impl Store {
             tokio::spawn(notifications::group_commit(own.writer.clone(), jobs));
             payments
         });
+        let sessions = Arc::<sessions::SessionCache>::default();
+        let notices = match backend {
+            Backend::Sqlite => Notices::local(),
+            Backend::Postgres => Notices::postgres(&url, pool.clone(), sessions.clone()),
+        };
         Ok(Store {
             pool,
             backend,
             sqlite,
-            sessions: Arc::default(),
+            sessions,
+            notices,
             payments,
         })
     }
@@ -623,6 +633,12 @@ impl Store {
     #[must_use]
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The notices between instances (the outbox wake, revocations).
+    #[must_use]
+    pub fn notices(&self) -> &Notices {
+        &self.notices
     }
 
     /// Which database this is.

@@ -388,6 +388,19 @@ impl Store {
         p: &PaymentConfirmation,
         read: Option<&Order>,
     ) -> Result<Transition, StoreError> {
+        let transition = self.commit_payment(p, read).await?;
+        if matches!(transition, Transition::Applied(_)) {
+            // Committed, with its `order.paid` row in the outbox.
+            self.notices.outbox_written();
+        }
+        Ok(transition)
+    }
+
+    async fn commit_payment(
+        &self,
+        p: &PaymentConfirmation,
+        read: Option<&Order>,
+    ) -> Result<Transition, StoreError> {
         let now = now_ms();
         let Some(payments) = &self.payments else {
             if let Some(read) = read {

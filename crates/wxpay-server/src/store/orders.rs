@@ -725,6 +725,7 @@ impl Store {
             .insert(&mut tx, now)
             .await?;
         tx.commit().await?;
+        self.notices.outbox_written();
         Ok(Transition::Applied(order))
     }
 

@@ -319,6 +319,7 @@ impl Store {
         .insert(&mut tx, now)
         .await?;
         tx.commit().await?;
+        self.notices.outbox_written();
         Ok(RefundTransition::Applied(refund))
     }
 }

@@ -312,6 +312,7 @@ impl Store {
         .insert(&mut tx, now)
         .await?;
         tx.commit().await?;
+        self.notices.outbox_written();
         Ok(Some(refund))
     }
 

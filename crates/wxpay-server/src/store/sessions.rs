@@ -6,45 +6,108 @@ use std::sync::Mutex;
 
 use secrecy::{ExposeSecret as _, SecretString};
 
+use super::notices::Notice;
 use super::{Store, StoreError, now_ms};
 
 /// Most sessions remembered in memory (about 150 bytes each).
 const CACHE_CAPACITY: usize = 100_000;
 
-/// The sessions this process saw (created or looked up), by token hash: a session row never
-/// changes after it is written and only ends by expiring, so a remembered one is as good as the
-/// row until `expires_at`. Sessions of other instances are read from the database the first
-/// time. It saves one query on every authenticated request.
+/// How long a remembered session is trusted before the store is asked again. Revocations
+/// evict at once (here, and on the other instances through the notices of
+/// [`Notices`](super::notices::Notices)); this bounds how long a session stays usable on an
+/// instance that missed such a notice (its listening connection was down).
+pub const SESSION_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The sessions this process saw (created or looked up), by token hash. A session row never
+/// changes after it is written; it ends by expiring or by being revoked (deleted). A revocation
+/// evicts the entries concerned, and an entry is re-read from the store after
+/// [`SESSION_RECHECK`] anyway. Sessions of other instances are read from the database the
+/// first time. It saves one query on almost every authenticated request.
 #[derive(Debug, Default)]
 pub(super) struct SessionCache {
-    entries: Mutex<HashMap<String, SessionUser>>,
+    state: Mutex<CacheState>,
 }
 
+#[derive(Debug, Default)]
+struct CacheState {
+    entries: HashMap<String, Cached>,
+    /// Raised by every eviction: a session read from the store before an eviction is not
+    /// remembered after it (the read may predate the revocation).
+    generation: u64,
+}
+
+#[derive(Debug)]
+struct Cached {
+    user: SessionUser,
+    /// When it was read or created (Unix ms).
+    checked_at: i64,
+}
+
+const RECHECK_MS: i64 = SESSION_RECHECK.as_millis() as i64;
+
 impl SessionCache {
-    fn get(&self, token_hash: &str, now: i64) -> Option<SessionUser> {
-        let entries = self
-            .entries
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        self.state
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        entries
-            .get(token_hash)
-            .filter(|u| u.expires_at > now)
-            .cloned()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn put(&self, token_hash: &str, user: SessionUser, now: i64) {
-        let mut entries = self
+    fn get(&self, token_hash: &str, now: i64) -> Option<SessionUser> {
+        self.lock()
             .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .get(token_hash)
+            .filter(|c| c.user.expires_at > now && now - c.checked_at < RECHECK_MS)
+            .map(|c| c.user.clone())
+    }
+
+    /// The generation to hand to [`put`](Self::put) for a session about to be read.
+    fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Remembers a session read (or created) while the cache was at `generation`; nothing
+    /// when an eviction happened since.
+    fn put(&self, token_hash: &str, user: SessionUser, now: i64, generation: u64) {
+        let mut state = self.lock();
+        if state.generation != generation {
+            return;
+        }
+        let entries = &mut state.entries;
         if entries.len() >= CACHE_CAPACITY {
-            entries.retain(|_, u| u.expires_at > now);
+            entries.retain(|_, c| c.user.expires_at > now && now - c.checked_at < RECHECK_MS);
             if entries.len() >= CACHE_CAPACITY {
                 // Still full of live sessions: start over (they are read again when used).
                 entries.clear();
             }
         }
-        entries.insert(token_hash.to_owned(), user);
+        entries.insert(
+            token_hash.to_owned(),
+            Cached {
+                user,
+                checked_at: now,
+            },
+        );
+    }
+
+    /// Forgets one session.
+    pub(super) fn evict_token(&self, token_hash: &str) {
+        let mut state = self.lock();
+        state.generation += 1;
+        state.entries.remove(token_hash);
+    }
+
+    /// Forgets every session of a user.
+    pub(super) fn evict_user(&self, openid: &str) {
+        let mut state = self.lock();
+        state.generation += 1;
+        state.entries.retain(|_, c| c.user.openid != openid);
+    }
+
+    /// Forgets everything (notices may have been missed).
+    pub(super) fn clear(&self) {
+        let mut state = self.lock();
+        state.generation += 1;
+        state.entries.clear();
     }
 }
 
@@ -81,6 +144,7 @@ impl Store {
     /// [`StoreError::Database`].
     pub async fn create_session(&self, s: &NewSession<'_>) -> Result<(), StoreError> {
         let now = now_ms();
+        let generation = self.sessions.generation();
         // The user and the session together, one command either way: a script holding its own
         // transaction on SQLite, one statement with a data-modifying WITH on PostgreSQL.
         let sql = self.backend.dialect().create_session;
@@ -106,6 +170,7 @@ impl Store {
                 expires_at: s.expires_at,
             },
             now,
+            generation,
         );
         Ok(())
     }
@@ -119,6 +184,7 @@ impl Store {
         if let Some(user) = self.sessions.get(token_hash, now) {
             return Ok(Some(user));
         }
+        let generation = self.sessions.generation();
         let row: Option<(String, i64)> = sqlx::query_as(
             "SELECT openid, expires_at FROM sessions WHERE token_hash = $1 AND expires_at > $2",
         )
@@ -128,7 +194,7 @@ impl Store {
         .await?;
         let user = row.map(|(openid, expires_at)| SessionUser { openid, expires_at });
         if let Some(user) = &user {
-            self.sessions.put(token_hash, user.clone(), now);
+            self.sessions.put(token_hash, user.clone(), now, generation);
         }
         Ok(user)
     }
@@ -142,6 +208,38 @@ impl Store {
             .bind(now_ms())
             .execute(&mut *self.reader().await?)
             .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Revokes one session (logout): deletes it, forgets it here and tells the other
+    /// instances. Returns whether there was one (a second logout finds none).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn revoke_session(&self, token_hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&mut *self.reader().await?)
+            .await?;
+        self.sessions.evict_token(token_hash);
+        self.notices
+            .publish(&Notice::Session(token_hash.to_owned()))
+            .await;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Revokes every session of a user (back office): deletes them, forgets them here and
+    /// tells the other instances. Returns how many there were (unexpired or not).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn revoke_user_sessions(&self, openid: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE openid = $1")
+            .bind(openid)
+            .execute(&mut *self.reader().await?)
+            .await?;
+        self.sessions.evict_user(openid);
+        self.notices.publish(&Notice::User(openid.to_owned())).await;
         Ok(done.rows_affected())
     }
 }

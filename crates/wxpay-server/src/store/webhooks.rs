@@ -12,9 +12,26 @@ use super::orders::{EventKind, insert_event};
 use super::refunds::truncate;
 use super::{Store, StoreError, now_ms};
 
+/// Where an outbox event's delivery stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookStatus {
+    /// Acknowledged by the receiver.
+    Delivered,
+    /// Not tried yet (it leaves right after its commit; see `store::notices`).
+    Pending,
+    /// Tried and refused or failed; tried again at `next_attempt_at`.
+    Retrying,
+    /// No webhook URL is configured (`WXPAY_WEBHOOK_URL`, `WXPAY_WEBHOOK_SECRET`): it is kept
+    /// and sent once one is.
+    NotConfigured,
+}
+
 /// An outbox event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OutboxEvent {
+    /// Where its delivery stands.
+    pub status: WebhookStatus,
     /// Row id (delivery order).
     pub id: i64,
     /// The webhook's `id` (`evt_...`), stable across attempts.
@@ -55,7 +72,15 @@ const OUTBOX_COLUMNS: &str = "id, event_id, event_type, out_trade_no, payload, c
                               next_attempt_at, delivered_at, last_error";
 
 fn event_of(r: OutboxRow) -> OutboxEvent {
+    let status = if r.8.is_some() {
+        WebhookStatus::Delivered
+    } else if r.6 > 0 {
+        WebhookStatus::Retrying
+    } else {
+        WebhookStatus::Pending
+    };
     OutboxEvent {
+        status,
         id: r.0,
         event_id: r.1,
         event_type: r.2,

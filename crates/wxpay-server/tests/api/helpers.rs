@@ -84,6 +84,17 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Another handle on a database some other test app owns (dropping it removes nothing).
+    pub fn borrowed(url: &str) -> Self {
+        TestDatabase {
+            url: url.to_owned(),
+            pg_name: None,
+            sqlite_file: None,
+        }
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some(file) = &self.sqlite_file {
@@ -385,4 +396,29 @@ macro_rules! both_backends {
             }
         )*
     };
+}
+
+/// A second instance on the database of `first` (several instances on one PostgreSQL), with
+/// its own simulator; `jobs` as [`Application::with_jobs`].
+#[allow(dead_code)]
+pub async fn spawn_instance(
+    first: &TestApp,
+    jobs: Option<wxpay_server::jobs::JobOptions>,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let db = TestDatabase::borrowed(&first.db.url);
+    let mut settings = test_settings(&db.url, "v3");
+    adjust(&mut settings);
+    let (app, _) = build_app(settings).await.expect("the server starts");
+    let app = app.with_jobs(jobs);
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        base,
+        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        state,
+        backend: first.backend,
+        db,
+    }
 }

@@ -13,6 +13,7 @@ mod orders;
 mod reconciliation;
 mod refunds;
 mod schema;
+mod sessions;
 mod store;
 mod webhooks;
 mod wxacode;

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
@@ -10,11 +11,11 @@ use axum::routing::post;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use wxpay_server::jobs::webhooks::{DEFAULT_TOLERANCE_SECS, SIGNATURE_HEADER, verify};
-use wxpay_server::jobs::{ExecutionOutcome, JobKind};
+use wxpay_server::jobs::{ExecutionOutcome, JobKind, JobOptions};
 use wxpay_server::store::Backend;
 
 use crate::both_backends;
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, TestDatabase, build_app, spawn_instance, test_settings};
 use crate::jobs::{admin_get, eager_jobs, spawn_quiet};
 
 const SECRET: &str = "whsec_0123456789abcdef";
@@ -125,6 +126,7 @@ async fn webhooks_are_signed_and_retried_until_acknowledged(backend: Backend) {
     let listed = admin_get(&app, "/admin/webhooks").await;
     let hook = &listed.body["webhooks"][0];
     assert_eq!(hook["attempts"], 3);
+    assert_eq!(hook["status"], "delivered");
     assert!(hook["delivered_at"].as_i64().is_some());
     let kinds: Vec<String> = app
         .state
@@ -185,6 +187,112 @@ async fn without_a_webhook_url_events_wait_in_the_outbox(backend: Backend) {
         )
         .await,
         1
+    );
+    // Shown as such, not as pending forever.
+    let listed = admin_get(&app, "/admin/webhooks").await;
+    assert_eq!(listed.body["webhooks"][0]["status"], "not_configured");
+    let detail = admin_get(&app, &format!("/admin/orders/{no}")).await;
+    assert_eq!(detail.body["webhooks"][0]["status"], "not_configured");
+}
+
+async fn a_failed_webhook_is_retrying_and_a_new_one_pending(backend: Backend) {
+    let (app, _) = spawn_with_receiver(backend, 1).await;
+    let jobs = eager_jobs(&app);
+    let (_, _, no) = app.paid_order().await;
+    let hooks = admin_get(&app, &format!("/admin/orders/{no}")).await.body["webhooks"].clone();
+    assert_eq!(hooks[0]["status"], "pending", "{hooks}");
+    jobs.try_execute_task(JobKind::DeliverWebhooks)
+        .await
+        .unwrap();
+    let hooks = admin_get(&app, &format!("/admin/orders/{no}")).await.body["webhooks"].clone();
+    assert_eq!(hooks[0]["status"], "retrying", "{hooks}");
+}
+
+/// Jobs that never poll in a test's time: only a wake can make the deliverer run.
+fn sleepy_jobs() -> JobOptions {
+    JobOptions {
+        idle_interval: Duration::from_secs(3600),
+        ..JobOptions::default()
+    }
+}
+
+/// A server whose jobs run with [`sleepy_jobs`], delivering to `url`.
+async fn spawn_sleepy(backend: Backend, url: &str) -> TestApp {
+    let db = TestDatabase::new(backend).await;
+    let mut settings = test_settings(&db.url, "v3");
+    settings.webhook_url = Some(url.to_owned());
+    settings.webhook_secret = Some(SecretString::from(SECRET));
+    let (app, _) = build_app(settings).await.expect("the server starts");
+    let app = app.with_jobs(Some(sleepy_jobs()));
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        base,
+        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        state,
+        backend,
+        db,
+    }
+}
+
+/// Waits (at most a minute, far less than the deliverer's hour-long poll) until the receiver
+/// got the `order.paid` webhook of `no`.
+async fn received_paid(received: &Received, no: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = received.lock().unwrap().iter().any(|(_, body)| {
+            let e: Value = serde_json::from_slice(body).unwrap();
+            e["type"] == "order.paid" && e["data"]["out_trade_no"] == no
+        });
+        if got {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_webhook_leaves_on_the_commit_without_waiting_for_the_poll(backend: Backend) {
+    let (url, received) = receiver(0).await;
+    let app = spawn_sleepy(backend, &url).await;
+    app.state.store.notices().listening().await;
+    for _ in 0..2 {
+        let (_, _, no) = app.paid_order().await;
+        assert!(
+            received_paid(&received, &no).await,
+            "the webhook of {no} waited for the idle poll"
+        );
+    }
+}
+
+both_backends!(
+    a_failed_webhook_is_retrying_and_a_new_one_pending,
+    a_webhook_leaves_on_the_commit_without_waiting_for_the_poll,
+);
+
+/// Two instances on one PostgreSQL: A (no jobs) writes the outbox row; B's deliverer, which
+/// never polls in the test's time, is woken by A's `NOTIFY` and delivers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_written_by_one_instance_is_delivered_by_another_at_once() {
+    let (url, received) = receiver(0).await;
+    let a = spawn_quiet(Backend::Postgres, "v3", |s| {
+        s.webhook_url = Some(url.clone());
+        s.webhook_secret = Some(SecretString::from(SECRET));
+    })
+    .await;
+    let b = spawn_instance(&a, Some(sleepy_jobs()), |s| {
+        s.webhook_url = Some(url.clone());
+        s.webhook_secret = Some(SecretString::from(SECRET));
+    })
+    .await;
+    b.state.store.notices().listening().await;
+    let (_, _, no) = a.paid_order().await;
+    assert!(
+        received_paid(&received, &no).await,
+        "B's deliverer was not woken by A's outbox write"
     );
 }
 

@@ -19,5 +19,6 @@ mod harness;
 mod instances;
 mod live;
 mod lost_notifications;
+mod revocation;
 mod secrets;
 mod upstream;

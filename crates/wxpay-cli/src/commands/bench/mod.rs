@@ -4,12 +4,14 @@
 //! - [`load`]: simulated buyers through login, order, pay, notification and query, against the
 //!   RSA bound measured in the same run.
 //! - [`notifications`]: a flood of valid signed payment notifications, duplicates included.
+//! - [`webhooks`]: commit -> `order.paid` webhook received, one payment at a time.
 //!
 //! What both share lives here: the child processes, `/proc` readings, percentiles, the fresh
 //! database of a run, the progress line.
 
 pub mod load;
 pub mod notifications;
+pub mod webhooks;
 
 use std::fs::File;
 use std::io::{BufRead as _, BufReader, IsTerminal as _, Write};
@@ -41,6 +43,9 @@ pub enum BenchCommand {
     /// Flood the server's payment notification URL with valid signed notifications (and
     /// duplicates); report notifications/s, latency, and that each was applied exactly once.
     Notifications(NotificationArgs),
+    /// Pay orders one at a time on an idle server and measure how long each `order.paid`
+    /// webhook takes to reach a local receiver after the commit (p50, p99).
+    Webhooks(WebhookArgs),
 }
 
 /// Which WeChat Pay API the server uses for the run.
@@ -131,6 +136,20 @@ pub struct NotificationArgs {
     pub common: CommonArgs,
 }
 
+/// `wxpay bench webhooks ...`
+#[derive(Debug, Args)]
+pub struct WebhookArgs {
+    /// Orders paid, one after another.
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub orders: u32,
+    /// Pause after each webhook (the server is idle when the next payment arrives).
+    #[arg(long, value_name = "TIME", default_value = "20ms", value_parser = parse_duration)]
+    pub gap: Duration,
+    /// What every benchmark takes (`--duration` is not used).
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
 /// Parses `15s`, `500ms`, `2m`, `1.5s` (a bare number is seconds).
 ///
 /// # Errors
@@ -182,6 +201,10 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
         Some(BenchCommand::Notifications(n)) => {
             let report = runtime.block_on(notifications::run(n, err))?;
             (report, n.common.json)
+        }
+        Some(BenchCommand::Webhooks(w)) => {
+            let report = runtime.block_on(webhooks::run(w, err))?;
+            (report, w.common.json)
         }
         None => {
             let report = runtime.block_on(load::run(&args.load, err))?;

@@ -32,9 +32,9 @@ use crate::failure::Failure;
 const AMOUNT_FEN: u64 = 1800;
 
 /// One order and its signed notification.
-struct Prepared {
-    headers: HeaderMap,
-    body: bytes::Bytes,
+pub(super) struct Prepared {
+    pub(super) headers: HeaderMap,
+    pub(super) body: bytes::Bytes,
 }
 
 /// Runs the flood and returns its report.
@@ -238,7 +238,7 @@ async fn run_with(
 }
 
 /// Commits `count` unpaid orders (out_trade_no, openid) through the server's store.
-async fn insert_orders(
+pub(super) async fn insert_orders(
     database: &BenchDatabase,
     merchant: &wxpay_sim::MerchantCredentials,
     api_version: ApiVersion,
@@ -295,7 +295,7 @@ async fn insert_orders(
 }
 
 /// Signs one notification per order, on every core.
-fn prepare(
+pub(super) fn prepare(
     setup: &wxpay_sim::merchant::MerchantSetup,
     api: Api,
     orders: &[(String, String)],
