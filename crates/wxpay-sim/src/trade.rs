@@ -23,7 +23,10 @@
 //!   upload's, a missing `payer.openid` or `item_desc` of the wrong type answer `10060014`.
 //! * `get_order_list`: `last_index` is the position after the previous page (opaque to
 //!   clients); `page_size` 1 to 100 (default 100), others `10060014`.
-//! * `upload_combined_shipping_info`, `opspecialorder` and message push are not simulated yet.
+//! * `opspecialorder`: only before any package is uploaded; the report is recorded (shown by
+//!   `GET /sim/orders/{no}`) and changes nothing else (no shipping deadline is simulated).
+//! * `upload_combined_shipping_info` (the simulator has no combined payments) and message push
+//!   are not simulated yet.
 //!
 //! Each change appends the whole record to the journal (`trade` lines).
 
@@ -94,6 +97,12 @@ pub struct TradeLine {
     pub confirm_method: Option<u8>,
     /// Whether the confirm-receipt reminder was sent.
     pub reminded: bool,
+    /// The special-order report (`opspecialorder`): 1 pre-sale, 2 test order.
+    #[serde(default)]
+    pub special_type: Option<u8>,
+    /// The pre-sale's `delay_to` (Unix seconds).
+    #[serde(default)]
+    pub delay_to: Option<i64>,
 }
 
 impl TradeLine {
@@ -262,6 +271,8 @@ pub fn annotate(state: &AppState, order: &Order, answer: &mut Value) {
                 "confirmed_at": record.confirmed_at,
                 "confirm_method": record.confirm_method,
                 "settled_at": record.confirmed_at,
+                "special_type": record.special_type,
+                "delay_to": record.delay_to,
             }),
         );
     }
@@ -299,6 +310,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(notify_confirm),
         )
         .route("/wxa/sec/order/set_msg_jump_path", post(set_jump_path))
+        .route("/wxa/sec/order/opspecialorder", post(special_order))
         .route("/wxa/sec/order/is_trade_managed", post(is_managed))
         .route(
             "/wxa/sec/order/is_trade_management_confirmation_completed",
@@ -717,6 +729,59 @@ async fn notify_confirm(
         Err(r) => return *r,
     };
     match apply_notify(&state, &body) {
+        Ok(()) => ok(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The earliest and latest `delay_to` of a pre-sale, in days after payment.
+pub const PRESALE_DAYS: (i64, i64) = (15, 330);
+
+fn apply_special(state: &AppState, body: &Map<String, Value>) -> Result<(), WxError> {
+    let order_id = text(body, "order_id")?
+        .filter(|s| !s.is_empty())
+        .ok_or(PARAM)?;
+    let kind = match int(body, "type")? {
+        Some(n @ 1..=2) => u8::try_from(n).map_err(|_| DATA_FORMAT)?,
+        _ => return Err(WxError(268546000, "type 不合法")),
+    };
+    let not_found = WxError(268546002, "待发货的支付单不存在");
+    let order = state
+        .store
+        .order_by_transaction_id(order_id)
+        .or_else(|| state.store.order(order_id))
+        .filter(|o| o.success_time.is_some() && o.appid == state.mp.appid())
+        .ok_or(not_found)?;
+    let mut record = state.trade.record(&order.out_trade_no, state.clock.now());
+    if order_state(&order, &record) != 1 || !record.packages.is_empty() {
+        return Err(WxError(268546002, "待发货的支付单不存在"));
+    }
+    let delay_to = if kind == 1 {
+        let paid = order.success_time.unwrap_or_default();
+        let delay_to = int(body, "delay_to")?.ok_or(WxError(268546001, "delay_to 不合法"))?;
+        if delay_to < paid + PRESALE_DAYS.0 * 86_400 || delay_to > paid + PRESALE_DAYS.1 * 86_400 {
+            return Err(WxError(268546001, "delay_to 不合法"));
+        }
+        Some(delay_to)
+    } else {
+        None
+    };
+    record.special_type = Some(kind);
+    record.delay_to = delay_to;
+    state.trade.store(record);
+    Ok(())
+}
+
+async fn special_order(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    body: Bytes,
+) -> Response {
+    let body = match begin(&state, query, &body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    match apply_special(&state, &body) {
         Ok(()) => ok(),
         Err(e) => e.into_response(),
     }

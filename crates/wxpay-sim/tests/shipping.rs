@@ -12,7 +12,7 @@ use support::Merchant;
 use wxpay::http::{BaseUrls, HttpConfig, RetryPolicy};
 use wxpay::mp::shipping::{
     LogisticsType, OrderKey, OrderListQuery, OrderRef, OrderState, Shipment, ShippingItem,
-    TradeOrder, UploadShippingInfo,
+    SpecialOrder, TradeOrder, UploadShippingInfo,
 };
 use wxpay::mp::{ErrCode, MpClient, MpConfig};
 use wxpay::nonce::SystemClock;
@@ -424,4 +424,60 @@ async fn the_order_list_pages_and_filters() {
         .await
         .unwrap_err();
     assert_eq!(errcode(&err), ErrCode::InvalidLastIndex);
+}
+
+#[tokio::test]
+async fn special_orders_are_reported_before_shipping() {
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let mp = mp_client(&m);
+    let (openid, transaction_id) = paid(&m, "SHIP-SPECIAL-1").await;
+    let paid_at = m
+        .sim
+        .state()
+        .store
+        .order("SHIP-SPECIAL-1")
+        .unwrap()
+        .success_time
+        .unwrap();
+    let day = 86_400;
+    for bad in [paid_at + 14 * day, paid_at + 331 * day] {
+        let err = mp
+            .op_special_order(&transaction_id, SpecialOrder::PreSale { delay_to: bad })
+            .await
+            .unwrap_err();
+        assert_eq!(errcode(&err), ErrCode::InvalidDelayTo);
+    }
+    mp.op_special_order(
+        "SHIP-SPECIAL-1",
+        SpecialOrder::PreSale {
+            delay_to: paid_at + 30 * day,
+        },
+    )
+    .await
+    .unwrap();
+    let (_, view) = m.control("GET", "/sim/orders/SHIP-SPECIAL-1", None).await;
+    assert_eq!(view["trade_management"]["special_type"], 1, "{view}");
+    assert_eq!(view["trade_management"]["delay_to"], paid_at + 30 * day);
+
+    mp.upload_shipping_info(&upload(
+        &m,
+        "SHIP-SPECIAL-1",
+        &openid,
+        Shipment::unified(
+            LogisticsType::Express,
+            ShippingItem::express("ZTO", "P1", "预售"),
+        ),
+    ))
+    .await
+    .unwrap();
+    let err = mp
+        .op_special_order(&transaction_id, SpecialOrder::Test)
+        .await
+        .unwrap_err();
+    assert_eq!(errcode(&err), ErrCode::SpecialOrderNotFound);
+    let err = mp
+        .op_special_order("NO-SUCH-ORDER", SpecialOrder::Test)
+        .await
+        .unwrap_err();
+    assert_eq!(errcode(&err), ErrCode::SpecialOrderNotFound);
 }
