@@ -67,6 +67,8 @@ pub struct AppState {
     pub partner: crate::partner::Partner,
     /// Trade management (shipping, receipt, settlement) of the mini program's paid orders.
     pub trade: crate::trade::TradeManagement,
+    /// Message push of the mini program (settings, log).
+    pub mp_push: crate::mp_push::MpPush,
     /// Bill download tokens.
     pub bill_downloads: Mutex<HashMap<String, BillDownload>>,
     base_url: String,
@@ -128,6 +130,7 @@ impl AppState {
         Ok(Self {
             partner,
             trade,
+            mp_push: crate::mp_push::MpPush::default(),
             api_v3_key: ApiV3Key::new(&parts.merchant.api_v3_key)?,
             store: match parts.journal {
                 Some((journal, entries)) => {

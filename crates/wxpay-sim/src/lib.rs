@@ -15,6 +15,7 @@ pub mod faults;
 pub mod journal;
 pub mod merchant;
 pub mod mp;
+pub mod mp_push;
 pub mod notify;
 pub mod partner;
 pub mod server;
@@ -194,6 +195,7 @@ impl Simulator {
             .map_err(|e| SimError::Config(format!("api_v3_key: {e}")))?,
         );
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        tokio::spawn(trade::run_ticker(state.clone(), shutdown_rx.clone()));
         let dispatcher_task = tokio::spawn(dispatcher.run(shutdown_rx.clone()));
         let server_task = tokio::spawn(server::serve(
             listener,

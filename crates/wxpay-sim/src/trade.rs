@@ -25,8 +25,9 @@
 //!   clients); `page_size` 1 to 100 (default 100), others `10060014`.
 //! * `opspecialorder`: only before any package is uploaded; the report is recorded (shown by
 //!   `GET /sim/orders/{no}`) and changes nothing else (no shipping deadline is simulated).
-//! * `upload_combined_shipping_info` (the simulator has no combined payments) and message push
-//!   are not simulated yet.
+//! * `upload_combined_shipping_info` is not simulated (the simulator has no combined payments).
+//! * The settlement events are pushed by [`crate::mp_push`] when an order finishes shipping and
+//!   when it settles; automatic confirmations are found by [`run_ticker`].
 //!
 //! Each change appends the whole record to the journal (`trade` lines).
 
@@ -168,16 +169,28 @@ impl TradeManagement {
         self.records.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The record of an order as it is at `now` (automatic confirmation applied and kept).
-    pub fn record(&self, out_trade_no: &str, now: i64) -> TradeLine {
+    /// The record of an order as it is at `now` (automatic confirmation applied and kept), and
+    /// whether this call confirmed it (exactly one caller sees `true`).
+    pub fn record_at(&self, out_trade_no: &str, now: i64) -> (TradeLine, bool) {
         let mut records = self.lock();
         let Some(record) = records.get_mut(out_trade_no) else {
-            return TradeLine::new(out_trade_no);
+            return (TradeLine::new(out_trade_no), false);
         };
-        if record.advance(now) {
+        let changed = record.advance(now);
+        if changed {
             self.append(record);
         }
-        record.clone()
+        (record.clone(), changed)
+    }
+
+    /// The orders shipped and not yet confirmed.
+    #[must_use]
+    pub fn awaiting_receipt(&self) -> Vec<String> {
+        self.lock()
+            .values()
+            .filter(|r| r.finish_shipping && r.confirmed_at.is_none())
+            .map(|r| r.out_trade_no.clone())
+            .collect()
     }
 
     fn store(&self, record: TradeLine) {
@@ -190,6 +203,94 @@ impl TradeManagement {
             journal.append(&Entry::Trade(record.clone()));
         }
     }
+}
+
+/// The record of an order now; an automatic confirmation this call makes is pushed.
+pub fn current(state: &AppState, order: &Order) -> TradeLine {
+    let (record, confirmed) = state
+        .trade
+        .record_at(&order.out_trade_no, state.clock.now());
+    if confirmed {
+        push_settled(state, order, &record);
+    }
+    record
+}
+
+/// Confirms the orders whose delay is over (and pushes their settlement) every 200 ms of real
+/// time, until shutdown.
+pub async fn run_ticker(state: Arc<AppState>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            _ = shutdown.changed() => return,
+        }
+        for out_trade_no in state.trade.awaiting_receipt() {
+            if let Some(order) = state.store.order(&out_trade_no) {
+                current(&state, &order);
+            }
+        }
+    }
+}
+
+fn order_ids(order: &Order) -> Map<String, Value> {
+    let mut fields = Map::new();
+    fields.insert(
+        "transaction_id".into(),
+        json!(order.transaction_id.clone().unwrap_or_default()),
+    );
+    fields.insert("merchant_id".into(), json!(order.mchid));
+    fields.insert("merchant_trade_no".into(), json!(order.out_trade_no));
+    fields.insert(
+        "pay_time".into(),
+        json!(order.success_time.unwrap_or_default()),
+    );
+    fields
+}
+
+fn confirm_delay(record: &TradeLine) -> i64 {
+    if record.logistics_type == 1 {
+        EXPRESS_CONFIRM_SECS
+    } else {
+        OTHER_CONFIRM_SECS
+    }
+}
+
+/// `trade_manage_order_settlement` when shipping completes.
+fn push_shipped(state: &AppState, order: &Order, record: &TradeLine) {
+    let shipped = record.shipped_at.unwrap_or_default();
+    let mut fields = order_ids(order);
+    fields.insert("shipped_time".into(), json!(shipped));
+    fields.insert(
+        "estimated_settlement_time".into(),
+        json!(shipped + confirm_delay(record)),
+    );
+    state
+        .mp_push
+        .send(state, "trade_manage_order_settlement", fields);
+}
+
+/// `trade_manage_order_settlement` when the order settles.
+fn push_settled(state: &AppState, order: &Order, record: &TradeLine) {
+    let mut fields = order_ids(order);
+    fields.insert(
+        "shipped_time".into(),
+        json!(record.shipped_at.unwrap_or_default()),
+    );
+    fields.insert(
+        "confirm_receive_method".into(),
+        json!(record.confirm_method.unwrap_or(1)),
+    );
+    fields.insert(
+        "confirm_receive_time".into(),
+        json!(record.confirmed_at.unwrap_or_default()),
+    );
+    fields.insert(
+        "settlement_time".into(),
+        json!(record.confirmed_at.unwrap_or_default()),
+    );
+    state
+        .mp_push
+        .send(state, "trade_manage_order_settlement", fields);
 }
 
 /// `order_state` of an order and its record.
@@ -259,7 +360,7 @@ pub fn annotate(state: &AppState, order: &Order, answer: &mut Value) {
     if order.success_time.is_none() || order.appid != state.mp.appid() {
         return;
     }
-    let record = state.trade.record(&order.out_trade_no, state.clock.now());
+    let record = current(state, order);
     let view = order_json(order, &record);
     if let Value::Object(map) = answer {
         map.insert(
@@ -324,6 +425,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/sim/orders/{out_trade_no}/confirm-receipt",
             post(confirm_receipt),
         )
+        .route(
+            "/sim/mp/push",
+            axum::routing::put(crate::mp_push::put_settings),
+        )
+        .route("/sim/mp/pushes", axum::routing::get(crate::mp_push::list))
         .with_state(state)
 }
 
@@ -538,7 +644,7 @@ fn apply_upload(state: &AppState, body: &Map<String, Value>) -> Result<(), WxErr
     if payer != order.openid {
         return Err(WxError(10060031, "该笔支付单不属于 openid 所指定的用户"));
     }
-    let mut record = state.trade.record(&order.out_trade_no, now);
+    let mut record = current(state, &order);
     match order_state(&order, &record) {
         5 => return Err(WxError(10060004, "支付单处于不可发货的状态")),
         3 | 4 => return Err(WxError(10060002, "支付单已完成发货,无法继续发货")),
@@ -581,10 +687,15 @@ fn apply_upload(state: &AppState, body: &Map<String, Value>) -> Result<(), WxErr
             record.shipped_at = Some(now);
         }
     }
+    let newly_shipped =
+        completes && record.finish_shipping_count == 1 && record.shipped_at == Some(now);
     record.logistics_type = upload.logistics_type;
     record.delivery_mode = upload.delivery_mode;
     record.last_upload_time = Some(upload.upload_time);
-    state.trade.store(record);
+    state.trade.store(record.clone());
+    if newly_shipped {
+        push_shipped(state, &order, &record);
+    }
     Ok(())
 }
 
@@ -614,7 +725,7 @@ async fn get_order(
     };
     match find_by_ref(&state, &body) {
         Ok(order) => {
-            let record = state.trade.record(&order.out_trade_no, state.clock.now());
+            let record = current(&state, &order);
             axum::Json(json!({"errcode": 0, "errmsg": "ok", "order": order_json(&order, &record)}))
                 .into_response()
         }
@@ -650,14 +761,13 @@ fn order_list(state: &AppState, body: &Map<String, Value>) -> Result<Value, WxEr
             .parse::<usize>()
             .map_err(|_| WxError(10060011, "last_index 不合法"))?,
     };
-    let now = state.clock.now();
     let matching: Vec<Value> = state
         .store
         .paid_orders(state.mp.appid(), begin, end)
         .into_iter()
         .filter(|o| openid.is_none_or(|id| o.openid == id))
         .filter_map(|o| {
-            let record = state.trade.record(&o.out_trade_no, now);
+            let record = current(state, &o);
             let order_state = i64::from(order_state(&o, &record));
             wanted_state
                 .is_none_or(|s| s == order_state)
@@ -701,7 +811,7 @@ fn apply_notify(state: &AppState, body: &Map<String, Value>) -> Result<(), WxErr
     let order = find_by_ref(state, body)?;
     let received = int(body, "received_time")?.ok_or(PARAM)?;
     let now = state.clock.now();
-    let mut record = state.trade.record(&order.out_trade_no, now);
+    let mut record = current(state, &order);
     if order_state(&order, &record) != 2 {
         return Err(WxError(10060028, "支付单不是已发货状态"));
     }
@@ -752,7 +862,7 @@ fn apply_special(state: &AppState, body: &Map<String, Value>) -> Result<(), WxEr
         .or_else(|| state.store.order(order_id))
         .filter(|o| o.success_time.is_some() && o.appid == state.mp.appid())
         .ok_or(not_found)?;
-    let mut record = state.trade.record(&order.out_trade_no, state.clock.now());
+    let mut record = current(state, &order);
     if order_state(&order, &record) != 1 || !record.packages.is_empty() {
         return Err(WxError(268546002, "待发货的支付单不存在"));
     }
@@ -897,7 +1007,7 @@ async fn confirm_receipt(
         );
     };
     let now = state.clock.now();
-    let mut record = state.trade.record(&out_trade_no, now);
+    let mut record = current(&state, &order);
     if order_state(&order, &record) != 2 {
         return control_error(
             StatusCode::CONFLICT,
@@ -907,6 +1017,7 @@ async fn confirm_receipt(
     record.confirmed_at = Some(now);
     record.confirm_method = Some(2);
     state.trade.store(record.clone());
+    push_settled(&state, &order, &record);
     axum::Json(json!({
         "out_trade_no": out_trade_no,
         "order_state": order_state(&order, &record),

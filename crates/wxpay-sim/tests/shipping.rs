@@ -481,3 +481,176 @@ async fn special_orders_are_reported_before_shipping() {
         .unwrap_err();
     assert_eq!(errcode(&err), ErrCode::SpecialOrderNotFound);
 }
+
+mod push_endpoint {
+    //! A merchant's message-push endpoint, written with the library as a shop would.
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::body::Bytes;
+    use axum::extract::{RawQuery, State};
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use wxpay::mp::push::{PushConfig, PushFormat, PushMessage, PushQuery, open_push, verify_url};
+
+    #[derive(Clone)]
+    pub struct Endpoint {
+        pub config: PushConfig,
+        pub format: PushFormat,
+        pub opened: Arc<Mutex<Vec<PushMessage>>>,
+        pub refused: Arc<Mutex<usize>>,
+    }
+
+    async fn handshake(State(e): State<Endpoint>, RawQuery(q): RawQuery) -> (StatusCode, String) {
+        let query = PushQuery::parse(&q.unwrap_or_default());
+        let token = wxpay::mp::ExposeSecret::expose_secret(&e.config.token).to_owned();
+        match verify_url(&token, &query) {
+            Ok(echo) => (StatusCode::OK, echo.to_owned()),
+            Err(_) => (StatusCode::FORBIDDEN, String::new()),
+        }
+    }
+
+    async fn event(
+        State(e): State<Endpoint>,
+        RawQuery(q): RawQuery,
+        body: Bytes,
+    ) -> (StatusCode, &'static str) {
+        let query = PushQuery::parse(&q.unwrap_or_default());
+        match open_push(&e.config, &query, e.format, &body) {
+            Ok(message) => {
+                e.opened.lock().unwrap().push(message);
+                (StatusCode::OK, "success")
+            }
+            Err(_) => {
+                *e.refused.lock().unwrap() += 1;
+                (StatusCode::FORBIDDEN, "")
+            }
+        }
+    }
+
+    pub async fn start(endpoint: Endpoint) -> String {
+        let app = Router::new()
+            .route("/push", get(handshake).post(event))
+            .with_state(endpoint);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        format!("http://{addr}/push")
+    }
+}
+
+/// Waits (polling, at most 10 s) until the endpoint opened `n` pushes.
+async fn opened(endpoint: &push_endpoint::Endpoint, n: usize) -> Vec<wxpay::mp::push::PushMessage> {
+    for _ in 0..200 {
+        let got = endpoint.opened.lock().unwrap().clone();
+        if got.len() >= n {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{} pushes expected, got {:?}",
+        n,
+        endpoint.opened.lock().unwrap()
+    );
+}
+
+const PUSH_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+
+#[tokio::test]
+async fn settlement_events_are_pushed_signed_and_encrypted() {
+    use wxpay::mp::push::{ConfirmReceiveMethod, PushConfig, PushEvent, PushFormat};
+    for (mode, format, key) in [
+        ("safe", PushFormat::Json, Some(PUSH_KEY)),
+        ("compatible", PushFormat::Xml, Some(PUSH_KEY)),
+        ("plaintext", PushFormat::Json, None),
+    ] {
+        let m = Merchant::start(KeyMode::PublicKey).await;
+        let appid = m.appid();
+        let config = match key {
+            Some(key) => PushConfig::encrypted("PushTok3n", key, &appid).unwrap(),
+            None => PushConfig::plaintext("PushTok3n", &appid),
+        };
+        let endpoint = push_endpoint::Endpoint {
+            config,
+            format,
+            opened: Arc::default(),
+            refused: Arc::default(),
+        };
+        let url = push_endpoint::start(endpoint.clone()).await;
+
+        // A wrong token fails the handshake: the settings are refused.
+        let mut settings = json!({"url": url, "token": "WrongTok3n", "mode": mode,
+                                  "format": if format == PushFormat::Json { "json" } else { "xml" }});
+        if let Some(key) = key {
+            settings["encoding_aes_key"] = json!(key);
+        }
+        let (status, _) = m
+            .control("PUT", "/sim/mp/push", Some(settings.clone()))
+            .await;
+        assert_eq!(status, 400);
+        settings["token"] = json!("PushTok3n");
+        let (status, answer) = m.control("PUT", "/sim/mp/push", Some(settings)).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(
+            !answer.to_string().contains("PushTok3n"),
+            "the token is not echoed"
+        );
+
+        let mp = mp_client(&m);
+        let (openid, transaction_id) = paid(&m, "SHIP-PUSH-1").await;
+        mp.upload_shipping_info(&upload(
+            &m,
+            "SHIP-PUSH-1",
+            &openid,
+            Shipment::unified(
+                LogisticsType::Express,
+                ShippingItem::express("ZTO", "P1", "x"),
+            ),
+        ))
+        .await
+        .unwrap();
+        let shipped = opened(&endpoint, 1).await;
+        let PushEvent::TradeManageOrderSettlement {
+            order,
+            shipped_time: Some(shipped_time),
+            estimated_settlement_time: Some(estimated),
+            settlement_time: None,
+            ..
+        } = &shipped[0].event
+        else {
+            panic!("{mode}: {:?}", shipped[0].event)
+        };
+        assert_eq!(order.transaction_id, transaction_id);
+        assert_eq!(order.merchant_trade_no, "SHIP-PUSH-1");
+        assert_eq!(*estimated, shipped_time + 10 * 86_400);
+
+        // Ten days later the order settles by itself, and that is pushed too.
+        let (status, _) = m
+            .control(
+                "POST",
+                "/sim/clock/advance",
+                Some(json!({"seconds": 10 * 86_400})),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let both = opened(&endpoint, 2).await;
+        let PushEvent::TradeManageOrderSettlement {
+            confirm_receive_method,
+            settlement_time: Some(settled),
+            ..
+        } = &both[1].event
+        else {
+            panic!("{mode}: {:?}", both[1].event)
+        };
+        assert_eq!(*confirm_receive_method, Some(ConfirmReceiveMethod(1)));
+        assert_eq!(*settled, shipped_time + 10 * 86_400);
+        assert_eq!(*endpoint.refused.lock().unwrap(), 0, "{mode}");
+        let (_, log) = m.control("GET", "/sim/mp/pushes", None).await;
+        let pushes = log["pushes"].as_array().unwrap();
+        assert_eq!(pushes.len(), 2, "{log}");
+        assert!(pushes.iter().all(|p| p["delivered"] == true), "{log}");
+    }
+}
