@@ -499,6 +499,8 @@ mod push_endpoint {
         pub format: PushFormat,
         pub opened: Arc<Mutex<Vec<PushMessage>>>,
         pub refused: Arc<Mutex<usize>>,
+        /// Answer 500 to this many pushes first.
+        pub fail_first: Arc<Mutex<usize>>,
     }
 
     async fn handshake(State(e): State<Endpoint>, RawQuery(q): RawQuery) -> (StatusCode, String) {
@@ -515,6 +517,13 @@ mod push_endpoint {
         RawQuery(q): RawQuery,
         body: Bytes,
     ) -> (StatusCode, &'static str) {
+        {
+            let mut left = e.fail_first.lock().unwrap();
+            if *left > 0 {
+                *left -= 1;
+                return (StatusCode::INTERNAL_SERVER_ERROR, "");
+            }
+        }
         let query = PushQuery::parse(&q.unwrap_or_default());
         match open_push(&e.config, &query, e.format, &body) {
             Ok(message) => {
@@ -578,6 +587,7 @@ async fn settlement_events_are_pushed_signed_and_encrypted() {
             format,
             opened: Arc::default(),
             refused: Arc::default(),
+            fail_first: Arc::default(),
         };
         let url = push_endpoint::start(endpoint.clone()).await;
 
@@ -653,4 +663,49 @@ async fn settlement_events_are_pushed_signed_and_encrypted() {
         assert_eq!(pushes.len(), 2, "{log}");
         assert!(pushes.iter().all(|p| p["delivered"] == true), "{log}");
     }
+}
+
+#[tokio::test]
+async fn a_refused_push_is_retried_until_acknowledged() {
+    use wxpay::mp::push::{PushConfig, PushFormat};
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let endpoint = push_endpoint::Endpoint {
+        config: PushConfig::encrypted("PushTok3n", PUSH_KEY, &m.appid()).unwrap(),
+        format: PushFormat::Json,
+        opened: Arc::default(),
+        refused: Arc::default(),
+        fail_first: Arc::new(std::sync::Mutex::new(2)),
+    };
+    let url = push_endpoint::start(endpoint.clone()).await;
+    let (status, answer) = m
+        .control(
+            "PUT",
+            "/sim/mp/push",
+            Some(json!({"url": url, "token": "PushTok3n", "encoding_aes_key": PUSH_KEY})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let mp = mp_client(&m);
+    let (openid, _) = paid(&m, "SHIP-RETRY-1").await;
+    mp.upload_shipping_info(&upload(
+        &m,
+        "SHIP-RETRY-1",
+        &openid,
+        Shipment::unified(LogisticsType::Virtual, ShippingItem::described("会员卡")),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(opened(&endpoint, 1).await.len(), 1);
+    // The log is updated right after the acknowledgement; poll for it.
+    let mut log = json!(null);
+    for _ in 0..100 {
+        log = m.control("GET", "/sim/mp/pushes", None).await.1;
+        if log["pushes"][0]["delivered"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(log["pushes"][0]["delivered"], true, "{log}");
+    assert_eq!(log["pushes"][0]["attempts"], 3, "{log}");
+    assert_eq!(opened(&endpoint, 1).await.len(), 1, "acknowledged once");
 }
