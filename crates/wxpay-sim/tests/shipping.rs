@@ -670,7 +670,7 @@ async fn a_refused_push_is_retried_until_acknowledged() {
     use wxpay::mp::push::{PushConfig, PushFormat};
     let m = Merchant::start(KeyMode::PublicKey).await;
     let endpoint = push_endpoint::Endpoint {
-        config: PushConfig::encrypted("PushTok3n", PUSH_KEY, &m.appid()).unwrap(),
+        config: PushConfig::encrypted("PushTok3n", PUSH_KEY, m.appid()).unwrap(),
         format: PushFormat::Json,
         opened: Arc::default(),
         refused: Arc::default(),
