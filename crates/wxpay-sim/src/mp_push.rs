@@ -10,6 +10,9 @@
 //! * A push is answered correctly by `200` with an empty body or `success`; anything else, or
 //!   no answer in 5 s, is retried 3 times (5 s apart, shortened by the time scale): at least
 //!   once, never more than 4 sends.
+//! * The notification faults of `PUT /sim/faults` apply: `notify_drop_rate` (an attempt not
+//!   sent, so retried), `notify_duplicate_rate` (sent twice), `notify_delay_ms` and
+//!   `notify_shuffle_ms` (before each attempt).
 //! * The settings live in memory (not in the journal): set them again after a restart.
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,6 +27,7 @@ use serde_json::{Map, Value, json};
 use wxpay::mp::push::{PushConfig, PushFormat, PushMode, seal_push, signature};
 
 use crate::app::AppState;
+use crate::faults::{jitter, roll};
 
 /// The retries after the first send.
 pub const PUSH_RETRIES: u32 = 3;
@@ -110,6 +114,7 @@ impl MpPush {
             log.len() - 1
         };
         let log = self.log.clone();
+        let faults = state.faults.clone();
         let pause = PUSH_INTERVAL.div_f64(state.time_scale.max(1.0));
         let content_type = match settings.format {
             PushFormat::Json => "application/json",
@@ -125,22 +130,40 @@ impl MpPush {
                 Ok(c) => c,
                 Err(_) => return,
             };
-            for attempt in 0..=PUSH_RETRIES {
-                if attempt > 0 {
-                    tokio::time::sleep(pause).await;
-                }
+            let post = || async {
                 let answer = client
                     .post(&url)
                     .header("content-type", content_type)
                     .body(sealed.body.clone())
                     .send()
                     .await;
-                let delivered = match answer {
+                match answer {
                     Ok(r) if r.status() == reqwest::StatusCode::OK => {
                         let body = r.text().await.unwrap_or_default();
                         body.trim().is_empty() || body.trim() == "success"
                     }
                     _ => false,
+                }
+            };
+            for attempt in 0..=PUSH_RETRIES {
+                if attempt > 0 {
+                    tokio::time::sleep(pause).await;
+                }
+                // The notification faults apply to pushes too.
+                let f = faults.get();
+                let delay = Duration::from_millis(f.notify_delay_ms) + jitter(f.notify_shuffle_ms);
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                let delivered = if roll(f.notify_drop_rate) {
+                    false
+                } else {
+                    let first = post().await;
+                    if roll(f.notify_duplicate_rate) {
+                        post().await || first
+                    } else {
+                        first
+                    }
                 };
                 let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(record) = log.get_mut(index) {

@@ -709,3 +709,67 @@ async fn a_refused_push_is_retried_until_acknowledged() {
     assert_eq!(log["pushes"][0]["attempts"], 3, "{log}");
     assert_eq!(opened(&endpoint, 1).await.len(), 1, "acknowledged once");
 }
+
+#[tokio::test]
+async fn faults_duplicate_and_drop_pushes() {
+    use wxpay::mp::push::{PushConfig, PushFormat};
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let endpoint = push_endpoint::Endpoint {
+        config: PushConfig::encrypted("PushTok3n", PUSH_KEY, m.appid()).unwrap(),
+        format: PushFormat::Json,
+        opened: Arc::default(),
+        refused: Arc::default(),
+        fail_first: Arc::default(),
+    };
+    let url = push_endpoint::start(endpoint.clone()).await;
+    let (status, _) = m
+        .control(
+            "PUT",
+            "/sim/mp/push",
+            Some(json!({"url": url, "token": "PushTok3n", "encoding_aes_key": PUSH_KEY})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = m
+        .control(
+            "PUT",
+            "/sim/faults",
+            Some(json!({"notify_duplicate_rate": 1.0})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mp = mp_client(&m);
+    let ship = |no: &'static str, openid: String| {
+        let request = upload(
+            &m,
+            no,
+            &openid,
+            Shipment::unified(LogisticsType::Virtual, ShippingItem::described("会员卡")),
+        );
+        let mp = mp.clone();
+        async move { mp.upload_shipping_info(&request).await.unwrap() }
+    };
+    let (openid, _) = paid(&m, "SHIP-DUP-1").await;
+    ship("SHIP-DUP-1", openid).await;
+    let twice = opened(&endpoint, 2).await;
+    assert_eq!(twice[0], twice[1], "the same push, twice");
+
+    // Every attempt dropped: nothing arrives, all four attempts are spent.
+    let (status, _) = m
+        .control("PUT", "/sim/faults", Some(json!({"notify_drop_rate": 1.0})))
+        .await;
+    assert_eq!(status, 200);
+    let (openid, _) = paid(&m, "SHIP-DROP-1").await;
+    ship("SHIP-DROP-1", openid).await;
+    let mut log = json!(null);
+    for _ in 0..200 {
+        log = m.control("GET", "/sim/mp/pushes", None).await.1;
+        if log["pushes"][1]["attempts"] == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(log["pushes"][1]["attempts"], 4, "{log}");
+    assert_eq!(log["pushes"][1]["delivered"], false, "{log}");
+    assert_eq!(endpoint.opened.lock().unwrap().len(), 2);
+}
