@@ -6,6 +6,7 @@
 //!   is the user's own credential, kept by the simulator as a SHA-256 digest in its journal.
 //! * `POST /sim/users/{openid}/code` requires the header `X-Sim-User-Key: <user_key>` (absent or
 //!   wrong: 403 `{"error"}`), or the control token.
+//! * `GET /sim/cashier` (the appid and mchid the WeChat cashier shows) is open.
 //! * With a control token configured ([`crate::SimConfig::control_token`], as the sandbox of
 //!   `wxpay serve` does), every other route but `POST /sim/pay` (checked by its paySign), and
 //!   `POST /sim/users` with a chosen openid, require `Authorization: Bearer <token>` (else 401
@@ -34,7 +35,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     let open = Router::new()
         .route("/sim/users", post(create_user))
         .route("/sim/users/{openid}/code", post(login_code))
-        .route("/sim/pay", post(pay));
+        .route("/sim/pay", post(pay))
+        .route("/sim/cashier", get(cashier));
     let controlled = Router::new()
         .route("/sim/orders/{out_trade_no}", get(order))
         .route("/sim/notifications", get(notifications))
@@ -381,6 +383,12 @@ async fn advance_clock(State(state): State<Arc<AppState>>, body: Bytes) -> Respo
 
 async fn clock(State(state): State<Arc<AppState>>) -> Response {
     axum::Json(clock_json(&state)).into_response()
+}
+
+/// What WeChat's cashier shows of the merchant (open: nothing secret): the appid and mchid.
+async fn cashier(State(state): State<Arc<AppState>>) -> Response {
+    axum::Json(json!({"appid": state.merchant.appid, "mchid": state.merchant.mchid}))
+        .into_response()
 }
 
 async fn merchant(State(state): State<Arc<AppState>>) -> Response {

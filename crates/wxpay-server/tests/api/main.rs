@@ -13,5 +13,6 @@ mod orders;
 mod reconciliation;
 mod refunds;
 mod schema;
+mod sim_proxy;
 mod store;
 mod webhooks;
