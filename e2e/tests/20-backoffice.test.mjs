@@ -188,9 +188,9 @@ describe('the back office', () => {
     await page.fill('#fault-notify_drop_rate', '1');
     await page.click('#faults-form button[type=submit]');
     await page.locator('#faults-message', { hasText: '已保存' }).waitFor();
-    assert.equal((await api('GET', '/sim/faults')).body.notify_drop_rate, 1);
+    assert.equal((await api('GET', '/sim/faults', { token: ADMIN_TOKEN })).body.notify_drop_rate, 1);
     await page.click('#faults-clear');
-    await eventually(async () => (await api('GET', '/sim/faults')).body.notify_drop_rate === 0, { what: 'faults off' });
+    await eventually(async () => (await api('GET', '/sim/faults', { token: ADMIN_TOKEN })).body.notify_drop_rate === 0, { what: 'faults off' });
     page.assertClean();
   });
 

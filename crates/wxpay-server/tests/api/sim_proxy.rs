@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::*;
+use wxpay_server::store::Backend;
 
 /// A server in sandbox mode, with the simulator's state.
 async fn sandbox(backend: Backend) -> (TestApp, Arc<wxpay_sim::app::AppState>) {
