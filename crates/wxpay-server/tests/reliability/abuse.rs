@@ -218,7 +218,14 @@ async fn the_admin_api_refuses_missing_and_wrong_tokens_and_sim_routes_need_sand
     assert!(!code.is_empty());
     // In sandbox mode /sim is there.
     let s = sandbox(Backend::Sqlite, "v3", |_| {}).await;
-    assert_eq!(s.app.get("/sim/merchant", None).await.status, 200);
+    assert_eq!(s.app.get("/sim/merchant", None).await.status, 401);
+    assert_eq!(
+        s.app
+            .get("/sim/merchant", Some(&s.app.admin()))
+            .await
+            .status,
+        200
+    );
     figures(
         "scenario 9b admin tokens and sandbox routes",
         &[
