@@ -51,6 +51,15 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// Another handle on a database that an owning `TestDatabase` drops (this one drops nothing).
+    pub fn borrowed(url: &str) -> Self {
+        TestDatabase {
+            url: url.to_owned(),
+            pg_name: None,
+            sqlite_file: None,
+        }
+    }
+
     pub async fn new(backend: Backend) -> Self {
         match backend {
             Backend::Sqlite => {
