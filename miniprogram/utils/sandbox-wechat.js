@@ -21,6 +21,7 @@ function sandboxWechat(baseUrl) {
   /**
    * @param {string} path
    * @param {object} data
+   * @param {Record<string, string>} [headers] more request headers
    * @returns {Promise<{ statusCode: number, data: any }>}
    */
   function post(path, data, headers = {}) {
