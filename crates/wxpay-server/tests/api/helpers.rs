@@ -52,6 +52,7 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     /// Another handle on a database that an owning `TestDatabase` drops (this one drops nothing).
+    #[allow(dead_code)]
     pub fn borrowed(url: &str) -> Self {
         TestDatabase {
             url: url.to_owned(),
