@@ -182,7 +182,9 @@ describe('the back office', () => {
 
   test('switches the simulator\'s faults and shows its deliveries', async () => {
     const page = await newPage(browser);
-    await page.goto(`${BASE}/#/sandbox`);
+    // The simulator's panel reads other users' orders and moves the simulated world: the
+    // back office's token is asked for first, and sent with every /sim call.
+    await adminLogin(page, '#/sandbox');
     await page.locator('#deliveries-table').waitFor();
     assert.ok(await page.locator('#deliveries-table tbody tr[data-kind="payment"]').count() >= 1);
     await page.fill('#fault-notify_drop_rate', '1');

@@ -217,17 +217,16 @@ pub async fn sim_proxy(State(state): State<AppState>, request: Request) -> Respo
     if let Some(content_type) = parts.headers.get(http::header::CONTENT_TYPE) {
         forwarded = forwarded.header(http::header::CONTENT_TYPE, content_type.clone());
     }
-    if access == Access::UserCode {
-        if let Some(key) = user_key {
-            forwarded = forwarded.header(USER_KEY_HEADER, key);
-        }
+    if access == Access::UserCode
+        && let Some(key) = user_key
+    {
+        forwarded = forwarded.header(USER_KEY_HEADER, key);
     }
-    if admin {
-        if let Some(token) = &state.sandbox_control_token {
-            if let Ok(value) = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret())) {
-                forwarded = forwarded.header(http::header::AUTHORIZATION, value);
-            }
-        }
+    if admin
+        && let Some(token) = &state.sandbox_control_token
+        && let Ok(value) = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+    {
+        forwarded = forwarded.header(http::header::AUTHORIZATION, value);
     }
     let simulator_error = |e: reqwest::Error| {
         ApiError::new(
