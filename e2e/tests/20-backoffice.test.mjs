@@ -231,17 +231,27 @@ describe('the back office', () => {
     page.assertClean();
   });
 
-  test('shows the mini-program code of a scene', async () => {
+  test('shows the mini-program code of a scene, fetched with the admin token', async () => {
     const page = await newPage(browser);
-    await page.goto(`${BASE}/#/wxacode`);
+    await adminLogin(page, '#/wxacode');
     await page.fill('#wxacode-scene', 'table=12');
     await page.click('#wxacode-form button[type=submit]');
     await page.locator('#wxacode-output.loaded').waitFor();
     const size = await page.$eval('#wxacode-image', (img) => [img.naturalWidth, img.naturalHeight]);
     assert.ok(size[0] > 0 && size[1] > 0, `${size}`);
     const src = await page.getAttribute('#wxacode-image', 'src');
-    const image = await fetch(`${BASE}${src}`);
+    assert.ok(src.startsWith('blob:'), src);
+    const url = await page.getAttribute('#wxacode-image', 'data-url');
+    // Without a token the API refuses; with the admin token it is the JPEG the page shows.
+    assert.equal((await fetch(`${BASE}${url}`)).status, 401);
+    const image = await fetch(`${BASE}${url}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    assert.equal(image.status, 200);
     assert.equal(image.headers.get('content-type'), 'image/jpeg');
+    // A page outside WXPAY_WXACODE_PAGES: the server's message, no image.
+    await page.fill('#wxacode-page', 'pages/cart/cart');
+    await page.click('#wxacode-form button[type=submit]');
+    await page.locator('#wxacode-output .error, #wxacode-output .notice').first().waitFor();
+    assert.ok((await page.textContent('#wxacode-output')).includes('WXPAY_WXACODE_PAGES'));
     page.assertClean();
   });
 });

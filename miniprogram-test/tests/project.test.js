@@ -56,3 +56,13 @@ test('the project opens in DevTools: valid JSON, every page with its four files'
   const sitemap = read(app.sitemapLocation);
   assert.ok(Array.isArray(sitemap.rules));
 });
+
+test('refund states read in Chinese, amounts in yuan from integer fen', () => {
+  const { refundStatusText, yuan } = require(path.join(ROOT, 'utils', 'format.js'));
+  assert.deepEqual(
+    ['PROCESSING', 'SUCCESS', 'CLOSED', 'ABNORMAL'].map(refundStatusText),
+    ['退款中', '已退款', '退款关闭', '退款异常'],
+  );
+  assert.equal(yuan(250), '¥2.50');
+  assert.equal(yuan(1), '¥0.01');
+});

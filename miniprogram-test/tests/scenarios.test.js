@@ -299,6 +299,46 @@ test('the paid notification lost: the order still ends paid, the server having a
   assertNoProblems();
 });
 
+test('an order\'s page lists its refunds: amounts in yuan, reasons and states (已退款, 退款中)', async () => {
+  const app = await launch(phoneOf(V3), V3);
+  await toConfirmation(app, { coffee: 1 });
+  app.tap('#pay');
+  const page = await result(app);
+  assert.equal(page.data.status, 'paid', app.text());
+  const no = page.data.no;
+
+  // The merchant refunds ¥5.00 through the back office; WeChat settles it.
+  const first = await admin(V3, 'POST', `/admin/orders/${no}/refunds`, { amount_fen: 500, reason: '少放糖' });
+  await until(async () => (await admin(V3, 'GET', `/admin/refunds/${first.out_refund_no}`)).status === 'SUCCESS', 'the first refund to succeed');
+  // Then ¥2.50 while WeChat does not answer: the server keeps it PROCESSING.
+  await admin(V3, 'PUT', '/sim/faults', { api_error_rate: 1 });
+  let second;
+  try {
+    second = await admin(V3, 'POST', `/admin/orders/${no}/refunds`, { amount_fen: 250 });
+    assert.equal(second.status, 'PROCESSING');
+
+    app.tap('#view-order');
+    await app.onPage('pages/order/order', (c) => c.data.order !== null && c.data.order.refunds.length === 2, 'with its two refunds');
+    assert.equal(app.text('#status'), '部分退款');
+    assert.equal(app.text('#refunded'), '已退款 ¥7.50');
+    const list = app.text('#refund-list');
+    const [settled, pending] = app.page.comp.data.order.refunds;
+    assert.deepEqual([settled.no, settled.amount, settled.statusText], [first.out_refund_no, '¥5.00', '已退款']);
+    assert.deepEqual([pending.no, pending.amount, pending.statusText], [second.out_refund_no, '¥2.50', '退款中']);
+    assert.ok(list.includes('退款 ¥5.00 已退款 原因：少放糖'), list);
+    assert.ok(list.includes('到账时间'), list);
+    assert.ok(list.includes('退款 ¥2.50 退款中'), list);
+    assert.ok(list.includes(first.out_refund_no) && list.includes(second.out_refund_no), list);
+    assert.equal((list.match(/到账时间/g) || []).length, 1, 'only the settled refund has a time of arrival');
+    // The server sent the buyer's fields only.
+    const answer = app.sent('GET', `/api/orders/${no}`).at(-1).response;
+    assert.deepEqual(Object.keys(answer.refunds[1]).sort(), ['amount_fen', 'created_at', 'out_refund_no', 'reason', 'status', 'succeeded_at']);
+  } finally {
+    await admin(V3, 'PUT', '/sim/faults', {});
+  }
+  assertNoProblems();
+});
+
 test('two quick taps on "pay" make one order', async () => {
   const app = await launch(phoneOf(V3), V3);
   await toConfirmation(app, { tea: 1, sticker: 1 });

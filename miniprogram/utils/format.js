@@ -39,6 +39,21 @@ function statusText(order) {
   return /** @type {Record<string, string>} */ (STATUS_TEXT)[order.status] || order.status;
 }
 
+const REFUND_STATUS_TEXT = {
+  PROCESSING: '退款中',
+  SUCCESS: '已退款',
+  CLOSED: '退款关闭',
+  ABNORMAL: '退款异常',
+};
+
+/**
+ * A refund's status as the user reads it.
+ * @param {string} status `PROCESSING`, `SUCCESS`, `CLOSED` or `ABNORMAL`
+ */
+function refundStatusText(status) {
+  return /** @type {Record<string, string>} */ (REFUND_STATUS_TEXT)[status] || status;
+}
+
 /** @param {number} n */
 function two(n) {
   return n < 10 ? `0${n}` : String(n);
@@ -88,4 +103,4 @@ function payFailReason(errMsg) {
   return reason || '支付失败';
 }
 
-module.exports = { yuan, lineFen, statusText, dateTime, errorText, payFailReason };
+module.exports = { yuan, lineFen, statusText, refundStatusText, dateTime, errorText, payFailReason };

@@ -65,6 +65,18 @@
  * @property {number} expires_at Unix milliseconds
  * @property {number} created_at Unix milliseconds
  * @property {Payment} [payment] present when the order was just created or re-prepared
+ * @property {Refund[]} [refunds] the order's refunds, oldest first (`order(no)` only)
+ */
+
+/**
+ * A refund of an order, as the server shows it to the buyer.
+ * @typedef {object} Refund
+ * @property {string} out_refund_no
+ * @property {number} amount_fen
+ * @property {'PROCESSING' | 'SUCCESS' | 'CLOSED' | 'ABNORMAL'} status
+ * @property {string | null} reason the merchant's reason, if given
+ * @property {number} created_at Unix milliseconds
+ * @property {number | null} succeeded_at Unix milliseconds, once the money is back
  */
 
 /**

@@ -346,7 +346,10 @@ async fn steps(
     pass("close", format!("{second_no} CLOSED at WeChat and here"))?;
 
     let code = c
-        .get("/api/wxacode?scene=demo%3D1&page=pages/index/index", None)
+        .get(
+            "/api/wxacode?scene=demo%3D1&page=pages/catalog/catalog",
+            Some(&token),
+        )
         .await?;
     expect(&code, 200, "wxacode")?;
     if !code.content_type.starts_with("image/") || code.bytes.len() < 8 {

@@ -631,9 +631,40 @@ async function statsView() {
 
 // ---------------------------------------------------------------- mini-program code
 
+/** The image of `url` (an API path) fetched with the admin token, as a blob: URL. */
+async function adminImage(url) {
+  const token = storedToken();
+  if (!token) {
+    showLogin();
+    throw new HttpError(401, { code: 'unauthorized', message: t('login.required') });
+  }
+  let response;
+  try {
+    response = await fetch(url, { headers: { Authorization: `Bearer ${token}` }, credentials: 'same-origin', cache: 'no-store' });
+  } catch {
+    throw new HttpError(0, { message: t('error.network') });
+  }
+  if (!response.ok) {
+    let body = null;
+    try {
+      body = await response.json();
+    } catch {
+      body = { message: t('wxacode.failed') };
+    }
+    if (response.status === 401) {
+      forgetToken();
+      showLogin(t('login.rejected'));
+    }
+    throw new HttpError(response.status, body);
+  }
+  return URL.createObjectURL(await response.blob());
+}
+
+let wxacodeBlob = '';
+
 function wxacodeView() {
   const scene = h('input', { id: 'wxacode-scene', value: 'shop=demo', maxlength: '32', required: true });
-  const page = h('input', { id: 'wxacode-page', placeholder: 'pages/index/index', maxlength: '128' });
+  const page = h('input', { id: 'wxacode-page', placeholder: 'pages/catalog/catalog', maxlength: '128' });
   const output = h('div', { class: 'wxacode-output', id: 'wxacode-output' });
   const form = h(
     'form',
@@ -642,24 +673,24 @@ function wxacodeView() {
     h('label', {}, h('span', { text: t('wxacode.page') }), page),
     h('button', { type: 'submit', class: 'primary', text: t('wxacode.make') }),
   );
-  form.addEventListener('submit', (event) => {
+  form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const query = new URLSearchParams({ scene: scene.value });
     if (page.value.trim()) query.set('page', page.value.trim());
     const url = `/api/wxacode?${query}`;
-    const img = h('img', { id: 'wxacode-image', alt: t('wxacode.alt', { scene: scene.value }), width: '280', height: '280' });
-    img.addEventListener('error', async () => {
-      // The image did not load: ask again for the error's text.
-      try {
-        await request('GET', url);
-        replace(output, h('div', { class: 'notice error', text: t('wxacode.failed') }));
-      } catch (err) {
-        replace(output, errorBox(err));
-      }
-    });
-    img.addEventListener('load', () => output.classList.add('loaded'));
-    img.src = url;
-    replace(output, h('figure', {}, img, h('figcaption', { class: 'mono', text: url })));
+    output.classList.remove('loaded');
+    try {
+      const src = await adminImage(url);
+      if (wxacodeBlob) URL.revokeObjectURL(wxacodeBlob);
+      wxacodeBlob = src;
+      const img = h('img', { id: 'wxacode-image', alt: t('wxacode.alt', { scene: scene.value }), width: '280', height: '280', 'data-url': url });
+      img.addEventListener('load', () => output.classList.add('loaded'));
+      img.addEventListener('error', () => replace(output, h('div', { class: 'notice error', text: t('wxacode.failed') })));
+      img.src = src;
+      replace(output, h('figure', {}, img, h('figcaption', { class: 'mono', text: url })));
+    } catch (err) {
+      replace(output, errorBox(err));
+    }
   });
   replace(view, h('div', { class: 'view-head' }, h('h1', { text: t('nav.wxacode') })), h('p', { class: 'muted', text: t('wxacode.help') }), h('section', { class: 'card' }, form, output));
 }
@@ -834,7 +865,7 @@ const ROUTES = [
   [/^#\/orders(?:\?(.*))?$/, (m) => ordersView(new URLSearchParams(m[1] || '')), true, 'orders'],
   [/^#\/reconciliation(?:\/(\d{4}-\d{2}-\d{2}))?$/, (m) => reconciliationView(m[1]), true, 'reconciliation'],
   [/^#\/stats$/, () => statsView(), true, 'stats'],
-  [/^#\/wxacode$/, () => wxacodeView(), false, 'wxacode'],
+  [/^#\/wxacode$/, () => wxacodeView(), true, 'wxacode'],
   [/^#\/sandbox$/, () => sandboxView(), false, 'sandbox'],
 ];
 

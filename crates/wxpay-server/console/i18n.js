@@ -159,7 +159,7 @@ const zh = {
 
   'wxacode.help': '服务器调用 getwxacodeunlimit 生成的小程序码（带缓存）。扫码后小程序在 page 页面收到 scene。',
   'wxacode.scene': 'scene（最多 32 个字符）',
-  'wxacode.page': 'page（可选）',
+  'wxacode.page': 'page（可选，须在 WXPAY_WXACODE_PAGES 中）',
   'wxacode.make': '生成小程序码',
   'wxacode.alt': 'scene 为 {scene} 的小程序码',
   'wxacode.failed': '小程序码生成失败',
@@ -416,7 +416,7 @@ const en = {
 
   'wxacode.help': 'The mini-program code the server makes with getwxacodeunlimit (cached). Scanned, it opens the page with the scene.',
   'wxacode.scene': 'scene (up to 32 characters)',
-  'wxacode.page': 'page (optional)',
+  'wxacode.page': 'page (optional, one of WXPAY_WXACODE_PAGES)',
   'wxacode.make': 'Make the code',
   'wxacode.alt': 'The mini-program code of scene {scene}',
   'wxacode.failed': 'The code could not be made',

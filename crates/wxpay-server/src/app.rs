@@ -449,10 +449,7 @@ impl Application {
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| StartError::Sandbox(e.to_string()))?;
-        let rate_limits = Arc::new(crate::api::rate_limit::RateLimits::new(
-            settings.rate_limit_login,
-            settings.rate_limit_orders,
-        ));
+        let rate_limits = Arc::new(crate::api::rate_limit::RateLimits::from_settings(&settings));
         let state = AppState {
             store,
             wechat: Arc::new(wechat),

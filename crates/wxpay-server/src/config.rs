@@ -59,6 +59,10 @@ struct Raw {
     rate_limit_login_burst: u32,
     rate_limit_orders_per_minute: u32,
     rate_limit_orders_burst: u32,
+    rate_limit_wxacode_per_minute: u32,
+    rate_limit_wxacode_burst: u32,
+    #[serde(default, deserialize_with = "string_or_list")]
+    wxacode_pages: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_reload_secs: u64,
@@ -98,6 +102,9 @@ impl Default for Raw {
             rate_limit_login_burst: 20,
             rate_limit_orders_per_minute: 30,
             rate_limit_orders_burst: 10,
+            rate_limit_wxacode_per_minute: 10,
+            rate_limit_wxacode_burst: 10,
+            wxacode_pages: Some(DEFAULT_WXACODE_PAGES.to_owned()),
             tls_cert: None,
             tls_key: None,
             tls_reload_secs: 10,
@@ -168,6 +175,12 @@ pub struct Settings {
     /// `WXPAY_RATE_LIMIT_ORDERS_PER_MINUTE` / `WXPAY_RATE_LIMIT_ORDERS_BURST`: new orders per user
     /// (default 30 a minute, 10 at once; a rate of 0 turns the limit off).
     pub rate_limit_orders: RateLimit,
+    /// `WXPAY_RATE_LIMIT_WXACODE_PER_MINUTE` / `WXPAY_RATE_LIMIT_WXACODE_BURST`: mini-program
+    /// codes per user (default 10 a minute, 10 at once; a rate of 0 turns the limit off).
+    pub rate_limit_wxacode: RateLimit,
+    /// `WXPAY_WXACODE_PAGES`: the pages `GET /api/wxacode` makes codes for (comma-separated;
+    /// default the catalogue, `pages/catalog/catalog`).
+    pub wxacode_pages: Vec<String>,
     /// `WXPAY_TLS_CERT` + `WXPAY_TLS_KEY`: serve HTTPS with this PEM certificate chain and key
     /// (both or neither).
     pub tls: Option<crate::net::tls::TlsFiles>,
@@ -204,6 +217,10 @@ pub struct Overrides {
     /// `database_url`.
     pub database_url: Option<String>,
 }
+
+/// The page of the mini program's catalogue (`miniprogram/app.json`), the default and only page
+/// of `GET /api/wxacode` unless `WXPAY_WXACODE_PAGES` says otherwise.
+pub const DEFAULT_WXACODE_PAGES: &str = "pages/catalog/catalog";
 
 /// Every key of `wxpay.toml` (the environment variable is `WXPAY_` + the key in capitals): the key,
 /// its default, what it does. `wxpay serve --help` prints this table.
@@ -304,6 +321,21 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "rate_limit_orders_burst",
         "10",
         "new orders per user at once",
+    ),
+    (
+        "rate_limit_wxacode_per_minute",
+        "10",
+        "mini-program codes per user (0: no limit)",
+    ),
+    (
+        "rate_limit_wxacode_burst",
+        "10",
+        "mini-program codes per user at once",
+    ),
+    (
+        "wxacode_pages",
+        DEFAULT_WXACODE_PAGES,
+        "pages /api/wxacode makes codes for (comma-separated)",
     ),
     (
         "tls_cert",
@@ -668,6 +700,12 @@ impl Settings {
             raw.rate_limit_orders_per_minute,
             raw.rate_limit_orders_burst,
         )?;
+        let rate_limit_wxacode = rate_limit(
+            "WXPAY_RATE_LIMIT_WXACODE",
+            raw.rate_limit_wxacode_per_minute,
+            raw.rate_limit_wxacode_burst,
+        )?;
+        let wxacode_pages = wxacode_pages(raw.wxacode_pages.as_deref().unwrap_or(""))?;
         let tls = match (raw.tls_cert, raw.tls_key) {
             (Some(cert), Some(key)) => Some(crate::net::tls::TlsFiles { cert, key }),
             (None, None) => None,
@@ -771,6 +809,8 @@ impl Settings {
             wechat_timeout_secs: raw.wechat_timeout_secs,
             rate_limit_login,
             rate_limit_orders,
+            rate_limit_wxacode,
+            wxacode_pages,
             tls,
             tls_reload_secs: raw.tls_reload_secs,
             trusted_proxies,
@@ -808,6 +848,30 @@ fn rate_limit(prefix: &str, per_minute: u32, burst: u32) -> Result<RateLimit, Co
         ));
     }
     Ok(RateLimit { per_minute, burst })
+}
+
+/// The pages of `WXPAY_WXACODE_PAGES`: at least one, each a page path as WeChat takes it
+/// (segments of `[0-9A-Za-z_.-]`, no leading `/`, no query, at most 128 characters).
+fn wxacode_pages(list: &str) -> Result<Vec<String>, ConfigError> {
+    let mut pages = Vec::new();
+    for page in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if let Err(e) = wxpay::mp::validate_page(page) {
+            return Err(ConfigError::new(
+                "WXPAY_WXACODE_PAGES",
+                format!("{page:?} is not a page path like pages/catalog/catalog: {e}"),
+            ));
+        }
+        if !pages.iter().any(|p| p == page) {
+            pages.push(page.to_owned());
+        }
+    }
+    if pages.is_empty() {
+        return Err(ConfigError::new(
+            "WXPAY_WXACODE_PAGES",
+            "must list at least one page, like pages/catalog/catalog",
+        ));
+    }
+    Ok(pages)
 }
 
 fn check_url(key: &str, url: &str) -> Result<String, ConfigError> {

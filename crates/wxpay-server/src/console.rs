@@ -17,9 +17,10 @@ use crate::app::AppState;
 use crate::error::ApiError;
 
 /// The policy of every console response: only this origin's scripts, styles, images and
-/// connections; no plugins, no framing, no `<base>` rewriting.
+/// connections (images also as `blob:` URLs: the mini-program code is fetched with the admin
+/// token, which an `<img src>` cannot send); no plugins, no framing, no `<base>` rewriting.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
-     style-src 'self'; img-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     style-src 'self'; img-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
 
 /// One embedded file.

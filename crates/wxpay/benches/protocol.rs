@@ -14,7 +14,9 @@ use wxpay::v2::sign::sign_map;
 use wxpay::v2::{SignType, XmlMap, xml};
 use wxpay::v3::aead::ApiV3Key;
 use wxpay::v3::auth::Authorization;
-use wxpay::v3::notify::{NotificationKeys, parse_notification, sign_notification};
+use wxpay::v3::notify::{
+    NotificationEvent, NotificationKeys, NotificationSigner, parse_notification, sign_notification,
+};
 use wxpay::v3::verifier::{DEFAULT_WINDOW_SECS, PublicKeyVerifier, SignedHeaders, verify_signed};
 
 /// The throwaway RSA key of the protocol reference, section D.5.
@@ -243,15 +245,19 @@ fn v3_notification(c: &mut Criterion) {
     let verifier = PublicKeyVerifier::new(PUB_KEY_ID, key.public_key().clone());
     let now = 1_795_000_000;
     let signed = sign_notification(
-        &api_v3_key,
-        &key,
-        PUB_KEY_ID,
-        "EV-2018022511223320873",
-        time::macros::datetime!(2026-11-24 10:00:01 +8),
-        "TRANSACTION.SUCCESS",
-        "支付成功",
-        "transaction",
-        TRANSACTION.as_bytes(),
+        &NotificationSigner {
+            api_v3_key: &api_v3_key,
+            signing_key: &key,
+            serial: PUB_KEY_ID,
+        },
+        &NotificationEvent {
+            id: "EV-2018022511223320873",
+            create_time: time::macros::datetime!(2026-11-24 10:00:01 +8),
+            event_type: "TRANSACTION.SUCCESS",
+            summary: "支付成功",
+            original_type: "transaction",
+            resource_json: TRANSACTION.as_bytes(),
+        },
         now,
     )
     .expect("signs");

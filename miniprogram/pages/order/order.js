@@ -1,12 +1,37 @@
 // @ts-check
 // An order's detail: status, items, times, WeChat's transaction number and what was refunded;
-// an unpaid order can be paid or cancelled, a failed or closed one ordered again. `?no=ORDER`.
+// each refund with its amount and state; an unpaid order can be paid or cancelled, a failed or closed one ordered again. `?no=ORDER`.
 const client = require('../../utils/shop');
 const cart = require('../../utils/cart');
 const { resultUrl, payAgain } = require('../../utils/checkout');
-const { yuan, lineFen, statusText, dateTime, errorText } = require('../../utils/format');
+const { yuan, lineFen, statusText, refundStatusText, dateTime, errorText } = require('../../utils/format');
 
 /** @typedef {import('../../utils/wxpay-client').Order} Order */
+/** @typedef {import('../../utils/wxpay-client').Refund} Refund */
+
+/**
+ * @typedef {object} RefundView
+ * @property {string} no
+ * @property {string} amount
+ * @property {string} status
+ * @property {string} statusText
+ * @property {string} reason
+ * @property {string} created
+ * @property {string} succeeded
+ */
+
+/** @param {Refund} r @returns {RefundView} */
+function refundView(r) {
+  return {
+    no: r.out_refund_no,
+    amount: yuan(r.amount_fen),
+    status: r.status,
+    statusText: refundStatusText(r.status),
+    reason: r.reason || '',
+    created: dateTime(r.created_at),
+    succeeded: dateTime(r.succeeded_at),
+  };
+}
 
 /**
  * @typedef {object} View
@@ -21,6 +46,7 @@ const { yuan, lineFen, statusText, dateTime, errorText } = require('../../utils/
  * @property {string} transactionId
  * @property {string} refunded
  * @property {string} kept
+ * @property {RefundView[]} refunds
  */
 
 /** @param {Order} o @returns {View} */
@@ -42,6 +68,7 @@ function view(o) {
     transactionId: o.transaction_id || '',
     refunded: o.refunded_fen > 0 ? yuan(o.refunded_fen) : '',
     kept: o.refunded_fen > 0 && o.refunded_fen < o.amount_fen ? yuan(o.amount_fen - o.refunded_fen) : '',
+    refunds: (o.refunds || []).map(refundView),
   };
 }
 

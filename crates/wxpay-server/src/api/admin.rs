@@ -21,7 +21,7 @@ use crate::core::refunds::{self, Created, RefundRequest, SubmitOutcome};
 use crate::error::ApiError;
 use crate::store::{
     ApiVersion, HourlyPayments, JobState, NewProduct, Order, OrderCursor, OrderEvent, OrderItem,
-    OrderStatus, OutboxEvent, Product, Reconciliation, Refund,
+    OrderStatus, OutboxEvent, Product, Reconciliation, Refund, RefundStatus,
 };
 
 /// The back office's routes.
@@ -152,6 +152,59 @@ impl From<&Order> for OrderView {
     }
 }
 
+/// A refund as the back office sees it (the API's `Refund` schema; a new column of `refunds`
+/// appears here only when added here).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Refund)]
+pub struct RefundView {
+    /// The merchant's refund number.
+    pub out_refund_no: String,
+    /// The order.
+    pub out_trade_no: String,
+    /// The API it was sent with.
+    pub api_version: ApiVersion,
+    /// The refund in fen.
+    pub amount_fen: u64,
+    /// The reason shown to the payer.
+    pub reason: Option<String>,
+    /// The state.
+    pub status: RefundStatus,
+    /// WeChat's refund id, once known.
+    pub refund_id: Option<String>,
+    /// When WeChat accepted it (`None`: not yet sent, or the answer was lost).
+    pub submitted_at: Option<i64>,
+    /// When it succeeded.
+    pub success_at: Option<i64>,
+    /// The last error met while sending or following it.
+    pub last_error: Option<String>,
+    /// Creation time.
+    pub created_at: i64,
+    /// Last change.
+    pub updated_at: i64,
+    /// Incremented by every change.
+    pub version: i64,
+}
+
+impl From<Refund> for RefundView {
+    fn from(r: Refund) -> Self {
+        RefundView {
+            out_refund_no: r.out_refund_no,
+            out_trade_no: r.out_trade_no,
+            api_version: r.api_version,
+            amount_fen: r.amount_fen,
+            reason: r.reason,
+            status: r.status,
+            refund_id: r.refund_id,
+            submitted_at: r.submitted_at,
+            success_at: r.success_at,
+            last_error: r.last_error,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            version: r.version,
+        }
+    }
+}
+
 /// A page of orders.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderList {
@@ -213,7 +266,7 @@ pub struct OrderDetail {
     /// Its timeline, oldest first.
     pub events: Vec<OrderEvent>,
     /// Its refunds, oldest first.
-    pub refunds: Vec<Refund>,
+    pub refunds: Vec<RefundView>,
     /// Its webhook events, oldest first.
     pub webhooks: Vec<OutboxEvent>,
 }
@@ -245,7 +298,13 @@ pub(crate) async fn order_detail(
     Ok(Json(OrderDetail {
         refundable_fen: refundable(&order),
         events: state.store.events(&no).await?,
-        refunds: state.store.refunds_of_order(&no).await?,
+        refunds: state
+            .store
+            .refunds_of_order(&no)
+            .await?
+            .into_iter()
+            .map(RefundView::from)
+            .collect(),
         webhooks: state.store.webhooks_of_order(&no).await?,
         order: OrderView::from(&order),
     }))
@@ -361,9 +420,9 @@ pub struct CreateRefund {
 #[utoipa::path(post, path = "/admin/orders/{out_trade_no}/refunds", tag = "admin", security(("admin_token" = [])),
     params(("out_trade_no" = String, Path, description = "The merchant's order number")),
     request_body = CreateRefund,
-    responses((status = 201, body = Refund, description = "Accepted by WeChat"),
-        (status = 202, body = Refund, description = "Committed; WeChat's answer is pending and the jobs resolve it"),
-        (status = 200, body = Refund, description = "This out_refund_no exists already for this order and amount"),
+    responses((status = 201, body = RefundView, description = "Accepted by WeChat"),
+        (status = 202, body = RefundView, description = "Committed; WeChat's answer is pending and the jobs resolve it"),
+        (status = 200, body = RefundView, description = "This out_refund_no exists already for this order and amount"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "Not paid, more than refundable, number taken, or refused by WeChat")))]
 pub(crate) async fn create_refund(
@@ -388,12 +447,12 @@ pub(crate) async fn create_refund(
     )
     .await?;
     match created {
-        Created::Existing(r) => Ok((StatusCode::OK, Json(r)).into_response()),
+        Created::Existing(r) => Ok((StatusCode::OK, Json(RefundView::from(r))).into_response()),
         Created::Submitted(SubmitOutcome::Accepted(r)) => {
-            Ok((StatusCode::CREATED, Json(r)).into_response())
+            Ok((StatusCode::CREATED, Json(RefundView::from(r))).into_response())
         }
         Created::Submitted(SubmitOutcome::Retrying(r)) => {
-            Ok((StatusCode::ACCEPTED, Json(r)).into_response())
+            Ok((StatusCode::ACCEPTED, Json(RefundView::from(r))).into_response())
         }
         Created::Submitted(SubmitOutcome::Rejected(r)) => Err(ApiError::conflict(
             "refund_rejected",
@@ -409,12 +468,12 @@ pub(crate) async fn create_refund(
 /// `GET /admin/refunds/{out_refund_no}`.
 #[utoipa::path(get, path = "/admin/refunds/{out_refund_no}", tag = "admin", security(("admin_token" = [])),
     params(("out_refund_no" = String, Path, description = "The merchant's refund number")),
-    responses((status = 200, body = Refund), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RefundView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn refund(
     _: Admin,
     State(state): State<AppState>,
     Path(no): Path<String>,
-) -> Result<Json<Refund>, ApiError> {
+) -> Result<Json<RefundView>, ApiError> {
     if no.len() > 64 {
         return Err(ApiError::not_found("no such refund"));
     }
@@ -422,7 +481,7 @@ pub(crate) async fn refund(
         .store
         .refund(&no)
         .await?
-        .map(Json)
+        .map(|r| Json(RefundView::from(r)))
         .ok_or_else(|| ApiError::not_found("no such refund"))
 }
 

@@ -1,10 +1,10 @@
 //! The mini program's API: login, orders, payment parameters, close, mini-program codes.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wxpay::mp::ErrCode;
 
@@ -17,7 +17,7 @@ use crate::core::orders::{self, Line, OrderRequest, Priced};
 pub use crate::core::orders::{MAX_ORDER_FEN, MAX_ORDER_LINES, MAX_QUANTITY};
 use crate::core::payments::sync_with_wechat;
 use crate::error::ApiError;
-use crate::store::{Order, OrderStatus, now_ms};
+use crate::store::{Order, OrderItem, OrderStatus, Refund, RefundStatus, now_ms};
 
 /// The caller's address (behind trusted proxies, the forwarded one), sent to WeChat as the
 /// payer's IP.
@@ -72,19 +72,86 @@ pub(crate) struct CreateOrder {
     items: Vec<OrderLine>,
 }
 
+/// An order as its buyer sees it (schema `BuyerOrder`): never the merchant's internal fields
+/// (prepay, client IP, payer, source, versions). A new column appears here only when added here.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct BuyerOrder {
+    /// The merchant's order number.
+    out_trade_no: String,
+    /// Total in fen.
+    amount_fen: u64,
+    /// The state.
+    status: OrderStatus,
+    /// What WeChat shows the buyer.
+    description: String,
+    /// The lines.
+    items: Vec<OrderItem>,
+    /// WeChat's transaction id, once paid.
+    transaction_id: Option<String>,
+    /// When it was paid (Unix ms).
+    paid_at: Option<i64>,
+    /// Refunds not closed, in fen.
+    refunded_fen: u64,
+    /// After this the order cannot be paid (Unix ms).
+    expires_at: i64,
+    /// Creation time (Unix ms).
+    created_at: i64,
+    /// The order's refunds, oldest first (`GET /api/orders/{no}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refunds: Option<Vec<BuyerRefund>>,
+}
+
+impl BuyerOrder {
+    fn new(order: &Order) -> Self {
+        BuyerOrder {
+            out_trade_no: order.out_trade_no.clone(),
+            amount_fen: order.amount_fen,
+            status: order.status,
+            description: order.description.clone(),
+            items: order.items.clone(),
+            transaction_id: order.transaction_id.clone(),
+            paid_at: order.paid_at,
+            refunded_fen: order.refunded_fen,
+            expires_at: order.expires_at,
+            created_at: order.created_at,
+            refunds: None,
+        }
+    }
+}
+
+/// A refund as the buyer sees it (schema `BuyerRefund`): never WeChat's refund id, the errors
+/// met while sending it or its bookkeeping.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct BuyerRefund {
+    /// The merchant's refund number.
+    out_refund_no: String,
+    /// The refund in fen.
+    amount_fen: u64,
+    /// `PROCESSING`, `SUCCESS`, `CLOSED` or `ABNORMAL`.
+    status: RefundStatus,
+    /// The reason the merchant gave, if any.
+    reason: Option<String>,
+    /// When it was made (Unix ms).
+    created_at: i64,
+    /// When the money was back with the payer (Unix ms), once `SUCCESS`.
+    succeeded_at: Option<i64>,
+}
+
+impl From<&Refund> for BuyerRefund {
+    fn from(r: &Refund) -> Self {
+        BuyerRefund {
+            out_refund_no: r.out_refund_no.clone(),
+            amount_fen: r.amount_fen,
+            status: r.status,
+            reason: r.reason.clone(),
+            created_at: r.created_at,
+            succeeded_at: r.success_at,
+        }
+    }
+}
+
 fn order_answer(order: &Order, payment: Option<&wxpay::RequestPayment>) -> Value {
-    let mut v = json!({
-        "out_trade_no": order.out_trade_no,
-        "amount_fen": order.amount_fen,
-        "status": order.status,
-        "description": order.description,
-        "items": order.items,
-        "transaction_id": order.transaction_id,
-        "paid_at": order.paid_at,
-        "refunded_fen": order.refunded_fen,
-        "expires_at": order.expires_at,
-        "created_at": order.created_at,
-    });
+    let mut v = json!(BuyerOrder::new(order));
     if let Some(p) = payment {
         v["payment"] = json!(p);
     }
@@ -149,7 +216,7 @@ async fn own_order(state: &AppState, user: &User, out_trade_no: &str) -> Result<
 /// first brought up to date with WeChat (at most one query per order per that interval).
 #[utoipa::path(get, path = "/api/orders/{out_trade_no}", tag = "mini program", security(("session_token" = [])),
     params(("out_trade_no" = String, Path, description = "The order number")),
-    responses((status = 200, description = "The caller's order, brought up to date with WeChat when unpaid", body = Object),
+    responses((status = 200, description = "The caller's order with its refunds, brought up to date with WeChat when unpaid", body = BuyerOrder),
         (status = 401, body = crate::api::admin::ErrorBody), (status = 404, body = crate::api::admin::ErrorBody)))]
 pub(crate) async fn get_order(
     State(state): State<AppState>,
@@ -167,7 +234,10 @@ pub(crate) async fn get_order(
     {
         order = sync_with_wechat(&state.store, &state.wechat, &order).await?;
     }
-    Ok(Json(order_answer(&order, None)).into_response())
+    let refunds = state.store.refunds_of_order(&order.out_trade_no).await?;
+    let mut answer = BuyerOrder::new(&order);
+    answer.refunds = Some(refunds.iter().map(BuyerRefund::from).collect());
+    Ok(Json(answer).into_response())
 }
 
 #[derive(Deserialize)]
@@ -235,30 +305,108 @@ pub(crate) struct WxaCodeQuery {
     page: Option<String>,
 }
 
-/// `GET /api/wxacode?scene=&page=`: the mini-program code image, cached.
-#[utoipa::path(get, path = "/api/wxacode", tag = "mini program",
-    params(("scene" = String, Query, description = "Up to 32 visible characters"), ("page" = Option<String>, Query, description = "The page to open")),
-    responses((status = 200, description = "The mini-program code", content_type = "image/jpeg", body = Vec<u8>),
-        (status = 400, body = crate::api::admin::ErrorBody), (status = 502, body = crate::api::admin::ErrorBody)))]
-pub(crate) async fn wxacode(
-    State(state): State<AppState>,
-    Query(q): Query<WxaCodeQuery>,
-) -> Result<Response, ApiError> {
+/// Who may have mini-program codes made: a mini-program user (session token) or the back office
+/// (admin token). Each is one key of the `wxacode` rate limit.
+#[derive(Debug, Clone)]
+pub(crate) enum CodeCaller {
+    /// A mini-program user, by openid.
+    User(String),
+    /// The holder of the admin token.
+    Admin,
+}
+
+impl CodeCaller {
+    /// The rate limit's key (openids never contain `:`).
+    fn key(&self) -> &str {
+        match self {
+            CodeCaller::User(openid) => openid,
+            CodeCaller::Admin => "admin:",
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for CodeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        if super::extract::bearer(parts).is_none() {
+            return Err(ApiError::unauthorized(
+                "Authorization: Bearer TOKEN (a mini-program session or the admin token) is required",
+            ));
+        }
+        if super::admin::Admin::from_request_parts(parts, state)
+            .await
+            .is_ok()
+        {
+            return Ok(CodeCaller::Admin);
+        }
+        User::from_request_parts(parts, state)
+            .await
+            .map(|user| CodeCaller::User(user.openid))
+    }
+}
+
+/// Checks a `GET /api/wxacode` request as WeChat would, before anything is sent: the scene is 1
+/// to 32 characters of `[0-9A-Za-z]` and ``!#$&'()*+,/:;=?@-._~``; the page is one of
+/// `WXPAY_WXACODE_PAGES` (the first when none is given). Answers (scene, page).
+fn wxacode_request(state: &AppState, q: WxaCodeQuery) -> Result<(String, String), ApiError> {
     let scene = q
         .scene
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| ApiError::bad_request("scene is required"))?;
-    let page = q.page.filter(|p| !p.is_empty());
-    let mut request = wxpay::mp::client::WxaCodeRequest::new(scene.clone());
-    if let Some(p) = &page {
-        request = request.page(p.clone());
+        .ok_or_else(|| ApiError::bad_request("scene is required (1 to 32 characters)"))?;
+    wxpay::mp::validate_scene(&scene).map_err(|e| match e {
+        wxpay::Error::InvalidRequest(message) => ApiError::bad_request(message),
+        other => ApiError::bad_request(other.to_string()),
+    })?;
+    let pages = &state.settings.wxacode_pages;
+    let page = match q.page.filter(|p| !p.is_empty()) {
+        None => pages
+            .first()
+            .cloned()
+            .ok_or_else(|| ApiError::bad_request("no page is configured (WXPAY_WXACODE_PAGES)"))?,
+        Some(page) if pages.contains(&page) => page,
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "page must be one of WXPAY_WXACODE_PAGES: {}",
+                pages.join(", ")
+            )));
+        }
+    };
+    Ok((scene, page))
+}
+
+/// `GET /api/wxacode?scene=&page=`: the mini-program code image, cached. For a mini-program
+/// session or the admin token, rate limited per user; the page must be one of
+/// `WXPAY_WXACODE_PAGES`.
+#[utoipa::path(get, path = "/api/wxacode", tag = "mini program",
+    security(("session_token" = []), ("admin_token" = [])),
+    params(("scene" = String, Query, description = "1 to 32 characters of `0-9A-Za-z` and `!#$&'()*+,/:;=?@-._~`"),
+        ("page" = Option<String>, Query, description = "One of `WXPAY_WXACODE_PAGES` (default: its first, `pages/catalog/catalog`)")),
+    responses((status = 200, description = "The mini-program code", content_type = "image/jpeg", body = Vec<u8>),
+        (status = 400, body = crate::api::admin::ErrorBody, description = "A bad scene, or a page not in `WXPAY_WXACODE_PAGES` (WeChat is not called)"),
+        (status = 401, body = crate::api::admin::ErrorBody, description = "No valid session or admin token"),
+        (status = 429, body = crate::api::admin::ErrorBody, description = "Too many codes for this user (`Retry-After`)"),
+        (status = 502, body = crate::api::admin::ErrorBody)))]
+pub(crate) async fn wxacode(
+    State(state): State<AppState>,
+    caller: CodeCaller,
+    Query(q): Query<WxaCodeQuery>,
+) -> Result<Response, ApiError> {
+    let (scene, page) = wxacode_request(&state, q)?;
+    if let Err(limited) = state.rate_limits.wxacode.check(caller.key()) {
+        tracing::warn!(caller = %caller.key(), "wxacode rate limit reached");
+        return Ok(limited.response("mini-program codes"));
     }
+    let mut request = wxpay::mp::client::WxaCodeRequest::new(scene.clone()).page(page.clone());
     // The page of an unreleased app does not exist for WeChat yet; do not insist.
     request.check_path = false;
     request
         .validate()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let key = (scene, page.unwrap_or_default());
+    let key = (scene, page);
     let image = match state.wxacode_cache.get(&key) {
         Some(image) => image,
         None => {

@@ -1,6 +1,6 @@
 //! Per-client rate limits of the mini-program API: a keyed GCRA limiter (`governor`, the
 //! token bucket's equivalent) per key (the client IP for `POST /api/login`, the user for
-//! `POST /api/orders`), in memory, per instance.
+//! `POST /api/orders` and `GET /api/wxacode`), in memory, per instance.
 //!
 //! A refused request gets 429 `{"code":"rate_limited","message"}` with `Retry-After` (whole
 //! seconds until the next request would pass). The limits are per instance: with several
@@ -160,15 +160,28 @@ pub struct RateLimits {
     pub login: RateLimiter,
     /// `POST /api/orders`, per user.
     pub orders: RateLimiter,
+    /// `GET /api/wxacode`, per user (the admin token is one user).
+    pub wxacode: RateLimiter,
 }
 
 impl RateLimits {
-    /// The limiters of the configured limits.
+    /// The limiters of the given limits (`GET /api/wxacode` gets its default one).
     #[must_use]
     pub fn new(login: RateLimit, orders: RateLimit) -> Self {
         RateLimits {
             login: RateLimiter::new(login),
             orders: RateLimiter::new(orders),
+            wxacode: RateLimiter::new(crate::config::Settings::default().rate_limit_wxacode),
+        }
+    }
+
+    /// The limiters of the configured limits.
+    #[must_use]
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        RateLimits {
+            login: RateLimiter::new(settings.rate_limit_login),
+            orders: RateLimiter::new(settings.rate_limit_orders),
+            wxacode: RateLimiter::new(settings.rate_limit_wxacode),
         }
     }
 }

@@ -37,10 +37,7 @@ type JobRow = (
 
 /// `$1` is now, the last parameter the limit.
 fn claim_orders_sql(backend: Backend, condition: &str, limit_param: usize) -> String {
-    let lock = match backend {
-        Backend::Sqlite => "",
-        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-    };
+    let lock = backend.dialect().claim_lock;
     format!(
         "UPDATE orders SET last_queried_at = $1 WHERE out_trade_no IN \
          (SELECT out_trade_no FROM orders WHERE {condition} ORDER BY created_at LIMIT ${limit_param}{lock}) \

@@ -2,8 +2,9 @@
 //!
 //! Every statement uses `$N` placeholders, which both sqlx-sqlite and PostgreSQL understand, and
 //! only portable types: `BIGINT` (`i64`) for money in fen, times in Unix milliseconds and flags,
-//! `TEXT` for everything else (JSON included). The few statements that must differ ask
-//! [`Store::backend`]. Queries live in one file per table group, each an `impl Store` block.
+//! `TEXT` for everything else (JSON included). Queries live in one file per table group, each an
+//! `impl Store` block. The few statements that must differ are in `dialect/`: one file per
+//! backend, two values of one struct, so that neither backend can lack a statement the other has.
 //!
 //! Rules every writer follows:
 //! - a state change is atomic: guarded by the current state (`UPDATE .. WHERE status IN (..)`),
@@ -77,6 +78,7 @@ macro_rules! refund_status_sql {
     };
 }
 
+mod dialect;
 mod jobs;
 mod notifications;
 mod orders;
@@ -104,7 +106,7 @@ pub use orders::insert_event;
 pub use orders::{
     ApiVersion, EventKind, NewOrder, Order, OrderEvent, OrderItem, OrderStatus, Transition,
 };
-pub use outbox::{NewOutboxEvent, OrderPayload, OutboxEventType, to_json};
+pub use outbox::{NewOutboxEvent, OrderPayload, OutboxEventType, RefundPayload, to_json};
 pub use products::{NewProduct, Product};
 pub use refund_state::{Refund, RefundStatus, RefundTransition};
 pub use refunds::{NewRefund, RefundCreation};
@@ -171,6 +173,14 @@ impl Backend {
             Ok(Backend::Postgres)
         } else {
             Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    /// The statements that differ between the backends.
+    fn dialect(self) -> &'static dialect::Dialect {
+        match self {
+            Backend::Sqlite => &dialect::sqlite::DIALECT,
+            Backend::Postgres => &dialect::postgres::DIALECT,
         }
     }
 

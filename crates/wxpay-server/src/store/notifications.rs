@@ -1,8 +1,6 @@
 //! Applying a payment exactly once, whoever reports it: a v2 or v3 notification, or a query.
 
-use super::orders::{
-    EventKind, OrderRow, OrderStatus, Transition, insert_event, order_columns, order_of,
-};
+use super::orders::{EventKind, OrderRow, OrderStatus, Transition, insert_event, order_of};
 use super::outbox::{NewOutboxEvent, OutboxEventType};
 use super::{Backend, SharedWriter, Store, StoreError, WriteTransaction, now_ms};
 
@@ -51,28 +49,6 @@ pub(super) struct PaymentJob {
     reply: tokio::sync::oneshot::Sender<Result<Transition, StoreError>>,
 }
 
-/// The guarded UPDATE that marks an order paid: `$1` order, `$2` transaction, `$3` payer, `$4`
-/// paid at, `$5` now, `$6` amount; `$extra` is a further condition (with its `AND`).
-macro_rules! mark_paid_sql {
-    ($extra:literal) => {
-        concat!(
-            concat!(
-                "UPDATE orders SET status = ",
-                order_status_sql!(Success),
-                ", transaction_id = $2, payer_openid = $3, paid_at = $4, \
-             updated_at = $5, version = version + 1 WHERE "
-            ),
-            $extra,
-            concat!(
-                "out_trade_no = $1 AND status IN (",
-                order_status_sql!(NotPay, PayError, Closed),
-                ") AND amount_fen = $6 RETURNING "
-            ),
-            order_columns!()
-        )
-    };
-}
-
 /// Most payments committed together.
 const GROUP_MAX: usize = 64;
 
@@ -85,18 +61,8 @@ async fn apply_payment(
     p: &PaymentConfirmation,
     now: i64,
 ) -> Result<Paid, StoreError> {
-    let select = match backend {
-        Backend::Sqlite => concat!(
-            "SELECT ",
-            order_columns!(),
-            " FROM orders WHERE out_trade_no = $1"
-        ),
-        Backend::Postgres => concat!(
-            "SELECT ",
-            order_columns!(),
-            " FROM orders WHERE out_trade_no = $1 FOR UPDATE"
-        ),
-    };
+    let dialect = backend.dialect();
+    let select = dialect.select_order_to_pay;
     let row: Option<OrderRow> = sqlx::query_as(select)
         .bind(&p.out_trade_no)
         .fetch_optional(&mut *conn)
@@ -124,15 +90,11 @@ async fn apply_payment(
     let row: Option<OrderRow> = if backend == Backend::Sqlite {
         // One command (one hand-off to the connection's thread): the dedupe row, then the
         // update only if that row was new (`changes()` counts the rows of the INSERT).
-        let rows = paid(concat!(
-            "INSERT INTO processed_notifications (dedupe_key, kind, out_trade_no, received_at) \
-             VALUES ($7, 'payment', $1, $5) ON CONFLICT (dedupe_key) DO NOTHING; ",
-            mark_paid_sql!("changes() = 1 AND ")
-        ))
-        .bind(amount_fen)
-        .bind(&p.dedupe_key)
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = paid(dialect.mark_paid)
+            .bind(amount_fen)
+            .bind(&p.dedupe_key)
+            .fetch_all(&mut *conn)
+            .await?;
         if rows.is_empty() {
             // The dedupe row existed: a repeat (the lock rules out any other reason).
             return Ok(Paid::Nothing(Transition::Unchanged(current)));
@@ -153,7 +115,7 @@ async fn apply_payment(
         if !fresh {
             return Ok(Paid::Nothing(Transition::Unchanged(current)));
         }
-        paid(mark_paid_sql!(""))
+        paid(dialect.mark_paid)
             .bind(amount_fen)
             .fetch_optional(&mut *conn)
             .await?
@@ -167,24 +129,19 @@ async fn apply_payment(
     };
     let detail = paid_detail(p, current.status);
     let webhook = NewOutboxEvent::order(OutboxEventType::OrderPaid, &order)?;
-    if backend == Backend::Sqlite {
+    if let Some(script) = dialect.paid_event_and_webhook {
         // One command: what `insert_event` and `NewOutboxEvent::insert` write.
-        sqlx::query(
-            "INSERT INTO order_events (out_trade_no, kind, detail, created_at) VALUES ($1, $2, $3, $4); \
-             INSERT INTO outbox (event_id, event_type, dedupe_key, out_trade_no, payload, created_at, \
-             attempts, next_attempt_at) VALUES ($5, $6, $7, $1, $8, $4, 0, $4) \
-             ON CONFLICT (dedupe_key) DO NOTHING",
-        )
-        .bind(&p.out_trade_no)
-        .bind(p.event.as_str())
-        .bind(detail.to_string())
-        .bind(now)
-        .bind(super::outbox::new_event_id())
-        .bind(webhook.event_type.as_str())
-        .bind(&webhook.dedupe_key)
-        .bind(&webhook.payload)
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query(script)
+            .bind(&p.out_trade_no)
+            .bind(p.event.as_str())
+            .bind(detail.to_string())
+            .bind(now)
+            .bind(super::outbox::new_event_id())
+            .bind(webhook.event_type.as_str())
+            .bind(&webhook.dedupe_key)
+            .bind(&webhook.payload)
+            .execute(&mut *conn)
+            .await?;
     } else {
         insert_event(&mut *conn, &p.out_trade_no, p.event, &detail, now).await?;
         webhook.insert(&mut *conn, now).await?;
@@ -243,36 +200,7 @@ async fn pay_as_read(
     paid.version = read.version + 1;
     let detail = paid_detail(p, read.status).to_string();
     let webhook = NewOutboxEvent::order(OutboxEventType::OrderPaid, &paid)?;
-    let sql = match backend {
-        Backend::Sqlite => concat!(
-            "INSERT INTO processed_notifications (dedupe_key, kind, out_trade_no, received_at) \
-             SELECT $7, 'payment', $1, $5 WHERE EXISTS \
-             (SELECT 1 FROM orders WHERE out_trade_no = $1 AND version = $8) \
-             ON CONFLICT (dedupe_key) DO NOTHING; ",
-            mark_paid_sql!("changes() = 1 AND version = $8 AND "),
-            "; INSERT INTO order_events (out_trade_no, kind, detail, created_at) \
-             SELECT $1, $9, $10, $5 WHERE changes() = 1; \
-             INSERT INTO outbox (event_id, event_type, dedupe_key, out_trade_no, payload, created_at, \
-             attempts, next_attempt_at) SELECT $11, $12, $13, $1, $14, $5, 0, $5 \
-             WHERE changes() = 1 ON CONFLICT (dedupe_key) DO NOTHING"
-        ),
-        Backend::Postgres => concat!(
-            "WITH locked AS (SELECT out_trade_no FROM orders WHERE out_trade_no = $1 AND version = $8 \
-             FOR UPDATE), \
-             dedupe AS (INSERT INTO processed_notifications (dedupe_key, kind, out_trade_no, received_at) \
-             SELECT $7, 'payment', out_trade_no, $5 FROM locked \
-             ON CONFLICT (dedupe_key) DO NOTHING RETURNING out_trade_no), \
-             paid AS (",
-            mark_paid_sql!("EXISTS (SELECT 1 FROM dedupe) AND version = $8 AND "),
-            "), event AS (INSERT INTO order_events (out_trade_no, kind, detail, created_at) \
-             SELECT out_trade_no, $9, $10, $5 FROM paid), \
-             webhook AS (INSERT INTO outbox (event_id, event_type, dedupe_key, out_trade_no, payload, \
-             created_at, attempts, next_attempt_at) SELECT $11, $12, $13, out_trade_no, $14, $5, 0, $5 \
-             FROM paid ON CONFLICT (dedupe_key) DO NOTHING) \
-             SELECT * FROM paid"
-        ),
-    };
-    let rows: Vec<OrderRow> = sqlx::query_as(sql)
+    let rows: Vec<OrderRow> = sqlx::query_as(backend.dialect().pay_as_read)
         .bind(&p.out_trade_no)
         .bind(&p.transaction_id)
         .bind(p.payer_openid.as_deref())

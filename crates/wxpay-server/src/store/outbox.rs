@@ -6,6 +6,7 @@ use sqlx::AnyConnection;
 
 use super::StoreError;
 use super::orders::{ApiVersion, Order, OrderItem, OrderStatus};
+use super::refund_state::{Refund, RefundStatus};
 
 /// The webhook event types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,6 +143,44 @@ impl<'a> From<&'a Order> for OrderPayload<'a> {
             created_at: o.created_at,
             updated_at: o.updated_at,
             version: o.version,
+        }
+    }
+}
+
+/// The refund in a webhook's payload: the fields of the API's `Refund`, named as there.
+#[derive(Debug, Serialize)]
+pub struct RefundPayload<'a> {
+    out_refund_no: &'a str,
+    out_trade_no: &'a str,
+    api_version: ApiVersion,
+    amount_fen: u64,
+    reason: Option<&'a str>,
+    status: RefundStatus,
+    refund_id: Option<&'a str>,
+    submitted_at: Option<i64>,
+    success_at: Option<i64>,
+    last_error: Option<&'a str>,
+    created_at: i64,
+    updated_at: i64,
+    version: i64,
+}
+
+impl<'a> From<&'a Refund> for RefundPayload<'a> {
+    fn from(r: &'a Refund) -> Self {
+        RefundPayload {
+            out_refund_no: &r.out_refund_no,
+            out_trade_no: &r.out_trade_no,
+            api_version: r.api_version,
+            amount_fen: r.amount_fen,
+            reason: r.reason.as_deref(),
+            status: r.status,
+            refund_id: r.refund_id.as_deref(),
+            submitted_at: r.submitted_at,
+            success_at: r.success_at,
+            last_error: r.last_error.as_deref(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            version: r.version,
         }
     }
 }

@@ -4,8 +4,8 @@
 use serde::Serialize;
 
 use super::orders::{EventKind, fen_from_db, insert_event};
-use super::outbox::{NewOutboxEvent, OutboxEventType, to_json};
-use super::{Backend, Store, StoreError, now_ms};
+use super::outbox::{NewOutboxEvent, OutboxEventType, RefundPayload, to_json};
+use super::{Store, StoreError, now_ms};
 
 /// The columns of `refunds`, in [`RefundRow`]'s order.
 macro_rules! refund_columns {
@@ -68,8 +68,9 @@ impl RefundStatus {
     }
 }
 
-/// A refund. Times are Unix milliseconds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+/// A refund, as stored. Times are Unix milliseconds. Not serializable: the API shows
+/// `api::admin::RefundView`, webhooks carry `outbox::RefundPayload`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refund {
     /// The merchant's refund number.
     pub out_refund_no: String,
@@ -197,18 +198,7 @@ impl Store {
     ) -> Result<RefundTransition, StoreError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let select = match self.backend {
-            Backend::Sqlite => concat!(
-                "SELECT ",
-                refund_columns!(),
-                " FROM refunds WHERE out_refund_no = $1"
-            ),
-            Backend::Postgres => concat!(
-                "SELECT ",
-                refund_columns!(),
-                " FROM refunds WHERE out_refund_no = $1 FOR UPDATE"
-            ),
-        };
+        let select = self.backend.dialect().select_refund_to_settle;
         let current: Option<RefundRow> = sqlx::query_as(select)
             .bind(&r.out_refund_no)
             .fetch_optional(&mut *tx)
@@ -324,7 +314,7 @@ impl Store {
             event_type,
             dedupe_key,
             out_trade_no: Some(refund.out_trade_no.clone()),
-            payload: to_json(&refund)?,
+            payload: to_json(&RefundPayload::from(&refund))?,
         }
         .insert(&mut tx, now)
         .await?;

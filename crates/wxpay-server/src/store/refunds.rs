@@ -14,7 +14,7 @@
 use serde_json::json;
 
 use super::orders::{EventKind, Order, OrderRow, fen_to_db, insert_event, order_columns, order_of};
-use super::outbox::{NewOutboxEvent, OutboxEventType, to_json};
+use super::outbox::{NewOutboxEvent, OutboxEventType, RefundPayload, to_json};
 use super::refund_state::{Refund, RefundRow, RefundStatus, refund_columns};
 use super::{Backend, Store, StoreError, now_ms};
 
@@ -58,10 +58,7 @@ pub enum RefundCreation {
 }
 
 fn lease_select(backend: Backend, condition: &str) -> String {
-    let lock = match backend {
-        Backend::Sqlite => "",
-        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-    };
+    let lock = backend.dialect().claim_lock;
     // $1 owner, $2 lease end, $3 now, $4 limit, $5 untouched since.
     let condition =
         format!("{condition} AND updated_at <= $5 AND (lease_until IS NULL OR lease_until < $3)");
@@ -310,7 +307,7 @@ impl Store {
             event_type: OutboxEventType::RefundFailed,
             dedupe_key: format!("refund.failed:{}:CLOSED", refund.out_refund_no),
             out_trade_no: Some(refund.out_trade_no.clone()),
-            payload: to_json(&refund)?,
+            payload: to_json(&RefundPayload::from(&refund))?,
         }
         .insert(&mut tx, now)
         .await?;

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::{Backend, Store, StoreError, now_ms};
+use super::{Store, StoreError, now_ms};
 
 /// Most sessions remembered in memory (about 150 bytes each).
 const CACHE_CAPACITY: usize = 100_000;
@@ -83,28 +83,7 @@ impl Store {
         let now = now_ms();
         // The user and the session together, one command either way: a script holding its own
         // transaction on SQLite, one statement with a data-modifying WITH on PostgreSQL.
-        macro_rules! upsert_user {
-            () => {
-                "INSERT INTO users (openid, appid, unionid, created_at, last_login_at) \
-                 VALUES ($1, $2, $3, $4, $4) \
-                 ON CONFLICT (openid) DO UPDATE SET last_login_at = excluded.last_login_at, \
-                 unionid = COALESCE(excluded.unionid, users.unionid)"
-            };
-        }
-        let sql = match self.backend {
-            Backend::Sqlite => concat!(
-                "BEGIN IMMEDIATE; ",
-                upsert_user!(),
-                "; INSERT INTO sessions (token_hash, openid, session_key, created_at, expires_at) \
-                 VALUES ($5, $1, $6, $4, $7); COMMIT"
-            ),
-            Backend::Postgres => concat!(
-                "WITH u AS (",
-                upsert_user!(),
-                " RETURNING openid) INSERT INTO sessions (token_hash, openid, session_key, \
-                 created_at, expires_at) SELECT $5, openid, $6, $4, $7 FROM u"
-            ),
-        };
+        let sql = self.backend.dialect().create_session;
         let query = sqlx::query(sql)
             .bind(s.openid)
             .bind(s.appid)

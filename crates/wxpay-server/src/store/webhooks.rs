@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::orders::{EventKind, insert_event};
 use super::refunds::truncate;
-use super::{Backend, Store, StoreError, now_ms};
+use super::{Store, StoreError, now_ms};
 
 /// An outbox event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -97,10 +97,7 @@ impl Store {
         lease_ms: i64,
         limit: u32,
     ) -> Result<Vec<OutboxEvent>, StoreError> {
-        let lock = match self.backend {
-            Backend::Sqlite => "",
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        };
+        let lock = self.backend.dialect().claim_lock;
         let condition = "delivered_at IS NULL AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3)";
         let sql = format!(
             "UPDATE outbox SET lease_owner = $1, lease_until = $2 WHERE id IN \

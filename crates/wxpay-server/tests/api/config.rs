@@ -227,3 +227,40 @@ async fn with_a_merchant_file_there_is_no_sim_route() {
         .unwrap();
     assert_eq!(login.status(), 200);
 }
+
+/// `WXPAY_WXACODE_PAGES`: the catalogue by default; a list from the environment or a TOML array;
+/// a page WeChat would refuse, or an empty list, stops the start naming the key.
+#[test]
+fn wxacode_pages_default_to_the_catalogue_and_are_checked() {
+    let s = Settings::from_sources("", &[]).unwrap();
+    assert_eq!(s.wxacode_pages, ["pages/catalog/catalog"]);
+    assert_eq!(s.rate_limit_wxacode.per_minute, 10);
+    assert_eq!(s.rate_limit_wxacode.burst, 10);
+    let s = Settings::from_sources(
+        "",
+        &[(
+            "WXPAY_WXACODE_PAGES",
+            " pages/catalog/catalog, pages/orders/orders ,pages/catalog/catalog",
+        )],
+    )
+    .unwrap();
+    assert_eq!(
+        s.wxacode_pages,
+        ["pages/catalog/catalog", "pages/orders/orders"]
+    );
+    let s =
+        Settings::from_sources("wxacode_pages = [\"pages/a/a\", \"pages/b/b\"]\n", &[]).unwrap();
+    assert_eq!(s.wxacode_pages, ["pages/a/a", "pages/b/b"]);
+    for bad in ["/pages/a/a", "pages/a/a?x=1", "pages/中/a", " , "] {
+        let message = error_of(&[("WXPAY_WXACODE_PAGES", bad)]);
+        assert!(
+            message.starts_with("configuration error: WXPAY_WXACODE_PAGES: "),
+            "{bad}: {message}"
+        );
+    }
+    let message = error_of(&[("WXPAY_RATE_LIMIT_WXACODE_BURST", "0")]);
+    assert!(
+        message.starts_with("configuration error: WXPAY_RATE_LIMIT_WXACODE_BURST: "),
+        "{message}"
+    );
+}

@@ -86,32 +86,11 @@ async fn healthz_checks_the_database(backend: Backend) {
     assert_eq!(down.status, 503);
 }
 
-async fn wxacode_is_a_cached_jpeg(backend: Backend) {
-    let app = spawn_app(backend, "v3").await;
-    let a = app
-        .get("/api/wxacode?scene=table%3D12&page=pages/index/index", None)
-        .await;
-    assert_eq!(a.status, 200, "{:?}", a.body);
-    assert_eq!(a.content_type, "image/jpeg");
-    assert!(a.bytes.starts_with(b"\xff\xd8\xff"));
-    assert_eq!(app.state.wxacode_cache.len(), 1);
-    let b = app
-        .get("/api/wxacode?scene=table%3D12&page=pages/index/index", None)
-        .await;
-    assert_eq!(b.bytes, a.bytes);
-    assert_eq!(app.state.wxacode_cache.len(), 1);
-    let bad = app.get("/api/wxacode?scene=%E4%B8%AD", None).await;
-    assert_eq!(bad.status, 400);
-    let missing = app.get("/api/wxacode", None).await;
-    assert_eq!(missing.status, 400);
-}
-
 both_backends!(
     login_gives_a_token_and_refuses_a_reused_code,
     requests_without_a_valid_token_are_unauthorized,
     malformed_json_gets_a_json_error,
     healthz_checks_the_database,
-    wxacode_is_a_cached_jpeg,
 );
 
 /// Every rejection is `{"code","message"}`, those of axum's path and query extractors included.

@@ -16,3 +16,4 @@ mod schema;
 mod sim_proxy;
 mod store;
 mod webhooks;
+mod wxacode;

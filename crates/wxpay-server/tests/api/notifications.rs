@@ -1,7 +1,7 @@
 use serde_json::{Value, json};
 use wxpay::RsaPrivateKey;
 use wxpay::v3::aead::ApiV3Key;
-use wxpay::v3::notify::sign_notification;
+use wxpay::v3::notify::{NotificationEvent, NotificationSigner, sign_notification};
 use wxpay_server::store::{Backend, OrderStatus};
 
 use crate::both_backends;
@@ -38,15 +38,19 @@ fn v3_notification(
     resource: &Value,
 ) -> (Vec<(&'static str, String)>, String) {
     let n = sign_notification(
-        &s.api_v3_key,
-        key,
-        &s.serial,
-        event_id,
-        time::macros::datetime!(2026-01-01 10:00:00 +8),
-        event_type,
-        "支付成功",
-        original_type,
-        resource.to_string().as_bytes(),
+        &NotificationSigner {
+            api_v3_key: &s.api_v3_key,
+            signing_key: key,
+            serial: &s.serial,
+        },
+        &NotificationEvent {
+            id: event_id,
+            create_time: time::macros::datetime!(2026-01-01 10:00:00 +8),
+            event_type,
+            summary: "支付成功",
+            original_type,
+            resource_json: resource.to_string().as_bytes(),
+        },
         now(),
     )
     .unwrap();

@@ -294,7 +294,99 @@ async fn a_refund_refused_by_wechat_is_closed_and_releases_its_amount(backend: B
     );
 }
 
+/// The buyer's `GET /api/orders/{no}` lists the order's refunds with their states, and only
+/// what is safe to show the buyer; another user still gets 404.
+async fn the_buyer_sees_the_refunds_of_the_order(backend: Backend) {
+    let app = spawn_quiet(backend, "v3", |_| {}).await;
+    let (_, token, no) = app.paid_order().await;
+    let before = app.order(&token, &no).await;
+    assert_eq!(before.status, 200, "{:?}", before.body);
+    assert_eq!(before.body["refunds"], json!([]));
+
+    let first = refund(&app, &no, 1000).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    let first_no = first.body["out_refund_no"].as_str().unwrap().to_owned();
+    assert_eq!(settled(&app, &first_no).await.body["status"], "SUCCESS");
+    // WeChat does not answer the second: it stays PROCESSING (no jobs run here), with an error
+    // the buyer must not see.
+    app.set_faults(json!({"api_error_rate": 1.0})).await;
+    let second = admin_post(
+        &app,
+        &format!("/admin/orders/{no}/refunds"),
+        &json!({"amount_fen": 500}),
+    )
+    .await;
+    app.set_faults(json!({})).await;
+    assert_eq!(second.status, 202, "{:?}", second.body);
+    assert!(second.body["last_error"].as_str().is_some());
+    let second_no = second.body["out_refund_no"].as_str().unwrap().to_owned();
+
+    let a = app.order(&token, &no).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["out_trade_no"], no.as_str());
+    assert_eq!(a.body["refunded_fen"], 1500);
+    let refunds = a.body["refunds"].as_array().unwrap();
+    assert_eq!(refunds.len(), 2, "{:?}", a.body);
+    let (r1, r2) = (&refunds[0], &refunds[1]);
+    assert_eq!(r1["out_refund_no"], first_no.as_str());
+    assert_eq!(r1["amount_fen"], 1000);
+    assert_eq!(r1["status"], "SUCCESS");
+    assert_eq!(r1["reason"], "退货");
+    assert!(r1["created_at"].as_i64().is_some());
+    // WeChat's time of success (the simulator's clock, which runs scaled).
+    assert!(r1["succeeded_at"].as_i64().is_some_and(|t| t > 0), "{r1:?}");
+    assert_eq!(r2["out_refund_no"], second_no.as_str());
+    assert_eq!(r2["amount_fen"], 500);
+    assert_eq!(r2["status"], "PROCESSING");
+    assert!(r2["reason"].is_null());
+    assert!(r2["succeeded_at"].is_null());
+    // Only the buyer's fields: no refund id, errors, versions or the order's internals.
+    for r in refunds {
+        let mut keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "amount_fen",
+                "created_at",
+                "out_refund_no",
+                "reason",
+                "status",
+                "succeeded_at"
+            ]
+        );
+    }
+    for internal in [
+        "openid",
+        "client_ip",
+        "prepay_id",
+        "payer_openid",
+        "version",
+    ] {
+        assert!(
+            a.body.get(internal).is_none(),
+            "{internal} shown: {:?}",
+            a.body
+        );
+    }
+    assert!(!String::from_utf8_lossy(&a.bytes).contains("last_error"));
+
+    // Another user's order stays 404; no token, 401.
+    let (_, other) = app.login().await;
+    let stranger = app.order(&other, &no).await;
+    assert_eq!(stranger.status, 404, "{:?}", stranger.body);
+    assert_eq!(stranger.body["code"], "not_found");
+    assert_eq!(
+        app.get(&format!("/api/orders/{no}"), None).await.status,
+        401
+    );
+    // The list stays as it was: refunds are in the order's detail.
+    let list = app.get("/api/orders", Some(&token)).await;
+    assert!(list.body["orders"][0].get("refunds").is_none());
+}
+
 both_backends!(
+    the_buyer_sees_the_refunds_of_the_order,
     partial_v3_refunds_add_up_to_the_paid_amount_and_no_more,
     partial_v2_refunds_add_up_to_the_paid_amount_and_no_more,
     concurrent_refunds_never_exceed_the_paid_amount,

@@ -579,7 +579,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
                 &format!("SQL {i} in a wxacode scene"),
                 "GET",
                 &format!("/api/wxacode?scene={}", "%27".repeat(40)),
-                Token::None,
+                Token::User,
                 "",
                 "",
             ),

@@ -67,8 +67,11 @@ async fn full_run(s: &Sandbox, r: &mut Responses) {
     r.keep(app.order(&token, "WX00000000000000unknown").await);
     r.keep(app.get("/api/orders", Some("wrong-token")).await);
     r.keep(
-        app.get("/api/wxacode?scene=a%3D1&page=pages/index/index", None)
-            .await,
+        app.get(
+            "/api/wxacode?scene=a%3D1&page=pages/catalog/catalog",
+            Some(&token),
+        )
+        .await,
     );
     // Refunds, partial then the rest.
     for amount in [1000, 1000] {

@@ -169,30 +169,63 @@ pub struct SignedNotification {
     pub body: String,
 }
 
-/// Builds a notification the way WeChat Pay does: encrypts `resource_json` with the APIv3 key
+/// Who signs a notification in [`sign_notification`]: the merchant's APIv3 key (encryption)
+/// and WeChat Pay's signing key with its serial.
+#[derive(Clone, Copy)]
+pub struct NotificationSigner<'a> {
+    /// Encrypts the resource.
+    pub api_v3_key: &'a ApiV3Key,
+    /// Signs the message (WeChat Pay's platform or public-key key).
+    pub signing_key: &'a RsaPrivateKey,
+    /// Its serial (certificate serial or `PUB_KEY_ID_...`), sent as `Wechatpay-Serial`.
+    pub serial: &'a str,
+}
+
+/// What a notification says, for [`sign_notification`].
+#[derive(Clone, Copy)]
+pub struct NotificationEvent<'a> {
+    /// The envelope's `id`.
+    pub id: &'a str,
+    /// The envelope's `create_time`.
+    pub create_time: OffsetDateTime,
+    /// `TRANSACTION.SUCCESS`, `REFUND.SUCCESS`, ...
+    pub event_type: &'a str,
+    /// `支付成功`, ...
+    pub summary: &'a str,
+    /// `transaction` or `refund` (also the AAD).
+    pub original_type: &'a str,
+    /// The plaintext resource (JSON).
+    pub resource_json: &'a [u8],
+}
+
+/// Builds a notification the way WeChat Pay does: encrypts the event's resource with the APIv3 key
 /// (12-character nonce, AAD = `original_type`), wraps it in the envelope and signs
-/// `timestamp\nnonce\nbody\n` with `signing_key`, whose serial (certificate serial or
-/// `PUB_KEY_ID_...`) goes in `Wechatpay-Serial`.
+/// `timestamp\nnonce\nbody\n` with the signer's key, whose serial goes in `Wechatpay-Serial`.
 ///
 /// # Errors
 /// When encryption or signing fails.
-#[allow(clippy::too_many_arguments)]
 pub fn sign_notification(
-    api_v3_key: &ApiV3Key,
-    signing_key: &RsaPrivateKey,
-    serial: &str,
-    event_id: &str,
-    create_time: OffsetDateTime,
-    event_type: &str,
-    summary: &str,
-    original_type: &str,
-    resource_json: &[u8],
+    signer: &NotificationSigner<'_>,
+    event: &NotificationEvent<'_>,
     timestamp: i64,
 ) -> Result<SignedNotification, Error> {
+    let NotificationSigner {
+        api_v3_key,
+        signing_key,
+        serial,
+    } = *signer;
+    let NotificationEvent {
+        id,
+        create_time,
+        event_type,
+        summary,
+        original_type,
+        resource_json,
+    } = *event;
     let resource_nonce = crate::nonce::random_string(12);
     let ciphertext = api_v3_key.encrypt(&resource_nonce, original_type, resource_json)?;
     let envelope = NotificationEnvelope {
-        id: event_id.to_owned(),
+        id: id.to_owned(),
         create_time,
         resource_type: "encrypt-resource".to_owned(),
         event_type: event_type.to_owned(),
@@ -251,15 +284,19 @@ mod tests {
 
     fn signed(ts: i64) -> SignedNotification {
         sign_notification(
-            &api_key(),
-            &key(),
-            PK_ID,
-            "EV-1",
-            time::macros::datetime!(2026-11-24 10:00:01 +8),
-            "TRANSACTION.SUCCESS",
-            "支付成功",
-            "transaction",
-            TX.as_bytes(),
+            &NotificationSigner {
+                api_v3_key: &api_key(),
+                signing_key: &key(),
+                serial: PK_ID,
+            },
+            &NotificationEvent {
+                id: "EV-1",
+                create_time: time::macros::datetime!(2026-11-24 10:00:01 +8),
+                event_type: "TRANSACTION.SUCCESS",
+                summary: "支付成功",
+                original_type: "transaction",
+                resource_json: TX.as_bytes(),
+            },
             ts,
         )
         .unwrap()
@@ -374,15 +411,19 @@ mod tests {
     fn refund_notifications_are_typed() {
         let resource = r#"{"mchid":"1230000109","out_trade_no":"T1","transaction_id":"42","out_refund_no":"R1","refund_id":"50","refund_status":"SUCCESS","success_time":"2026-11-24T10:00:00+08:00","user_received_account":"支付用户零钱","amount":{"total":100,"refund":40,"payer_total":100,"payer_refund":40}}"#;
         let n = sign_notification(
-            &api_key(),
-            &key(),
-            PK_ID,
-            "EV-2",
-            time::macros::datetime!(2026-11-24 10:00:01 +8),
-            "REFUND.SUCCESS",
-            "退款成功",
-            "refund",
-            resource.as_bytes(),
+            &NotificationSigner {
+                api_v3_key: &api_key(),
+                signing_key: &key(),
+                serial: PK_ID,
+            },
+            &NotificationEvent {
+                id: "EV-2",
+                create_time: time::macros::datetime!(2026-11-24 10:00:01 +8),
+                event_type: "REFUND.SUCCESS",
+                summary: "退款成功",
+                original_type: "refund",
+                resource_json: resource.as_bytes(),
+            },
             1_700_000_000,
         )
         .unwrap();

@@ -362,15 +362,19 @@ fn sign_v3(
     });
     let key = ApiV3Key::new(&m.api_v3_key).map_err(|e| Failure::runtime(e.to_string()))?;
     let signed = wxpay::v3::notify::sign_notification(
-        &key,
-        &setup.keys.public_key_key,
-        &m.wechatpay_public_key_id,
-        &format!("EV-{:019}", index),
-        now,
-        "TRANSACTION.SUCCESS",
-        "支付成功",
-        "transaction",
-        resource.to_string().as_bytes(),
+        &wxpay::v3::notify::NotificationSigner {
+            api_v3_key: &key,
+            signing_key: &setup.keys.public_key_key,
+            serial: &m.wechatpay_public_key_id,
+        },
+        &wxpay::v3::notify::NotificationEvent {
+            id: &format!("EV-{:019}", index),
+            create_time: now,
+            event_type: "TRANSACTION.SUCCESS",
+            summary: "支付成功",
+            original_type: "transaction",
+            resource_json: resource.to_string().as_bytes(),
+        },
         now.unix_timestamp(),
     )
     .map_err(|e| Failure::runtime(format!("signing a notification: {e}")))?;
