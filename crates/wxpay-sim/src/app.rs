@@ -63,6 +63,8 @@ pub struct AppState {
     pub dispatcher: Arc<Dispatcher>,
     /// The mini-program side (users, wx.login codes).
     pub mp: Arc<MiniProgram>,
+    /// Service-provider mode: sub-merchants, their users, partner orders.
+    pub partner: crate::partner::Partner,
     /// Bill download tokens.
     pub bill_downloads: Mutex<HashMap<String, BillDownload>>,
     base_url: String,
@@ -120,7 +122,14 @@ impl AppState {
     /// # Errors
     /// When the merchant's APIv3 key is not 32 bytes.
     pub fn new(parts: AppParts) -> Result<Self, wxpay::CryptoError> {
+        let partner = match &parts.journal {
+            Some((journal, entries)) => {
+                crate::partner::Partner::persistent(journal.clone(), entries)
+            }
+            None => crate::partner::Partner::new(),
+        };
         Ok(Self {
+            partner,
             api_v3_key: ApiV3Key::new(&parts.merchant.api_v3_key)?,
             store: match parts.journal {
                 Some((journal, entries)) => {

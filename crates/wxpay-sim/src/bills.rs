@@ -141,14 +141,47 @@ pub fn trade_bill_text(
     date: Date,
     bill_type: TradeBillType,
 ) -> Result<Option<String>, String> {
+    trade_bill_text_with(store, date, bill_type, &|_| None, None)
+}
+
+/// As [`trade_bill_text`] for a service provider: `sub_mchid_of` names the sub-merchant of an
+/// order (its `特约商户号` column; `0` for the provider's own orders), and `only` keeps one
+/// sub-merchant's lines (`GET /v3/bill/tradebill?sub_mchid=`).
+///
+/// # Errors
+/// As [`trade_bill_text`].
+pub fn trade_bill_text_with(
+    store: &Store,
+    date: Date,
+    bill_type: TradeBillType,
+    sub_mchid_of: &dyn Fn(&Order) -> Option<String>,
+    only: Option<&str>,
+) -> Result<Option<String>, String> {
     let day = store.bill_day(date);
     let kind = bill_type.kind();
+    let keep = |o: &Order| -> Option<String> {
+        let sub = sub_mchid_of(o);
+        match only {
+            Some(wanted) if sub.as_deref() != Some(wanted) => None,
+            _ => Some(sub.unwrap_or_else(|| "0".into())),
+        }
+    };
     let mut rows = Vec::new();
     if bill_type != TradeBillType::Refund {
-        rows.extend(day.payments.iter().map(|o| payment_row(o, kind)));
+        rows.extend(day.payments.iter().filter_map(|o| {
+            keep(o).map(|sub| TradeBillRow {
+                sub_mch_id: sub,
+                ..payment_row(o, kind)
+            })
+        }));
     }
     if bill_type != TradeBillType::Success {
-        rows.extend(day.refunds.iter().map(|(r, o)| refund_row(r, o, kind)));
+        rows.extend(day.refunds.iter().filter_map(|(r, o)| {
+            keep(o).map(|sub| TradeBillRow {
+                sub_mch_id: sub,
+                ..refund_row(r, o, kind)
+            })
+        }));
     }
     if rows.is_empty() {
         return Ok(None);

@@ -78,7 +78,8 @@ fn control_refused() -> Response {
         .into_response()
 }
 
-async fn require_control(
+/// The control token's check (see the module's documentation), also on the partner routes.
+pub(crate) async fn require_control(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
@@ -226,7 +227,12 @@ async fn pay(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
             "prepay_id无效或已被替换，请重新下单",
         );
     };
-    // The client signs with the appid of the mini program it runs in: the order's appid.
+    // The client signs with the appid of the mini program it runs in: the order's appid, or
+    // for a partner order the sub_appid when its prepay carried one.
+    let partner = state.partner.order(&order.out_trade_no);
+    let pay_appid = partner
+        .as_ref()
+        .map_or(order.appid.as_str(), |p| p.paying_appid(&order));
     let sign_type_matches = match order.version {
         crate::state::ApiVersion::V3 => p.sign_type == "RSA",
         crate::state::ApiVersion::V2 => p.sign_type == order.sign_type.as_str(),
@@ -234,7 +240,7 @@ async fn pay(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let signature_ok = sign_type_matches
         && wxpay::pay_params::verify(
             p,
-            &order.appid,
+            pay_appid,
             &state.merchant.api_v2_key,
             &state.keys.merchant_public_key,
         )
@@ -242,7 +248,9 @@ async fn pay(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     if !signature_ok {
         return client_fail(StatusCode::BAD_REQUEST, "支付验证签名失败");
     }
-    if !state.mp.has_user(&request.openid) {
+    if !state.mp.has_user(&request.openid)
+        && state.partner.sub_user_appid(&request.openid).is_none()
+    {
         return client_fail(StatusCode::BAD_REQUEST, "用户不存在");
     }
     match state.store.pay(prepay_id, &request.openid, outcome) {

@@ -28,6 +28,44 @@ pub enum Entry {
     Order(OrderLine),
     /// A refund, as it is after a change.
     Refund(RefundLine),
+    /// A sub-merchant of the simulated service provider, as registered (the last line wins).
+    SubMerchant(SubMerchantLine),
+    /// A user of a sub-merchant's mini program (`sub_appid`).
+    SubUser(SubUserLine),
+    /// The partner facts of an order made through `/v3/pay/partner/transactions/jsapi` (the
+    /// order itself is an `order` line).
+    PartnerOrder(PartnerOrderLine),
+}
+
+/// A sub-merchant (特约商户) of the simulated service provider.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubMerchantLine {
+    /// Its merchant id.
+    pub sub_mchid: String,
+    /// Its own mini program, if bound.
+    pub sub_appid: Option<String>,
+}
+
+/// A user of a sub-merchant's mini program.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubUserLine {
+    /// The mini program.
+    pub sub_appid: String,
+    /// The user's openid under it.
+    pub openid: String,
+}
+
+/// What a partner order adds to its order record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerOrderLine {
+    /// The order.
+    pub out_trade_no: String,
+    /// The sub-merchant.
+    pub sub_mchid: String,
+    /// The `sub_appid` the prepay carried.
+    pub sub_appid: Option<String>,
+    /// Whether the payer was given as `sub_openid` (else `sp_openid`).
+    pub sub_payer: bool,
 }
 
 /// A user.

@@ -16,6 +16,7 @@ pub mod journal;
 pub mod merchant;
 pub mod mp;
 pub mod notify;
+pub mod partner;
 pub mod server;
 pub mod signer;
 pub mod state;
@@ -245,6 +246,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(v2::router(state.clone()))
         .merge(MiniProgram::router(state.mp.clone()))
         .merge(control::router(state.clone()))
+        // Registering sub-merchants and their users changes the simulated world: the control
+        // token's, when one is set.
+        .merge(partner::control_router(state.clone()).route_layer(
+            axum::middleware::from_fn_with_state(state.clone(), control::require_control),
+        ))
         .layer(axum::middleware::from_fn_with_state(state, faults::inject))
         .layer(axum::middleware::from_fn(server::log_request))
 }

@@ -562,7 +562,7 @@ impl MiniProgram {
     }
 }
 
-fn generated_openid() -> String {
+pub(crate) fn generated_openid() -> String {
     // 20 random bytes are 27 base64url characters: `o` + 27 = 28, WeChat's openid length.
     let mut openid = String::with_capacity(28);
     openid.push('o');

@@ -593,7 +593,10 @@ fn v3_envelope(
 /// The v3 `TRANSACTION.SUCCESS` notification of a paid order (§B.15).
 #[must_use]
 pub fn v3_payment_notification(state: &AppState, order: &Order) -> Option<NewDelivery> {
-    let resource = crate::v3::transaction_json(order);
+    let resource = match state.partner.order(&order.out_trade_no) {
+        Some(partner) => crate::partner::transaction_json(order, &partner),
+        None => crate::v3::transaction_json(order),
+    };
     let (id, body) = v3_envelope(
         state,
         "TRANSACTION.SUCCESS",
@@ -646,6 +649,14 @@ pub fn v3_refund_notification(
     });
     if let Some(t) = refund.success_time {
         resource["success_time"] = json!(rfc3339_cst(t));
+    }
+    // A sub-merchant's refund names the provider and the sub-merchant instead of `mchid`.
+    if let Some(partner) = state.partner.order(&order.out_trade_no)
+        && let Some(obj) = resource.as_object_mut()
+    {
+        obj.remove("mchid");
+        obj.insert("sp_mchid".into(), json!(order.mchid));
+        obj.insert("sub_mchid".into(), json!(partner.sub_mchid));
     }
     let (id, body) = v3_envelope(
         state,

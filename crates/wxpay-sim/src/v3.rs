@@ -62,6 +62,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v3/bill/fundflowbill", get(fund_flow_bill))
         .route(BILL_DOWNLOAD_PATH, get(download_bill))
         .route("/v3/certificates", get(certificates))
+        .merge(crate::partner::v3_routes())
         .route("/v3/{*rest}", any(not_found))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), sign_answers))
@@ -91,7 +92,7 @@ impl V3Error {
         }
     }
 
-    fn with_detail(mut self, detail: Value) -> Self {
+    pub(crate) fn with_detail(mut self, detail: Value) -> Self {
         self.detail = Some(detail);
         self
     }
@@ -100,7 +101,13 @@ impl V3Error {
         Self::new(StatusCode::UNAUTHORIZED, "SIGN_ERROR", message)
     }
 
-    fn param(field: &str, location: &str, value: Option<&Value>, label: &str, issue: &str) -> Self {
+    pub(crate) fn param(
+        field: &str,
+        location: &str,
+        value: Option<&Value>,
+        label: &str,
+        issue: &str,
+    ) -> Self {
         let message = if location == "body" {
             format!("输入源“/body{field}”映射到值字段“{label}”{issue}")
         } else {
@@ -129,7 +136,7 @@ impl IntoResponse for V3Error {
     }
 }
 
-fn order_error(e: &OrderError) -> V3Error {
+pub(crate) fn order_error(e: &OrderError) -> V3Error {
     use StatusCode as S;
     let msg = e.to_string();
     match e {
@@ -284,7 +291,7 @@ async fn sign_answers(
 // ---------------------------------------------------------------------------------------------
 // Body validation
 
-fn parse_body(body: &[u8]) -> Result<Value, V3Error> {
+pub(crate) fn parse_body(body: &[u8]) -> Result<Value, V3Error> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         V3Error::new(
             StatusCode::BAD_REQUEST,
@@ -307,7 +314,7 @@ fn parse_body(body: &[u8]) -> Result<Value, V3Error> {
     Ok(value)
 }
 
-fn opt_str<'a>(
+pub(crate) fn opt_str<'a>(
     v: &'a Value,
     field: &str,
     label: &str,
@@ -341,7 +348,7 @@ fn opt_str<'a>(
     }
 }
 
-fn req_str<'a>(
+pub(crate) fn req_str<'a>(
     v: &'a Value,
     field: &str,
     label: &str,
@@ -359,7 +366,7 @@ fn req_str<'a>(
     }
 }
 
-fn req_amount(v: &Value, field: &str, label: &str) -> Result<u64, V3Error> {
+pub(crate) fn req_amount(v: &Value, field: &str, label: &str) -> Result<u64, V3Error> {
     match v.pointer(field) {
         None | Some(Value::Null) => Err(V3Error::param(
             field,
@@ -388,7 +395,7 @@ fn req_amount(v: &Value, field: &str, label: &str) -> Result<u64, V3Error> {
     }
 }
 
-fn check_currency(v: &Value, field: &str, required: bool) -> Result<(), V3Error> {
+pub(crate) fn check_currency(v: &Value, field: &str, required: bool) -> Result<(), V3Error> {
     match opt_str(v, field, "货币类型", 16)? {
         None if required => Err(V3Error::param(
             field,
@@ -411,7 +418,7 @@ fn check_currency(v: &Value, field: &str, required: bool) -> Result<(), V3Error>
 
 /// `out_trade_no` / `out_refund_no`: `min..=max` characters of `[0-9A-Za-z_\-|*]` (plus `@` for
 /// refund numbers).
-fn check_number(
+pub(crate) fn check_number(
     v: &Value,
     field: &str,
     label: &str,
@@ -440,7 +447,7 @@ fn check_number(
 
 /// `notify_url`: an absolute http(s) URL without a query string. (The real service requires
 /// HTTPS; the simulator also takes plain HTTP so that local receivers work.)
-fn check_notify_url(v: &Value, field: &str, url: &str) -> Result<(), V3Error> {
+pub(crate) fn check_notify_url(v: &Value, field: &str, url: &str) -> Result<(), V3Error> {
     let ok = (url.starts_with("https://") || url.starts_with("http://"))
         && !url.contains('?')
         && !url.contains(char::is_whitespace)
@@ -619,6 +626,10 @@ async fn jsapi(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Respon
         }
     };
     check_merchant(&state, Some(appid), mchid)?;
+    // The number of a partner order is taken for the provider (the same mchid).
+    if state.partner.is_partner_order(out_trade_no) {
+        return Err(order_error(&OrderError::OutTradeNoUsed));
+    }
     if !state.mp.has_user(openid) {
         return Err(V3Error::new(
             StatusCode::BAD_REQUEST,
@@ -662,6 +673,7 @@ async fn query_by_out_trade_no(
     let order = state
         .store
         .order(&out_trade_no)
+        .filter(|o| !state.partner.is_partner_order(&o.out_trade_no))
         .ok_or_else(|| order_error(&OrderError::OrderNotExist))?;
     Ok(axum::Json(transaction_json(&order)).into_response())
 }
@@ -675,6 +687,7 @@ async fn query_by_transaction_id(
     let order = state
         .store
         .order_by_transaction_id(&transaction_id)
+        .filter(|o| !state.partner.is_partner_order(&o.out_trade_no))
         .ok_or_else(|| order_error(&OrderError::OrderNotExist))?;
     Ok(axum::Json(transaction_json(&order)).into_response())
 }
@@ -687,6 +700,9 @@ async fn close(
     let v = parse_body(&body)?;
     let mchid = req_str(&v, "/mchid", "直连商户号", 32)?;
     check_merchant(&state, None, mchid)?;
+    if state.partner.is_partner_order(&out_trade_no) {
+        return Err(order_error(&OrderError::OrderNotExist));
+    }
     match state.store.close_order(&out_trade_no) {
         // Closing an unknown number answers 204 like closing a closed one (§B.11).
         Ok(_) | Err(OrderError::OrderNotExist) => Ok(StatusCode::NO_CONTENT.into_response()),
@@ -748,6 +764,8 @@ async fn create_refund(
     let amount = req_amount(&v, "/amount/refund", "退款金额")?;
     let total = req_amount(&v, "/amount/total", "原订单金额")?;
     check_currency(&v, "/amount/currency", true)?;
+    let sub_mchid = opt_str(&v, "/sub_mchid", "子商户号", 32)?.filter(|s| !s.is_empty());
+    crate::partner::check_refund_order(&state, sub_mchid, order)?;
     let (refund, created) = state
         .store
         .refund(&NewRefund {
@@ -776,10 +794,16 @@ async fn create_refund(
 async fn query_refund(
     State(state): State<Arc<AppState>>,
     Path(out_refund_no): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, V3Error> {
+    let sub_mchid = query
+        .get("sub_mchid")
+        .map(String::as_str)
+        .filter(|s| !s.is_empty());
     let refund = state
         .store
         .refund_by_out_refund_no(&out_refund_no)
+        .filter(|r| crate::partner::refund_visible(&state, sub_mchid, &r.out_trade_no))
         .ok_or_else(|| order_error(&OrderError::RefundNotExist))?;
     Ok(axum::Json(refund_json(&refund)).into_response())
 }
@@ -916,7 +940,15 @@ async fn trade_bill(
         )
     })?;
     let gzip = gzip_wanted(&query)?;
-    let text = bills::trade_bill_text(&state.store, date, bill_type)
+    let only = query
+        .get("sub_mchid")
+        .map(String::as_str)
+        .filter(|s| !s.is_empty());
+    if let Some(sub) = only {
+        crate::partner::check_bound(&state, sub)?;
+    }
+    let sub_mchid_of = |o: &Order| state.partner.order(&o.out_trade_no).map(|p| p.sub_mchid);
+    let text = bills::trade_bill_text_with(&state.store, date, bill_type, &sub_mchid_of, only)
         .map_err(|e| V3Error::new(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", e))?
         .ok_or_else(no_statement)?;
     Ok(issue_download(

@@ -120,6 +120,7 @@ async fn a_control_token_guards_the_control_routes_and_mints_codes_without_a_key
         ("POST", "/sim/clock/advance", Some(json!({"seconds": 1}))),
         ("GET", "/sim/merchant", None),
         ("GET", "/sim/connection", None),
+        ("GET", "/sim/sub-merchants", None),
         ("POST", "/sim/users", Some(json!({"openid": "o-chosen"}))),
     ] {
         for headers in [&[][..], &wrong[..]] {

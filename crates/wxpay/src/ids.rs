@@ -222,6 +222,28 @@ id_type!(
     check_out_refund_no
 );
 
+fn check_sub_mchid(value: &str) -> Result<(), InvalidId> {
+    check_charset("sub_mchid", value, 1..=32, b"", "0-9 A-Z a-z")
+}
+
+fn check_app_id(value: &str) -> Result<(), InvalidId> {
+    check_charset("appid", value, 1..=32, b"_-", "0-9 A-Z a-z _ -")
+}
+
+id_type!(
+    /// A sub-merchant's merchant id (`sub_mchid`, 特约商户号) under a service provider: 1–32
+    /// characters of `[0-9A-Za-z]` (real ones are 10 digits).
+    SubMchid,
+    check_sub_mchid
+);
+
+id_type!(
+    /// A mini program's (or official account's) `appid`, e.g. a sub-merchant's `sub_appid`:
+    /// 1–32 characters of `[0-9A-Za-z_-]`.
+    AppId,
+    check_app_id
+);
+
 id_type!(
     /// A user's `openid` under an appid: 1–128 characters, no control characters.
     OpenId,

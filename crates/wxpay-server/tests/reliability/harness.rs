@@ -224,13 +224,27 @@ impl LogCapture {
     }
 }
 
+/// What [`capture_logs`] records.
+const CAPTURED: &str = "debug,sqlx=info,hyper=info,hyper_util=info,h2=info,rustls=info,tower=info";
+
 /// Captures every log event of this thread, at debug level and above, until the guard drops.
+///
+/// A global subscriber with the same filter (and no output) is installed first, once: tracing
+/// caches whether a call site is enabled across every thread's subscriber, and a call site first
+/// hit on a thread without a capture would otherwise be cached as disabled while other tests'
+/// threads register theirs, so that a capture could miss events by chance.
 pub fn capture_logs() -> (LogCapture, tracing::subscriber::DefaultGuard) {
+    static GLOBAL: std::sync::Once = std::sync::Once::new();
+    GLOBAL.call_once(|| {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let interested =
+            tracing_subscriber::registry().with(tracing_subscriber::EnvFilter::new(CAPTURED));
+        // Another global subscriber (none is installed by these tests) would do as well.
+        let _ = tracing::subscriber::set_global_default(interested);
+    });
     let capture = LogCapture::default();
     let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            "debug,sqlx=info,hyper=info,hyper_util=info,h2=info,rustls=info,tower=info",
-        ))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(CAPTURED))
         .with_ansi(false)
         .with_writer(capture.clone())
         .finish();

@@ -231,7 +231,10 @@ impl Store {
             match entry {
                 Entry::Order(line) => store.restore_order(line),
                 Entry::Refund(line) => store.restore_refund(line),
-                Entry::User(_) => {}
+                Entry::User(_)
+                | Entry::SubMerchant(_)
+                | Entry::SubUser(_)
+                | Entry::PartnerOrder(_) => {}
             }
         }
         store.journal = Some(journal);

@@ -15,7 +15,7 @@ use crate::http::{
     BaseUrls, HttpClient, HttpConfig, Idempotency, OutgoingRequest, RawResponse, canonical_url,
     join,
 };
-use crate::ids::{OutRefundNo, OutTradeNo};
+use crate::ids::{OutRefundNo, OutTradeNo, SubMchid};
 use crate::keys::{RsaPrivateKey, X509Certificate};
 use crate::nonce::{Clock, SystemClock, nonce};
 use crate::pay_params::{self, RequestPayment};
@@ -24,8 +24,9 @@ use crate::v3::aead::ApiV3Key;
 use crate::v3::auth::Authorization;
 use crate::v3::certificates::{PlatformVerifier, decrypt_certificate_list};
 use crate::v3::models::{
-    BillLocation, ErrorBody, FundFlowBillRequest, PrepayRequest, PrepayResponse, Refund,
-    RefundRequest, TradeBillRequest, Transaction,
+    BillLocation, ErrorBody, FundFlowBillRequest, PartnerPrepayRequest, PartnerRefundRequest,
+    PartnerTransaction, PayingApp, PrepayRequest, PrepayResponse, Refund, RefundRequest,
+    TradeBillRequest, Transaction,
 };
 use crate::v3::notify::{Notification, NotificationKeys, parse_notification};
 use crate::v3::verifier::{DEFAULT_WINDOW_SECS, SignedHeaders, Verifier, verify_signed};
@@ -263,14 +264,7 @@ impl V3Client {
     /// # Errors
     /// Invalid input, transport, API (e.g. over the remaining amount), signature errors.
     pub async fn refund(&self, request: &RefundRequest) -> Result<Refund, Error> {
-        if request.amount.refund == 0 || request.amount.refund > request.amount.total {
-            return Err(Error::InvalidRequest(
-                "amount.refund must be at least 1 fen and at most amount.total".into(),
-            ));
-        }
-        if let Some(url) = &request.notify_url {
-            validate_notify_url(url)?;
-        }
+        check_refund(request)?;
         let body = serde_json::to_vec(request).map_err(|e| DecodeError::json(&e))?;
         self.call_json(
             Method::POST,
@@ -299,6 +293,202 @@ impl V3Client {
         let mut path = format!(
             "/v3/bill/tradebill?bill_date={}&bill_type={}",
             format_date(request.bill_date)?,
+            request.bill_type
+        );
+        if request.gzip {
+            path.push_str("&tar_type=GZIP");
+        }
+        self.call_json(Method::GET, &path, None, Idempotency::Idempotent)
+            .await
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Service-provider (服务商, partner) mode: this client is the provider's (its `mchid` is
+    // `sp_mchid`, its `appid` is `sp_appid`, it signs with the provider's key).
+
+    /// `POST /v3/pay/partner/transactions/jsapi`: a mini-program prepay for a sub-merchant.
+    /// Checked with [`PartnerPrepayRequest::validate`] before sending; retried on a lost answer
+    /// like [`V3Client::jsapi_prepay`].
+    ///
+    /// # Errors
+    /// Invalid input (checked before sending), transport, API or signature errors.
+    pub async fn partner_jsapi_prepay(
+        &self,
+        request: &PartnerPrepayRequest,
+    ) -> Result<PrepayResponse, Error> {
+        request.validate()?;
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            sp_appid: &'a str,
+            sp_mchid: &'a str,
+            #[serde(flatten)]
+            request: &'a PartnerPrepayRequest,
+        }
+        let body = serde_json::to_vec(&Wire {
+            sp_appid: &self.inner.config.appid,
+            sp_mchid: &self.inner.config.mchid,
+            request,
+        })
+        .map_err(|e| DecodeError::json(&e))?;
+        self.call_json(
+            Method::POST,
+            "/v3/pay/partner/transactions/jsapi",
+            Some(body),
+            Idempotency::Idempotent,
+        )
+        .await
+    }
+
+    /// Partner prepay, then the `wx.requestPayment` parameters signed for the mini program the
+    /// prepay names ([`PartnerPrepayRequest::paying_app`]).
+    ///
+    /// # Errors
+    /// As [`V3Client::partner_jsapi_prepay`].
+    pub async fn partner_jsapi_prepay_with_payment(
+        &self,
+        request: &PartnerPrepayRequest,
+    ) -> Result<(PrepayResponse, RequestPayment), Error> {
+        let prepay = self.partner_jsapi_prepay(request).await?;
+        let params = self.partner_request_payment(&request.paying_app(), &prepay.prepay_id)?;
+        Ok((prepay, params))
+    }
+
+    /// The `wx.requestPayment` parameters of a partner prepay_id, signed with the provider's key
+    /// over the appid of `app` (`sub_appid` or this client's `sp_appid`). Take `app` from the
+    /// prepay with [`PartnerPrepayRequest::paying_app`]: WeChat refuses a `paySign` over another
+    /// appid.
+    ///
+    /// # Errors
+    /// When signing fails.
+    pub fn partner_request_payment(
+        &self,
+        app: &PayingApp,
+        prepay_id: &str,
+    ) -> Result<RequestPayment, Error> {
+        let cfg = &self.inner.config;
+        Ok(pay_params::v3(
+            &cfg.private_key,
+            app.app_id(&cfg.appid),
+            prepay_id,
+            self.inner.clock.now(),
+            &nonce(),
+        )?)
+    }
+
+    /// `GET /v3/pay/partner/transactions/out-trade-no/{out_trade_no}?sp_mchid=&sub_mchid=`.
+    ///
+    /// # Errors
+    /// Transport, API (e.g. `ORDER_NOT_EXIST`), signature or decode errors.
+    pub async fn partner_query_by_out_trade_no(
+        &self,
+        sub_mchid: &SubMchid,
+        out_trade_no: &OutTradeNo,
+    ) -> Result<PartnerTransaction, Error> {
+        let path = format!(
+            "/v3/pay/partner/transactions/out-trade-no/{}?sp_mchid={}&sub_mchid={}",
+            path_escape(out_trade_no),
+            path_escape(&self.inner.config.mchid),
+            path_escape(sub_mchid)
+        );
+        self.call_json(Method::GET, &path, None, Idempotency::Idempotent)
+            .await
+    }
+
+    /// `GET /v3/pay/partner/transactions/id/{transaction_id}?sp_mchid=&sub_mchid=`.
+    ///
+    /// # Errors
+    /// Transport, API (e.g. `ORDER_NOT_EXIST`), signature or decode errors.
+    pub async fn partner_query_by_transaction_id(
+        &self,
+        sub_mchid: &SubMchid,
+        transaction_id: &str,
+    ) -> Result<PartnerTransaction, Error> {
+        if transaction_id.is_empty() || transaction_id.len() > 32 {
+            return Err(Error::InvalidRequest(
+                "transaction_id must be 1 to 32 characters".into(),
+            ));
+        }
+        let path = format!(
+            "/v3/pay/partner/transactions/id/{}?sp_mchid={}&sub_mchid={}",
+            path_escape(transaction_id),
+            path_escape(&self.inner.config.mchid),
+            path_escape(sub_mchid)
+        );
+        self.call_json(Method::GET, &path, None, Idempotency::Idempotent)
+            .await
+    }
+
+    /// `POST /v3/pay/partner/transactions/out-trade-no/{out_trade_no}/close` with
+    /// `{sp_mchid, sub_mchid}` (204).
+    ///
+    /// # Errors
+    /// Transport, API (e.g. a paid order), or signature errors.
+    pub async fn partner_close(
+        &self,
+        sub_mchid: &SubMchid,
+        out_trade_no: &OutTradeNo,
+    ) -> Result<(), Error> {
+        let path = format!(
+            "/v3/pay/partner/transactions/out-trade-no/{}/close",
+            path_escape(out_trade_no)
+        );
+        let body = serde_json::to_vec(&serde_json::json!({
+            "sp_mchid": self.inner.config.mchid,
+            "sub_mchid": sub_mchid,
+        }))
+        .map_err(|e| DecodeError::json(&e))?;
+        self.call(Method::POST, &path, Some(body), Idempotency::Idempotent)
+            .await?;
+        Ok(())
+    }
+
+    /// `POST /v3/refund/domestic/refunds` with `sub_mchid`.
+    ///
+    /// # Errors
+    /// As [`V3Client::refund`].
+    pub async fn partner_refund(&self, request: &PartnerRefundRequest) -> Result<Refund, Error> {
+        check_refund(&request.refund)?;
+        let body = serde_json::to_vec(request).map_err(|e| DecodeError::json(&e))?;
+        self.call_json(
+            Method::POST,
+            "/v3/refund/domestic/refunds",
+            Some(body),
+            Idempotency::Idempotent,
+        )
+        .await
+    }
+
+    /// `GET /v3/refund/domestic/refunds/{out_refund_no}?sub_mchid=`.
+    ///
+    /// # Errors
+    /// Transport, API (e.g. `RESOURCE_NOT_EXISTS`), signature or decode errors.
+    pub async fn partner_query_refund(
+        &self,
+        sub_mchid: &SubMchid,
+        out_refund_no: &OutRefundNo,
+    ) -> Result<Refund, Error> {
+        let path = format!(
+            "/v3/refund/domestic/refunds/{}?sub_mchid={}",
+            path_escape(out_refund_no),
+            path_escape(sub_mchid)
+        );
+        self.call_json(Method::GET, &path, None, Idempotency::Idempotent)
+            .await
+    }
+
+    /// `GET /v3/bill/tradebill?...&sub_mchid=`: one sub-merchant's trade bill.
+    ///
+    /// # Errors
+    /// Transport, API, signature or decode errors.
+    pub async fn partner_trade_bill(
+        &self,
+        sub_mchid: &SubMchid,
+        request: &TradeBillRequest,
+    ) -> Result<BillLocation, Error> {
+        let mut path = format!(
+            "/v3/bill/tradebill?bill_date={}&sub_mchid={}&bill_type={}",
+            format_date(request.bill_date)?,
+            path_escape(sub_mchid),
             request.bill_type
         );
         if request.gzip {
@@ -643,6 +833,18 @@ fn error_answer(answer: &RawResponse) -> Error {
         }
         .into(),
     }
+}
+
+fn check_refund(request: &RefundRequest) -> Result<(), Error> {
+    if request.amount.refund == 0 || request.amount.refund > request.amount.total {
+        return Err(Error::InvalidRequest(
+            "amount.refund must be at least 1 fen and at most amount.total".into(),
+        ));
+    }
+    if let Some(url) = &request.notify_url {
+        validate_notify_url(url)?;
+    }
+    Ok(())
 }
 
 fn format_date(date: time::Date) -> Result<String, Error> {

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
 
-use crate::ids::{OpenId, OutRefundNo, OutTradeNo};
+use crate::ids::{AppId, OpenId, OutRefundNo, OutTradeNo, SubMchid};
 use crate::money::Fen;
 
 macro_rules! wire_enum {
@@ -694,6 +694,288 @@ pub struct RefundResource {
     pub amount: RefundNotificationAmount,
 }
 
+// ---------------------------------------------------------------------------------------------
+// Service-provider (服务商, partner) mode
+
+/// `payer` of a partner prepay: the user under the provider's mini program (`sp_openid`, under
+/// `sp_appid`) or under the sub-merchant's (`sub_openid`, under `sub_appid`), exactly one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartnerPayer {
+    /// `{"sp_openid": ...}`: the user of the provider's mini program (`sp_appid`).
+    SpOpenid(OpenId),
+    /// `{"sub_openid": ...}`: the user of the sub-merchant's mini program; the prepay must carry
+    /// `sub_appid`.
+    SubOpenid(OpenId),
+}
+
+/// `settle_info` of a partner prepay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettleInfo {
+    /// Whether the order will be shared (分账).
+    pub profit_sharing: bool,
+}
+
+/// A partner JSAPI (mini program) prepay: `POST /v3/pay/partner/transactions/jsapi`, without
+/// `sp_appid` and `sp_mchid`, which the client adds from its configuration (the provider's appid
+/// and mchid). Checked by [`PartnerPrepayRequest::validate`] before it is sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerPrepayRequest {
+    /// The sub-merchant's mini program, bound to `sub_mchid`; required with
+    /// [`PartnerPayer::SubOpenid`]. When present, `wx.requestPayment` is signed for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_appid: Option<AppId>,
+    /// The sub-merchant (特约商户号).
+    pub sub_mchid: SubMchid,
+    /// Product description (≤ 127 characters).
+    pub description: String,
+    /// The order number, unique per provider (`sp_mchid`).
+    pub out_trade_no: OutTradeNo,
+    /// Expiry time, sent as `2018-06-08T10:34:56+08:00`.
+    #[serde(
+        default,
+        with = "crate::time::v3::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub time_expire: Option<OffsetDateTime>,
+    /// Echoed back in query and notification (≤ 128 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<String>,
+    /// Absolute URL without a query string.
+    pub notify_url: String,
+    /// Goods tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goods_tag: Option<String>,
+    /// Profit sharing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_info: Option<SettleInfo>,
+    /// The amount.
+    pub amount: PrepayAmount,
+    /// The payer.
+    pub payer: PartnerPayer,
+    /// Items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<OrderDetail>,
+    /// Scene.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scene_info: Option<SceneInfo>,
+}
+
+/// The required fields of a partner JSAPI prepay, by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartnerPrepayFields {
+    /// The sub-merchant.
+    pub sub_mchid: SubMchid,
+    /// The sub-merchant's mini program (required with [`PartnerPayer::SubOpenid`]).
+    pub sub_appid: Option<AppId>,
+    /// Product description (≤ 127 characters).
+    pub description: String,
+    /// The order number.
+    pub out_trade_no: OutTradeNo,
+    /// The total.
+    pub total: Fen,
+    /// The payer.
+    pub payer: PartnerPayer,
+    /// Absolute URL without a query string.
+    pub notify_url: String,
+}
+
+/// Which mini program calls `wx.requestPayment` for a partner order, so which appid its
+/// `paySign` covers. Taken from the prepay by [`PartnerPrepayRequest::paying_app`]: the
+/// sub-merchant's `sub_appid` when the prepay carried one, else the provider's `sp_appid`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PayingApp {
+    /// The provider's mini program (`sp_appid`, the client's configured appid).
+    Provider,
+    /// The sub-merchant's mini program (`sub_appid`).
+    SubMerchant(AppId),
+}
+
+impl PayingApp {
+    /// The appid to sign, given the provider's `sp_appid`.
+    #[must_use]
+    pub fn app_id<'a>(&'a self, sp_appid: &'a str) -> &'a str {
+        match self {
+            PayingApp::Provider => sp_appid,
+            PayingApp::SubMerchant(sub_appid) => sub_appid.as_str(),
+        }
+    }
+}
+
+impl PartnerPrepayRequest {
+    /// The minimal partner mini-program prepay; set the optional fields on the result.
+    #[must_use]
+    pub fn jsapi(fields: PartnerPrepayFields) -> Self {
+        let PartnerPrepayFields {
+            sub_mchid,
+            sub_appid,
+            description,
+            out_trade_no,
+            total,
+            payer,
+            notify_url,
+        } = fields;
+        PartnerPrepayRequest {
+            sub_appid,
+            sub_mchid,
+            description,
+            out_trade_no,
+            time_expire: None,
+            attach: None,
+            notify_url,
+            goods_tag: None,
+            settle_info: None,
+            amount: PrepayAmount {
+                total: total.get(),
+                currency: cny(),
+            },
+            payer,
+            detail: None,
+            scene_info: None,
+        }
+    }
+
+    /// The mini program whose appid the `paySign` covers: `sub_appid` when present, else the
+    /// provider's `sp_appid`.
+    #[must_use]
+    pub fn paying_app(&self) -> PayingApp {
+        match &self.sub_appid {
+            Some(sub_appid) => PayingApp::SubMerchant(sub_appid.clone()),
+            None => PayingApp::Provider,
+        }
+    }
+
+    /// The rules WeChat checks that can be checked here: a `sub_openid` needs `sub_appid`,
+    /// description 1–127 characters, total ≥ 1 fen, a valid notify_url, attach ≤ 128 bytes.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidRequest`] naming the rule.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        use crate::Error::InvalidRequest;
+        if matches!(self.payer, PartnerPayer::SubOpenid(_)) && self.sub_appid.is_none() {
+            return Err(InvalidRequest(
+                "payer.sub_openid requires sub_appid (the sub-merchant's mini program)".into(),
+            ));
+        }
+        crate::validate::notify_url(&self.notify_url, crate::validate::V3_NOTIFY_URL_MAX)?;
+        if self.amount.total == 0 {
+            return Err(InvalidRequest("amount.total must be at least 1 fen".into()));
+        }
+        if self.description.is_empty() || self.description.chars().count() > 127 {
+            return Err(InvalidRequest(
+                "description must be 1 to 127 characters".into(),
+            ));
+        }
+        if self.attach.as_ref().is_some_and(|a| a.len() > 128) {
+            return Err(InvalidRequest("attach must be at most 128 bytes".into()));
+        }
+        Ok(())
+    }
+}
+
+/// `payer` of a partner transaction: the openid under whichever appid the order was made for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerPayerInfo {
+    /// The openid under `sp_appid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sp_openid: Option<String>,
+    /// The openid under `sub_appid` (absent when the order had no `sub_appid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_openid: Option<String>,
+}
+
+/// A partner transaction (`GET /v3/pay/partner/transactions/...`, and the partner payment
+/// notification's resource).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerTransaction {
+    /// The provider's appid.
+    pub sp_appid: String,
+    /// The provider.
+    pub sp_mchid: String,
+    /// The sub-merchant's appid, when the order carried one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_appid: Option<String>,
+    /// The sub-merchant.
+    pub sub_mchid: String,
+    /// The order number.
+    pub out_trade_no: String,
+    /// WeChat's transaction id (absent before payment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+    /// `JSAPI`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trade_type: Option<String>,
+    /// The state.
+    pub trade_state: TradeState,
+    /// The state in words.
+    #[serde(default)]
+    pub trade_state_desc: String,
+    /// Bank.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank_type: Option<String>,
+    /// Echoed attach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<String>,
+    /// Payment time.
+    #[serde(
+        default,
+        with = "crate::time::v3::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub success_time: Option<OffsetDateTime>,
+    /// The payer (absent before payment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer: Option<PartnerPayerInfo>,
+    /// The amount.
+    #[serde(default)]
+    pub amount: TransactionAmount,
+    /// Coupons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promotion_detail: Vec<PromotionDetail>,
+}
+
+/// `POST /v3/refund/domestic/refunds` for a sub-merchant's order: a refund plus `sub_mchid`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerRefundRequest {
+    /// The sub-merchant.
+    pub sub_mchid: SubMchid,
+    /// The refund.
+    #[serde(flatten)]
+    pub refund: RefundRequest,
+}
+
+/// The decrypted resource of a partner refund notification.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerRefundResource {
+    /// The provider.
+    pub sp_mchid: String,
+    /// The sub-merchant.
+    pub sub_mchid: String,
+    /// The order.
+    pub out_trade_no: String,
+    /// The transaction.
+    pub transaction_id: String,
+    /// The merchant's refund number.
+    pub out_refund_no: String,
+    /// WeChat's refund id.
+    pub refund_id: String,
+    /// `SUCCESS`, `CLOSED`, `ABNORMAL`.
+    pub refund_status: RefundStatus,
+    /// Success time.
+    #[serde(
+        default,
+        with = "crate::time::v3::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub success_time: Option<OffsetDateTime>,
+    /// E.g. `支付用户零钱`.
+    #[serde(default)]
+    pub user_received_account: String,
+    /// The amounts.
+    #[serde(default)]
+    pub amount: RefundNotificationAmount,
+}
+
 /// A v3 error answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -710,6 +992,111 @@ pub struct ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn partner_fields(payer: PartnerPayer, sub_appid: Option<&str>) -> PartnerPrepayRequest {
+        PartnerPrepayRequest::jsapi(PartnerPrepayFields {
+            sub_mchid: "1900000109".parse().unwrap(),
+            sub_appid: sub_appid.map(|a| a.parse().unwrap()),
+            description: "Tea".into(),
+            out_trade_no: "P1234567".parse().unwrap(),
+            total: Fen::new(100),
+            payer,
+            notify_url: "https://a.example/n".into(),
+        })
+    }
+
+    #[test]
+    fn partner_prepay_payer_and_paying_app() {
+        let sub = partner_fields(
+            PartnerPayer::SubOpenid("o_sub".parse().unwrap()),
+            Some("wxsub"),
+        );
+        assert!(sub.validate().is_ok());
+        assert_eq!(
+            sub.paying_app(),
+            PayingApp::SubMerchant("wxsub".parse().unwrap())
+        );
+        assert_eq!(sub.paying_app().app_id("wxsp"), "wxsub");
+        let json = serde_json::to_value(&sub).unwrap();
+        assert_eq!(json["payer"], serde_json::json!({"sub_openid": "o_sub"}));
+        assert_eq!(json["sub_mchid"], "1900000109");
+        assert_eq!(json["sub_appid"], "wxsub");
+        assert_eq!(
+            serde_json::from_value::<PartnerPrepayRequest>(json).unwrap(),
+            sub
+        );
+
+        let sp = partner_fields(PartnerPayer::SpOpenid("o_sp".parse().unwrap()), None);
+        assert!(sp.validate().is_ok());
+        assert_eq!(sp.paying_app(), PayingApp::Provider);
+        assert_eq!(sp.paying_app().app_id("wxsp"), "wxsp");
+        let json = serde_json::to_value(&sp).unwrap();
+        assert_eq!(json["payer"], serde_json::json!({"sp_openid": "o_sp"}));
+        assert!(json.get("sub_appid").is_none());
+    }
+
+    #[test]
+    fn partner_pay_sign_covers_the_paying_apps_appid() {
+        let key = crate::keys::RsaPrivateKey::generate().unwrap();
+        let sub = partner_fields(
+            PartnerPayer::SubOpenid("o_sub".parse().unwrap()),
+            Some("wxsub"),
+        );
+        let app = sub.paying_app();
+        let p =
+            crate::pay_params::v3(&key, app.app_id("wxsp"), "wx123", 1_700_000_000, "n1").unwrap();
+        assert_eq!(
+            crate::pay_params::v3_message("wxsub", "1700000000", "n1", "prepay_id=wx123"),
+            "wxsub\n1700000000\nn1\nprepay_id=wx123\n"
+        );
+        assert_eq!(p.app_id.as_deref(), Some("wxsub"));
+        assert!(crate::pay_params::verify(&p, "wxsub", "", key.public_key()).is_ok());
+        assert!(crate::pay_params::verify(&p, "wxsp", "", key.public_key()).is_err());
+    }
+
+    #[test]
+    fn partner_prepay_is_checked_before_sending() {
+        let no_sub_appid = partner_fields(PartnerPayer::SubOpenid("o_sub".parse().unwrap()), None);
+        assert!(matches!(
+            no_sub_appid.validate(),
+            Err(crate::Error::InvalidRequest(m)) if m.contains("sub_appid")
+        ));
+        let mut empty = partner_fields(PartnerPayer::SpOpenid("o".parse().unwrap()), None);
+        empty.description.clear();
+        assert!(empty.validate().is_err());
+        let mut zero = partner_fields(PartnerPayer::SpOpenid("o".parse().unwrap()), None);
+        zero.amount.total = 0;
+        assert!(zero.validate().is_err());
+        let mut query = partner_fields(PartnerPayer::SpOpenid("o".parse().unwrap()), None);
+        query.notify_url = "https://a.example/n?x=1".into();
+        assert!(query.validate().is_err());
+        assert!("".parse::<SubMchid>().is_err());
+        assert!("19 00".parse::<SubMchid>().is_err());
+        assert!("wx\n".parse::<AppId>().is_err());
+    }
+
+    #[test]
+    fn partner_transaction_and_refund_shapes_decode() {
+        let t: PartnerTransaction = serde_json::from_str(
+            r#"{"sp_appid":"wxsp","sp_mchid":"1","sub_appid":"wxsub","sub_mchid":"2","out_trade_no":"P1","transaction_id":"42","trade_state":"SUCCESS","trade_state_desc":"支付成功","success_time":"2026-11-24T10:00:00+08:00","payer":{"sub_openid":"o1"},"amount":{"total":100,"payer_total":100,"currency":"CNY"}}"#,
+        )
+        .unwrap();
+        assert_eq!(t.sub_mchid, "2");
+        assert_eq!(t.payer.unwrap().sub_openid.as_deref(), Some("o1"));
+        let r = PartnerRefundRequest {
+            sub_mchid: "2".parse().unwrap(),
+            refund: RefundRequest::new(RefundFields {
+                target: RefundTarget::OutTradeNo("P123456".parse().unwrap()),
+                out_refund_no: "R1".parse().unwrap(),
+                refund: Fen::new(10),
+                total: Fen::new(100),
+            }),
+        };
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["sub_mchid"], "2");
+        assert_eq!(json["out_trade_no"], "P123456");
+        assert_eq!(json["amount"]["refund"], 10);
+    }
 
     #[test]
     fn unknown_trade_states_are_kept() {

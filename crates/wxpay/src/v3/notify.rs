@@ -15,7 +15,8 @@ use crate::keys::RsaPrivateKey;
 use crate::v3::aead::ApiV3Key;
 use crate::v3::auth::{SCHEME, response_message};
 use crate::v3::models::{
-    AEAD_AES_256_GCM, EncryptedResource, NotificationEnvelope, RefundResource, Transaction,
+    AEAD_AES_256_GCM, EncryptedResource, NotificationEnvelope, PartnerRefundResource,
+    PartnerTransaction, RefundResource, Transaction,
 };
 use crate::v3::verifier::{SignedHeaders, Verifier, verify_signed};
 
@@ -55,7 +56,40 @@ pub struct RefundNotification {
     pub refund: RefundResource,
 }
 
-/// Either kind of notification.
+/// A verified, decrypted payment notification of a service provider's sub-merchant order
+/// (`TRANSACTION.SUCCESS` whose resource has `sp_mchid` and `sub_mchid`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartnerPaymentNotification {
+    /// Event id.
+    pub id: String,
+    /// When WeChat made the event.
+    pub create_time: OffsetDateTime,
+    /// `TRANSACTION.SUCCESS`.
+    pub event_type: String,
+    /// E.g. `支付成功`.
+    pub summary: String,
+    /// The transaction (the shape of the partner query).
+    pub transaction: PartnerTransaction,
+}
+
+/// A verified, decrypted refund notification of a sub-merchant's refund (resource with
+/// `sp_mchid` and `sub_mchid`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartnerRefundNotification {
+    /// Event id.
+    pub id: String,
+    /// When WeChat made the event.
+    pub create_time: OffsetDateTime,
+    /// `REFUND.*`.
+    pub event_type: String,
+    /// E.g. `退款成功`.
+    pub summary: String,
+    /// The refund.
+    pub refund: PartnerRefundResource,
+}
+
+/// Either kind of notification, direct or in service-provider (partner) mode. The partner
+/// shapes are recognised by the `sp_mchid` of the decrypted resource.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Notification {
@@ -63,6 +97,10 @@ pub enum Notification {
     Payment(PaymentNotification),
     /// A refund.
     Refund(RefundNotification),
+    /// A payment of a sub-merchant's order (partner mode).
+    PartnerPayment(PartnerPaymentNotification),
+    /// A refund of a sub-merchant's order (partner mode).
+    PartnerRefund(PartnerRefundNotification),
 }
 
 /// What [`parse_notification`] needs to believe a notification.
@@ -134,7 +172,31 @@ pub fn decrypt_verified(api_v3_key: &ApiV3Key, body: &[u8]) -> Result<Notificati
         summary,
         ..
     } = envelope;
-    if event_type.starts_with("TRANSACTION.") {
+    let partner = serde_json::from_slice::<serde_json::Value>(&plain)
+        .map_err(|e| DecodeError::json(&e))?
+        .get("sp_mchid")
+        .is_some();
+    if partner && event_type.starts_with("TRANSACTION.") {
+        let transaction: PartnerTransaction =
+            serde_json::from_slice(&plain).map_err(|e| DecodeError::json(&e))?;
+        Ok(Notification::PartnerPayment(PartnerPaymentNotification {
+            id,
+            create_time,
+            event_type,
+            summary,
+            transaction,
+        }))
+    } else if partner && event_type.starts_with("REFUND.") {
+        let refund: PartnerRefundResource =
+            serde_json::from_slice(&plain).map_err(|e| DecodeError::json(&e))?;
+        Ok(Notification::PartnerRefund(PartnerRefundNotification {
+            id,
+            create_time,
+            event_type,
+            summary,
+            refund,
+        }))
+    } else if event_type.starts_with("TRANSACTION.") {
         let transaction: Transaction =
             serde_json::from_slice(&plain).map_err(|e| DecodeError::json(&e))?;
         Ok(Notification::Payment(PaymentNotification {
@@ -322,6 +384,49 @@ mod tests {
         assert_eq!(p.id, "EV-1");
         assert_eq!(p.transaction.trade_state, TradeState::Success);
         assert_eq!(p.transaction.amount.total, 100);
+    }
+
+    #[test]
+    fn partner_notifications_are_recognised_by_sp_mchid() {
+        let sign = |event_type: &str, original_type: &str, json: &str| {
+            sign_notification(
+                &NotificationSigner {
+                    api_v3_key: &api_key(),
+                    signing_key: &key(),
+                    serial: PK_ID,
+                },
+                &NotificationEvent {
+                    id: "EV-2",
+                    create_time: time::macros::datetime!(2026-11-24 10:00:01 +8),
+                    event_type,
+                    summary: "",
+                    original_type,
+                    resource_json: json.as_bytes(),
+                },
+                1_700_000_000,
+            )
+            .unwrap()
+        };
+        let tx = r#"{"sp_appid":"wxsp","sp_mchid":"1230000109","sub_appid":"wxsub","sub_mchid":"1900000109","out_trade_no":"P20261124000001","transaction_id":"4200000000202611240000000002","trade_type":"JSAPI","trade_state":"SUCCESS","trade_state_desc":"支付成功","success_time":"2026-11-24T10:00:00+08:00","payer":{"sub_openid":"o_sub"},"amount":{"total":100,"payer_total":100,"currency":"CNY"}}"#;
+        let n = sign("TRANSACTION.SUCCESS", "transaction", tx);
+        let Notification::PartnerPayment(p) = parse(&n, &to_headers(&n), 1_700_000_000).unwrap()
+        else {
+            panic!("expected a partner payment");
+        };
+        assert_eq!(p.transaction.sub_mchid, "1900000109");
+        assert_eq!(p.transaction.sub_appid.as_deref(), Some("wxsub"));
+        assert_eq!(
+            p.transaction.payer.unwrap().sub_openid.as_deref(),
+            Some("o_sub")
+        );
+        let refund = r#"{"sp_mchid":"1230000109","sub_mchid":"1900000109","out_trade_no":"P20261124000001","transaction_id":"4200000000202611240000000002","out_refund_no":"R1","refund_id":"50300000","refund_status":"SUCCESS","user_received_account":"支付用户零钱","amount":{"total":100,"refund":40,"payer_total":100,"payer_refund":40}}"#;
+        let n = sign("REFUND.SUCCESS", "refund", refund);
+        let Notification::PartnerRefund(r) = parse(&n, &to_headers(&n), 1_700_000_000).unwrap()
+        else {
+            panic!("expected a partner refund");
+        };
+        assert_eq!(r.refund.sub_mchid, "1900000109");
+        assert_eq!(r.refund.amount.refund, 40);
     }
 
     #[test]
