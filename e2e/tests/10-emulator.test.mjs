@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { BASE, api, launch, newPage, screenshot } from './helpers.mjs';
+import { ADMIN_TOKEN, BASE, api, launch, newPage, screenshot } from './helpers.mjs';
 
 let browser;
 before(async () => {
@@ -60,7 +60,7 @@ describe('the mini-program emulator', () => {
 
     await checkout(page);
     assert.equal(await page.textContent('#cashier-amount'), yuan, 'the cashier shows the amount');
-    const merchant = (await api('GET', '/sim/merchant')).body;
+    const merchant = (await api('GET', '/sim/merchant', { token: ADMIN_TOKEN })).body;
     assert.match(await page.textContent('#cashier-merchant'), new RegExp(merchant.mchid), 'and the merchant');
     const payment = JSON.parse(await page.textContent('#dev-payment'));
     assert.deepEqual(Object.keys(payment).sort(), ['nonceStr', 'package', 'paySign', 'signType', 'timeStamp']);
@@ -114,7 +114,7 @@ describe('the mini-program emulator', () => {
     await page.click('#modal-ok');
     await statusOf(page, 'NOTPAY');
     const no = await shownOrder(page);
-    const atWeChat = await api('GET', `/sim/orders/${no}`);
+    const atWeChat = await api('GET', `/sim/orders/${no}`, { token: ADMIN_TOKEN });
     assert.equal(atWeChat.body.trade_state, 'NOTPAY', 'WeChat took no money');
 
     // Honest again, "pay now" gets fresh parameters and pays.
@@ -152,10 +152,10 @@ describe('the mini-program emulator', () => {
     await page.click('#cashier-cancel');
     await statusOf(page, 'NOTPAY');
     const no = await shownOrder(page);
-    assert.equal((await api('GET', `/sim/orders/${no}`)).body.trade_state, 'NOTPAY');
+    assert.equal((await api('GET', `/sim/orders/${no}`, { token: ADMIN_TOKEN })).body.trade_state, 'NOTPAY');
     await page.click('#close-order');
     await statusOf(page, 'CLOSED');
-    assert.equal((await api('GET', `/sim/orders/${no}`)).body.trade_state, 'CLOSED', 'closed at WeChat too');
+    assert.equal((await api('GET', `/sim/orders/${no}`, { token: ADMIN_TOKEN })).body.trade_state, 'CLOSED', 'closed at WeChat too');
 
     // The labels follow the language switch.
     await page.click('#lang');
