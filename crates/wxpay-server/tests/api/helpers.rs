@@ -94,17 +94,6 @@ impl TestDatabase {
     }
 }
 
-impl TestDatabase {
-    /// Another handle on a database some other test app owns (dropping it removes nothing).
-    pub fn borrowed(url: &str) -> Self {
-        TestDatabase {
-            url: url.to_owned(),
-            pg_name: None,
-            sqlite_file: None,
-        }
-    }
-}
-
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some(file) = &self.sqlite_file {
