@@ -40,10 +40,11 @@ function answer(options, ok, result) {
 }
 
 /** The harness's own calls (the simulator, the back office): JSON over HTTP. */
-async function call(method, url, { body, token } = {}) {
+async function call(method, url, { body, token, userKey } = {}) {
   const headers = {};
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (token) headers.authorization = `Bearer ${token}`;
+  if (userKey) headers['x-sim-user-key'] = userKey;
   const res = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await res.text();
   let json = null;
@@ -148,6 +149,9 @@ class Phone {
     this.adminToken = adminToken;
     this.storage = new Map();
     this.openid = null;
+    // The WeChat user's own credential at the simulator (POST /sim/users answers it): their
+    // later login codes need it, as nobody else may log in as them.
+    this.userKey = null;
   }
 
   /**
@@ -452,10 +456,11 @@ class Launch {
   async login() {
     const phone = this.phone;
     const res = phone.openid
-      ? await call('POST', `${phone.wechat}/sim/users/${encodeURIComponent(phone.openid)}/code`, { token: phone.adminToken })
-      : await call('POST', `${phone.wechat}/sim/users`, { body: {}, token: phone.adminToken });
+      ? await call('POST', `${phone.wechat}/sim/users/${encodeURIComponent(phone.openid)}/code`, { userKey: phone.userKey })
+      : await call('POST', `${phone.wechat}/sim/users`, { body: {} });
     if (res.status !== 200) throw new Error(`the simulator refused a login code: ${res.status} ${JSON.stringify(res.body)}`);
     phone.openid = res.body.openid;
+    if (res.body.user_key) phone.userKey = res.body.user_key;
     this.logins += 1;
     return res.body.code;
   }
@@ -478,7 +483,7 @@ class Launch {
     }
     const body = { ...payment, openid: this.phone.openid };
     if (choice === 'payerror') body.result = 'PAYERROR';
-    const res = await call('POST', `${this.phone.wechat}/sim/pay`, { body, token: this.phone.adminToken });
+    const res = await call('POST', `${this.phone.wechat}/sim/pay`, { body });
     record.errMsg = (res.body && res.body.errMsg) || `requestPayment:fail ${res.status}`;
     return { errMsg: record.errMsg };
   }

@@ -182,15 +182,17 @@ describe('the back office', () => {
 
   test('switches the simulator\'s faults and shows its deliveries', async () => {
     const page = await newPage(browser);
-    await page.goto(`${BASE}/#/sandbox`);
+    // The simulator's panel reads other users' orders and moves the simulated world: the
+    // back office's token is asked for first, and sent with every /sim call.
+    await adminLogin(page, '#/sandbox');
     await page.locator('#deliveries-table').waitFor();
     assert.ok(await page.locator('#deliveries-table tbody tr[data-kind="payment"]').count() >= 1);
     await page.fill('#fault-notify_drop_rate', '1');
     await page.click('#faults-form button[type=submit]');
     await page.locator('#faults-message', { hasText: '已保存' }).waitFor();
-    assert.equal((await api('GET', '/sim/faults')).body.notify_drop_rate, 1);
+    assert.equal((await api('GET', '/sim/faults', { token: ADMIN_TOKEN })).body.notify_drop_rate, 1);
     await page.click('#faults-clear');
-    await eventually(async () => (await api('GET', '/sim/faults')).body.notify_drop_rate === 0, { what: 'faults off' });
+    await eventually(async () => (await api('GET', '/sim/faults', { token: ADMIN_TOKEN })).body.notify_drop_rate === 0, { what: 'faults off' });
     page.assertClean();
   });
 

@@ -108,7 +108,7 @@ export async function pay(who, created) {
   const paid = await api('POST', '/sim/pay', { body: { ...created.payment, openid: who.openid } });
   assert.equal(paid.status, 200, JSON.stringify(paid.body));
   assert.equal(paid.body.errMsg, 'requestPayment:ok');
-  await api('POST', '/sim/notifications/flush');
+  await api('POST', '/sim/notifications/flush', { token: ADMIN_TOKEN });
   return paid.body;
 }
 

@@ -393,6 +393,36 @@ test('DevTools against a sandbox (config sandbox: true): login codes and the cas
   assertNoProblems();
 });
 
+test('DevTools against a sandbox: a known user logs in again with their key, and nobody else can as them', async () => {
+  const phone = phoneOf(V3);
+  const first = await launch(phone, V3, true);
+  await catalogue(first);
+  const openid = JSON.parse(phone.storage.get('wxpay.sandbox.openid'));
+  assert.ok(JSON.parse(phone.storage.get('wxpay.sandbox.user_key')), 'the user key is kept beside the openid');
+  first.close();
+  // The session is gone (logged out, or expired): the same WeChat user logs in again.
+  phone.storage.delete('wxpay.session');
+  const again = await launch(phone, V3, true);
+  await catalogue(again);
+  const relogin = again.sent('POST', `/sim/users/${openid}/code`);
+  assert.deepEqual(relogin.map((r) => r.status), [200]);
+  assert.equal(relogin[0].response.openid, openid);
+  assert.equal(again.sent('POST', '/sim/users').length, 0, 'no new user');
+  again.close();
+
+  // Another phone that knows the openid but not the key gets no code for it.
+  const res = await call('POST', `${V3}/sim/users/${encodeURIComponent(openid)}/code`, {});
+  assert.equal(res.status, 401, JSON.stringify(res.body));
+  const wrong = await call('POST', `${V3}/sim/users/${encodeURIComponent(openid)}/code`, { userKey: 'not-the-key' });
+  assert.equal(wrong.status, 403, JSON.stringify(wrong.body));
+  const thief = phoneOf(V3);
+  thief.storage.set('wxpay.sandbox.openid', JSON.stringify(openid));
+  const stolen = await launch(thief, V3, true);
+  await catalogue(stolen);
+  assert.notEqual(JSON.parse(thief.storage.get('wxpay.sandbox.openid')), openid, 'a user of their own');
+  assertNoProblems();
+});
+
 test('an expired session is renewed silently, with one login for concurrent requests', async () => {
   assert.ok(expiring.phone, 'the first visit ran');
   // The session of the first visit ends at expiresAt: wait for that moment to pass.

@@ -7,6 +7,9 @@
 // released version refuses this mode: it cannot pay for real by mistake.
 
 const OPENID_KEY = 'wxpay.sandbox.openid';
+// The user's own credential, which the simulator answers with a new user and requires (header
+// X-Sim-User-Key) for that user's later login codes: without it nobody else can log in as them.
+const USER_KEY = 'wxpay.sandbox.user_key';
 
 /**
  * @param {string} baseUrl the sandbox server
@@ -18,15 +21,16 @@ function sandboxWechat(baseUrl) {
   /**
    * @param {string} path
    * @param {object} data
+   * @param {Record<string, string>} [headers] more request headers
    * @returns {Promise<{ statusCode: number, data: any }>}
    */
-  function post(path, data) {
+  function post(path, data, headers = {}) {
     return new Promise((resolve, reject) => {
       wx.request({
         url: base + path,
         method: 'POST',
         data,
-        header: { 'content-type': 'application/json' },
+        header: { 'content-type': 'application/json', ...headers },
         timeout: 10000,
         success: (res) => resolve({ statusCode: res.statusCode, data: res.data }),
         fail: (err) => reject(new Error(err.errMsg)),
@@ -44,9 +48,15 @@ function sandboxWechat(baseUrl) {
     async login() {
       refuseRelease();
       const openid = wx.getStorageSync(OPENID_KEY);
-      let res = openid ? await post(`/sim/users/${encodeURIComponent(openid)}/code`, {}) : null;
-      // Unknown after a restart of the sandbox: a new user.
-      if (!res || res.statusCode !== 200) res = await post('/sim/users', {});
+      const userKey = wx.getStorageSync(USER_KEY);
+      let res = openid && userKey
+        ? await post(`/sim/users/${encodeURIComponent(openid)}/code`, {}, { 'X-Sim-User-Key': userKey })
+        : null;
+      // Unknown after the sandbox lost its state (or a key kept from before keys existed): a new user.
+      if (!res || res.statusCode !== 200) {
+        res = await post('/sim/users', {});
+        if (res.statusCode === 200 && res.data && res.data.user_key) wx.setStorageSync(USER_KEY, res.data.user_key);
+      }
       if (res.statusCode !== 200 || !res.data || !res.data.code) {
         throw new Error(`the sandbox gave no login code (HTTP ${res.statusCode})`);
       }

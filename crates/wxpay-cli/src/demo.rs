@@ -258,7 +258,8 @@ async fn steps(
     )?;
 
     expect(
-        &c.post("/sim/notifications/flush", None, &json!({})).await?,
+        &c.post("/sim/notifications/flush", admin, &json!({}))
+            .await?,
         200,
         "flushing notifications",
     )?;
@@ -305,7 +306,8 @@ async fn steps(
     let mut status = Value::Null;
     for _ in 0..300 {
         expect(
-            &c.post("/sim/notifications/flush", None, &json!({})).await?,
+            &c.post("/sim/notifications/flush", admin, &json!({}))
+                .await?,
             200,
             "flushing notifications",
         )?;
@@ -365,7 +367,7 @@ async fn steps(
     let today = format_date(today_cst());
     expect(
         // Two days: yesterday's bill exists from 10:00 Beijing time, whatever the hour now.
-        &c.post("/sim/clock/advance", None, &json!({"seconds": 172_800}))
+        &c.post("/sim/clock/advance", admin, &json!({"seconds": 172_800}))
             .await?,
         200,
         "advancing the simulator's clock",

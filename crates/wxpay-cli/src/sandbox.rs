@@ -22,10 +22,14 @@ pub async fn build_server(settings: Settings) -> Result<Application, StartError>
     if let Some(files) = settings.tls.clone() {
         wxpay_server::net::tls::CertStore::load(files)?;
     }
+    // The simulator's control routes answer only this token; the server's `/sim` proxy sends
+    // it with what the admin token admits.
+    let control_token = wxpay::nonce::random_string(32);
     let sim = Simulator::start(SimConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         state_dir: Some(settings.sandbox_dir.clone()),
         time_scale: settings.sandbox_time_scale,
+        control_token: Some(control_token.clone()),
         ..SimConfig::default()
     })
     .await
@@ -45,5 +49,6 @@ pub async fn build_server(settings: Settings) -> Result<Application, StartError>
         sim.shutdown(),
     );
     sandbox.platform_certificates = !public_key_only;
+    sandbox.control_token = Some(control_token.into());
     Application::build_sandbox(settings, sandbox).await
 }

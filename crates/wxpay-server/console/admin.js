@@ -740,10 +740,10 @@ async function sandboxView() {
   );
   try {
     const [m, c, f, d] = await Promise.all([
-      request('GET', '/sim/merchant'),
-      request('GET', '/sim/clock'),
-      request('GET', '/sim/faults'),
-      request('GET', '/sim/notifications'),
+      admin('GET', '/sim/merchant'),
+      admin('GET', '/sim/clock'),
+      admin('GET', '/sim/faults'),
+      admin('GET', '/sim/notifications'),
     ]);
     if (!current(seq)) return;
     merchant.className = '';
@@ -766,7 +766,7 @@ function clockPanel(state) {
   const message = h('p', { class: 'form-message', role: 'status' });
   const advance = (seconds) => async () => {
     try {
-      const answer = (await request('POST', '/sim/clock/advance', { body: { seconds } })).body;
+      const answer = (await admin('POST', '/sim/clock/advance', { seconds })).body;
       now.textContent = answer.now;
       offset.textContent = t('sandbox.offset', { s: answer.offset_seconds });
       message.className = 'form-message ok';
@@ -817,7 +817,7 @@ function faultForm(faults) {
       body[key] = DELAY_FAULTS.includes(key) ? Math.trunc(value) : value;
     }
     try {
-      const saved = (await request('PUT', '/sim/faults', { body })).body;
+      const saved = (await admin('PUT', '/sim/faults', body)).body;
       for (const [key, input] of Object.entries(inputs)) input.value = String(saved[key]);
       message.className = 'form-message ok';
       message.textContent = t('sandbox.faults_saved');
@@ -858,7 +858,7 @@ function deliveryLog(records) {
   };
   const reload = async () => {
     try {
-      draw((await request('GET', '/sim/notifications')).body.deliveries);
+      draw((await admin('GET', '/sim/notifications')).body.deliveries);
     } catch (err) {
       replace(holder, errorBox(err));
     }
@@ -869,7 +869,7 @@ function deliveryLog(records) {
       h('button', { type: 'button', id: 'deliveries-refresh', text: t('action.refresh'), onclick: reload }),
       h('button', { type: 'button', id: 'deliveries-flush', text: t('delivery.flush'), onclick: async () => {
         try {
-          await request('POST', '/sim/notifications/flush');
+          await admin('POST', '/sim/notifications/flush');
         } catch (err) {
           replace(holder, errorBox(err));
           return;

@@ -530,7 +530,7 @@ async function start() {
   showUser();
   updateCartCount();
   try {
-    merchant = (await request('GET', '/sim/merchant')).body;
+    merchant = (await request('GET', '/sim/cashier')).body;
   } catch {
     // The cashier then names no merchant number; paying still works.
   }

@@ -9,11 +9,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{any, get, post};
 use secrecy::{ExposeSecret as _, SecretString};
 use tokio::net::TcpListener;
@@ -137,6 +136,8 @@ pub struct AppState {
     pub sandbox_url: Option<String>,
     /// The client of the `/sim` proxy.
     pub proxy: reqwest::Client,
+    /// The simulator's control token, sent with the `/sim` requests the admin token admits.
+    pub sandbox_control_token: Option<SecretString>,
     /// The per-client rate limits of login and order creation.
     pub rate_limits: Arc<crate::api::rate_limit::RateLimits>,
 }
@@ -182,8 +183,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::console::routes(state.sandbox_url.is_some()));
     if state.sandbox_url.is_some() {
         router = router
-            .route("/sim", any(sim_proxy))
-            .route("/sim/{*rest}", any(sim_proxy));
+            .route("/sim", any(crate::api::sim_proxy::sim_proxy))
+            .route("/sim/{*rest}", any(crate::api::sim_proxy::sim_proxy));
     }
     router
         .fallback(not_found)
@@ -236,75 +237,6 @@ async fn log_request(
     response
 }
 
-/// `/sim/*` in sandbox mode: forwards method, path, query, headers and body to the simulator,
-/// so that the browser console reaches it through this origin.
-async fn sim_proxy(State(state): State<AppState>, request: Request) -> Response {
-    let Some(base) = &state.sandbox_url else {
-        return ApiError::not_found("no such route").into_response();
-    };
-    let (parts, body) = request.into_parts();
-    let target = format!(
-        "{base}{}",
-        parts.uri.path_and_query().map_or("/", |pq| pq.as_str())
-    );
-    let body = match axum::body::to_bytes(body, 1024 * 1024).await {
-        Ok(b) => b,
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the body is too large",
-            )
-            .into_response();
-        }
-    };
-    let mut headers = parts.headers;
-    for hop in [
-        http::header::HOST,
-        http::header::CONNECTION,
-        http::header::CONTENT_LENGTH,
-        http::header::TRANSFER_ENCODING,
-    ] {
-        headers.remove(hop);
-    }
-    let answer = state
-        .proxy
-        .request(parts.method, target)
-        .headers(headers)
-        .body(body)
-        .send()
-        .await;
-    match answer {
-        Ok(answer) => {
-            let status = answer.status();
-            let mut headers = answer.headers().clone();
-            headers.remove(http::header::CONNECTION);
-            headers.remove(http::header::TRANSFER_ENCODING);
-            headers.remove(http::header::CONTENT_LENGTH);
-            match answer.bytes().await {
-                Ok(bytes) => {
-                    let mut response = Response::new(Body::from(bytes));
-                    *response.status_mut() = status;
-                    *response.headers_mut() = headers;
-                    response
-                }
-                Err(e) => ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "simulator_error",
-                    e.without_url().to_string(),
-                )
-                .into_response(),
-            }
-        }
-        Err(e) => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "simulator_error",
-            e.without_url().to_string(),
-        )
-        .into_response(),
-    }
-}
-
 /// The upstream of sandbox mode, composed outside the server: `wxpay serve` starts the
 /// simulator and hands over its URLs, its merchant and a way to stop it. The server does not
 /// depend on the simulator; it only talks to the URLs given here.
@@ -318,6 +250,9 @@ pub struct Sandbox {
     /// Whether the simulator signs with platform certificates (false: with the WeChat Pay
     /// public key only, so there are no certificates to download).
     pub platform_certificates: bool,
+    /// The simulator's control token (`wxpay_sim::SimConfig::control_token`): the `/sim` proxy
+    /// sends it with the requests the admin token admits. `None`: the simulator has none.
+    pub control_token: Option<SecretString>,
     stop: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
@@ -344,6 +279,7 @@ impl Sandbox {
             base_url,
             v2_pay_url,
             platform_certificates: true,
+            control_token: None,
             stop: Box::pin(stop),
         }
     }
@@ -522,6 +458,7 @@ impl Application {
             admin_token,
             wxacode_cache: Arc::new(WxaCodeCache::default()),
             sandbox_url: simulator.as_ref().map(|s| s.base_url.clone()),
+            sandbox_control_token: simulator.as_ref().and_then(|s| s.control_token.clone()),
             proxy,
             rate_limits,
         };

@@ -73,6 +73,15 @@ pub struct AppState {
     pub bill_downloads: Mutex<HashMap<String, BillDownload>>,
     base_url: String,
     v2_refund_notifier: OnceLock<V2RefundNotifier>,
+    /// SHA-256 of the control token (see [`crate::SimConfig::control_token`]).
+    control_token_digest: Option<[u8; 32]>,
+}
+
+fn sha256(s: &str) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
 }
 
 impl std::fmt::Debug for AppState {
@@ -107,6 +116,8 @@ pub struct AppParts {
     pub base_url: String,
     /// The journal and what it held at start (with a state directory).
     pub journal: Option<(Arc<Journal>, Vec<Entry>)>,
+    /// See [`crate::SimConfig::control_token`].
+    pub control_token: Option<String>,
 }
 
 impl AppState {
@@ -149,6 +160,25 @@ impl AppState {
             bill_downloads: Mutex::new(HashMap::new()),
             base_url: parts.base_url,
             v2_refund_notifier: OnceLock::new(),
+            control_token_digest: parts.control_token.as_deref().map(sha256),
+        })
+    }
+
+    /// Whether a control token is configured.
+    #[must_use]
+    pub fn has_control_token(&self) -> bool {
+        self.control_token_digest.is_some()
+    }
+
+    /// Whether `given` is the control token (false when none is configured). Compares digests
+    /// in constant time.
+    #[must_use]
+    pub fn is_control_token(&self, given: &str) -> bool {
+        self.control_token_digest.is_some_and(|expected| {
+            #[allow(deprecated)]
+            let same = aws_lc_rs::constant_time::verify_slices_are_equal(&expected, &sha256(given))
+                .is_ok();
+            same
         })
     }
 

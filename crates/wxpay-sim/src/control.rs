@@ -1,13 +1,25 @@
 //! The control API under `/sim/` (JSON): users and wx.login codes, paying as the WeChat client,
 //! orders, the notification log, faults, the clock, the public merchant facts.
+//!
+//! Who may call what:
+//! * `POST /sim/users` answers `{openid, code, user_key}`; `user_key` (43 base64url characters)
+//!   is the user's own credential, kept by the simulator as a SHA-256 digest in its journal.
+//! * `POST /sim/users/{openid}/code` requires the header `X-Sim-User-Key: <user_key>` (absent or
+//!   wrong: 403 `{"error"}`), or the control token.
+//! * `GET /sim/cashier` (the appid and mchid the WeChat cashier shows) is open.
+//! * With a control token configured ([`crate::SimConfig::control_token`], as the sandbox of
+//!   `wxpay serve` does), every other route but `POST /sim/pay` (checked by its paySign), and
+//!   `POST /sim/users` with a chosen openid, require `Authorization: Bearer <token>` (else 401
+//!   `{"error"}`). Without one (`wxpay sim`), they are open.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -20,10 +32,12 @@ use crate::state::{Order, OrderError, PayOutcome, Refund, rfc3339_cst};
 
 /// The control router (state applied).
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let open = Router::new()
         .route("/sim/users", post(create_user))
         .route("/sim/users/{openid}/code", post(login_code))
         .route("/sim/pay", post(pay))
+        .route("/sim/cashier", get(cashier));
+    let controlled = Router::new()
         .route("/sim/orders/{out_trade_no}", get(order))
         .route("/sim/notifications", get(notifications))
         .route("/sim/notifications/flush", post(flush))
@@ -32,7 +46,49 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/sim/clock", get(clock))
         .route("/sim/merchant", get(merchant))
         .route("/sim/connection", get(connection))
-        .with_state(state)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_control,
+        ));
+    open.merge(controlled).with_state(state)
+}
+
+/// The header carrying a user's key on `POST /sim/users/{openid}/code`.
+pub const USER_KEY_HEADER: &str = "x-sim-user-key";
+
+/// Whether the request carries the control token (`Authorization: Bearer`).
+fn has_control_token(state: &AppState, headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| state.is_control_token(t.trim()))
+}
+
+/// Whether the caller may use a controlled route: no control token configured, or its token.
+fn control_allowed(state: &AppState, headers: &HeaderMap) -> bool {
+    !state.has_control_token() || has_control_token(state, headers)
+}
+
+fn control_refused() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({"error": "Authorization: Bearer <control token> is required"})),
+    )
+        .into_response()
+}
+
+/// The control token's check (see the module's documentation), also on the partner routes.
+pub(crate) async fn require_control(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if control_allowed(&state, request.headers()) {
+        next.run(request).await
+    } else {
+        control_refused()
+    }
 }
 
 fn bad_request(message: impl Into<String>) -> Response {
@@ -65,28 +121,66 @@ struct NewUser {
     openid: Option<String>,
 }
 
-async fn create_user(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn create_user(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let openid = match parse_json::<NewUser>(&body, true) {
         Ok(u) => u.and_then(|u| u.openid),
         Err(e) => return bad_request(e),
     };
-    match state.mp.create_user(openid) {
-        Ok((openid, code)) => axum::Json(json!({"openid": openid, "code": code})).into_response(),
+    // A chosen openid could be a known user's (whose journal was lost): the control's call.
+    if openid.is_some() && !control_allowed(&state, &headers) {
+        return control_refused();
+    }
+    match state.mp.new_user(openid) {
+        Ok(user) => axum::Json(json!({
+            "openid": user.openid,
+            "code": user.code,
+            "user_key": user.user_key,
+        }))
+        .into_response(),
         Err(e) => bad_request(e),
     }
 }
 
 /// A fresh `wx.login` code for an existing user: the same WeChat user logging in again (a new
-/// launch, or a session the merchant server let expire) keeps their openid.
-async fn login_code(State(state): State<Arc<AppState>>, Path(openid): Path<String>) -> Response {
-    match state.mp.mint_code(&openid) {
-        Some(code) => axum::Json(json!({"openid": openid, "code": code})).into_response(),
-        None => (
+/// launch, or a session the merchant server let expire) keeps their openid. Requires the user's
+/// key (`X-Sim-User-Key`) or the control token.
+async fn login_code(
+    State(state): State<Arc<AppState>>,
+    Path(openid): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let answer = if has_control_token(&state, &headers) {
+        state
+            .mp
+            .mint_code(&openid)
+            .ok_or(crate::mp::MintRefusal::UnknownUser)
+    } else {
+        let key = headers
+            .get(USER_KEY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim);
+        if key.is_none_or(str::is_empty) {
+            return forbidden("X-Sim-User-Key (the user_key POST /sim/users answered) is required");
+        }
+        state.mp.mint_code_with_key(&openid, key)
+    };
+    match answer {
+        Ok(code) => axum::Json(json!({"openid": openid, "code": code})).into_response(),
+        Err(crate::mp::MintRefusal::UnknownUser) => (
             StatusCode::NOT_FOUND,
             axum::Json(json!({"error": "no such user"})),
         )
             .into_response(),
+        Err(crate::mp::MintRefusal::WrongKey) => forbidden("the user key is not this user's"),
     }
+}
+
+fn forbidden(message: &str) -> Response {
+    (StatusCode::FORBIDDEN, axum::Json(json!({"error": message}))).into_response()
 }
 
 #[derive(Deserialize)]
@@ -299,6 +393,12 @@ async fn advance_clock(State(state): State<Arc<AppState>>, body: Bytes) -> Respo
 
 async fn clock(State(state): State<Arc<AppState>>) -> Response {
     axum::Json(clock_json(&state)).into_response()
+}
+
+/// What WeChat's cashier shows of the merchant (open: nothing secret): the appid and mchid.
+async fn cashier(State(state): State<Arc<AppState>>) -> Response {
+    axum::Json(json!({"appid": state.merchant.appid, "mchid": state.merchant.mchid}))
+        .into_response()
 }
 
 async fn merchant(State(state): State<Arc<AppState>>) -> Response {

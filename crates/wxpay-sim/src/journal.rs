@@ -78,6 +78,11 @@ pub struct UserLine {
     pub openid: String,
     /// The unionid.
     pub unionid: String,
+    /// SHA-256 (hex) of the user's key, which `POST /sim/users/{openid}/code` requires; absent
+    /// in journals written before user keys existed (such users get codes only with the
+    /// simulator's control token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_key_sha256: Option<String>,
 }
 
 /// Every field of an order record, so that a replayed order has the same ids (`prepay_id`,
@@ -224,6 +229,7 @@ mod tests {
         let user = Entry::User(UserLine {
             openid: "o1".into(),
             unionid: "u1".into(),
+            user_key_sha256: Some("00".repeat(32)),
         });
         {
             let (journal, entries) = Journal::open(&dir).unwrap();

@@ -47,7 +47,7 @@ use crate::signer::PlatformSigner;
 use crate::state::SimClock;
 
 /// How to run the simulator.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SimConfig {
     /// Where to listen (`127.0.0.1:0` picks a free port).
     pub listen: SocketAddr,
@@ -60,6 +60,27 @@ pub struct SimConfig {
     pub key_mode: KeyMode,
     /// In [`KeyMode::Migrating`], the share of notifications signed by the public key (0..=1).
     pub migrating_ratio: f64,
+    /// The control token: when set, every control route but `POST /sim/users` (a generated
+    /// openid), `POST /sim/pay` and `POST /sim/users/{openid}/code` with the user's key requires
+    /// `Authorization: Bearer <token>`, which also mints codes without a user key. `None` (the
+    /// default, and `wxpay sim`'s): those routes are open, and codes need the user's key.
+    pub control_token: Option<String>,
+}
+
+impl std::fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("listen", &self.listen)
+            .field("state_dir", &self.state_dir)
+            .field("time_scale", &self.time_scale)
+            .field("key_mode", &self.key_mode)
+            .field("migrating_ratio", &self.migrating_ratio)
+            .field(
+                "control_token",
+                &self.control_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl Default for SimConfig {
@@ -70,6 +91,7 @@ impl Default for SimConfig {
             time_scale: 1.0,
             key_mode: KeyMode::PublicKey,
             migrating_ratio: 0.5,
+            control_token: None,
         }
     }
 }
@@ -191,6 +213,7 @@ impl Simulator {
                 mp,
                 base_url,
                 journal: journal.map(|j| (j, entries)),
+                control_token: config.control_token.clone(),
             })
             .map_err(|e| SimError::Config(format!("api_v3_key: {e}")))?,
         );
@@ -226,8 +249,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(v2::router(state.clone()))
         .merge(MiniProgram::router(state.mp.clone()))
         .merge(control::router(state.clone()))
-        .merge(partner::control_router(state.clone()))
+        // Registering sub-merchants and their users changes the simulated world: the control
+        // token's, when one is set.
+        .merge(partner::control_router(state.clone()).route_layer(
+            axum::middleware::from_fn_with_state(state.clone(), control::require_control),
+        ))
         .merge(trade::router(state.clone()))
+        // The buyer's confirmation and the push settings change the simulated world too.
+        .merge(trade::control_router(state.clone()).route_layer(
+            axum::middleware::from_fn_with_state(state.clone(), control::require_control),
+        ))
         .layer(axum::middleware::from_fn_with_state(state, faults::inject))
         .layer(axum::middleware::from_fn(server::log_request))
 }

@@ -107,6 +107,36 @@ struct MpState {
 struct User {
     unionid: String,
     session_key: Option<String>,
+    /// SHA-256 of the user's key; `None` for users journalled before keys existed.
+    key_digest: Option<[u8; 32]>,
+}
+
+/// A freshly made user: what `POST /sim/users` answers.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// The openid.
+    pub openid: String,
+    /// A first `wx.login` code.
+    pub code: String,
+    /// The user's key (43 base64url characters, 32 random bytes): only its digest is kept, and
+    /// [`MiniProgram::mint_code_with_key`] requires it.
+    pub user_key: String,
+}
+
+/// Why [`MiniProgram::mint_code_with_key`] made no code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MintRefusal {
+    /// No such user.
+    UnknownUser,
+    /// The key is absent or not this user's.
+    WrongKey,
+}
+
+fn key_digest(key: &str) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
 }
 
 struct OneTimeCode {
@@ -234,6 +264,11 @@ impl MiniProgram {
                         User {
                             unionid: user.unionid.clone(),
                             session_key: None,
+                            key_digest: user
+                                .user_key_sha256
+                                .as_deref()
+                                .and_then(|h| hex::decode(h).ok())
+                                .and_then(|d| <[u8; 32]>::try_from(d).ok()),
                         },
                     );
                 }
@@ -250,11 +285,21 @@ impl MiniProgram {
     }
 
     /// Creates a user and a first `wx.login` code for them: `(openid, code)`. Without `openid`,
-    /// one is generated (`o` + 27 base64url characters).
+    /// one is generated (`o` + 27 base64url characters). The user's key is dropped: see
+    /// [`MiniProgram::new_user`].
     ///
     /// # Errors
     /// When the given openid is not 1 to 128 characters of `[0-9A-Za-z_-]`, or already exists.
     pub fn create_user(&self, openid: Option<String>) -> Result<(String, String), String> {
+        self.new_user(openid).map(|u| (u.openid, u.code))
+    }
+
+    /// Creates a user, a first `wx.login` code and the user's key. Without `openid`, one is
+    /// generated (`o` + 27 base64url characters).
+    ///
+    /// # Errors
+    /// When the given openid is not 1 to 128 characters of `[0-9A-Za-z_-]`, or already exists.
+    pub fn new_user(&self, openid: Option<String>) -> Result<NewUser, String> {
         let mut state = self.lock();
         let openid = match openid {
             Some(openid) => {
@@ -279,10 +324,13 @@ impl MiniProgram {
             },
         };
         let unionid = generated_openid();
+        let user_key = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+        let digest = key_digest(&user_key);
         if let Some(journal) = &self.journal {
             journal.append(&Entry::User(UserLine {
                 openid: openid.clone(),
                 unionid: unionid.clone(),
+                user_key_sha256: Some(hex::encode(digest)),
             }));
         }
         state.users.insert(
@@ -290,10 +338,48 @@ impl MiniProgram {
             User {
                 unionid,
                 session_key: None,
+                key_digest: Some(digest),
             },
         );
         let code = self.insert_login_code(&mut state, &openid);
-        Ok((openid, code))
+        Ok(NewUser {
+            openid,
+            code,
+            user_key,
+        })
+    }
+
+    /// A new `wx.login` code for an existing user who proves to be them with their key (what
+    /// `POST /sim/users/{openid}/code` does without the control token).
+    ///
+    /// # Errors
+    /// [`MintRefusal::WrongKey`] when `user_key` is absent or not the user's (a user journalled
+    /// before keys existed has none), [`MintRefusal::UnknownUser`] for an unknown user.
+    pub fn mint_code_with_key(
+        &self,
+        openid: &str,
+        user_key: Option<&str>,
+    ) -> Result<String, MintRefusal> {
+        let mut state = self.lock();
+        let Some(user) = state.users.get(openid) else {
+            return Err(MintRefusal::UnknownUser);
+        };
+        let matches = match (user.key_digest, user_key) {
+            (Some(expected), Some(given)) => {
+                #[allow(deprecated)]
+                let same = aws_lc_rs::constant_time::verify_slices_are_equal(
+                    &expected,
+                    &key_digest(given),
+                )
+                .is_ok();
+                same
+            }
+            _ => false,
+        };
+        if !matches {
+            return Err(MintRefusal::WrongKey);
+        }
+        Ok(self.insert_login_code(&mut state, openid))
     }
 
     /// Whether the user exists.

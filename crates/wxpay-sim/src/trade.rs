@@ -421,6 +421,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/cgi-bin/express/delivery/open_msg/get_delivery_list",
             post(delivery_list),
         )
+        .with_state(state)
+}
+
+/// The control routes (state applied; the caller adds the control token's check):
+/// `POST /sim/orders/{out_trade_no}/confirm-receipt`, `PUT /sim/mp/push`, `GET /sim/mp/pushes`.
+pub fn control_router(state: Arc<AppState>) -> Router {
+    Router::new()
         .route(
             "/sim/orders/{out_trade_no}/confirm-receipt",
             post(confirm_receipt),

@@ -16,6 +16,7 @@ async fn users_are_created_with_a_login_code() {
     assert_eq!(status, 200);
     assert!(!v["openid"].as_str().unwrap().is_empty());
     assert!(!v["code"].as_str().unwrap().is_empty());
+    assert_eq!(v["user_key"].as_str().unwrap().len(), 43, "{v}");
     let (status, chosen) = m
         .control(
             "POST",
@@ -33,15 +34,28 @@ async fn users_are_created_with_a_login_code() {
         )
         .await;
     assert_eq!(status, 400, "{v}");
-    // The same user logging in again gets a fresh code for the same openid.
+    // The same user logging in again (with their key) gets a fresh code for the same openid.
+    let key = chosen["user_key"].as_str().unwrap();
     let (status, again) = m
-        .control("POST", "/sim/users/o-chosen-openid/code", None)
+        .control_with(
+            "POST",
+            "/sim/users/o-chosen-openid/code",
+            None,
+            &[("X-Sim-User-Key", key)],
+        )
         .await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["openid"], "o-chosen-openid");
     assert!(!again["code"].as_str().unwrap().is_empty());
     assert_ne!(again["code"], chosen["code"]);
-    let (status, _) = m.control("POST", "/sim/users/o-nobody/code", None).await;
+    let (status, _) = m
+        .control_with(
+            "POST",
+            "/sim/users/o-nobody/code",
+            None,
+            &[("X-Sim-User-Key", key)],
+        )
+        .await;
     assert_eq!(status, 404);
     let (status, _) = m
         .control("POST", "/sim/users", Some(json!({"openid": "bad openid!"})))
@@ -51,6 +65,85 @@ async fn users_are_created_with_a_login_code() {
         .control("POST", "/sim/users", Some(json!({"unknown": 1})))
         .await;
     assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn a_login_code_for_a_user_needs_their_own_key() {
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let (_, victim) = m.control("POST", "/sim/users", Some(json!({}))).await;
+    let (_, attacker) = m.control("POST", "/sim/users", Some(json!({}))).await;
+    let path = format!("/sim/users/{}/code", victim["openid"].as_str().unwrap());
+    let attackers_key = attacker["user_key"].as_str().unwrap();
+    for headers in [
+        vec![],
+        vec![("X-Sim-User-Key", "")],
+        vec![("X-Sim-User-Key", attackers_key)],
+        vec![(
+            "X-Sim-User-Key",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )],
+        // No control token is configured: a bearer is worth nothing.
+        vec![("Authorization", "Bearer anything")],
+    ] {
+        let (status, v) = m.control_with("POST", &path, None, &headers).await;
+        assert_eq!(status, 403, "{headers:?}: {v}");
+        assert!(v["error"].as_str().is_some(), "{v}");
+        assert!(v.get("code").is_none(), "no code: {v}");
+    }
+    let own = victim["user_key"].as_str().unwrap();
+    let (status, v) = m
+        .control_with("POST", &path, None, &[("X-Sim-User-Key", own)])
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["openid"], victim["openid"]);
+    // Without a control token, the other control routes stay open (`wxpay sim`).
+    assert_eq!(m.control("GET", "/sim/clock", None).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_control_token_guards_the_control_routes_and_mints_codes_without_a_key() {
+    let m = Merchant::start_with(SimConfig {
+        key_mode: KeyMode::PublicKey,
+        control_token: Some("the-control-token".into()),
+        ..SimConfig::default()
+    })
+    .await;
+    let bearer = [("Authorization", "Bearer the-control-token")];
+    let wrong = [("Authorization", "Bearer not-it")];
+    for (method, path, body) in [
+        ("GET", "/sim/orders/none", None),
+        ("GET", "/sim/notifications", None),
+        ("POST", "/sim/notifications/flush", None),
+        ("GET", "/sim/faults", None),
+        ("PUT", "/sim/faults", Some(json!({}))),
+        ("GET", "/sim/clock", None),
+        ("POST", "/sim/clock/advance", Some(json!({"seconds": 1}))),
+        ("GET", "/sim/merchant", None),
+        ("GET", "/sim/connection", None),
+        ("GET", "/sim/sub-merchants", None),
+        ("POST", "/sim/users", Some(json!({"openid": "o-chosen"}))),
+    ] {
+        for headers in [&[][..], &wrong[..]] {
+            let (status, v) = m.control_with(method, path, body.clone(), headers).await;
+            assert_eq!(status, 401, "{method} {path}: {v}");
+        }
+        let (status, v) = m.control_with(method, path, body, &bearer).await;
+        let expected = if path == "/sim/orders/none" { 404 } else { 200 };
+        assert_eq!(status, expected, "{method} {path}: {v}");
+    }
+    // A fresh user stays open, and so does their own code; the token mints any user's code.
+    let (status, user) = m.control("POST", "/sim/users", Some(json!({}))).await;
+    assert_eq!(status, 200, "{user}");
+    let path = format!("/sim/users/{}/code", user["openid"].as_str().unwrap());
+    let key = user["user_key"].as_str().unwrap();
+    assert_eq!(
+        m.control_with("POST", &path, None, &[("X-Sim-User-Key", key)])
+            .await
+            .0,
+        200
+    );
+    assert_eq!(m.control_with("POST", &path, None, &wrong).await.0, 403);
+    assert_eq!(m.control_with("POST", &path, None, &bearer).await.0, 200);
 }
 
 #[tokio::test]

@@ -96,6 +96,36 @@ async fn a_restart_on_the_same_state_directory_finds_users_orders_and_refunds_ag
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[tokio::test]
+async fn a_users_key_survives_a_restart_and_stays_the_only_way_to_their_codes() {
+    let dir = std::env::temp_dir().join(format!("wxpay-sim-restart-key-{}", rand_suffix()));
+    let first = Merchant::start_with(config(&dir)).await;
+    let (status, user) = first.control("POST", "/sim/users", Some(json!({}))).await;
+    assert_eq!(status, 200, "{user}");
+    let (_, other) = first.control("POST", "/sim/users", Some(json!({}))).await;
+    first.sim.shutdown().await;
+    // The key itself is not written down, only its digest.
+    let journal = std::fs::read_to_string(dir.join(wxpay_sim::journal::JOURNAL_FILE)).unwrap();
+    assert!(!journal.contains(user["user_key"].as_str().unwrap()));
+
+    let second = Merchant::start_with(config(&dir)).await;
+    let path = format!("/sim/users/{}/code", user["openid"].as_str().unwrap());
+    let own = user["user_key"].as_str().unwrap();
+    let (status, v) = second
+        .control_with("POST", &path, None, &[("X-Sim-User-Key", own)])
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["openid"], user["openid"]);
+    let theirs = other["user_key"].as_str().unwrap();
+    let (status, v) = second
+        .control_with("POST", &path, None, &[("X-Sim-User-Key", theirs)])
+        .await;
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(second.control("POST", &path, None).await.0, 403);
+    second.sim.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn rand_suffix() -> String {
     format!(
         "{}-{}",

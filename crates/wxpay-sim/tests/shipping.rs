@@ -773,3 +773,33 @@ async fn faults_duplicate_and_drop_pushes() {
     assert_eq!(log["pushes"][1]["delivered"], false, "{log}");
     assert_eq!(endpoint.opened.lock().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn the_control_token_guards_confirmation_and_push_settings() {
+    let m = Merchant::start_with(SimConfig {
+        key_mode: KeyMode::PublicKey,
+        control_token: Some("the-control-token".into()),
+        ..SimConfig::default()
+    })
+    .await;
+    let bearer = [("Authorization", "Bearer the-control-token")];
+    for (method, path, body) in [
+        ("POST", "/sim/orders/NONE/confirm-receipt", None),
+        (
+            "PUT",
+            "/sim/mp/push",
+            Some(json!({"url": "http://127.0.0.1:9/push", "token": "PushTok3n"})),
+        ),
+        ("GET", "/sim/mp/pushes", None),
+    ] {
+        let (status, v) = m.control_with(method, path, body.clone(), &[]).await;
+        assert_eq!(status, 401, "{method} {path}: {v}");
+        let (status, v) = m.control_with(method, path, body, &bearer).await;
+        let expected = match path {
+            "/sim/orders/NONE/confirm-receipt" => 404,
+            "/sim/mp/push" => 400, // safe mode without a key
+            _ => 200,
+        };
+        assert_eq!(status, expected, "{method} {path}: {v}");
+    }
+}

@@ -7,3 +7,4 @@ pub mod mini;
 pub mod notify;
 pub mod openapi;
 pub mod rate_limit;
+pub mod sim_proxy;

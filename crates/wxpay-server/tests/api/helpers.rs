@@ -51,6 +51,16 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// Another handle on a database that an owning `TestDatabase` drops (this one drops nothing).
+    #[allow(dead_code)]
+    pub fn borrowed(url: &str) -> Self {
+        TestDatabase {
+            url: url.to_owned(),
+            pg_name: None,
+            sqlite_file: None,
+        }
+    }
+
     pub async fn new(backend: Backend) -> Self {
         match backend {
             Backend::Sqlite => {
@@ -80,17 +90,6 @@ impl TestDatabase {
                     sqlite_file: None,
                 }
             }
-        }
-    }
-}
-
-impl TestDatabase {
-    /// Another handle on a database some other test app owns (dropping it removes nothing).
-    pub fn borrowed(url: &str) -> Self {
-        TestDatabase {
-            url: url.to_owned(),
-            pg_name: None,
-            sqlite_file: None,
         }
     }
 }
@@ -160,6 +159,9 @@ pub fn test_settings(db_url: &str, api_version: &str) -> Settings {
 /// Builds the server as `wxpay serve` does: without a merchant file, a simulator is started
 /// (state in `WXPAY_SANDBOX_DIR`) and handed over as the sandbox. Also the simulator's state,
 /// in sandbox mode.
+/// The simulator's control token in the tests' sandboxes (as `wxpay serve` makes one up).
+pub const SIM_CONTROL_TOKEN: &str = "test-sim-control-token";
+
 pub async fn build_app(
     settings: Settings,
 ) -> Result<
@@ -176,12 +178,13 @@ pub async fn build_app(
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         state_dir: Some(settings.sandbox_dir.clone()),
         time_scale: settings.sandbox_time_scale,
+        control_token: Some(SIM_CONTROL_TOKEN.into()),
         ..wxpay_sim::SimConfig::default()
     })
     .await
     .expect("the simulator starts");
     let state = sim.state().clone();
-    let sandbox = wxpay_server::Sandbox::new(
+    let mut sandbox = wxpay_server::Sandbox::new(
         sim.merchant()
             .merchant_json_path
             .clone()
@@ -190,6 +193,7 @@ pub async fn build_app(
         sim.tls_base_url(),
         sim.shutdown(),
     );
+    sandbox.control_token = Some(SIM_CONTROL_TOKEN.into());
     Ok((
         Application::build_sandbox(settings, sandbox).await?,
         Some(state),
@@ -272,6 +276,18 @@ impl TestApp {
         self.send(r).await
     }
 
+    /// The back office's token (the sandbox makes one up), which the `/sim` proxy requires for
+    /// everything but a user's own calls.
+    pub fn admin(&self) -> String {
+        use secrecy::ExposeSecret;
+        self.state
+            .admin_token
+            .as_ref()
+            .expect("an admin token")
+            .expose_secret()
+            .to_owned()
+    }
+
     /// A new WeChat user of the simulator: (openid, wx.login code).
     pub async fn sim_user(&self) -> (String, String) {
         let a = self.post_json("/sim/users", None, &json!({})).await;
@@ -323,7 +339,9 @@ impl TestApp {
 
     /// Waits until every notification attempt made so far is finished.
     pub async fn flush(&self) -> Value {
-        let a = self.post("/sim/notifications/flush", None).await;
+        let a = self
+            .post("/sim/notifications/flush", Some(&self.admin()))
+            .await;
         assert_eq!(a.status, 200);
         a.body
     }
@@ -333,6 +351,7 @@ impl TestApp {
             .send(
                 self.http
                     .put(format!("{}/sim/faults", self.base))
+                    .bearer_auth(self.admin())
                     .json(&faults),
             )
             .await;

@@ -71,7 +71,9 @@ pub async fn admin_post(app: &TestApp, path: &str, body: &Value) -> Answer {
 
 /// The simulator's view of an order (through the `/sim` proxy).
 pub async fn sim_order(app: &TestApp, no: &str) -> Value {
-    let a = app.get(&format!("/sim/orders/{no}"), None).await;
+    let a = app
+        .get(&format!("/sim/orders/{no}"), Some(&app.admin()))
+        .await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     a.body
 }
@@ -127,7 +129,7 @@ async fn reconcile(backend: Backend, version: &str) {
     // The notification arrives late after all: nothing changes twice.
     app.set_faults(json!({})).await;
     let resent = app
-        .post_json("/sim/notifications/flush", None, &json!({}))
+        .post_json("/sim/notifications/flush", Some(&app.admin()), &json!({}))
         .await;
     assert_eq!(resent.status, 200);
     assert_eq!(app.outbox_rows(&no).await, 1);
@@ -273,7 +275,11 @@ async fn the_daily_bill_job_reconciles_yesterday_once(backend: Backend) {
     let jobs = eager_jobs(&app);
     // Yesterday's bill exists from 10:00 Beijing time: ten hours on, it exists at any hour.
     let advanced = app
-        .post_json("/sim/clock/advance", None, &json!({"seconds": 36_000}))
+        .post_json(
+            "/sim/clock/advance",
+            Some(&app.admin()),
+            &json!({"seconds": 36_000}),
+        )
         .await;
     assert_eq!(advanced.status, 200);
     assert_eq!(jobs.drain(JobKind::DailyBill, 5).await.unwrap(), 1);

@@ -14,6 +14,7 @@ mod reconciliation;
 mod refunds;
 mod schema;
 mod sessions;
+mod sim_proxy;
 mod store;
 mod webhooks;
 mod wxacode;

@@ -83,7 +83,11 @@ async fn reconcile(backend: Backend, version: &str) {
     );
     // Two days later at WeChat, today's bill exists (it appears at 10:00 the next day).
     let advanced = app
-        .post_json("/sim/clock/advance", None, &json!({"seconds": 172_800}))
+        .post_json(
+            "/sim/clock/advance",
+            Some(&app.admin()),
+            &json!({"seconds": 172_800}),
+        )
         .await;
     assert_eq!(advanced.status, 200);
 

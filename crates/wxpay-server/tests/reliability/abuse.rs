@@ -218,7 +218,14 @@ async fn the_admin_api_refuses_missing_and_wrong_tokens_and_sim_routes_need_sand
     assert!(!code.is_empty());
     // In sandbox mode /sim is there.
     let s = sandbox(Backend::Sqlite, "v3", |_| {}).await;
-    assert_eq!(s.app.get("/sim/merchant", None).await.status, 200);
+    assert_eq!(s.app.get("/sim/merchant", None).await.status, 401);
+    assert_eq!(
+        s.app
+            .get("/sim/merchant", Some(&s.app.admin()))
+            .await
+            .status,
+        200
+    );
     figures(
         "scenario 9b admin tokens and sandbox routes",
         &[
@@ -341,6 +348,225 @@ async fn wxacode_abuse_reaches_wechat_only_within_the_limit() {
             ("retry_after_s", retry_after),
             ("other_user", other_user.status.to_string()),
             ("admin_token", admin.status.to_string()),
+        ],
+    );
+}
+
+/// One request with the path exactly as written (HTTP clients resolve `..` and `%2e%2e`): the
+/// status and the JSON body.
+async fn raw_request(base: &str, method: &str, path: &str) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\n\
+         Content-Length: 2\r\n\r\n{{}}"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// A sandbox server on this database and sandbox directory, with the admin token known; its
+/// stop.
+async fn sandbox_on(
+    db_url: &str,
+    dir: &std::path::Path,
+) -> (
+    TestApp,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let mut settings = crate::helpers::test_settings(db_url, "v3");
+    settings.sandbox_dir = dir.to_path_buf();
+    settings.admin_token = Some(ADMIN_TOKEN.to_owned().into());
+    let (app, _) = crate::helpers::build_app(settings).await.unwrap();
+    let app = app.with_jobs(None);
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        app.run_until(async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    let db = TestDatabase::borrowed(db_url);
+    let app = TestApp {
+        base,
+        http: client(),
+        state,
+        backend: Backend::Sqlite,
+        db,
+    };
+    (app, stop, running)
+}
+
+/// Scenario 9d: `/sim` escapes and takeover. Through a sandbox's `/sim` proxy an attacker
+/// tries path escapes to the simulator's WeChat APIs, the control routes without the admin
+/// token, and taking over a victim (a login code for the victim's openid, a new user with that
+/// openid); then the sandbox restarts on the same `wxpay.db` and state directory and the
+/// attacker tries again. The victim alone logs in again, with their key, to their own orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "reliability suite: scripts/test-reliability"]
+async fn sim_escapes_and_takeover() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let dir = crate::helpers::own_sandbox_dir();
+    let (app, stop, running) = sandbox_on(&db.url, &dir).await;
+    // The victim buys something.
+    let victim = app.post_json("/sim/users", None, &json!({})).await;
+    assert_eq!(victim.status, 200);
+    let openid = victim.body["openid"].as_str().unwrap().to_owned();
+    let key = victim.body["user_key"].as_str().unwrap().to_owned();
+    let session = app.login_with(victim.body["code"].as_str().unwrap()).await;
+    let token = session.body["token"].as_str().unwrap().to_owned();
+    let order = app
+        .create_order(&token, json!([{"sku": "tea", "quantity": 1}]))
+        .await;
+    assert_eq!(order.status, 201, "{:?}", order.body);
+    let no = order.body["out_trade_no"].as_str().unwrap().to_owned();
+
+    let escapes = [
+        ("POST", "/sim/%2e%2e/v3/pay/transactions/jsapi"),
+        ("POST", "/sim/%2E%2E/v3/pay/transactions/jsapi"),
+        ("POST", "/sim/../pay/unifiedorder"),
+        ("POST", "/sim/%2e%2e/pay/closeorder"),
+        ("GET", "/sim/../sns/jscode2session"),
+        ("GET", "/sim/%2F../sns/jscode2session"),
+        ("GET", "/sim/%2f%2e%2e%2fcgi-bin/token"),
+        ("GET", "/sim//merchant"),
+        ("GET", "/sim/./merchant"),
+        ("GET", "/sim/%252e%252e/cgi-bin/token"),
+        ("GET", "/sim/%5C..%5Ccgi-bin/token"),
+        ("GET", "/sim/..%5Ccgi-bin/token"),
+        ("POST", "/sim/users/..%2f..%2fclock%2fadvance"),
+        ("GET", "/sim/v3/certificates"),
+    ];
+    let protected: [(&str, String); 9] = [
+        ("GET", format!("/sim/orders/{no}")),
+        ("GET", "/sim/notifications".into()),
+        ("POST", "/sim/notifications/flush".into()),
+        ("GET", "/sim/faults".into()),
+        ("PUT", "/sim/faults".into()),
+        ("GET", "/sim/clock".into()),
+        ("POST", "/sim/clock/advance".into()),
+        ("GET", "/sim/merchant".into()),
+        ("GET", "/sim/connection".into()),
+    ];
+    let attack = |app: &TestApp| {
+        let app_base = app.base.clone();
+        let http = app.http.clone();
+        let openid = openid.clone();
+        let protected = protected.clone();
+        async move {
+            let (mut e, mut p, mut t) = (0, 0, 0);
+            for (method, path) in escapes {
+                let (status, body) = raw_request(&app_base, method, path).await;
+                assert_eq!(status, 404, "{method} {path}: {body}");
+                assert_eq!(body["code"], "not_found");
+                e += 1;
+            }
+            for (method, path) in &protected {
+                for bearer in [None, Some("not-the-admin-token")] {
+                    let mut r = http
+                        .request(method.parse().unwrap(), format!("{app_base}{path}"))
+                        .json(&json!({"seconds": 1}));
+                    if let Some(b) = bearer {
+                        r = r.bearer_auth(b);
+                    }
+                    let a = r.send().await.unwrap();
+                    assert_eq!(a.status(), 401, "{method} {path}");
+                    p += 1;
+                }
+            }
+            // Takeover: a code for the victim without their key, with the attacker's own key,
+            // or a new user bearing the victim's openid.
+            let attacker: serde_json::Value = http
+                .post(format!("{app_base}/sim/users"))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let code_url = format!("{app_base}/sim/users/{openid}/code");
+            let tries = [
+                (http.post(&code_url), 401),
+                (http.post(&code_url).bearer_auth("not-the-admin-token"), 401),
+                (
+                    http.post(&code_url)
+                        .header("X-Sim-User-Key", attacker["user_key"].as_str().unwrap()),
+                    403,
+                ),
+                (
+                    http.post(format!("{app_base}/sim/users"))
+                        .json(&json!({"openid": openid})),
+                    401,
+                ),
+                (
+                    http.post(format!("{app_base}/sim/users"))
+                        .json(&json!([openid])),
+                    401,
+                ),
+            ];
+            for (request, expected) in tries {
+                let a = request.send().await.unwrap();
+                assert_eq!(a.status(), expected);
+                let body: serde_json::Value = a.json().await.unwrap();
+                assert!(body.get("openid").is_none(), "{body}");
+                t += 1;
+            }
+            (e, p, t)
+        }
+    };
+    let first = attack(&app).await;
+    let _ = stop.send(());
+    running.await.unwrap();
+
+    // The same wxpay.db and state directory: a restarted sandbox knows the victim, and so does
+    // the server's database.
+    let (app, stop, running) = sandbox_on(&db.url, &dir).await;
+    let second = attack(&app).await;
+    let (escapes_404, protected_401, takeovers_refused) =
+        (first.0 + second.0, first.1 + second.1, first.2 + second.2);
+    let again = app
+        .send(
+            app.http
+                .post(format!("{}/sim/users/{openid}/code", app.base))
+                .header("X-Sim-User-Key", &key),
+        )
+        .await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    let session = app.login_with(again.body["code"].as_str().unwrap()).await;
+    assert_eq!(session.status, 200);
+    let mine = app
+        .get("/api/orders", Some(session.body["token"].as_str().unwrap()))
+        .await;
+    assert_eq!(mine.status, 200);
+    assert!(
+        mine.body.to_string().contains(&no),
+        "the victim's own order"
+    );
+    let _ = stop.send(());
+    running.await.unwrap();
+    figures(
+        "scenario 9d /sim escapes and takeover",
+        &[
+            ("escapes_404", escapes_404.to_string()),
+            ("protected_requests_401", protected_401.to_string()),
+            ("takeover_attempts_refused", takeovers_refused.to_string()),
+            ("sandbox_restarts", "1".into()),
+            ("victim_relogin_after_restart", "ok".into()),
         ],
     );
 }

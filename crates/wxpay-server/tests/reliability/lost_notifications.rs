@@ -173,6 +173,7 @@ async fn run(backend: Backend) {
         let flushed: serde_json::Value = app
             .http
             .post(format!("{sim_url}/sim/notifications/flush"))
+            .bearer_auth(crate::helpers::SIM_CONTROL_TOKEN)
             .send()
             .await
             .unwrap()

@@ -171,10 +171,12 @@ async fn full_run(s: &Sandbox, r: &mut Responses) {
         )
         .await,
     );
-    // The simulator's own views (the sandbox proxies them).
-    r.keep(app.get(&format!("/sim/orders/{no}"), None).await);
-    r.keep(app.get("/sim/notifications", None).await);
-    r.keep(app.get("/sim/merchant", None).await);
+    // The simulator's own views (the sandbox proxies them to the admin).
+    let admin = app.admin();
+    r.keep(app.get(&format!("/sim/orders/{no}"), Some(&admin)).await);
+    r.keep(app.get("/sim/notifications", Some(&admin)).await);
+    r.keep(app.get("/sim/merchant", Some(&admin)).await);
+    r.keep(app.get("/sim/cashier", None).await);
 }
 
 fn today() -> String {

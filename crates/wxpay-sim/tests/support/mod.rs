@@ -191,9 +191,23 @@ impl Merchant {
     }
 
     pub async fn control(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.control_with(method, path, body, &[]).await
+    }
+
+    /// A control call with these extra headers.
+    pub async fn control_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let mut request = self
             .http
             .request(method.parse().unwrap(), format!("{}{}", self.base, path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(b) = body {
             request = request.json(&b);
         }
