@@ -249,7 +249,12 @@ pub(crate) async fn get_order(
     {
         order = sync_with_wechat(&state.store, &state.wechat, &order).await?;
     }
-    let refunds = state.store.refunds_of_order(&order.out_trade_no).await?;
+    // Only a paid order can have refunds: the polls of an unpaid order cost no second query.
+    let refunds = if order.status.is_paid() {
+        state.store.refunds_of_order(&order.out_trade_no).await?
+    } else {
+        Vec::new()
+    };
     let mut answer = BuyerOrder::new(&order);
     answer.refunds = Some(refunds.iter().map(BuyerRefund::from).collect());
     Ok(Json(answer).into_response())
