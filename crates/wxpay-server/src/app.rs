@@ -23,6 +23,7 @@ use crate::api::{mini, notify};
 use crate::config::{ConfigError, Settings};
 use crate::error::ApiError;
 use crate::merchant::Merchant;
+use crate::registry::Registry;
 use crate::store::{NewProduct, Store, StoreOptions};
 use crate::wechat::{WeChat, WeChatEndpoints};
 
@@ -75,13 +76,13 @@ pub struct WxaCodeCache {
 
 /// The images by key, and the keys oldest first.
 type CachedCodes = (
-    HashMap<(String, String), WxaCodeImage>,
-    VecDeque<(String, String)>,
+    HashMap<(String, String, String), WxaCodeImage>,
+    VecDeque<(String, String, String)>,
 );
 
 impl WxaCodeCache {
     /// A cached image.
-    pub fn get(&self, key: &(String, String)) -> Option<WxaCodeImage> {
+    pub fn get(&self, key: &(String, String, String)) -> Option<WxaCodeImage> {
         self.inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -91,7 +92,7 @@ impl WxaCodeCache {
     }
 
     /// Keeps an image, evicting the oldest beyond [`WXACODE_CACHE_ENTRIES`].
-    pub fn put(&self, key: (String, String), image: WxaCodeImage) {
+    pub fn put(&self, key: (String, String, String), image: WxaCodeImage) {
         let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let (map, order) = &mut *guard;
         if map.insert(key.clone(), image).is_none() {
@@ -124,8 +125,8 @@ impl WxaCodeCache {
 pub struct AppState {
     /// The database.
     pub store: Store,
-    /// The WeChat clients.
-    pub wechat: Arc<WeChat>,
+    /// The mini programs and merchants, and their WeChat clients.
+    pub registry: Registry,
     /// The configuration.
     pub settings: Arc<Settings>,
     /// The back office's token (configured, or made up in sandbox mode).
@@ -146,7 +147,7 @@ impl From<AppState> for crate::jobs::JobContext {
     fn from(state: AppState) -> Self {
         crate::jobs::JobContext {
             store: state.store,
-            wechat: state.wechat,
+            registry: state.registry,
             settings: state.settings,
         }
     }
@@ -168,10 +169,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/wxacode", get(mini::wxacode))
         .layer(DefaultBodyLimit::max(MAX_API_BODY));
     let notifications = Router::new()
-        .route("/notify/v3/pay", post(notify::v3_pay))
-        .route("/notify/v3/refund", post(notify::v3_refund))
-        .route("/notify/v2/pay", post(notify::v2_pay))
-        .route("/notify/v2/refund", post(notify::v2_refund))
+        .route("/notify/{mchid}/v3/pay", post(notify::v3_pay))
+        .route("/notify/{mchid}/v3/refund", post(notify::v3_refund))
+        .route("/notify/{mchid}/v2/pay", post(notify::v2_pay))
+        .route("/notify/{mchid}/v2/refund", post(notify::v2_refund))
+        // The paths of one-merchant deployments: the first merchant's.
+        .route("/notify/v3/pay", post(notify::v3_pay_default))
+        .route("/notify/v3/refund", post(notify::v3_refund_default))
+        .route("/notify/v2/pay", post(notify::v2_pay_default))
+        .route("/notify/v2/refund", post(notify::v2_refund_default))
         .layer(DefaultBodyLimit::max(MAX_NOTIFY_BODY));
     let mut router = Router::new()
         .merge(api)
@@ -198,7 +204,7 @@ pub fn router(state: AppState) -> Router {
             Duration::from_secs(60),
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            Arc::new(state.settings.trusted_proxies.clone()),
             crate::net::client_ip::resolve,
         ))
         .with_state(state)
@@ -222,11 +228,17 @@ async fn log_request(
     request: Request,
     next: Next,
 ) -> Response {
+    if !tracing::enabled!(tracing::Level::WARN) {
+        return next.run(request).await;
+    }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16();
+    if status < 500 && !tracing::enabled!(tracing::Level::INFO) {
+        return response;
+    }
     // To the tenth of a millisecond: more digits are noise (and f64 shows a lot of them).
     let ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
     if status >= 500 {
@@ -453,7 +465,7 @@ impl Application {
         let rate_limits = Arc::new(crate::api::rate_limit::RateLimits::from_settings(&settings));
         let state = AppState {
             store,
-            wechat: Arc::new(wechat),
+            registry: Registry::single(wechat),
             settings: Arc::new(settings),
             admin_token,
             wxacode_cache: Arc::new(WxaCodeCache::default()),
@@ -518,14 +530,14 @@ impl Application {
                 } else {
                     "merchant"
                 },
-                self.state.wechat.api_version.as_str(),
+                self.state.registry.default_app().api_version.as_str(),
                 self.state.store.backend().as_str()
             ),
             format!("  API:        {base}/api/"),
             format!("  console:    {base}/"),
             format!(
-                "  notify:     {}/notify/{{v2,v3}}/{{pay,refund}}",
-                self.state.wechat.notify_base
+                "  notify:     {}/notify/{{mchid}}/{{v2,v3}}/{{pay,refund}}",
+                self.state.registry.default_app().notify_base
             ),
             format!("  health:     {base}/healthz"),
         ];
@@ -564,7 +576,7 @@ impl Application {
         }
         for warning in crate::net::deployment_warnings(
             &self.state.settings,
-            &self.state.wechat.notify_base,
+            &self.state.registry.default_app().notify_base,
             self.addr,
         ) {
             tracing::warn!("{warning}");

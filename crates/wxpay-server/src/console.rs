@@ -169,7 +169,7 @@ async fn info(State(state): State<AppState>) -> Response {
     let mut response = axum::Json(json!({
         "sandbox": state.sandbox_url.is_some(),
         "admin_api": state.admin_token.is_some(),
-        "api_version": state.wechat.api_version.as_str(),
+        "api_version": state.registry.default_app().api_version.as_str(),
         "version": env!("CARGO_PKG_VERSION"),
     }))
     .into_response();

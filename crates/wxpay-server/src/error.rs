@@ -13,6 +13,7 @@ use crate::core::login::LoginError;
 use crate::core::orders::OrderError;
 use crate::core::reconciliation::ReconcileError;
 use crate::core::refunds::RefundError;
+use crate::registry::RouteError;
 use crate::store::StoreError;
 
 /// An error answer of the JSON API.
@@ -88,6 +89,30 @@ impl ApiError {
                 "internal_error",
                 "internal error",
             )
+        }
+    }
+}
+
+impl From<RouteError> for ApiError {
+    fn from(err: RouteError) -> Self {
+        let message = err.to_string();
+        match err {
+            RouteError::UnknownApp(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "unknown_app", message)
+            }
+            RouteError::AppRequired => {
+                ApiError::new(StatusCode::BAD_REQUEST, "appid_required", message)
+            }
+            RouteError::UnknownMerchant(_) => ApiError::not_found(message),
+            RouteError::MerchantDisabled(_) => ApiError::conflict("merchant_disabled", message),
+            RouteError::OrderUnroutable { .. } => {
+                tracing::error!(error = %message, "an order's merchant is not registered");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "merchant_unavailable",
+                    "the order's merchant is not available here",
+                )
+            }
         }
     }
 }

@@ -252,16 +252,42 @@ impl WeChat {
         })
     }
 
-    /// The payment notify URL of an API version.
+    /// The same merchant's clients for another mini program bound to it: prepays and
+    /// `wx.requestPayment` signatures name `appid`, logins go through `mp`. The payment
+    /// clients' HTTP connections, verifier and certificates are shared with `self`.
     #[must_use]
-    pub fn pay_notify_url(&self, version: ApiVersion) -> String {
-        format!("{}/notify/{}/pay", self.notify_base, version.as_str())
+    pub fn for_app(&self, appid: &str, mp: MpClient) -> Self {
+        WeChat {
+            v3: self.v3.for_app(appid),
+            v2: self.v2.for_app(appid),
+            mp,
+            appid: appid.to_owned(),
+            ..self.clone()
+        }
     }
 
-    /// The refund notify URL of an API version.
+    /// The payment notify URL of an API version: the merchant's own
+    /// (`/notify/{mchid}/{v2,v3}/pay`), since a v3 notification can only be decrypted with its
+    /// merchant's APIv3 key.
+    #[must_use]
+    pub fn pay_notify_url(&self, version: ApiVersion) -> String {
+        format!(
+            "{}/notify/{}/{}/pay",
+            self.notify_base,
+            self.mchid,
+            version.as_str()
+        )
+    }
+
+    /// The refund notify URL of an API version (the merchant's own, as the payment one).
     #[must_use]
     pub fn refund_notify_url(&self, version: ApiVersion) -> String {
-        format!("{}/notify/{}/refund", self.notify_base, version.as_str())
+        format!(
+            "{}/notify/{}/{}/refund",
+            self.notify_base,
+            self.mchid,
+            version.as_str()
+        )
     }
 
     /// Asks WeChat for a prepay_id for the order, with the order's API. Sending the same order

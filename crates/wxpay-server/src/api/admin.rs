@@ -332,6 +332,9 @@ pub struct CreateAdminOrder {
     pub amount_fen: u64,
     /// What WeChat shows the buyer (1–127 characters).
     pub description: String,
+    /// The buyer's mini program (default: the only one registered).
+    #[serde(default)]
+    pub appid: Option<String>,
 }
 
 /// An order with the `wx.requestPayment` object to pay it.
@@ -377,9 +380,11 @@ pub(crate) async fn create_order(
             "description must be 1 to 127 characters without control characters",
         ));
     }
+    let wechat = state.registry.app_or_only(body.appid.as_deref())?;
+    let wechat = state.registry.for_new_order(&wechat.appid)?;
     let placed = orders::place(
         &state.store,
-        &state.wechat,
+        &wechat,
         OrderRequest {
             openid: openid.to_owned(),
             priced: Priced::Merchant {
@@ -440,7 +445,7 @@ pub(crate) async fn create_refund(
     }
     let created = refunds::create(
         &state.store,
-        &state.wechat,
+        &state.registry,
         RefundRequest {
             out_trade_no: no,
             amount_fen: body.amount_fen,
@@ -582,7 +587,7 @@ pub(crate) async fn reconciliation(
         return Ok(Json(stored));
     }
     Ok(Json(
-        reconciliation::reconcile(&state.store, &state.wechat, day).await?,
+        reconciliation::reconcile(&state.store, &state.registry.default_app(), day).await?,
     ))
 }
 

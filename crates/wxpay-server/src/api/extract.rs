@@ -116,6 +116,8 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
 pub struct User {
     /// The user's openid.
     pub openid: String,
+    /// The mini program of the session.
+    pub appid: String,
 }
 
 impl FromRequestParts<AppState> for User {
@@ -133,6 +135,7 @@ impl FromRequestParts<AppState> for User {
             })?;
         Ok(User {
             openid: user.openid,
+            appid: user.appid,
         })
     }
 }

@@ -26,10 +26,28 @@ pub use crate::net::client_ip::ClientIp;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LoginRequest {
+    /// From `wx.login`.
     code: String,
+    /// The mini program logging in. Without it: the one named by the `Referer` the WeChat
+    /// client sends (`https://servicewechat.com/{appid}/{version}/page-frame.html`), or the only
+    /// one registered.
+    #[serde(default)]
+    appid: Option<String>,
 }
 
-/// `POST /api/login {"code"}` → `{"token","expires_in"}`.
+/// The appid in the `Referer` the WeChat client sends with every `wx.request`
+/// (`https://servicewechat.com/{appid}/{version}/page-frame.html`).
+fn referer_appid(headers: &axum::http::HeaderMap) -> Option<String> {
+    let referer = headers.get(axum::http::header::REFERER)?.to_str().ok()?;
+    let rest = referer.strip_prefix("https://servicewechat.com/")?;
+    let appid = rest.split('/').next()?;
+    (appid.starts_with("wx")
+        && appid.len() <= 32
+        && appid.bytes().all(|b| b.is_ascii_alphanumeric()))
+    .then(|| appid.to_owned())
+}
+
+/// `POST /api/login {"code","appid"?}` → `{"token","expires_in"}`.
 #[utoipa::path(post, path = "/api/login", tag = "mini program", request_body = LoginRequest,
     responses((status = 200, description = "`{\"token\",\"expires_in\"}`", body = Object), (status = 400, body = crate::api::admin::ErrorBody),
         (status = 401, body = crate::api::admin::ErrorBody, description = "WeChat refused the code"),
@@ -37,6 +55,7 @@ pub(crate) struct LoginRequest {
 pub(crate) async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    headers: axum::http::HeaderMap,
     body: Result<JsonBody<LoginRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     // Counted before the body is read: malformed attempts use the budget too.
@@ -45,9 +64,11 @@ pub(crate) async fn login(
         return Ok(limited.response("logins"));
     }
     let JsonBody(body) = body?;
+    let appid = body.appid.or_else(|| referer_appid(&headers));
+    let wechat = state.registry.app_or_only(appid.as_deref())?;
     let session = login::login(
         &state.store,
-        &state.wechat,
+        &wechat,
         &body.code,
         state.settings.session_ttl_secs,
     )
@@ -190,9 +211,10 @@ pub(crate) async fn create_order(
         return Ok(limited.response("orders"));
     }
     let JsonBody(body) = body?;
+    let wechat = state.registry.for_new_order(&user.appid)?;
     let placed = orders::place(
         &state.store,
-        &state.wechat,
+        &wechat,
         OrderRequest {
             openid: user.openid,
             priced: Priced::Catalog(
@@ -247,7 +269,8 @@ pub(crate) async fn get_order(
             .claim_query(&order.out_trade_no, after_ms)
             .await?
     {
-        order = sync_with_wechat(&state.store, &state.wechat, &order).await?;
+        let wechat = state.registry.for_order(&order)?;
+        order = sync_with_wechat(&state.store, &wechat, &order).await?;
     }
     // Only a paid order can have refunds: the polls of an unpaid order cost no second query.
     let refunds = if order.status.is_paid() {
@@ -292,7 +315,8 @@ pub(crate) async fn payment(
     Path(no): Path<String>,
 ) -> Result<Response, ApiError> {
     let order = own_order(&state, &user, &no).await?;
-    let payable = orders::payment(&state.store, &state.wechat, &order).await?;
+    let wechat = state.registry.for_order(&order)?;
+    let payable = orders::payment(&state.store, &wechat, &order).await?;
     Ok(Json(order_answer(&payable.order, Some(&payable.payment))).into_response())
 }
 
@@ -307,7 +331,8 @@ pub(crate) async fn close(
     Path(no): Path<String>,
 ) -> Result<Response, ApiError> {
     let order = own_order(&state, &user, &no).await?;
-    let order = orders::close(&state.store, &state.wechat, &order, "api").await?;
+    let wechat = state.registry.for_order(&order)?;
+    let order = orders::close(&state.store, &wechat, &order, "api").await?;
     Ok(Json(order_answer(&order, None)).into_response())
 }
 
@@ -323,14 +348,16 @@ pub(crate) async fn products(State(state): State<AppState>) -> Result<Response, 
 pub(crate) struct WxaCodeQuery {
     scene: Option<String>,
     page: Option<String>,
+    /// The mini program (back office only: a user's is their session's).
+    appid: Option<String>,
 }
 
 /// Who may have mini-program codes made: a mini-program user (session token) or the back office
 /// (admin token). Each is one key of the `wxacode` rate limit.
 #[derive(Debug, Clone)]
 pub(crate) enum CodeCaller {
-    /// A mini-program user, by openid.
-    User(String),
+    /// A mini-program user: openid and mini program.
+    User(String, String),
     /// The holder of the admin token.
     Admin,
 }
@@ -339,7 +366,7 @@ impl CodeCaller {
     /// The rate limit's key (openids never contain `:`).
     fn key(&self) -> &str {
         match self {
-            CodeCaller::User(openid) => openid,
+            CodeCaller::User(openid, _) => openid,
             CodeCaller::Admin => "admin:",
         }
     }
@@ -365,16 +392,17 @@ impl FromRequestParts<AppState> for CodeCaller {
         }
         User::from_request_parts(parts, state)
             .await
-            .map(|user| CodeCaller::User(user.openid))
+            .map(|user| CodeCaller::User(user.openid, user.appid))
     }
 }
 
 /// Checks a `GET /api/wxacode` request as WeChat would, before anything is sent: the scene is 1
 /// to 32 characters of `[0-9A-Za-z]` and ``!#$&'()*+,/:;=?@-._~``; the page is one of
 /// `WXPAY_WXACODE_PAGES` (the first when none is given). Answers (scene, page).
-fn wxacode_request(state: &AppState, q: WxaCodeQuery) -> Result<(String, String), ApiError> {
+fn wxacode_request(state: &AppState, q: &WxaCodeQuery) -> Result<(String, String), ApiError> {
     let scene = q
         .scene
+        .clone()
         .filter(|s| !s.is_empty())
         .ok_or_else(|| ApiError::bad_request("scene is required (1 to 32 characters)"))?;
     wxpay::mp::validate_scene(&scene).map_err(|e| match e {
@@ -382,7 +410,7 @@ fn wxacode_request(state: &AppState, q: WxaCodeQuery) -> Result<(String, String)
         other => ApiError::bad_request(other.to_string()),
     })?;
     let pages = &state.settings.wxacode_pages;
-    let page = match q.page.filter(|p| !p.is_empty()) {
+    let page = match q.page.clone().filter(|p| !p.is_empty()) {
         None => pages
             .first()
             .cloned()
@@ -404,7 +432,8 @@ fn wxacode_request(state: &AppState, q: WxaCodeQuery) -> Result<(String, String)
 #[utoipa::path(get, path = "/api/wxacode", tag = "mini program",
     security(("session_token" = []), ("admin_token" = [])),
     params(("scene" = String, Query, description = "1 to 32 characters of `0-9A-Za-z` and `!#$&'()*+,/:;=?@-._~`"),
-        ("page" = Option<String>, Query, description = "One of `WXPAY_WXACODE_PAGES` (default: its first, `pages/catalog/catalog`)")),
+        ("page" = Option<String>, Query, description = "One of `WXPAY_WXACODE_PAGES` (default: its first, `pages/catalog/catalog`)"),
+        ("appid" = Option<String>, Query, description = "With the admin token: the mini program (default: the only one registered). A user's codes are their mini program's")),
     responses((status = 200, description = "The mini-program code", content_type = "image/jpeg", body = Vec<u8>),
         (status = 400, body = crate::api::admin::ErrorBody, description = "A bad scene, or a page not in `WXPAY_WXACODE_PAGES` (WeChat is not called)"),
         (status = 401, body = crate::api::admin::ErrorBody, description = "No valid session or admin token"),
@@ -415,7 +444,11 @@ pub(crate) async fn wxacode(
     caller: CodeCaller,
     Query(q): Query<WxaCodeQuery>,
 ) -> Result<Response, ApiError> {
-    let (scene, page) = wxacode_request(&state, q)?;
+    let (scene, page) = wxacode_request(&state, &q)?;
+    let wechat = match &caller {
+        CodeCaller::User(_, appid) => state.registry.app(appid)?,
+        CodeCaller::Admin => state.registry.app_or_only(q.appid.as_deref())?,
+    };
     if let Err(limited) = state.rate_limits.wxacode.check(caller.key()) {
         tracing::warn!(caller = %caller.key(), "wxacode rate limit reached");
         return Ok(limited.response("mini-program codes"));
@@ -426,33 +459,31 @@ pub(crate) async fn wxacode(
     request
         .validate()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let key = (scene, page);
-    let image = match state.wxacode_cache.get(&key) {
-        Some(image) => image,
-        None => {
-            let image = state
-                .wechat
-                .mp
-                .get_wxacode_unlimit(&request)
-                .await
-                .map_err(|err| match &err {
-                    wxpay::Error::Api(wxpay::ApiError::MiniProgram {
-                        errcode:
-                            ErrCode::InvalidScene
-                            | ErrCode::InvalidSceneLength
-                            | ErrCode::InvalidPage
-                            | ErrCode::InvalidArgs,
-                        ..
-                    }) => {
-                        tracing::info!(error = %err, "getwxacodeunlimit refused the request");
-                        ApiError::bad_request("WeChat refused the scene or the page")
-                    }
-                    _ => ApiError::upstream("getwxacodeunlimit failed", &err),
-                })?;
-            state.wxacode_cache.put(key, image.clone());
-            image
-        }
-    };
+    let key = (wechat.appid.clone(), scene, page);
+    let image =
+        match state.wxacode_cache.get(&key) {
+            Some(image) => image,
+            None => {
+                let image = wechat.mp.get_wxacode_unlimit(&request).await.map_err(
+                    |err| match &err {
+                        wxpay::Error::Api(wxpay::ApiError::MiniProgram {
+                            errcode:
+                                ErrCode::InvalidScene
+                                | ErrCode::InvalidSceneLength
+                                | ErrCode::InvalidPage
+                                | ErrCode::InvalidArgs,
+                            ..
+                        }) => {
+                            tracing::info!(error = %err, "getwxacodeunlimit refused the request");
+                            ApiError::bad_request("WeChat refused the scene or the page")
+                        }
+                        _ => ApiError::upstream("getwxacodeunlimit failed", &err),
+                    },
+                )?;
+                state.wxacode_cache.put(key, image.clone());
+                image
+            }
+        };
     Ok((
         [
             (http::header::CONTENT_TYPE, image.content_type.clone()),

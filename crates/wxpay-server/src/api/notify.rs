@@ -4,6 +4,8 @@
 //! exactly as the protocol wants (v3: 204, or 4xx/5xx with `{"code":"FAIL","message":"失败"}`;
 //! v2: the SUCCESS XML, or the FAIL XML so that WeChat retries).
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -16,7 +18,7 @@ use crate::app::AppState;
 use crate::core::payments::{PaymentError, PaymentReport, ReportSource, apply_notified_payment};
 use crate::core::refunds::{RefundError, apply_notified_result};
 use crate::store::{RefundResult, RefundStatus};
-use crate::wechat::unix_ms;
+use crate::wechat::{WeChat, unix_ms};
 
 /// Why a notification was not acknowledged; its status tells WeChat to retry.
 struct Refusal {
@@ -71,6 +73,30 @@ fn v2_answer(kind: &str, result: Result<(), Refusal>) -> Response {
     }
 }
 
+/// The merchant whose notify URL was called: `/notify/{mchid}/...`, or the first one for the
+/// paths of one-merchant deployments (`/notify/v3/pay`...). An unknown mchid is 404 (nothing
+/// is read).
+fn merchant_of(state: &AppState, mchid: Option<&str>) -> Result<Arc<WeChat>, Refusal> {
+    match mchid {
+        Some(mchid) => state
+            .registry
+            .merchant(mchid)
+            .map_err(|e| Refusal::new(StatusCode::NOT_FOUND, e.to_string())),
+        None => Ok(state.registry.default_app()),
+    }
+}
+
+/// A verified report of a payment must be of the merchant whose URL received it.
+fn same_merchant(wechat: &WeChat, reported: Option<&str>) -> Result<(), Refusal> {
+    match reported {
+        Some(m) if m != wechat.mchid => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "mchid differs from the merchant of this notify URL",
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Refusal> {
     body.map_err(|rejection| Refusal::new(rejection.status(), format!("body: {rejection}")))
 }
@@ -112,32 +138,57 @@ fn refund_refusal(err: RefundError) -> Refusal {
 
 /// The body of a v3 notification, verified and decrypted.
 async fn verified_v3(
-    state: &AppState,
+    wechat: &WeChat,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Notification, Refusal> {
     let body = body_of(body)?;
-    state
-        .wechat
+    wechat
         .v3
         .parse_notification(headers, &body)
         .await
         .map_err(|e| signature_refusal(&e))
 }
 
-/// `POST /notify/v3/pay`.
-#[utoipa::path(post, path = "/notify/v3/pay", tag = "notifications",
+/// `POST /notify/{mchid}/v3/pay`.
+#[utoipa::path(post, path = "/notify/{mchid}/v3/pay", tag = "notifications",
+    params(("mchid" = String, Path, description = "The merchant (its own URL: its APIv3 key decrypts)")),
     request_body(content = String, description = "The v3 payment notification (signed, encrypted), exactly as WeChat Pay sends it", content_type = "application/json"),
     responses((status = 200, description = "Acknowledged"), (status = 204, description = "Acknowledged (v3)"),
         (status = 400, description = "Refused: WeChat retries"), (status = 401, description = "Signature refused"),
         (status = 500, description = "Not stored: WeChat retries")))]
 pub(crate) async fn v3_pay(
     State(state): State<AppState>,
+    axum::extract::Path(mchid): axum::extract::Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    v3_pay_of(&state, Some(&mchid), &headers, body).await
+}
+
+/// `POST /notify/v3/pay`: the first merchant's.
+#[utoipa::path(post, path = "/notify/v3/pay", operation_id = "v3_pay_first_merchant", tag = "notifications",
+    request_body(content = String, description = "The v3 payment notification (signed, encrypted), exactly as WeChat Pay sends it", content_type = "application/json"),
+    responses((status = 200, description = "Acknowledged"), (status = 204, description = "Acknowledged (v3)"),
+        (status = 400, description = "Refused: WeChat retries"), (status = 401, description = "Signature refused"),
+        (status = 500, description = "Not stored: WeChat retries")))]
+pub(crate) async fn v3_pay_default(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    v3_pay_of(&state, None, &headers, body).await
+}
+
+async fn v3_pay_of(
+    state: &AppState,
+    mchid: Option<&str>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let result = async {
-        let n = verified_v3(&state, &headers, body).await?;
+        let wechat = merchant_of(state, mchid)?;
+        let n = verified_v3(&wechat, headers, body).await?;
         let Notification::Payment(n) = n else {
             return Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
@@ -151,6 +202,7 @@ pub(crate) async fn v3_pay(
                 format!("trade_state {}", t.trade_state),
             ));
         }
+        same_merchant(&wechat, Some(&t.mchid))?;
         let report = PaymentReport::from_v3(
             t,
             ReportSource::V3Notification {
@@ -165,19 +217,45 @@ pub(crate) async fn v3_pay(
     v3_answer("v3 pay", result)
 }
 
-/// `POST /notify/v3/refund`.
-#[utoipa::path(post, path = "/notify/v3/refund", tag = "notifications",
+/// `POST /notify/{mchid}/v3/refund`.
+#[utoipa::path(post, path = "/notify/{mchid}/v3/refund", tag = "notifications",
+    params(("mchid" = String, Path, description = "The merchant (its own URL: its APIv3 key decrypts)")),
     request_body(content = String, description = "The v3 refund notification (signed, encrypted), exactly as WeChat Pay sends it", content_type = "application/json"),
     responses((status = 200, description = "Acknowledged"), (status = 204, description = "Acknowledged (v3)"),
         (status = 400, description = "Refused: WeChat retries"), (status = 401, description = "Signature refused"),
         (status = 500, description = "Not stored: WeChat retries")))]
 pub(crate) async fn v3_refund(
     State(state): State<AppState>,
+    axum::extract::Path(mchid): axum::extract::Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    v3_refund_of(&state, Some(&mchid), &headers, body).await
+}
+
+/// `POST /notify/v3/refund`: the first merchant's.
+#[utoipa::path(post, path = "/notify/v3/refund", operation_id = "v3_refund_first_merchant", tag = "notifications",
+    request_body(content = String, description = "The v3 refund notification (signed, encrypted), exactly as WeChat Pay sends it", content_type = "application/json"),
+    responses((status = 200, description = "Acknowledged"), (status = 204, description = "Acknowledged (v3)"),
+        (status = 400, description = "Refused: WeChat retries"), (status = 401, description = "Signature refused"),
+        (status = 500, description = "Not stored: WeChat retries")))]
+pub(crate) async fn v3_refund_default(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    v3_refund_of(&state, None, &headers, body).await
+}
+
+async fn v3_refund_of(
+    state: &AppState,
+    mchid: Option<&str>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let result = async {
-        let n = verified_v3(&state, &headers, body).await?;
+        let wechat = merchant_of(state, mchid)?;
+        let n = verified_v3(&wechat, headers, body).await?;
         let Notification::Refund(n) = n else {
             return Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
@@ -185,12 +263,7 @@ pub(crate) async fn v3_refund(
             ));
         };
         let r = &n.refund;
-        if r.mchid.as_deref().is_some_and(|m| m != state.wechat.mchid) {
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "mchid differs from the merchant's",
-            ));
-        }
+        same_merchant(&wechat, r.mchid.as_deref())?;
         use wxpay::v3::models::RefundStatus as W;
         let status = match &r.refund_status {
             W::Success => RefundStatus::Success,
@@ -219,20 +292,45 @@ pub(crate) async fn v3_refund(
     v3_answer("v3 refund", result)
 }
 
-/// `POST /notify/v2/pay`.
-#[utoipa::path(post, path = "/notify/v2/pay", tag = "notifications",
+/// `POST /notify/{mchid}/v2/pay`.
+#[utoipa::path(post, path = "/notify/{mchid}/v2/pay", tag = "notifications",
+    params(("mchid" = String, Path, description = "The merchant (its own URL: its API v2 key verifies)")),
     request_body(content = String, description = "The v2 payment notification (signed XML), exactly as WeChat Pay sends it", content_type = "text/xml"),
     responses((status = 200, description = "Acknowledged"), (status = 204, description = "Acknowledged (v3)"),
         (status = 400, description = "Refused: WeChat retries"), (status = 401, description = "Signature refused"),
         (status = 500, description = "Not stored: WeChat retries")))]
 pub(crate) async fn v2_pay(
     State(state): State<AppState>,
+    axum::extract::Path(mchid): axum::extract::Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    v2_pay_of(&state, Some(&mchid), body).await
+}
+
+/// `POST /notify/v2/pay`: the first merchant's.
+#[utoipa::path(post, path = "/notify/v2/pay", operation_id = "v2_pay_first_merchant", tag = "notifications",
+    request_body(content = String, description = "The v2 payment notification (signed XML), exactly as WeChat Pay sends it", content_type = "text/xml"),
+    responses((status = 200, description = "Acknowledged"), (status = 204, description = "Acknowledged (v3)"),
+        (status = 400, description = "Refused: WeChat retries"), (status = 401, description = "Signature refused"),
+        (status = 500, description = "Not stored: WeChat retries")))]
+pub(crate) async fn v2_pay_default(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    v2_pay_of(&state, None, body).await
+}
+
+async fn v2_pay_of(
+    state: &AppState,
+    mchid: Option<&str>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
+        let wechat = merchant_of(state, mchid)?;
         let body = body_of(body)?;
-        let n = wxpay::v2::notify::parse_pay_notification(&body, state.wechat.v2_key())
+        let n = wxpay::v2::notify::parse_pay_notification(&body, wechat.v2_key())
             .map_err(|e| signature_refusal(&e))?;
+        same_merchant(&wechat, Some(&n.mch_id))?;
         apply_notified_payment(&state.store, &PaymentReport::from_v2_notification(&n))
             .await
             .map_err(payment_refusal)
@@ -241,21 +339,51 @@ pub(crate) async fn v2_pay(
     v2_answer("v2 pay", result)
 }
 
-/// `POST /notify/v2/refund`.
-#[utoipa::path(post, path = "/notify/v2/refund", tag = "notifications",
+/// `POST /notify/{mchid}/v2/refund`.
+#[utoipa::path(post, path = "/notify/{mchid}/v2/refund", tag = "notifications",
+    params(("mchid" = String, Path, description = "The merchant (its own URL: its API v2 key decrypts)")),
     request_body(content = String, description = "The v2 refund notification (XML with the encrypted req_info), exactly as WeChat Pay sends it", content_type = "text/xml"),
     responses((status = 200, description = "Acknowledged"), (status = 204, description = "Acknowledged (v3)"),
         (status = 400, description = "Refused: WeChat retries"), (status = 401, description = "Signature refused"),
         (status = 500, description = "Not stored: WeChat retries")))]
 pub(crate) async fn v2_refund(
     State(state): State<AppState>,
+    axum::extract::Path(mchid): axum::extract::Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    v2_refund_of(&state, Some(&mchid), body).await
+}
+
+/// `POST /notify/v2/refund`: the first merchant's.
+#[utoipa::path(post, path = "/notify/v2/refund", operation_id = "v2_refund_first_merchant", tag = "notifications",
+    request_body(content = String, description = "The v2 refund notification (XML with the encrypted req_info), exactly as WeChat Pay sends it", content_type = "text/xml"),
+    responses((status = 200, description = "Acknowledged"), (status = 204, description = "Acknowledged (v3)"),
+        (status = 400, description = "Refused: WeChat retries"), (status = 401, description = "Signature refused"),
+        (status = 500, description = "Not stored: WeChat retries")))]
+pub(crate) async fn v2_refund_default(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    v2_refund_of(&state, None, body).await
+}
+
+async fn v2_refund_of(
+    state: &AppState,
+    mchid: Option<&str>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
+        let wechat = merchant_of(state, mchid)?;
         let body = body_of(body)?;
-        let n = wxpay::v2::notify::parse_refund_notification(&body, state.wechat.v2_key())
+        let n = wxpay::v2::notify::parse_refund_notification(&body, wechat.v2_key())
             .map_err(|e| signature_refusal(&e))?;
-        n.ensure_merchant(&state.wechat.appid, &state.wechat.mchid)
+        // The appid is one of the merchant's mini programs (the refund is then checked against
+        // its order by the core).
+        let appid = state
+            .registry
+            .app(&n.appid)
+            .map_or_else(|_| wechat.appid.clone(), |app| app.appid.clone());
+        n.ensure_merchant(&appid, &wechat.mchid)
             .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
         use wxpay::v2::models::RefundStatus as W;
         let status = match &n.refund_status {

@@ -6,12 +6,13 @@
 
 use serde_json::json;
 
+use crate::registry::Registry;
 use crate::store::{
     EventKind, NewRefund, Order, Refund, RefundCreation, RefundResult, RefundStatus,
     RefundTransition, Store, StoreError,
 };
 pub use crate::wechat::RefundReport;
-use crate::wechat::{WeChat, is_definitive_refusal};
+use crate::wechat::is_definitive_refusal;
 
 /// How long a refund created by a person is reserved for that request's own sending (the jobs
 /// leave it alone meanwhile).
@@ -114,7 +115,7 @@ pub fn new_out_refund_no() -> String {
 /// [`RefundError`]; WeChat's failures are outcomes ([`SubmitOutcome`]), not errors.
 pub async fn create(
     store: &Store,
-    wechat: &WeChat,
+    registry: &Registry,
     request: RefundRequest,
     via: &str,
 ) -> Result<Created, RefundError> {
@@ -177,23 +178,38 @@ pub async fn create(
         }
     };
     Ok(Created::Submitted(
-        submit(store, wechat, &refund, via).await?,
+        submit(store, registry, &refund, via).await?,
     ))
 }
 
-/// Sends a committed refund and records the outcome: accepted, to be retried, or refused for
-/// good (closed, amount released).
+/// Sends a committed refund with the clients of its order's merchant and records the outcome:
+/// accepted, to be retried, or refused for good (closed, amount released).
 ///
 /// # Errors
 /// [`RefundError::Store`], [`RefundError::Orphan`]; WeChat's failures are outcomes.
 pub async fn submit(
     store: &Store,
-    wechat: &WeChat,
+    registry: &Registry,
     refund: &Refund,
     via: &str,
 ) -> Result<SubmitOutcome, RefundError> {
     let Some(order) = store.order(&refund.out_trade_no).await? else {
         return Err(RefundError::Orphan(refund.out_refund_no.clone()));
+    };
+    let wechat = match registry.for_order(&order) {
+        Ok(wechat) => wechat,
+        Err(err) => {
+            // The order's merchant is not registered here (any more): kept for the jobs, like
+            // a failed send, until it is.
+            tracing::error!(out_refund_no = %refund.out_refund_no, error = %err, "the refund cannot be sent");
+            store
+                .refund_attempt_failed(&refund.out_refund_no, &err.to_string())
+                .await?;
+            let after = store.refund(&refund.out_refund_no).await?;
+            return Ok(SubmitOutcome::Retrying(
+                after.unwrap_or_else(|| refund.clone()),
+            ));
+        }
     };
     match wechat.refund(&order, refund).await {
         Ok(report) => Ok(SubmitOutcome::Accepted(

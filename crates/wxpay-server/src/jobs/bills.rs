@@ -37,7 +37,9 @@ pub async fn daily_bill(jobs: &Jobs) -> Result<ExecutionOutcome, JobError> {
         return Ok(ExecutionOutcome::EmptyQueue);
     }
     let retry_at = now_ms() + ms(jobs.options.bill_retry_every);
-    match reconcile(&jobs.store, &jobs.wechat, yesterday).await {
+    // The reports are kept per date: the first merchant's bill (per-merchant reconciliation
+    // comes with the registry's merchants).
+    match reconcile(&jobs.store, &jobs.registry.default_app(), yesterday).await {
         Ok(r) => {
             let outcome = format!(
                 "{}: {} matched, {} mismatched",

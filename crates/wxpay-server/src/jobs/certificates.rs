@@ -15,8 +15,13 @@ use super::{ExecutionOutcome, JobError, Jobs};
 /// [`JobError::WeChat`] when the download or its verification fails (retried at the next
 /// interval).
 pub async fn refresh(jobs: &Jobs) -> Result<ExecutionOutcome, JobError> {
-    let v3 = &jobs.wechat.v3;
-    if !v3.verifier().uses_certificates() {
+    let merchants: Vec<_> = jobs
+        .registry
+        .merchants()
+        .into_iter()
+        .filter(|m| m.v3.verifier().uses_certificates())
+        .collect();
+    if merchants.is_empty() {
         return Ok(ExecutionOutcome::EmptyQueue);
     }
     {
@@ -30,7 +35,21 @@ pub async fn refresh(jobs: &Jobs) -> Result<ExecutionOutcome, JobError> {
         // Counted as an attempt even if it fails: the next one waits an interval.
         *last = Some(Instant::now());
     }
-    let added = v3.refresh_certificates().await?;
-    tracing::info!(added, "platform certificates refreshed");
-    Ok(ExecutionOutcome::TaskCompleted)
+    let mut failed = None;
+    for merchant in &merchants {
+        match merchant.v3.refresh_certificates().await {
+            Ok(added) => {
+                tracing::info!(mchid = %merchant.mchid, added, "platform certificates refreshed");
+            }
+            Err(err) => {
+                tracing::warn!(mchid = %merchant.mchid, error = %err, "platform certificate refresh failed");
+                failed = Some(err);
+            }
+        }
+    }
+    match failed {
+        // Every merchant was tried; the next attempt is an interval away.
+        Some(err) => Err(err.into()),
+        None => Ok(ExecutionOutcome::TaskCompleted),
+    }
 }

@@ -35,8 +35,8 @@ use crate::config::Settings;
 use crate::core::orders::OrderError;
 use crate::core::reconciliation::ReconcileError;
 use crate::core::refunds::RefundError;
+use crate::registry::{Registry, RouteError};
 use crate::store::{Store, StoreError};
-use crate::wechat::WeChat;
 
 /// What one call of a job did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +66,9 @@ pub enum JobError {
     /// WeChat failed.
     #[error("WeChat: {0}")]
     WeChat(#[from] wxpay::Error),
+    /// No merchant here handles the item.
+    #[error(transparent)]
+    Route(#[from] RouteError),
     /// Anything else (an HTTP client that cannot be built, a bill that does not parse).
     #[error("{0}")]
     Other(String),
@@ -188,8 +191,8 @@ pub(crate) fn ms(d: Duration) -> i64 {
 pub struct JobContext {
     /// The database.
     pub store: Store,
-    /// The WeChat clients.
-    pub wechat: Arc<WeChat>,
+    /// The mini programs and merchants, and their WeChat clients.
+    pub registry: Registry,
     /// The configuration.
     pub settings: Arc<Settings>,
 }
@@ -198,7 +201,7 @@ pub struct JobContext {
 #[derive(Clone, Debug)]
 pub struct Jobs {
     pub(crate) store: Store,
-    pub(crate) wechat: Arc<WeChat>,
+    pub(crate) registry: Registry,
     pub(crate) settings: Arc<Settings>,
     pub(crate) options: Arc<JobOptions>,
     pub(crate) http: reqwest::Client,
@@ -213,7 +216,7 @@ impl Jobs {
     pub fn new(context: impl Into<JobContext>, options: JobOptions) -> Result<Self, JobError> {
         let JobContext {
             store,
-            wechat,
+            registry,
             settings,
         } = context.into();
         let http = reqwest::Client::builder()
@@ -224,7 +227,7 @@ impl Jobs {
             .map_err(|e| JobError::Other(format!("webhook client: {e}")))?;
         Ok(Jobs {
             store,
-            wechat,
+            registry,
             settings,
             options: Arc::new(options),
             http,

@@ -25,7 +25,14 @@ pub async fn reconcile_unpaid(jobs: &Jobs) -> Result<ExecutionOutcome, JobError>
         return Ok(ExecutionOutcome::EmptyQueue);
     }
     for order in &orders {
-        let after = sync_with_wechat(&jobs.store, &jobs.wechat, order).await?;
+        let wechat = match jobs.registry.for_order(order) {
+            Ok(w) => w,
+            Err(err) => {
+                tracing::error!(error = %err, "an unpaid order cannot be queried");
+                continue;
+            }
+        };
+        let after = sync_with_wechat(&jobs.store, &wechat, order).await?;
         if after.status != order.status {
             tracing::info!(out_trade_no = %order.out_trade_no, from = %order.status, to = %after.status, "reconciled with WeChat");
         }
@@ -48,7 +55,14 @@ pub async fn close_expired(jobs: &Jobs) -> Result<ExecutionOutcome, JobError> {
         return Ok(ExecutionOutcome::EmptyQueue);
     }
     for order in &orders {
-        match close(&jobs.store, &jobs.wechat, order, "expiry").await {
+        let wechat = match jobs.registry.for_order(order) {
+            Ok(w) => w,
+            Err(err) => {
+                tracing::error!(error = %err, "an expired order cannot be closed");
+                continue;
+            }
+        };
+        match close(&jobs.store, &wechat, order, "expiry").await {
             Ok(closed) => {
                 tracing::info!(out_trade_no = %closed.out_trade_no, status = %closed.status, "expired order closed")
             }

@@ -3,9 +3,28 @@
 //! their final state. The rules are in [`crate::core::refunds`]; the calls in
 //! [`crate::wechat`].
 
+use std::sync::Arc;
+
 use super::{ExecutionOutcome, JobError, Jobs, ms};
 use crate::core::refunds::{RefundReport, apply_refund_report, submit};
-use crate::store::{RefundStatus, now_ms};
+use crate::store::{Refund, RefundStatus, now_ms};
+use crate::wechat::WeChat;
+
+/// The clients of the refund's order's merchant; `None` (logged, the refund left for a person)
+/// when that merchant is no longer registered.
+async fn clients_of(jobs: &Jobs, refund: &Refund) -> Result<Option<Arc<WeChat>>, JobError> {
+    let Some(order) = jobs.store.order(&refund.out_trade_no).await? else {
+        tracing::error!(out_refund_no = %refund.out_refund_no, "the order of a refund is missing");
+        return Ok(None);
+    };
+    match jobs.registry.for_order(&order) {
+        Ok(w) => Ok(Some(w)),
+        Err(err) => {
+            tracing::error!(out_refund_no = %refund.out_refund_no, error = %err, "a refund cannot be followed");
+            Ok(None)
+        }
+    }
+}
 
 /// Resolves one batch of refunds that WeChat never acknowledged: asks WeChat for each first
 /// (the answer may have been lost after WeChat created it) and sends it again, with the same
@@ -28,13 +47,16 @@ pub async fn submit_unaccepted(jobs: &Jobs) -> Result<ExecutionOutcome, JobError
         return Ok(ExecutionOutcome::EmptyQueue);
     }
     for refund in &refunds {
-        match jobs.wechat.query_refund(refund).await {
+        let Some(wechat) = clients_of(jobs, refund).await? else {
+            continue;
+        };
+        match wechat.query_refund(refund).await {
             Ok(report @ RefundReport::Found { .. }) => {
                 tracing::info!(out_refund_no = %refund.out_refund_no, "WeChat already had the refund");
                 apply_refund_report(&jobs.store, refund, &report, "query").await?;
             }
             Ok(RefundReport::NotFound) => {
-                submit(&jobs.store, &jobs.wechat, refund, "resent").await?;
+                submit(&jobs.store, &jobs.registry, refund, "resent").await?;
             }
             Err(err) => {
                 tracing::warn!(out_refund_no = %refund.out_refund_no, error = %err, "refund query failed");
@@ -67,7 +89,10 @@ pub async fn follow_processing(jobs: &Jobs) -> Result<ExecutionOutcome, JobError
         return Ok(ExecutionOutcome::EmptyQueue);
     }
     for refund in &refunds {
-        match jobs.wechat.query_refund(refund).await {
+        let Some(wechat) = clients_of(jobs, refund).await? else {
+            continue;
+        };
+        match wechat.query_refund(refund).await {
             Ok(RefundReport::Found {
                 status: RefundStatus::Processing,
                 ..

@@ -21,8 +21,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 use ipnet::IpNet;
 
-use crate::app::AppState;
-
 /// The addresses and networks whose forwarded headers are believed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrustedProxies(Vec<IpNet>);
@@ -209,13 +207,17 @@ impl<S: Send + Sync> FromRequestParts<S> for ServerIp {
 }
 
 /// Middleware: resolves the request's [`ClientIp`] once, for every layer and handler after it.
-pub async fn resolve(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn resolve(
+    State(trusted): State<std::sync::Arc<TrustedProxies>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if let Some(peer) = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
     {
-        let ip = client_address(peer, request.headers(), &state.settings.trusted_proxies);
+        let ip = client_address(peer, request.headers(), &trusted);
         request.extensions_mut().insert(ClientIp(ip.to_string()));
     }
     next.run(request).await

@@ -9,7 +9,8 @@
 //! complete request head reaches the router.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -51,19 +52,24 @@ pub enum Expired {
     Idle,
 }
 
-#[derive(Debug)]
-struct Phase {
-    in_flight: usize,
-    idle_since: Instant,
-    reading_since: Option<Instant>,
-}
+/// No request head is being read.
+const NOT_READING: u64 = u64::MAX;
 
 /// What one connection is doing, shared by its IO (bytes in), its service (requests) and the
 /// task that serves it (which closes it when a timeout passes).
+///
+/// The hot path is a few atomic operations: the watcher ([`Activity::expired`]) sleeps until
+/// the deadline it computed and re-checks then, so that a request that starts or ends moves the
+/// deadline without waking it. Only the first byte of a request head wakes it, since the header
+/// deadline can be earlier than the idle one it sleeps towards.
 #[derive(Debug)]
 pub struct Activity {
-    phase: Mutex<Phase>,
-    changed: Notify,
+    /// Times are milliseconds since this.
+    base: Instant,
+    in_flight: AtomicUsize,
+    idle_since: AtomicU64,
+    reading_since: AtomicU64,
+    reading_started: Notify,
 }
 
 impl Activity {
@@ -71,62 +77,84 @@ impl Activity {
     #[must_use]
     pub fn new() -> Arc<Self> {
         Arc::new(Activity {
-            phase: Mutex::new(Phase {
-                in_flight: 0,
-                idle_since: Instant::now(),
-                reading_since: None,
-            }),
-            changed: Notify::new(),
+            base: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            reading_since: AtomicU64::new(NOT_READING),
+            reading_started: Notify::new(),
         })
     }
 
-    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
-        self.phase.lock().unwrap_or_else(PoisonError::into_inner)
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(NOT_READING - 1)
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.base + Duration::from_millis(ms)
     }
 
     fn bytes_in(&self) {
-        let mut phase = self.phase();
-        if phase.in_flight == 0 && phase.reading_since.is_none() {
-            phase.reading_since = Some(Instant::now());
-            drop(phase);
-            self.changed.notify_one();
+        if self.in_flight.load(Ordering::Acquire) == 0
+            && self.reading_since.load(Ordering::Acquire) == NOT_READING
+            && self
+                .reading_since
+                .compare_exchange(
+                    NOT_READING,
+                    self.now_ms(),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+        {
+            self.reading_started.notify_one();
         }
     }
 
     /// A request reached the router; the guard marks its end.
     #[must_use]
     pub fn request(self: &Arc<Self>) -> RequestGuard {
-        {
-            let mut phase = self.phase();
-            phase.in_flight += 1;
-            phase.reading_since = None;
-        }
-        self.changed.notify_one();
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.reading_since.store(NOT_READING, Ordering::Release);
         RequestGuard(self.clone())
+    }
+
+    /// The deadline of the current phase, or `None` while a request is in progress.
+    fn deadline(&self, limits: &ConnectionLimits) -> Option<(Instant, Expired)> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        match self.reading_since.load(Ordering::Acquire) {
+            NOT_READING => Some((
+                self.at(self.idle_since.load(Ordering::Acquire)) + limits.idle_timeout,
+                Expired::Idle,
+            )),
+            since => Some((self.at(since) + limits.header_timeout, Expired::Header)),
+        }
     }
 
     /// Completes when a timeout passes (never while a request is in progress).
     pub async fn expired(&self, limits: &ConnectionLimits) -> Expired {
+        // While a request is in progress, look again this often (its end moves the idle
+        // deadline later, which needs no wake-up).
+        let recheck = limits.header_timeout.min(limits.idle_timeout);
         loop {
-            let notified = self.changed.notified();
-            let deadline = {
-                let phase = self.phase();
-                if phase.in_flight > 0 {
-                    None
-                } else if let Some(since) = phase.reading_since {
-                    Some((since + limits.header_timeout, Expired::Header))
-                } else {
-                    Some((phase.idle_since + limits.idle_timeout, Expired::Idle))
-                }
+            let started = self.reading_started.notified();
+            let (at, why) = match self.deadline(limits) {
+                Some(deadline) => deadline,
+                None => (Instant::now() + recheck, Expired::Idle),
             };
-            match deadline {
-                None => notified.await,
-                Some((at, why)) => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(at) => return why,
-                        () = notified => {}
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {
+                    // Still the same deadline, and it passed: expired. Otherwise the phase moved
+                    // on meanwhile; compute again.
+                    if let Some((now_at, now_why)) = self.deadline(limits)
+                        && now_at <= Instant::now()
+                        && now_why == why
+                    {
+                        return why;
                     }
                 }
+                () = started => {}
             }
         }
     }
@@ -138,15 +166,12 @@ pub struct RequestGuard(Arc<Activity>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        {
-            let mut phase = self.0.phase();
-            phase.in_flight = phase.in_flight.saturating_sub(1);
-            if phase.in_flight == 0 {
-                phase.idle_since = Instant::now();
-                phase.reading_since = None;
-            }
-        }
-        self.0.changed.notify_one();
+        let activity = &self.0;
+        // The idle time counts from the end of the last request.
+        activity
+            .idle_since
+            .store(activity.now_ms(), Ordering::Release);
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -133,6 +133,8 @@ pub struct NewSession<'a> {
 pub struct SessionUser {
     /// The user's openid.
     pub openid: String,
+    /// The mini program the user logged in to (an openid belongs to one).
+    pub appid: String,
     /// When the session ends (Unix milliseconds).
     pub expires_at: i64,
 }
@@ -167,6 +169,7 @@ impl Store {
             s.token_hash,
             SessionUser {
                 openid: s.openid.to_owned(),
+                appid: s.appid.to_owned(),
                 expires_at: s.expires_at,
             },
             now,
@@ -185,14 +188,19 @@ impl Store {
             return Ok(Some(user));
         }
         let generation = self.sessions.generation();
-        let row: Option<(String, i64)> = sqlx::query_as(
-            "SELECT openid, expires_at FROM sessions WHERE token_hash = $1 AND expires_at > $2",
+        let row: Option<(String, String, i64)> = sqlx::query_as(
+            "SELECT s.openid, u.appid, s.expires_at FROM sessions s JOIN users u ON u.openid = s.openid \
+             WHERE s.token_hash = $1 AND s.expires_at > $2",
         )
         .bind(token_hash)
         .bind(now)
         .fetch_optional(&mut *self.reader().await?)
         .await?;
-        let user = row.map(|(openid, expires_at)| SessionUser { openid, expires_at });
+        let user = row.map(|(openid, appid, expires_at)| SessionUser {
+            openid,
+            appid,
+            expires_at,
+        });
         if let Some(user) = &user {
             self.sessions.put(token_hash, user.clone(), now, generation);
         }

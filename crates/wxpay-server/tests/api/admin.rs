@@ -260,7 +260,8 @@ async fn metrics_and_the_openapi_description_are_served() {
         "route=\"/api/orders\"",
         "wxpay_orders_created_total{source=\"api\"}",
         "wxpay_orders_paid_total{via=\"notification\"}",
-        "wxpay_notifications_total{route=\"/notify/v3/pay\",result=\"acknowledged\"}",
+        // The merchant's own notify URL, which the prepay gave WeChat.
+        "wxpay_notifications_total{route=\"/notify/{mchid}/v3/pay\",result=\"acknowledged\"}",
         "wxpay_orders{status=\"SUCCESS\"}",
         "wxpay_webhooks_pending",
     ] {
@@ -280,6 +281,10 @@ async fn metrics_and_the_openapi_description_are_served() {
         ("/api/wxacode", "get"),
         ("/notify/v3/pay", "post"),
         ("/notify/v2/refund", "post"),
+        ("/notify/{mchid}/v3/pay", "post"),
+        ("/notify/{mchid}/v3/refund", "post"),
+        ("/notify/{mchid}/v2/pay", "post"),
+        ("/notify/{mchid}/v2/refund", "post"),
         ("/healthz", "get"),
         ("/admin/orders", "get"),
         ("/admin/orders", "post"),

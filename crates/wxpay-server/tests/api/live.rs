@@ -412,9 +412,13 @@ async fn https_with_http2_and_http1_and_a_certificate_reloaded_without_a_restart
     .await;
     let port: u16 = app.base.rsplit(':').next().unwrap().parse().unwrap();
     assert!(
-        app.state.wechat.notify_base.starts_with("https://"),
+        app.state
+            .registry
+            .default_app()
+            .notify_base
+            .starts_with("https://"),
         "{}",
-        app.state.wechat.notify_base
+        app.state.registry.default_app().notify_base
     );
     let https = format!("https://localhost:{port}/healthz");
     let root = reqwest::Certificate::from_der(ca.issuer.der()).unwrap();

@@ -90,8 +90,8 @@ async fn unpaid_order(app: &TestApp) -> (String, String, u64) {
 
 fn transaction(app: &TestApp, no: &str, openid: &str, amount: u64, appid: Option<&str>) -> Value {
     json!({
-        "appid": appid.unwrap_or(&app.state.wechat.appid),
-        "mchid": app.state.wechat.mchid,
+        "appid": appid.unwrap_or(&app.state.registry.default_app().appid),
+        "mchid": app.state.registry.default_app().mchid,
         "out_trade_no": no,
         "transaction_id": format!("42000{}", wxpay::nonce::random_string(10)),
         "trade_type": "JSAPI",
@@ -155,8 +155,8 @@ async fn concurrent_duplicate_v2_notifications_change_the_order_once(backend: Ba
     let s = wechat_signer();
     let (no, openid, amount) = unpaid_order(&app).await;
     let n = wxpay::v2::notify::PayNotification {
-        appid: app.state.wechat.appid.clone(),
-        mch_id: app.state.wechat.mchid.clone(),
+        appid: app.state.registry.default_app().appid.clone(),
+        mch_id: app.state.registry.default_app().mchid.clone(),
         nonce_str: wxpay::nonce::nonce(),
         sign_type: wxpay::v2::SignType::Md5,
         device_info: None,
@@ -364,8 +364,8 @@ async fn v2_notifications_in_another_currency_or_by_another_payer_are_refused(ba
     let s = wechat_signer();
     let (no, openid, amount) = unpaid_order(&app).await;
     let base = wxpay::v2::notify::PayNotification {
-        appid: app.state.wechat.appid.clone(),
-        mch_id: app.state.wechat.mchid.clone(),
+        appid: app.state.registry.default_app().appid.clone(),
+        mch_id: app.state.registry.default_app().mchid.clone(),
         nonce_str: wxpay::nonce::nonce(),
         sign_type: wxpay::v2::SignType::Md5,
         device_info: None,
@@ -433,7 +433,7 @@ async fn a_refund_notification_completes_the_refund_once(backend: Backend) {
         .await
         .unwrap();
     let resource = json!({
-        "mchid": app.state.wechat.mchid, "out_trade_no": no, "transaction_id": order.transaction_id,
+        "mchid": app.state.registry.default_app().mchid, "out_trade_no": no, "transaction_id": order.transaction_id,
         "out_refund_no": "R1", "refund_id": "50300000001", "refund_status": "SUCCESS",
         "success_time": "2026-01-01T10:05:00+08:00", "user_received_account": "支付用户零钱",
         "amount": {"total": order.amount_fen, "refund": 1000, "payer_total": order.amount_fen, "payer_refund": 1000}

@@ -161,8 +161,8 @@ async fn payment_parameters_are_refreshed_and_a_lost_prepay_recovered(backend: B
         .insert_order(&NewOrder {
             out_trade_no: wxpay_server::core::orders::new_out_trade_no(),
             openid: openid.clone(),
-            appid: app.state.wechat.appid.clone(),
-            mchid: app.state.wechat.mchid.clone(),
+            appid: app.state.registry.default_app().appid.clone(),
+            mchid: app.state.registry.default_app().mchid.clone(),
             api_version: wxpay_server::store::ApiVersion::V3,
             source: "api",
             description: "recovered".into(),

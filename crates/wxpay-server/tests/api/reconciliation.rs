@@ -24,8 +24,8 @@ async fn local_payment(app: &TestApp) -> String {
         .insert_order(&NewOrder {
             out_trade_no: "LOCALPAID0001".into(),
             openid: "o-local".into(),
-            appid: app.state.wechat.appid.clone(),
-            mchid: app.state.wechat.mchid.clone(),
+            appid: app.state.registry.default_app().appid.clone(),
+            mchid: app.state.registry.default_app().mchid.clone(),
             api_version: ApiVersion::V3,
             source: "admin",
             description: "local".into(),

@@ -195,7 +195,12 @@ async fn a_refund_whose_answer_was_lost_is_resolved_without_a_second_refund(back
     let lost_no = lost.body["out_refund_no"].as_str().unwrap();
     let stored = app.state.store.refund(lost_no).await.unwrap().unwrap();
     let order = app.state.store.order(&no).await.unwrap().unwrap();
-    app.state.wechat.refund(&order, &stored).await.unwrap();
+    app.state
+        .registry
+        .default_app()
+        .refund(&order, &stored)
+        .await
+        .unwrap();
     assert_eq!(sim_refunds(&app, &no).await.len(), 1);
 
     assert!(jobs.drain(JobKind::SubmitRefunds, 5).await.unwrap() >= 1);
@@ -233,8 +238,8 @@ async fn a_refund_refused_by_wechat_is_closed_and_releases_its_amount(backend: B
         .insert_order(&NewOrder {
             out_trade_no: "LOCALONLY0001".into(),
             openid: "o-local".into(),
-            appid: app.state.wechat.appid.clone(),
-            mchid: app.state.wechat.mchid.clone(),
+            appid: app.state.registry.default_app().appid.clone(),
+            mchid: app.state.registry.default_app().mchid.clone(),
             api_version: wxpay_server::store::ApiVersion::V3,
             source: "admin",
             description: "local".into(),

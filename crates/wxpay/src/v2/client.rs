@@ -223,6 +223,19 @@ impl V2Client {
         })
     }
 
+    /// The same merchant's client for another mini program bound to it (`appid` in every call
+    /// and in the `wx.requestPayment` signature); the HTTP clients are shared.
+    #[must_use]
+    pub fn for_app(&self, appid: &str) -> Self {
+        V2Client {
+            config: V2Config {
+                appid: appid.to_owned(),
+                ..self.config.clone()
+            },
+            ..self.clone()
+        }
+    }
+
     /// The settings.
     #[must_use]
     pub fn config(&self) -> &V2Config {

@@ -75,8 +75,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     window_secs: i64,
     // Serializes certificate downloads; holds the time of the last one, so that a burst of
-    // answers with an unknown serial causes one download, not one each.
-    refresh: tokio::sync::Mutex<Option<i64>>,
+    // answers with an unknown serial causes one download, not one each. Shared by the clients
+    // of one merchant for its several mini programs ([`V3Client::for_app`]).
+    refresh: Arc<tokio::sync::Mutex<Option<i64>>>,
 }
 
 /// The least time between two downloads caused by unknown serials.
@@ -119,7 +120,28 @@ impl V3Client {
                 config,
                 clock,
                 window_secs: DEFAULT_WINDOW_SECS,
-                refresh: tokio::sync::Mutex::new(None),
+                refresh: Arc::new(tokio::sync::Mutex::new(None)),
+            }),
+        }
+    }
+
+    /// The same merchant's client for another mini program bound to it (`appid` in prepays and
+    /// in the `wx.requestPayment` signature). It shares the HTTP client, the verifier (and its
+    /// platform certificates) and the certificate refresh with this one.
+    #[must_use]
+    pub fn for_app(&self, appid: &str) -> Self {
+        let inner = &self.inner;
+        V3Client {
+            inner: Arc::new(Inner {
+                http: inner.http.clone(),
+                base: inner.base.clone(),
+                config: V3Config {
+                    appid: appid.to_owned(),
+                    ..inner.config.clone()
+                },
+                clock: inner.clock.clone(),
+                window_secs: inner.window_secs,
+                refresh: inner.refresh.clone(),
             }),
         }
     }

@@ -265,7 +265,9 @@ async fn run_with(
         )));
     }
     let orders_per_sec = orders as f64 / window;
-    let notify_route = format!("route=\"/notify/{}/pay\"", common.api.as_str());
+    // `route="/notify/{mchid}/v3/pay"` (the merchant's own URL, which the orders give WeChat)
+    // and the first merchant's `route="/notify/v3/pay"`.
+    let notify_route = format!("/{}/pay\"", common.api.as_str());
     let acked = |s: &Scrape| {
         s.sum(
             "wxpay_notifications_total",

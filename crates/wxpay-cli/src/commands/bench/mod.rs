@@ -832,7 +832,8 @@ impl Scrape {
         self.text.lines().filter_map(move |line| {
             let rest = line.strip_prefix(metric)?;
             let (label_text, value) = if let Some(rest) = rest.strip_prefix('{') {
-                let (l, v) = rest.split_once('}')?;
+                // The last `}`: label values may hold braces (`route="/notify/{mchid}/v3/pay"`).
+                let (l, v) = rest.rsplit_once('}')?;
                 (l, v)
             } else if rest.starts_with(' ') {
                 ("", rest)
@@ -846,7 +847,8 @@ impl Scrape {
         })
     }
 
-    /// The cumulative bucket counts of a histogram (`le` → count), sorted by `le`.
+    /// The cumulative bucket counts of a histogram (`le` → count), sorted by `le`, summed over
+    /// the series whose labels match.
     #[must_use]
     pub fn buckets(&self, histogram: &str, labels: &[&str]) -> Vec<(f64, f64)> {
         let name = format!("{histogram}_bucket");
@@ -863,6 +865,14 @@ impl Scrape {
             })
             .collect();
         out.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Several series (routes) matched: one histogram, their sum per bucket.
+        out.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 += later.1;
+            }
+            same
+        });
         out
     }
 }
@@ -975,5 +985,23 @@ mod tests {
                 < 1e-9
         );
         assert!((scrape.sum("wxpay_notifications_total", &[]) - 9.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn buckets_of_several_matching_routes_are_summed() {
+        let h = "wxpay_http_request_duration_seconds_bucket";
+        let scrape = Scrape {
+            text: format!(
+                "{h}{{route=\"/notify/v3/pay\",le=\"0.001\"}} 1\n\
+                 {h}{{route=\"/notify/v3/pay\",le=\"+Inf\"}} 2\n\
+                 {h}{{route=\"/notify/{{mchid}}/v3/pay\",le=\"0.001\"}} 10\n\
+                 {h}{{route=\"/notify/{{mchid}}/v3/pay\",le=\"+Inf\"}} 20\n\
+                 {h}{{route=\"/notify/{{mchid}}/v2/pay\",le=\"+Inf\"}} 99\n"
+            ),
+        };
+        assert_eq!(
+            scrape.buckets("wxpay_http_request_duration_seconds", &["/v3/pay\""]),
+            vec![(0.001, 11.0), (f64::INFINITY, 22.0)]
+        );
     }
 }
