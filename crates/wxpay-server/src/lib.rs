@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod merchant;
 pub mod metrics;
 pub mod net;
+pub mod sealing;
 pub mod store;
 pub mod wechat;
 
