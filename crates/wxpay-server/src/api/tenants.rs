@@ -639,7 +639,8 @@ pub(crate) async fn revoke_operator(
     )))
 }
 
-/// `GET /admin/whoami`: who the token is (the admin token, or an operator and its merchant).
+/// `GET /admin/whoami`: who the token is: the admin token, or an operator's token (then the
+/// operator and its merchant).
 #[utoipa::path(get, path = "/admin/whoami", tag = "admin", security(("admin_token" = [])),
     responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
 pub(crate) async fn whoami(principal: Principal) -> Json<WhoAmI> {

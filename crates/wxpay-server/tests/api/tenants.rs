@@ -900,6 +900,40 @@ async fn a_second_server_opens_the_seals_with_the_same_key_only(backend: Backend
     assert_eq!(merchant.mp_config().appid, "wxd0000000000000001");
     assert_eq!(merchant.v3_config().mchid, DIRECT);
 
+    // A change on the first is announced to the second (PostgreSQL's NOTIFY; SQLite has one
+    // instance, whose own store raises it).
+    if backend == Backend::Postgres {
+        second.state.store.notices().listening().await;
+        let mut changes = second.state.store.notices().registry_changes();
+        changes.mark_unchanged();
+        let a = patch(
+            &first,
+            &format!("/admin/merchants/{DIRECT}"),
+            &json!({"name": "renamed"}),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        tokio::time::timeout(std::time::Duration::from_secs(5), changes.changed())
+            .await
+            .expect("the registry notice arrives")
+            .unwrap();
+        assert_eq!(
+            second.state.store.registry_version().await.unwrap(),
+            version + 1
+        );
+    } else {
+        let mut changes = first.state.store.notices().registry_changes();
+        changes.mark_unchanged();
+        let a = patch(
+            &first,
+            &format!("/admin/merchants/{DIRECT}"),
+            &json!({"name": "renamed"}),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        assert!(changes.has_changed().unwrap());
+    }
+
     // Another key: the rows are listed, the secrets do not open, and saying so is clear.
     let third = spawn_instance(&first, None, master_key(OTHER_KEY)).await;
     assert_eq!(
