@@ -141,6 +141,9 @@ pub struct AppState {
     pub sandbox_control_token: Option<SecretString>,
     /// The per-client rate limits of login and order creation.
     pub rate_limits: Arc<crate::api::rate_limit::RateLimits>,
+    /// The key sealing the registry's secrets (configured, or sandbox mode's key file); `None`:
+    /// registering secrets is refused.
+    pub master_key: Option<crate::sealing::MasterKey>,
 }
 
 impl From<AppState> for crate::jobs::JobContext {
@@ -184,6 +187,7 @@ pub fn router(state: AppState) -> Router {
         .merge(notifications)
         .route("/healthz", get(mini::healthz))
         .merge(crate::api::admin::routes())
+        .merge(crate::api::tenants::routes())
         .merge(crate::api::metrics::routes(&state.settings, false))
         .merge(crate::api::openapi::routes())
         .merge(crate::console::routes(state.sandbox_url.is_some()));
@@ -447,6 +451,17 @@ impl Application {
         } else {
             sandbox
         };
+        // The registry (`core/tenants.rs`): the key sealing registered secrets, and the file's
+        // merchant and mini program listed beside the registered ones.
+        let master_key = match (&settings.master_key, &simulator) {
+            (Some(key), _) => Some(key.clone()),
+            (None, Some(_)) => Some(
+                crate::sealing::MasterKey::load_or_create(&settings.sandbox_master_key_dir())
+                    .map_err(|e| ConfigError::new("WXPAY_MASTER_KEY", e.to_string()))?,
+            ),
+            (None, None) => None,
+        };
+        crate::core::tenants::import_file_merchant(&store, &merchant, settings.api_version).await?;
         let notify_base = settings.public_url.clone().unwrap_or_else(|| {
             format!("{}://{addr}", if tls.is_some() { "https" } else { "http" })
         });
@@ -473,6 +488,7 @@ impl Application {
             sandbox_control_token: simulator.as_ref().and_then(|s| s.control_token.clone()),
             proxy,
             rate_limits,
+            master_key,
         };
         Ok(Application {
             listener,

@@ -76,6 +76,9 @@ struct Raw {
     idle_timeout_secs: u64,
     max_connections: u32,
     shutdown_timeout_secs: u64,
+    #[serde(default, skip_serializing, deserialize_with = "lenient_secret")]
+    master_key: Option<SecretString>,
+    master_key_file: Option<PathBuf>,
 }
 
 impl Default for Raw {
@@ -115,6 +118,8 @@ impl Default for Raw {
             idle_timeout_secs: 60,
             max_connections: 1024,
             shutdown_timeout_secs: 30,
+            master_key: None,
+            master_key_file: None,
         }
     }
 }
@@ -198,6 +203,12 @@ pub struct Settings {
     /// `WXPAY_HEADER_TIMEOUT_SECS` (default 10), `WXPAY_IDLE_TIMEOUT_SECS` (60),
     /// `WXPAY_MAX_CONNECTIONS` (1024), `WXPAY_SHUTDOWN_TIMEOUT_SECS` (30).
     pub connection_limits: crate::net::limits::ConnectionLimits,
+    /// `WXPAY_MASTER_KEY` (64 hexadecimal characters or the base64 of 32 bytes) or
+    /// `WXPAY_MASTER_KEY_FILE` (a file holding it): the key that seals the registered merchants'
+    /// and mini programs' secrets. Without it, registering them is refused, except in sandbox
+    /// mode, where a key is kept in `wxpay-master.key` beside the SQLite database (in the
+    /// sandbox directory on PostgreSQL).
+    pub master_key: Option<crate::sealing::MasterKey>,
 }
 
 impl Default for Settings {
@@ -378,6 +389,16 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "shutdown_timeout_secs",
         "30",
         "how long open requests get after SIGTERM",
+    ),
+    (
+        "master_key",
+        "(none; sandbox: wxpay-master.key)",
+        "seals registered merchants' secrets: 64 hex or base64 of 32 bytes",
+    ),
+    (
+        "master_key_file",
+        "(none)",
+        "a file holding master_key (instead of master_key)",
     ),
 ];
 
@@ -783,6 +804,27 @@ impl Settings {
                 0..=3600,
             )?,
         };
+        let master_key = match (
+            raw.master_key
+                .filter(|k| !k.expose_secret().trim().is_empty()),
+            raw.master_key_file,
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "WXPAY_MASTER_KEY_FILE",
+                    "set WXPAY_MASTER_KEY or WXPAY_MASTER_KEY_FILE, not both",
+                ));
+            }
+            (Some(text), None) => Some(
+                crate::sealing::MasterKey::parse(text.expose_secret())
+                    .map_err(|e| ConfigError::new("WXPAY_MASTER_KEY", e.to_string()))?,
+            ),
+            (None, Some(path)) => Some(
+                crate::sealing::MasterKey::from_file(&path)
+                    .map_err(|e| ConfigError::new("WXPAY_MASTER_KEY_FILE", e.to_string()))?,
+            ),
+            (None, None) => None,
+        };
         crate::net::check_public_url(
             raw.merchant_file.is_some(),
             pay_base_url.as_deref(),
@@ -817,6 +859,7 @@ impl Settings {
             metrics_token,
             metrics_listen,
             connection_limits,
+            master_key,
         })
     }
 
@@ -830,6 +873,27 @@ impl Settings {
     #[must_use]
     pub fn merchant_file(&self) -> Option<&Path> {
         self.merchant_file.as_deref()
+    }
+
+    /// Where sandbox mode keeps its master key when none is configured: beside the SQLite
+    /// database (so that a new database file gets a new key, and the registered secrets of one
+    /// survive restarts), or in the sandbox directory on PostgreSQL and for an in-memory SQLite
+    /// database.
+    #[must_use]
+    pub fn sandbox_master_key_dir(&self) -> PathBuf {
+        let sqlite_file = self
+            .database_url
+            .strip_prefix("sqlite://")
+            .or_else(|| self.database_url.strip_prefix("sqlite:"))
+            .map(|rest| rest.split('?').next().unwrap_or(""))
+            .filter(|file| !file.is_empty() && !file.contains(":memory:"));
+        match sqlite_file {
+            Some(file) => match Path::new(file).parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+                _ => PathBuf::from("."),
+            },
+            None => self.sandbox_dir.clone(),
+        }
     }
 }
 
@@ -974,7 +1038,12 @@ mod tests {
             .map(String::as_str)
             .collect();
         // Secrets are not serialised.
-        fields.extend(["admin_token", "webhook_secret", "metrics_token"]);
+        fields.extend([
+            "admin_token",
+            "webhook_secret",
+            "metrics_token",
+            "master_key",
+        ]);
         fields.sort_unstable();
         let mut keys: Vec<&str> = KEYS.iter().map(|(k, ..)| *k).collect();
         keys.sort_unstable();

@@ -1,8 +1,8 @@
 //! The HTTP API's one error type: `{"code","message"}` with the right status. Messages never
 //! carry a secret; internal causes are logged when the answer is sent, not returned.
 //!
-//! The core's errors ([`OrderError`], [`RefundError`], [`LoginError`], [`ReconcileError`]) and
-//! the store's become answers here, in one place per error type.
+//! The core's errors ([`OrderError`], [`RefundError`], [`LoginError`], [`ReconcileError`],
+//! [`TenantError`]) and the store's become answers here, in one place per error type.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -13,6 +13,7 @@ use crate::core::login::LoginError;
 use crate::core::orders::OrderError;
 use crate::core::reconciliation::ReconcileError;
 use crate::core::refunds::RefundError;
+use crate::core::tenants::TenantError;
 use crate::registry::RouteError;
 use crate::store::StoreError;
 
@@ -219,6 +220,25 @@ impl From<ReconcileError> for ApiError {
             ReconcileError::WeChat(e) => ApiError::upstream("downloading the bill failed", &e),
             ReconcileError::Store(e) => e.into(),
             e @ ReconcileError::BadBill { .. } => ApiError::internal("reconciliation", &e),
+        }
+    }
+}
+
+impl From<TenantError> for ApiError {
+    fn from(err: TenantError) -> Self {
+        match err {
+            TenantError::Invalid(m) => ApiError::bad_request(m),
+            TenantError::NotFound(m) => ApiError::not_found(m),
+            TenantError::Exists(m) => ApiError::conflict("already_exists", m),
+            e @ TenantError::MasterKeyRequired => {
+                ApiError::conflict("master_key_required", e.to_string())
+            }
+            TenantError::FromFile(m) => ApiError::conflict("from_merchant_file", m),
+            TenantError::NotProvider(m) => ApiError::conflict("not_a_provider", m),
+            e @ TenantError::Changed => ApiError::conflict("changed_meanwhile", e.to_string()),
+            TenantError::Unreadable(m) => ApiError::conflict("credentials_unreadable", m),
+            TenantError::Seal(e) => ApiError::internal("sealing", &e),
+            TenantError::Store(e) => e.into(),
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod merchant;
 pub mod metrics;
 pub mod net;
 pub mod registry;
+pub mod sealing;
 pub mod store;
 pub mod wechat;
 

@@ -15,7 +15,7 @@
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::{ExposeSecret as _, SecretSlice, SecretString};
 use serde::Deserialize;
 use wxpay::http::ClientIdentity;
 use wxpay::mp::client::MpConfig;
@@ -95,10 +95,246 @@ fn err(message: impl Into<String>) -> ConfigError {
     ConfigError::new(KEY, message)
 }
 
+/// A merchant's credentials as contents (PEM texts, the PKCS#12's bytes), from a
+/// `merchant.json` and its files or from the back office's API. [`validate`](Self::validate)
+/// checks them as a whole. `Debug` shows no secret.
+#[derive(Clone)]
+pub struct CredentialContents {
+    /// The merchant id.
+    pub mchid: String,
+    /// The API v2 key (32 visible ASCII characters).
+    pub api_v2_key: SecretString,
+    /// The APIv3 key (32 characters).
+    pub api_v3_key: SecretString,
+    /// The serial of `apiclient_cert`.
+    pub merchant_serial: String,
+    /// `apiclient_key.pem`: the merchant API private key.
+    pub apiclient_key: SecretString,
+    /// `apiclient_cert.pem`: the merchant API certificate.
+    pub apiclient_cert: String,
+    /// `apiclient_cert.p12` (password: the mchid), for v2 refunds.
+    pub apiclient_cert_p12: Option<SecretSlice<u8>>,
+    /// The platform certificate (PEM).
+    pub platform_cert: Option<String>,
+    /// The WeChat Pay public key's id (`PUB_KEY_ID_...`).
+    pub wechatpay_public_key_id: Option<String>,
+    /// The WeChat Pay public key (PEM).
+    pub wechatpay_public_key: Option<String>,
+}
+
+impl fmt::Debug for CredentialContents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialContents")
+            .field("mchid", &self.mchid)
+            .field("merchant_serial", &self.merchant_serial)
+            .field("wechatpay_public_key_id", &self.wechatpay_public_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Credentials that do not hold together: the message names the field, never a secret's value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CredentialError {
+    /// The field at fault (`api_v3_key`, `apiclient_key`, ...).
+    pub field: &'static str,
+    /// What is wrong, starting with the field's name.
+    pub message: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> CredentialError {
+    CredentialError {
+        field,
+        message: message.into(),
+    }
+}
+
+/// A merchant's checked credentials: what [`CredentialContents::validate`] makes, and what a
+/// [`Merchant`] is built of. `Debug` shows no secret.
+#[derive(Clone)]
+pub struct MerchantCredentials {
+    /// The merchant id.
+    pub mchid: String,
+    /// The API v2 key.
+    pub api_v2_key: SecretString,
+    /// The APIv3 key.
+    pub api_v3_key: ApiV3Key,
+    /// The merchant API certificate serial (as the certificate writes it).
+    pub merchant_serial: String,
+    /// The merchant API private key.
+    pub private_key: RsaPrivateKey,
+    /// The merchant API certificate.
+    pub merchant_cert: X509Certificate,
+    /// `apiclient_cert.p12` (password: the mchid), for v2 refunds.
+    pub p12: Option<Vec<u8>>,
+    /// The platform certificate, when configured.
+    pub platform_cert: Option<X509Certificate>,
+    /// The WeChat Pay public key and its id, when configured.
+    pub public_key: Option<(String, RsaPublicKey)>,
+}
+
+impl fmt::Debug for MerchantCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MerchantCredentials")
+            .field("mchid", &self.mchid)
+            .field("merchant_serial", &self.merchant_serial)
+            .field("public_key_id", &self.public_key.as_ref().map(|(id, _)| id))
+            .finish_non_exhaustive()
+    }
+}
+
+impl MerchantCredentials {
+    /// The merchant of one mini program with these credentials.
+    #[must_use]
+    pub fn into_merchant(
+        self,
+        appid: String,
+        app_secret: SecretString,
+        extra_ca_pem: Option<String>,
+    ) -> Merchant {
+        Merchant {
+            appid,
+            app_secret,
+            mchid: self.mchid,
+            api_v2_key: self.api_v2_key,
+            api_v3_key: self.api_v3_key,
+            merchant_serial: self.merchant_serial,
+            private_key: self.private_key,
+            merchant_cert: self.merchant_cert,
+            p12: self.p12,
+            platform_cert: self.platform_cert,
+            public_key: self.public_key,
+            extra_ca_pem,
+        }
+    }
+}
+
+/// An empty optional value is absent.
+fn present(value: Option<&str>) -> Option<&str> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+impl CredentialContents {
+    /// Checks the credentials as a whole: the mchid and serial are set, the APIv3 and v2 keys
+    /// are 32 characters, the private key parses and matches `apiclient_cert`, the serial is the
+    /// certificate's, the PKCS#12 opens with the mchid, the public key id starts with
+    /// `PUB_KEY_ID_` and comes with its key, and one of the platform certificate and the public
+    /// key is present.
+    ///
+    /// # Errors
+    /// [`CredentialError`] naming the first field at fault.
+    pub fn validate(&self) -> Result<MerchantCredentials, CredentialError> {
+        for (field, value) in [
+            ("mchid", &self.mchid),
+            ("merchant_serial", &self.merchant_serial),
+        ] {
+            if value.trim().is_empty() {
+                return Err(invalid(field, format!("{field} is empty")));
+            }
+        }
+        let api_v3_key = ApiV3Key::new(self.api_v3_key.expose_secret())
+            .map_err(|_| invalid("api_v3_key", "api_v3_key must be 32 characters"))?;
+        let v2_key = self.api_v2_key.expose_secret();
+        if v2_key.len() != 32 || !v2_key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                "api_v2_key",
+                "api_v2_key must be 32 visible ASCII characters",
+            ));
+        }
+        let private_key = RsaPrivateKey::from_pem(self.apiclient_key.expose_secret())
+            .map_err(|e| invalid("apiclient_key", format!("apiclient_key: {e}")))?;
+        let merchant_cert = X509Certificate::from_pem(&self.apiclient_cert)
+            .map_err(|e| invalid("apiclient_cert", format!("apiclient_cert: {e}")))?;
+        if merchant_cert.public_key != *private_key.public_key() {
+            return Err(invalid(
+                "apiclient_key",
+                "apiclient_key does not match apiclient_cert (different key pairs)",
+            ));
+        }
+        if !merchant_cert
+            .serial_no
+            .eq_ignore_ascii_case(self.merchant_serial.trim())
+        {
+            return Err(invalid(
+                "merchant_serial",
+                format!(
+                    "merchant_serial is not the serial of apiclient_cert ({})",
+                    merchant_cert.serial_no
+                ),
+            ));
+        }
+        let p12 = match &self.apiclient_cert_p12 {
+            Some(der) if !der.expose_secret().is_empty() => {
+                ClientIdentity::from_pkcs12(der.expose_secret(), &self.mchid).map_err(|e| {
+                    invalid(
+                        "apiclient_cert_p12",
+                        format!("apiclient_cert_p12: {e} (its password must be the mchid)"),
+                    )
+                })?;
+                Some(der.expose_secret().to_vec())
+            }
+            _ => None,
+        };
+        let public_key = match (
+            present(self.wechatpay_public_key_id.as_deref()),
+            present(self.wechatpay_public_key.as_deref()),
+        ) {
+            (Some(id), Some(pem)) => {
+                if !id.starts_with(PUBLIC_KEY_ID_PREFIX) {
+                    return Err(invalid(
+                        "wechatpay_public_key_id",
+                        format!("wechatpay_public_key_id must start with {PUBLIC_KEY_ID_PREFIX}"),
+                    ));
+                }
+                let key = RsaPublicKey::from_pem(pem).map_err(|e| {
+                    invalid("wechatpay_public_key", format!("wechatpay_public_key: {e}"))
+                })?;
+                Some((id.to_owned(), key))
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "wechatpay_public_key",
+                    "wechatpay_public_key_id is set but wechatpay_public_key is not",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "wechatpay_public_key_id",
+                    "wechatpay_public_key is set but wechatpay_public_key_id is not",
+                ));
+            }
+            (None, None) => None,
+        };
+        let platform_cert = match present(self.platform_cert.as_deref()) {
+            Some(pem) => Some(
+                X509Certificate::from_pem(pem)
+                    .map_err(|e| invalid("platform_cert", format!("platform_cert: {e}")))?,
+            ),
+            None => None,
+        };
+        if public_key.is_none() && platform_cert.is_none() {
+            return Err(invalid(
+                "platform_cert",
+                "neither wechatpay_public_key nor platform_cert is set: WeChat Pay's signatures could not be verified",
+            ));
+        }
+        Ok(MerchantCredentials {
+            mchid: self.mchid.clone(),
+            api_v2_key: self.api_v2_key.clone(),
+            api_v3_key,
+            merchant_serial: merchant_cert.serial_no.clone(),
+            private_key,
+            merchant_cert,
+            p12,
+            platform_cert,
+            public_key,
+        })
+    }
+}
+
 impl Merchant {
-    /// Loads and checks `merchant.json`: the files exist, the private key parses and matches
-    /// `apiclient_cert`, the serial is the certificate's, the APIv3 and v2 keys are 32
-    /// characters, the public key id starts with `PUB_KEY_ID_`, the PKCS#12 opens with the mchid.
+    /// Loads and checks `merchant.json`: the files exist, then the credentials as
+    /// [`CredentialContents::validate`] checks them (the same checks as the back office's API).
     ///
     /// # Errors
     /// [`ConfigError`] for `WXPAY_MERCHANT_FILE`, naming the field and the problem.
@@ -128,6 +364,10 @@ impl Merchant {
             let p = file(field, name)?;
             std::fs::read_to_string(&p).map_err(|e| err(format!("{field}: {}: {e}", p.display())))
         };
+        let read_optional = |field: &str, name: &Option<String>| match name {
+            Some(name) if !name.is_empty() => read_text(field, name).map(Some),
+            _ => Ok(None),
+        };
         for (field, value) in [
             ("appid", &json.appid),
             ("mchid", &json.mchid),
@@ -140,98 +380,42 @@ impl Merchant {
         if json.app_secret.expose_secret().is_empty() {
             return Err(err("app_secret is empty"));
         }
-        let api_v3_key = ApiV3Key::new(json.api_v3_key.expose_secret())
-            .map_err(|_| err("api_v3_key must be 32 characters"))?;
+        // The keys' lengths first, as before the files are read.
+        if ApiV3Key::new(json.api_v3_key.expose_secret()).is_err() {
+            return Err(err("api_v3_key must be 32 characters"));
+        }
         let v2_key = json.api_v2_key.expose_secret();
         if v2_key.len() != 32 || !v2_key.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(err("api_v2_key must be 32 visible ASCII characters"));
         }
-        let private_key =
-            RsaPrivateKey::from_pem(&read_text("apiclient_key", &json.apiclient_key)?)
-                .map_err(|e| err(format!("apiclient_key: {e}")))?;
-        let merchant_cert =
-            X509Certificate::from_pem(&read_text("apiclient_cert", &json.apiclient_cert)?)
-                .map_err(|e| err(format!("apiclient_cert: {e}")))?;
-        if merchant_cert.public_key != *private_key.public_key() {
-            return Err(err(
-                "apiclient_key does not match apiclient_cert (different key pairs)",
-            ));
-        }
-        if !merchant_cert
-            .serial_no
-            .eq_ignore_ascii_case(json.merchant_serial.trim())
-        {
-            return Err(err(format!(
-                "merchant_serial is not the serial of apiclient_cert ({})",
-                merchant_cert.serial_no
-            )));
-        }
-        let p12 = match &json.apiclient_cert_p12 {
+        let apiclient_key = SecretString::from(read_text("apiclient_key", &json.apiclient_key)?);
+        let apiclient_cert = read_text("apiclient_cert", &json.apiclient_cert)?;
+        let apiclient_cert_p12 = match &json.apiclient_cert_p12 {
             Some(name) if !name.is_empty() => {
                 let p = file("apiclient_cert_p12", name)?;
                 let der = std::fs::read(&p).map_err(|e| err(format!("apiclient_cert_p12: {e}")))?;
-                ClientIdentity::from_pkcs12(&der, &json.mchid).map_err(|e| {
-                    err(format!(
-                        "apiclient_cert_p12: {e} (its password must be the mchid)"
-                    ))
-                })?;
-                Some(der)
+                Some(SecretSlice::from(der))
             }
             _ => None,
         };
-        let public_key = match (&json.wechatpay_public_key_id, &json.wechatpay_public_key) {
-            (Some(id), Some(name)) if !id.is_empty() && !name.is_empty() => {
-                if !id.starts_with(PUBLIC_KEY_ID_PREFIX) {
-                    return Err(err(format!(
-                        "wechatpay_public_key_id must start with {PUBLIC_KEY_ID_PREFIX}"
-                    )));
-                }
-                let key = RsaPublicKey::from_pem(&read_text("wechatpay_public_key", name)?)
-                    .map_err(|e| err(format!("wechatpay_public_key: {e}")))?;
-                Some((id.clone(), key))
-            }
-            (Some(id), _) if !id.is_empty() => {
-                return Err(err(
-                    "wechatpay_public_key_id is set but wechatpay_public_key is not",
-                ));
-            }
-            (_, Some(name)) if !name.is_empty() => {
-                return Err(err(
-                    "wechatpay_public_key is set but wechatpay_public_key_id is not",
-                ));
-            }
-            _ => None,
-        };
-        let platform_cert = match &json.platform_cert {
-            Some(name) if !name.is_empty() => Some(
-                X509Certificate::from_pem(&read_text("platform_cert", name)?)
-                    .map_err(|e| err(format!("platform_cert: {e}")))?,
-            ),
-            _ => None,
-        };
-        if public_key.is_none() && platform_cert.is_none() {
-            return Err(err(
-                "neither wechatpay_public_key nor platform_cert is set: WeChat Pay's signatures could not be verified",
-            ));
-        }
-        let extra_ca_pem = match &json.sim_ca_cert {
-            Some(name) if !name.is_empty() => Some(read_text("sim_ca_cert", name)?),
-            _ => None,
-        };
-        Ok(Merchant {
-            appid: json.appid,
-            app_secret: json.app_secret,
+        let contents = CredentialContents {
             mchid: json.mchid,
             api_v2_key: json.api_v2_key,
-            api_v3_key,
-            merchant_serial: merchant_cert.serial_no.clone(),
-            private_key,
-            merchant_cert,
-            p12,
-            platform_cert,
-            public_key,
-            extra_ca_pem,
-        })
+            api_v3_key: json.api_v3_key,
+            merchant_serial: json.merchant_serial,
+            apiclient_key,
+            apiclient_cert,
+            apiclient_cert_p12,
+            platform_cert: read_optional("platform_cert", &json.platform_cert)?,
+            wechatpay_public_key_id: json.wechatpay_public_key_id,
+            wechatpay_public_key: read_optional(
+                "wechatpay_public_key",
+                &json.wechatpay_public_key,
+            )?,
+        };
+        let credentials = contents.validate().map_err(|e| err(e.message))?;
+        let extra_ca_pem = read_optional("sim_ca_cert", &json.sim_ca_cert)?;
+        Ok(credentials.into_merchant(json.appid, json.app_secret, extra_ca_pem))
     }
 
     /// The verifier of WeChat Pay's signatures: the public key, the platform certificate, or

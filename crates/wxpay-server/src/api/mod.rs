@@ -8,3 +8,4 @@ pub mod notify;
 pub mod openapi;
 pub mod rate_limit;
 pub mod sim_proxy;
+pub mod tenants;

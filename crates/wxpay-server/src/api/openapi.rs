@@ -6,7 +6,7 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, metrics, mini, notify};
+use super::{admin, metrics, mini, notify, tenants};
 use crate::app::AppState;
 
 /// The API description.
@@ -44,6 +44,22 @@ use crate::app::AppState;
         admin::webhooks,
         admin::revoke_sessions,
         admin::jobs,
+        tenants::list_merchants,
+        tenants::create_merchant,
+        tenants::get_merchant,
+        tenants::update_merchant,
+        tenants::list_sub_merchants,
+        tenants::create_sub_merchant,
+        tenants::update_sub_merchant,
+        tenants::list_apps,
+        tenants::create_app,
+        tenants::get_app,
+        tenants::update_app,
+        tenants::list_operators,
+        tenants::create_operator,
+        tenants::revoke_operator,
+        tenants::whoami,
+        tenants::registry_version,
         metrics::scrape,
         openapi_json,
     ),

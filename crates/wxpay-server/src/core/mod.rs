@@ -9,6 +9,7 @@
 //! - [`refunds`]: create (amount reserved), submit to WeChat, apply a result (notification or
 //!   query).
 //! - [`reconciliation`]: the day's bill against the orders.
+//! - [`tenants`]: the registry of merchants, mini programs, sub-merchants and operators.
 //!
 //! The core knows no HTTP: its errors are its own enums, which the HTTP layer
 //! ([`crate::api`]) and the notification layer turn into their answers. It imports the store,
@@ -19,6 +20,7 @@ pub mod orders;
 pub mod payments;
 pub mod reconciliation;
 pub mod refunds;
+pub mod tenants;
 
 /// A merchant number: `prefix`, the time (yyyyMMddHHmmss, UTC) and 12 random letters and
 /// digits. Valid as WeChat's `out_trade_no` (32 at most) and `out_refund_no` (64 at most).

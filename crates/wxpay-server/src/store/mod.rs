@@ -89,6 +89,7 @@ mod refund_state;
 mod refunds;
 mod reports;
 mod sessions;
+mod tenants;
 mod webhooks;
 
 use std::str::FromStr as _;
@@ -114,6 +115,10 @@ pub use refund_state::{Refund, RefundStatus, RefundTransition};
 pub use refunds::{NewRefund, RefundCreation};
 pub use reports::{HourlyPayments, OrderCursor, OrderPage, Reconciliation};
 pub use sessions::{NewSession, SESSION_RECHECK, SessionUser};
+pub use tenants::{
+    MerchantKind, MerchantRecord, MiniProgramRecord, OperatorRecord, RegistrySource,
+    SubMerchantRecord, next_change,
+};
 pub use webhooks::{OutboxEvent, WebhookAttempt, WebhookStatus};
 
 /// A database error. Its text never contains a bound value (sqlx does not put them in errors).

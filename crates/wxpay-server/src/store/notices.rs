@@ -1,5 +1,5 @@
-//! Notices between the instances of one database: "a session was revoked" and "the outbox was
-//! written". They make the session cache and the webhook deliverer react at once instead of
+//! Notices between the instances of one database: "a session was revoked", "the outbox was
+//! written" and "the registry of merchants and mini programs changed". They make the session cache and the webhook deliverer react at once instead of
 //! waiting for a timeout or a poll; none of them carries state the database does not have, so a
 //! lost notice only delays (see [`SESSION_RECHECK`](super::sessions::SESSION_RECHECK) and the
 //! deliverer's idle poll), it never makes anything wrong.
@@ -9,8 +9,9 @@
 //!   from this process's session cache before its call returns.
 //! - PostgreSQL (several instances): the same notices go out with `pg_notify` on the channel
 //!   [`CHANNEL`] after the commit, and every instance `LISTEN`s on a connection of its own
-//!   ([`sqlx::postgres::PgListener`]). The payloads are `outbox`, `session TOKEN_HASH` and
-//!   `user OPENID`. When the listening connection is lost, notices may have been missed: the
+//!   ([`sqlx::postgres::PgListener`]). The payloads are `outbox`, `session TOKEN_HASH`,
+//!   `user OPENID` and `registry` (see [`Notices::registry_changes`]: the registry's readers
+//!   reload; its version, `Store::registry_version`, is what they compare). When the listening connection is lost, notices may have been missed: the
 //!   session cache is cleared and the deliverers are woken, and the listener reconnects (every
 //!   second until it succeeds).
 //! - SQLite has one instance: the local part is all there is.
@@ -36,12 +37,15 @@ pub(crate) enum Notice {
     Session(String),
     /// Every session of this openid was revoked.
     User(String),
+    /// The registry (merchants, mini programs, sub-merchants, operators) changed.
+    Registry,
 }
 
 impl Notice {
     fn payload(&self) -> String {
         match self {
             Notice::Outbox => "outbox".to_owned(),
+            Notice::Registry => "registry".to_owned(),
             Notice::Session(hash) => format!("session {hash}"),
             Notice::User(openid) => format!("user {openid}"),
         }
@@ -50,6 +54,7 @@ impl Notice {
     fn parse(payload: &str) -> Option<Notice> {
         match payload.split_once(' ') {
             None if payload == "outbox" => Some(Notice::Outbox),
+            None if payload == "registry" => Some(Notice::Registry),
             Some(("session", hash)) if !hash.is_empty() => Some(Notice::Session(hash.to_owned())),
             Some(("user", openid)) if !openid.is_empty() => Some(Notice::User(openid.to_owned())),
             _ => None,
@@ -67,6 +72,8 @@ pub struct Notices {
 struct Inner {
     /// Raised for every outbox write seen (here, or by another instance).
     outbox: Arc<watch::Sender<u64>>,
+    /// Raised for every registry change seen (here, or by another instance).
+    registry: Arc<watch::Sender<u64>>,
     /// PostgreSQL: the pool notices are sent with, and the queue of outbox notices (sent by a
     /// task of their own, off the hot path, coalesced).
     postgres: Option<(AnyPool, mpsc::Sender<()>)>,
@@ -84,6 +91,7 @@ impl Notices {
         Notices {
             inner: Arc::new(Inner {
                 outbox: Arc::new(watch::channel(0).0),
+                registry: Arc::new(watch::channel(0).0),
                 postgres: None,
                 listening,
                 _alive: alive,
@@ -97,6 +105,7 @@ impl Notices {
         let (alive, stopped) = watch::channel(());
         let (listening_tx, listening) = watch::channel(false);
         let outbox = Arc::new(watch::channel(0).0);
+        let registry = Arc::new(watch::channel(0).0);
         // One pending outbox notice is enough: a burst of payments sends one or two.
         let (queue, pending) = mpsc::channel(1);
         tokio::spawn(send_outbox_notices(pool.clone(), pending));
@@ -104,12 +113,14 @@ impl Notices {
             url.to_owned(),
             sessions,
             outbox.clone(),
+            registry.clone(),
             listening_tx,
             stopped,
         ));
         Notices {
             inner: Arc::new(Inner {
                 outbox,
+                registry,
                 postgres: Some((pool, queue)),
                 listening,
                 _alive: alive,
@@ -131,6 +142,20 @@ impl Notices {
     #[must_use]
     pub fn outbox_wakes(&self) -> watch::Receiver<u64> {
         self.inner.outbox.subscribe()
+    }
+
+    /// After the commit of a registry change: raises this process's registry counter now, and
+    /// tells the other instances (PostgreSQL).
+    pub async fn registry_changed(&self) {
+        self.inner.registry.send_modify(|n| *n = n.wrapping_add(1));
+        self.publish(&Notice::Registry).await;
+    }
+
+    /// A receiver that changes whenever the registry changed (here or elsewhere), and when
+    /// notices may have been missed (the listener reconnected): its readers reload.
+    #[must_use]
+    pub fn registry_changes(&self) -> watch::Receiver<u64> {
+        self.inner.registry.subscribe()
     }
 
     /// Waits until the listener is connected (PostgreSQL); at once on SQLite. For tests and
@@ -177,6 +202,7 @@ async fn listen(
     url: String,
     sessions: Arc<SessionCache>,
     outbox: Arc<watch::Sender<u64>>,
+    registry: Arc<watch::Sender<u64>>,
     listening: watch::Sender<bool>,
     mut stopped: watch::Receiver<()>,
 ) {
@@ -184,6 +210,7 @@ async fn listen(
     let missed = || {
         sessions.clear();
         outbox.send_modify(|n| *n = n.wrapping_add(1));
+        registry.send_modify(|n| *n = n.wrapping_add(1));
     };
     loop {
         let connected = async {
@@ -211,6 +238,9 @@ async fn listen(
                             }
                             Some(Notice::Session(hash)) => sessions.evict_token(&hash),
                             Some(Notice::User(openid)) => sessions.evict_user(&openid),
+                            Some(Notice::Registry) => {
+                                registry.send_modify(|n| *n = n.wrapping_add(1));
+                            }
                             None => {}
                         },
                         // The connection was lost; the next `try_recv` reconnects.
@@ -248,6 +278,7 @@ mod tests {
     fn payloads_read_back() {
         for n in [
             Notice::Outbox,
+            Notice::Registry,
             Notice::Session("ab12".into()),
             Notice::User("o_x-1".into()),
         ] {

@@ -16,5 +16,6 @@ mod schema;
 mod sessions;
 mod sim_proxy;
 mod store;
+mod tenants;
 mod webhooks;
 mod wxacode;
