@@ -332,6 +332,8 @@ pub struct Application {
     metrics_listener: Option<TcpListener>,
     state: AppState,
     simulator: Option<Sandbox>,
+    /// What the registry is rebuilt from when it changes.
+    directory_sources: crate::core::tenants::DirectorySources,
     jobs: Option<crate::jobs::JobOptions>,
 }
 
@@ -467,6 +469,15 @@ impl Application {
         });
         let wechat = WeChat::new(&merchant, &endpoints, settings.api_version, &notify_base)
             .map_err(|e| StartError::Client(e.to_string()))?;
+        let directory_sources = crate::core::tenants::DirectorySources {
+            file: wechat,
+            endpoints,
+            extra_ca_pem: merchant.extra_ca_pem.clone(),
+            key: master_key.clone(),
+        };
+        let registry = Registry::new(
+            crate::core::tenants::directory(&store, &directory_sources).await?,
+        );
         let admin_token = match (&settings.admin_token, &simulator) {
             (Some(t), _) => Some(t.clone()),
             (None, Some(_)) => Some(SecretString::from(wxpay::nonce::random_string(32))),
@@ -480,7 +491,7 @@ impl Application {
         let rate_limits = Arc::new(crate::api::rate_limit::RateLimits::from_settings(&settings));
         let state = AppState {
             store,
-            registry: Registry::single(wechat),
+            registry,
             settings: Arc::new(settings),
             admin_token,
             wxacode_cache: Arc::new(WxaCodeCache::default()),
@@ -497,6 +508,7 @@ impl Application {
             metrics_listener,
             state,
             simulator,
+            directory_sources,
             jobs: Some(crate::jobs::JobOptions::default()),
         })
     }
@@ -634,6 +646,12 @@ impl Application {
             }
             None => None,
         };
+        let registry = tokio::spawn(crate::core::tenants::keep_current(
+            self.state.store.clone(),
+            self.state.registry.clone(),
+            self.directory_sources,
+            stopped.clone(),
+        ));
         let metrics = self.metrics_listener.map(|listener| {
             tokio::spawn(crate::net::serve(
                 listener,
@@ -662,6 +680,7 @@ impl Application {
         )
         .await;
         let _ = jobs.await;
+        let _ = registry.await;
         if let Some(metrics) = metrics {
             let _ = metrics.await;
         }

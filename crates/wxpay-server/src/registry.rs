@@ -73,6 +73,18 @@ impl Directory {
     pub fn disable_merchant(&mut self, mchid: &str) {
         self.disabled.insert(mchid.to_owned());
     }
+
+    /// How many mini programs.
+    #[must_use]
+    pub fn app_count(&self) -> usize {
+        self.apps.len()
+    }
+
+    /// How many merchants.
+    #[must_use]
+    pub fn merchant_count(&self) -> usize {
+        self.merchants.len()
+    }
 }
 
 /// The current [`Directory`], shared by the requests and the jobs. Cheap to clone.

@@ -252,6 +252,32 @@ impl WeChat {
         })
     }
 
+    /// The mini-program API client of a mini program (its AppSecret), with the HTTP settings of
+    /// [`WeChat::new`].
+    ///
+    /// # Errors
+    /// [`Error`] when the client cannot be built.
+    pub fn mp_client(
+        appid: &str,
+        app_secret: &secrecy::SecretString,
+        endpoints: &WeChatEndpoints,
+        extra_ca_pem: Option<&str>,
+    ) -> Result<MpClient, Error> {
+        use secrecy::ExposeSecret as _;
+        let mut http = HttpConfig {
+            timeout: endpoints.timeout,
+            ..HttpConfig::default()
+        };
+        if let Some(ca) = extra_ca_pem {
+            http.extra_roots_pem.push(ca.to_owned());
+        }
+        MpClient::new(
+            wxpay::mp::client::MpConfig::new(appid, app_secret.expose_secret()),
+            &http,
+            &endpoints.urls,
+        )
+    }
+
     /// The same merchant's clients for another mini program bound to it: prepays and
     /// `wx.requestPayment` signatures name `appid`, logins go through `mp`. The payment
     /// clients' HTTP connections, verifier and certificates are shared with `self`.

@@ -12,6 +12,8 @@ use secrecy::{ExposeSecret as _, SecretSlice, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::merchant::{CredentialContents, Merchant, MerchantCredentials};
+use crate::registry::Directory;
+use crate::wechat::{WeChat, WeChatEndpoints};
 use crate::sealing::{self, MasterKey, SealError};
 use crate::store::{
     ApiVersion, MerchantKind, MerchantRecord, MiniProgramRecord, OperatorRecord, RegistrySource,
@@ -1055,4 +1057,138 @@ pub async fn import_file_merchant(
         ),
     }
     Ok(())
+}
+
+/// What the routing [`Directory`] is built from besides the database: the merchant file's (or
+/// the sandbox's) merchant and mini program, where WeChat is, and the master key.
+#[derive(Clone, Debug)]
+pub struct DirectorySources {
+    /// The clients of the merchant file's merchant and mini program: always first.
+    pub file: WeChat,
+    /// The API v2/v3 the file's merchant uses for new orders.
+    pub endpoints: WeChatEndpoints,
+    /// An extra trusted CA (a simulator's), for every client.
+    pub extra_ca_pem: Option<String>,
+    /// Opens the registered secrets.
+    pub key: Option<MasterKey>,
+}
+
+/// The routing directory of this moment: the file's mini program first, then every enabled
+/// registered mini program with its merchant's clients (built once per merchant and bound to
+/// each of its mini programs), and the disabled merchants (they take no new orders but still
+/// settle theirs). A mini program whose secrets do not open, or that pays through a
+/// sub-merchant (partner payments are not routed yet), is left out and logged.
+///
+/// # Errors
+/// [`StoreError`] when the database cannot be read.
+pub async fn directory(store: &Store, sources: &DirectorySources) -> Result<Directory, StoreError> {
+    let mut directory = Directory::default();
+    directory.add_app(sources.file.clone());
+    let merchants = store.merchants().await?;
+    for m in merchants.iter().filter(|m| !m.enabled) {
+        directory.disable_merchant(&m.mchid);
+    }
+    let mut apps = store.mini_programs(None).await?;
+    apps.sort_by(|a, b| (a.created_at, &a.appid).cmp(&(b.created_at, &b.appid)));
+    let mut clients: std::collections::HashMap<String, WeChat> = std::collections::HashMap::new();
+    clients.insert(sources.file.mchid.clone(), sources.file.clone());
+    for app in apps
+        .iter()
+        .filter(|a| a.enabled && a.source == RegistrySource::Registered)
+    {
+        if app.sub_mchid.is_some() {
+            tracing::warn!(appid = %app.appid, "a mini program paying through a sub-merchant is not served yet (partner payments): left out");
+            continue;
+        }
+        let Some(merchant) = merchants.iter().find(|m| m.mchid == app.mchid) else {
+            continue;
+        };
+        match app_clients(store, sources, merchant, app, &mut clients).await {
+            Ok(wechat) => directory.add_app(wechat),
+            Err(err) => {
+                tracing::error!(appid = %app.appid, mchid = %app.mchid, error = %err, "a registered mini program cannot be served: left out");
+            }
+        }
+    }
+    Ok(directory)
+}
+
+async fn app_clients(
+    store: &Store,
+    sources: &DirectorySources,
+    merchant: &MerchantRecord,
+    app: &MiniProgramRecord,
+    clients: &mut std::collections::HashMap<String, WeChat>,
+) -> Result<WeChat, String> {
+    let key = sources.key.as_ref();
+    let secret = load_app_secret(store, key, &app.appid)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mp = WeChat::mp_client(
+        &app.appid,
+        &secret,
+        &sources.endpoints,
+        sources.extra_ca_pem.as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
+    if let Some(base) = clients.get(&merchant.mchid) {
+        return Ok(base.for_app(&app.appid, mp));
+    }
+    let credentials = load_credentials(store, key, &merchant.mchid)
+        .await
+        .map_err(|e| e.to_string())?;
+    let wechat = WeChat::new(
+        &credentials.into_merchant(app.appid.clone(), secret, sources.extra_ca_pem.clone()),
+        &sources.endpoints,
+        merchant.api_version,
+        &sources.file.notify_base,
+    )
+    .map_err(|e| e.to_string())?;
+    clients.insert(merchant.mchid.clone(), wechat.clone());
+    Ok(wechat)
+}
+
+/// How often an instance compares the registry's version with the one it serves, in case it
+/// missed a notice (its listening connection was down).
+pub const REGISTRY_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Keeps `registry` current until `stop` turns true: rebuilt at every registry notice (a change
+/// made here, or on another instance through PostgreSQL's notices) and whenever the stored
+/// version differs from the one last built (checked every [`REGISTRY_RECHECK`]).
+pub async fn keep_current(
+    store: Store,
+    registry: crate::registry::Registry,
+    sources: DirectorySources,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut changes = store.notices().registry_changes();
+    let mut built = store.registry_version().await.ok();
+    loop {
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(REGISTRY_RECHECK) => {
+                let now = store.registry_version().await.ok();
+                if now.is_none() || now == built {
+                    continue;
+                }
+            }
+            () = async {
+                let _ = stop.wait_for(|s| *s).await;
+            } => return,
+        }
+        let version = store.registry_version().await.ok();
+        match directory(&store, &sources).await {
+            Ok(d) => {
+                let (apps, merchants) = (d.app_count(), d.merchant_count());
+                registry.replace(d);
+                built = version;
+                tracing::info!(apps, merchants, "registry reloaded");
+            }
+            Err(err) => tracing::warn!(error = %err, "the registry could not be reloaded; retried at the next check"),
+        }
+    }
 }
