@@ -154,11 +154,13 @@ struct Tenants {
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Why a merchant or mini program could not be added.
@@ -448,7 +450,9 @@ impl AppState {
             },
         };
         if self.merchant_account(&mchid).is_some() {
-            return Err(TenantError::Invalid(format!("merchant {mchid} already exists")));
+            return Err(TenantError::Invalid(format!(
+                "merchant {mchid} already exists"
+            )));
         }
         let mode = mode.unwrap_or_else(|| self.signer.mode());
         let (appid, app_secret) = self.fresh_app();
@@ -500,7 +504,11 @@ impl AppState {
     ///
     /// # Errors
     /// [`TenantError::Invalid`] for an unknown merchant, a malformed or taken appid.
-    pub fn add_app(&self, appid: Option<String>, mchid: &str) -> Result<Arc<AppEntry>, TenantError> {
+    pub fn add_app(
+        &self,
+        appid: Option<String>,
+        mchid: &str,
+    ) -> Result<Arc<AppEntry>, TenantError> {
         if self.merchant_account(mchid).is_none() {
             return Err(TenantError::Invalid(format!("no merchant {mchid}")));
         }
@@ -541,22 +549,20 @@ impl AppState {
                         .as_ref()
                         .ok_or("a merchant line without a state directory")?
                         .join(&line.dir);
-                    let setup = crate::merchant::load_merchant_dir(&dir)
-                        .map_err(|e| e.to_string())?;
+                    let setup =
+                        crate::merchant::load_merchant_dir(&dir).map_err(|e| e.to_string())?;
                     let mode = line.key_mode.parse::<KeyMode>()?;
                     self.register_merchant(setup, mode).map_err(|e| match e {
                         TenantError::Invalid(m) | TenantError::Internal(m) => m,
                     })?;
                 }
-                Entry::App(line) => {
-                    if self.app(&line.appid).is_none() {
-                        self.register_app(
-                            line.appid.clone(),
-                            line.app_secret.clone(),
-                            line.mchid.clone(),
-                            entries,
-                        );
-                    }
+                Entry::App(line) if self.app(&line.appid).is_none() => {
+                    self.register_app(
+                        line.appid.clone(),
+                        line.app_secret.clone(),
+                        line.mchid.clone(),
+                        entries,
+                    );
                 }
                 _ => {}
             }

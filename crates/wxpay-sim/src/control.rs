@@ -155,14 +155,17 @@ async fn create_merchant(State(state): State<Arc<AppState>>, body: Bytes) -> Res
         }),
         Err(e) => return bad_request(e),
     };
-    let mode = match request.key_mode.as_deref().map(str::parse::<crate::KeyMode>) {
+    let mode = match request
+        .key_mode
+        .as_deref()
+        .map(str::parse::<crate::KeyMode>)
+    {
         None => None,
         Some(Ok(mode)) => Some(mode),
         Some(Err(e)) => return bad_request(e),
     };
     let worker = state.clone();
-    let made =
-        tokio::task::spawn_blocking(move || worker.add_merchant(request.mchid, mode)).await;
+    let made = tokio::task::spawn_blocking(move || worker.add_merchant(request.mchid, mode)).await;
     match made {
         Ok(Ok((merchant, app))) => {
             let mut answer = merchant.public_json();

@@ -184,12 +184,8 @@ impl Simulator {
             setup.credentials.wechatpay_public_key_id.clone(),
         ));
         let dispatcher = Arc::new(
-            Dispatcher::new(
-                config.time_scale,
-                faults.clone(),
-                clock.clone(),
-            )
-            .map_err(SimError::Config)?,
+            Dispatcher::new(config.time_scale, faults.clone(), clock.clone())
+                .map_err(SimError::Config)?,
         );
         let (appid, secret) = (
             setup.credentials.appid.clone(),
@@ -296,11 +292,10 @@ async fn mp_dispatch(
     let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
         return http::StatusCode::PAYLOAD_TOO_LARGE.into_response();
     };
-    let query = axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(
-        &parts.uri,
-    )
-    .map(|q| q.0)
-    .unwrap_or_default();
+    let query =
+        axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(&parts.uri)
+            .map(|q| q.0)
+            .unwrap_or_default();
     let app = query
         .get("appid")
         .and_then(|a| state.app(a))

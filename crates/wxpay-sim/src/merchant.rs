@@ -340,8 +340,8 @@ fn generate_merchant(
     let platform_x509 = X509Certificate::from_der(platform_cert.der())
         .map_err(|e| gen_err("the platform certificate")(&e))?;
     let p12 = pkcs12(&merchant_key, merchant_cert.der(), &keys.ca_cert_der, mchid)?;
-    let tls_key = RsaPrivateKey::from_pkcs8_der(&keys.tls_key_der)
-        .map_err(|e| gen_err("the TLS key")(&e))?;
+    let tls_key =
+        RsaPrivateKey::from_pkcs8_der(&keys.tls_key_der).map_err(|e| gen_err("the TLS key")(&e))?;
     let tls_cert = X509Certificate::from_der(&keys.tls_cert_der)
         .map_err(|e| gen_err("the TLS certificate")(&e))?;
     let credentials = MerchantCredentials {

@@ -743,9 +743,10 @@ fn bill_answer(call: &Call<'_>) -> Answer {
         return Err(no_bill());
     }
     let mine = |o: &Order| o.mchid == call.merchant.mchid();
-    let text = bills::trade_bill_text_of(&call.state.store, date, bill_type, &|_| None, None, &mine)
-        .map_err(|_| bill_fail("System Error", None))?
-        .ok_or_else(no_bill)?;
+    let text =
+        bills::trade_bill_text_of(&call.state.store, date, bill_type, &|_| None, None, &mine)
+            .map_err(|_| bill_fail("System Error", None))?
+            .ok_or_else(no_bill)?;
     let answer = if gzip {
         (
             [(header::CONTENT_TYPE, "application/x-gzip")],

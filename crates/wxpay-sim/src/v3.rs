@@ -214,8 +214,7 @@ fn verify_request(
             "商户号不存在",
         ));
     };
-    if normalize_serial(&auth.serial_no)
-        != normalize_serial(&merchant.credentials.merchant_serial)
+    if normalize_serial(&auth.serial_no) != normalize_serial(&merchant.credentials.merchant_serial)
     {
         return Err(
             V3Error::sign_error("商户证书序列号有误。请使用签名私钥匹配的证书序列号").with_detail(
