@@ -7,6 +7,8 @@
 //! * `POST /sim/users/{openid}/code` requires the header `X-Sim-User-Key: <user_key>` (absent or
 //!   wrong: 403 `{"error"}`), or the control token.
 //! * `GET /sim/cashier` (the appid and mchid the WeChat cashier shows) is open.
+//! * `POST`/`GET /sim/merchants` and `/sim/apps` add and list merchants and mini programs
+//!   (controlled); `POST /sim/users {"appid"}` mints a user of another mini program.
 //! * With a control token configured ([`crate::SimConfig::control_token`], as the sandbox of
 //!   `wxpay serve` does), every other route but `POST /sim/pay` (checked by its paySign), and
 //!   `POST /sim/users` with a chosen openid, require `Authorization: Bearer <token>` (else 401
