@@ -157,7 +157,24 @@ pub fn trade_bill_text_with(
     sub_mchid_of: &dyn Fn(&Order) -> Option<String>,
     only: Option<&str>,
 ) -> Result<Option<String>, String> {
-    let day = store.bill_day(date);
+    trade_bill_text_of(store, date, bill_type, sub_mchid_of, only, &|_| true)
+}
+
+/// As [`trade_bill_text_with`], keeping only the orders `mine` accepts (one merchant's).
+///
+/// # Errors
+/// As [`trade_bill_text`].
+pub fn trade_bill_text_of(
+    store: &Store,
+    date: Date,
+    bill_type: TradeBillType,
+    sub_mchid_of: &dyn Fn(&Order) -> Option<String>,
+    only: Option<&str>,
+    mine: &dyn Fn(&Order) -> bool,
+) -> Result<Option<String>, String> {
+    let mut day = store.bill_day(date);
+    day.payments.retain(|o| mine(o));
+    day.refunds.retain(|(_, o)| mine(o));
     let kind = bill_type.kind();
     let keep = |o: &Order| -> Option<String> {
         let sub = sub_mchid_of(o);
@@ -198,7 +215,21 @@ pub fn trade_bill_text_with(
 /// # Errors
 /// When a total overflows or a field cannot be written.
 pub fn fund_flow_bill_text(store: &Store, date: Date) -> Result<Option<String>, String> {
-    let day = store.bill_day(date);
+    fund_flow_bill_text_of(store, date, &|_| true)
+}
+
+/// As [`fund_flow_bill_text`], with only the orders `mine` accepts (one merchant's).
+///
+/// # Errors
+/// As [`fund_flow_bill_text`].
+pub fn fund_flow_bill_text_of(
+    store: &Store,
+    date: Date,
+    mine: &dyn Fn(&Order) -> bool,
+) -> Result<Option<String>, String> {
+    let mut day = store.bill_day(date);
+    day.payments.retain(|o| mine(o));
+    day.refunds.retain(|(_, o)| mine(o));
     let mut events: Vec<(i64, FundFlowRow)> = Vec::new();
     let row = |t: i64,
                no: &str,

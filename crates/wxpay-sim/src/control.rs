@@ -7,6 +7,8 @@
 //! * `POST /sim/users/{openid}/code` requires the header `X-Sim-User-Key: <user_key>` (absent or
 //!   wrong: 403 `{"error"}`), or the control token.
 //! * `GET /sim/cashier` (the appid and mchid the WeChat cashier shows) is open.
+//! * `POST`/`GET /sim/merchants` and `/sim/apps` add and list merchants and mini programs
+//!   (controlled); `POST /sim/users {"appid"}` mints a user of another mini program.
 //! * With a control token configured ([`crate::SimConfig::control_token`], as the sandbox of
 //!   `wxpay serve` does), every other route but `POST /sim/pay` (checked by its paySign), and
 //!   `POST /sim/users` with a chosen openid, require `Authorization: Bearer <token>` (else 401
@@ -46,6 +48,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/sim/clock", get(clock))
         .route("/sim/merchant", get(merchant))
         .route("/sim/connection", get(connection))
+        .route("/sim/merchants", get(list_merchants).post(create_merchant))
+        .route("/sim/apps", get(list_apps).post(create_app))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_control,
@@ -119,6 +123,115 @@ fn parse_json<T: serde::de::DeserializeOwned>(
 #[serde(deny_unknown_fields)]
 struct NewUser {
     openid: Option<String>,
+    appid: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMerchant {
+    mchid: Option<String>,
+    key_mode: Option<String>,
+}
+
+fn tenant_error(e: crate::app::TenantError) -> Response {
+    match e {
+        crate::app::TenantError::Invalid(m) => bad_request(m),
+        crate::app::TenantError::Internal(m) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"error": m})),
+        )
+            .into_response(),
+    }
+}
+
+fn app_json(app: &crate::app::AppEntry) -> Value {
+    json!({"appid": app.mp.appid(), "mchid": app.mchid})
+}
+
+/// `POST /sim/merchants`: another merchant, with its own keys and mini program.
+async fn create_merchant(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let request = match parse_json::<NewMerchant>(&body, true) {
+        Ok(r) => r.unwrap_or(NewMerchant {
+            mchid: None,
+            key_mode: None,
+        }),
+        Err(e) => return bad_request(e),
+    };
+    let mode = match request
+        .key_mode
+        .as_deref()
+        .map(str::parse::<crate::KeyMode>)
+    {
+        None => None,
+        Some(Ok(mode)) => Some(mode),
+        Some(Err(e)) => return bad_request(e),
+    };
+    let worker = state.clone();
+    let made = tokio::task::spawn_blocking(move || worker.add_merchant(request.mchid, mode)).await;
+    match made {
+        Ok(Ok((merchant, app))) => {
+            let mut answer = merchant.public_json();
+            answer["appid"] = json!(app.mp.appid());
+            (StatusCode::CREATED, axum::Json(answer)).into_response()
+        }
+        Ok(Err(e)) => tenant_error(e),
+        Err(e) => tenant_error(crate::app::TenantError::Internal(e.to_string())),
+    }
+}
+
+/// `GET /sim/merchants`: every merchant's public facts (never a key).
+async fn list_merchants(State(state): State<Arc<AppState>>) -> Response {
+    let merchants: Vec<Value> = state
+        .merchant_accounts()
+        .iter()
+        .map(|m| {
+            let mut v = m.public_json();
+            v["appids"] = json!(
+                state
+                    .apps()
+                    .iter()
+                    .filter(|a| a.mchid == m.mchid())
+                    .map(|a| a.mp.appid().to_owned())
+                    .collect::<Vec<_>>()
+            );
+            v
+        })
+        .collect();
+    axum::Json(json!({"merchants": merchants})).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewApp {
+    appid: Option<String>,
+    mchid: String,
+}
+
+/// `POST /sim/apps`: another mini program bound to a merchant.
+async fn create_app(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let request = match parse_json::<NewApp>(&body, false) {
+        Ok(Some(r)) => r,
+        Ok(None) => return bad_request("a JSON body is required"),
+        Err(e) => return bad_request(e),
+    };
+    match state.add_app(request.appid, &request.mchid) {
+        Ok(app) => (
+            StatusCode::CREATED,
+            axum::Json(json!({
+                "appid": app.mp.appid(),
+                "app_secret": app.mp.app_secret(),
+                "mchid": app.mchid,
+            })),
+        )
+            .into_response(),
+        Err(e) => tenant_error(e),
+    }
+}
+
+/// `GET /sim/apps`: every mini program and its merchant (never the secret).
+async fn list_apps(State(state): State<Arc<AppState>>) -> Response {
+    let apps: Vec<Value> = state.apps().iter().map(|a| app_json(a)).collect();
+    axum::Json(json!({"apps": apps})).into_response()
 }
 
 async fn create_user(
@@ -126,15 +239,23 @@ async fn create_user(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let openid = match parse_json::<NewUser>(&body, true) {
-        Ok(u) => u.and_then(|u| u.openid),
+    let (openid, appid) = match parse_json::<NewUser>(&body, true) {
+        Ok(Some(u)) => (u.openid, u.appid),
+        Ok(None) => (None, None),
         Err(e) => return bad_request(e),
+    };
+    let app = match appid {
+        None => state.first_app(),
+        Some(appid) => match state.app(&appid) {
+            Some(app) => app,
+            None => return bad_request(format!("no mini program {appid}")),
+        },
     };
     // A chosen openid could be a known user's (whose journal was lost): the control's call.
     if openid.is_some() && !control_allowed(&state, &headers) {
         return control_refused();
     }
-    match state.mp.new_user(openid) {
+    match app.mp.new_user(openid) {
         Ok(user) => axum::Json(json!({
             "openid": user.openid,
             "code": user.code,
@@ -153,10 +274,14 @@ async fn login_code(
     Path(openid): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    // The mini program of the user (openids are per mini program).
+    let mp = state
+        .apps()
+        .into_iter()
+        .find(|a| a.mp.has_user(&openid))
+        .map_or_else(|| state.mp.clone(), |a| a.mp.clone());
     let answer = if has_control_token(&state, &headers) {
-        state
-            .mp
-            .mint_code(&openid)
+        mp.mint_code(&openid)
             .ok_or(crate::mp::MintRefusal::UnknownUser)
     } else {
         let key = headers
@@ -166,7 +291,7 @@ async fn login_code(
         if key.is_none_or(str::is_empty) {
             return forbidden("X-Sim-User-Key (the user_key POST /sim/users answered) is required");
         }
-        state.mp.mint_code_with_key(&openid, key)
+        mp.mint_code_with_key(&openid, key)
     };
     match answer {
         Ok(code) => axum::Json(json!({"openid": openid, "code": code})).into_response(),
@@ -237,18 +362,20 @@ async fn pay(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
         crate::state::ApiVersion::V3 => p.sign_type == "RSA",
         crate::state::ApiVersion::V2 => p.sign_type == order.sign_type.as_str(),
     };
+    // Signed by the order's merchant (its v2 key or its merchant API key).
+    let merchant = state.account_for(&order.mchid);
     let signature_ok = sign_type_matches
         && wxpay::pay_params::verify(
             p,
             pay_appid,
-            &state.merchant.api_v2_key,
-            &state.keys.merchant_public_key,
+            &merchant.credentials.api_v2_key,
+            &merchant.keys.merchant_public_key,
         )
         .is_ok();
     if !signature_ok {
         return client_fail(StatusCode::BAD_REQUEST, "支付验证签名失败");
     }
-    if !state.mp.has_user(&request.openid)
+    if !state.is_any_user(&request.openid)
         && state.partner.sub_user_appid(&request.openid).is_none()
     {
         return client_fail(StatusCode::BAD_REQUEST, "用户不存在");

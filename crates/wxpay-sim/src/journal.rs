@@ -38,6 +38,32 @@ pub enum Entry {
     /// The trade-management record of a paid order (shipping, receipt), as it is after a
     /// change.
     Trade(crate::trade::TradeLine),
+    /// A merchant added at run time (`POST /sim/merchants`); its keys are in its own directory.
+    Merchant(MerchantLine),
+    /// A mini program added at run time (`POST /sim/apps`, or a new merchant's own).
+    App(AppLine),
+}
+
+/// A merchant added at run time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantLine {
+    /// Its merchant id.
+    pub mchid: String,
+    /// Its key mode (`public_key`, `certificate`, `migrating`).
+    pub key_mode: String,
+    /// The directory of its `merchant.json`, relative to the state directory.
+    pub dir: String,
+}
+
+/// A mini program added at run time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppLine {
+    /// Its AppID.
+    pub appid: String,
+    /// Its AppSecret (the journal is readable by its owner only, like `merchant.json`).
+    pub app_secret: String,
+    /// The merchant it is bound to.
+    pub mchid: String,
 }
 
 /// A sub-merchant (特约商户) of the simulated service provider.
@@ -83,6 +109,9 @@ pub struct UserLine {
     /// simulator's control token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_key_sha256: Option<String>,
+    /// The mini program of the user; absent for the first mini program's users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appid: Option<String>,
 }
 
 /// Every field of an order record, so that a replayed order has the same ids (`prepay_id`,
@@ -230,6 +259,7 @@ mod tests {
             openid: "o1".into(),
             unionid: "u1".into(),
             user_key_sha256: Some("00".repeat(32)),
+            appid: None,
         });
         {
             let (journal, entries) = Journal::open(&dir).unwrap();

@@ -184,13 +184,8 @@ impl Simulator {
             setup.credentials.wechatpay_public_key_id.clone(),
         ));
         let dispatcher = Arc::new(
-            Dispatcher::new(
-                config.time_scale,
-                faults.clone(),
-                signer.clone(),
-                clock.clone(),
-            )
-            .map_err(SimError::Config)?,
+            Dispatcher::new(config.time_scale, faults.clone(), clock.clone())
+                .map_err(SimError::Config)?,
         );
         let (appid, secret) = (
             setup.credentials.appid.clone(),
@@ -212,11 +207,21 @@ impl Simulator {
                 dispatcher: dispatcher.clone(),
                 mp,
                 base_url,
-                journal: journal.map(|j| (j, entries)),
+                journal: journal.map(|j| (j, entries.clone())),
                 control_token: config.control_token.clone(),
+                state_dir: config.state_dir.clone(),
+                migrating_ratio: config.migrating_ratio,
             })
             .map_err(|e| SimError::Config(format!("api_v3_key: {e}")))?,
         );
+        // Merchants and mini programs a previous run added.
+        {
+            let state = state.clone();
+            tokio::task::spawn_blocking(move || state.restore_tenants(&entries))
+                .await
+                .map_err(|e| SimError::Config(format!("merchant restore task: {e}")))?
+                .map_err(|e| SimError::Config(format!("restoring merchants: {e}")))?;
+        }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         tokio::spawn(trade::run_ticker(state.clone(), shutdown_rx.clone()));
         let dispatcher_task = tokio::spawn(dispatcher.run(shutdown_rx.clone()));
@@ -247,7 +252,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(v3::router(state.clone()))
         .merge(v2::router(state.clone()))
-        .merge(MiniProgram::router(state.mp.clone()))
+        .merge(mp_router(state.clone()))
         .merge(control::router(state.clone()))
         // Registering sub-merchants and their users changes the simulated world: the control
         // token's, when one is set.
@@ -261,6 +266,55 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(state, faults::inject))
         .layer(axum::middleware::from_fn(server::log_request))
+}
+
+/// The routes of `api.weixin.qq.com`, each request served by the mini program it names: its
+/// `appid` (query or JSON body), else the one that issued its `access_token`, else the first
+/// (which then refuses it as WeChat would: `40013 invalid appid`, `40001`).
+fn mp_router(state: Arc<AppState>) -> Router {
+    use axum::routing::any;
+    Router::new()
+        .route("/sns/jscode2session", any(mp_dispatch))
+        .route("/cgi-bin/token", any(mp_dispatch))
+        .route("/cgi-bin/stable_token", any(mp_dispatch))
+        .route("/wxa/getwxacodeunlimit", any(mp_dispatch))
+        .route("/wxa/business/getuserphonenumber", any(mp_dispatch))
+        .with_state(state)
+}
+
+async fn mp_dispatch(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    use tower::ServiceExt as _;
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return http::StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    };
+    let query =
+        axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(&parts.uri)
+            .map(|q| q.0)
+            .unwrap_or_default();
+    let app = query
+        .get("appid")
+        .and_then(|a| state.app(a))
+        .or_else(|| {
+            serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("appid")?.as_str().and_then(|a| state.app(a)))
+        })
+        .or_else(|| {
+            query
+                .get("access_token")
+                .and_then(|t| state.app_by_token(t))
+        })
+        .unwrap_or_else(|| state.first_app());
+    let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+    match app.router.clone().oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
 }
 
 /// A running simulator.

@@ -139,6 +139,8 @@ pub struct SimulatorKeys {
     pub merchant_cert_der: Vec<u8>,
     /// The CA certificate (DER): TLS root for client certificates.
     pub ca_cert_der: Vec<u8>,
+    /// The CA key: issues the certificates of merchants added at run time.
+    pub ca_key: RsaPrivateKey,
     /// The TLS server certificate (DER).
     pub tls_cert_der: Vec<u8>,
     /// The TLS server key (PKCS#8 DER).
@@ -252,14 +254,9 @@ fn generate_keys(n: usize) -> Result<Vec<RsaPrivateKey>, CredentialsError> {
     })
 }
 
-fn generate() -> Result<Material, CredentialsError> {
-    let mut keys = generate_keys(5)?.into_iter();
-    let mut next = || keys.next().ok_or_else(|| gen_err("keys")(&"too few keys"));
-    let (ca_key, merchant_key, platform_key, public_key_key, tls_key) =
-        (next()?, next()?, next()?, next()?, next()?);
-
-    let mchid = format!("1{}", random_digits(9));
-
+/// The CA's name and constraints: the same at every start, so that the CA of a state directory
+/// can issue again from its key.
+fn ca_params() -> CertificateParams {
     let mut ca_params = CertificateParams::default();
     ca_params.distinguished_name = dn("wxpay-sim CA", "wxpay simulator", "wxpay-sim");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -268,6 +265,164 @@ fn generate() -> Result<Material, CredentialsError> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
+    ca_params
+}
+
+fn merchant_params(mchid: &str) -> CertificateParams {
+    let mut merchant_params = CertificateParams::default();
+    merchant_params.distinguished_name = dn(mchid, "wxpay-sim merchant", "财付通支付科技有限公司");
+    merchant_params.serial_number = Some(serial_number());
+    merchant_params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    merchant_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    validity(&mut merchant_params, 5);
+    merchant_params
+}
+
+fn platform_params() -> CertificateParams {
+    let mut platform_params = CertificateParams::default();
+    platform_params.distinguished_name = dn("Tenpay.com", "Tenpay.com CA Center", "Tenpay.com");
+    platform_params.serial_number = Some(serial_number());
+    platform_params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    validity(&mut platform_params, 5);
+    platform_params
+}
+
+/// A fresh merchant id: 10 digits, starting with 1 like real ones.
+#[must_use]
+pub fn new_mchid() -> String {
+    format!("1{}", random_digits(9))
+}
+
+/// A fresh AppID (`wx` + 16 hex) and AppSecret (32 hex).
+#[must_use]
+pub fn new_app() -> (String, String) {
+    (format!("wx{}", random_hex(16)), random_hex(32))
+}
+
+/// Another merchant of the same simulator: its own merchant key and certificate (issued by the
+/// simulator CA of `keys`), API keys, platform certificate and WeChat Pay public key. `appid`
+/// and `app_secret` are its mini program's.
+fn generate_merchant(
+    keys: &SimulatorKeys,
+    ca_cert_pem: &str,
+    mchid: &str,
+    appid: String,
+    app_secret: String,
+) -> Result<Material, CredentialsError> {
+    let mut generated = generate_keys(3)?.into_iter();
+    let mut next = || {
+        generated
+            .next()
+            .ok_or_else(|| gen_err("keys")(&"too few keys"))
+    };
+    let (merchant_key, platform_key, public_key_key) = (next()?, next()?, next()?);
+    let issuer = Issuer::new(ca_params(), rcgen_key(&keys.ca_key)?);
+    let issue = |key: &RsaPrivateKey, params: CertificateParams, what: &'static str| {
+        let kp = rcgen_key(key)?;
+        params
+            .signed_by(&kp, &issuer)
+            .map_err(|e| gen_err(what)(&e))
+    };
+    let merchant_cert = issue(
+        &merchant_key,
+        merchant_params(mchid),
+        "the merchant certificate",
+    )?;
+    let platform_cert = issue(&platform_key, platform_params(), "the platform certificate")?;
+    let merchant_x509 = X509Certificate::from_der(merchant_cert.der())
+        .map_err(|e| gen_err("the merchant certificate")(&e))?;
+    let platform_x509 = X509Certificate::from_der(platform_cert.der())
+        .map_err(|e| gen_err("the platform certificate")(&e))?;
+    let p12 = pkcs12(&merchant_key, merchant_cert.der(), &keys.ca_cert_der, mchid)?;
+    let tls_key =
+        RsaPrivateKey::from_pkcs8_der(&keys.tls_key_der).map_err(|e| gen_err("the TLS key")(&e))?;
+    let tls_cert = X509Certificate::from_der(&keys.tls_cert_der)
+        .map_err(|e| gen_err("the TLS certificate")(&e))?;
+    let credentials = MerchantCredentials {
+        appid,
+        app_secret,
+        api_v2_key: wxpay::nonce::random_string(32),
+        api_v3_key: wxpay::nonce::random_string(32),
+        merchant_serial: merchant_x509.serial_no.clone(),
+        merchant_private_key_pem: merchant_key.to_pkcs8_pem(),
+        merchant_cert_pem: merchant_x509.to_pem(),
+        merchant_cert_p12: p12,
+        platform_cert_pem: platform_x509.to_pem(),
+        platform_serial: platform_x509.serial_no.clone(),
+        wechatpay_public_key_pem: public_key_key.public_key().to_pem(),
+        wechatpay_public_key_id: format!("PUB_KEY_ID_0000000000000024{}", random_digits(18)),
+        ca_cert_pem: ca_cert_pem.to_owned(),
+        merchant_json_path: None,
+        mchid: mchid.to_owned(),
+    };
+    let secrets = SecretsJson {
+        ca_key: keys.ca_key.to_pkcs8_pem(),
+        platform_key: platform_key.to_pkcs8_pem(),
+        public_key_key: public_key_key.to_pkcs8_pem(),
+        tls_key: tls_key.to_pkcs8_pem(),
+        tls_cert: tls_cert.to_pem(),
+    };
+    Ok(Material {
+        credentials,
+        secrets,
+    })
+}
+
+/// Makes another merchant under the CA of `keys` (the first merchant's setup): in `dir` (its
+/// own `merchant.json`, `simulator-secrets.json` and key files, the first merchant's file set)
+/// when given, else in memory.
+///
+/// # Errors
+/// [`CredentialsError`] when generation fails or `dir` cannot be written.
+pub fn create_merchant(
+    keys: &SimulatorKeys,
+    ca_cert_pem: &str,
+    mchid: &str,
+    appid: String,
+    app_secret: String,
+    dir: Option<&Path>,
+) -> Result<MerchantSetup, CredentialsError> {
+    let material = generate_merchant(keys, ca_cert_pem, mchid, appid, app_secret)?;
+    match dir {
+        Some(dir) => {
+            let json_path = dir.join(MERCHANT_JSON);
+            let secrets_path = dir.join(SECRETS_JSON);
+            write(dir, &material, &json_path, &secrets_path)?;
+            let mut setup = material.into_setup(&secrets_path)?;
+            setup.credentials.merchant_json_path = Some(json_path);
+            Ok(setup)
+        }
+        None => material.into_setup(Path::new("<memory>")),
+    }
+}
+
+/// Loads the merchant whose `merchant.json` is in `dir` (never creates one).
+///
+/// # Errors
+/// [`CredentialsError`] when the files are missing, incomplete or do not belong together.
+pub fn load_merchant_dir(dir: &Path) -> Result<MerchantSetup, CredentialsError> {
+    let json_path = dir.join(MERCHANT_JSON);
+    let secrets_path = dir.join(SECRETS_JSON);
+    let mut setup = load(dir, &json_path, &secrets_path)?.into_setup(&secrets_path)?;
+    setup.credentials.merchant_json_path = Some(json_path);
+    Ok(setup)
+}
+
+fn generate() -> Result<Material, CredentialsError> {
+    let mut keys = generate_keys(5)?.into_iter();
+    let mut next = || keys.next().ok_or_else(|| gen_err("keys")(&"too few keys"));
+    let (ca_key, merchant_key, platform_key, public_key_key, tls_key) =
+        (next()?, next()?, next()?, next()?, next()?);
+
+    let mchid = new_mchid();
+
+    let mut ca_params = ca_params();
     ca_params.serial_number = Some(serial_number());
     validity(&mut ca_params, 20);
     let ca_kp = rcgen_key(&ca_key)?;
@@ -283,26 +438,12 @@ fn generate() -> Result<Material, CredentialsError> {
             .map_err(|e| gen_err(what)(&e))
     };
 
-    let mut merchant_params = CertificateParams::default();
-    merchant_params.distinguished_name = dn(&mchid, "wxpay-sim merchant", "财付通支付科技有限公司");
-    merchant_params.serial_number = Some(serial_number());
-    merchant_params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    merchant_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    validity(&mut merchant_params, 5);
-    let merchant_cert = issue(&merchant_key, merchant_params, "the merchant certificate")?;
-
-    let mut platform_params = CertificateParams::default();
-    platform_params.distinguished_name = dn("Tenpay.com", "Tenpay.com CA Center", "Tenpay.com");
-    platform_params.serial_number = Some(serial_number());
-    platform_params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    validity(&mut platform_params, 5);
-    let platform_cert = issue(&platform_key, platform_params, "the platform certificate")?;
+    let merchant_cert = issue(
+        &merchant_key,
+        merchant_params(&mchid),
+        "the merchant certificate",
+    )?;
+    let platform_cert = issue(&platform_key, platform_params(), "the platform certificate")?;
 
     let mut tls_params = CertificateParams::default();
     tls_params.distinguished_name = dn("127.0.0.1", "wxpay simulator", "wxpay-sim");
@@ -432,6 +573,8 @@ impl Material {
         }
         let tls_key =
             RsaPrivateKey::from_pem(&self.secrets.tls_key).map_err(|e| invalid("tls_key", &e))?;
+        let ca_key =
+            RsaPrivateKey::from_pem(&self.secrets.ca_key).map_err(|e| invalid("ca_key", &e))?;
         let keys = SimulatorKeys {
             platform_key,
             platform_cert,
@@ -439,6 +582,7 @@ impl Material {
             merchant_public_key: merchant_cert.public_key.clone(),
             merchant_cert_der: merchant_cert.der.clone(),
             ca_cert_der: certificate_der(&c.ca_cert_pem, secrets_path, "sim_ca_cert")?,
+            ca_key,
             tls_cert_der: certificate_der(&self.secrets.tls_cert, secrets_path, "tls_cert")?,
             tls_key_der: tls_key.pkcs8_der().to_vec(),
         };

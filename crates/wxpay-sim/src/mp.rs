@@ -81,6 +81,8 @@ pub struct MiniProgram {
     stable_token_requests: AtomicU64,
     requests_served: AtomicU64,
     journal: Option<Arc<Journal>>,
+    /// The simulator's first mini program (its users' journal lines name no appid).
+    primary: bool,
 }
 
 impl std::fmt::Debug for MiniProgram {
@@ -240,7 +242,16 @@ impl MiniProgram {
             stable_token_requests: AtomicU64::new(0),
             requests_served: AtomicU64::new(0),
             journal: None,
+            primary: true,
         }
+    }
+
+    /// A mini program added at run time (not the simulator's first one), in memory.
+    #[must_use]
+    pub fn secondary(appid: String, app_secret: String, clock: Arc<dyn Clock>) -> Self {
+        let mut mp = Self::new(appid, app_secret, clock);
+        mp.primary = false;
+        mp
     }
 
     /// A mini program with the users of `entries` (a journal read at start), which records every
@@ -254,11 +265,28 @@ impl MiniProgram {
         journal: Arc<Journal>,
         entries: &[Entry],
     ) -> Self {
+        Self::persistent_app(appid, app_secret, clock, journal, entries, true)
+    }
+
+    /// As [`MiniProgram::persistent`]; `primary` says whether this is the simulator's first
+    /// mini program (whose users' lines name no appid) or one added at run time.
+    #[must_use]
+    pub fn persistent_app(
+        appid: String,
+        app_secret: String,
+        clock: Arc<dyn Clock>,
+        journal: Arc<Journal>,
+        entries: &[Entry],
+        primary: bool,
+    ) -> Self {
         let mut mp = Self::new(appid, app_secret, clock);
+        mp.primary = primary;
         {
             let mut state = mp.lock();
             for entry in entries {
-                if let Entry::User(user) = entry {
+                if let Entry::User(user) = entry
+                    && user.appid.as_deref().map_or(primary, |a| a == mp.appid)
+                {
                     state.users.insert(
                         user.openid.clone(),
                         User {
@@ -282,6 +310,18 @@ impl MiniProgram {
     #[must_use]
     pub fn appid(&self) -> &str {
         &self.appid
+    }
+
+    /// The AppSecret.
+    #[must_use]
+    pub fn app_secret(&self) -> &str {
+        &self.app_secret
+    }
+
+    /// Whether this mini program issued the access token `token` (current or not).
+    #[must_use]
+    pub fn knows_token(&self, token: &str) -> bool {
+        self.lock().tokens.contains_key(token)
     }
 
     /// Creates a user and a first `wx.login` code for them: `(openid, code)`. Without `openid`,
@@ -331,6 +371,7 @@ impl MiniProgram {
                 openid: openid.clone(),
                 unionid: unionid.clone(),
                 user_key_sha256: Some(hex::encode(digest)),
+                appid: (!self.primary).then(|| self.appid.clone()),
             }));
         }
         state.users.insert(

@@ -49,12 +49,13 @@ pub enum DeliveryKind {
 }
 
 /// How each attempt of a delivery is signed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum DeliverySigning {
     /// The body is complete as it is (v2: signed inside the XML, or encrypted `req_info`).
     None,
-    /// v3: `Wechatpay-*` headers made fresh for every attempt with this key.
-    V3(SigningKey),
+    /// v3: `Wechatpay-*` headers made fresh for every attempt with this key of this merchant's
+    /// signer.
+    V3(SigningKey, Arc<PlatformSigner>),
 }
 
 /// A notification to deliver.
@@ -173,7 +174,6 @@ pub struct Dispatcher {
     client: reqwest::Client,
     time_scale: f64,
     faults: Arc<FaultState>,
-    signer: Arc<PlatformSigner>,
     clock: Arc<SimClock>,
     sends: Arc<Semaphore>,
 }
@@ -194,7 +194,6 @@ impl Dispatcher {
     pub fn new(
         time_scale: f64,
         faults: Arc<FaultState>,
-        signer: Arc<PlatformSigner>,
         clock: Arc<SimClock>,
     ) -> Result<Self, String> {
         let client = reqwest::Client::builder()
@@ -211,7 +210,6 @@ impl Dispatcher {
             client,
             time_scale,
             faults,
-            signer,
             clock,
             sends: Arc::new(Semaphore::new(MAX_CONCURRENT_SENDS)),
         })
@@ -378,7 +376,7 @@ impl Dispatcher {
                 e.record.url.clone(),
                 e.body.clone(),
                 e.content_type,
-                e.signing,
+                e.signing.clone(),
                 e.record.version,
                 e.record.retries,
             )
@@ -396,20 +394,20 @@ impl Dispatcher {
         } else {
             let _permit = self.sends.acquire().await;
             // Probes exist in v3 only: v2 notifications carry their signature in the body.
-            if matches!(signing, DeliverySigning::V3(_)) && roll(faults.signtest_probe_rate) {
+            if matches!(signing, DeliverySigning::V3(..)) && roll(faults.signtest_probe_rate) {
                 attempts.push(
-                    self.send(&url, &body, content_type, signing, version, number, true)
+                    self.send(&url, &body, content_type, &signing, version, number, true)
                         .await,
                 );
             }
             let first = self
-                .send(&url, &body, content_type, signing, version, number, false)
+                .send(&url, &body, content_type, &signing, version, number, false)
                 .await;
             acked |= first.acked;
             attempts.push(first);
             if roll(faults.notify_duplicate_rate) {
                 let mut dup = self
-                    .send(&url, &body, content_type, signing, version, number, false)
+                    .send(&url, &body, content_type, &signing, version, number, false)
                     .await;
                 dup.duplicate = true;
                 acked |= dup.acked;
@@ -480,7 +478,7 @@ impl Dispatcher {
         url: &str,
         body: &Bytes,
         content_type: &'static str,
-        signing: DeliverySigning,
+        signing: &DeliverySigning,
         version: &'static str,
         number: usize,
         probe: bool,
@@ -492,8 +490,8 @@ impl Dispatcher {
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static(content_type),
         );
-        if let DeliverySigning::V3(key) = signing {
-            match self.signer.sign(key, AppState::wall_now(), body) {
+        if let DeliverySigning::V3(key, signer) = signing {
+            match signer.sign(*key, AppState::wall_now(), body) {
                 Ok(signature) => {
                     let signature = if probe {
                         signature.into_probe()
@@ -562,13 +560,14 @@ fn event_id() -> String {
 
 fn v3_envelope(
     state: &AppState,
+    merchant: &crate::app::MerchantAccount,
     event_type: &str,
     summary: &str,
     original_type: &str,
     plaintext: &[u8],
 ) -> Option<(String, Bytes)> {
     let nonce = wxpay::nonce::random_string(12);
-    let ciphertext = state
+    let ciphertext = merchant
         .api_v3_key
         .encrypt(&nonce, original_type, plaintext)
         .ok()?;
@@ -597,8 +596,10 @@ pub fn v3_payment_notification(state: &AppState, order: &Order) -> Option<NewDel
         Some(partner) => crate::partner::transaction_json(order, &partner),
         None => crate::v3::transaction_json(order),
     };
+    let merchant = state.account_for(&order.mchid);
     let (id, body) = v3_envelope(
         state,
+        &merchant,
         "TRANSACTION.SUCCESS",
         "支付成功",
         "transaction",
@@ -610,7 +611,7 @@ pub fn v3_payment_notification(state: &AppState, order: &Order) -> Option<NewDel
         url: order.notify_url.clone(),
         body,
         content_type: "application/json",
-        signing: DeliverySigning::V3(state.signer.notification_key()),
+        signing: DeliverySigning::V3(merchant.signer.notification_key(), merchant.signer.clone()),
         out_trade_no: order.out_trade_no.clone(),
         out_refund_no: None,
         event_id: Some(id),
@@ -658,8 +659,10 @@ pub fn v3_refund_notification(
         obj.insert("sp_mchid".into(), json!(order.mchid));
         obj.insert("sub_mchid".into(), json!(partner.sub_mchid));
     }
+    let merchant = state.account_for(&order.mchid);
     let (id, body) = v3_envelope(
         state,
+        &merchant,
         event_type,
         summary,
         "refund",
@@ -671,7 +674,7 @@ pub fn v3_refund_notification(
         url,
         body,
         content_type: "application/json",
-        signing: DeliverySigning::V3(state.signer.notification_key()),
+        signing: DeliverySigning::V3(merchant.signer.notification_key(), merchant.signer.clone()),
         out_trade_no: order.out_trade_no.clone(),
         out_refund_no: Some(refund.out_refund_no.clone()),
         event_id: Some(id),
@@ -681,7 +684,8 @@ pub fn v3_refund_notification(
 /// The v2 payment notification of a paid order (§A.10): signed XML in the order's sign type.
 #[must_use]
 pub fn v2_payment_notification(state: &AppState, order: &Order) -> Option<NewDelivery> {
-    let m = &state.merchant;
+    let account = state.account_for(&order.mchid);
+    let m = &account.credentials;
     let mut map = wxpay::v2::XmlMap::new();
     let total = order.total.to_string();
     let time_end = v2_time(order.success_time?);

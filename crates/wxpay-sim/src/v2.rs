@@ -24,7 +24,7 @@ use wxpay::v2::{ErrCode, SignType, XmlMap};
 use wxpay::validate::{V2_NOTIFY_URL_MAX, notify_url as validate_notify_url};
 use wxpay::{Fen, OutRefundNo, OutTradeNo};
 
-use crate::app::AppState;
+use crate::app::{AppState, MerchantAccount};
 use crate::bills::{self, TradeBillType};
 use crate::notify::{DeliveryKind, DeliverySigning, NewDelivery};
 use crate::server::ClientCertificate;
@@ -114,6 +114,7 @@ enum Dialect {
 /// (answers are signed with it).
 struct Call<'a> {
     state: &'a AppState,
+    merchant: Arc<MerchantAccount>,
     params: XmlMap,
     sign_type: SignType,
 }
@@ -158,21 +159,26 @@ impl<'a> Call<'a> {
         if get("nonce_str").is_some_and(|n| n.chars().count() > 32) {
             return Err(fail("nonce_str参数长度有误", "data format error"));
         }
-        let m = &state.merchant;
-        if get("mch_id") != Some(m.mchid.as_str()) {
+        let Some(merchant) = get("mch_id").and_then(|id| state.merchant_account(id)) else {
             return Err(fail("mch_id参数错误，商户号不存在", "invalid mch_id"));
-        }
+        };
+        let m = &merchant.credentials;
         // The declared type decides the algorithm: a signature of the other type is wrong.
         let expected = sign_map(&params, &m.api_v2_key, sign_type);
         if !constant_time_eq_ignore_case(&expected, get("sign").unwrap_or_default()) {
             return Err(fail("签名错误", "SIGN ERROR"));
         }
+        let mchid = m.mchid.clone();
         let call = Call {
             state,
+            merchant,
             params,
             sign_type,
         };
-        if call.get("appid") != Some(m.appid.as_str()) {
+        if !call
+            .get("appid")
+            .is_some_and(|appid| state.is_bound(appid, &mchid))
+        {
             return Err(match dialect {
                 Dialect::Pay => {
                     call.business_error(&ErrCode::AppidMchidNotMatch, "appid和mch_id不匹配")
@@ -237,7 +243,7 @@ impl<'a> Call<'a> {
     }
 
     fn signed(&self, result_code: &str, mut fields: XmlMap) -> Response {
-        let m = &self.state.merchant;
+        let m = &self.merchant.credentials;
         fields.insert("return_code".into(), "SUCCESS".into());
         fields.insert("return_msg".into(), "OK".into());
         fields.insert(
@@ -339,7 +345,7 @@ fn unified_order_answer(call: &Call<'_>) -> Answer {
         }
         (_, openid) => openid.unwrap_or_default(),
     };
-    if !openid.is_empty() && !state.mp.has_user(openid) {
+    if !openid.is_empty() && !state.has_user(call.get("appid").unwrap_or_default(), openid) {
         return Err(call.param_error("appid和openid不匹配"));
     }
     let now = state.now();
@@ -357,11 +363,19 @@ fn unified_order_answer(call: &Call<'_>) -> Answer {
     {
         return Err(call.param_error("time_start时间格式有误，格式为yyyyMMddHHmmss"));
     }
+    // Numbers are kept simulator-wide: another merchant's number is taken too.
+    if state
+        .store
+        .order(out_trade_no)
+        .is_some_and(|o| o.mchid != call.merchant.mchid())
+    {
+        return Err(call.order_error(&OrderError::OutTradeNoUsed));
+    }
     let (order, _) = state
         .store
         .create_or_reuse_order(&NewOrder {
             appid: call.get("appid").unwrap_or_default(),
-            mchid: &state.merchant.mchid,
+            mchid: call.merchant.mchid(),
             out_trade_no,
             openid,
             description,
@@ -431,7 +445,9 @@ fn find_order(call: &Call<'_>) -> Result<Order, Reject> {
             );
         }
     };
-    order.ok_or_else(|| call.order_error(&OrderError::OrderNotExist))
+    order
+        .filter(|o| o.mchid == call.merchant.mchid())
+        .ok_or_else(|| call.order_error(&OrderError::OrderNotExist))
 }
 
 fn order_query_answer(call: &Call<'_>) -> Answer {
@@ -484,6 +500,7 @@ fn close_order_answer(call: &Call<'_>) -> Answer {
     let store = &call.state.store;
     let order = store
         .order(out_trade_no)
+        .filter(|o| o.mchid == call.merchant.mchid())
         .ok_or_else(|| call.order_error(&OrderError::OrderNotExist))?;
     // v2 tells the merchant that a closed order needs no further calls.
     if order.trade_state == TradeState::Closed {
@@ -506,14 +523,21 @@ async fn refund(
     body: Bytes,
 ) -> Response {
     // The real service refuses the TLS handshake; the simulator says why in the v2 way.
-    match certificate.and_then(|Extension(ClientCertificate(der))| der) {
-        None => return return_fail(NO_CLIENT_CERTIFICATE).into_response(),
-        Some(der) if der != state.keys.merchant_cert_der => {
-            return return_fail(WRONG_CLIENT_CERTIFICATE).into_response();
-        }
-        Some(_) => {}
+    let Some(der) = certificate.and_then(|Extension(ClientCertificate(der))| der) else {
+        return return_fail(NO_CLIENT_CERTIFICATE).into_response();
+    };
+    // The certificate must be a merchant's; which one is known once `mch_id` is read.
+    if !state
+        .merchant_accounts()
+        .iter()
+        .any(|m| m.keys.merchant_cert_der == der)
+    {
+        return return_fail(WRONG_CLIENT_CERTIFICATE).into_response();
     }
     match Call::verify(&state, &body, Dialect::Pay) {
+        Ok(call) if call.merchant.keys.merchant_cert_der != der => {
+            return_fail(WRONG_CLIENT_CERTIFICATE).into_response()
+        }
         Ok(call) => finish(refund_answer(&call, &state)),
         Err(answer) => answer.into_response(),
     }
@@ -554,6 +578,13 @@ fn refund_answer(call: &Call<'_>, state: &Arc<AppState>) -> Answer {
         && let Err(e) = validate_notify_url(url, V2_NOTIFY_URL_MAX)
     {
         return Err(call.param_error(&format!("notify_url参数错误：{}", reason(&e))));
+    }
+    let owner = match order {
+        OrderRef::TransactionId(tx) => state.store.order_by_transaction_id(tx),
+        OrderRef::OutTradeNo(no) => state.store.order(no),
+    };
+    if owner.is_some_and(|o| o.mchid != call.merchant.mchid()) {
+        return Err(call.order_error(&OrderError::OrderNotExist));
     }
     let (refund, created) = state
         .store
@@ -623,7 +654,10 @@ fn refund_query_answer(call: &Call<'_>) -> Answer {
         ));
     };
     let first = refunds.first().ok_or_else(not_found)?;
-    let order = store.order(&first.out_trade_no).ok_or_else(not_found)?;
+    let order = store
+        .order(&first.out_trade_no)
+        .filter(|o| o.mchid == call.merchant.mchid())
+        .ok_or_else(not_found)?;
     let offset = match call.get("offset") {
         None => None,
         Some(text) => Some(
@@ -708,9 +742,11 @@ fn bill_answer(call: &Call<'_>) -> Answer {
     if (today - date).whole_days() > BILL_HISTORY_DAYS {
         return Err(no_bill());
     }
-    let text = bills::trade_bill_text(&call.state.store, date, bill_type)
-        .map_err(|_| bill_fail("System Error", None))?
-        .ok_or_else(no_bill)?;
+    let mine = |o: &Order| o.mchid == call.merchant.mchid();
+    let text =
+        bills::trade_bill_text_of(&call.state.store, date, bill_type, &|_| None, None, &mine)
+            .map_err(|_| bill_fail("System Error", None))?
+            .ok_or_else(no_bill)?;
     let answer = if gzip {
         (
             [(header::CONTENT_TYPE, "application/x-gzip")],
@@ -761,7 +797,8 @@ fn refund_notification(state: &AppState, order: &Order, refund: &Refund) -> Opti
         refund_request_source: Some("API".into()),
         cash_refund_fee: Some(Fen::new(refund.amount)),
     };
-    let body = match build_refund_notification(&notification, &state.merchant.api_v2_key) {
+    let account = state.account_for(&order.mchid);
+    let body = match build_refund_notification(&notification, &account.credentials.api_v2_key) {
         Ok(body) => body,
         Err(e) => {
             tracing::warn!(error = %e, out_refund_no = %refund.out_refund_no, "v2 refund notification not built");

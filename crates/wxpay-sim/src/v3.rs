@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,7 @@ use time::Date;
 use wxpay::keys::normalize_serial;
 use wxpay::v3::auth::{Authorization, request_message};
 
-use crate::app::{AppState, BILL_URL_TTL_SECS, BillDownload};
+use crate::app::{AppState, BILL_URL_TTL_SECS, BillDownload, MerchantAccount};
 use crate::bills::{self, TradeBillType};
 use crate::server::Tls;
 use crate::signer::{KeyMode, request_id};
@@ -175,14 +175,25 @@ async fn authenticate(
         )
         .into_response();
     };
-    if let Err(e) = verify_request(&state, &parts, &bytes) {
-        return e.into_response();
-    }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    let mut parts = parts;
+    let merchant = match verify_request(&state, &parts, &bytes) {
+        Ok(m) => m,
+        Err(e) => return e.into_response(),
+    };
+    parts.extensions.insert(merchant.clone());
+    let mut response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    // `sign_answers` signs with this merchant's WeChat Pay key.
+    response.extensions_mut().insert(merchant);
+    response
 }
 
-fn verify_request(state: &AppState, parts: &Parts, body: &[u8]) -> Result<(), V3Error> {
+fn verify_request(
+    state: &AppState,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<Arc<MerchantAccount>, V3Error> {
     let header = parts
         .headers
         .get(http::header::AUTHORIZATION)
@@ -196,14 +207,15 @@ fn verify_request(state: &AppState, parts: &Parts, body: &[u8]) -> Result<(), V3
     let auth = Authorization::parse(header).map_err(|_| {
         V3Error::sign_error("Http头Authorization值格式错误，请参考《微信支付商户REST API签名规则》")
     })?;
-    if auth.mchid != state.merchant.mchid {
+    let Some(merchant) = state.merchant_account(&auth.mchid) else {
         return Err(V3Error::new(
             StatusCode::BAD_REQUEST,
             "MCH_NOT_EXISTS",
             "商户号不存在",
         ));
-    }
-    if normalize_serial(&auth.serial_no) != normalize_serial(&state.merchant.merchant_serial) {
+    };
+    if normalize_serial(&auth.serial_no) != normalize_serial(&merchant.credentials.merchant_serial)
+    {
         return Err(
             V3Error::sign_error("商户证书序列号有误。请使用签名私钥匹配的证书序列号").with_detail(
                 json!({
@@ -232,7 +244,7 @@ fn verify_request(state: &AppState, parts: &Parts, body: &[u8]) -> Result<(), V3
         .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
     let method = parts.method.as_str();
     if auth
-        .verify(&state.keys.merchant_public_key, method, target, body)
+        .verify(&merchant.keys.merchant_public_key, method, target, body)
         .is_err()
     {
         let message = request_message(method, target, auth.timestamp, &auth.nonce_str, body);
@@ -252,7 +264,7 @@ fn verify_request(state: &AppState, parts: &Parts, body: &[u8]) -> Result<(), V3
             })),
         );
     }
-    Ok(())
+    Ok(merchant)
 }
 
 async fn sign_answers(
@@ -280,8 +292,14 @@ async fn sign_answers(
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    let key = state.signer.response_key(serial.as_deref());
-    match state.signer.sign(key, AppState::wall_now(), &bytes) {
+    // Before authentication (an unknown mchid) there is no merchant yet: the first one's keys.
+    let merchant = parts
+        .extensions
+        .get::<Arc<MerchantAccount>>()
+        .cloned()
+        .unwrap_or_else(|| state.first_merchant());
+    let key = merchant.signer.response_key(serial.as_deref());
+    match merchant.signer.sign(key, AppState::wall_now(), &bytes) {
         Ok(h) => h.apply(&mut parts.headers),
         Err(e) => tracing::error!(error = %e, "signing an answer failed"),
     }
@@ -468,9 +486,13 @@ pub(crate) fn check_notify_url(v: &Value, field: &str, url: &str) -> Result<(), 
     }
 }
 
-fn check_merchant(state: &AppState, appid: Option<&str>, mchid: &str) -> Result<(), V3Error> {
-    let m = &state.merchant;
-    if mchid != m.mchid || appid.is_some_and(|a| a != m.appid) {
+fn check_merchant(
+    state: &AppState,
+    m: &MerchantAccount,
+    appid: Option<&str>,
+    mchid: &str,
+) -> Result<(), V3Error> {
+    if mchid != m.mchid() || appid.is_some_and(|a| !state.is_bound(a, mchid)) {
         return Err(V3Error::new(
             StatusCode::BAD_REQUEST,
             "APPID_MCHID_NOT_MATCH",
@@ -480,7 +502,7 @@ fn check_merchant(state: &AppState, appid: Option<&str>, mchid: &str) -> Result<
     Ok(())
 }
 
-fn query_mchid(state: &AppState, query: &HashMap<String, String>) -> Result<(), V3Error> {
+fn query_mchid(m: &MerchantAccount, query: &HashMap<String, String>) -> Result<(), V3Error> {
     match query.get("mchid").map(String::as_str) {
         None | Some("") => Err(V3Error::param(
             "mchid",
@@ -489,13 +511,13 @@ fn query_mchid(state: &AppState, query: &HashMap<String, String>) -> Result<(), 
             "直连商户号",
             "必填性规则校验失败，此字段为必填项",
         )),
-        Some(m) if m == state.merchant.mchid => Ok(()),
-        Some(m) => Err(V3Error::new(
+        Some(given) if given == m.mchid() => Ok(()),
+        Some(given) => Err(V3Error::new(
             StatusCode::BAD_REQUEST,
             "PARAM_ERROR",
             "mchid与Authorization中的商户号不一致",
         )
-        .with_detail(json!({"field": "mchid", "location": "query", "value": m}))),
+        .with_detail(json!({"field": "mchid", "location": "query", "value": given}))),
     }
 }
 
@@ -568,7 +590,11 @@ pub fn refund_json(refund: &Refund) -> Value {
 // ---------------------------------------------------------------------------------------------
 // Handlers
 
-async fn jsapi(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, V3Error> {
+async fn jsapi(
+    State(state): State<Arc<AppState>>,
+    Extension(merchant): Extension<Arc<MerchantAccount>>,
+    body: Bytes,
+) -> Result<Response, V3Error> {
     let v = parse_body(&body)?;
     let appid = req_str(&v, "/appid", "应用ID", 32)?;
     let mchid = req_str(&v, "/mchid", "直连商户号", 32)?;
@@ -625,12 +651,20 @@ async fn jsapi(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Respon
             Some(t.max(now + 60))
         }
     };
-    check_merchant(&state, Some(appid), mchid)?;
+    check_merchant(&state, &merchant, Some(appid), mchid)?;
     // The number of a partner order is taken for the provider (the same mchid).
     if state.partner.is_partner_order(out_trade_no) {
         return Err(order_error(&OrderError::OutTradeNoUsed));
     }
-    if !state.mp.has_user(openid) {
+    // Numbers are kept simulator-wide: another merchant's number is taken too.
+    if state
+        .store
+        .order(out_trade_no)
+        .is_some_and(|o| o.mchid != mchid)
+    {
+        return Err(order_error(&OrderError::OutTradeNoUsed));
+    }
+    if !state.has_user(appid, openid) {
         return Err(V3Error::new(
             StatusCode::BAD_REQUEST,
             "PARAM_ERROR",
@@ -666,13 +700,15 @@ async fn jsapi(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Respon
 
 async fn query_by_out_trade_no(
     State(state): State<Arc<AppState>>,
+    Extension(merchant): Extension<Arc<MerchantAccount>>,
     Path(out_trade_no): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, V3Error> {
-    query_mchid(&state, &query)?;
+    query_mchid(&merchant, &query)?;
     let order = state
         .store
         .order(&out_trade_no)
+        .filter(|o| o.mchid == merchant.mchid())
         .filter(|o| !state.partner.is_partner_order(&o.out_trade_no))
         .ok_or_else(|| order_error(&OrderError::OrderNotExist))?;
     Ok(axum::Json(transaction_json(&order)).into_response())
@@ -680,13 +716,15 @@ async fn query_by_out_trade_no(
 
 async fn query_by_transaction_id(
     State(state): State<Arc<AppState>>,
+    Extension(merchant): Extension<Arc<MerchantAccount>>,
     Path(transaction_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, V3Error> {
-    query_mchid(&state, &query)?;
+    query_mchid(&merchant, &query)?;
     let order = state
         .store
         .order_by_transaction_id(&transaction_id)
+        .filter(|o| o.mchid == merchant.mchid())
         .filter(|o| !state.partner.is_partner_order(&o.out_trade_no))
         .ok_or_else(|| order_error(&OrderError::OrderNotExist))?;
     Ok(axum::Json(transaction_json(&order)).into_response())
@@ -694,14 +732,23 @@ async fn query_by_transaction_id(
 
 async fn close(
     State(state): State<Arc<AppState>>,
+    Extension(merchant): Extension<Arc<MerchantAccount>>,
     Path(out_trade_no): Path<String>,
     body: Bytes,
 ) -> Result<Response, V3Error> {
     let v = parse_body(&body)?;
     let mchid = req_str(&v, "/mchid", "直连商户号", 32)?;
-    check_merchant(&state, None, mchid)?;
+    check_merchant(&state, &merchant, None, mchid)?;
     if state.partner.is_partner_order(&out_trade_no) {
         return Err(order_error(&OrderError::OrderNotExist));
+    }
+    // Another merchant's number is unknown to this one: 204 as for any unknown number.
+    if state
+        .store
+        .order(&out_trade_no)
+        .is_some_and(|o| o.mchid != merchant.mchid())
+    {
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
     match state.store.close_order(&out_trade_no) {
         // Closing an unknown number answers 204 like closing a closed one (§B.11).
@@ -712,6 +759,7 @@ async fn close(
 
 async fn create_refund(
     State(state): State<Arc<AppState>>,
+    Extension(merchant): Extension<Arc<MerchantAccount>>,
     body: Bytes,
 ) -> Result<Response, V3Error> {
     let v = parse_body(&body)?;
@@ -766,6 +814,30 @@ async fn create_refund(
     check_currency(&v, "/amount/currency", true)?;
     let sub_mchid = opt_str(&v, "/sub_mchid", "子商户号", 32)?.filter(|s| !s.is_empty());
     crate::partner::check_refund_order(&state, sub_mchid, order)?;
+    let owner = match order {
+        OrderRef::TransactionId(tx) => state.store.order_by_transaction_id(tx),
+        OrderRef::OutTradeNo(no) => state.store.order(no),
+    };
+    if owner.is_some_and(|o| o.mchid != merchant.mchid()) {
+        return Err(V3Error::new(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_NOT_EXISTS",
+            "订单不存在",
+        ));
+    }
+    if state
+        .store
+        .refund_by_out_refund_no(out_refund_no)
+        .and_then(|r| state.store.order(&r.out_trade_no))
+        .is_some_and(|o| o.mchid != merchant.mchid())
+    {
+        // Refund numbers are kept simulator-wide, like order numbers.
+        return Err(V3Error::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "商户退款单号重复",
+        ));
+    }
     let (refund, created) = state
         .store
         .refund(&NewRefund {
@@ -793,6 +865,7 @@ async fn create_refund(
 
 async fn query_refund(
     State(state): State<Arc<AppState>>,
+    Extension(merchant): Extension<Arc<MerchantAccount>>,
     Path(out_refund_no): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, V3Error> {
@@ -803,6 +876,12 @@ async fn query_refund(
     let refund = state
         .store
         .refund_by_out_refund_no(&out_refund_no)
+        .filter(|r| {
+            state
+                .store
+                .order(&r.out_trade_no)
+                .is_some_and(|o| o.mchid == merchant.mchid())
+        })
         .filter(|r| crate::partner::refund_visible(&state, sub_mchid, &r.out_trade_no))
         .ok_or_else(|| order_error(&OrderError::RefundNotExist))?;
     Ok(axum::Json(refund_json(&refund)).into_response())
@@ -924,6 +1003,7 @@ fn no_statement() -> V3Error {
 
 async fn trade_bill(
     State(state): State<Arc<AppState>>,
+    Extension(merchant): Extension<Arc<MerchantAccount>>,
     headers: HeaderMap,
     tls: Option<axum::Extension<Tls>>,
     Query(query): Query<HashMap<String, String>>,
@@ -948,7 +1028,8 @@ async fn trade_bill(
         crate::partner::check_bound(&state, sub)?;
     }
     let sub_mchid_of = |o: &Order| state.partner.order(&o.out_trade_no).map(|p| p.sub_mchid);
-    let text = bills::trade_bill_text_with(&state.store, date, bill_type, &sub_mchid_of, only)
+    let mine = |o: &Order| o.mchid == merchant.mchid();
+    let text = bills::trade_bill_text_of(&state.store, date, bill_type, &sub_mchid_of, only, &mine)
         .map_err(|e| V3Error::new(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", e))?
         .ok_or_else(no_statement)?;
     Ok(issue_download(
@@ -962,6 +1043,7 @@ async fn trade_bill(
 
 async fn fund_flow_bill(
     State(state): State<Arc<AppState>>,
+    Extension(merchant): Extension<Arc<MerchantAccount>>,
     headers: HeaderMap,
     tls: Option<axum::Extension<Tls>>,
     Query(query): Query<HashMap<String, String>>,
@@ -982,7 +1064,8 @@ async fn fund_flow_bill(
     if !matches!(account, "" | "BASIC") {
         return Err(no_statement());
     }
-    let text = bills::fund_flow_bill_text(&state.store, date)
+    let mine = |o: &Order| o.mchid == merchant.mchid();
+    let text = bills::fund_flow_bill_text_of(&state.store, date, &mine)
         .map_err(|e| V3Error::new(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", e))?
         .ok_or_else(no_statement)?;
     Ok(issue_download(
@@ -1023,10 +1106,10 @@ async fn download_bill(
 }
 
 async fn certificates(
-    State(state): State<Arc<AppState>>,
+    Extension(merchant): Extension<Arc<MerchantAccount>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, V3Error> {
-    if state.signer.mode() == KeyMode::PublicKey {
+    if merchant.signer.mode() == KeyMode::PublicKey {
         // New merchants have no platform certificate; WeChat answers exactly this (observed).
         return Err(V3Error::new(
             StatusCode::NOT_FOUND,
@@ -1037,9 +1120,9 @@ async fn certificates(
     let algorithm = query.get("algorithm_type").map_or("RSA", String::as_str);
     let data = match algorithm {
         "" | "RSA" | "ALL" => {
-            let cert = &state.keys.platform_cert;
+            let cert = &merchant.keys.platform_cert;
             let nonce = wxpay::nonce::random_string(12);
-            let ciphertext = state
+            let ciphertext = merchant
                 .api_v3_key
                 .encrypt(&nonce, "certificate", cert.to_pem().as_bytes())
                 .map_err(|e| {

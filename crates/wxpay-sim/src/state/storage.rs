@@ -235,7 +235,9 @@ impl Store {
                 | Entry::SubMerchant(_)
                 | Entry::SubUser(_)
                 | Entry::PartnerOrder(_)
-                | Entry::Trade(_) => {}
+                | Entry::Trade(_)
+                | Entry::Merchant(_)
+                | Entry::App(_) => {}
             }
         }
         store.journal = Some(journal);
