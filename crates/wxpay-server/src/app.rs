@@ -475,9 +475,8 @@ impl Application {
             extra_ca_pem: merchant.extra_ca_pem.clone(),
             key: master_key.clone(),
         };
-        let registry = Registry::new(
-            crate::core::tenants::directory(&store, &directory_sources).await?,
-        );
+        let registry =
+            Registry::new(crate::core::tenants::directory(&store, &directory_sources).await?);
         let admin_token = match (&settings.admin_token, &simulator) {
             (Some(t), _) => Some(t.clone()),
             (None, Some(_)) => Some(SecretString::from(wxpay::nonce::random_string(32))),

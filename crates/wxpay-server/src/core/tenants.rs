@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::merchant::{CredentialContents, Merchant, MerchantCredentials};
 use crate::registry::Directory;
-use crate::wechat::{WeChat, WeChatEndpoints};
 use crate::sealing::{self, MasterKey, SealError};
 use crate::store::{
     ApiVersion, MerchantKind, MerchantRecord, MiniProgramRecord, OperatorRecord, RegistrySource,
     Store, StoreError, SubMerchantRecord, next_change, now_ms,
 };
+use crate::wechat::{WeChat, WeChatEndpoints};
 
 /// Why a registry change or read was refused.
 #[derive(Debug, thiserror::Error)]
@@ -1188,7 +1188,9 @@ pub async fn keep_current(
                 built = version;
                 tracing::info!(apps, merchants, "registry reloaded");
             }
-            Err(err) => tracing::warn!(error = %err, "the registry could not be reloaded; retried at the next check"),
+            Err(err) => {
+                tracing::warn!(error = %err, "the registry could not be reloaded; retried at the next check")
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ mod schema;
 mod sessions;
 mod sim_proxy;
 mod store;
+mod tenancy;
 mod tenants;
 mod webhooks;
 mod wxacode;

@@ -1,0 +1,377 @@
+//! Several mini programs and merchants in one deployment, paying through one simulator: each
+//! mini program's buyers pay its merchant (v3 and v2 side by side), notifications arrive at each
+//! merchant's own URL, refunds go through the order's merchant, users see only their own
+//! orders, a disabled merchant takes no new orders but settles the ones it has.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use wxpay_server::store::Backend;
+
+use crate::both_backends;
+use crate::helpers::{Answer, SIM_CONTROL_TOKEN, TestApp, spawn_app};
+
+/// A merchant the simulator made: its files and its mini program.
+struct SimMerchant {
+    mchid: String,
+    appid: String,
+    app_secret: String,
+    dir: PathBuf,
+}
+
+async fn sim_control(app: &TestApp, path: &str, body: &Value) -> Value {
+    let base = app.state.sandbox_url.clone().expect("a sandbox");
+    let answer = app
+        .http
+        .post(format!("{base}{path}"))
+        .bearer_auth(SIM_CONTROL_TOKEN)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    let body: Value = answer.json().await.unwrap();
+    assert!(status == 200 || status == 201, "{path}: {status} {body}");
+    body
+}
+
+async fn sim_merchant(app: &TestApp, key_mode: &str) -> SimMerchant {
+    let made = sim_control(app, "/sim/merchants", &json!({ "key_mode": key_mode })).await;
+    let dir = PathBuf::from(made["merchant_dir"].as_str().expect("merchant_dir"));
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("merchant.json")).unwrap()).unwrap();
+    SimMerchant {
+        mchid: made["mchid"].as_str().unwrap().to_owned(),
+        appid: file["appid"].as_str().unwrap().to_owned(),
+        app_secret: file["app_secret"].as_str().unwrap().to_owned(),
+        dir,
+    }
+}
+
+/// The registration body of a simulator merchant (its files as the back office sends them).
+fn registration(m: &SimMerchant, api_version: &str) -> Value {
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(m.dir.join("merchant.json")).unwrap())
+            .unwrap();
+    let read = |field: &str| -> Option<String> {
+        file[field]
+            .as_str()
+            .and_then(|name| std::fs::read_to_string(m.dir.join(name)).ok())
+    };
+    let mut body = json!({
+        "mchid": m.mchid,
+        "name": format!("merchant {}", m.mchid),
+        "kind": "direct",
+        "api_version": api_version,
+        "api_v2_key": file["api_v2_key"],
+        "api_v3_key": file["api_v3_key"],
+        "merchant_serial": file["merchant_serial"],
+        "apiclient_key": read("apiclient_key"),
+        "apiclient_cert": read("apiclient_cert"),
+    });
+    if let Some(p12) = file["apiclient_cert_p12"].as_str() {
+        body["apiclient_cert_p12"] = json!(
+            base64::engine::general_purpose::STANDARD
+                .encode(std::fs::read(m.dir.join(p12)).unwrap())
+        );
+    }
+    if let Some(cert) = read("platform_cert") {
+        body["platform_cert"] = json!(cert);
+    }
+    if let (Some(id), Some(key)) = (
+        file["wechatpay_public_key_id"].as_str(),
+        read("wechatpay_public_key"),
+    ) {
+        body["wechatpay_public_key_id"] = json!(id);
+        body["wechatpay_public_key"] = json!(key);
+    }
+    body
+}
+
+async fn admin_post(app: &TestApp, path: &str, body: &Value) -> Answer {
+    app.post_json(path, Some(&app.admin()), body).await
+}
+
+async fn admin_patch(app: &TestApp, path: &str, body: &Value) -> Answer {
+    app.send(
+        app.http
+            .patch(format!("{}{path}", app.base))
+            .bearer_auth(app.admin())
+            .json(body),
+    )
+    .await
+}
+
+/// Waits until this instance serves `apps` mini programs (the registry reloads after a change).
+async fn serving(app: &TestApp, apps: usize) {
+    for _ in 0..200 {
+        if app.state.registry.counts().0 == apps {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "the registry serves {:?} (apps, merchants), not {apps} apps",
+        app.state.registry.counts()
+    );
+}
+
+/// A buyer of `appid`: (openid, token).
+async fn buyer(app: &TestApp, appid: &str) -> (String, String) {
+    let user = app
+        .post_json("/sim/users", None, &json!({ "appid": appid }))
+        .await;
+    assert_eq!(user.status, 200, "{:?}", user.body);
+    let login = app
+        .post_json(
+            "/api/login",
+            None,
+            &json!({ "code": user.body["code"], "appid": appid }),
+        )
+        .await;
+    assert_eq!(login.status, 200, "{:?}", login.body);
+    (
+        user.body["openid"].as_str().unwrap().to_owned(),
+        login.body["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// A paid order of the buyer: its number.
+async fn pay(app: &TestApp, openid: &str, token: &str) -> String {
+    let created = app
+        .create_order(token, json!([{"sku": "coffee", "quantity": 1}]))
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let no = created.body["out_trade_no"].as_str().unwrap().to_owned();
+    let paid = app.sim_pay(&created.body["payment"], openid).await;
+    assert_eq!(paid.status, 200, "{:?}", paid.body);
+    app.flush().await;
+    no
+}
+
+async fn mini_programs_of_three_merchants_pay_and_refund_side_by_side(backend: Backend) {
+    let app = spawn_app(backend, "v3").await;
+    let file_app = app.state.registry.default_app();
+    let (file_appid, file_mchid) = (file_app.appid.clone(), file_app.mchid.clone());
+    // B: v3 with the WeChat Pay public key; C: v2 (its platform certificate for nothing else).
+    let b = sim_merchant(&app, "public_key").await;
+    let c = sim_merchant(&app, "certificate").await;
+    // A second mini program of the file's merchant.
+    let second = sim_control(&app, "/sim/apps", &json!({ "mchid": file_mchid })).await;
+    let second_appid = second["appid"].as_str().unwrap().to_owned();
+
+    for (m, version) in [(&b, "v3"), (&c, "v2")] {
+        let a = admin_post(&app, "/admin/merchants", &registration(m, version)).await;
+        assert_eq!(a.status, 201, "{:?}", a.body);
+    }
+    for (appid, secret, mchid) in [
+        (&b.appid, &b.app_secret, &b.mchid),
+        (&c.appid, &c.app_secret, &c.mchid),
+        (
+            &second_appid,
+            &second["app_secret"].as_str().unwrap().to_owned(),
+            &file_mchid,
+        ),
+    ] {
+        let a = admin_post(
+            &app,
+            "/admin/apps",
+            &json!({"appid": appid, "name": format!("app {appid}"), "app_secret": secret, "mchid": mchid}),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{:?}", a.body);
+    }
+    serving(&app, 4).await;
+
+    // Several mini programs: a login must say which.
+    let user = app.post_json("/sim/users", None, &json!({})).await;
+    let anonymous = app.login_with(user.body["code"].as_str().unwrap()).await;
+    assert_eq!(anonymous.status, 400);
+    assert_eq!(anonymous.body["code"], "appid_required");
+    let unknown = app
+        .post_json(
+            "/api/login",
+            None,
+            &json!({"code": user.body["code"], "appid": "wx00000000000000ff"}),
+        )
+        .await;
+    assert_eq!(unknown.body["code"], "unknown_app");
+    // ... or the WeChat client's Referer does.
+    let by_referer = app
+        .send(
+            app.http
+                .post(format!("{}/api/login", app.base))
+                .header(
+                    "Referer",
+                    format!("https://servicewechat.com/{file_appid}/3/page-frame.html"),
+                )
+                .json(&json!({"code": user.body["code"]})),
+        )
+        .await;
+    assert_eq!(by_referer.status, 200, "{:?}", by_referer.body);
+
+    let mut orders = Vec::new();
+    for (appid, mchid, version) in [
+        (&file_appid, &file_mchid, "v3"),
+        (&second_appid, &file_mchid, "v3"),
+        (&b.appid, &b.mchid, "v3"),
+        (&c.appid, &c.mchid, "v2"),
+    ] {
+        let (openid, token) = buyer(&app, appid).await;
+        let no = pay(&app, &openid, &token).await;
+        let mine = app.order(&token, &no).await;
+        assert_eq!(mine.body["status"], "SUCCESS", "{appid}: {:?}", mine.body);
+        let detail = app
+            .get(&format!("/admin/orders/{no}"), Some(&app.admin()))
+            .await;
+        assert_eq!(detail.body["order"]["appid"], json!(appid));
+        assert_eq!(detail.body["order"]["mchid"], json!(mchid));
+        assert_eq!(detail.body["order"]["api_version"], version);
+        // Paid once, by its merchant's notification (at its merchant's own URL: the only one
+        // its APIv3 key or v2 key verifies there).
+        assert_eq!(app.paid_events(&no).await, 1);
+        assert_eq!(
+            app.count(
+                "SELECT COUNT(*) FROM order_events WHERE out_trade_no = $1 \
+                 AND detail LIKE '%notification%' AND detail LIKE '%\"result\":\"paid\"%'",
+                &no
+            )
+            .await,
+            1,
+            "{appid}: paid by a notification"
+        );
+        orders.push((appid.clone(), token, no));
+    }
+
+    // Each buyer sees their own orders only (another mini program's order is not found).
+    let (_, token_a, no_a) = &orders[0];
+    let (_, token_b, no_b) = &orders[2];
+    assert_eq!(app.order(token_b, no_a).await.status, 404);
+    assert_eq!(app.order(token_a, no_b).await.status, 404);
+    let listed = app.get("/api/orders", Some(token_b)).await;
+    let listed: Vec<&str> = listed.body["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["out_trade_no"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, vec![no_b.as_str()]);
+
+    // Refunds go through each order's merchant (v3 and v2 over its own client certificate).
+    for (appid, _, no) in &orders {
+        let r = admin_post(
+            &app,
+            &format!("/admin/orders/{no}/refunds"),
+            &json!({"amount_fen": 1}),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{appid}: {:?}", r.body);
+    }
+    sim_control(&app, "/sim/clock/advance", &json!({"seconds": 10})).await;
+    app.flush().await;
+    for (appid, _, no) in &orders {
+        let detail = app
+            .get(&format!("/admin/orders/{no}"), Some(&app.admin()))
+            .await;
+        assert_eq!(
+            detail.body["refunds"][0]["status"], "SUCCESS",
+            "{appid}: {:?}",
+            detail.body
+        );
+    }
+
+    // A notification URL of a merchant that is not here: refused, nothing read.
+    let stray = app
+        .send(
+            app.http
+                .post(format!("{}/notify/1999999999/v3/pay", app.base))
+                .body("{}"),
+        )
+        .await;
+    assert_eq!(stray.status, 404);
+}
+
+async fn a_disabled_merchant_takes_no_new_orders_but_settles_its_own(backend: Backend) {
+    let app = spawn_app(backend, "v3").await;
+    let b = sim_merchant(&app, "public_key").await;
+    let a = admin_post(&app, "/admin/merchants", &registration(&b, "v3")).await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    let a = admin_post(
+        &app,
+        "/admin/apps",
+        &json!({"appid": b.appid, "name": "b", "app_secret": b.app_secret, "mchid": b.mchid}),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    serving(&app, 2).await;
+
+    let (openid, token) = buyer(&app, &b.appid).await;
+    let pending = app
+        .create_order(&token, json!([{"sku": "coffee", "quantity": 1}]))
+        .await;
+    assert_eq!(pending.status, 201, "{:?}", pending.body);
+
+    let off = admin_patch(
+        &app,
+        &format!("/admin/merchants/{}", b.mchid),
+        &json!({"enabled": false}),
+    )
+    .await;
+    assert_eq!(off.status, 200, "{:?}", off.body);
+    let mut refused = None;
+    for _ in 0..200 {
+        let again = app
+            .create_order(&token, json!([{"sku": "coffee", "quantity": 1}]))
+            .await;
+        if again.status == 409 {
+            refused = Some(again);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let refused = refused.expect("the disabled merchant is refused within 5 s");
+    assert_eq!(refused.body["code"], "merchant_disabled");
+
+    // The order it had is still paid, notified and refunded through it.
+    let paid = app.sim_pay(&pending.body["payment"], &openid).await;
+    assert_eq!(paid.status, 200, "{:?}", paid.body);
+    app.flush().await;
+    let no = pending.body["out_trade_no"].as_str().unwrap();
+    assert_eq!(app.order(&token, no).await.body["status"], "SUCCESS");
+    let r = admin_post(
+        &app,
+        &format!("/admin/orders/{no}/refunds"),
+        &json!({"amount_fen": 1}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+
+    let on = admin_patch(
+        &app,
+        &format!("/admin/merchants/{}", b.mchid),
+        &json!({"enabled": true}),
+    )
+    .await;
+    assert_eq!(on.status, 200, "{:?}", on.body);
+    let mut accepted = false;
+    for _ in 0..200 {
+        if app
+            .create_order(&token, json!([{"sku": "coffee", "quantity": 1}]))
+            .await
+            .status
+            == 201
+        {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(accepted, "enabled again, the merchant takes orders");
+}
+
+both_backends!(
+    mini_programs_of_three_merchants_pay_and_refund_side_by_side,
+    a_disabled_merchant_takes_no_new_orders_but_settles_its_own,
+);
