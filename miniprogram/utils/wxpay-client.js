@@ -16,6 +16,8 @@
  *   with the server (the first check is immediate); their sum bounds the confirmation
  * @property {WeChat} [wechat] where login codes and payments come from: WeChat itself
  *   (`wx.login`, `wx.requestPayment`) unless replaced, as the sandbox does in DevTools
+ * @property {string} [appid] this mini program's appid, sent with the login (a server may serve
+ *   several); default: the runtime's (`wx.getAccountInfoSync`), none in DevTools' tourist mode
  */
 
 /**
@@ -229,6 +231,17 @@ function createClient(options) {
     throw new ApiError('http_' + res.statusCode, `HTTP ${res.statusCode}`, res.statusCode);
   }
 
+  /** This mini program's appid (`options.appid`, else the runtime's), or '' when unknown. */
+  function ownAppId() {
+    if (options.appid) return options.appid;
+    try {
+      const appId = wx.getAccountInfoSync().miniProgram.appId;
+      return appId && appId !== 'touristappid' ? appId : '';
+    } catch (_) {
+      return '';
+    }
+  }
+
   /** wx.login, then `POST /api/login`; keeps the token. @returns {Promise<string>} */
   async function doLogin() {
     /** @type {string} */
@@ -238,7 +251,13 @@ function createClient(options) {
     } catch (err) {
       throw err instanceof ApiError ? err : new ApiError('login_failed', String(err && /** @type {Error} */ (err).message), 0);
     }
-    const answer = unwrap(await send('POST', '/api/login', { code }, ''));
+    // The server may serve several mini programs: say which one this is (it could also tell
+    // from the Referer WeChat sends). DevTools without an appid says `touristappid`: none.
+    /** @type {{code: string, appid?: string}} */
+    const body = { code };
+    const appid = ownAppId();
+    if (appid) body.appid = appid;
+    const answer = unwrap(await send('POST', '/api/login', body, ''));
     if (typeof answer.token !== 'string' || !answer.token) {
       throw new ApiError('bad_response', 'the login answer has no token', 200);
     }

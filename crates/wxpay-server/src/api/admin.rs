@@ -14,6 +14,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{JsonBody, Path, Query, bearer};
+use super::tenants::Principal;
 use crate::app::AppState;
 use crate::core::orders::{self, MAX_ORDER_FEN, OrderRequest, Priced};
 use crate::core::reconciliation;
@@ -82,6 +83,8 @@ impl FromRequestParts<AppState> for Admin {
 pub struct ListOrdersQuery {
     /// `NOTPAY`, `SUCCESS`, `REFUND`, `CLOSED` or `PAYERROR`.
     pub status: Option<String>,
+    /// One merchant's orders (an operator sees only its merchant's, whatever this says).
+    pub mchid: Option<String>,
     /// 1 to 200 (default 50).
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
@@ -226,10 +229,10 @@ fn parse_status(text: &str) -> Result<OrderStatus, ApiError> {
 
 /// `GET /admin/orders`: orders, newest first, keyset-paginated.
 #[utoipa::path(get, path = "/admin/orders", tag = "admin", params(ListOrdersQuery),
-    security(("admin_token" = [])),
+    security(("admin_token" = []), ("operator_token" = [])),
     responses((status = 200, body = OrderList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(crate) async fn list_orders(
-    _: Admin,
+    principal: Principal,
     State(state): State<AppState>,
     Query(q): Query<ListOrdersQuery>,
 ) -> Result<Json<OrderList>, ApiError> {
@@ -252,7 +255,14 @@ pub(crate) async fn list_orders(
     };
     let page = state
         .store
-        .orders_page(status, limit, cursor.as_ref())
+        .orders_page(
+            status,
+            principal
+                .merchant()
+                .or(q.mchid.as_deref().filter(|m| !m.is_empty())),
+            limit,
+            cursor.as_ref(),
+        )
         .await?;
     Ok(Json(OrderList {
         orders: page.orders.iter().map(OrderView::from).collect(),
@@ -283,22 +293,15 @@ fn valid_out_trade_no(no: &str) -> bool {
 }
 
 /// `GET /admin/orders/{out_trade_no}`.
-#[utoipa::path(get, path = "/admin/orders/{out_trade_no}", tag = "admin", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/admin/orders/{out_trade_no}", tag = "admin", security(("admin_token" = []), ("operator_token" = [])),
     params(("out_trade_no" = String, Path, description = "The merchant's order number")),
     responses((status = 200, body = OrderDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn order_detail(
-    _: Admin,
+    principal: Principal,
     State(state): State<AppState>,
     Path(no): Path<String>,
 ) -> Result<Json<OrderDetail>, ApiError> {
-    if !valid_out_trade_no(&no) {
-        return Err(ApiError::not_found("no such order"));
-    }
-    let order = state
-        .store
-        .order(&no)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such order"))?;
+    let order = visible_order(&state, &principal, &no).await?;
     Ok(Json(OrderDetail {
         refundable_fen: refundable(&order),
         events: state.store.events(&no).await?,
@@ -349,11 +352,11 @@ pub struct OrderWithPayment {
 }
 
 /// `POST /admin/orders`.
-#[utoipa::path(post, path = "/admin/orders", tag = "admin", security(("admin_token" = [])), request_body = CreateAdminOrder,
+#[utoipa::path(post, path = "/admin/orders", tag = "admin", security(("admin_token" = []), ("operator_token" = [])), request_body = CreateAdminOrder,
     responses((status = 201, body = OrderWithPayment), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 502, body = ErrorBody, description = "WeChat failed; POST /api/orders/{no}/payment retries")))]
 pub(crate) async fn create_order(
-    _: Admin,
+    principal: Principal,
     State(state): State<AppState>,
     // The operator is not the payer: WeChat gets this server's address, as for orders a
     // server makes on its own.
@@ -381,6 +384,13 @@ pub(crate) async fn create_order(
         ));
     }
     let wechat = state.registry.app_or_only(body.appid.as_deref())?;
+    if !principal.may_act_for(&wechat.mchid) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this mini program does not pay through your merchant",
+        ));
+    }
     let wechat = state.registry.for_new_order(&wechat.appid)?;
     let placed = orders::place(
         &state.store,
@@ -426,7 +436,7 @@ pub struct CreateRefund {
 /// reserved, then sent to WeChat. 201 when WeChat accepted it, 202 when sending failed and the
 /// jobs resolve it (by query, with the same `out_refund_no`), 200 for a repeated
 /// `out_refund_no`.
-#[utoipa::path(post, path = "/admin/orders/{out_trade_no}/refunds", tag = "admin", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/admin/orders/{out_trade_no}/refunds", tag = "admin", security(("admin_token" = []), ("operator_token" = [])),
     params(("out_trade_no" = String, Path, description = "The merchant's order number")),
     request_body = CreateRefund,
     responses((status = 201, body = RefundView, description = "Accepted by WeChat"),
@@ -435,12 +445,14 @@ pub struct CreateRefund {
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "Not paid, more than refundable, number taken, or refused by WeChat")))]
 pub(crate) async fn create_refund(
-    _: Admin,
+    principal: Principal,
     State(state): State<AppState>,
     Path(no): Path<String>,
     JsonBody(body): JsonBody<CreateRefund>,
 ) -> Result<Response, ApiError> {
-    if !valid_out_trade_no(&no) {
+    if principal.merchant().is_some() {
+        visible_order(&state, &principal, &no).await?;
+    } else if !valid_out_trade_no(&no) {
         return Err(ApiError::not_found("no such order"));
     }
     let created = refunds::create(
@@ -475,23 +487,46 @@ pub(crate) async fn create_refund(
 }
 
 /// `GET /admin/refunds/{out_refund_no}`.
-#[utoipa::path(get, path = "/admin/refunds/{out_refund_no}", tag = "admin", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/admin/refunds/{out_refund_no}", tag = "admin", security(("admin_token" = []), ("operator_token" = [])),
     params(("out_refund_no" = String, Path, description = "The merchant's refund number")),
     responses((status = 200, body = RefundView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn refund(
-    _: Admin,
+    principal: Principal,
     State(state): State<AppState>,
     Path(no): Path<String>,
 ) -> Result<Json<RefundView>, ApiError> {
     if no.len() > 64 {
         return Err(ApiError::not_found("no such refund"));
     }
-    state
+    let refund = state
         .store
         .refund(&no)
         .await?
-        .map(|r| Json(RefundView::from(r)))
-        .ok_or_else(|| ApiError::not_found("no such refund"))
+        .ok_or_else(|| ApiError::not_found("no such refund"))?;
+    if principal.merchant().is_some() {
+        visible_order(&state, &principal, &refund.out_trade_no)
+            .await
+            .map_err(|_| ApiError::not_found("no such refund"))?;
+    }
+    Ok(Json(RefundView::from(refund)))
+}
+
+/// An order the caller may see: any for the admin token, its merchant's for an operator
+/// (another merchant's is "not found", as if it did not exist).
+async fn visible_order(
+    state: &AppState,
+    principal: &Principal,
+    no: &str,
+) -> Result<Order, ApiError> {
+    if !valid_out_trade_no(no) {
+        return Err(ApiError::not_found("no such order"));
+    }
+    state
+        .store
+        .order(no)
+        .await?
+        .filter(|o| principal.may_act_for(&o.mchid))
+        .ok_or_else(|| ApiError::not_found("no such order"))
 }
 
 /// The catalog.

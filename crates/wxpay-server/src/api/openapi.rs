@@ -82,6 +82,8 @@ impl Modify for SecuritySchemes {
         let bearer =
             || SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
         components.add_security_scheme("admin_token", bearer());
+        // A merchant's operator (POST /admin/operators): its merchant's orders and refunds only.
+        components.add_security_scheme("operator_token", bearer());
         components.add_security_scheme("session_token", bearer());
     }
 }

@@ -77,6 +77,23 @@ pub enum Principal {
     },
 }
 
+impl Principal {
+    /// The merchant an operator is confined to; `None` for the admin token.
+    #[must_use]
+    pub fn merchant(&self) -> Option<&str> {
+        match self {
+            Principal::Admin => None,
+            Principal::Operator { mchid, .. } => Some(mchid),
+        }
+    }
+
+    /// Whether the caller may see and act on what belongs to `mchid`.
+    #[must_use]
+    pub fn may_act_for(&self, mchid: &str) -> bool {
+        self.merchant().is_none_or(|m| m == mchid)
+    }
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 

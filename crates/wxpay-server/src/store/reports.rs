@@ -93,13 +93,15 @@ pub struct Reconciliation {
 }
 
 impl Store {
-    /// A page of orders, newest first, optionally of one status, after `cursor`.
+    /// A page of orders, newest first, optionally of one status and one merchant, after
+    /// `cursor`.
     ///
     /// # Errors
     /// [`StoreError::Database`], [`StoreError::Corrupt`].
     pub async fn orders_page(
         &self,
         status: Option<OrderStatus>,
+        mchid: Option<&str>,
         limit: u32,
         cursor: Option<&OrderCursor>,
     ) -> Result<OrderPage, StoreError> {
@@ -111,6 +113,9 @@ impl Store {
         };
         if status.is_some() {
             conditions.push(format!("status = {}", param()));
+        }
+        if mchid.is_some() {
+            conditions.push(format!("mchid = {}", param()));
         }
         if cursor.is_some() {
             let (a, b, c) = (param(), param(), param());
@@ -131,6 +136,9 @@ impl Store {
         let mut query = sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(sql));
         if let Some(s) = status {
             query = query.bind(s.as_str());
+        }
+        if let Some(m) = mchid {
+            query = query.bind(m.to_owned());
         }
         if let Some(c) = cursor {
             query = query

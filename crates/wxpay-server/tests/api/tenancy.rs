@@ -282,6 +282,122 @@ async fn mini_programs_of_three_merchants_pay_and_refund_side_by_side(backend: B
         );
     }
 
+    // An operator of B sees and acts on B's orders only.
+    let made = admin_post(
+        &app,
+        "/admin/operators",
+        &json!({"mchid": b.mchid, "name": "b's"}),
+    )
+    .await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    let operator = made.body["token"].as_str().unwrap().to_owned();
+    let (_, _, no_file) = &orders[0];
+    let listed = app.get("/admin/orders", Some(&operator)).await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    let listed: Vec<&str> = listed.body["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["out_trade_no"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, vec![no_b.as_str()], "only B's order");
+    let everything = app.get("/admin/orders", Some(&app.admin())).await;
+    assert_eq!(everything.body["orders"].as_array().unwrap().len(), 4);
+    let only_c = app
+        .get(
+            &format!("/admin/orders?mchid={}", c.mchid),
+            Some(&app.admin()),
+        )
+        .await;
+    assert_eq!(only_c.body["orders"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        app.get(&format!("/admin/orders/{no_b}"), Some(&operator))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.get(&format!("/admin/orders/{no_file}"), Some(&operator))
+            .await
+            .status,
+        404
+    );
+    let theirs = app
+        .post_json(
+            &format!("/admin/orders/{no_file}/refunds"),
+            Some(&operator),
+            &json!({"amount_fen": 1}),
+        )
+        .await;
+    assert_eq!(theirs.status, 404, "{:?}", theirs.body);
+    let ours = app
+        .post_json(
+            &format!("/admin/orders/{no_b}/refunds"),
+            Some(&operator),
+            &json!({"amount_fen": 1}),
+        )
+        .await;
+    assert_eq!(ours.status, 201, "{:?}", ours.body);
+    let refund_no = ours.body["out_refund_no"].as_str().unwrap();
+    assert_eq!(
+        app.get(&format!("/admin/refunds/{refund_no}"), Some(&operator))
+            .await
+            .status,
+        200
+    );
+    let file_refund = app
+        .get(&format!("/admin/orders/{no_file}"), Some(&app.admin()))
+        .await;
+    let file_refund_no = file_refund.body["refunds"][0]["out_refund_no"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        app.get(&format!("/admin/refunds/{file_refund_no}"), Some(&operator))
+            .await
+            .status,
+        404
+    );
+    let (openid_b, _) = buyer(&app, &b.appid).await;
+    let for_b = app
+        .post_json(
+            "/admin/orders",
+            Some(&operator),
+            &json!({"openid": openid_b, "amount_fen": 100, "description": "by B's operator", "appid": b.appid}),
+        )
+        .await;
+    assert_eq!(for_b.status, 201, "{:?}", for_b.body);
+    assert_eq!(for_b.body["mchid"], json!(b.mchid));
+    let for_file = app
+        .post_json(
+            "/admin/orders",
+            Some(&operator),
+            &json!({"openid": openid_b, "amount_fen": 100, "description": "not B's", "appid": file_appid}),
+        )
+        .await;
+    assert_eq!(for_file.status, 403, "{:?}", for_file.body);
+    // What is not a merchant's own stays the admin's.
+    for path in [
+        "/admin/webhooks",
+        "/admin/jobs",
+        "/admin/merchants",
+        "/admin/stats/hourly",
+    ] {
+        assert_eq!(app.get(path, Some(&operator)).await.status, 401, "{path}");
+    }
+    let revoked = app
+        .send(
+            app.http
+                .delete(format!(
+                    "{}/admin/operators/{}",
+                    app.base,
+                    made.body["id"].as_str().unwrap()
+                ))
+                .bearer_auth(app.admin()),
+        )
+        .await;
+    assert!(revoked.status < 300, "{:?}", revoked.body);
+    assert_eq!(app.get("/admin/orders", Some(&operator)).await.status, 401);
+
     // A notification URL of a merchant that is not here: refused, nothing read.
     let stray = app
         .send(
