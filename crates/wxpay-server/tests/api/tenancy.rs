@@ -487,6 +487,93 @@ async fn a_disabled_merchant_takes_no_new_orders_but_settles_its_own(backend: Ba
     assert!(accepted, "enabled again, the merchant takes orders");
 }
 
+/// Several instances on one PostgreSQL: a merchant and its mini program registered on one are
+/// served by the other within seconds, and a change of its API version too (an update, not a
+/// redeploy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchant_registered_on_one_instance_is_served_by_another() {
+    // Every instance is given the same master key (each sandbox would make its own).
+    let key = || {
+        |s: &mut wxpay_server::Settings| {
+            s.master_key = Some(
+                wxpay_server::sealing::MasterKey::parse(
+                    "8f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
+                )
+                .unwrap(),
+            );
+        }
+    };
+    let first = crate::helpers::spawn_app_with(Backend::Postgres, "v3", key()).await;
+    let second = crate::helpers::spawn_instance(&first, None, key()).await;
+    second.state.store.notices().listening().await;
+    // The second instance has a simulator of its own: the merchant is made in the one both
+    // share for this test, the second's (it is where its orders go).
+    let b = sim_merchant(&second, "public_key").await;
+    let a = admin_post(&first, "/admin/merchants", &registration(&b, "v3")).await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    let a = admin_post(
+        &first,
+        "/admin/apps",
+        &json!({"appid": b.appid, "name": "b", "app_secret": b.app_secret, "mchid": b.mchid}),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    let started = std::time::Instant::now();
+    serving(&second, 2).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "served after {took:?}");
+
+    let (openid, token) = buyer(&second, &b.appid).await;
+    let no = pay(&second, &openid, &token).await;
+    let detail = second
+        .get(&format!("/admin/orders/{no}"), Some(&second.admin()))
+        .await;
+    assert_eq!(detail.body["order"]["mchid"], json!(b.mchid));
+    assert_eq!(detail.body["order"]["status"], "SUCCESS");
+    assert_eq!(detail.body["order"]["api_version"], "v3");
+
+    // Moved to API v2 on the first instance: the second's next order of B is a v2 one.
+    let moved = admin_patch(
+        &first,
+        &format!("/admin/merchants/{}", b.mchid),
+        &json!({"api_version": "v2"}),
+    )
+    .await;
+    assert_eq!(moved.status, 200, "{:?}", moved.body);
+    let mut v2_order = None;
+    for _ in 0..200 {
+        // Checked once the registry moved: polls of the registry, not orders, so that the
+        // user's order budget is not spent waiting.
+        let served = second.state.registry.app(&b.appid).unwrap();
+        if served.api_version.as_str() != "v2" {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            continue;
+        }
+        let created = second
+            .create_order(&token, json!([{"sku": "coffee", "quantity": 1}]))
+            .await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+        let no = created.body["out_trade_no"].as_str().unwrap().to_owned();
+        let detail = second
+            .get(&format!("/admin/orders/{no}"), Some(&second.admin()))
+            .await;
+        assert_eq!(detail.body["order"]["api_version"], "v2");
+        v2_order = Some(created);
+        break;
+    }
+    let created = v2_order.expect("a v2 order within 5 s");
+    assert_eq!(
+        created.body["payment"]["signType"], "MD5",
+        "{:?}",
+        created.body
+    );
+    let paid = second.sim_pay(&created.body["payment"], &openid).await;
+    assert_eq!(paid.status, 200, "{:?}", paid.body);
+    second.flush().await;
+    let no = created.body["out_trade_no"].as_str().unwrap();
+    assert_eq!(second.order(&token, no).await.body["status"], "SUCCESS");
+}
+
 both_backends!(
     mini_programs_of_three_merchants_pay_and_refund_side_by_side,
     a_disabled_merchant_takes_no_new_orders_but_settles_its_own,
