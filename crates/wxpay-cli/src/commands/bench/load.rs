@@ -63,6 +63,9 @@ struct Shared {
     http: reqwest::Client,
     sim: String,
     server: String,
+    /// The mini programs the visits go to in turn (`None`: the only one, not named).
+    apps: Vec<Option<String>>,
+    visits: AtomicU64,
     measure_from: Instant,
     measure_until: Instant,
     stop: AtomicBool,
@@ -184,11 +187,24 @@ async fn run_with(
         )));
     }
 
+    let registry = register_merchants(
+        &http,
+        &base,
+        sim_url,
+        &admin_token,
+        args.merchants,
+        common.api,
+        &server,
+    )
+    .await?;
+
     let started = Instant::now();
     let shared = Arc::new(Shared {
         http: http.clone(),
         sim: sim_url.to_owned(),
         server: base.clone(),
+        apps: registry.apps.clone(),
+        visits: AtomicU64::new(0),
         measure_from: started + args.warmup,
         measure_until: started + args.warmup + common.duration,
         stop: AtomicBool::new(false),
@@ -370,15 +386,29 @@ async fn run_with(
         "cpu_secs_per_order_generator": cpu_generator,
         "peak_rss_bytes": peak_rss_bytes,
         "startup_ms": round3(startup.as_secs_f64() * 1000.0),
+        "merchants": args.merchants,
+        "mini_programs": registry.apps.len(),
+        "rss_before_registration_bytes": registry.rss_before,
+        "rss_after_registration_bytes": registry.rss_after,
+        "memory_per_merchant_bytes": registry.per_merchant(),
     });
 
     let mut text = format!(
-        "wxpay bench: API {}, {}, {buyers} buyers, {window:.1} s measured after {:.1} s warm-up\n\
+        "wxpay bench: API {}, {}, {buyers} buyers, {window:.1} s measured after {:.1} s warm-up{}\n\
          orders:         {orders} ({orders_per_sec:.1}/s)\n\
          notifications:  {notifications_per_sec:.1}/s acknowledged (server-side p50 {} ms, p99 {} ms)\n",
         common.api.as_str(),
         database.backend,
         args.warmup.as_secs_f64(),
+        if args.merchants > 0 {
+            format!(
+                ", {} mini programs of {} merchants in turn",
+                registry.apps.len(),
+                args.merchants + 1
+            )
+        } else {
+            String::new()
+        },
         notify_p50.map_or("-".into(), |v| format!("{v:.2}")),
         notify_p99.map_or("-".into(), |v| format!("{v:.2}")),
     );
@@ -398,6 +428,15 @@ async fn run_with(
         peak_rss_bytes as f64 / (1024.0 * 1024.0),
         startup.as_secs_f64() * 1000.0,
     ));
+    if let Some(per) = registry.per_merchant() {
+        text.push_str(&format!(
+            "registry:       {} merchants registered: server RSS {:.1} MiB before, {:.1} MiB after ({:.0} KiB per merchant)\n",
+            args.merchants,
+            registry.rss_before as f64 / (1024.0 * 1024.0),
+            registry.rss_after as f64 / (1024.0 * 1024.0),
+            per as f64 / 1024.0,
+        ));
+    }
     text.push_str(&format!(
         "RSA-2048:       {:.0} signatures/s and {:.0} verifications/s per core, {cores} cores\n",
         rsa.sign_per_sec, rsa.verify_per_sec
@@ -547,17 +586,22 @@ async fn visit(shared: &Shared, r: &mut BuyerResult) -> Result<(), String> {
         }};
     }
 
+    let turn = shared.visits.fetch_add(1, Ordering::Relaxed);
+    let appid = &shared.apps[usize::try_from(turn).unwrap_or(0) % shared.apps.len()];
     let user = step!(
         0,
-        http.post(format!("{}/sim/users", shared.sim))
-            .json(&json!({}))
+        http.post(format!("{}/sim/users", shared.sim)).json(
+            &appid
+                .as_ref()
+                .map_or_else(|| json!({}), |a| json!({ "appid": a }))
+        )
     );
     let openid = text_field(&user, "openid")?;
     let code = text_field(&user, "code")?;
     let login = step!(
         1,
         http.post(format!("{}/api/login", shared.server))
-            .json(&json!({ "code": code }))
+            .json(&json!({ "code": code, "appid": appid }))
     );
     let token = text_field(&login, "token")?;
     let order = step!(
@@ -611,4 +655,128 @@ async fn visit(shared: &Shared, r: &mut BuyerResult) -> Result<(), String> {
         shared.completed.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// The mini programs of a run and the server's memory around their registration.
+struct Registered {
+    apps: Vec<Option<String>>,
+    rss_before: u64,
+    rss_after: u64,
+}
+
+impl Registered {
+    fn per_merchant(&self) -> Option<u64> {
+        let merchants = u64::try_from(self.apps.len().saturating_sub(1)).ok()?;
+        (merchants > 0).then(|| self.rss_after.saturating_sub(self.rss_before) / merchants)
+    }
+}
+
+/// Makes `n` merchants at the simulator (each with its own keys and mini program), registers
+/// them and their mini programs with the server through the back office, and waits until the
+/// server serves the last one. The server's resident memory is read before and after.
+async fn register_merchants(
+    http: &reqwest::Client,
+    base: &str,
+    sim: &str,
+    admin_token: &str,
+    n: u32,
+    api: Api,
+    server: &super::ChildProcess,
+) -> Result<Registered, Failure> {
+    let rss_before = server.stats()?.rss_bytes;
+    if n == 0 {
+        // One mini program: logins need not name it.
+        return Ok(Registered {
+            apps: vec![None],
+            rss_before,
+            rss_after: rss_before,
+        });
+    }
+    let first = call(http.get(format!("{sim}/sim/merchant")))
+        .await
+        .map_err(|e| Failure::runtime(format!("GET /sim/merchant: {e}")))?;
+    let mut apps = vec![Some(text_field(&first, "appid").map_err(Failure::runtime)?)];
+    let fail = |what: &str, e: &dyn std::fmt::Display| Failure::runtime(format!("{what}: {e}"));
+    for _ in 0..n {
+        let made = call(http.post(format!("{sim}/sim/merchants")).json(&json!({})))
+            .await
+            .map_err(|e| fail("POST /sim/merchants", &e))?;
+        let dir = std::path::PathBuf::from(
+            text_field(&made, "merchant_dir").map_err(|e| fail("POST /sim/merchants", &e))?,
+        );
+        let file: Value = std::fs::read_to_string(dir.join(wxpay_sim::merchant::MERCHANT_JSON))
+            .map_err(|e| fail("merchant.json", &e))
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| fail("merchant.json", &e)))?;
+        let read = |field: &str| -> Option<String> {
+            file[field]
+                .as_str()
+                .and_then(|name| std::fs::read_to_string(dir.join(name)).ok())
+        };
+        let mchid = text_field(&made, "mchid").map_err(|e| fail("POST /sim/merchants", &e))?;
+        let mut merchant = json!({
+            "mchid": mchid,
+            "name": format!("bench {mchid}"),
+            "kind": "direct",
+            // Every merchant uses the run's API (`--api`).
+            "api_version": api.as_str(),
+            "api_v2_key": file["api_v2_key"],
+            "api_v3_key": file["api_v3_key"],
+            "merchant_serial": file["merchant_serial"],
+            "apiclient_key": read("apiclient_key"),
+            "apiclient_cert": read("apiclient_cert"),
+            "wechatpay_public_key_id": file["wechatpay_public_key_id"],
+            "wechatpay_public_key": read("wechatpay_public_key"),
+        });
+        if let Some(cert) = read("platform_cert") {
+            merchant["platform_cert"] = json!(cert);
+        }
+        let admin = |path: &str, body: &Value| {
+            http.post(format!("{base}{path}"))
+                .bearer_auth(admin_token)
+                .json(body)
+        };
+        call(admin("/admin/merchants", &merchant))
+            .await
+            .map_err(|e| fail("POST /admin/merchants", &e))?;
+        let appid = text_field(&file, "appid").map_err(|e| fail("merchant.json", &e))?;
+        call(admin(
+            "/admin/apps",
+            &json!({"appid": appid, "name": format!("bench {appid}"), "app_secret": file["app_secret"], "mchid": mchid}),
+        ))
+        .await
+        .map_err(|e| fail("POST /admin/apps", &e))?;
+        apps.push(Some(appid));
+    }
+    // Served once a login of the last mini program goes through.
+    if let Some(Some(last)) = apps.last() {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let user = call(
+                http.post(format!("{sim}/sim/users"))
+                    .json(&json!({ "appid": last })),
+            )
+            .await
+            .map_err(|e| fail("POST /sim/users", &e))?;
+            let login = call(
+                http.post(format!("{base}/api/login"))
+                    .json(&json!({ "code": user["code"], "appid": last })),
+            )
+            .await;
+            if login.is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Failure::runtime(format!(
+                    "the server does not serve the registered mini programs after 60 s: {}",
+                    login.err().unwrap_or_default()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(Registered {
+        apps,
+        rss_before,
+        rss_after: server.stats()?.rss_bytes,
+    })
 }

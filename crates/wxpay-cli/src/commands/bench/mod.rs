@@ -113,6 +113,11 @@ pub struct LoadArgs {
     /// Time before measuring starts (connections, caches, the database's first pages).
     #[arg(long, value_name = "TIME", default_value = "1s", value_parser = parse_duration)]
     pub warmup: Duration,
+    /// Register this many more merchants before measuring, each with its own keys at the
+    /// simulator and one mini program (sealed under a master key); the buyers' visits go to all
+    /// the mini programs in turn. Reports the server's memory per merchant.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub merchants: u32,
     /// What every benchmark takes.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -410,6 +415,8 @@ pub struct ProcStats {
     pub cpu_secs: f64,
     /// Peak resident set size (`VmHWM`), in bytes.
     pub peak_rss_bytes: u64,
+    /// Resident set size now (`VmRSS`), in bytes.
+    pub rss_bytes: u64,
 }
 
 impl ProcStats {
@@ -436,14 +443,17 @@ impl ProcStats {
         let cpu_secs = (ticks(11) + ticks(12)) as f64 / clock_ticks_per_sec();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
             .map_err(|e| Failure::runtime(format!("cannot read /proc/{pid}/status: {e}")))?;
-        let peak_rss_bytes = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024);
+        let kib = |field: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map_or(0, |kb| kb * 1024)
+        };
         Ok(ProcStats {
             cpu_secs,
-            peak_rss_bytes,
+            peak_rss_bytes: kib("VmHWM:"),
+            rss_bytes: kib("VmRSS:"),
         })
     }
 
@@ -698,6 +708,14 @@ pub fn server_env(
         ("WXPAY_API_VERSION", api.as_str().to_owned()),
         ("WXPAY_LISTEN", "127.0.0.1:0".to_owned()),
         ("WXPAY_ADMIN_TOKEN", admin_token.to_owned()),
+        // Seals the secrets of the merchants `--merchants` registers.
+        (
+            "WXPAY_MASTER_KEY",
+            wxpay::nonce::random_string(32)
+                .bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        ),
         // Every buyer logs in from 127.0.0.1: the per-IP login limit would measure itself.
         ("WXPAY_RATE_LIMIT_LOGIN_PER_MINUTE", "0".to_owned()),
         ("WXPAY_RATE_LIMIT_ORDERS_PER_MINUTE", "0".to_owned()),
