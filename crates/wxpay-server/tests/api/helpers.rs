@@ -441,3 +441,83 @@ pub async fn spawn_instance(
         db,
     }
 }
+
+/// A merchant the simulator made: its files and its mini program.
+pub struct SimMerchant {
+    pub mchid: String,
+    pub appid: String,
+    pub app_secret: String,
+    pub dir: std::path::PathBuf,
+}
+
+/// A control call to the sandbox's simulator (with its control token).
+pub async fn sim_control(app: &TestApp, path: &str, body: &Value) -> Value {
+    let base = app.state.sandbox_url.clone().expect("a sandbox");
+    let answer = app
+        .http
+        .post(format!("{base}{path}"))
+        .bearer_auth(SIM_CONTROL_TOKEN)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    let body: Value = answer.json().await.unwrap();
+    assert!(status == 200 || status == 201, "{path}: {status} {body}");
+    body
+}
+
+/// A new merchant (its own keys, files and mini program) at the sandbox's simulator.
+pub async fn sim_merchant(app: &TestApp, key_mode: &str) -> SimMerchant {
+    let made = sim_control(app, "/sim/merchants", &json!({ "key_mode": key_mode })).await;
+    let dir = std::path::PathBuf::from(made["merchant_dir"].as_str().expect("merchant_dir"));
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("merchant.json")).unwrap()).unwrap();
+    SimMerchant {
+        mchid: made["mchid"].as_str().unwrap().to_owned(),
+        appid: file["appid"].as_str().unwrap().to_owned(),
+        app_secret: file["app_secret"].as_str().unwrap().to_owned(),
+        dir,
+    }
+}
+
+/// The registration body of a simulator merchant (its files as the back office sends them).
+pub fn registration(m: &SimMerchant, api_version: &str) -> Value {
+    use base64::Engine as _;
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(m.dir.join("merchant.json")).unwrap())
+            .unwrap();
+    let read = |field: &str| -> Option<String> {
+        file[field]
+            .as_str()
+            .and_then(|name| std::fs::read_to_string(m.dir.join(name)).ok())
+    };
+    let mut body = json!({
+        "mchid": m.mchid,
+        "name": format!("merchant {}", m.mchid),
+        "kind": "direct",
+        "api_version": api_version,
+        "api_v2_key": file["api_v2_key"],
+        "api_v3_key": file["api_v3_key"],
+        "merchant_serial": file["merchant_serial"],
+        "apiclient_key": read("apiclient_key"),
+        "apiclient_cert": read("apiclient_cert"),
+    });
+    if let Some(p12) = file["apiclient_cert_p12"].as_str() {
+        body["apiclient_cert_p12"] = json!(
+            base64::engine::general_purpose::STANDARD
+                .encode(std::fs::read(m.dir.join(p12)).unwrap())
+        );
+    }
+    if let Some(cert) = read("platform_cert") {
+        body["platform_cert"] = json!(cert);
+    }
+    if let (Some(id), Some(key)) = (
+        file["wechatpay_public_key_id"].as_str(),
+        read("wechatpay_public_key"),
+    ) {
+        body["wechatpay_public_key_id"] = json!(id);
+        body["wechatpay_public_key"] = json!(key);
+    }
+    body
+}

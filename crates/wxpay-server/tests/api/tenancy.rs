@@ -3,92 +3,13 @@
 //! merchant's own URL, refunds go through the order's merchant, users see only their own
 //! orders, a disabled merchant takes no new orders but settles the ones it has.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::{Value, json};
 use wxpay_server::store::Backend;
 
 use crate::both_backends;
-use crate::helpers::{Answer, SIM_CONTROL_TOKEN, TestApp, spawn_app};
-
-/// A merchant the simulator made: its files and its mini program.
-struct SimMerchant {
-    mchid: String,
-    appid: String,
-    app_secret: String,
-    dir: PathBuf,
-}
-
-async fn sim_control(app: &TestApp, path: &str, body: &Value) -> Value {
-    let base = app.state.sandbox_url.clone().expect("a sandbox");
-    let answer = app
-        .http
-        .post(format!("{base}{path}"))
-        .bearer_auth(SIM_CONTROL_TOKEN)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = answer.status().as_u16();
-    let body: Value = answer.json().await.unwrap();
-    assert!(status == 200 || status == 201, "{path}: {status} {body}");
-    body
-}
-
-async fn sim_merchant(app: &TestApp, key_mode: &str) -> SimMerchant {
-    let made = sim_control(app, "/sim/merchants", &json!({ "key_mode": key_mode })).await;
-    let dir = PathBuf::from(made["merchant_dir"].as_str().expect("merchant_dir"));
-    let file: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("merchant.json")).unwrap()).unwrap();
-    SimMerchant {
-        mchid: made["mchid"].as_str().unwrap().to_owned(),
-        appid: file["appid"].as_str().unwrap().to_owned(),
-        app_secret: file["app_secret"].as_str().unwrap().to_owned(),
-        dir,
-    }
-}
-
-/// The registration body of a simulator merchant (its files as the back office sends them).
-fn registration(m: &SimMerchant, api_version: &str) -> Value {
-    let file: Value =
-        serde_json::from_str(&std::fs::read_to_string(m.dir.join("merchant.json")).unwrap())
-            .unwrap();
-    let read = |field: &str| -> Option<String> {
-        file[field]
-            .as_str()
-            .and_then(|name| std::fs::read_to_string(m.dir.join(name)).ok())
-    };
-    let mut body = json!({
-        "mchid": m.mchid,
-        "name": format!("merchant {}", m.mchid),
-        "kind": "direct",
-        "api_version": api_version,
-        "api_v2_key": file["api_v2_key"],
-        "api_v3_key": file["api_v3_key"],
-        "merchant_serial": file["merchant_serial"],
-        "apiclient_key": read("apiclient_key"),
-        "apiclient_cert": read("apiclient_cert"),
-    });
-    if let Some(p12) = file["apiclient_cert_p12"].as_str() {
-        body["apiclient_cert_p12"] = json!(
-            base64::engine::general_purpose::STANDARD
-                .encode(std::fs::read(m.dir.join(p12)).unwrap())
-        );
-    }
-    if let Some(cert) = read("platform_cert") {
-        body["platform_cert"] = json!(cert);
-    }
-    if let (Some(id), Some(key)) = (
-        file["wechatpay_public_key_id"].as_str(),
-        read("wechatpay_public_key"),
-    ) {
-        body["wechatpay_public_key_id"] = json!(id);
-        body["wechatpay_public_key"] = json!(key);
-    }
-    body
-}
+use crate::helpers::{Answer, TestApp, registration, sim_control, sim_merchant, spawn_app};
 
 async fn admin_post(app: &TestApp, path: &str, body: &Value) -> Answer {
     app.post_json(path, Some(&app.admin()), body).await

@@ -265,14 +265,29 @@ impl Secrets {
     /// bodies (`apiclient_key.pem` and the simulator's own keys beside it).
     pub fn of_sandbox() -> Self {
         let dir = sandbox_dir();
+        let secrets = Secrets { named: Vec::new() }.with_merchant_dir(&dir);
+        assert!(
+            secrets
+                .named
+                .iter()
+                .any(|(n, _)| n.starts_with("apiclient_key")),
+            "no private key found in {}",
+            dir.display()
+        );
+        secrets
+    }
+
+    /// Adds a merchant directory's secrets (a `merchant.json` and its files): the API v2 key,
+    /// the APIv3 key, the app secret and every line of the private keys' PEM bodies.
+    pub fn with_merchant_dir(mut self, dir: &std::path::Path) -> Self {
         let merchant: Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("merchant.json")).unwrap())
                 .unwrap();
-        let mut named = Vec::new();
         for key in ["api_v2_key", "api_v3_key", "app_secret"] {
-            named.push((key.to_owned(), merchant[key].as_str().unwrap().to_owned()));
+            self.named
+                .push((key.to_owned(), merchant[key].as_str().unwrap().to_owned()));
         }
-        for entry in std::fs::read_dir(&dir).unwrap() {
+        for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             let Ok(text) = std::fs::read_to_string(&path) else {
                 continue;
@@ -288,16 +303,18 @@ impl Secrets {
                 } else if line.starts_with("-----END") {
                     inside = false;
                 } else if inside && line.len() >= 40 {
-                    named.push((format!("{name} PEM line"), line.to_owned()));
+                    self.named
+                        .push((format!("{name} PEM line"), line.to_owned()));
                 }
             }
         }
-        assert!(
-            named.iter().any(|(n, _)| n.starts_with("apiclient_key")),
-            "no private key found in {}",
-            dir.display()
-        );
-        Secrets { named }
+        self
+    }
+
+    /// Adds one named secret.
+    pub fn with(mut self, name: &str, secret: &str) -> Self {
+        self.named.push((name.to_owned(), secret.to_owned()));
+        self
     }
 
     /// Adds session keys (read from the database: they never leave it otherwise).

@@ -2,7 +2,10 @@
 //! orders, payment parameters, payment, notifications, queries, close, refunds and their
 //! notifications, every admin view, errors, forged notifications), with every log line (debug
 //! level and above, server and simulator) and every response body kept, then searched for the
-//! API v2 key, the APIv3 key, the app secret, the private keys' PEM lines and every session_key.
+//! API v2 key, the APIv3 key, the app secret, the private keys' PEM lines and every session_key;
+//! then a second merchant and mini program registered through the back office (keys, PEMs and
+//! AppSecret sent in requests), paid and refunded through, and an operator: their secrets, the
+//! operator's token and the sandbox's master key are searched for too.
 //! The crash and many-instance scenarios search their child processes' logs the same way.
 
 use secrecy::ExposeSecret as _;
@@ -11,7 +14,7 @@ use wxpay_server::jobs::JobKind;
 use wxpay_server::store::Backend;
 
 use crate::harness::{Sandbox, Secrets, capture_logs, eager_jobs, figures, sandbox};
-use crate::helpers::Answer;
+use crate::helpers::{Answer, registration, sim_merchant};
 
 #[derive(Default)]
 struct Responses {
@@ -179,6 +182,125 @@ async fn full_run(s: &Sandbox, r: &mut Responses) {
     r.keep(app.get("/sim/cashier", None).await);
 }
 
+/// The registry: a second merchant registered with its keys in the request, its mini program
+/// with its AppSecret, refused registrations, a payment and a refund through them, an operator
+/// (its token answered once) using and losing its token, every registry view. Returns the
+/// merchant's directory and the operator's token, to search for.
+async fn registry_run(s: &Sandbox, r: &mut Responses) -> (std::path::PathBuf, String) {
+    let app = &s.app;
+    let admin = app.admin();
+    let b = sim_merchant(app, "public_key").await;
+    let body = registration(&b, "v3");
+    let mut bad_key = body.clone();
+    bad_key["api_v3_key"] = json!("too-short");
+    r.keep(
+        app.post_json("/admin/merchants", Some(&admin), &bad_key)
+            .await,
+    );
+    let mut bad_pem = body.clone();
+    bad_pem["apiclient_key"] =
+        json!("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----");
+    r.keep(
+        app.post_json("/admin/merchants", Some(&admin), &bad_pem)
+            .await,
+    );
+    let made = r.keep(app.post_json("/admin/merchants", Some(&admin), &body).await);
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    r.keep(app.post_json("/admin/merchants", Some(&admin), &body).await); // a duplicate
+    let app_body =
+        json!({"appid": b.appid, "name": "b", "app_secret": b.app_secret, "mchid": b.mchid});
+    let registered = r.keep(app.post_json("/admin/apps", Some(&admin), &app_body).await);
+    assert_eq!(registered.status, 201, "{:?}", registered.body);
+    let rotated = r.keep(
+        app.send(
+            app.http
+                .patch(format!("{}/admin/merchants/{}", app.base, b.mchid))
+                .bearer_auth(&admin)
+                .json(&json!({"api_v2_key": body["api_v2_key"], "name": "b again"})),
+        )
+        .await,
+    );
+    assert_eq!(rotated.status, 200, "{:?}", rotated.body);
+    // Served: a buyer of B pays, and is refunded.
+    let mut token = None;
+    for _ in 0..200 {
+        let user = app
+            .post_json("/sim/users", None, &json!({"appid": b.appid}))
+            .await;
+        let login = r.keep(
+            app.post_json(
+                "/api/login",
+                None,
+                &json!({"code": user.body["code"], "appid": b.appid}),
+            )
+            .await,
+        );
+        if login.status == 200 {
+            token = Some((
+                user.body["openid"].as_str().unwrap().to_owned(),
+                login.body["token"].as_str().unwrap().to_owned(),
+            ));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let (openid, token) = token.expect("B's mini program is served");
+    let created = r.keep(
+        app.create_order(&token, json!([{"sku": "coffee", "quantity": 1}]))
+            .await,
+    );
+    let no = created.body["out_trade_no"].as_str().unwrap().to_owned();
+    r.keep(app.sim_pay(&created.body["payment"], &openid).await);
+    app.flush().await;
+    r.keep(
+        app.post_json(
+            &format!("/admin/orders/{no}/refunds"),
+            Some(&admin),
+            &json!({"amount_fen": 1}),
+        )
+        .await,
+    );
+    app.flush().await;
+    let operator = app
+        .post_json(
+            "/admin/operators",
+            Some(&admin),
+            &json!({"mchid": b.mchid, "name": "b"}),
+        )
+        .await;
+    assert_eq!(operator.status, 201, "{:?}", operator.body);
+    let operator_token = operator.body["token"].as_str().unwrap().to_owned();
+    let id = operator.body["id"].as_str().unwrap().to_owned();
+    // The only answer allowed to hold the operator's token is the one that made it.
+    r.count += 1;
+    r.keep(app.get("/admin/orders", Some(&operator_token)).await);
+    r.keep(
+        app.get(&format!("/admin/orders/{no}"), Some(&operator_token))
+            .await,
+    );
+    r.keep(app.get("/admin/whoami", Some(&operator_token)).await);
+    for path in [
+        "/admin/merchants".to_owned(),
+        format!("/admin/merchants/{}", b.mchid),
+        "/admin/apps".into(),
+        format!("/admin/apps/{}", b.appid),
+        "/admin/operators".into(),
+        "/admin/registry/version".into(),
+    ] {
+        r.keep(app.get(&path, Some(&admin)).await);
+    }
+    r.keep(
+        app.send(
+            app.http
+                .delete(format!("{}/admin/operators/{id}", app.base))
+                .bearer_auth(&admin),
+        )
+        .await,
+    );
+    r.keep(app.get("/admin/orders", Some(&operator_token)).await);
+    (b.dir, operator_token)
+}
+
 fn today() -> String {
     let d = wxpay::time::beijing_date(time::OffsetDateTime::now_utc());
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
@@ -190,9 +312,23 @@ async fn no_secret_in_any_log_line_or_response() {
     let mut responses = Responses::default();
     let mut secrets = Secrets::of_sandbox();
     let mut session_keys = 0;
+    let mut registered = 0;
     for version in ["v3", "v2"] {
         let s = sandbox(Backend::Sqlite, version, |_| {}).await;
         full_run(&s, &mut responses).await;
+        let (dir, operator_token) = registry_run(&s, &mut responses).await;
+        registered += 1;
+        secrets = secrets
+            .with_merchant_dir(&dir)
+            .with("operator token", &operator_token);
+        let key_file = s
+            .app
+            .state
+            .settings
+            .sandbox_master_key_dir()
+            .join(wxpay_server::sealing::SANDBOX_KEY_FILE);
+        let key = std::fs::read_to_string(&key_file).expect("the sandbox's master key file");
+        secrets = secrets.with("master key", key.trim());
         let before = secrets.named.len();
         secrets = secrets.with_session_keys(s.app.state.store.pool()).await;
         session_keys += secrets.named.len() - before;
@@ -209,6 +345,7 @@ async fn no_secret_in_any_log_line_or_response() {
             ("response_bytes", responses.bodies.len().to_string()),
             ("secrets_searched", secrets.named.len().to_string()),
             ("session_keys", session_keys.to_string()),
+            ("merchants_registered", registered.to_string()),
             ("found", "0".into()),
         ],
     );
