@@ -599,10 +599,13 @@ impl Settings {
                 format!("{:?} is not an address like 127.0.0.1:8080", raw.listen),
             )
         })?;
-        crate::store::Backend::of_url(&raw.database_url).map_err(|_| {
+        crate::store::Backend::of_url(&raw.database_url).map_err(|e| {
             ConfigError::new(
                 "WXPAY_DATABASE_URL",
-                "must start with sqlite:// or postgres://",
+                match e {
+                    crate::store::StoreError::InMemory => e.to_string(),
+                    _ => "must start with sqlite:// or postgres://".to_owned(),
+                },
             )
         })?;
         let api_version = match raw.api_version.trim().to_ascii_lowercase().as_str() {

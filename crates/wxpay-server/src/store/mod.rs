@@ -128,6 +128,12 @@ pub enum StoreError {
     /// The database URL is not `sqlite:` or `postgres:`.
     #[error("unsupported database URL scheme (use sqlite://FILE or postgres://...)")]
     UnsupportedUrl,
+    /// An in-memory SQLite database: each of the store's connections would open an empty one of
+    /// its own.
+    #[error(
+        "an in-memory SQLite database cannot be shared by the server's connections: use a file (sqlite://FILE)"
+    )]
+    InMemory,
     /// The database refused or failed a statement, or could not be reached.
     #[error("database: {}", describe(.0))]
     Database(#[from] sqlx::Error),
@@ -172,9 +178,13 @@ impl Backend {
     /// The backend of a database URL.
     ///
     /// # Errors
-    /// [`StoreError::UnsupportedUrl`] for any other scheme.
+    /// [`StoreError::UnsupportedUrl`] for any other scheme, [`StoreError::InMemory`] for an
+    /// in-memory SQLite database.
     pub fn of_url(url: &str) -> Result<Self, StoreError> {
         if url.starts_with("sqlite:") {
+            if url.contains(":memory:") || url.contains("mode=memory") {
+                return Err(StoreError::InMemory);
+            }
             Ok(Backend::Sqlite)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Ok(Backend::Postgres)

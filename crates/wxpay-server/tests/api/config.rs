@@ -12,7 +12,7 @@ fn error_of(env: &[(&str, &str)]) -> String {
 
 #[test]
 fn bad_values_are_refused_with_one_line_naming_the_key() {
-    let cases: [(&[(&str, &str)], &str); 6] = [
+    let cases: [(&[(&str, &str)], &str); 7] = [
         (
             &[("WXPAY_PUBLIC_URL", "ftp://example.com")],
             "WXPAY_PUBLIC_URL",
@@ -24,6 +24,11 @@ fn bad_values_are_refused_with_one_line_naming_the_key() {
         (&[("WXPAY_API_VERSION", "v4")], "WXPAY_API_VERSION"),
         (&[("WXPAY_LISTEN", "localhost")], "WXPAY_LISTEN"),
         (&[("WXPAY_DATABASE_URL", "mysql://x")], "WXPAY_DATABASE_URL"),
+        // Each connection would have its own empty database.
+        (
+            &[("WXPAY_DATABASE_URL", "sqlite::memory:")],
+            "WXPAY_DATABASE_URL",
+        ),
         (
             &[("WXPAY_WEBHOOK_URL", "https://example.com/hook")],
             "WXPAY_WEBHOOK_SECRET",

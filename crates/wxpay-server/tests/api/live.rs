@@ -476,10 +476,14 @@ async fn https_with_http2_and_http1_and_a_certificate_reloaded_without_a_restart
 // The public URL and an exposed sandbox
 
 fn merchant_env<'a>(merchant: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    // A database file of its own for each server of these tests.
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("live-{}.db", crate::helpers::random_name()));
+    let url: &'static str = Box::leak(format!("sqlite://{}", file.display()).into_boxed_str());
     let mut env = vec![
         ("WXPAY_LISTEN", "127.0.0.1:0"),
         ("WXPAY_MERCHANT_FILE", merchant),
-        ("WXPAY_DATABASE_URL", "sqlite::memory:"),
+        ("WXPAY_DATABASE_URL", url),
     ];
     env.extend_from_slice(extra);
     env
