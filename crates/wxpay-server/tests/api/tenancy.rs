@@ -166,6 +166,63 @@ async fn mini_programs_of_three_merchants_pay_and_refund_side_by_side(backend: B
         orders.push((appid.clone(), token, no));
     }
 
+    // A merchant's genuine notification at another merchant's URL is refused (its keys do not
+    // verify it) and changes nothing; at its own URL it is acknowledged (a repeat: no change).
+    for (i, own, version) in [(2, &b.mchid, "v3"), (3, &c.mchid, "v2")] {
+        let (_, _, no) = &orders[i];
+        let deliveries = app
+            .get(
+                &format!("/sim/notifications?out_trade_no={no}"),
+                Some(&app.admin()),
+            )
+            .await;
+        let delivery = &deliveries.body["deliveries"][0];
+        let sent = delivery["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["acked"] == true)
+            .expect("an acknowledged attempt");
+        let post = |mchid: &str| {
+            let mut request = app
+                .http
+                .post(format!("{}/notify/{mchid}/{version}/pay", app.base))
+                .body(delivery["body"].as_str().unwrap().to_owned());
+            for (name, value) in sent["headers"].as_object().unwrap() {
+                request = request.header(name.as_str(), value.as_str().unwrap());
+            }
+            app.send(request)
+        };
+        let events = app
+            .count(
+                "SELECT COUNT(*) FROM order_events WHERE out_trade_no = $1",
+                no,
+            )
+            .await;
+        let elsewhere = post(&file_mchid).await;
+        assert_eq!(
+            elsewhere.status, 401,
+            "{version} at another merchant's URL: {:?}",
+            elsewhere.body
+        );
+        let at_home = post(own).await;
+        assert!(
+            at_home.status < 300,
+            "{version} at its own URL: {}",
+            at_home.status
+        );
+        assert_eq!(
+            app.count(
+                "SELECT COUNT(*) FROM order_events WHERE out_trade_no = $1",
+                no
+            )
+            .await,
+            events,
+            "nothing changed"
+        );
+        assert_eq!(app.paid_events(no).await, 1);
+    }
+
     // Each buyer sees their own orders only (another mini program's order is not found).
     let (_, token_a, no_a) = &orders[0];
     let (_, token_b, no_b) = &orders[2];
