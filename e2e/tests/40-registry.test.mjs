@@ -233,4 +233,57 @@ describe('the registry in the console', () => {
     assert.equal((await api('GET', '/admin/whoami', { token })).status, 401);
     page.assertClean();
   });
+
+  test('a service provider\'s sub-merchants are added and disabled on its page and offered to its mini programs', async () => {
+    // A provider registered through the API from another simulator merchant's files.
+    const made = (await api('POST', '/sim/merchants', { token: ADMIN_TOKEN, body: {} })).body;
+    const dir = made.merchant_dir;
+    const file = JSON.parse(readFileSync(join(dir, 'merchant.json'), 'utf8'));
+    const text = (field) => readFileSync(join(dir, file[field]), 'utf8');
+    const registered = await api('POST', '/admin/merchants', {
+      token: ADMIN_TOKEN,
+      body: {
+        mchid: made.mchid,
+        name: '服务商',
+        kind: 'provider',
+        api_version: 'v3',
+        api_v2_key: file.api_v2_key,
+        api_v3_key: file.api_v3_key,
+        merchant_serial: file.merchant_serial,
+        apiclient_key: text('apiclient_key'),
+        apiclient_cert: text('apiclient_cert'),
+        wechatpay_public_key_id: file.wechatpay_public_key_id,
+        wechatpay_public_key: text('wechatpay_public_key'),
+      },
+    });
+    assert.equal(registered.status, 201, JSON.stringify(registered.body));
+
+    const sub = '1900009001';
+    const page = await newPage(browser);
+    await adminLogin(page, `#/merchants/${made.mchid}`);
+    await page.locator('#sub-merchant-form').waitFor();
+    await page.fill('#sub-sub_mchid', sub);
+    await page.fill('#sub-name', '华东特约店');
+    await page.click('#sub-merchant-form button[type=submit]');
+    await page.locator('#registry-message', { hasText: `已添加特约商户 ${sub}` }).waitFor();
+    await page.locator(`#sub-merchants-table tr[data-sub-mchid="${sub}"][data-enabled="true"]`).waitFor();
+    await page.click(`#sub-merchants-table button[data-toggle="${sub}"]`);
+    await page.locator(`#sub-merchants-table tr[data-sub-mchid="${sub}"][data-enabled="false"]`).waitFor();
+    const subs = (await api('GET', `/admin/merchants/${made.mchid}/sub-merchants`, { token: ADMIN_TOKEN })).body.sub_merchants;
+    assert.deepEqual(subs.map((x) => [x.sub_mchid, x.enabled]), [[sub, false]]);
+    // A direct merchant has none: its page has no such section.
+    await page.goto(`${BASE}/#/merchants/${second.mchid}`);
+    await page.locator(`#merchant-summary[data-mchid="${second.mchid}"]`).waitFor();
+    assert.equal(await page.locator('#sub-merchant-form').count(), 0);
+
+    // The mini-program form offers the provider's sub-merchants once the provider is chosen.
+    await page.goto(`${BASE}/#/apps`);
+    await page.locator('#app-form').waitFor();
+    await page.selectOption('#a-mchid', second.mchid);
+    assert.equal(await page.isVisible('#a-sub_mchid'), false, 'not for a direct merchant');
+    await page.selectOption('#a-mchid', made.mchid);
+    await page.locator(`#a-sub_mchid option[value="${sub}"]`).waitFor({ state: 'attached' });
+    assert.equal(await page.isVisible('#a-sub_mchid'), true);
+    page.assertClean();
+  });
 });

@@ -314,8 +314,14 @@ mod tests {
             Some(Access::UserCode)
         );
         assert_eq!(route_of(&Method::GET, &s("/sim/users")), None);
-        assert_eq!(route_of(&Method::GET, &s("/sim/apps")), Some(Access::Public));
-        assert_eq!(route_of(&Method::POST, &s("/sim/apps")), Some(Access::Admin));
+        assert_eq!(
+            route_of(&Method::GET, &s("/sim/apps")),
+            Some(Access::Public)
+        );
+        assert_eq!(
+            route_of(&Method::POST, &s("/sim/apps")),
+            Some(Access::Admin)
+        );
         assert_eq!(
             route_of(&Method::POST, &s("/sim/merchants")),
             Some(Access::Admin)
