@@ -1,5 +1,7 @@
 // The back office: orders, an order's timeline and refunds, the daily reconciliation, payments
-// per hour, mini-program codes, and in sandbox mode the simulator's faults, clock and deliveries.
+// per hour, mini-program codes, the registry (merchants, mini programs, operators: registry.js),
+// and in sandbox mode the simulator's faults, clock and deliveries. It also takes an operator's
+// token, and then shows only what operators may use: their merchant's orders and refunds.
 
 import {
   HttpError,
@@ -19,6 +21,7 @@ import {
   translatePage,
 } from './common.js';
 import { hourlyChart } from './chart.js';
+import { appsView, initRegistry, merchantView, merchantsView, operatorsView } from './registry.js';
 
 const TOKEN_KEY = 'wxpay.console.adminToken';
 const PAGE_SIZE = 20;
@@ -33,6 +36,8 @@ const loginError = document.getElementById('login-error');
 const logoutButton = document.getElementById('logout');
 
 let info = { sandbox: false, admin_api: true, api_version: '' };
+// Who the stored token is (GET /admin/whoami): `{kind: 'admin'}` or `{kind: 'operator', mchid}`.
+let principal = null;
 // Every navigation bumps this; an async view checks it before writing, so that a slow answer
 // of a page the person already left never overwrites the current one.
 let renderSeq = 0;
@@ -56,6 +61,33 @@ function forgetToken() {
     // Nothing stored.
   }
   logoutButton.hidden = true;
+  principal = null;
+  showPrincipal();
+}
+
+function isOperator() {
+  return Boolean(principal && principal.kind === 'operator');
+}
+
+/** Shows only what the token may use, and says whose it is. */
+function showPrincipal() {
+  const operator = isOperator();
+  for (const el of document.querySelectorAll('[data-admin-only]')) el.hidden = operator;
+  for (const el of document.querySelectorAll('[data-sandbox-only]')) el.hidden = !info.sandbox || operator;
+  const who = document.getElementById('whoami');
+  who.hidden = !operator;
+  who.textContent = operator ? t('whoami.operator', { mchid: principal.mchid }) : '';
+}
+
+/** Asks the server who the stored token is; false when it is refused. */
+async function loadPrincipal() {
+  try {
+    principal = (await admin('GET', '/admin/whoami')).body;
+  } catch (err) {
+    if (err.status !== 401) principal = { kind: 'admin' };
+  }
+  showPrincipal();
+  return principal !== null;
 }
 
 function showLogin(message = '') {
@@ -95,8 +127,9 @@ loginForm.addEventListener('submit', async (event) => {
   const input = document.getElementById('token');
   const token = input.value.trim();
   if (!token) return;
+  let who;
   try {
-    await request('GET', '/admin/jobs', { token });
+    who = (await request('GET', '/admin/whoami', { token })).body;
   } catch (err) {
     loginError.textContent = err.status === 401 ? t('login.rejected') : describeError(err);
     return;
@@ -108,6 +141,8 @@ loginForm.addEventListener('submit', async (event) => {
     return;
   }
   input.value = '';
+  principal = who;
+  showPrincipal();
   hideLogin();
   render();
 });
@@ -161,11 +196,41 @@ function current(seq) {
 
 // ---------------------------------------------------------------- orders
 
+/** `#/orders` with these filters and cursor. */
+function ordersHash({ status, mchid, cursor }) {
+  const q = new URLSearchParams();
+  if (status) q.set('status', status);
+  if (mchid) q.set('mchid', mchid);
+  if (cursor) q.set('cursor', cursor);
+  const text = q.toString();
+  return text ? `#/orders?${text}` : '#/orders';
+}
+
+/** The admin's merchant filter (a select of the registry's merchants), or the operator's merchant. */
+function merchantFilter(mchid) {
+  if (isOperator()) return h('p', { class: 'muted', id: 'orders-scope', text: t('orders.scope', { mchid: principal.mchid }) });
+  const choice = h('select', { id: 'orders-merchant', 'aria-label': t('orders.merchant_filter') },
+    h('option', { value: '', text: t('orders.all_merchants') }),
+    mchid ? h('option', { value: mchid, selected: true, text: mchid }) : null);
+  choice.addEventListener('change', () => {
+    const params = new URLSearchParams((location.hash.split('?')[1]) || '');
+    location.hash = ordersHash({ status: params.get('status'), mchid: choice.value });
+  });
+  admin('GET', '/admin/merchants').then((answer) => {
+    replace(choice, h('option', { value: '', text: t('orders.all_merchants') }),
+      answer.body.merchants.map((m) => h('option', { value: m.mchid, selected: m.mchid === mchid, text: `${m.mchid} · ${m.name}` })));
+  }).catch(() => {
+    // The filter keeps the merchant it has; the orders still load.
+  });
+  return h('label', { class: 'merchant-filter' }, h('span', { text: t('orders.merchant_filter') }), choice);
+}
+
 async function ordersView(params) {
   const seq = renderSeq;
   const status = STATUSES.includes(params.get('status')) ? params.get('status') : '';
+  const mchid = isOperator() ? '' : (params.get('mchid') || '').trim();
   const cursor = params.get('cursor') || '';
-  const filterKey = status || 'ALL';
+  const filterKey = `${status || 'ALL'}|${mchid}`;
   const history = pageHistory.get(filterKey) || [];
   if (!cursor) history.length = 0;
   pageHistory.set(filterKey, history);
@@ -175,7 +240,7 @@ async function ordersView(params) {
     { class: 'filters', role: 'group', 'aria-label': t('orders.filter') },
     ['', ...STATUSES].map((s) =>
       h('a', {
-        href: s ? `#/orders?status=${s}` : '#/orders',
+        href: ordersHash({ status: s, mchid }),
         class: `chip${s === status ? ' active' : ''}`,
         dataset: { filter: s || 'ALL' },
         text: s ? t(`status.${s}`) : t('orders.all'),
@@ -184,10 +249,11 @@ async function ordersView(params) {
   );
   const refresh = h('button', { type: 'button', text: t('action.refresh'), onclick: () => render() });
   const body = h('div', { class: 'loading', text: t('loading') });
-  replace(view, h('div', { class: 'view-head' }, h('h1', { text: t('nav.orders') }), refresh), filters, body);
+  replace(view, h('div', { class: 'view-head' }, h('h1', { text: t('nav.orders') }), refresh), h('div', { class: 'filter-bar' }, filters, merchantFilter(mchid)), body);
 
   const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
   if (status) query.set('status', status);
+  if (mchid) query.set('mchid', mchid);
   if (cursor) query.set('cursor', cursor);
   let page;
   try {
@@ -201,9 +267,11 @@ async function ordersView(params) {
   const rows = page.orders.map((o) =>
     h(
       'tr',
-      { dataset: { order: o.out_trade_no, status: o.status } },
+      { dataset: { order: o.out_trade_no, status: o.status, mchid: o.mchid, appid: o.appid } },
       h('td', {}, orderLink(o.out_trade_no)),
       h('td', { text: o.description }),
+      h('td', { class: 'mono small', text: o.appid }),
+      h('td', { class: 'mono small', text: o.mchid }),
       h('td', { class: 'num', text: money(o.amount_fen) }),
       h('td', {}, orderStatusBadge(o)),
       h('td', { class: 'num', text: o.refunded_fen ? money(o.refunded_fen) : '' }),
@@ -212,11 +280,7 @@ async function ordersView(params) {
     ),
   );
   const goTo = (c) => {
-    const q = new URLSearchParams();
-    if (status) q.set('status', status);
-    if (c) q.set('cursor', c);
-    const text = q.toString();
-    location.hash = text ? `#/orders?${text}` : '#/orders';
+    location.hash = ordersHash({ status, mchid, cursor: c });
   };
   const prev = h('button', {
     type: 'button',
@@ -239,7 +303,7 @@ async function ordersView(params) {
     body,
     rows.length
       ? table(
-          [t('order.no'), t('order.description'), t('order.amount'), t('order.status'), t('order.refunded'), t('order.created'), t('order.paid')],
+          [t('order.no'), t('order.description'), t('order.app'), t('order.merchant'), t('order.amount'), t('order.status'), t('order.refunded'), t('order.created'), t('order.paid')],
           rows,
           { id: 'orders-table' },
         )
@@ -446,7 +510,9 @@ function orderDetail(detail) {
     field(t('order.refundable'), h('strong', { id: 'refundable', text: money(detail.refundable_fen) })),
     field(t('order.description'), o.description),
     field(t('order.transaction_id'), h('span', { class: 'mono', text: o.transaction_id || '' })),
-    field(t('order.openid'), h('span', {}, h('span', { class: 'mono', text: o.openid }), ' ', revokeSessionsButton(o.openid))),
+    field(t('order.openid'), h('span', {}, h('span', { class: 'mono', text: o.openid }), ' ', isOperator() ? null : revokeSessionsButton(o.openid))),
+    field(t('order.app'), h('span', { class: 'mono', text: o.appid }), { dataset: { field: 'appid' } }),
+    field(t('order.merchant'), h('span', { class: 'mono', text: o.mchid }), { dataset: { field: 'mchid' } }),
     field(t('order.api_version'), o.api_version),
     field(t('order.source'), o.source),
     field(t('order.created'), dateTime(o.created_at)),
@@ -881,13 +947,18 @@ function deliveryLog(records) {
 
 // ---------------------------------------------------------------- routing
 
+// Pattern, view, whether it needs a token, nav section, whether operators may use it.
 const ROUTES = [
-  [/^#\/orders\/([^/?]+)$/, (m) => orderView(decodeURIComponent(m[1])), true, 'orders'],
-  [/^#\/orders(?:\?(.*))?$/, (m) => ordersView(new URLSearchParams(m[1] || '')), true, 'orders'],
-  [/^#\/reconciliation(?:\/(\d{4}-\d{2}-\d{2}))?$/, (m) => reconciliationView(m[1]), true, 'reconciliation'],
-  [/^#\/stats$/, () => statsView(), true, 'stats'],
-  [/^#\/wxacode$/, () => wxacodeView(), true, 'wxacode'],
-  [/^#\/sandbox$/, () => sandboxView(), false, 'sandbox'],
+  [/^#\/orders\/([^/?]+)$/, (m) => orderView(decodeURIComponent(m[1])), true, 'orders', true],
+  [/^#\/orders(?:\?(.*))?$/, (m) => ordersView(new URLSearchParams(m[1] || '')), true, 'orders', true],
+  [/^#\/reconciliation(?:\/(\d{4}-\d{2}-\d{2}))?$/, (m) => reconciliationView(m[1]), true, 'reconciliation', false],
+  [/^#\/stats$/, () => statsView(), true, 'stats', false],
+  [/^#\/wxacode$/, () => wxacodeView(), true, 'wxacode', false],
+  [/^#\/merchants$/, () => merchantsView(), true, 'merchants', false],
+  [/^#\/merchants\/([^/?]+)$/, (m) => merchantView(decodeURIComponent(m[1])), true, 'merchants', false],
+  [/^#\/apps$/, () => appsView(), true, 'apps', false],
+  [/^#\/operators$/, () => operatorsView(), true, 'operators', false],
+  [/^#\/sandbox$/, () => sandboxView(), false, 'sandbox', false],
 ];
 
 function render() {
@@ -898,7 +969,11 @@ function render() {
     location.hash = '#/orders';
     return;
   }
-  const [pattern, show, needsToken, section] = route;
+  const [pattern, show, needsToken, section, forOperators] = route;
+  if (isOperator() && !forOperators) {
+    location.hash = '#/orders';
+    return;
+  }
   for (const link of document.querySelectorAll('#nav a[data-view]')) {
     link.classList.toggle('active', link.dataset.view === section);
   }
@@ -917,7 +992,19 @@ async function start() {
   } catch {
     // An older server: the back office still works, without the sandbox pages.
   }
-  for (const el of document.querySelectorAll('[data-sandbox-only]')) el.hidden = !info.sandbox;
+  initRegistry({
+    admin,
+    describeError,
+    errorBox,
+    field,
+    section,
+    table,
+    view,
+    seq: () => renderSeq,
+    render,
+  });
+  showPrincipal();
+  if (storedToken()) await loadPrincipal();
   const mode = document.getElementById('mode');
   const label = () => {
     mode.textContent = `${t(info.sandbox ? 'mode.sandbox' : 'mode.merchant')}${info.api_version ? ` · API ${info.api_version}` : ''}`;
@@ -925,6 +1012,7 @@ async function start() {
   label();
   bindLanguageSwitch(document.getElementById('lang'), () => {
     label();
+    showPrincipal();
     render();
   });
   window.addEventListener('hashchange', render);

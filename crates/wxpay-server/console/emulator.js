@@ -1,7 +1,8 @@
 // The mini-program emulator (sandbox mode): a phone that logs in with wx.login, lists the
 // catalog, keeps a cart, orders, shows WeChat's cashier and pays through the simulator exactly
 // as the WeChat client would (POST /sim/pay with the wx.requestPayment object), then waits for
-// the merchant server to learn the result.
+// the merchant server to learn the result. The developer panel chooses which of the simulated
+// WeChat's mini programs the phone runs (GET /sim/apps); logins name it (`appid`).
 
 import {
   HttpError,
@@ -21,6 +22,7 @@ import {
 
 const SESSION_KEY = 'wxpay.emulator.session';
 const CART_KEY = 'wxpay.emulator.cart';
+const APP_KEY = 'wxpay.emulator.appid';
 const POLL_MS = 1000;
 const POLL_LIMIT_MS = 60_000;
 const LOG_LIMIT = 40;
@@ -35,8 +37,12 @@ const devPayment = document.getElementById('dev-payment');
 const devUser = document.getElementById('dev-user');
 const payErrorSwitch = document.getElementById('switch-payerror');
 const tamperSwitch = document.getElementById('switch-tamper');
+const appSelect = document.getElementById('app-select');
 
-let session = load(SESSION_KEY); // {token, openid}
+let session = load(SESSION_KEY); // {token, openid, appid}
+// The mini programs of the simulated WeChat ({appid, mchid}) and the one this phone runs.
+let apps = [];
+let appid = load(APP_KEY);
 let cart = load(CART_KEY) || {}; // sku -> quantity
 let products = [];
 let merchant = null;
@@ -109,6 +115,30 @@ async function call(method, path, { body, auth = false } = {}) {
 
 function showUser() {
   devUser.textContent = session ? session.openid : '—';
+}
+
+/** The merchant id of the mini program the phone runs (the cashier names it). */
+function currentMchid() {
+  const app = apps.find((a) => a.appid === appid);
+  return app ? app.mchid : merchant ? merchant.mchid : '';
+}
+
+/** Fills the developer panel's mini-program choice; switching logs out (sessions are per mini program). */
+function showApps() {
+  replace(appSelect, apps.map((a) => h('option', { value: a.appid, selected: a.appid === appid, text: t('emu.app_line', { appid: a.appid, mchid: a.mchid }) })));
+  appSelect.disabled = apps.length < 2;
+}
+
+function chooseApp(chosen) {
+  appid = chosen;
+  save(APP_KEY, appid);
+  if (session && session.appid !== appid) {
+    session = null;
+    save(SESSION_KEY, null);
+    showUser();
+  }
+  logNote(`mini program → ${appid}`);
+  open('login', {}, { reset: true });
 }
 
 // ---------------------------------------------------------------- phone chrome
@@ -214,6 +244,7 @@ function loginPage() {
       h('div', { class: 'logo', 'aria-hidden': 'true', text: 'wx' }),
       h('h2', { text: t('emu.shop_name') }),
       h('p', { class: 'muted', text: t('emu.login_help') }),
+      appid ? h('p', { class: 'mono small muted', id: 'login-app', text: t('emu.app_line', { appid, mchid: currentMchid() }) }) : null,
       h('button', { type: 'button', class: 'wx-primary', id: 'login-button', text: t('emu.login'), onclick: login })),
   );
 }
@@ -222,11 +253,12 @@ async function login(event) {
   const button = event && event.currentTarget;
   if (button) button.disabled = true;
   try {
-    // wx.login: the simulator plays WeChat, minting a user and a one-time code.
-    const user = (await call('POST', '/sim/users', { body: {} })).body;
+    // wx.login: the simulator plays WeChat, minting a user of this mini program and a one-time
+    // code; the login names the mini program, as the WeChat client's Referer would.
+    const user = (await call('POST', '/sim/users', { body: appid ? { appid } : {} })).body;
     logNote(`wx.login → code ${user.code}`);
-    const answer = (await call('POST', '/api/login', { body: { code: user.code } })).body;
-    session = { token: answer.token, openid: user.openid };
+    const answer = (await call('POST', '/api/login', { body: appid ? { code: user.code, appid } : { code: user.code } })).body;
+    session = { token: answer.token, openid: user.openid, appid };
     save(SESSION_KEY, session);
     showUser();
     toast(t('emu.logged_in'));
@@ -353,7 +385,7 @@ async function placeOrder(event) {
 /** Shows the cashier; resolves to true on "confirm", false on "cancel". */
 function cashier(order) {
   const sheet = document.getElementById('cashier');
-  const mchid = merchant ? merchant.mchid : '';
+  const mchid = currentMchid();
   document.getElementById('cashier-merchant').textContent = t('emu.cashier.merchant', { mchid });
   document.getElementById('cashier-amount').textContent = money(order.amount_fen);
   document.getElementById('cashier-description').textContent = order.description || '';
@@ -520,7 +552,10 @@ function mePage() {
 
 async function start() {
   translatePage();
-  bindLanguageSwitch(document.getElementById('lang'), () => show());
+  bindLanguageSwitch(document.getElementById('lang'), () => {
+    showApps();
+    show();
+  });
   navBack.addEventListener('click', back);
   for (const button of tabBar.querySelectorAll('button[data-tab]')) {
     button.addEventListener('click', () => open(button.dataset.tab, {}, { reset: true }));
@@ -533,6 +568,22 @@ async function start() {
     merchant = (await request('GET', '/sim/cashier')).body;
   } catch {
     // The cashier then names no merchant number; paying still works.
+  }
+  try {
+    apps = (await request('GET', '/sim/apps')).body.apps;
+  } catch {
+    // An older server: the phone runs the simulator's first mini program, unnamed.
+  }
+  if (!apps.some((a) => a.appid === appid)) {
+    appid = merchant && apps.some((a) => a.appid === merchant.appid) ? merchant.appid : apps.length ? apps[0].appid : null;
+    save(APP_KEY, appid);
+  }
+  showApps();
+  appSelect.addEventListener('change', () => chooseApp(appSelect.value));
+  if (session && session.appid !== appid) {
+    session = null;
+    save(SESSION_KEY, null);
+    showUser();
   }
   open(session ? 'shop' : 'login', {}, { reset: true });
 }

@@ -58,6 +58,7 @@ const ASSETS: &[Asset] = &[
     asset!("i18n.js", JS, false),
     asset!("admin.js", JS, false),
     asset!("chart.js", JS, false),
+    asset!("registry.js", JS, false),
     asset!("emulator.js", JS, true),
     asset!("favicon.svg", SVG, false),
 ];

@@ -11,8 +11,12 @@
 //!   or an object without `openid`), `POST /sim/pay` (the simulator checks the paySign) and
 //!   `POST /sim/users/{openid}/code` with the user's own key in `X-Sim-User-Key` (the simulator
 //!   checks it: 403 when wrong).
+//! * Public: `GET /sim/apps` (every mini program's appid and merchant id, the facts the cashier
+//!   shows; the emulator offers them to choose from). The simulator controls it, so the proxy
+//!   asks with the control token for anyone; its answer holds no secret.
 //! * Everything else (`/sim/orders/*`, `/sim/notifications*`, `/sim/faults`, `/sim/clock*`,
-//!   `/sim/merchant`, `/sim/connection`, a chosen openid, a code without the user's key) needs
+//!   `/sim/merchant`, `/sim/connection`, `/sim/merchants`, `POST /sim/apps`, a chosen openid, a
+//!   code without the user's key) needs
 //!   `Authorization: Bearer <admin token>`, checked as the back office checks it: 401 otherwise.
 //!   The admin token is never forwarded; an admitted request carries the simulator's control
 //!   token instead.
@@ -44,6 +48,8 @@ enum Access {
     NewUser,
     /// `POST /sim/users/{openid}/code`: the user with their key, or the admin.
     UserCode,
+    /// Anyone; the answer holds public facts only, so the proxy asks with the control token.
+    Public,
     /// The admin token.
     Admin,
 }
@@ -64,6 +70,10 @@ const ROUTES: &[(Method, &[&str], Access)] = &[
     (Method::GET, &["merchant"], Access::Admin),
     (Method::GET, &["cashier"], Access::Open),
     (Method::GET, &["connection"], Access::Admin),
+    (Method::GET, &["merchants"], Access::Admin),
+    (Method::POST, &["merchants"], Access::Admin),
+    (Method::GET, &["apps"], Access::Public),
+    (Method::POST, &["apps"], Access::Admin),
 ];
 
 fn no_such_route() -> Response {
@@ -183,7 +193,7 @@ pub async fn sim_proxy(State(state): State<AppState>, request: Request) -> Respo
         }
     };
     let needs_admin = match access {
-        Access::Open => false,
+        Access::Open | Access::Public => false,
         Access::NewUser => !asks_for_generated_openid(&body),
         Access::UserCode => user_key.is_none(),
         Access::Admin => true,
@@ -222,7 +232,7 @@ pub async fn sim_proxy(State(state): State<AppState>, request: Request) -> Respo
     {
         forwarded = forwarded.header(USER_KEY_HEADER, key);
     }
-    if admin
+    if (admin || access == Access::Public)
         && let Some(token) = &state.sandbox_control_token
         && let Ok(value) = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
     {
@@ -304,6 +314,19 @@ mod tests {
             Some(Access::UserCode)
         );
         assert_eq!(route_of(&Method::GET, &s("/sim/users")), None);
+        assert_eq!(
+            route_of(&Method::GET, &s("/sim/apps")),
+            Some(Access::Public)
+        );
+        assert_eq!(
+            route_of(&Method::POST, &s("/sim/apps")),
+            Some(Access::Admin)
+        );
+        assert_eq!(
+            route_of(&Method::POST, &s("/sim/merchants")),
+            Some(Access::Admin)
+        );
+        assert_eq!(route_of(&Method::GET, &s("/sim/apps/x")), None);
         assert_eq!(route_of(&Method::GET, &s("/sim/orders/a/b")), None);
         assert_eq!(route_of(&Method::DELETE, &s("/sim/faults")), None);
         assert_eq!(route_of(&Method::GET, &s("/sim/v3/pay")), None);

@@ -121,6 +121,7 @@ async fn every_file_the_pages_load_is_served_with_its_content_type() {
         "common.js",
         "i18n.js",
         "chart.js",
+        "registry.js",
         "console.css",
         "favicon.svg",
     ] {

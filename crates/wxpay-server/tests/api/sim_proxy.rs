@@ -118,7 +118,7 @@ async fn escapes_get_404_and_reach_nothing(backend: Backend) {
 async fn protected_routes_need_the_admin_token(backend: Backend) {
     let (app, sim) = sandbox(backend).await;
     let admin = app.admin();
-    let routes: [(&str, &str, Option<Value>); 9] = [
+    let routes: [(&str, &str, Option<Value>); 10] = [
         ("GET", "/sim/orders/no-such-order", None),
         ("GET", "/sim/notifications", None),
         ("POST", "/sim/notifications/flush", None),
@@ -128,6 +128,7 @@ async fn protected_routes_need_the_admin_token(backend: Backend) {
         ("POST", "/sim/clock/advance", Some(json!({"seconds": 60}))),
         ("GET", "/sim/merchant", None),
         ("GET", "/sim/connection", None),
+        ("GET", "/sim/merchants", None),
     ];
     for (method, path, body) in &routes {
         for token in [None, Some("not-the-admin-token"), Some("")] {
@@ -175,6 +176,23 @@ async fn protected_routes_need_the_admin_token(backend: Backend) {
     assert_eq!(cashier.status, 200);
     let keys: Vec<&String> = cashier.body.as_object().unwrap().keys().collect();
     assert_eq!(keys, ["appid", "mchid"]);
+    // So are the mini programs the emulator offers to choose from: appids and mchids only.
+    let apps = app.get("/sim/apps", None).await;
+    assert_eq!(apps.status, 200, "{:?}", apps.body);
+    let listed = apps.body["apps"].as_array().unwrap();
+    assert!(
+        listed.iter().any(|a| a["appid"] == cashier.body["appid"]),
+        "{listed:?}"
+    );
+    for a in listed {
+        let keys: Vec<&String> = a.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["appid", "mchid"]);
+    }
+    // Making merchants and mini programs stays the admin's.
+    for path in ["/sim/merchants", "/sim/apps"] {
+        let a = app.post_json(path, None, &json!({})).await;
+        assert_eq!(a.status, 401, "{path}: {:?}", a.body);
+    }
 }
 
 async fn no_one_but_the_user_gets_their_login_code(backend: Backend) {
