@@ -401,19 +401,15 @@ impl Application {
             },
         )
         .await?;
-        let (merchant, endpoints) = match (settings.merchant_file(), &sandbox) {
+        let (merchant, urls, v2_pay) = match (settings.merchant_file(), &sandbox) {
             (Some(path), _) => {
                 let defaults = BaseUrls::default();
                 let pay = settings.pay_base_url.clone().unwrap_or(defaults.pay);
-                let endpoints = WeChatEndpoints {
-                    urls: BaseUrls {
-                        pay: pay.clone(),
-                        mp: settings.mp_base_url.clone().unwrap_or(defaults.mp),
-                    },
-                    v2_pay: pay,
-                    timeout: Duration::from_secs(settings.wechat_timeout_secs),
+                let urls = BaseUrls {
+                    pay: pay.clone(),
+                    mp: settings.mp_base_url.clone().unwrap_or(defaults.mp),
                 };
-                (Merchant::load(path)?, endpoints)
+                (Merchant::load(path)?, urls, pay)
             }
             (None, Some(sandbox)) => {
                 let mut merchant = Merchant::load(&sandbox.merchant_file)?;
@@ -435,15 +431,21 @@ impl Application {
                         )
                         .await?;
                 }
-                let endpoints = WeChatEndpoints {
-                    urls: BaseUrls::single(&sandbox.base_url),
-                    v2_pay: sandbox.v2_pay_url.clone(),
-                    timeout: Duration::from_secs(settings.wechat_timeout_secs),
-                };
-                (merchant, endpoints)
+                (
+                    merchant,
+                    BaseUrls::single(&sandbox.base_url),
+                    sandbox.v2_pay_url.clone(),
+                )
             }
             (None, None) => return Err(StartError::NoMerchant),
         };
+        let endpoints = WeChatEndpoints::new(
+            urls,
+            v2_pay,
+            Duration::from_secs(settings.wechat_timeout_secs),
+            merchant.extra_ca_pem.clone(),
+        )
+        .map_err(|e| StartError::Client(e.to_string()))?;
         // A merchant file wins over a sandbox handed in: the sandbox is then not used.
         let simulator = if settings.merchant_file().is_some() {
             if let Some(unused) = sandbox {

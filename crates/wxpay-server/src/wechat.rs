@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use wxpay::http::{BaseUrls, HttpConfig};
+use wxpay::http::{BaseUrls, HttpClient, HttpConfig};
 use wxpay::mp::client::MpClient;
 use wxpay::v2::client::V2Client;
 use wxpay::v2::models::{
@@ -201,7 +201,7 @@ pub struct WeChat {
     pub(crate) api_v2_key: secrecy::SecretString,
 }
 
-/// Where the clients go and how long they wait.
+/// Where the clients go and how long they wait, and the HTTP client they share.
 #[derive(Clone, Debug)]
 pub struct WeChatEndpoints {
     /// WeChat Pay for v3 (and the mini-program API).
@@ -210,6 +210,49 @@ pub struct WeChatEndpoints {
     pub v2_pay: String,
     /// Timeout of one call.
     pub timeout: Duration,
+    /// An extra trusted CA (PEM; a simulator's).
+    pub extra_ca_pem: Option<String>,
+    /// The one HTTP client (connection pool, TLS set-up) of every merchant's v3, v2 and
+    /// mini-program calls; only v2's `/secapi/` calls, which present a merchant's own
+    /// certificate, have a client of their own.
+    pub http: HttpClient,
+}
+
+impl WeChatEndpoints {
+    /// The endpoints and their shared client.
+    ///
+    /// # Errors
+    /// [`Error`] when the client cannot be built (an extra CA that is not PEM).
+    pub fn new(
+        urls: BaseUrls,
+        v2_pay: String,
+        timeout: Duration,
+        extra_ca_pem: Option<String>,
+    ) -> Result<Self, Error> {
+        let config = http_config(timeout, extra_ca_pem.as_deref());
+        Ok(WeChatEndpoints {
+            http: HttpClient::new(&config)?,
+            urls,
+            v2_pay,
+            timeout,
+            extra_ca_pem,
+        })
+    }
+
+    fn http_config(&self) -> HttpConfig {
+        http_config(self.timeout, self.extra_ca_pem.as_deref())
+    }
+}
+
+fn http_config(timeout: Duration, extra_ca_pem: Option<&str>) -> HttpConfig {
+    let mut http = HttpConfig {
+        timeout,
+        ..HttpConfig::default()
+    };
+    if let Some(ca) = extra_ca_pem {
+        http.extra_roots_pem.push(ca.to_owned());
+    }
+    http
 }
 
 impl WeChat {
@@ -223,14 +266,14 @@ impl WeChat {
         api_version: ApiVersion,
         notify_base: &str,
     ) -> Result<Self, Error> {
-        let mut http = HttpConfig {
-            timeout: endpoints.timeout,
-            ..HttpConfig::default()
-        };
-        if let Some(ca) = &merchant.extra_ca_pem {
-            http.extra_roots_pem.push(ca.clone());
-        }
-        let v3 = V3Client::new(merchant.v3_config(), &http, &endpoints.urls)?;
+        let clock: std::sync::Arc<dyn wxpay::nonce::Clock> =
+            std::sync::Arc::new(wxpay::nonce::SystemClock);
+        let v3 = V3Client::with_http(
+            merchant.v3_config(),
+            &endpoints.urls,
+            endpoints.http.clone(),
+            clock.clone(),
+        );
         let v2_urls = BaseUrls {
             pay: endpoints.v2_pay.clone(),
             mp: endpoints.urls.mp.clone(),
@@ -238,8 +281,19 @@ impl WeChat {
         let v2_config = merchant
             .v2_config()
             .map_err(|e| Error::InvalidRequest(e.message))?;
-        let v2 = V2Client::new(v2_config, &http, &v2_urls)?;
-        let mp = MpClient::new(merchant.mp_config(), &http, &endpoints.urls)?;
+        // Only `/secapi/` presents the merchant's certificate: a client of its own.
+        let secapi = v2_config
+            .client_identity
+            .as_ref()
+            .map(|identity| HttpClient::with_identity(&endpoints.http_config(), identity))
+            .transpose()?;
+        let v2 = V2Client::with_http(v2_config, &v2_urls, endpoints.http.clone(), secapi)?;
+        let mp = MpClient::with_http(
+            merchant.mp_config(),
+            &endpoints.urls,
+            endpoints.http.clone(),
+            clock,
+        )?;
         Ok(WeChat {
             v3,
             v2,
@@ -261,20 +315,13 @@ impl WeChat {
         appid: &str,
         app_secret: &secrecy::SecretString,
         endpoints: &WeChatEndpoints,
-        extra_ca_pem: Option<&str>,
     ) -> Result<MpClient, Error> {
         use secrecy::ExposeSecret as _;
-        let mut http = HttpConfig {
-            timeout: endpoints.timeout,
-            ..HttpConfig::default()
-        };
-        if let Some(ca) = extra_ca_pem {
-            http.extra_roots_pem.push(ca.to_owned());
-        }
-        MpClient::new(
+        MpClient::with_http(
             wxpay::mp::client::MpConfig::new(appid, app_secret.expose_secret()),
-            &http,
             &endpoints.urls,
+            endpoints.http.clone(),
+            std::sync::Arc::new(wxpay::nonce::SystemClock),
         )
     }
 

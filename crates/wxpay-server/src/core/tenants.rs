@@ -1124,13 +1124,8 @@ async fn app_clients(
     let secret = load_app_secret(store, key, &app.appid)
         .await
         .map_err(|e| e.to_string())?;
-    let mp = WeChat::mp_client(
-        &app.appid,
-        &secret,
-        &sources.endpoints,
-        sources.extra_ca_pem.as_deref(),
-    )
-    .map_err(|e| e.to_string())?;
+    let mp =
+        WeChat::mp_client(&app.appid, &secret, &sources.endpoints).map_err(|e| e.to_string())?;
     if let Some(base) = clients.get(&merchant.mchid) {
         return Ok(base.for_app(&app.appid, mp));
     }
