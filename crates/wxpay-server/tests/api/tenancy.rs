@@ -27,16 +27,18 @@ async fn admin_patch(app: &TestApp, path: &str, body: &Value) -> Answer {
 
 /// Waits until this instance serves `apps` mini programs (the registry reloads after a change).
 async fn serving(app: &TestApp, apps: usize) {
+    until(|| app.state.registry.counts().0 == apps).await;
+}
+
+/// Waits (5 s at most) until `ready` holds.
+async fn until(ready: impl Fn() -> bool) {
     for _ in 0..200 {
-        if app.state.registry.counts().0 == apps {
+        if ready() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!(
-        "the registry serves {:?} (apps, merchants), not {apps} apps",
-        app.state.registry.counts()
-    );
+    panic!("not within 5 s");
 }
 
 /// A buyer of `appid`: (openid, token).
@@ -414,18 +416,12 @@ async fn a_disabled_merchant_takes_no_new_orders_but_settles_its_own(backend: Ba
     )
     .await;
     assert_eq!(off.status, 200, "{:?}", off.body);
-    let mut refused = None;
-    for _ in 0..200 {
-        let again = app
-            .create_order(&token, json!([{"sku": "coffee", "quantity": 1}]))
-            .await;
-        if again.status == 409 {
-            refused = Some(again);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let refused = refused.expect("the disabled merchant is refused within 5 s");
+    // Once this instance has reloaded its registry (polled, not ordered: orders are rate limited).
+    until(|| app.state.registry.for_new_order(&b.appid).is_err()).await;
+    let refused = app
+        .create_order(&token, json!([{"sku": "coffee", "quantity": 1}]))
+        .await;
+    assert_eq!(refused.status, 409, "{:?}", refused.body);
     assert_eq!(refused.body["code"], "merchant_disabled");
 
     // The order it had is still paid, notified and refunded through it.
@@ -449,20 +445,11 @@ async fn a_disabled_merchant_takes_no_new_orders_but_settles_its_own(backend: Ba
     )
     .await;
     assert_eq!(on.status, 200, "{:?}", on.body);
-    let mut accepted = false;
-    for _ in 0..200 {
-        if app
-            .create_order(&token, json!([{"sku": "coffee", "quantity": 1}]))
-            .await
-            .status
-            == 201
-        {
-            accepted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(accepted, "enabled again, the merchant takes orders");
+    until(|| app.state.registry.for_new_order(&b.appid).is_ok()).await;
+    let accepted = app
+        .create_order(&token, json!([{"sku": "coffee", "quantity": 1}]))
+        .await;
+    assert_eq!(accepted.status, 201, "enabled again: {:?}", accepted.body);
 }
 
 /// Several instances on one PostgreSQL: a merchant and its mini program registered on one are
@@ -518,28 +505,24 @@ async fn a_merchant_registered_on_one_instance_is_served_by_another() {
     )
     .await;
     assert_eq!(moved.status, 200, "{:?}", moved.body);
-    let mut v2_order = None;
-    for _ in 0..200 {
-        // Checked once the registry moved: polls of the registry, not orders, so that the
-        // user's order budget is not spent waiting.
-        let served = second.state.registry.app(&b.appid).unwrap();
-        if served.api_version.as_str() != "v2" {
-            tokio::time::sleep(Duration::from_millis(25)).await;
-            continue;
-        }
-        let created = second
-            .create_order(&token, json!([{"sku": "coffee", "quantity": 1}]))
-            .await;
-        assert_eq!(created.status, 201, "{:?}", created.body);
-        let no = created.body["out_trade_no"].as_str().unwrap().to_owned();
-        let detail = second
-            .get(&format!("/admin/orders/{no}"), Some(&second.admin()))
-            .await;
-        assert_eq!(detail.body["order"]["api_version"], "v2");
-        v2_order = Some(created);
-        break;
-    }
-    let created = v2_order.expect("a v2 order within 5 s");
+    // Once the second instance has moved (polled, not ordered: orders are rate limited).
+    until(|| {
+        second
+            .state
+            .registry
+            .app(&b.appid)
+            .is_ok_and(|app| app.api_version.as_str() == "v2")
+    })
+    .await;
+    let created = second
+        .create_order(&token, json!([{"sku": "coffee", "quantity": 1}]))
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let no = created.body["out_trade_no"].as_str().unwrap().to_owned();
+    let detail = second
+        .get(&format!("/admin/orders/{no}"), Some(&second.admin()))
+        .await;
+    assert_eq!(detail.body["order"]["api_version"], "v2");
     assert_eq!(
         created.body["payment"]["signType"], "MD5",
         "{:?}",
