@@ -466,6 +466,8 @@ impl Application {
             (None, None) => None,
         };
         crate::core::tenants::import_file_merchant(&store, &merchant, settings.api_version).await?;
+        // Reconciliations made before they belonged to a merchant were the first merchant's.
+        store.adopt_reconciliations(&merchant.mchid).await?;
         let notify_base = settings.public_url.clone().unwrap_or_else(|| {
             format!("{}://{addr}", if tls.is_some() { "https" } else { "http" })
         });

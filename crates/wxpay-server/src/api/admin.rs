@@ -597,32 +597,41 @@ pub(crate) async fn put_product(
 pub struct ReconciliationQuery {
     /// Download and compare again even if a report is stored.
     pub refresh: Option<bool>,
+    /// The merchant (default: the first; an operator's is always its own).
+    pub mchid: Option<String>,
 }
 
-/// `GET /admin/reconciliation/{yyyy-mm-dd}`: the stored report of the day, or the bill
-/// downloaded and compared now (then stored).
-#[utoipa::path(get, path = "/admin/reconciliation/{date}", tag = "admin", security(("admin_token" = [])),
+/// `GET /admin/reconciliation/{yyyy-mm-dd}?mchid=`: the stored report of a merchant's day, or
+/// its bill downloaded and compared now (then stored).
+#[utoipa::path(get, path = "/admin/reconciliation/{date}", tag = "admin", security(("admin_token" = []), ("operator_token" = [])),
     params(("date" = String, Path, description = "yyyy-mm-dd (GMT+8)"), ReconciliationQuery),
     responses((status = 200, body = Reconciliation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "WeChat has not made the bill yet"), (status = 502, body = ErrorBody)))]
 pub(crate) async fn reconciliation(
-    _: Admin,
+    principal: Principal,
     State(state): State<AppState>,
     Path(date): Path<String>,
     Query(q): Query<ReconciliationQuery>,
 ) -> Result<Json<Reconciliation>, ApiError> {
     let day = reconciliation::parse_date(&date)
         .ok_or_else(|| ApiError::bad_request("the date must be yyyy-mm-dd"))?;
+    let wechat = match principal
+        .merchant()
+        .or(q.mchid.as_deref().filter(|m| !m.is_empty()))
+    {
+        Some(mchid) => state.registry.merchant(mchid)?,
+        None => state.registry.default_app(),
+    };
     if !q.refresh.unwrap_or(false)
         && let Some(stored) = state
             .store
-            .reconciliation(&reconciliation::format_date(day))
+            .reconciliation(&wechat.mchid, &reconciliation::format_date(day))
             .await?
     {
         return Ok(Json(stored));
     }
     Ok(Json(
-        reconciliation::reconcile(&state.store, &state.registry.default_app(), day).await?,
+        reconciliation::reconcile(&state.store, &wechat, day).await?,
     ))
 }
 

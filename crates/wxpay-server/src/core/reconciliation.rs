@@ -222,8 +222,8 @@ pub fn compare(
     items
 }
 
-/// Downloads the bill of `date`, compares it with the database and stores the report (replacing
-/// an earlier one of the same date).
+/// Downloads the merchant's bill of `date`, compares it with that merchant's orders and refunds
+/// and stores the report (replacing an earlier one of the same merchant and date).
 ///
 /// # Errors
 /// [`ReconcileError`].
@@ -255,12 +255,14 @@ pub async fn reconcile(
             refund_numbers.push(no.clone());
         }
     }
-    let mut orders = store.orders_paid_between(day.0, day.1).await?;
+    let mut orders = store
+        .orders_paid_between(&wechat.mchid, day.0, day.1)
+        .await?;
     let known: BTreeSet<String> = orders.iter().map(|o| o.out_trade_no.clone()).collect();
     let missing: Vec<String> = numbers.into_iter().filter(|n| !known.contains(n)).collect();
     orders.extend(store.orders_by_numbers(&missing).await?);
     let refunds = store
-        .refunds_for_reconciliation(day.0, day.1, &refund_numbers)
+        .refunds_for_reconciliation(&wechat.mchid, day.0, day.1, &refund_numbers)
         .await?;
     let items = compare(bill.as_ref(), &orders, &refunds, day);
     let matched = items.iter().filter(|i| i.result == "matched").count() as u64;
@@ -296,6 +298,7 @@ pub async fn reconcile(
         "items": items,
     });
     let reconciliation = Reconciliation {
+        mchid: wechat.mchid.clone(),
         bill_date: format_date(date),
         api_version: wechat.api_version,
         status: status.to_owned(),
@@ -308,10 +311,10 @@ pub async fn reconcile(
     };
     store.save_reconciliation(&reconciliation).await?;
     if mismatched > 0 {
-        tracing::warn!(bill_date = %reconciliation.bill_date, mismatched, "the bill does not match the database");
+        tracing::warn!(mchid = %reconciliation.mchid, bill_date = %reconciliation.bill_date, mismatched, "the bill does not match the database");
     }
     Ok(store
-        .reconciliation(&reconciliation.bill_date)
+        .reconciliation(&reconciliation.mchid, &reconciliation.bill_date)
         .await?
         .unwrap_or(reconciliation))
 }

@@ -1,5 +1,5 @@
-//! The daily bill job: after 10:00 GMT+8, yesterday's bill is reconciled once
-//! ([`crate::core::reconciliation`]) and the report stored.
+//! The daily bill job: after 10:00 GMT+8, every merchant's bill of yesterday is reconciled once
+//! ([`crate::core::reconciliation`]) and its report stored.
 
 use time::OffsetDateTime;
 
@@ -9,6 +9,7 @@ pub use crate::core::reconciliation::{
 };
 use crate::core::reconciliation::{ReconcileError, reconcile};
 use crate::store::now_ms;
+use crate::wechat::WeChat;
 
 /// After `bill_after_hour` GMT+8, reconciles yesterday's bill once (the report is stored per
 /// date; one instance does it at a time).
@@ -23,23 +24,55 @@ pub async fn daily_bill(jobs: &Jobs) -> Result<ExecutionOutcome, JobError> {
     let Some(yesterday) = now.date().previous_day() else {
         return Ok(ExecutionOutcome::EmptyQueue);
     };
+    // Every merchant's own bill; the first merchant's job keeps the job's plain name.
+    let first = jobs.registry.default_app().mchid.clone();
+    let mut merchants = jobs.registry.merchants();
+    merchants.sort_by(|a, b| a.mchid.cmp(&b.mchid));
+    let mut outcome = ExecutionOutcome::EmptyQueue;
+    let mut failed = None;
+    for wechat in merchants {
+        let name = if wechat.mchid == first {
+            super::JobKind::DailyBill.as_str().to_owned()
+        } else {
+            format!("{}:{}", super::JobKind::DailyBill.as_str(), wechat.mchid)
+        };
+        match merchant_bill(jobs, &wechat, &name, yesterday).await {
+            Ok(ExecutionOutcome::TaskCompleted) => outcome = ExecutionOutcome::TaskCompleted,
+            Ok(ExecutionOutcome::EmptyQueue) => {}
+            Err(err) => {
+                tracing::warn!(mchid = %wechat.mchid, error = %err, "the daily bill failed");
+                failed.get_or_insert(err);
+            }
+        }
+    }
+    match failed {
+        Some(err) => Err(err),
+        None => Ok(outcome),
+    }
+}
+
+/// One merchant's bill of `day`, once (its report is stored per merchant and date; one
+/// instance does it at a time).
+async fn merchant_bill(
+    jobs: &Jobs,
+    wechat: &WeChat,
+    name: &str,
+    day: time::Date,
+) -> Result<ExecutionOutcome, JobError> {
     let store = &jobs.store;
     if store
-        .reconciliation(&format_date(yesterday))
+        .reconciliation(&wechat.mchid, &format_date(day))
         .await?
         .is_some()
     {
         return Ok(ExecutionOutcome::EmptyQueue);
     }
-    let name = super::JobKind::DailyBill.as_str();
     let owner = &jobs.options.owner;
     if !store.claim_job(name, owner, ms(jobs.options.lease)).await? {
         return Ok(ExecutionOutcome::EmptyQueue);
     }
     let retry_at = now_ms() + ms(jobs.options.bill_retry_every);
-    // The reports are kept per date: the first merchant's bill (per-merchant reconciliation
-    // comes with the registry's merchants).
-    match reconcile(&jobs.store, &jobs.registry.default_app(), yesterday).await {
+    match reconcile(&jobs.store, wechat, day).await {
         Ok(r) => {
             let outcome = format!(
                 "{}: {} matched, {} mismatched",

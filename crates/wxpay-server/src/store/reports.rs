@@ -71,6 +71,8 @@ pub struct HourlyPayments {
 /// A stored reconciliation of one day's bill.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Reconciliation {
+    /// The merchant whose bill it is.
+    pub mchid: String,
     /// `yyyy-mm-dd` (GMT+8).
     pub bill_date: String,
     /// The API the bill was downloaded with.
@@ -206,14 +208,20 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Database`], [`StoreError::Corrupt`].
-    pub async fn orders_paid_between(&self, from: i64, to: i64) -> Result<Vec<Order>, StoreError> {
+    pub async fn orders_paid_between(
+        &self,
+        mchid: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Order>, StoreError> {
         let rows: Vec<OrderRow> = sqlx::query_as(concat!(
             "SELECT ",
             order_columns!(),
-            " FROM orders WHERE paid_at >= $1 AND paid_at < $2 ORDER BY out_trade_no"
+            " FROM orders WHERE mchid = $3 AND paid_at >= $1 AND paid_at < $2 ORDER BY out_trade_no"
         ))
         .bind(from)
         .bind(to)
+        .bind(mchid)
         .fetch_all(&mut *self.reader().await?)
         .await?;
         rows.into_iter().map(Order::try_from).collect()
@@ -249,6 +257,7 @@ impl Store {
     /// [`StoreError::Database`], [`StoreError::Corrupt`].
     pub async fn refunds_for_reconciliation(
         &self,
+        mchid: &str,
         from: i64,
         to: i64,
         numbers: &[String],
@@ -256,10 +265,12 @@ impl Store {
         let rows: Vec<RefundRow> = sqlx::query_as(concat!(
             "SELECT ",
             refund_columns!(),
-            " FROM refunds WHERE success_at >= $1 AND success_at < $2"
+            " FROM refunds WHERE success_at >= $1 AND success_at < $2 \
+             AND out_trade_no IN (SELECT out_trade_no FROM orders WHERE mchid = $3)"
         ))
         .bind(from)
         .bind(to)
+        .bind(mchid)
         .fetch_all(&mut *self.reader().await?)
         .await?;
         let mut out = rows
@@ -285,8 +296,8 @@ impl Store {
             |v: u64| i64::try_from(v).map_err(|_| StoreError::Corrupt("count out of range".into()));
         sqlx::query(
             "INSERT INTO bill_reconciliations (bill_date, api_version, status, bill_rows, matched, mismatched, \
-             report, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
-             ON CONFLICT (bill_date) DO UPDATE SET api_version = excluded.api_version, status = excluded.status, \
+             report, created_at, updated_at, mchid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) \
+             ON CONFLICT (mchid, bill_date) DO UPDATE SET api_version = excluded.api_version, status = excluded.status, \
              bill_rows = excluded.bill_rows, matched = excluded.matched, mismatched = excluded.mismatched, \
              report = excluded.report, updated_at = excluded.updated_at",
         )
@@ -298,25 +309,39 @@ impl Store {
         .bind(to_db(r.mismatched)?)
         .bind(r.report.to_string())
         .bind(now_ms())
+        .bind(&r.mchid)
         .execute(&mut *self.reader().await?)
         .await?;
         Ok(())
     }
 
-    /// The stored reconciliation of a day.
+    /// The stored reconciliation of a merchant's day.
     ///
     /// # Errors
     /// [`StoreError::Database`], [`StoreError::Corrupt`].
     pub async fn reconciliation(
         &self,
+        mchid: &str,
         bill_date: &str,
     ) -> Result<Option<Reconciliation>, StoreError> {
-        type Row = (String, String, String, i64, i64, i64, String, i64, i64);
+        type Row = (
+            String,
+            String,
+            String,
+            i64,
+            i64,
+            i64,
+            String,
+            i64,
+            i64,
+            String,
+        );
         let row: Option<Row> = sqlx::query_as(
-            "SELECT bill_date, api_version, status, bill_rows, matched, mismatched, report, created_at, updated_at \
-             FROM bill_reconciliations WHERE bill_date = $1",
+            "SELECT bill_date, api_version, status, bill_rows, matched, mismatched, report, created_at, updated_at, mchid \
+             FROM bill_reconciliations WHERE mchid = $2 AND bill_date = $1",
         )
         .bind(bill_date)
+        .bind(mchid)
         .fetch_optional(&mut *self.reader().await?)
         .await?;
         row.map(|r| {
@@ -332,8 +357,25 @@ impl Store {
                 })?,
                 created_at: r.7,
                 updated_at: r.8,
+                mchid: r.9,
             })
         })
         .transpose()
+    }
+
+    /// Gives the reconciliations made before they belonged to a merchant (`mchid` '') to
+    /// `mchid`, the first merchant's (whose bills they were). Returns how many.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn adopt_reconciliations(&self, mchid: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE bill_reconciliations SET mchid = $1 WHERE mchid = '' \
+             AND bill_date NOT IN (SELECT bill_date FROM bill_reconciliations WHERE mchid = $1)",
+        )
+        .bind(mchid)
+        .execute(&mut *self.reader().await?)
+        .await?
+        .rows_affected())
     }
 }

@@ -290,7 +290,7 @@ async fn the_daily_bill_job_reconciles_yesterday_once(backend: Backend) {
     let stored = app
         .state
         .store
-        .reconciliation(&date)
+        .reconciliation(&app.state.registry.default_app().mchid, &date)
         .await
         .unwrap()
         .unwrap();

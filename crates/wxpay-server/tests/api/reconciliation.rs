@@ -149,7 +149,50 @@ async fn a_v2_bill_is_compared_row_by_row(backend: Backend) {
     reconcile(backend, "v2").await;
 }
 
+/// Reports stored before they belonged to a merchant (migration 0003 gives them `mchid` '')
+/// were the first merchant's: a server starting on that database adopts them.
+async fn reports_made_before_merchants_are_the_first_merchants(backend: Backend) {
+    let app = crate::helpers::spawn_app(backend, "v3").await;
+    sqlx::query(
+        "INSERT INTO bill_reconciliations (bill_date, api_version, status, bill_rows, matched, \
+         mismatched, report, created_at, updated_at, mchid) \
+         VALUES ('2020-01-02', 'v3', 'no_bill', 0, 0, 0, '{}', 1, 1, '')",
+    )
+    .execute(app.state.store.pool())
+    .await
+    .unwrap();
+    let restarted = crate::helpers::spawn_instance(&app, None, |_| {}).await;
+    let mchid = restarted.state.registry.default_app().mchid.clone();
+    let stored = admin_get(&restarted, "/admin/reconciliation/2020-01-02").await;
+    assert_eq!(stored.status, 200, "{:?}", stored.body);
+    assert_eq!(stored.body["mchid"], json!(mchid));
+    assert_eq!(
+        stored.body["status"], "no_bill",
+        "the stored report, not a new one"
+    );
+    assert_eq!(
+        restarted
+            .count(
+                "SELECT COUNT(*) FROM bill_reconciliations WHERE mchid = $1 AND bill_date = '2020-01-02'",
+                &mchid
+            )
+            .await,
+        1
+    );
+    assert_eq!(
+        restarted
+            .count(
+                "SELECT COUNT(*) FROM bill_reconciliations WHERE mchid = $1",
+                ""
+            )
+            .await,
+        0,
+        "none is left without its merchant"
+    );
+}
+
 both_backends!(
     a_v3_bill_is_compared_row_by_row,
-    a_v2_bill_is_compared_row_by_row
+    a_v2_bill_is_compared_row_by_row,
+    reports_made_before_merchants_are_the_first_merchants,
 );

@@ -262,6 +262,45 @@ async fn mini_programs_of_three_merchants_pay_and_refund_side_by_side(backend: B
         );
     }
 
+    // Each merchant's bill is reconciled with its own orders: two days later at WeChat, today's
+    // bills exist.
+    sim_control(&app, "/sim/clock/advance", &json!({"seconds": 172_800})).await;
+    let today = wxpay_server::jobs::bills::format_date(wxpay_server::jobs::bills::today_cst());
+    for (mchid, expected) in [
+        (&file_mchid, vec![0, 1]),
+        (&b.mchid, vec![2]),
+        (&c.mchid, vec![3]),
+    ] {
+        let report = app
+            .get(
+                &format!("/admin/reconciliation/{today}?mchid={mchid}"),
+                Some(&app.admin()),
+            )
+            .await;
+        assert_eq!(report.status, 200, "{mchid}: {:?}", report.body);
+        assert_eq!(report.body["mchid"], json!(mchid));
+        assert_eq!(report.body["mismatched"], 0, "{mchid}: {}", report.body);
+        let mut paid: Vec<&str> = report.body["report"]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["kind"] == "payment")
+            .map(|i| i["out_trade_no"].as_str().unwrap())
+            .collect();
+        paid.sort_unstable();
+        let mut own: Vec<&str> = expected.iter().map(|&i| orders[i].2.as_str()).collect();
+        own.sort_unstable();
+        assert_eq!(paid, own, "{mchid}: its own orders, and only those");
+    }
+    // Without a merchant: the first one's.
+    let first = app
+        .get(
+            &format!("/admin/reconciliation/{today}"),
+            Some(&app.admin()),
+        )
+        .await;
+    assert_eq!(first.body["mchid"], json!(file_mchid));
+
     // An operator of B sees and acts on B's orders only.
     let made = admin_post(
         &app,
@@ -364,6 +403,14 @@ async fn mini_programs_of_three_merchants_pay_and_refund_side_by_side(backend: B
     ] {
         assert_eq!(app.get(path, Some(&operator)).await.status, 401, "{path}");
     }
+    // Its reconciliation is B's, whatever it asks for.
+    let theirs = app
+        .get(
+            &format!("/admin/reconciliation/{today}?mchid={file_mchid}"),
+            Some(&operator),
+        )
+        .await;
+    assert_eq!(theirs.body["mchid"], json!(b.mchid), "{:?}", theirs.body);
     let revoked = app
         .send(
             app.http
