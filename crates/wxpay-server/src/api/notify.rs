@@ -377,13 +377,16 @@ async fn v2_refund_of(
         let body = body_of(body)?;
         let n = wxpay::v2::notify::parse_refund_notification(&body, wechat.v2_key())
             .map_err(|e| signature_refusal(&e))?;
-        // The appid is one of the merchant's mini programs (the refund is then checked against
-        // its order by the core).
-        let appid = state
+        // The appid must be one of this merchant's mini programs (a mini program of another
+        // merchant does not count), the mch_id this merchant's; the refund is then checked
+        // against its order by the core.
+        let ours = state
             .registry
             .app(&n.appid)
-            .map_or_else(|_| wechat.appid.clone(), |app| app.appid.clone());
-        n.ensure_merchant(&appid, &wechat.mchid)
+            .ok()
+            .filter(|app| app.mchid == wechat.mchid)
+            .map_or_else(|| wechat.appid.clone(), |app| app.appid.clone());
+        n.ensure_merchant(&ours, &wechat.mchid)
             .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
         use wxpay::v2::models::RefundStatus as W;
         let status = match &n.refund_status {

@@ -30,6 +30,18 @@ async fn serving(app: &TestApp, apps: usize) {
     until(|| app.state.registry.counts().0 == apps).await;
 }
 
+/// Enables or disables a merchant through the back office.
+async fn set_enabled(app: &TestApp, mchid: &str, enabled: bool) {
+    let a = admin_patch(
+        app,
+        &format!("/admin/merchants/{mchid}"),
+        &json!({ "enabled": enabled }),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["enabled"], enabled);
+}
+
 /// Waits (5 s at most) until `ready` holds.
 async fn until(ready: impl Fn() -> bool) {
     for _ in 0..200 {
@@ -456,13 +468,7 @@ async fn a_disabled_merchant_takes_no_new_orders_but_settles_its_own(backend: Ba
         .await;
     assert_eq!(pending.status, 201, "{:?}", pending.body);
 
-    let off = admin_patch(
-        &app,
-        &format!("/admin/merchants/{}", b.mchid),
-        &json!({"enabled": false}),
-    )
-    .await;
-    assert_eq!(off.status, 200, "{:?}", off.body);
+    set_enabled(&app, &b.mchid, false).await;
     // Once this instance has reloaded its registry (polled, not ordered: orders are rate limited).
     until(|| app.state.registry.for_new_order(&b.appid).is_err()).await;
     let refused = app
@@ -485,13 +491,7 @@ async fn a_disabled_merchant_takes_no_new_orders_but_settles_its_own(backend: Ba
     .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
 
-    let on = admin_patch(
-        &app,
-        &format!("/admin/merchants/{}", b.mchid),
-        &json!({"enabled": true}),
-    )
-    .await;
-    assert_eq!(on.status, 200, "{:?}", on.body);
+    set_enabled(&app, &b.mchid, true).await;
     until(|| app.state.registry.for_new_order(&b.appid).is_ok()).await;
     let accepted = app
         .create_order(&token, json!([{"sku": "coffee", "quantity": 1}]))
