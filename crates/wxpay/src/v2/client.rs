@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use super::models::{
     CloseOrderRequest, CloseOrderResponse, DownloadBillRequest, OrderQueryRequest,
     OrderQueryResponse, RefundQueryRequest, RefundQueryResponse, RefundRequest, RefundResponse,
-    UnifiedOrderRequest, UnifiedOrderResponse,
+    SubMerchant, UnifiedOrderRequest, UnifiedOrderResponse,
 };
 use super::{ErrCode, SignType, XmlMap, sign, xml};
 use crate::bill::{TradeBill, bill_text, parse_trade_bill};
@@ -18,6 +18,7 @@ use crate::http::{
     BaseUrls, ClientIdentity, HttpClient, HttpConfig, Idempotency, MAX_BILL_BYTES,
     MAX_RESPONSE_BYTES, OutgoingRequest, RawResponse, join,
 };
+use crate::ids::SubMchid;
 use crate::pay_params::RequestPayment;
 
 /// The `Content-Type` of every v2 request.
@@ -152,6 +153,30 @@ pub fn check_merchant(map: &XmlMap, appid: &str, mch_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// In partner mode, after [`check_answer`]: the answer's `sub_mch_id`, when present, must be the
+/// sub-merchant asked about, and so must its `sub_appid` when both the request and the answer
+/// carry one. (WeChat echoes these; a missing echo is not an error.)
+///
+/// # Errors
+/// [`DecodeError::InvalidField`] naming the field that differs.
+pub fn check_sub_merchant(map: &XmlMap, sub_merchant: &SubMerchant) -> Result<()> {
+    if let Some(theirs) = map.get("sub_mch_id")
+        && theirs != sub_merchant.sub_mch_id.as_str()
+    {
+        return Err(
+            DecodeError::invalid("sub_mch_id", "the answer is for another sub-merchant").into(),
+        );
+    }
+    if let (Some(theirs), Some(ours)) = (map.get("sub_appid"), &sub_merchant.sub_appid)
+        && theirs != ours.as_str()
+    {
+        return Err(
+            DecodeError::invalid("sub_appid", "the answer is for another sub_appid").into(),
+        );
+    }
+    Ok(())
+}
+
 /// Step 4 of [`check_answer`]: `result_code=SUCCESS`.
 ///
 /// # Errors
@@ -224,7 +249,9 @@ impl V2Client {
     }
 
     /// The same merchant's client for another mini program bound to it (`appid` in every call
-    /// and in the `wx.requestPayment` signature); the HTTP clients are shared.
+    /// and in the `wx.requestPayment` signature); the HTTP clients are shared. In partner mode
+    /// the `appid` stays the provider's; a sub-merchant's mini program is its `sub_appid`
+    /// ([`SubMerchant`], [`partner_request_payment`](Self::partner_request_payment)).
     #[must_use]
     pub fn for_app(&self, appid: &str) -> Self {
         V2Client {
@@ -260,6 +287,7 @@ impl V2Client {
                 "/pay/unifiedorder",
                 Idempotency::Idempotent,
                 params,
+                request.sub_merchant.as_ref(),
             )
             .await?;
         Ok(UnifiedOrderResponse::from_map(&map)?)
@@ -277,6 +305,7 @@ impl V2Client {
                 "/pay/orderquery",
                 Idempotency::Idempotent,
                 params,
+                request.sub_merchant.as_ref(),
             )
             .await?;
         Ok(OrderQueryResponse::from_map(&map)?)
@@ -294,6 +323,7 @@ impl V2Client {
                 "/pay/closeorder",
                 Idempotency::Idempotent,
                 params,
+                request.sub_merchant.as_ref(),
             )
             .await?;
         Ok(CloseOrderResponse::from_map(&map)?)
@@ -315,7 +345,13 @@ impl V2Client {
         let params = request.to_params(&self.config)?;
         // The out_refund_no makes a repeat harmless: WeChat asks to retry with the same one.
         let map = self
-            .call(http, "/secapi/pay/refund", Idempotency::Idempotent, params)
+            .call(
+                http,
+                "/secapi/pay/refund",
+                Idempotency::Idempotent,
+                params,
+                request.sub_merchant.as_ref(),
+            )
             .await?;
         Ok(RefundResponse::from_map(&map)?)
     }
@@ -332,6 +368,7 @@ impl V2Client {
                 "/pay/refundquery",
                 Idempotency::Idempotent,
                 params,
+                request.sub_merchant.as_ref(),
             )
             .await?;
         Ok(RefundQueryResponse::from_map(&map)?)
@@ -345,6 +382,38 @@ impl V2Client {
     /// body that is neither text nor gzip, or too large.
     pub async fn download_bill(&self, request: &DownloadBillRequest) -> Result<String> {
         let params = request.to_params(&self.config)?;
+        self.download(params).await
+    }
+
+    /// A service provider's [`download_bill`](Self::download_bill) of one sub-merchant's bill
+    /// (`sub_mch_id`); the provider's own bill, with every sub-merchant, is
+    /// [`download_bill`](Self::download_bill).
+    ///
+    /// # Errors
+    /// As [`download_bill`](Self::download_bill).
+    pub async fn partner_download_bill(
+        &self,
+        request: &DownloadBillRequest,
+        sub_mch_id: &SubMchid,
+    ) -> Result<String> {
+        let params = request.to_partner_params(&self.config, sub_mch_id)?;
+        self.download(params).await
+    }
+
+    /// [`partner_download_bill`](Self::partner_download_bill), parsed.
+    ///
+    /// # Errors
+    /// As [`download_bill`](Self::download_bill), and [`DecodeError::Bill`].
+    pub async fn partner_download_trade_bill(
+        &self,
+        request: &DownloadBillRequest,
+        sub_mch_id: &SubMchid,
+    ) -> Result<TradeBill> {
+        let text = self.partner_download_bill(request, sub_mch_id).await?;
+        Ok(parse_trade_bill(&text)?)
+    }
+
+    async fn download(&self, params: XmlMap) -> Result<String> {
         let answer = self
             .send(
                 &self.http,
@@ -380,12 +449,34 @@ impl V2Client {
         )
     }
 
+    /// The `wx.requestPayment` parameters for a partner prepay of `sub_merchant`, signed with
+    /// the provider's key and sign type over `appId` = its `sub_appid` when it has one (the
+    /// prepay must have carried the same), else the provider's appid. Pass the sub-merchant the
+    /// order was made with ([`UnifiedOrderRequest::paying_appid`] tells the same appid).
+    #[must_use]
+    pub fn partner_request_payment(
+        &self,
+        sub_merchant: &SubMerchant,
+        prepay_id: &str,
+        time_stamp: i64,
+    ) -> RequestPayment {
+        crate::pay_params::v2(
+            self.config.key(),
+            sub_merchant.paying_appid(&self.config.appid),
+            prepay_id,
+            time_stamp,
+            &crate::nonce::nonce(),
+            self.config.sign_type,
+        )
+    }
+
     async fn call(
         &self,
         http: &HttpClient,
         path: &str,
         idempotency: Idempotency,
         params: XmlMap,
+        sub_merchant: Option<&SubMerchant>,
     ) -> Result<XmlMap> {
         let answer = self
             .send(http, path, idempotency, params, MAX_RESPONSE_BYTES)
@@ -407,6 +498,9 @@ impl V2Client {
             .into());
         }
         check_answer(&map, &self.config)?;
+        if let Some(sub) = sub_merchant {
+            check_sub_merchant(&map, sub)?;
+        }
         Ok(map)
     }
 
@@ -602,6 +696,171 @@ mod tests {
         assert!(
             matches!(client.refund(&request).await, Err(Error::InvalidRequest(m)) if m.contains("certificate"))
         );
+    }
+
+    fn partner_sub(sub_appid: Option<&str>) -> SubMerchant {
+        let sub = SubMerchant::new("1900000109".parse().unwrap());
+        match sub_appid {
+            Some(a) => sub.with_sub_appid(a.parse().unwrap()),
+            None => sub,
+        }
+    }
+
+    #[test]
+    fn sub_merchant_echoes_are_checked() {
+        let sub = partner_sub(Some("wxsub"));
+        let ok = signed_success(&[("sub_mch_id", "1900000109"), ("sub_appid", "wxsub")], KEY);
+        assert!(check_sub_merchant(&ok, &sub).is_ok());
+        // No echo is no error; an order made without sub_appid may echo none.
+        assert!(check_sub_merchant(&signed_success(&[], KEY), &sub).is_ok());
+        let other = signed_success(&[("sub_mch_id", "1900000110")], KEY);
+        assert!(matches!(
+            check_sub_merchant(&other, &sub),
+            Err(Error::Decode(DecodeError::InvalidField { field, .. })) if field == "sub_mch_id"
+        ));
+        let other_app = signed_success(&[("sub_mch_id", "1900000109"), ("sub_appid", "wxx")], KEY);
+        assert!(matches!(
+            check_sub_merchant(&other_app, &sub),
+            Err(Error::Decode(DecodeError::InvalidField { field, .. })) if field == "sub_appid"
+        ));
+        // Without a sub_appid of ours, the echoed one is not compared.
+        assert!(check_sub_merchant(&other_app, &partner_sub(None)).is_ok());
+    }
+
+    /// A WeChat stand-in: verifies each request's signature, records its parameters, and
+    /// answers with a signed success that echoes `sub_mch_id` as `echo_sub_mch_id`.
+    #[derive(Debug)]
+    struct FakeWeChat {
+        seen: std::sync::Mutex<Vec<XmlMap>>,
+        echo_sub_mch_id: &'static str,
+    }
+
+    impl crate::http::Transport for FakeWeChat {
+        fn send<'a>(
+            &'a self,
+            request: &'a OutgoingRequest,
+        ) -> crate::http::BoxFuture<'a, std::result::Result<RawResponse, TransportError>> {
+            let params = xml::decode(&request.body).unwrap();
+            assert_eq!(sign::verify_map(&params, KEY), Ok(SignType::Md5));
+            let mut answer = vec![
+                ("prepay_id", "wx201410272009395522657a690389285100"),
+                ("trade_type", "JSAPI"),
+                ("trade_state", "NOTPAY"),
+                ("out_trade_no", "20150806125346"),
+            ];
+            if !self.echo_sub_mch_id.is_empty() {
+                answer.push(("sub_mch_id", self.echo_sub_mch_id));
+            }
+            let body = xml::encode(&signed_success(&answer, KEY)).unwrap();
+            self.seen.lock().unwrap().push(params);
+            Box::pin(std::future::ready(Ok(raw(200, body.as_bytes()))))
+        }
+    }
+
+    fn fake_client(echo_sub_mch_id: &'static str) -> (V2Client, std::sync::Arc<FakeWeChat>) {
+        let fake = std::sync::Arc::new(FakeWeChat {
+            seen: std::sync::Mutex::default(),
+            echo_sub_mch_id,
+        });
+        let http = HttpClient::from_transport(fake.clone(), crate::http::RetryPolicy::none());
+        let client = V2Client::with_http(
+            config(),
+            &BaseUrls::single("http://wechat.invalid"),
+            http,
+            None,
+        )
+        .unwrap();
+        (client, fake)
+    }
+
+    #[tokio::test]
+    async fn partner_calls_send_and_check_the_sub_merchant() {
+        let (client, fake) = fake_client("1900000109");
+        let sub = partner_sub(Some("wxsub"));
+        let order = super::super::models::UnifiedOrderRequest::jsapi(
+            super::super::models::UnifiedOrderFields {
+                body: "body".into(),
+                out_trade_no: "20150806125346".parse().unwrap(),
+                total_fee: crate::Fen::new(1),
+                spbill_create_ip: "127.0.0.1".into(),
+                notify_url: "https://example.com/n".into(),
+                openid: "o_sub".parse().unwrap(),
+            },
+        )
+        .with_sub_merchant(sub.clone())
+        .with_sub_openid();
+        let prepay = client.unified_order(&order).await.unwrap();
+        assert_eq!(prepay.sub_mch_id.as_deref(), Some("1900000109"));
+        let query = OrderQueryRequest::by_out_trade_no("20150806125346".parse().unwrap())
+            .with_sub_merchant(sub.clone());
+        assert!(client.order_query(&query).await.is_ok());
+        {
+            let seen = fake.seen.lock().unwrap();
+            assert_eq!(seen.len(), 2);
+            for params in seen.iter() {
+                assert_eq!(params["sub_mch_id"], "1900000109");
+                assert_eq!(params["sub_appid"], "wxsub");
+                assert_eq!(params["appid"], "wxd930ea5d5a258f4f");
+            }
+            assert_eq!(seen[0]["sub_openid"], "o_sub");
+            assert!(!seen[0].contains_key("openid"));
+        }
+
+        // An answer about another sub-merchant is refused.
+        let (client, _) = fake_client("1900000110");
+        assert!(matches!(
+            client.order_query(&query).await,
+            Err(Error::Decode(DecodeError::InvalidField { field, .. })) if field == "sub_mch_id"
+        ));
+        // A sub_openid without sub_appid is refused before anything is sent.
+        let (client, fake) = fake_client("");
+        let mut bad = order.clone();
+        bad.sub_merchant = Some(partner_sub(None));
+        assert!(matches!(
+            client.unified_order(&bad).await,
+            Err(Error::InvalidRequest(m)) if m.contains("sub_openid requires")
+        ));
+        assert!(fake.seen.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn partner_request_payment_signs_the_paying_app() {
+        let (client, _) = fake_client("");
+        let with_app =
+            client.partner_request_payment(&partner_sub(Some("wxsub")), "wx2", 1_414_561_699);
+        let expected = crate::pay_params::v2(
+            KEY,
+            "wxsub",
+            "wx2",
+            1_414_561_699,
+            &with_app.nonce_str,
+            SignType::Md5,
+        );
+        assert_eq!(with_app.pay_sign, expected.pay_sign);
+        assert_eq!(with_app.package, "prepay_id=wx2");
+        let without = client.partner_request_payment(&partner_sub(None), "wx2", 1_414_561_699);
+        let provider = crate::pay_params::v2(
+            KEY,
+            "wxd930ea5d5a258f4f",
+            "wx2",
+            1_414_561_699,
+            &without.nonce_str,
+            SignType::Md5,
+        );
+        assert_eq!(without.pay_sign, provider.pay_sign);
+        // for_app(sub_appid) gives the same signature, as the docs say.
+        let via_for_app = client
+            .for_app("wxsub")
+            .request_payment("wx2", 1_414_561_699);
+        let again = crate::pay_params::v2(
+            KEY,
+            "wxsub",
+            "wx2",
+            1_414_561_699,
+            &via_for_app.nonce_str,
+            SignType::Md5,
+        );
+        assert_eq!(via_for_app.pay_sign, again.pay_sign);
     }
 
     fn raw(status: u16, body: &[u8]) -> RawResponse {

@@ -18,6 +18,7 @@ use super::models::{
 };
 use super::{SignType, XmlMap, sign, xml};
 use crate::error::{CryptoError, DecodeError, Result};
+use crate::ids::SubMchid;
 use crate::money::Fen;
 
 /// The acknowledgement that stops WeChat's retries (§A.10), byte for byte.
@@ -60,10 +61,19 @@ pub struct PayNotification {
     pub sign_type: SignType,
     /// `device_info`.
     pub device_info: Option<String>,
-    /// `openid` of the payer.
+    /// `openid` of the payer (under `appid`, the provider's in partner mode).
     pub openid: String,
     /// `is_subscribe`.
     pub is_subscribe: Option<bool>,
+    /// `sub_appid` (partner mode): the sub-merchant's mini program, when the order had one.
+    pub sub_appid: Option<String>,
+    /// `sub_mch_id` (partner mode): the sub-merchant paid; check it with
+    /// [`PayNotification::ensure_sub_merchant`].
+    pub sub_mch_id: Option<String>,
+    /// `sub_openid` (partner mode): the payer under `sub_appid`.
+    pub sub_openid: Option<String>,
+    /// `sub_is_subscribe` (partner mode).
+    pub sub_is_subscribe: Option<bool>,
     /// `trade_type`.
     pub trade_type: String,
     /// `bank_type`.
@@ -100,6 +110,16 @@ impl PayNotification {
     pub fn ensure_merchant(&self, appid: &str, mch_id: &str) -> Result<()> {
         ensure_merchant(&self.appid, &self.mch_id, appid, mch_id)
     }
+
+    /// Partner mode, after [`ensure_merchant`](Self::ensure_merchant) with the provider's
+    /// appid and mch_id: checks that the payment is for the sub-merchant `sub_mch_id`.
+    ///
+    /// # Errors
+    /// [`DecodeError::MissingField`] without `sub_mch_id`; [`DecodeError::InvalidField`] for
+    /// another sub-merchant.
+    pub fn ensure_sub_merchant(&self, sub_mch_id: &SubMchid) -> Result<()> {
+        ensure_sub_merchant(self.sub_mch_id.as_deref(), sub_mch_id)
+    }
 }
 
 /// Parses and verifies a payment notification: the safe XML codec, `return_code`, the
@@ -122,6 +142,10 @@ pub fn parse_pay_notification(body: &[u8], api_key: &str) -> Result<PayNotificat
         device_info: optional_string(&map, "device_info"),
         openid: required(&map, "openid")?.to_owned(),
         is_subscribe: optional_yes_no(&map, "is_subscribe")?,
+        sub_appid: optional_string(&map, "sub_appid"),
+        sub_mch_id: optional_string(&map, "sub_mch_id"),
+        sub_openid: optional_string(&map, "sub_openid"),
+        sub_is_subscribe: optional_yes_no(&map, "sub_is_subscribe")?,
         trade_type: required(&map, "trade_type")?.to_owned(),
         bank_type: required(&map, "bank_type")?.to_owned(),
         total_fee: fen(&map, "total_fee")?,
@@ -165,6 +189,13 @@ pub fn build_pay_notification(
     put(
         "is_subscribe",
         n.is_subscribe.map_or("", |b| if b { "Y" } else { "N" }),
+    );
+    put("sub_appid", n.sub_appid.as_deref().unwrap_or_default());
+    put("sub_mch_id", n.sub_mch_id.as_deref().unwrap_or_default());
+    put("sub_openid", n.sub_openid.as_deref().unwrap_or_default());
+    put(
+        "sub_is_subscribe",
+        n.sub_is_subscribe.map_or("", |b| if b { "Y" } else { "N" }),
     );
     put("trade_type", &n.trade_type);
     put("bank_type", &n.bank_type);
@@ -214,6 +245,11 @@ pub struct RefundNotification {
     pub mch_id: String,
     /// `nonce_str` of the outer message.
     pub nonce_str: String,
+    /// `sub_appid` of the outer message (partner mode), when the order had one.
+    pub sub_appid: Option<String>,
+    /// `sub_mch_id` of the outer message (partner mode); check it with
+    /// [`RefundNotification::ensure_sub_merchant`].
+    pub sub_mch_id: Option<String>,
     /// `transaction_id`.
     pub transaction_id: String,
     /// `out_trade_no`.
@@ -252,6 +288,16 @@ impl RefundNotification {
     pub fn ensure_merchant(&self, appid: &str, mch_id: &str) -> Result<()> {
         ensure_merchant(&self.appid, &self.mch_id, appid, mch_id)
     }
+
+    /// Partner mode, after [`ensure_merchant`](Self::ensure_merchant) with the provider's
+    /// appid and mch_id: checks that the refund is of the sub-merchant `sub_mch_id`.
+    ///
+    /// # Errors
+    /// [`DecodeError::MissingField`] without `sub_mch_id`; [`DecodeError::InvalidField`] for
+    /// another sub-merchant.
+    pub fn ensure_sub_merchant(&self, sub_mch_id: &SubMchid) -> Result<()> {
+        ensure_sub_merchant(self.sub_mch_id.as_deref(), sub_mch_id)
+    }
 }
 
 /// Parses a refund notification: the safe XML codec, `return_code`, `appid`/`mch_id`, then
@@ -268,12 +314,16 @@ pub fn parse_refund_notification(body: &[u8], api_key: &str) -> Result<RefundNot
     let appid = required(&outer, "appid")?.to_owned();
     let mch_id = required(&outer, "mch_id")?.to_owned();
     let nonce_str = optional_string(&outer, "nonce_str").unwrap_or_default();
+    let sub_appid = optional_string(&outer, "sub_appid");
+    let sub_mch_id = optional_string(&outer, "sub_mch_id");
     let plain = decrypt_req_info(api_key, required(&outer, "req_info")?)?;
     let m = xml::decode_with_root(plain.as_bytes(), "root").map_err(DecodeError::Xml)?;
     Ok(RefundNotification {
         appid,
         mch_id,
         nonce_str,
+        sub_appid,
+        sub_mch_id,
         transaction_id: required(&m, "transaction_id")?.to_owned(),
         out_trade_no: required(&m, "out_trade_no")?.to_owned(),
         refund_id: required(&m, "refund_id")?.to_owned(),
@@ -354,6 +404,11 @@ pub fn build_refund_notification(
     outer.insert("appid".into(), n.appid.clone());
     outer.insert("mch_id".into(), n.mch_id.clone());
     outer.insert("nonce_str".into(), n.nonce_str.clone());
+    for (key, value) in [("sub_appid", &n.sub_appid), ("sub_mch_id", &n.sub_mch_id)] {
+        if let Some(value) = value.as_ref().filter(|v| !v.is_empty()) {
+            outer.insert(key.into(), value.clone());
+        }
+    }
     outer.insert("req_info".into(), req_info);
     Ok(xml::encode(&outer).map_err(DecodeError::Xml)?)
 }
@@ -398,6 +453,18 @@ pub fn encrypt_req_info(api_key: &str, plaintext_xml: &str) -> Result<String, Cr
     Ok(BASE64.encode(&data))
 }
 
+fn ensure_sub_merchant(got: Option<&str>, sub_mch_id: &SubMchid) -> Result<()> {
+    match got {
+        None => Err(DecodeError::MissingField("sub_mch_id".into()).into()),
+        Some(got) if got != sub_mch_id.as_str() => Err(DecodeError::invalid(
+            "sub_mch_id",
+            "the notification is for another sub-merchant",
+        )
+        .into()),
+        Some(_) => Ok(()),
+    }
+}
+
 fn ensure_merchant(got_appid: &str, got_mch_id: &str, appid: &str, mch_id: &str) -> Result<()> {
     if got_appid != appid {
         return Err(DecodeError::invalid("appid", "the notification is for another appid").into());
@@ -430,6 +497,10 @@ mod tests {
             device_info: None,
             openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".into(),
             is_subscribe: Some(false),
+            sub_appid: None,
+            sub_mch_id: None,
+            sub_openid: None,
+            sub_is_subscribe: None,
             trade_type: "JSAPI".into(),
             bank_type: "OTHERS".into(),
             total_fee: Fen::new(1),
@@ -553,6 +624,8 @@ mod tests {
             appid: "wxd930ea5d5a258f4f".into(),
             mch_id: "10000100".into(),
             nonce_str: "TeqClE3i0mvn3DrK".into(),
+            sub_appid: None,
+            sub_mch_id: None,
             transaction_id: "4200000000000000000000000000".into(),
             out_trade_no: "1409811653".into(),
             refund_id: "50000000000000000000000000".into(),
@@ -602,6 +675,116 @@ mod tests {
         let no_mch = body.replace("<mch_id>10000100</mch_id>", "");
         assert!(
             matches!(parse_refund_notification(no_mch.as_bytes(), KEY), Err(Error::Decode(DecodeError::MissingField(f))) if f == "mch_id")
+        );
+    }
+
+    fn partner_d3() -> PayNotification {
+        PayNotification {
+            sub_appid: Some("wx8888888888888888".into()),
+            sub_mch_id: Some("1900000109".into()),
+            sub_openid: Some("oSubOpenid_0000000000000001".into()),
+            sub_is_subscribe: Some(true),
+            ..d3()
+        }
+    }
+
+    /// The signatures of [`partner_d3`], computed apart from this crate with Python's `hashlib`
+    /// and `hmac` over the non-empty fields (with `return_code` and `result_code` `SUCCESS`)
+    /// sorted by key, joined as `k=v` with `&`, then `&key=` + the D.3 key:
+    /// `md5(s).hexdigest().upper()` and `hmac.new(key, s, sha256).hexdigest().upper()`. The
+    /// same procedure gives D.3's `B9C97CC90F7FDD884DBD7DC718C9DF9C` without the partner fields.
+    const PARTNER_D3_MD5: &str = "17163A4BA2BF4DF2881CF7B7D7979B27";
+    const PARTNER_D3_HMAC: &str =
+        "DD5B6D5CC582D14A2B9BABA2CB36B87E47C46A942B31EE526420AE34793EDBB7";
+
+    #[test]
+    fn partner_pay_notification_is_built_parsed_and_checked() {
+        let md5 = build_pay_notification(&partner_d3(), KEY, SignType::Md5).unwrap();
+        assert!(
+            md5.contains(&format!("<sign><![CDATA[{PARTNER_D3_MD5}]]></sign>")),
+            "{md5}"
+        );
+        assert!(md5.contains("<sub_mch_id>1900000109</sub_mch_id>"), "{md5}");
+        let hmac = build_pay_notification(&partner_d3(), KEY, SignType::HmacSha256).unwrap();
+        assert!(hmac.contains(PARTNER_D3_HMAC), "{hmac}");
+        let parsed = parse_pay_notification(md5.as_bytes(), KEY).unwrap();
+        assert_eq!(parsed, partner_d3());
+        assert_eq!(
+            parsed.openid, "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
+            "the provider's openid stays"
+        );
+        assert!(
+            parsed
+                .ensure_merchant("wxd930ea5d5a258f4f", "10000100")
+                .is_ok()
+        );
+        assert!(
+            parsed
+                .ensure_sub_merchant(&"1900000109".parse().unwrap())
+                .is_ok()
+        );
+        assert!(matches!(
+            parsed.ensure_sub_merchant(&"1900000110".parse().unwrap()),
+            Err(Error::Decode(DecodeError::InvalidField { field, .. })) if field == "sub_mch_id"
+        ));
+        // The partner fields are signed: changing the sub-merchant breaks the signature.
+        let moved = md5.replace("1900000109", "1900000110");
+        assert!(matches!(
+            parse_pay_notification(moved.as_bytes(), KEY),
+            Err(Error::Signature(SignatureError::Mismatch))
+        ));
+        // An ordinary notification has no sub-merchant to match.
+        let plain = parse_pay_notification(
+            build_pay_notification(&d3(), KEY, SignType::Md5)
+                .unwrap()
+                .as_bytes(),
+            KEY,
+        )
+        .unwrap();
+        assert_eq!(plain.sub_mch_id, None);
+        assert!(matches!(
+            plain.ensure_sub_merchant(&"1900000109".parse().unwrap()),
+            Err(Error::Decode(DecodeError::MissingField(f))) if f == "sub_mch_id"
+        ));
+    }
+
+    #[test]
+    fn partner_refund_notification_carries_the_sub_merchant_outside() {
+        let n = RefundNotification {
+            sub_appid: Some("wx8888888888888888".into()),
+            sub_mch_id: Some("1900000109".into()),
+            ..refund()
+        };
+        let body = build_refund_notification(&n, KEY).unwrap();
+        let outer = xml::decode(body.as_bytes()).unwrap();
+        assert_eq!(outer["sub_mch_id"], "1900000109");
+        assert_eq!(outer["sub_appid"], "wx8888888888888888");
+        let parsed = parse_refund_notification(body.as_bytes(), KEY).unwrap();
+        assert_eq!(parsed, n);
+        assert!(
+            parsed
+                .ensure_sub_merchant(&"1900000109".parse().unwrap())
+                .is_ok()
+        );
+        assert!(
+            parsed
+                .ensure_sub_merchant(&"1900000110".parse().unwrap())
+                .is_err()
+        );
+        // The shape WeChat sends a provider, with plain text values.
+        let wire = format!(
+            "<xml><return_code>SUCCESS</return_code><appid><![CDATA[wxd930ea5d5a258f4f]]></appid><mch_id><![CDATA[10000100]]></mch_id><sub_appid><![CDATA[wx8888888888888888]]></sub_appid><sub_mch_id><![CDATA[1900000109]]></sub_mch_id><nonce_str><![CDATA[TeqClE3i0mvn3DrK]]></nonce_str><req_info><![CDATA[{}]]></req_info></xml>",
+            outer["req_info"]
+        );
+        assert_eq!(parse_refund_notification(wire.as_bytes(), KEY).unwrap(), n);
+        // Without them (an ordinary merchant) they are None.
+        let plain = build_refund_notification(&refund(), KEY).unwrap();
+        assert!(!plain.contains("sub_mch_id"));
+        assert_eq!(
+            parse_refund_notification(plain.as_bytes(), KEY)
+                .unwrap()
+                .sub_mch_id,
+            None
         );
     }
 

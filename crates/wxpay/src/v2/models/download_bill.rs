@@ -4,6 +4,7 @@ use time::Date;
 
 use super::shared::{base_params, put};
 use crate::error::Error;
+use crate::ids::SubMchid;
 use crate::v2::XmlMap;
 use crate::v2::client::V2Config;
 use crate::validate;
@@ -61,6 +62,22 @@ impl DownloadBillRequest {
         if self.gzip {
             put(&mut p, "tar_type", "GZIP");
         }
+        Ok(p)
+    }
+
+    /// The unsigned parameters of a service provider's request for one sub-merchant's bill:
+    /// [`to_params`](Self::to_params) plus `sub_mch_id`. (Without it, a provider gets its own
+    /// bill, which covers all its sub-merchants.)
+    ///
+    /// # Errors
+    /// As [`to_params`](Self::to_params).
+    pub fn to_partner_params(
+        &self,
+        cfg: &V2Config,
+        sub_mch_id: &SubMchid,
+    ) -> Result<XmlMap, Error> {
+        let mut p = self.to_params(cfg)?;
+        put(&mut p, "sub_mch_id", sub_mch_id);
         Ok(p)
     }
 }

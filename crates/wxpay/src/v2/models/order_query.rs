@@ -3,8 +3,8 @@
 use time::OffsetDateTime;
 
 use super::shared::{
-    Coupon, OrderId, TradeState, base_params, coupons, optional_fen, optional_string,
-    optional_time_field, optional_yes_no, required,
+    Coupon, OrderId, SubMerchant, TradeState, base_params, coupons, optional_fen, optional_string,
+    optional_time_field, optional_yes_no, put_sub_merchant, required,
 };
 use crate::error::{DecodeError, Error};
 use crate::ids::OutTradeNo;
@@ -17,6 +17,9 @@ use crate::v2::client::V2Config;
 pub struct OrderQueryRequest {
     /// The order.
     pub id: OrderId,
+    /// Partner mode: the sub-merchant (`sub_mch_id`, `sub_appid`). `None` for an ordinary
+    /// merchant.
+    pub sub_merchant: Option<SubMerchant>,
 }
 
 impl OrderQueryRequest {
@@ -25,6 +28,7 @@ impl OrderQueryRequest {
     pub fn by_out_trade_no(out_trade_no: OutTradeNo) -> Self {
         OrderQueryRequest {
             id: OrderId::OutTradeNo(out_trade_no),
+            sub_merchant: None,
         }
     }
 
@@ -33,7 +37,16 @@ impl OrderQueryRequest {
     pub fn by_transaction_id(transaction_id: impl Into<String>) -> Self {
         OrderQueryRequest {
             id: OrderId::TransactionId(transaction_id.into()),
+            sub_merchant: None,
         }
+    }
+
+    /// The same request, for a sub-merchant of the service provider whose client sends it
+    /// (`sub_mch_id`, and `sub_appid` when the order had one).
+    #[must_use]
+    pub fn with_sub_merchant(mut self, sub_merchant: SubMerchant) -> Self {
+        self.sub_merchant = Some(sub_merchant);
+        self
     }
 
     /// The unsigned parameters.
@@ -43,6 +56,7 @@ impl OrderQueryRequest {
     pub fn to_params(&self, cfg: &V2Config) -> Result<XmlMap, Error> {
         self.id.validate()?;
         let mut p = base_params(cfg);
+        put_sub_merchant(&mut p, self.sub_merchant.as_ref());
         self.id.put(&mut p);
         Ok(p)
     }
@@ -60,10 +74,18 @@ pub struct OrderQueryResponse {
     pub out_trade_no: String,
     /// `transaction_id`.
     pub transaction_id: Option<String>,
-    /// `openid` of the payer.
+    /// `openid` of the payer (under `appid`, the provider's in partner mode).
     pub openid: Option<String>,
     /// `is_subscribe`.
     pub is_subscribe: Option<bool>,
+    /// `sub_appid` (partner mode).
+    pub sub_appid: Option<String>,
+    /// `sub_mch_id` (partner mode).
+    pub sub_mch_id: Option<String>,
+    /// `sub_openid`: the payer under `sub_appid` (partner mode).
+    pub sub_openid: Option<String>,
+    /// `sub_is_subscribe` (partner mode).
+    pub sub_is_subscribe: Option<bool>,
     /// `trade_type`.
     pub trade_type: Option<String>,
     /// `bank_type`.
@@ -103,6 +125,10 @@ impl OrderQueryResponse {
             transaction_id: optional_string(map, "transaction_id"),
             openid: optional_string(map, "openid"),
             is_subscribe: optional_yes_no(map, "is_subscribe")?,
+            sub_appid: optional_string(map, "sub_appid"),
+            sub_mch_id: optional_string(map, "sub_mch_id"),
+            sub_openid: optional_string(map, "sub_openid"),
+            sub_is_subscribe: optional_yes_no(map, "sub_is_subscribe")?,
             trade_type: optional_string(map, "trade_type"),
             bank_type: optional_string(map, "bank_type"),
             total_fee: optional_fen(map, "total_fee")?,

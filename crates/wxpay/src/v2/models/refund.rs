@@ -1,8 +1,8 @@
 //! `POST /secapi/pay/refund`: a refund, over mutual TLS with the merchant certificate.
 
 use super::shared::{
-    CouponRefund, OrderId, RefundAccount, base_params, fen, indexes, optional_fen, optional_string,
-    put, put_opt, required,
+    CouponRefund, OrderId, RefundAccount, SubMerchant, base_params, fen, indexes, optional_fen,
+    optional_string, put, put_opt, put_sub_merchant, required,
 };
 use crate::error::{DecodeError, Error};
 use crate::ids::OutRefundNo;
@@ -44,6 +44,9 @@ pub struct RefundRequest {
     pub refund_account: Option<RefundAccount>,
     /// `notify_url` for the refund notification; the console's URL when absent.
     pub notify_url: Option<String>,
+    /// Partner mode: the sub-merchant (`sub_mch_id`, `sub_appid`). `None` for an ordinary
+    /// merchant.
+    pub sub_merchant: Option<SubMerchant>,
 }
 
 impl RefundRequest {
@@ -65,7 +68,16 @@ impl RefundRequest {
             refund_desc: None,
             refund_account: None,
             notify_url: None,
+            sub_merchant: None,
         }
+    }
+
+    /// The same request, for a sub-merchant of the service provider whose client sends it
+    /// (`sub_mch_id`, and `sub_appid` when the order had one).
+    #[must_use]
+    pub fn with_sub_merchant(mut self, sub_merchant: SubMerchant) -> Self {
+        self.sub_merchant = Some(sub_merchant);
+        self
     }
 
     /// Checks the fields against the documented limits.
@@ -94,6 +106,7 @@ impl RefundRequest {
     pub fn to_params(&self, cfg: &V2Config) -> Result<XmlMap, Error> {
         self.validate()?;
         let mut p = base_params(cfg);
+        put_sub_merchant(&mut p, self.sub_merchant.as_ref());
         self.id.put(&mut p);
         put(&mut p, "out_refund_no", &self.out_refund_no);
         put(&mut p, "total_fee", &self.total_fee.to_string());
@@ -142,6 +155,10 @@ pub struct RefundResponse {
     pub coupon_refund_fee: Option<Fen>,
     /// The refunded coupons, from `coupon_*_$n`.
     pub coupon_refunds: Vec<CouponRefund>,
+    /// `sub_appid` (partner mode), as echoed.
+    pub sub_appid: Option<String>,
+    /// `sub_mch_id` (partner mode), as echoed.
+    pub sub_mch_id: Option<String>,
 }
 
 impl RefundResponse {
@@ -173,6 +190,8 @@ impl RefundResponse {
             cash_refund_fee: optional_fen(map, "cash_refund_fee")?,
             coupon_refund_fee: optional_fen(map, "coupon_refund_fee")?,
             coupon_refunds,
+            sub_appid: optional_string(map, "sub_appid"),
+            sub_mch_id: optional_string(map, "sub_mch_id"),
         })
     }
 }

@@ -3,8 +3,9 @@
 use time::OffsetDateTime;
 
 use super::shared::{
-    CouponRefund, RefundAccount, RefundStatus, base_params, count, fen, indexes, optional,
-    optional_fen, optional_string, optional_time_field, put, put_opt, required,
+    CouponRefund, RefundAccount, RefundStatus, SubMerchant, base_params, count, fen, indexes,
+    optional, optional_fen, optional_string, optional_time_field, put, put_opt, put_sub_merchant,
+    required,
 };
 use crate::error::{DecodeError, Error};
 use crate::ids::{OutRefundNo, OutTradeNo};
@@ -33,13 +34,28 @@ pub struct RefundQueryRequest {
     pub id: RefundQueryId,
     /// `offset`: the first refund to return, for orders with more than 20 refunds.
     pub offset: Option<u32>,
+    /// Partner mode: the sub-merchant (`sub_mch_id`, `sub_appid`). `None` for an ordinary
+    /// merchant.
+    pub sub_merchant: Option<SubMerchant>,
 }
 
 impl RefundQueryRequest {
     /// A query of `id` from the first refund.
     #[must_use]
     pub fn new(id: RefundQueryId) -> Self {
-        RefundQueryRequest { id, offset: None }
+        RefundQueryRequest {
+            id,
+            offset: None,
+            sub_merchant: None,
+        }
+    }
+
+    /// The same request, for a sub-merchant of the service provider whose client sends it
+    /// (`sub_mch_id`, and `sub_appid` when the order had one).
+    #[must_use]
+    pub fn with_sub_merchant(mut self, sub_merchant: SubMerchant) -> Self {
+        self.sub_merchant = Some(sub_merchant);
+        self
     }
 
     /// The unsigned parameters.
@@ -48,6 +64,7 @@ impl RefundQueryRequest {
     /// [`Error::InvalidRequest`] for a malformed number.
     pub fn to_params(&self, cfg: &V2Config) -> Result<XmlMap, Error> {
         let mut p = base_params(cfg);
+        put_sub_merchant(&mut p, self.sub_merchant.as_ref());
         match &self.id {
             RefundQueryId::RefundId(id) => {
                 validate::text("refund_id", id, 1, 32)?;
@@ -121,6 +138,10 @@ pub struct RefundQueryResponse {
     pub refund_count: u32,
     /// The refunds, in index order.
     pub refunds: Vec<RefundRecord>,
+    /// `sub_appid` (partner mode), as echoed.
+    pub sub_appid: Option<String>,
+    /// `sub_mch_id` (partner mode), as echoed.
+    pub sub_mch_id: Option<String>,
 }
 
 impl RefundQueryResponse {
@@ -178,6 +199,8 @@ impl RefundQueryResponse {
             cash_fee: fen(map, "cash_fee")?,
             refund_count,
             refunds,
+            sub_appid: optional_string(map, "sub_appid"),
+            sub_mch_id: optional_string(map, "sub_mch_id"),
         })
     }
 }

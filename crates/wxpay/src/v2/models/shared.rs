@@ -7,7 +7,7 @@ use std::fmt;
 use time::OffsetDateTime;
 
 use crate::error::{DecodeError, Error};
-use crate::ids::OutTradeNo;
+use crate::ids::{AppId, OutTradeNo, SubMchid};
 use crate::money::Fen;
 use crate::v2::XmlMap;
 use crate::v2::client::V2Config;
@@ -36,6 +36,61 @@ impl OrderId {
             OrderId::TransactionId(id) => put(params, "transaction_id", id),
             OrderId::OutTradeNo(no) => put(params, "out_trade_no", no),
         }
+    }
+}
+
+/// The sub-merchant (特约商户) a service provider (服务商, partner) calls for. In API v2 partner
+/// mode `appid`, `mch_id` and the API key are the provider's (the client's [`V2Config`]), and
+/// every call about the sub-merchant's orders adds `sub_mch_id`, plus `sub_appid` when the
+/// sub-merchant's own mini program is involved.
+///
+/// `wx.requestPayment` for a partner order is signed with the provider's key over `sub_appid`
+/// when the order carried one, else over the provider's appid
+/// ([`V2Client::partner_request_payment`](crate::v2::client::V2Client::partner_request_payment)).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SubMerchant {
+    /// `sub_mch_id`: the sub-merchant's merchant number.
+    pub sub_mch_id: SubMchid,
+    /// `sub_appid`: the sub-merchant's mini program, bound to `sub_mch_id`. Needed when the payer
+    /// is identified by `sub_openid`; send it with the later calls about an order that had one.
+    pub sub_appid: Option<AppId>,
+}
+
+impl SubMerchant {
+    /// The sub-merchant `sub_mch_id`, without a `sub_appid`.
+    #[must_use]
+    pub fn new(sub_mch_id: SubMchid) -> Self {
+        SubMerchant {
+            sub_mch_id,
+            sub_appid: None,
+        }
+    }
+
+    /// The same sub-merchant, with its mini program `sub_appid`.
+    #[must_use]
+    pub fn with_sub_appid(mut self, sub_appid: AppId) -> Self {
+        self.sub_appid = Some(sub_appid);
+        self
+    }
+
+    /// The appid a `wx.requestPayment` `paySign` covers for this sub-merchant's orders:
+    /// `sub_appid` when present, else the provider's `sp_appid`.
+    #[must_use]
+    pub fn paying_appid<'a>(&'a self, sp_appid: &'a str) -> &'a str {
+        self.sub_appid.as_ref().map_or(sp_appid, AppId::as_str)
+    }
+
+    /// Adds `sub_mch_id` and, when present, `sub_appid`.
+    pub(crate) fn put(&self, params: &mut XmlMap) {
+        put(params, "sub_mch_id", &self.sub_mch_id);
+        put_opt(params, "sub_appid", self.sub_appid.as_deref());
+    }
+}
+
+/// Adds the sub-merchant's parameters when there is one.
+pub(crate) fn put_sub_merchant(params: &mut XmlMap, sub_merchant: Option<&SubMerchant>) {
+    if let Some(sub) = sub_merchant {
+        sub.put(params);
     }
 }
 

@@ -341,3 +341,255 @@ fn refund_answer() {
         Err(DecodeError::MissingField("refund_id".into()))
     );
 }
+
+// ---- service-provider (partner) mode ----------------------------------------------------
+
+fn sub_merchant(sub_appid: Option<&str>) -> SubMerchant {
+    let sub = SubMerchant::new("1900000109".parse().unwrap());
+    match sub_appid {
+        Some(appid) => sub.with_sub_appid(appid.parse().unwrap()),
+        None => sub,
+    }
+}
+
+/// The partner order of the golden vector below: the payer is a `sub_openid`.
+fn partner_order() -> UnifiedOrderRequest {
+    order()
+        .with_sub_merchant(sub_merchant(Some("wx8888888888888888")))
+        .with_sub_openid()
+}
+
+/// The signatures of [`partner_order`]'s parameters with `nonce_str` fixed to
+/// `5K8264ILTKCH16CQ2502SI8ZNMTM67VS`, computed apart from this crate with Python's `hashlib`
+/// and `hmac`: the non-empty parameters sorted by key, joined as `k=v` with `&`, then
+/// `&key=192006250b4c09247ec02edce69f6a2d`; `hmac.new(key, s, sha256).hexdigest().upper()` with
+/// `sign_type=HMAC-SHA256`, and `md5(s).hexdigest().upper()` with `sign_type=MD5`.
+const PARTNER_HMAC_SIGN: &str = "5DB1D740B56311F7F3F46EC9D1629CA3F4DFCCBC7DBC525E638F2F3C9B2CC69F";
+const PARTNER_MD5_SIGN: &str = "5C32522D837ECEE3761ED407C1C20C48";
+
+#[test]
+fn partner_unified_order_sends_sub_openid_instead_of_openid() {
+    let mut p = partner_order().to_params(&cfg()).unwrap();
+    assert_eq!(p["sub_mch_id"], "1900000109");
+    assert_eq!(p["sub_appid"], "wx8888888888888888");
+    assert_eq!(p["sub_openid"], "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o");
+    assert!(!p.contains_key("openid"));
+    assert_eq!(p["appid"], "wxd930ea5d5a258f4f", "the provider's appid");
+    assert_eq!(p["mch_id"], "10000100", "the provider's mch_id");
+    let keys: Vec<&str> = p.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "appid",
+            "body",
+            "mch_id",
+            "nonce_str",
+            "notify_url",
+            "out_trade_no",
+            "sign_type",
+            "spbill_create_ip",
+            "sub_appid",
+            "sub_mch_id",
+            "sub_openid",
+            "total_fee",
+            "trade_type",
+        ]
+    );
+    p.insert(
+        "nonce_str".into(),
+        "5K8264ILTKCH16CQ2502SI8ZNMTM67VS".into(),
+    );
+    let key = "192006250b4c09247ec02edce69f6a2d";
+    assert_eq!(
+        crate::v2::sign::sign_map(&p, key, SignType::HmacSha256),
+        PARTNER_HMAC_SIGN
+    );
+    p.insert("sign_type".into(), "MD5".into());
+    assert_eq!(
+        crate::v2::sign::sign_map(&p, key, SignType::Md5),
+        PARTNER_MD5_SIGN
+    );
+}
+
+#[test]
+fn partner_unified_order_with_the_providers_openid() {
+    // The payer of the provider's mini program: `openid`, and no sub_appid is needed.
+    let req = order().with_sub_merchant(sub_merchant(None));
+    let p = req.to_params(&cfg()).unwrap();
+    assert_eq!(p["sub_mch_id"], "1900000109");
+    assert_eq!(p["openid"], "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o");
+    assert!(!p.contains_key("sub_openid"));
+    assert!(!p.contains_key("sub_appid"));
+    assert_eq!(req.paying_appid("wxsp"), "wxsp");
+    assert_eq!(partner_order().paying_appid("wxsp"), "wx8888888888888888");
+    // An ordinary order has none of the partner parameters.
+    let p = order().to_params(&cfg()).unwrap();
+    assert!(
+        ["sub_mch_id", "sub_appid", "sub_openid"]
+            .iter()
+            .all(|k| !p.contains_key(*k))
+    );
+    assert_eq!(order().openid_scope, OpenIdScope::App);
+    assert_eq!(order().paying_appid("wxsp"), "wxsp");
+}
+
+#[test]
+fn sub_openid_needs_a_sub_appid() {
+    for req in [
+        order().with_sub_openid(),
+        order()
+            .with_sub_merchant(sub_merchant(None))
+            .with_sub_openid(),
+    ] {
+        match req.to_params(&cfg()) {
+            Err(Error::InvalidRequest(msg)) => {
+                assert!(msg.contains("sub_openid requires"), "{msg}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(partner_order().validate().is_ok());
+    // The ids are checked when they are made: 1 to 32 letters or digits (sub_mch_id), and
+    // letters, digits, `_` and `-` (sub_appid).
+    assert!(SubMchid::try_from("").is_err());
+    assert!(SubMchid::try_from("1".repeat(33)).is_err());
+    assert!(SubMchid::try_from("19000-00109").is_err());
+    assert!(AppId::try_from("").is_err());
+    assert!(AppId::try_from("w".repeat(33)).is_err());
+    match SubMchid::try_from("").map_err(Error::from) {
+        Err(Error::InvalidRequest(msg)) => assert!(msg.contains("1 to 32"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn partner_query_close_refund_and_bill_params() {
+    let sub = sub_merchant(Some("wx8888888888888888"));
+    let check = |p: &XmlMap| {
+        assert_eq!(p["sub_mch_id"], "1900000109");
+        assert_eq!(p["sub_appid"], "wx8888888888888888");
+        assert_eq!(p["mch_id"], "10000100");
+    };
+    check(
+        &OrderQueryRequest::by_out_trade_no("20150806125346".parse().unwrap())
+            .with_sub_merchant(sub.clone())
+            .to_params(&cfg())
+            .unwrap(),
+    );
+    check(
+        &CloseOrderRequest::new("20150806125346".parse().unwrap())
+            .with_sub_merchant(sub.clone())
+            .to_params(&cfg())
+            .unwrap(),
+    );
+    let refund = RefundRequest::new(RefundFields {
+        id: OrderId::TransactionId("4200000000000000000000000000".into()),
+        out_refund_no: "R1".parse().unwrap(),
+        total_fee: Fen::new(100),
+        refund_fee: Fen::new(10),
+    })
+    .with_sub_merchant(sub.clone());
+    check(&refund.to_params(&cfg()).unwrap());
+    check(
+        &RefundQueryRequest::new(RefundQueryId::OutRefundNo("R1".parse().unwrap()))
+            .with_sub_merchant(sub.clone())
+            .to_params(&cfg())
+            .unwrap(),
+    );
+    // Without a sub_appid only sub_mch_id is sent.
+    let p = OrderQueryRequest::by_transaction_id("4200000000000000000000000000")
+        .with_sub_merchant(sub_merchant(None))
+        .to_params(&cfg())
+        .unwrap();
+    assert_eq!(p["sub_mch_id"], "1900000109");
+    assert!(!p.contains_key("sub_appid"));
+    // The constructors leave partner mode off.
+    assert!(
+        !OrderQueryRequest::by_transaction_id("4200000000000000000000000000")
+            .to_params(&cfg())
+            .unwrap()
+            .contains_key("sub_mch_id")
+    );
+
+    let bill = DownloadBillRequest {
+        bill_date: date!(2024 - 03 - 05),
+        bill_type: BillType::All,
+        gzip: false,
+    };
+    let p = bill.to_partner_params(&cfg(), &sub.sub_mch_id).unwrap();
+    assert_eq!(p["sub_mch_id"], "1900000109");
+    assert_eq!(p["bill_date"], "20240305");
+    assert!(!p.contains_key("sub_appid"));
+    assert!(!bill.to_params(&cfg()).unwrap().contains_key("sub_mch_id"));
+}
+
+#[test]
+fn partner_answers_carry_the_sub_merchant() {
+    let r = UnifiedOrderResponse::from_map(&map(&[
+        ("prepay_id", "wx201410272009395522657a690389285100"),
+        ("trade_type", "JSAPI"),
+        ("sub_appid", "wx8888888888888888"),
+        ("sub_mch_id", "1900000109"),
+    ]))
+    .unwrap();
+    assert_eq!(r.sub_appid.as_deref(), Some("wx8888888888888888"));
+    assert_eq!(r.sub_mch_id.as_deref(), Some("1900000109"));
+
+    let q = OrderQueryResponse::from_map(&map(&[
+        ("trade_state", "SUCCESS"),
+        ("out_trade_no", "1409811653"),
+        ("openid", "o_sp"),
+        ("is_subscribe", "N"),
+        ("sub_appid", "wx8888888888888888"),
+        ("sub_mch_id", "1900000109"),
+        ("sub_openid", "o_sub"),
+        ("sub_is_subscribe", "Y"),
+    ]))
+    .unwrap();
+    assert_eq!(q.openid.as_deref(), Some("o_sp"));
+    assert_eq!(q.sub_openid.as_deref(), Some("o_sub"));
+    assert_eq!(q.sub_is_subscribe, Some(true));
+    assert_eq!(q.sub_mch_id.as_deref(), Some("1900000109"));
+    assert_eq!(q.sub_appid.as_deref(), Some("wx8888888888888888"));
+    assert!(matches!(OrderQueryResponse::from_map(&map(&[
+            ("trade_state", "SUCCESS"),
+            ("out_trade_no", "1409811653"),
+            ("sub_is_subscribe", "yes"),
+        ])), Err(DecodeError::InvalidField { field, .. }) if field == "sub_is_subscribe"));
+    let plain = OrderQueryResponse::from_map(&map(&[
+        ("trade_state", "NOTPAY"),
+        ("out_trade_no", "1409811653"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        (plain.sub_mch_id, plain.sub_openid, plain.sub_is_subscribe),
+        (None, None, None)
+    );
+
+    let r = RefundResponse::from_map(&map(&[
+        ("transaction_id", "4200000000000000000000000000"),
+        ("out_trade_no", "20150806125346"),
+        ("out_refund_no", "R1"),
+        ("refund_id", "500000"),
+        ("refund_fee", "50"),
+        ("total_fee", "100"),
+        ("cash_fee", "100"),
+        ("sub_mch_id", "1900000109"),
+    ]))
+    .unwrap();
+    assert_eq!(r.sub_mch_id.as_deref(), Some("1900000109"));
+    assert_eq!(r.sub_appid, None);
+
+    let r = RefundQueryResponse::from_map(&map(&[
+        ("transaction_id", "4200000000000000000000000000"),
+        ("out_trade_no", "20150806125346"),
+        ("total_fee", "100"),
+        ("cash_fee", "100"),
+        ("refund_count", "0"),
+        ("sub_appid", "wx8888888888888888"),
+        ("sub_mch_id", "1900000109"),
+    ]))
+    .unwrap();
+    assert_eq!(r.sub_mch_id.as_deref(), Some("1900000109"));
+    assert_eq!(r.sub_appid.as_deref(), Some("wx8888888888888888"));
+}

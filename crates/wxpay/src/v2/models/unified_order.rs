@@ -2,13 +2,28 @@
 
 use time::OffsetDateTime;
 
-use super::shared::{base_params, optional_string, put, put_opt, required, yes_no};
+use super::shared::{
+    SubMerchant, base_params, optional_string, put, put_opt, put_sub_merchant, required, yes_no,
+};
 use crate::error::{DecodeError, Error};
 use crate::ids::{OpenId, OutTradeNo};
 use crate::money::Fen;
 use crate::v2::XmlMap;
 use crate::v2::client::V2Config;
 use crate::validate;
+
+/// Under which appid the payer's `openid` of a [`UnifiedOrderRequest`] was issued, so which
+/// parameter carries it. WeChat takes one of the two.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OpenIdScope {
+    /// The call's `appid` (the merchant's mini program; the provider's in partner mode): sent as
+    /// `openid`.
+    #[default]
+    App,
+    /// The sub-merchant's `sub_appid` (partner mode): sent as `sub_openid`, and the request's
+    /// [`SubMerchant`] must have a `sub_appid`.
+    SubApp,
+}
 
 /// The required fields of a JSAPI order, by name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +79,12 @@ pub struct UnifiedOrderRequest {
     pub profit_sharing: Option<bool>,
     /// `scene_info`: a JSON string.
     pub scene_info: Option<String>,
+    /// Partner mode: the sub-merchant the order is for (`sub_mch_id`, `sub_appid`). `None` for
+    /// an ordinary merchant.
+    pub sub_merchant: Option<SubMerchant>,
+    /// Under which appid [`openid`](Self::openid) was issued: [`OpenIdScope::SubApp`] sends it
+    /// as `sub_openid` (partner mode, with a `sub_appid`) instead of `openid`.
+    pub openid_scope: OpenIdScope,
 }
 
 impl UnifiedOrderRequest {
@@ -96,7 +117,35 @@ impl UnifiedOrderRequest {
             receipt: false,
             profit_sharing: None,
             scene_info: None,
+            sub_merchant: None,
+            openid_scope: OpenIdScope::App,
         }
+    }
+
+    /// The same order, for a sub-merchant of the service provider whose client sends it.
+    #[must_use]
+    pub fn with_sub_merchant(mut self, sub_merchant: SubMerchant) -> Self {
+        self.sub_merchant = Some(sub_merchant);
+        self
+    }
+
+    /// The same order, paid by the user whose [`openid`](Self::openid) is under the
+    /// sub-merchant's `sub_appid` (sent as `sub_openid`). Needs a sub-merchant with a
+    /// `sub_appid` ([`with_sub_merchant`](Self::with_sub_merchant)).
+    #[must_use]
+    pub fn with_sub_openid(mut self) -> Self {
+        self.openid_scope = OpenIdScope::SubApp;
+        self
+    }
+
+    /// The appid a `wx.requestPayment` `paySign` for this order's prepay covers, given the
+    /// client's `appid`: the sub-merchant's `sub_appid` when the order carries one, else
+    /// `appid`.
+    #[must_use]
+    pub fn paying_appid<'a>(&'a self, appid: &'a str) -> &'a str {
+        self.sub_merchant
+            .as_ref()
+            .map_or(appid, |sub| sub.paying_appid(appid))
     }
 
     /// Checks the fields against the documented limits.
@@ -104,6 +153,16 @@ impl UnifiedOrderRequest {
     /// # Errors
     /// [`Error::InvalidRequest`] naming the field.
     pub fn validate(&self) -> Result<(), Error> {
+        if self.openid_scope == OpenIdScope::SubApp
+            && self
+                .sub_merchant
+                .as_ref()
+                .is_none_or(|sub| sub.sub_appid.is_none())
+        {
+            return Err(validate::invalid(
+                "sub_openid requires a sub-merchant with sub_appid (the sub-merchant's mini program)",
+            ));
+        }
         validate::text("body", &self.body, 1, 128)?;
         validate::amount("total_fee", self.total_fee)?;
         if self.spbill_create_ip.parse::<std::net::IpAddr>().is_err() {
@@ -134,13 +193,18 @@ impl UnifiedOrderRequest {
     pub fn to_params(&self, cfg: &V2Config) -> Result<XmlMap, Error> {
         self.validate()?;
         let mut p = base_params(cfg);
+        put_sub_merchant(&mut p, self.sub_merchant.as_ref());
         put(&mut p, "body", &self.body);
         put(&mut p, "out_trade_no", &self.out_trade_no);
         put(&mut p, "total_fee", &self.total_fee.to_string());
         put(&mut p, "spbill_create_ip", &self.spbill_create_ip);
         put(&mut p, "notify_url", &self.notify_url);
         put(&mut p, "trade_type", "JSAPI");
-        put(&mut p, "openid", self.openid.as_str());
+        let openid_key = match self.openid_scope {
+            OpenIdScope::App => "openid",
+            OpenIdScope::SubApp => "sub_openid",
+        };
+        put(&mut p, openid_key, self.openid.as_str());
         put_opt(&mut p, "attach", self.attach.as_deref());
         put_opt(&mut p, "detail", self.detail.as_deref());
         put_opt(&mut p, "device_info", self.device_info.as_deref());
@@ -177,6 +241,10 @@ pub struct UnifiedOrderResponse {
     pub code_url: Option<String>,
     /// `device_info`.
     pub device_info: Option<String>,
+    /// `sub_appid` (partner mode), as echoed.
+    pub sub_appid: Option<String>,
+    /// `sub_mch_id` (partner mode), as echoed.
+    pub sub_mch_id: Option<String>,
 }
 
 impl UnifiedOrderResponse {
@@ -190,6 +258,8 @@ impl UnifiedOrderResponse {
             trade_type: required(map, "trade_type")?.to_owned(),
             code_url: optional_string(map, "code_url"),
             device_info: optional_string(map, "device_info"),
+            sub_appid: optional_string(map, "sub_appid"),
+            sub_mch_id: optional_string(map, "sub_mch_id"),
         })
     }
 }
