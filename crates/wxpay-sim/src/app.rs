@@ -64,7 +64,8 @@ pub struct AppState {
     pub dispatcher: Arc<Dispatcher>,
     /// The mini-program side (users, wx.login codes).
     pub mp: Arc<MiniProgram>,
-    /// Service-provider mode: sub-merchants, their users, partner orders.
+    /// Service-provider mode (any merchant as a provider): sub-merchants, their users, partner
+    /// orders.
     pub partner: crate::partner::Partner,
     /// Trade management (shipping, receipt, settlement) of the mini program's paid orders.
     pub trade: crate::trade::TradeManagement,
@@ -243,9 +244,9 @@ impl AppState {
         let journal = parts.journal.as_ref().map(|(j, _)| j.clone());
         let partner = match &parts.journal {
             Some((journal, entries)) => {
-                crate::partner::Partner::persistent(journal.clone(), entries)
+                crate::partner::Partner::persistent(&parts.merchant.mchid, journal.clone(), entries)
             }
-            None => crate::partner::Partner::new(),
+            None => crate::partner::Partner::new(&parts.merchant.mchid),
         };
         let trade = match &parts.journal {
             Some((journal, entries)) => {
@@ -293,7 +294,7 @@ impl AppState {
     }
 
     /// The merchant `mchid`, or the first one for an unknown id (an order's merchant always
-    /// exists; partner orders name the provider, the first merchant).
+    /// exists; partner orders name their provider).
     #[must_use]
     pub fn account_for(&self, mchid: &str) -> Arc<MerchantAccount> {
         self.merchant_account(mchid)

@@ -66,9 +66,13 @@ pub struct AppLine {
     pub mchid: String,
 }
 
-/// A sub-merchant (特约商户) of the simulated service provider.
+/// A sub-merchant (特约商户) of a provider.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubMerchantLine {
+    /// The provider; absent for the first merchant (and in lines written before providers
+    /// other than the first merchant existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sp_mchid: Option<String>,
     /// Its merchant id.
     pub sub_mchid: String,
     /// Its own mini program, if bound.

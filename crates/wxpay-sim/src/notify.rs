@@ -681,7 +681,8 @@ pub fn v3_refund_notification(
     })
 }
 
-/// The v2 payment notification of a paid order (§A.10): signed XML in the order's sign type.
+/// The v2 payment notification of a paid order (§A.10): signed XML in the order's sign type (by
+/// the order's merchant: the provider for a sub-merchant's order).
 #[must_use]
 pub fn v2_payment_notification(state: &AppState, order: &Order) -> Option<NewDelivery> {
     let account = state.account_for(&order.mchid);
@@ -700,8 +701,19 @@ pub fn v2_payment_notification(state: &AppState, order: &Order) -> Option<NewDel
     put("mch_id", &order.mchid);
     put("nonce_str", &wxpay::nonce::nonce());
     put("result_code", "SUCCESS");
-    put("openid", &order.openid);
-    put("is_subscribe", "N");
+    // Payer fields; a sub-merchant's order also names it, its mini program and the payer
+    // under it (`sub_openid`, `sub_is_subscribe`).
+    let partner = state.partner.order(&order.out_trade_no);
+    if let Some(p) = &partner {
+        put("sub_mch_id", &p.sub_mchid);
+        put("sub_appid", p.sub_appid.as_deref().unwrap_or(""));
+    }
+    crate::v2::add_payer(&mut map, order, partner.as_ref());
+    let mut put = |k: &str, v: &str| {
+        if !v.is_empty() {
+            map.insert(k.to_owned(), v.to_owned());
+        }
+    };
     put("trade_type", order.trade_type.as_str());
     put("bank_type", "OTHERS");
     put("total_fee", &total);

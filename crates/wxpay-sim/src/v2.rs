@@ -15,9 +15,9 @@ use axum::extract::{Extension, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
-use time::{Date, OffsetDateTime};
+use time::Date;
 use wxpay::v2::models::RefundAccount;
-use wxpay::v2::notify::{RefundNotification, build_refund_notification};
+use wxpay::v2::notify::encrypt_req_info;
 use wxpay::v2::sign::{constant_time_eq_ignore_case, sign_map};
 use wxpay::v2::xml::{self, XmlError};
 use wxpay::v2::{ErrCode, SignType, XmlMap};
@@ -110,6 +110,13 @@ enum Dialect {
     Bill,
 }
 
+/// The sub-merchant a provider-mode request is for.
+#[derive(Clone, Copy)]
+struct Sub<'a> {
+    sub_mch_id: &'a str,
+    sub_appid: Option<&'a str>,
+}
+
 /// A request whose signature verified: its parameters and the `sign_type` it declared
 /// (answers are signed with it).
 struct Call<'a> {
@@ -189,6 +196,46 @@ impl<'a> Call<'a> {
         Ok(call)
     }
 
+    /// Provider mode (服务商): with `sub_mch_id` the request is the provider's (`appid`/`mch_id`)
+    /// for that sub-merchant, which must be registered under it (else `受理关系不存在`), with an
+    /// optional `sub_appid` that must be the one bound to it (else `sub_mch_id与sub_appid不匹配`);
+    /// both are protocol failures, as WeChat answers them. `sub_appid` or `sub_openid` without
+    /// `sub_mch_id` is `受理机构必须传入sub_mch_id`. `None`: a direct request.
+    fn sub(&self) -> Result<Option<Sub<'_>>, Reject> {
+        let Some(sub_mch_id) = self.get("sub_mch_id") else {
+            if self.get("sub_appid").is_some() || self.get("sub_openid").is_some() {
+                return Err(return_fail("受理机构必须传入sub_mch_id"));
+            }
+            return Ok(None);
+        };
+        let bound = self
+            .state
+            .partner
+            .sub_merchant(self.merchant.mchid(), sub_mch_id)
+            .ok_or_else(|| return_fail("受理关系不存在"))?;
+        let sub_appid = self.get("sub_appid");
+        if let Some(a) = sub_appid
+            && bound.as_deref() != Some(a)
+        {
+            return Err(return_fail("sub_mch_id与sub_appid不匹配"));
+        }
+        Ok(Some(Sub {
+            sub_mch_id,
+            sub_appid,
+        }))
+    }
+
+    /// Whether the order is this request's: the merchant's, and a partner order of the
+    /// request's `sub_mch_id` when it has one, else a direct order.
+    fn owns(&self, sub: Option<&Sub<'_>>, order: &Order) -> bool {
+        order.mchid == self.merchant.mchid()
+            && crate::partner::visible_to(
+                self.state,
+                sub.map(|s| s.sub_mch_id),
+                &order.out_trade_no,
+            )
+    }
+
     fn get(&self, key: &str) -> Option<&str> {
         self.params
             .get(key)
@@ -251,6 +298,12 @@ impl<'a> Call<'a> {
             self.get("appid").unwrap_or(&m.appid).to_owned(),
         );
         fields.insert("mch_id".into(), m.mchid.clone());
+        // Provider mode: answers echo the sub-merchant and its mini program.
+        for key in ["sub_mch_id", "sub_appid"] {
+            if let Some(v) = self.get(key) {
+                fields.insert(key.into(), v.to_owned());
+            }
+        }
         fields.insert("nonce_str".into(), wxpay::nonce::nonce());
         fields.insert("result_code".into(), result_code.into());
         let sign = sign_map(&fields, &m.api_v2_key, self.sign_type);
@@ -304,6 +357,7 @@ async fn unified_order(State(state): State<Arc<AppState>>, body: Bytes) -> Respo
 
 fn unified_order_answer(call: &Call<'_>) -> Answer {
     let state = call.state;
+    let sub = call.sub()?;
     let description = call.require("body")?;
     if description.chars().count() > 128 {
         return Err(call.param_error("body参数长度有误，最长128个字符"));
@@ -339,13 +393,17 @@ fn unified_order_answer(call: &Call<'_>) -> Answer {
     {
         return Err(call.param_error("limit_pay参数错误，只能为no_credit"));
     }
-    let openid = match (trade_type, call.get("openid")) {
-        (TradeType::Jsapi, None) => {
-            return Err(call.business_error(&ErrCode::LackParams, "JSAPI支付必须传openid"));
-        }
-        (_, openid) => openid.unwrap_or_default(),
+    let appid = call.get("appid").unwrap_or_default();
+    let (openid, sub_payer) = match sub {
+        None => match (trade_type, call.get("openid")) {
+            (TradeType::Jsapi, None) => {
+                return Err(call.business_error(&ErrCode::LackParams, "JSAPI支付必须传openid"));
+            }
+            (_, openid) => (openid.unwrap_or_default(), false),
+        },
+        Some(sub) => partner_payer(call, trade_type, sub)?,
     };
-    if !openid.is_empty() && !state.has_user(call.get("appid").unwrap_or_default(), openid) {
+    if !sub_payer && !openid.is_empty() && !state.has_user(appid, openid) {
         return Err(call.param_error("appid和openid不匹配"));
     }
     let now = state.now();
@@ -363,12 +421,16 @@ fn unified_order_answer(call: &Call<'_>) -> Answer {
     {
         return Err(call.param_error("time_start时间格式有误，格式为yyyyMMddHHmmss"));
     }
-    // Numbers are kept simulator-wide: another merchant's number is taken too.
-    if state
-        .store
-        .order(out_trade_no)
-        .is_some_and(|o| o.mchid != call.merchant.mchid())
-    {
+    // Numbers are kept simulator-wide: another merchant's number is taken too; a provider's
+    // numbers are shared by its own orders and all its sub-merchants' (unique per mch_id).
+    let facts = sub.map(|s| crate::partner::PartnerOrder {
+        sub_mchid: s.sub_mch_id.to_owned(),
+        sub_appid: s.sub_appid.map(str::to_owned),
+        sub_payer,
+    });
+    if state.store.order(out_trade_no).is_some_and(|o| {
+        o.mchid != call.merchant.mchid() || state.partner.order(out_trade_no) != facts
+    }) {
         return Err(call.order_error(&OrderError::OutTradeNoUsed));
     }
     let (order, _) = state
@@ -389,6 +451,9 @@ fn unified_order_answer(call: &Call<'_>) -> Answer {
             time_expire,
         })
         .map_err(|e| call.order_error(&e))?;
+    if let Some(facts) = &facts {
+        state.partner.record_order(out_trade_no, facts);
+    }
     let mut fields = XmlMap::new();
     fields.insert("trade_type".into(), trade_type.as_str().into());
     fields.insert("prepay_id".into(), order.prepay_id.clone());
@@ -416,6 +481,35 @@ fn unified_order_answer(call: &Call<'_>) -> Answer {
     Ok(call.success(fields))
 }
 
+/// The payer of a provider-mode order: `openid` (a user of `appid`, the provider's mini
+/// program) or `sub_openid` (a user of `sub_appid`, which is then required); returns the openid
+/// and whether it is a `sub_openid`.
+fn partner_payer<'a>(
+    call: &'a Call<'_>,
+    trade_type: TradeType,
+    sub: Sub<'a>,
+) -> Result<(&'a str, bool), Reject> {
+    match (call.get("openid"), call.get("sub_openid")) {
+        (Some(_), Some(_)) => Err(call.param_error("openid和sub_openid只能传其中之一")),
+        (None, Some(sub_openid)) => {
+            let Some(sub_appid) = sub.sub_appid else {
+                return Err(
+                    call.business_error(&ErrCode::LackParams, "传入sub_openid时sub_appid必填")
+                );
+            };
+            if !crate::partner::is_user_of(call.state, sub_appid, sub_openid) {
+                return Err(call.param_error("sub_appid和sub_openid不匹配"));
+            }
+            Ok((sub_openid, true))
+        }
+        (Some(openid), None) => Ok((openid, false)),
+        (None, None) if trade_type == TradeType::Jsapi => {
+            Err(call.business_error(&ErrCode::LackParams, "JSAPI支付必须传openid或sub_openid"))
+        }
+        (None, None) => Ok(("", false)),
+    }
+}
+
 fn reason(e: &wxpay::Error) -> String {
     match e {
         wxpay::Error::InvalidRequest(msg) => msg.clone(),
@@ -433,8 +527,9 @@ async fn order_query(State(state): State<Arc<AppState>>, body: Bytes) -> Respons
     }
 }
 
-/// The order named by `transaction_id` (which wins) or `out_trade_no`.
-fn find_order(call: &Call<'_>) -> Result<Order, Reject> {
+/// The order named by `transaction_id` (which wins) or `out_trade_no`, if it is the request's
+/// (see [`Call::owns`]).
+fn find_order(call: &Call<'_>, sub: Option<&Sub<'_>>) -> Result<Order, Reject> {
     let store = &call.state.store;
     let order = match (call.get("transaction_id"), call.get("out_trade_no")) {
         (Some(tx), _) => store.order_by_transaction_id(tx),
@@ -446,12 +541,14 @@ fn find_order(call: &Call<'_>) -> Result<Order, Reject> {
         }
     };
     order
-        .filter(|o| o.mchid == call.merchant.mchid())
+        .filter(|o| call.owns(sub, o))
         .ok_or_else(|| call.order_error(&OrderError::OrderNotExist))
 }
 
 fn order_query_answer(call: &Call<'_>) -> Answer {
-    let order = find_order(call)?;
+    let sub = call.sub()?;
+    let order = find_order(call, sub.as_ref())?;
+    let partner = sub.and_then(|_| call.state.partner.order(&order.out_trade_no));
     let mut f = XmlMap::new();
     f.insert("trade_state".into(), order.trade_state.as_str().into());
     f.insert(
@@ -469,8 +566,7 @@ fn order_query_answer(call: &Call<'_>) -> Answer {
         f.insert("device_info".into(), device_info.clone());
     }
     if order.trade_state.is_paid() {
-        f.insert("openid".into(), order.openid.clone());
-        f.insert("is_subscribe".into(), "N".into());
+        add_payer(&mut f, &order, partner.as_ref());
         f.insert("trade_type".into(), order.trade_type.as_str().into());
         f.insert("bank_type".into(), "OTHERS".into());
         f.insert("fee_type".into(), "CNY".into());
@@ -495,12 +591,40 @@ async fn close_order(State(state): State<Arc<AppState>>, body: Bytes) -> Respons
     }
 }
 
+/// The payer fields of a paid order (orderquery and the payment notification): `openid` and
+/// `is_subscribe`; for a partner order also `sub_openid` (when the payer was given as one; the
+/// `openid` is then the payer's under the provider's appid) and `sub_is_subscribe` (when the
+/// order has a `sub_appid`).
+pub(crate) fn add_payer(
+    f: &mut XmlMap,
+    order: &Order,
+    partner: Option<&crate::partner::PartnerOrder>,
+) {
+    match partner {
+        Some(p) if p.sub_payer => {
+            f.insert(
+                "openid".into(),
+                crate::partner::provider_openid(&order.appid, &order.openid),
+            );
+            f.insert("sub_openid".into(), order.openid.clone());
+        }
+        _ => {
+            f.insert("openid".into(), order.openid.clone());
+        }
+    }
+    f.insert("is_subscribe".into(), "N".into());
+    if partner.is_some_and(|p| p.sub_appid.is_some()) {
+        f.insert("sub_is_subscribe".into(), "N".into());
+    }
+}
+
 fn close_order_answer(call: &Call<'_>) -> Answer {
+    let sub = call.sub()?;
     let out_trade_no = call.require("out_trade_no")?;
     let store = &call.state.store;
     let order = store
         .order(out_trade_no)
-        .filter(|o| o.mchid == call.merchant.mchid())
+        .filter(|o| call.owns(sub.as_ref(), o))
         .ok_or_else(|| call.order_error(&OrderError::OrderNotExist))?;
     // v2 tells the merchant that a closed order needs no further calls.
     if order.trade_state == TradeState::Closed {
@@ -544,6 +668,7 @@ async fn refund(
 }
 
 fn refund_answer(call: &Call<'_>, state: &Arc<AppState>) -> Answer {
+    let sub = call.sub()?;
     let order = match (call.get("transaction_id"), call.get("out_trade_no")) {
         (Some(tx), _) => OrderRef::TransactionId(tx),
         (None, Some(no)) => OrderRef::OutTradeNo(no),
@@ -583,7 +708,7 @@ fn refund_answer(call: &Call<'_>, state: &Arc<AppState>) -> Answer {
         OrderRef::TransactionId(tx) => state.store.order_by_transaction_id(tx),
         OrderRef::OutTradeNo(no) => state.store.order(no),
     };
-    if owner.is_some_and(|o| o.mchid != call.merchant.mchid()) {
+    if owner.is_some_and(|o| !call.owns(sub.as_ref(), &o)) {
         return Err(call.order_error(&OrderError::OrderNotExist));
     }
     let (refund, created) = state
@@ -629,6 +754,7 @@ async fn refund_query(State(state): State<Arc<AppState>>, body: Bytes) -> Respon
 }
 
 fn refund_query_answer(call: &Call<'_>) -> Answer {
+    let sub = call.sub()?;
     let store = &call.state.store;
     let not_found = || call.order_error(&OrderError::RefundNotExist);
     // One of refund_id > out_refund_no > transaction_id > out_trade_no, in that precedence.
@@ -656,7 +782,7 @@ fn refund_query_answer(call: &Call<'_>) -> Answer {
     let first = refunds.first().ok_or_else(not_found)?;
     let order = store
         .order(&first.out_trade_no)
-        .filter(|o| o.mchid == call.merchant.mchid())
+        .filter(|o| call.owns(sub.as_ref(), o))
         .ok_or_else(not_found)?;
     let offset = match call.get("offset") {
         None => None,
@@ -719,6 +845,8 @@ async fn download_bill(State(state): State<Arc<AppState>>, body: Bytes) -> Respo
 }
 
 fn bill_answer(call: &Call<'_>) -> Answer {
+    // With `sub_mch_id`, that sub-merchant's lines only.
+    let only = call.sub()?.map(|s| s.sub_mch_id);
     let Some(date_text) = call.get("bill_date") else {
         return Err(bill_fail("missing parameter", None));
     };
@@ -743,10 +871,23 @@ fn bill_answer(call: &Call<'_>) -> Answer {
         return Err(no_bill());
     }
     let mine = |o: &Order| o.mchid == call.merchant.mchid();
-    let text =
-        bills::trade_bill_text_of(&call.state.store, date, bill_type, &|_| None, None, &mine)
-            .map_err(|_| bill_fail("System Error", None))?
-            .ok_or_else(no_bill)?;
+    // The `特约商户号` column names the sub-merchant of partner lines (`0` for direct ones).
+    let sub_mchid_of = |o: &Order| {
+        call.state
+            .partner
+            .order(&o.out_trade_no)
+            .map(|p| p.sub_mchid)
+    };
+    let text = bills::trade_bill_text_of(
+        &call.state.store,
+        date,
+        bill_type,
+        &sub_mchid_of,
+        only,
+        &mine,
+    )
+    .map_err(|_| bill_fail("System Error", None))?
+    .ok_or_else(no_bill)?;
     let answer = if gzip {
         (
             [(header::CONTENT_TYPE, "application/x-gzip")],
@@ -766,45 +907,72 @@ fn no_bill() -> Reject {
 // ---------------------------------------------------------------------------------------------
 // Refund notification
 
-fn unix_to_datetime(unix: i64) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp(unix).ok()
-}
-
 /// The v2 refund notification (§A.11) of a refund that reached a final state: the details in
-/// `req_info`, encrypted with the API key; `None` without a `notify_url`.
+/// `req_info` (a `<root>` XML encrypted with the API key), the outer XML naming the merchant
+/// (and, for a sub-merchant's refund, `sub_mch_id` and `sub_appid`); `None` without a
+/// `notify_url`. Built here field by field (the library's `encrypt_req_info`), so that it does
+/// not depend on the library's notification struct.
 fn refund_notification(state: &AppState, order: &Order, refund: &Refund) -> Option<NewDelivery> {
     let url = refund.notify_url.clone()?;
-    let notification = RefundNotification {
-        appid: order.appid.clone(),
-        mch_id: order.mchid.clone(),
-        nonce_str: wxpay::nonce::nonce(),
-        transaction_id: refund.transaction_id.clone(),
-        out_trade_no: refund.out_trade_no.clone(),
-        refund_id: refund.refund_id.clone(),
-        out_refund_no: refund.out_refund_no.clone(),
-        total_fee: Fen::new(refund.total),
-        settlement_total_fee: Some(Fen::new(refund.total)),
-        refund_fee: Fen::new(refund.amount),
-        settlement_refund_fee: Fen::new(if refund.status == RefundStatus::Success {
-            refund.amount
-        } else {
-            0
-        }),
-        refund_status: wxpay::v2::models::RefundStatus::from_code(refund.status.as_v2()),
-        success_time: refund.success_time.and_then(unix_to_datetime),
-        refund_recv_accout: Some(REFUND_RECEIVER.into()),
-        refund_account: Some(RefundAccount::UnsettledFunds),
-        refund_request_source: Some("API".into()),
-        cash_refund_fee: Some(Fen::new(refund.amount)),
-    };
     let account = state.account_for(&order.mchid);
-    let body = match build_refund_notification(&notification, &account.credentials.api_v2_key) {
-        Ok(body) => body,
+    let mut inner = XmlMap::new();
+    let mut put = |k: &str, v: String| {
+        if !v.is_empty() {
+            inner.insert(k.to_owned(), v);
+        }
+    };
+    put("transaction_id", refund.transaction_id.clone());
+    put("out_trade_no", refund.out_trade_no.clone());
+    put("refund_id", refund.refund_id.clone());
+    put("out_refund_no", refund.out_refund_no.clone());
+    put("total_fee", refund.total.to_string());
+    put("settlement_total_fee", refund.total.to_string());
+    put("refund_fee", refund.amount.to_string());
+    let settled = if refund.status == RefundStatus::Success {
+        refund.amount
+    } else {
+        0
+    };
+    put("settlement_refund_fee", settled.to_string());
+    put("refund_status", refund.status.as_v2().to_owned());
+    put(
+        "success_time",
+        refund.success_time.map(dashed_time).unwrap_or_default(),
+    );
+    put("refund_recv_accout", REFUND_RECEIVER.to_owned());
+    put(
+        "refund_account",
+        RefundAccount::UnsettledFunds.as_str().to_owned(),
+    );
+    put("refund_request_source", "API".to_owned());
+    put("cash_refund_fee", refund.amount.to_string());
+    let built = xml::encode_with_root(&inner, "root")
+        .map_err(|e| e.to_string())
+        .and_then(|plain| {
+            encrypt_req_info(&account.credentials.api_v2_key, &plain).map_err(|e| e.to_string())
+        });
+    let req_info = match built {
+        Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, out_refund_no = %refund.out_refund_no, "v2 refund notification not built");
             return None;
         }
     };
+    let mut outer = XmlMap::new();
+    outer.insert("return_code".into(), "SUCCESS".into());
+    outer.insert("appid".into(), order.appid.clone());
+    outer.insert("mch_id".into(), order.mchid.clone());
+    outer.insert("nonce_str".into(), wxpay::nonce::nonce());
+    outer.insert("req_info".into(), req_info);
+    // A sub-merchant's refund also names the sub-merchant and its mini program (the outer XML
+    // is not signed; `req_info` is encrypted).
+    if let Some(partner) = state.partner.order(&order.out_trade_no) {
+        outer.insert("sub_mch_id".into(), partner.sub_mchid.clone());
+        if let Some(a) = &partner.sub_appid {
+            outer.insert("sub_appid".into(), a.clone());
+        }
+    }
+    let body = xml::encode(&outer).ok()?;
     Some(NewDelivery {
         kind: DeliveryKind::Refund,
         version: ApiVersion::V2,

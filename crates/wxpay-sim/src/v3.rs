@@ -813,7 +813,7 @@ async fn create_refund(
     let total = req_amount(&v, "/amount/total", "原订单金额")?;
     check_currency(&v, "/amount/currency", true)?;
     let sub_mchid = opt_str(&v, "/sub_mchid", "子商户号", 32)?.filter(|s| !s.is_empty());
-    crate::partner::check_refund_order(&state, sub_mchid, order)?;
+    crate::partner::check_refund_order(&state, merchant.mchid(), sub_mchid, order)?;
     let owner = match order {
         OrderRef::TransactionId(tx) => state.store.order_by_transaction_id(tx),
         OrderRef::OutTradeNo(no) => state.store.order(no),
@@ -1025,7 +1025,7 @@ async fn trade_bill(
         .map(String::as_str)
         .filter(|s| !s.is_empty());
     if let Some(sub) = only {
-        crate::partner::check_bound(&state, sub)?;
+        crate::partner::check_bound(&state, merchant.mchid(), sub)?;
     }
     let sub_mchid_of = |o: &Order| state.partner.order(&o.out_trade_no).map(|p| p.sub_mchid);
     let mine = |o: &Order| o.mchid == merchant.mchid();
