@@ -33,7 +33,8 @@ pub enum RouteError {
         /// Its merchant.
         mchid: String,
     },
-    /// The merchant takes no new orders (it still settles the ones it has).
+    /// The merchant (or the provider's sub-merchant) takes no new orders (it still settles the
+    /// ones it has).
     #[error("merchant {0} is disabled: it takes no new orders")]
     MerchantDisabled(String),
 }
@@ -50,6 +51,8 @@ pub struct Directory {
     app_order: Vec<String>,
     /// Merchants that take no new orders.
     disabled: HashSet<String>,
+    /// Providers' sub-merchants that take no new orders: (sp_mchid, sub_mchid).
+    disabled_subs: HashSet<(String, String)>,
 }
 
 impl Directory {
@@ -72,6 +75,21 @@ impl Directory {
     /// Marks a merchant as taking no new orders.
     pub fn disable_merchant(&mut self, mchid: &str) {
         self.disabled.insert(mchid.to_owned());
+    }
+
+    /// Marks a provider's sub-merchant as taking no new orders.
+    pub fn disable_sub_merchant(&mut self, sp_mchid: &str, sub_mchid: &str) {
+        self.disabled_subs
+            .insert((sp_mchid.to_owned(), sub_mchid.to_owned()));
+    }
+
+    /// Sets a merchant's own clients (not bound to a mini program of a sub-merchant; a
+    /// provider's are bound to its `sp_appid`): its notifications, bills and the orders of mini
+    /// programs that moved away. Replaces those [`Directory::add_app`] took from its first mini
+    /// program.
+    pub fn add_merchant(&mut self, wechat: WeChat) {
+        self.merchants
+            .insert(wechat.mchid.clone(), Arc::new(wechat));
     }
 
     /// How many mini programs.
@@ -178,6 +196,13 @@ impl Registry {
         if now.disabled.contains(&wechat.mchid) {
             return Err(RouteError::MerchantDisabled(wechat.mchid.clone()));
         }
+        if let Some(p) = &wechat.partner
+            && now
+                .disabled_subs
+                .contains(&(wechat.mchid.clone(), p.sub_mchid.clone()))
+        {
+            return Err(RouteError::MerchantDisabled(p.sub_mchid.clone()));
+        }
         Ok(wechat)
     }
 
@@ -202,21 +227,31 @@ impl Registry {
     /// [`RouteError::OrderUnroutable`] when the order's merchant is gone.
     pub fn for_order(&self, order: &Order) -> Result<Arc<WeChat>, RouteError> {
         let now = self.now();
+        let sub_mchid = |w: &WeChat| w.partner.as_ref().map(|p| p.sub_mchid.clone());
         if let Some(app) = now.apps.get(&order.appid)
             && app.mchid == order.mchid
+            && sub_mchid(app) == order.sub_mchid
         {
             return Ok(app.clone());
         }
-        match now.merchants.get(&order.mchid) {
-            Some(merchant) if merchant.appid == order.appid => Ok(merchant.clone()),
-            Some(merchant) => Ok(Arc::new(
+        let unroutable = || RouteError::OrderUnroutable {
+            out_trade_no: order.out_trade_no.clone(),
+            appid: order.appid.clone(),
+            mchid: order.mchid.clone(),
+        };
+        let merchant = now.merchants.get(&order.mchid).ok_or_else(unroutable)?;
+        match &order.sub_mchid {
+            // A sub-merchant's order: the provider's clients naming it.
+            Some(sub) => merchant
+                .for_sub_merchant(&order.appid, sub, merchant.mp.clone())
+                .map(Arc::new)
+                .ok_or_else(unroutable),
+            None if merchant.appid == order.appid && merchant.partner.is_none() => {
+                Ok(merchant.clone())
+            }
+            None => Ok(Arc::new(
                 merchant.for_app(&order.appid, merchant.mp.clone()),
             )),
-            None => Err(RouteError::OrderUnroutable {
-                out_trade_no: order.out_trade_no.clone(),
-                appid: order.appid.clone(),
-                mchid: order.mchid.clone(),
-            }),
         }
     }
 

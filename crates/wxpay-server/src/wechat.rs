@@ -9,7 +9,8 @@ use wxpay::mp::client::MpClient;
 use wxpay::v2::client::V2Client;
 use wxpay::v2::models::{
     CloseOrderRequest, OrderId, OrderQueryRequest, RefundFields as V2RefundFields, RefundQueryId,
-    RefundQueryRequest, RefundRequest as V2RefundRequest, UnifiedOrderFields, UnifiedOrderRequest,
+    RefundQueryRequest, RefundRequest as V2RefundRequest, SubMerchant, UnifiedOrderFields,
+    UnifiedOrderRequest,
 };
 use wxpay::v3::client::V3Client;
 use wxpay::v3::models::{
@@ -61,8 +62,12 @@ pub struct PaymentReport {
     pub paid_at: Option<i64>,
     /// The appid WeChat reports (v3 always, v2 notifications).
     pub appid: Option<String>,
-    /// The merchant WeChat reports (v3 always, v2 notifications).
+    /// The merchant WeChat reports (v3 always, v2 notifications); the provider's in
+    /// service-provider mode.
     pub mchid: Option<String>,
+    /// The sub-merchant WeChat reports (service-provider mode); checked with `mchid`, so that a
+    /// direct report of a sub-merchant's order (or the reverse) is refused.
+    pub sub_mchid: Option<String>,
     /// Where it came from.
     pub source: ReportSource,
 }
@@ -80,6 +85,36 @@ impl PaymentReport {
             paid_at: t.success_time.map(unix_ms),
             appid: Some(t.appid.clone()),
             mchid: Some(t.mchid.clone()),
+            sub_mchid: None,
+            source,
+        }
+    }
+
+    /// The report of a v3 transaction of a service provider's sub-merchant (a partner
+    /// notification's resource or a partner query's answer). The appid is the one that paid:
+    /// `sub_appid` when the order carried one, else `sp_appid`; the payer is the openid under it.
+    #[must_use]
+    pub fn from_v3_partner(
+        t: &wxpay::v3::models::PartnerTransaction,
+        source: ReportSource,
+    ) -> Self {
+        let payer = t.payer.as_ref().and_then(|p| {
+            if t.sub_appid.is_some() {
+                p.sub_openid.clone().or_else(|| p.sp_openid.clone())
+            } else {
+                p.sp_openid.clone()
+            }
+        });
+        PaymentReport {
+            out_trade_no: t.out_trade_no.clone(),
+            transaction_id: t.transaction_id.clone().unwrap_or_default(),
+            amount_fen: t.amount.total,
+            currency: Some(t.amount.currency.clone()),
+            payer_openid: payer,
+            paid_at: t.success_time.map(unix_ms),
+            appid: Some(t.sub_appid.clone().unwrap_or_else(|| t.sp_appid.clone())),
+            mchid: Some(t.sp_mchid.clone()),
+            sub_mchid: Some(t.sub_mchid.clone()),
             source,
         }
     }
@@ -92,10 +127,15 @@ impl PaymentReport {
             transaction_id: n.transaction_id.clone(),
             amount_fen: n.total_fee.get(),
             currency: n.fee_type.clone(),
-            payer_openid: Some(n.openid.clone()),
+            // A sub-merchant's own mini program pays as `sub_appid`, its buyer a `sub_openid`.
+            payer_openid: Some(match (&n.sub_appid, &n.sub_openid) {
+                (Some(_), Some(sub_openid)) => sub_openid.clone(),
+                _ => n.openid.clone(),
+            }),
             paid_at: Some(n.time_end.unix_timestamp() * 1000),
-            appid: Some(n.appid.clone()),
+            appid: Some(n.sub_appid.clone().unwrap_or_else(|| n.appid.clone())),
             mchid: Some(n.mch_id.clone()),
+            sub_mchid: n.sub_mch_id.clone(),
             source: ReportSource::V2Notification {
                 sign_type: n.sign_type.as_str().to_owned(),
             },
@@ -114,6 +154,7 @@ impl PaymentReport {
             paid_at: r.time_end.map(|t| t.unix_timestamp() * 1000),
             appid: None,
             mchid: None,
+            sub_mchid: None,
             source: ReportSource::Query,
         }
     }
@@ -180,6 +221,17 @@ pub enum BillDownload {
     Text(String),
 }
 
+/// How a mini program pays through a service provider (服务商): to which of its sub-merchants,
+/// and whether the mini program is the sub-merchant's own (`sub_appid`, buyers are
+/// `sub_openid`s) or the provider's (`sp_appid`, buyers are `sp_openid`s).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubMerchantRoute {
+    /// The sub-merchant (特约商户号).
+    pub sub_mchid: String,
+    /// The sub-merchant's mini program, when the paying mini program is not the provider's.
+    pub sub_appid: Option<String>,
+}
+
 /// The clients of one merchant.
 #[derive(Clone, Debug)]
 pub struct WeChat {
@@ -199,6 +251,11 @@ pub struct WeChat {
     pub mchid: String,
     /// The API v2 key (notifications).
     pub(crate) api_v2_key: secrecy::SecretString,
+    /// A service provider's own appid (`sp_appid`): set on a provider's clients, which are
+    /// bound to it (every request is signed as `sp_appid`/`sp_mchid`).
+    pub sp_appid: Option<String>,
+    /// The sub-merchant a mini program pays to, when its merchant is a service provider.
+    pub partner: Option<SubMerchantRoute>,
 }
 
 /// Where the clients go and how long they wait, and the HTTP client they share.
@@ -303,7 +360,20 @@ impl WeChat {
             appid: merchant.appid.clone(),
             mchid: merchant.mchid.clone(),
             api_v2_key: merchant.api_v2_key.clone(),
+            sp_appid: None,
+            partner: None,
         })
+    }
+
+    /// The same clients as a service provider's, bound to its `sp_appid` (the merchant's appid
+    /// given to [`WeChat::new`]). Its mini programs are served with
+    /// [`WeChat::for_sub_merchant`].
+    #[must_use]
+    pub fn into_provider(self) -> Self {
+        WeChat {
+            sp_appid: Some(self.appid.clone()),
+            ..self
+        }
     }
 
     /// The mini-program API client of a mini program (its AppSecret), with the HTTP settings of
@@ -335,8 +405,63 @@ impl WeChat {
             v2: self.v2.for_app(appid),
             mp,
             appid: appid.to_owned(),
+            partner: None,
             ..self.clone()
         }
+    }
+
+    /// A service provider's clients for a mini program paying to its sub-merchant `sub_mchid`:
+    /// requests stay signed as `sp_appid`/`sp_mchid` and name the sub-merchant; the buyer is a
+    /// `sub_openid` of `appid` (sent as `sub_appid`) unless `appid` is the provider's own.
+    /// `None` when these are not a provider's clients.
+    #[must_use]
+    pub fn for_sub_merchant(&self, appid: &str, sub_mchid: &str, mp: MpClient) -> Option<Self> {
+        let sp_appid = self.sp_appid.clone()?;
+        let provider = if self.appid == sp_appid {
+            self.clone()
+        } else {
+            WeChat {
+                v3: self.v3.for_app(&sp_appid),
+                v2: self.v2.for_app(&sp_appid),
+                ..self.clone()
+            }
+        };
+        Some(WeChat {
+            mp,
+            appid: appid.to_owned(),
+            partner: Some(SubMerchantRoute {
+                sub_mchid: sub_mchid.to_owned(),
+                sub_appid: (appid != sp_appid).then(|| appid.to_owned()),
+            }),
+            ..provider
+        })
+    }
+
+    /// The sub-merchant an order is paid to: the order's own (kept when the order was made).
+    fn order_sub_mchid(order: &Order) -> Result<Option<wxpay::ids::SubMchid>, Error> {
+        Ok(order
+            .sub_mchid
+            .as_deref()
+            .map(wxpay::ids::SubMchid::try_from)
+            .transpose()?)
+    }
+
+    /// The v2 `sub_mch_id` (and `sub_appid`) of a sub-merchant's order.
+    fn v2_sub_merchant(&self, order: &Order) -> Result<Option<SubMerchant>, Error> {
+        let Some(sub_mchid) = Self::order_sub_mchid(order)? else {
+            return Ok(None);
+        };
+        let mut sub = SubMerchant::new(sub_mchid);
+        if let Some(sub_appid) = self.order_sub_appid(order) {
+            sub = sub.with_sub_appid(wxpay::ids::AppId::try_from(sub_appid)?);
+        }
+        Ok(Some(sub))
+    }
+
+    /// The `sub_appid` of a sub-merchant's order: its mini program unless that is the
+    /// provider's own.
+    fn order_sub_appid(&self, order: &Order) -> Option<String> {
+        (self.sp_appid.as_deref() != Some(order.appid.as_str())).then(|| order.appid.clone())
     }
 
     /// The payment notify URL of an API version: the merchant's own
@@ -373,8 +498,36 @@ impl WeChat {
             .map_err(|e| Error::InvalidRequest(format!("expires_at: {e}")))?;
         let out_trade_no = OutTradeNo::try_from(&order.out_trade_no)?;
         let openid = OpenId::try_from(&order.openid)?;
-        match order.api_version {
-            ApiVersion::V3 => {
+        let sub_mchid = Self::order_sub_mchid(order)?;
+        match (order.api_version, sub_mchid) {
+            (ApiVersion::V3, Some(sub_mchid)) => {
+                use wxpay::v3::models::{PartnerPayer, PartnerPrepayFields, PartnerPrepayRequest};
+                let sub_appid = self
+                    .order_sub_appid(order)
+                    .map(wxpay::ids::AppId::try_from)
+                    .transpose()?;
+                let payer = if sub_appid.is_some() {
+                    PartnerPayer::SubOpenid(openid)
+                } else {
+                    PartnerPayer::SpOpenid(openid)
+                };
+                let mut request = PartnerPrepayRequest::jsapi(PartnerPrepayFields {
+                    sub_mchid,
+                    sub_appid,
+                    description: order.description.clone(),
+                    out_trade_no,
+                    total: Fen::new(order.amount_fen),
+                    payer,
+                    notify_url: self.pay_notify_url(ApiVersion::V3),
+                });
+                request.time_expire = Some(expire);
+                request.scene_info = Some(SceneInfo {
+                    payer_client_ip: order.client_ip.clone(),
+                    device_id: None,
+                });
+                Ok(self.v3.partner_jsapi_prepay(&request).await?.prepay_id)
+            }
+            (ApiVersion::V3, None) => {
                 let mut request = PrepayRequest::jsapi(PrepayFields {
                     description: order.description.clone(),
                     out_trade_no,
@@ -389,7 +542,7 @@ impl WeChat {
                 });
                 Ok(self.v3.jsapi_prepay(&request).await?.prepay_id)
             }
-            ApiVersion::V2 => {
+            (ApiVersion::V2, _) => {
                 let mut request = UnifiedOrderRequest::jsapi(UnifiedOrderFields {
                     body: order.description.clone(),
                     out_trade_no,
@@ -399,23 +552,44 @@ impl WeChat {
                     openid,
                 });
                 request.time_expire = Some(expire);
+                if let Some(sub) = self.v2_sub_merchant(order)? {
+                    // The sub-merchant's own mini program: its buyer is a `sub_openid`.
+                    let own_app = sub.sub_appid.is_some();
+                    request = request.with_sub_merchant(sub);
+                    if own_app {
+                        request = request.with_sub_openid();
+                    }
+                }
                 Ok(self.v2.unified_order(&request).await?.prepay_id)
             }
         }
     }
 
     /// The `wx.requestPayment` object for a prepay of an order (without `appId`, which the mini
-    /// program does not pass).
+    /// program does not pass), signed for the order's mini program.
     ///
     /// # Errors
     /// [`Error::Crypto`] if signing fails.
-    pub fn request_payment(
-        &self,
-        version: ApiVersion,
-        prepay_id: &str,
-    ) -> Result<RequestPayment, Error> {
-        let mut params = match version {
+    pub fn request_payment(&self, order: &Order, prepay_id: &str) -> Result<RequestPayment, Error> {
+        // A sub-merchant's order is signed with the provider's key over the appid that pays
+        // (the order's mini program): the provider's clients are bound to `sp_appid`.
+        let partner = order.sub_mchid.is_some();
+        let mut params = match order.api_version {
+            ApiVersion::V3 if partner => {
+                use wxpay::v3::models::PayingApp;
+                let app = match self.order_sub_appid(order) {
+                    Some(sub_appid) => {
+                        PayingApp::SubMerchant(wxpay::ids::AppId::try_from(sub_appid)?)
+                    }
+                    None => PayingApp::Provider,
+                };
+                self.v3.partner_request_payment(&app, prepay_id)?
+            }
             ApiVersion::V3 => self.v3.request_payment(prepay_id)?,
+            ApiVersion::V2 if partner => self
+                .v2
+                .for_app(&order.appid)
+                .request_payment(prepay_id, OffsetDateTime::now_utc().unix_timestamp()),
             ApiVersion::V2 => self
                 .v2
                 .request_payment(prepay_id, OffsetDateTime::now_utc().unix_timestamp()),
@@ -430,33 +604,48 @@ impl WeChat {
     /// [`Error`] from WeChat or the transport (an unknown order is [`TradeReport::NotFound`]).
     pub async fn query(&self, order: &Order) -> Result<TradeReport, Error> {
         let out_trade_no = OutTradeNo::try_from(&order.out_trade_no)?;
+        let sub_mchid = Self::order_sub_mchid(order)?;
         match order.api_version {
-            ApiVersion::V3 => match self.v3.query_by_out_trade_no(&out_trade_no).await {
-                Ok(t) => Ok(match t.trade_state {
-                    TradeState::Success | TradeState::Refund => {
-                        TradeReport::Paid(PaymentReport::from_v3(&t, ReportSource::Query))
+            ApiVersion::V3 => {
+                let answer = match &sub_mchid {
+                    Some(sub) => self
+                        .v3
+                        .partner_query_by_out_trade_no(sub, &out_trade_no)
+                        .await
+                        .map(|t| {
+                            let report = PaymentReport::from_v3_partner(&t, ReportSource::Query);
+                            (t.trade_state, report)
+                        }),
+                    None => self.v3.query_by_out_trade_no(&out_trade_no).await.map(|t| {
+                        let report = PaymentReport::from_v3(&t, ReportSource::Query);
+                        (t.trade_state, report)
+                    }),
+                };
+                match answer {
+                    Ok((state, report)) => Ok(match state {
+                        TradeState::Success | TradeState::Refund => TradeReport::Paid(report),
+                        TradeState::NotPay | TradeState::UserPaying | TradeState::Accept => {
+                            TradeReport::Pending
+                        }
+                        TradeState::Closed => TradeReport::Closed,
+                        TradeState::PayError => TradeReport::PayError,
+                        other => TradeReport::Other(other.as_str().to_owned()),
+                    }),
+                    Err(Error::Api(ApiError::V3 { code, .. }))
+                        if code.as_str() == "ORDER_NOT_EXIST"
+                            || code.as_str() == "RESOURCE_NOT_EXISTS" =>
+                    {
+                        Ok(TradeReport::NotFound)
                     }
-                    TradeState::NotPay | TradeState::UserPaying | TradeState::Accept => {
-                        TradeReport::Pending
-                    }
-                    TradeState::Closed => TradeReport::Closed,
-                    TradeState::PayError => TradeReport::PayError,
-                    other => TradeReport::Other(other.as_str().to_owned()),
-                }),
-                Err(Error::Api(ApiError::V3 { code, .. }))
-                    if code.as_str() == "ORDER_NOT_EXIST"
-                        || code.as_str() == "RESOURCE_NOT_EXISTS" =>
-                {
-                    Ok(TradeReport::NotFound)
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
+            }
             ApiVersion::V2 => {
-                match self
-                    .v2
-                    .order_query(&OrderQueryRequest::by_out_trade_no(out_trade_no))
-                    .await
-                {
+                let mut request = OrderQueryRequest::by_out_trade_no(out_trade_no);
+                if let Some(sub) = self.v2_sub_merchant(order)? {
+                    request = request.with_sub_merchant(sub);
+                }
+                match self.v2.order_query(&request).await {
                     Ok(r) => {
                         use wxpay::v2::models::TradeState as V2;
                         Ok(match r.trade_state {
@@ -487,8 +676,12 @@ impl WeChat {
     /// [`Error`] from WeChat (e.g. the order is paid) or the transport.
     pub async fn close(&self, order: &Order) -> Result<(), Error> {
         let out_trade_no = OutTradeNo::try_from(&order.out_trade_no)?;
+        let sub_mchid = Self::order_sub_mchid(order)?;
         match order.api_version {
-            ApiVersion::V3 => match self.v3.close(&out_trade_no).await {
+            ApiVersion::V3 => match match &sub_mchid {
+                Some(sub) => self.v3.partner_close(sub, &out_trade_no).await,
+                None => self.v3.close(&out_trade_no).await,
+            } {
                 Err(Error::Api(ApiError::V3 { code, .. }))
                     if code.as_str() == "ORDER_NOT_EXIST" =>
                 {
@@ -498,7 +691,10 @@ impl WeChat {
             },
             ApiVersion::V2 => match self
                 .v2
-                .close_order(&CloseOrderRequest::new(out_trade_no))
+                .close_order(&match self.v2_sub_merchant(order)? {
+                    Some(sub) => CloseOrderRequest::new(out_trade_no).with_sub_merchant(sub),
+                    None => CloseOrderRequest::new(out_trade_no),
+                })
                 .await
             {
                 Ok(_) => Ok(()),
@@ -518,6 +714,7 @@ impl WeChat {
     /// [`Error`] from WeChat or the transport.
     pub async fn refund(&self, order: &Order, refund: &Refund) -> Result<RefundReport, Error> {
         let wechat = self;
+        let sub_mchid = Self::order_sub_mchid(order)?;
         match refund.api_version {
             ApiVersion::V3 => {
                 let mut request = V3RefundRequest::new(V3RefundFields {
@@ -528,7 +725,16 @@ impl WeChat {
                 });
                 request.reason.clone_from(&refund.reason);
                 request.notify_url = Some(wechat.refund_notify_url(ApiVersion::V3));
-                let answer = wechat.v3.refund(&request).await?;
+                let answer = match sub_mchid {
+                    Some(sub_mchid) => {
+                        let request = wxpay::v3::models::PartnerRefundRequest {
+                            sub_mchid,
+                            refund: request,
+                        };
+                        wechat.v3.partner_refund(&request).await?
+                    }
+                    None => wechat.v3.refund(&request).await?,
+                };
                 Ok(RefundReport::Found {
                     status: RefundStatus::from_wechat(answer.status.as_str())
                         .ok_or_else(|| unknown_status(answer.status.as_str()))?,
@@ -546,6 +752,9 @@ impl WeChat {
                 });
                 request.refund_desc.clone_from(&refund.reason);
                 request.notify_url = Some(wechat.refund_notify_url(ApiVersion::V2));
+                if let Some(sub) = wechat.v2_sub_merchant(order)? {
+                    request = request.with_sub_merchant(sub);
+                }
                 let answer = wechat.v2.refund(&request).await?;
                 // v2 answers "accepted"; the state comes by notification or query.
                 Ok(RefundReport::Found {
@@ -558,15 +767,25 @@ impl WeChat {
         }
     }
 
-    /// Asks WeChat about a refund, with the refund's API.
+    /// Asks WeChat about a refund, with the refund's API; `self` are the clients of the refund's
+    /// order ([`crate::registry::Registry::for_order`]: a sub-merchant's refund is asked for with
+    /// its `sub_mchid`).
     ///
     /// # Errors
     /// [`Error`] from WeChat or the transport (an unknown refund is [`RefundReport::NotFound`]).
     pub async fn query_refund(&self, refund: &Refund) -> Result<RefundReport, Error> {
         let wechat = self;
         let out_refund_no = OutRefundNo::try_from(&refund.out_refund_no)?;
+        let sub_mchid = self
+            .partner
+            .as_ref()
+            .map(|p| wxpay::ids::SubMchid::try_from(p.sub_mchid.as_str()))
+            .transpose()?;
         match refund.api_version {
-            ApiVersion::V3 => match wechat.v3.query_refund(&out_refund_no).await {
+            ApiVersion::V3 => match match &sub_mchid {
+                Some(sub) => wechat.v3.partner_query_refund(sub, &out_refund_no).await,
+                None => wechat.v3.query_refund(&out_refund_no).await,
+            } {
                 Ok(r) => Ok(RefundReport::Found {
                     status: RefundStatus::from_wechat(r.status.as_str())
                         .ok_or_else(|| unknown_status(r.status.as_str()))?,
@@ -582,7 +801,15 @@ impl WeChat {
                 Err(e) => Err(e),
             },
             ApiVersion::V2 => {
-                let request = RefundQueryRequest::new(RefundQueryId::OutRefundNo(out_refund_no));
+                let mut request =
+                    RefundQueryRequest::new(RefundQueryId::OutRefundNo(out_refund_no));
+                if let (Some(sub_mchid), Some(route)) = (&sub_mchid, &self.partner) {
+                    let mut sub = SubMerchant::new(sub_mchid.clone());
+                    if let Some(sub_appid) = &route.sub_appid {
+                        sub = sub.with_sub_appid(wxpay::ids::AppId::try_from(sub_appid.as_str())?);
+                    }
+                    request = request.with_sub_merchant(sub);
+                }
                 match wechat.v2.refund_query(&request).await {
                     Ok(answer) => {
                         let Some(r) = answer

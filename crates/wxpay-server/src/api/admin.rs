@@ -102,8 +102,10 @@ pub struct OrderView {
     pub openid: String,
     /// The mini program.
     pub appid: String,
-    /// The merchant.
+    /// The merchant (the service provider, for an order paid to a sub-merchant).
     pub mchid: String,
+    /// The provider's sub-merchant the order is paid to; null for a direct merchant's order.
+    pub sub_mchid: Option<String>,
     /// The API the order was made with.
     pub api_version: ApiVersion,
     /// `api` (mini program) or `admin` (priced by the merchant's own system).
@@ -141,6 +143,7 @@ impl From<&Order> for OrderView {
             openid: o.openid.clone(),
             appid: o.appid.clone(),
             mchid: o.mchid.clone(),
+            sub_mchid: o.sub_mchid.clone(),
             api_version: o.api_version,
             source: o.source.clone(),
             description: o.description.clone(),

@@ -97,6 +97,27 @@ fn same_merchant(wechat: &WeChat, reported: Option<&str>) -> Result<(), Refusal>
     }
 }
 
+/// A verified report of a refund must name its order's sub-merchant (none for a direct order):
+/// a provider's notification of one sub-merchant does not settle another's refund.
+async fn same_sub_merchant(
+    state: &AppState,
+    out_trade_no: &str,
+    reported: Option<&str>,
+) -> Result<(), Refusal> {
+    let order = state
+        .store
+        .order(out_trade_no)
+        .await
+        .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match order {
+        Some(order) if order.sub_mchid.as_deref() != reported => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "sub_mchid differs from the order's",
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Refusal> {
     body.map_err(|rejection| Refusal::new(rejection.status(), format!("body: {rejection}")))
 }
@@ -189,26 +210,35 @@ async fn v3_pay_of(
     let result = async {
         let wechat = merchant_of(state, mchid)?;
         let n = verified_v3(&wechat, headers, body).await?;
-        let Notification::Payment(n) = n else {
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "a refund notification sent to the payment URL",
-            ));
+        let (trade_state, report) = match n {
+            Notification::Payment(n) => {
+                let source = ReportSource::V3Notification { event_id: n.id };
+                let t = &n.transaction;
+                (t.trade_state.clone(), PaymentReport::from_v3(t, source))
+            }
+            // A service provider's sub-merchant order: the provider's URL and key.
+            Notification::PartnerPayment(n) => {
+                let source = ReportSource::V3Notification { event_id: n.id };
+                let t = &n.transaction;
+                (
+                    t.trade_state.clone(),
+                    PaymentReport::from_v3_partner(t, source),
+                )
+            }
+            _ => {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "a refund notification sent to the payment URL",
+                ));
+            }
         };
-        let t = &n.transaction;
-        if t.trade_state != wxpay::v3::models::TradeState::Success {
+        if trade_state != wxpay::v3::models::TradeState::Success {
             return Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
-                format!("trade_state {}", t.trade_state),
+                format!("trade_state {trade_state}"),
             ));
         }
-        same_merchant(&wechat, Some(&t.mchid))?;
-        let report = PaymentReport::from_v3(
-            t,
-            ReportSource::V3Notification {
-                event_id: n.id.clone(),
-            },
-        );
+        same_merchant(&wechat, report.mchid.as_deref())?;
         apply_notified_payment(&state.store, &report)
             .await
             .map_err(payment_refusal)
@@ -256,16 +286,58 @@ async fn v3_refund_of(
     let result = async {
         let wechat = merchant_of(state, mchid)?;
         let n = verified_v3(&wechat, headers, body).await?;
-        let Notification::Refund(n) = n else {
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "a payment notification sent to the refund URL",
-            ));
+        // (event id, its merchant, refund facts); a sub-merchant's refund comes in the partner
+        // shape, to its provider's URL.
+        let (
+            id,
+            mchid,
+            sub_mchid,
+            out_refund_no,
+            refund_id,
+            refund_status,
+            success_time,
+            out_trade_no,
+            refund_fen,
+        ) = match n {
+            Notification::Refund(n) => {
+                let r = n.refund;
+                (
+                    n.id,
+                    r.mchid,
+                    None,
+                    r.out_refund_no,
+                    r.refund_id,
+                    r.refund_status,
+                    r.success_time,
+                    r.out_trade_no,
+                    r.amount.refund,
+                )
+            }
+            Notification::PartnerRefund(n) => {
+                let r = n.refund;
+                (
+                    n.id,
+                    Some(r.sp_mchid),
+                    Some(r.sub_mchid),
+                    r.out_refund_no,
+                    r.refund_id,
+                    r.refund_status,
+                    r.success_time,
+                    r.out_trade_no,
+                    r.amount.refund,
+                )
+            }
+            _ => {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "a payment notification sent to the refund URL",
+                ));
+            }
         };
-        let r = &n.refund;
-        same_merchant(&wechat, r.mchid.as_deref())?;
+        same_merchant(&wechat, mchid.as_deref())?;
+        same_sub_merchant(state, &out_trade_no, sub_mchid.as_deref()).await?;
         use wxpay::v3::models::RefundStatus as W;
-        let status = match &r.refund_status {
+        let status = match &refund_status {
             W::Success => RefundStatus::Success,
             W::Closed => RefundStatus::Closed,
             W::Abnormal => RefundStatus::Abnormal,
@@ -277,14 +349,14 @@ async fn v3_refund_of(
             }
         };
         let result = RefundResult {
-            out_refund_no: r.out_refund_no.clone(),
-            refund_id: r.refund_id.clone(),
+            out_refund_no,
+            refund_id,
             status,
-            success_at: r.success_time.map(unix_ms),
-            dedupe_key: format!("v3:{}", n.id),
-            detail: json!({ "via": "v3 notification", "event_id": n.id, "verified": true }),
+            success_at: success_time.map(unix_ms),
+            dedupe_key: format!("v3:{id}"),
+            detail: json!({ "via": "v3 notification", "event_id": id, "verified": true }),
         };
-        apply_notified_result(&state.store, &result, &r.out_trade_no, r.amount.refund)
+        apply_notified_result(&state.store, &result, &out_trade_no, refund_fen)
             .await
             .map_err(refund_refusal)
     }
@@ -388,6 +460,7 @@ async fn v2_refund_of(
             .map_or_else(|| wechat.appid.clone(), |app| app.appid.clone());
         n.ensure_merchant(&ours, &wechat.mchid)
             .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+        same_sub_merchant(state, &n.out_trade_no, n.sub_mch_id.as_deref()).await?;
         use wxpay::v2::models::RefundStatus as W;
         let status = match &n.refund_status {
             W::Success => RefundStatus::Success,

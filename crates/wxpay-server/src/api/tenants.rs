@@ -132,6 +132,9 @@ pub struct MerchantView {
     pub name: String,
     /// `direct` or `provider`.
     pub kind: MerchantKind,
+    /// A provider's own appid (`sp_appid`), which its requests are signed as; null for a
+    /// direct merchant.
+    pub sp_appid: Option<String>,
     /// The API its payments use.
     pub api_version: ApiVersion,
     /// Whether it may be used.
@@ -161,6 +164,7 @@ fn merchant_view(m: MerchantRecord, app_count: u64, sub_merchant_count: u64) -> 
         mchid: m.mchid,
         name: m.name,
         kind: m.kind,
+        sp_appid: m.sp_appid,
         api_version: m.api_version,
         enabled: m.enabled,
         source: m.source,

@@ -163,6 +163,7 @@ pub async fn place(
             openid: request.openid,
             appid: wechat.appid.clone(),
             mchid: wechat.mchid.clone(),
+            sub_mchid: wechat.partner.as_ref().map(|p| p.sub_mchid.clone()),
             api_version: wechat.api_version,
             source,
             description,
@@ -255,7 +256,7 @@ pub async fn payment(
 ) -> Result<PayableOrder, OrderError> {
     let (order, prepay_id) = ensure_prepay(store, wechat, order).await?;
     let payment = wechat
-        .request_payment(order.api_version, &prepay_id)
+        .request_payment(&order, &prepay_id)
         .map_err(OrderError::Signing)?;
     Ok(PayableOrder { order, payment })
 }

@@ -38,6 +38,9 @@ pub enum PaymentError {
 pub fn check(report: &PaymentReport, order: &Order) -> Option<String> {
     if report.mchid.as_deref().is_some_and(|m| m != order.mchid) {
         Some("mchid differs from the order's".to_owned())
+    } else if report.mchid.is_some() && report.sub_mchid != order.sub_mchid {
+        // A report that names its merchant names its sub-merchant too (none when direct).
+        Some("sub_mchid differs from the order's".to_owned())
     } else if report.appid.as_deref().is_some_and(|a| a != order.appid) {
         Some("appid differs from the order's".to_owned())
     } else if report.amount_fen != order.amount_fen {

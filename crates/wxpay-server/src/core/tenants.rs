@@ -70,6 +70,10 @@ pub struct NewMerchant {
     pub name: String,
     /// `direct` or `provider` (a 服务商, paying through its sub-merchants).
     pub kind: String,
+    /// A provider's own appid (`sp_appid`: the mini program or official account it signs its
+    /// requests as); required for a provider, refused for a direct merchant.
+    #[serde(default)]
+    pub sp_appid: Option<String>,
     /// `v3` or `v2`.
     pub api_version: String,
     /// The API v2 key (32 visible ASCII characters).
@@ -127,6 +131,9 @@ pub struct MerchantPatch {
     /// `v3` or `v2`.
     #[serde(default)]
     pub api_version: Option<String>,
+    /// A provider's own appid (`sp_appid`).
+    #[serde(default)]
+    pub sp_appid: Option<String>,
     /// The API v2 key.
     #[serde(default)]
     #[schema(value_type = Option<String>)]
@@ -444,6 +451,23 @@ fn parse_kind(text: &str) -> Result<MerchantKind, TenantError> {
     }
 }
 
+/// A provider's `sp_appid` (required), or none for a direct merchant.
+fn check_sp_appid(
+    kind: MerchantKind,
+    sp_appid: Option<&str>,
+) -> Result<Option<String>, TenantError> {
+    match (kind, sp_appid) {
+        (MerchantKind::Provider, Some(appid)) => Ok(Some(check_id("sp_appid", appid)?)),
+        (MerchantKind::Provider, None) => Err(TenantError::Invalid(
+            "sp_appid: a service provider needs its own appid (sp_appid), which it signs its requests as".into(),
+        )),
+        (MerchantKind::Direct, None) => Ok(None),
+        (MerchantKind::Direct, Some(_)) => Err(TenantError::Invalid(
+            "sp_appid: only a service provider has one".into(),
+        )),
+    }
+}
+
 fn parse_api_version(text: &str) -> Result<ApiVersion, TenantError> {
     match text.trim().to_ascii_lowercase().as_str() {
         "v3" => Ok(ApiVersion::V3),
@@ -481,6 +505,7 @@ pub async fn register_merchant(
     let mchid = check_id("mchid", &new.mchid)?;
     let name = check_name("name", &new.name)?;
     let kind = parse_kind(&new.kind)?;
+    let sp_appid = check_sp_appid(kind, new.sp_appid.as_deref())?;
     let api_version = parse_api_version(&new.api_version)?;
     let contents = CredentialContents {
         mchid: mchid.clone(),
@@ -509,6 +534,7 @@ pub async fn register_merchant(
         mchid: mchid.clone(),
         name,
         kind,
+        sp_appid,
         api_version,
         enabled: new.enabled.unwrap_or(true),
         merchant_serial: checked.merchant_serial.clone(),
@@ -555,6 +581,9 @@ pub async fn update_merchant(
     }
     if let Some(v) = &patch.api_version {
         next.api_version = parse_api_version(v)?;
+    }
+    if let Some(v) = &patch.sp_appid {
+        next.sp_appid = check_sp_appid(current.kind, Some(v))?;
     }
     if patch.changes_credentials() {
         if current.source == RegistrySource::File {
@@ -985,6 +1014,7 @@ pub async fn import_file_merchant(
         mchid: merchant.mchid.clone(),
         name: format!("merchant {}", merchant.mchid),
         kind: MerchantKind::Direct,
+        sp_appid: None,
         api_version,
         enabled: true,
         merchant_serial: merchant.merchant_serial.clone(),
@@ -1075,9 +1105,10 @@ pub struct DirectorySources {
 
 /// The routing directory of this moment: the file's mini program first, then every enabled
 /// registered mini program with its merchant's clients (built once per merchant and bound to
-/// each of its mini programs), and the disabled merchants (they take no new orders but still
-/// settle theirs). A mini program whose secrets do not open, or that pays through a
-/// sub-merchant (partner payments are not routed yet), is left out and logged.
+/// each of its mini programs; a service provider's bound to its `sp_appid` and naming the
+/// mini program's sub-merchant), and the disabled merchants and sub-merchants (they take no new
+/// orders but still settle theirs). A mini program whose secrets do not open is left out and
+/// logged.
 ///
 /// # Errors
 /// [`StoreError`] when the database cannot be read.
@@ -1085,8 +1116,17 @@ pub async fn directory(store: &Store, sources: &DirectorySources) -> Result<Dire
     let mut directory = Directory::default();
     directory.add_app(sources.file.clone());
     let merchants = store.merchants().await?;
-    for m in merchants.iter().filter(|m| !m.enabled) {
-        directory.disable_merchant(&m.mchid);
+    for m in &merchants {
+        if !m.enabled {
+            directory.disable_merchant(&m.mchid);
+        }
+        if m.kind == MerchantKind::Provider {
+            for sub in store.sub_merchants(&m.mchid).await? {
+                if !sub.enabled {
+                    directory.disable_sub_merchant(&m.mchid, &sub.sub_mchid);
+                }
+            }
+        }
     }
     let mut apps = store.mini_programs(None).await?;
     apps.sort_by(|a, b| (a.created_at, &a.appid).cmp(&(b.created_at, &b.appid)));
@@ -1096,10 +1136,6 @@ pub async fn directory(store: &Store, sources: &DirectorySources) -> Result<Dire
         .iter()
         .filter(|a| a.enabled && a.source == RegistrySource::Registered)
     {
-        if app.sub_mchid.is_some() {
-            tracing::warn!(appid = %app.appid, "a mini program paying through a sub-merchant is not served yet (partner payments): left out");
-            continue;
-        }
         let Some(merchant) = merchants.iter().find(|m| m.mchid == app.mchid) else {
             continue;
         };
@@ -1110,7 +1146,67 @@ pub async fn directory(store: &Store, sources: &DirectorySources) -> Result<Dire
             }
         }
     }
+    // Providers and merchants without a mini program still receive their notifications (a
+    // mini program moved away leaves its orders behind) and have their bills reconciled.
+    for merchant in merchants
+        .iter()
+        .filter(|m| m.source == RegistrySource::Registered && !clients.contains_key(&m.mchid))
+    {
+        match merchant_clients(store, sources, merchant).await {
+            Ok(wechat) => directory.add_merchant(wechat),
+            Err(err) => {
+                tracing::error!(mchid = %merchant.mchid, error = %err, "a registered merchant cannot be served: left out");
+            }
+        }
+    }
+    for wechat in clients.into_values() {
+        directory.add_merchant(wechat);
+    }
     Ok(directory)
+}
+
+/// A registered merchant's own clients: bound to its `sp_appid` for a provider, else to
+/// `appid` (its first mini program's) with that mini program's AppSecret.
+async fn base_clients(
+    store: &Store,
+    sources: &DirectorySources,
+    merchant: &MerchantRecord,
+    app: Option<(&str, &SecretString)>,
+) -> Result<WeChat, String> {
+    let key = sources.key.as_ref();
+    let credentials = load_credentials(store, key, &merchant.mchid)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (appid, secret) = match (&merchant.sp_appid, app) {
+        (Some(sp_appid), app) => (
+            sp_appid.clone(),
+            app.map_or_else(|| SecretString::from(String::new()), |(_, s)| s.clone()),
+        ),
+        (None, Some((appid, secret))) => (appid.to_owned(), secret.clone()),
+        (None, None) => (
+            format!("wx{}", merchant.mchid),
+            SecretString::from(String::new()),
+        ),
+    };
+    let wechat = WeChat::new(
+        &credentials.into_merchant(appid, secret, sources.extra_ca_pem.clone()),
+        &sources.endpoints,
+        merchant.api_version,
+        &sources.file.notify_base,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(match merchant.kind {
+        MerchantKind::Provider => wechat.into_provider(),
+        MerchantKind::Direct => wechat,
+    })
+}
+
+async fn merchant_clients(
+    store: &Store,
+    sources: &DirectorySources,
+    merchant: &MerchantRecord,
+) -> Result<WeChat, String> {
+    base_clients(store, sources, merchant, None).await
 }
 
 async fn app_clients(
@@ -1126,21 +1222,24 @@ async fn app_clients(
         .map_err(|e| e.to_string())?;
     let mp =
         WeChat::mp_client(&app.appid, &secret, &sources.endpoints).map_err(|e| e.to_string())?;
-    if let Some(base) = clients.get(&merchant.mchid) {
-        return Ok(base.for_app(&app.appid, mp));
+    let base = match clients.get(&merchant.mchid) {
+        Some(base) => base.clone(),
+        None => {
+            let base = base_clients(store, sources, merchant, Some((&app.appid, &secret))).await?;
+            clients.insert(merchant.mchid.clone(), base.clone());
+            base
+        }
+    };
+    match (&app.sub_mchid, merchant.kind) {
+        (Some(sub_mchid), MerchantKind::Provider) => base
+            .for_sub_merchant(&app.appid, sub_mchid, mp)
+            .ok_or_else(|| format!("merchant {} has no sp_appid", merchant.mchid)),
+        (None, MerchantKind::Direct) => Ok(base.for_app(&app.appid, mp)),
+        _ => Err(format!(
+            "mini program {} and merchant {} disagree on the sub-merchant",
+            app.appid, merchant.mchid
+        )),
     }
-    let credentials = load_credentials(store, key, &merchant.mchid)
-        .await
-        .map_err(|e| e.to_string())?;
-    let wechat = WeChat::new(
-        &credentials.into_merchant(app.appid.clone(), secret, sources.extra_ca_pem.clone()),
-        &sources.endpoints,
-        merchant.api_version,
-        &sources.file.notify_base,
-    )
-    .map_err(|e| e.to_string())?;
-    clients.insert(merchant.mchid.clone(), wechat.clone());
-    Ok(wechat)
 }
 
 /// How often an instance compares the registry's version with the one it serves, in case it

@@ -11,7 +11,8 @@ macro_rules! order_columns {
     () => {
         "out_trade_no, openid, appid, mchid, api_version, source, description, items, amount_fen, \
          status, client_ip, prepay_id, prepay_created_at, transaction_id, payer_openid, paid_at, \
-         closed_at, refunded_fen, expires_at, last_queried_at, created_at, updated_at, version"
+         closed_at, refunded_fen, expires_at, last_queried_at, created_at, updated_at, version, \
+         sub_mchid"
     };
 }
 pub(crate) use order_columns;
@@ -134,8 +135,10 @@ pub struct Order {
     pub openid: String,
     /// The mini program.
     pub appid: String,
-    /// The merchant.
+    /// The merchant (the service provider, for an order paid through a sub-merchant).
     pub mchid: String,
+    /// The provider's sub-merchant the order is paid to (service-provider mode), else `None`.
+    pub sub_mchid: Option<String>,
     /// The API the order was made with.
     pub api_version: ApiVersion,
     /// `api` (mini program) or `admin` (priced by the merchant's own system).
@@ -201,6 +204,7 @@ pub(crate) struct OrderRow {
     created_at: i64,
     updated_at: i64,
     version: i64,
+    sub_mchid: Option<String>,
 }
 
 pub(crate) fn fen_from_db(field: &str, value: i64) -> Result<u64, StoreError> {
@@ -226,6 +230,7 @@ impl TryFrom<OrderRow> for Order {
             openid: r.openid,
             appid: r.appid,
             mchid: r.mchid,
+            sub_mchid: r.sub_mchid,
             source: r.source,
             description: r.description,
             client_ip: r.client_ip,
@@ -257,8 +262,10 @@ pub struct NewOrder {
     pub openid: String,
     /// The mini program.
     pub appid: String,
-    /// The merchant.
+    /// The merchant (the service provider in service-provider mode).
     pub mchid: String,
+    /// The sub-merchant paid (service-provider mode).
+    pub sub_mchid: Option<String>,
     /// Which API pays it.
     pub api_version: ApiVersion,
     /// `api` or `admin`.
@@ -423,13 +430,14 @@ pub(crate) async fn not_applied(
     })
 }
 
-/// The INSERT of a new order, `$1`..`$12`, answering the row.
+/// The INSERT of a new order, `$1`..`$12` and `$14` (sub_mchid; `$13` is the event's detail),
+/// answering the row.
 macro_rules! insert_order_sql {
     () => {
         concat!(
             concat!("INSERT INTO orders (out_trade_no, openid, appid, mchid, api_version, source, description, \
-             items, amount_fen, status, client_ip, refunded_fen, expires_at, created_at, updated_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, ", order_status_sql!(NotPay), ", $10, 0, $11, $12, $12, 0) RETURNING "),
+             items, amount_fen, status, client_ip, refunded_fen, expires_at, created_at, updated_at, version, sub_mchid) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, ", order_status_sql!(NotPay), ", $10, 0, $11, $12, $12, 0, $14) RETURNING "),
             order_columns!()
         )
     };
@@ -495,6 +503,7 @@ impl Store {
                  VALUES ($1, 'created', $13, $12); COMMIT"
             )))
             .bind(detail.to_string())
+            .bind(new.sub_mchid.clone())
             .fetch_all(&mut *turn)
             .await;
             turn.end_script(rows.is_ok()).await;
@@ -511,6 +520,7 @@ impl Store {
             " FROM o"
         )))
         .bind(detail.to_string())
+        .bind(new.sub_mchid.clone())
         .fetch_one(&mut *self.reader().await?)
         .await?;
         Order::try_from(row)

@@ -106,6 +106,9 @@ pub struct OrderPayload<'a> {
     openid: &'a str,
     appid: &'a str,
     mchid: &'a str,
+    /// Only for an order paid to a provider's sub-merchant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub_mchid: Option<&'a str>,
     api_version: ApiVersion,
     source: &'a str,
     description: &'a str,
@@ -129,6 +132,7 @@ impl<'a> From<&'a Order> for OrderPayload<'a> {
             openid: &o.openid,
             appid: &o.appid,
             mchid: &o.mchid,
+            sub_mchid: o.sub_mchid.as_deref(),
             api_version: o.api_version,
             source: &o.source,
             description: &o.description,

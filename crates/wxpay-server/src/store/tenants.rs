@@ -77,6 +77,9 @@ pub struct MerchantRecord {
     pub name: String,
     /// Direct or provider.
     pub kind: MerchantKind,
+    /// A provider's own appid (`sp_appid`), which its requests are signed as; `None` for a
+    /// direct merchant.
+    pub sp_appid: Option<String>,
     /// The API its payments use.
     pub api_version: ApiVersion,
     /// Whether it may be used.
@@ -167,6 +170,7 @@ struct MerchantRow {
     mchid: String,
     name: String,
     kind: String,
+    sp_appid: Option<String>,
     api_version: String,
     enabled: i64,
     merchant_serial: String,
@@ -189,6 +193,7 @@ impl TryFrom<MerchantRow> for MerchantRecord {
             source: RegistrySource::parse(&r.source)?,
             mchid: r.mchid,
             name: r.name,
+            sp_appid: r.sp_appid,
             enabled: r.enabled != 0,
             merchant_serial: r.merchant_serial,
             wechatpay_public_key_id: r.wechatpay_public_key_id,
@@ -202,7 +207,8 @@ impl TryFrom<MerchantRow> for MerchantRecord {
 }
 
 const MERCHANT_COLUMNS: &str = "mchid, name, kind, api_version, enabled, merchant_serial, \
-    wechatpay_public_key_id, has_platform_cert, has_p12, source, credentials, created_at, updated_at";
+    wechatpay_public_key_id, has_platform_cert, has_p12, source, credentials, created_at, updated_at, \
+    sp_appid";
 
 #[derive(sqlx::FromRow)]
 struct MiniProgramRow {
@@ -334,7 +340,7 @@ impl Store {
         let done = sqlx::query(
             "INSERT INTO merchants (mchid, name, kind, api_version, enabled, merchant_serial, \
              wechatpay_public_key_id, has_platform_cert, has_p12, source, credentials, created_at, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             updated_at, sp_appid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (mchid) DO NOTHING",
         )
         .bind(&m.mchid)
@@ -350,6 +356,7 @@ impl Store {
         .bind(&m.credentials)
         .bind(m.created_at)
         .bind(m.updated_at)
+        .bind(&m.sp_appid)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -370,7 +377,7 @@ impl Store {
         let done = sqlx::query(
             "UPDATE merchants SET name = $2, kind = $3, api_version = $4, enabled = $5, \
              merchant_serial = $6, wechatpay_public_key_id = $7, has_platform_cert = $8, \
-             has_p12 = $9, credentials = $10, updated_at = $11 \
+             has_p12 = $9, credentials = $10, updated_at = $11, sp_appid = $13 \
              WHERE mchid = $1 AND updated_at = $12",
         )
         .bind(&m.mchid)
@@ -385,6 +392,7 @@ impl Store {
         .bind(&m.credentials)
         .bind(m.updated_at)
         .bind(expected_updated_at)
+        .bind(&m.sp_appid)
         .execute(&mut *tx)
         .await?
         .rows_affected();

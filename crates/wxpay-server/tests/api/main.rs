@@ -10,6 +10,7 @@ mod live;
 mod login;
 mod notifications;
 mod orders;
+mod partner;
 mod reconciliation;
 mod refunds;
 mod schema;

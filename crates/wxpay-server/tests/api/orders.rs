@@ -163,6 +163,7 @@ async fn payment_parameters_are_refreshed_and_a_lost_prepay_recovered(backend: B
             openid: openid.clone(),
             appid: app.state.registry.default_app().appid.clone(),
             mchid: app.state.registry.default_app().mchid.clone(),
+            sub_mchid: None,
             api_version: wxpay_server::store::ApiVersion::V3,
             source: "api",
             description: "recovered".into(),

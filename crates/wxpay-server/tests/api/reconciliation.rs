@@ -26,6 +26,7 @@ async fn local_payment(app: &TestApp) -> String {
             openid: "o-local".into(),
             appid: app.state.registry.default_app().appid.clone(),
             mchid: app.state.registry.default_app().mchid.clone(),
+            sub_mchid: None,
             api_version: ApiVersion::V3,
             source: "admin",
             description: "local".into(),

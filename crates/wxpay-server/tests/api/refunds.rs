@@ -240,6 +240,7 @@ async fn a_refund_refused_by_wechat_is_closed_and_releases_its_amount(backend: B
             openid: "o-local".into(),
             appid: app.state.registry.default_app().appid.clone(),
             mchid: app.state.registry.default_app().mchid.clone(),
+            sub_mchid: None,
             api_version: wxpay_server::store::ApiVersion::V3,
             source: "admin",
             description: "local".into(),

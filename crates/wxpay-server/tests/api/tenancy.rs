@@ -11,11 +11,11 @@ use wxpay_server::store::Backend;
 use crate::both_backends;
 use crate::helpers::{Answer, TestApp, registration, sim_control, sim_merchant, spawn_app};
 
-async fn admin_post(app: &TestApp, path: &str, body: &Value) -> Answer {
+pub(crate) async fn admin_post(app: &TestApp, path: &str, body: &Value) -> Answer {
     app.post_json(path, Some(&app.admin()), body).await
 }
 
-async fn admin_patch(app: &TestApp, path: &str, body: &Value) -> Answer {
+pub(crate) async fn admin_patch(app: &TestApp, path: &str, body: &Value) -> Answer {
     app.send(
         app.http
             .patch(format!("{}{path}", app.base))
@@ -26,7 +26,7 @@ async fn admin_patch(app: &TestApp, path: &str, body: &Value) -> Answer {
 }
 
 /// Waits until this instance serves `apps` mini programs (the registry reloads after a change).
-async fn serving(app: &TestApp, apps: usize) {
+pub(crate) async fn serving(app: &TestApp, apps: usize) {
     until(|| app.state.registry.counts().0 == apps).await;
 }
 
@@ -43,7 +43,7 @@ async fn set_enabled(app: &TestApp, mchid: &str, enabled: bool) {
 }
 
 /// Waits (5 s at most) until `ready` holds.
-async fn until(ready: impl Fn() -> bool) {
+pub(crate) async fn until(ready: impl Fn() -> bool) {
     for _ in 0..200 {
         if ready() {
             return;
@@ -54,7 +54,7 @@ async fn until(ready: impl Fn() -> bool) {
 }
 
 /// A buyer of `appid`: (openid, token).
-async fn buyer(app: &TestApp, appid: &str) -> (String, String) {
+pub(crate) async fn buyer(app: &TestApp, appid: &str) -> (String, String) {
     let user = app
         .post_json("/sim/users", None, &json!({ "appid": appid }))
         .await;
@@ -74,7 +74,7 @@ async fn buyer(app: &TestApp, appid: &str) -> (String, String) {
 }
 
 /// A paid order of the buyer: its number.
-async fn pay(app: &TestApp, openid: &str, token: &str) -> String {
+pub(crate) async fn pay(app: &TestApp, openid: &str, token: &str) -> String {
     let created = app
         .create_order(token, json!([{"sku": "coffee", "quantity": 1}]))
         .await;
