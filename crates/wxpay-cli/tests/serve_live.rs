@@ -239,3 +239,164 @@ fn a_plain_http_public_url_is_refused_for_api_v3_on_wechats_production_hosts() {
         assert!(stderr.contains("https://"), "{stderr}");
     }
 }
+
+/// `WXPAY_SANDBOX_PROVIDER`: the sandbox also has a service provider with a sub-merchant and the
+/// sub-merchant's mini program, whose buyer pays through the provider (the order names the
+/// sub-merchant); a restart on the same state adds nothing.
+#[test]
+fn a_sandbox_with_a_provider_pays_its_sub_merchant() {
+    use serde_json::{Value, json};
+    let dir = Scratch::new("provider");
+    let admin = "sandbox-provider-admin-token-0123456789";
+    let env = [
+        ("WXPAY_SANDBOX_PROVIDER", "true"),
+        ("WXPAY_ADMIN_TOKEN", admin),
+        ("WXPAY_QUERY_AFTER_SECS", "1"),
+    ];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let call =
+        |method: reqwest::Method, url: String, token: Option<String>, body: Option<Value>| {
+            let mut request = http.request(method, url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            async move {
+                let answer = request.send().await.unwrap();
+                let status = answer.status().as_u16();
+                (status, answer.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+    let get = reqwest::Method::GET;
+    let post = reqwest::Method::POST;
+
+    let mut child = serve(&dir, &env).spawn().unwrap();
+    let base = format!("http://{}", wait_for_banner(&mut child));
+    let admin_token = Some(admin.to_owned());
+    let (sub_appid, sp_mchid) = runtime.block_on(async {
+        let (status, merchants) = call(
+            get.clone(),
+            format!("{base}/admin/merchants"),
+            admin_token.clone(),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{merchants}");
+        let provider = merchants["merchants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["kind"] == "provider")
+            .expect("a provider")
+            .clone();
+        assert!(provider["sp_appid"].is_string(), "{provider}");
+        assert_eq!(provider["sub_merchant_count"], 1);
+        let (_, apps) = call(
+            get.clone(),
+            format!("{base}/admin/apps"),
+            admin_token.clone(),
+            None,
+        )
+        .await;
+        let apps = apps["apps"].as_array().unwrap().clone();
+        assert_eq!(apps.len(), 2, "{apps:?}");
+        let sub_app = apps
+            .iter()
+            .find(|a| a["sub_mchid"] == "1900000201")
+            .expect("the sub-merchant's mini program");
+        (
+            sub_app["appid"].as_str().unwrap().to_owned(),
+            provider["mchid"].as_str().unwrap().to_owned(),
+        )
+    });
+
+    runtime.block_on(async {
+        // A buyer of the sub-merchant's mini program pays (the registry may take a moment to
+        // serve the registered mini program).
+        let (_, user) = call(
+            post.clone(),
+            format!("{base}/sim/users"),
+            admin_token.clone(),
+            Some(json!({ "appid": sub_appid })),
+        )
+        .await;
+        let mut login = (0, Value::Null);
+        for _ in 0..100 {
+            login = call(
+                post.clone(),
+                format!("{base}/api/login"),
+                None,
+                Some(json!({ "code": user["code"], "appid": sub_appid })),
+            )
+            .await;
+            if login.1["code"] != "unknown_app" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(login.0, 200, "{}", login.1);
+        let token = Some(login.1["token"].as_str().unwrap().to_owned());
+        let (status, created) = call(
+            post.clone(),
+            format!("{base}/api/orders"),
+            token.clone(),
+            Some(json!({ "items": [{"sku": "coffee", "quantity": 1}] })),
+        )
+        .await;
+        assert_eq!(status, 201, "{created}");
+        let no = created["out_trade_no"].as_str().unwrap().to_owned();
+        let mut pay = created["payment"].clone();
+        pay["openid"] = user["openid"].clone();
+        let (status, paid) = call(post.clone(), format!("{base}/sim/pay"), None, Some(pay)).await;
+        assert_eq!(status, 200, "{paid}");
+        let mut order = Value::Null;
+        for _ in 0..100 {
+            order = call(
+                get.clone(),
+                format!("{base}/admin/orders/{no}"),
+                admin_token.clone(),
+                None,
+            )
+            .await
+            .1;
+            if order["order"]["status"] == "SUCCESS" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(order["order"]["status"], "SUCCESS", "{order}");
+        assert_eq!(order["order"]["mchid"], json!(sp_mchid));
+        assert_eq!(order["order"]["sub_mchid"], "1900000201");
+        assert_eq!(order["order"]["appid"], json!(sub_appid));
+    });
+    sigterm(&child);
+    let (status, _) = exit_within(&mut child, Duration::from_secs(15));
+    assert!(status.success());
+
+    // Restarted on the same state: the same provider, nothing added.
+    let mut child = serve(&dir, &env).spawn().unwrap();
+    let base = format!("http://{}", wait_for_banner(&mut child));
+    runtime.block_on(async {
+        let (_, merchants) = call(
+            get.clone(),
+            format!("{base}/admin/merchants"),
+            admin_token.clone(),
+            None,
+        )
+        .await;
+        assert_eq!(
+            merchants["merchants"].as_array().unwrap().len(),
+            2,
+            "{merchants}"
+        );
+    });
+    sigterm(&child);
+    let (status, _) = exit_within(&mut child, Duration::from_secs(15));
+    assert!(status.success());
+}

@@ -542,6 +542,18 @@ impl Application {
         &self.state
     }
 
+    /// Rebuilds the routing from the registry now (after a change made before
+    /// [`Application::run_until`], whose own watcher starts from the version it finds).
+    ///
+    /// # Errors
+    /// [`StoreError`](crate::store::StoreError) when the database cannot be read.
+    pub async fn reload_registry(&self) -> Result<(), crate::store::StoreError> {
+        let directory =
+            crate::core::tenants::directory(&self.state.store, &self.directory_sources).await?;
+        self.state.registry.replace(directory);
+        Ok(())
+    }
+
     /// The sandbox, in sandbox mode.
     #[must_use]
     pub fn sandbox(&self) -> Option<&Sandbox> {

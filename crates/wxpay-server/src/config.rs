@@ -53,6 +53,7 @@ struct Raw {
     session_ttl_secs: u64,
     sandbox_dir: PathBuf,
     sandbox_time_scale: f64,
+    sandbox_provider: bool,
     database_max_connections: Option<u32>,
     wechat_timeout_secs: u64,
     rate_limit_login_per_minute: u32,
@@ -99,6 +100,7 @@ impl Default for Raw {
             session_ttl_secs: 2 * 24 * 3600,
             sandbox_dir: PathBuf::from("wxpay-sandbox"),
             sandbox_time_scale: 1.0,
+            sandbox_provider: false,
             database_max_connections: None,
             wechat_timeout_secs: 10,
             rate_limit_login_per_minute: 60,
@@ -169,6 +171,10 @@ pub struct Settings {
     pub sandbox_dir: PathBuf,
     /// `WXPAY_SANDBOX_TIME_SCALE`: the sandbox simulator's time scale (default 1).
     pub sandbox_time_scale: f64,
+    /// `WXPAY_SANDBOX_PROVIDER`: whether a new sandbox also registers a service provider with a
+    /// sub-merchant and the sub-merchant's mini program (default false: one mini program, so
+    /// that logins need not name theirs).
+    pub sandbox_provider: bool,
     /// `WXPAY_DATABASE_MAX_CONNECTIONS`: PostgreSQL pool size (default 16); on SQLite the number
     /// of reader connections beside the one writer (default 4).
     pub database_max_connections: Option<u32>,
@@ -302,6 +308,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "sandbox_time_scale",
         "1",
         "the sandbox simulator's time scale",
+    ),
+    (
+        "sandbox_provider",
+        "false",
+        "a new sandbox also registers a service provider, its sub-merchant and that one's mini program",
     ),
     (
         "database_max_connections",
@@ -850,6 +861,7 @@ impl Settings {
             session_ttl_secs: raw.session_ttl_secs,
             sandbox_dir: raw.sandbox_dir,
             sandbox_time_scale: raw.sandbox_time_scale,
+            sandbox_provider: raw.sandbox_provider,
             database_max_connections: raw.database_max_connections,
             wechat_timeout_secs: raw.wechat_timeout_secs,
             rate_limit_login,

@@ -200,9 +200,11 @@ async fn merchants_apps_sub_merchants_are_registered_and_no_answer_holds_a_secre
     let mut provider = sb.body(PROVIDER, "provider");
     provider["api_version"] = json!("v2");
     provider["platform_cert"] = Value::Null;
+    provider["sp_appid"] = json!("wx00000000000000aa");
     let a = seen.keep(admin_post(&app, "/admin/merchants", &provider).await);
     assert_eq!(a.status, 201, "{:?}", a.body);
     assert_eq!(a.body["kind"], "provider");
+    assert_eq!(a.body["sp_appid"], "wx00000000000000aa");
     assert_eq!(a.body["api_version"], "v2");
     assert_eq!(a.body["has_platform_cert"], false);
 
