@@ -1177,16 +1177,16 @@ async fn base_clients(
     let credentials = load_credentials(store, key, &merchant.mchid)
         .await
         .map_err(|e| e.to_string())?;
+    // A merchant's own clients log nobody in (each mini program has its own mini-program
+    // client): without a mini program of its own, theirs holds a placeholder secret.
+    let no_app = || SecretString::from("no-mini-program".to_owned());
     let (appid, secret) = match (&merchant.sp_appid, app) {
         (Some(sp_appid), app) => (
             sp_appid.clone(),
-            app.map_or_else(|| SecretString::from(String::new()), |(_, s)| s.clone()),
+            app.map_or_else(no_app, |(_, s)| s.clone()),
         ),
         (None, Some((appid, secret))) => (appid.to_owned(), secret.clone()),
-        (None, None) => (
-            format!("wx{}", merchant.mchid),
-            SecretString::from(String::new()),
-        ),
+        (None, None) => (format!("wx{}", merchant.mchid), no_app()),
     };
     let wechat = WeChat::new(
         &credentials.into_merchant(appid, secret, sources.extra_ca_pem.clone()),
