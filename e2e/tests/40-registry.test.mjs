@@ -82,6 +82,7 @@ describe('the registry in the console', () => {
     assert.equal(sent.apiclient_key, readFileSync(beside(file, 'apiclient_key'), 'utf8'));
     assert.equal(sent.apiclient_cert_p12, readFileSync(beside(file, 'apiclient_cert_p12')).toString('base64'));
     assert.ok(sent.wechatpay_public_key.includes('BEGIN PUBLIC KEY'));
+    assert.equal(sent.sp_appid, undefined, 'no sp_appid for a direct merchant');
     await page.locator('#registry-message', { hasText: `已注册商户 ${second.mchid}` }).waitFor();
     const row = page.locator(`#merchants-table tr[data-mchid="${second.mchid}"]`);
     await row.waitFor();
@@ -209,9 +210,11 @@ describe('the registry in the console', () => {
     await operator.click('#login-form button[type=submit]');
     await operator.locator('#orders-table').waitFor();
     await operator.locator('#whoami', { hasText: second.mchid }).waitFor();
-    for (const hidden of ['merchants', 'apps', 'operators', 'stats', 'reconciliation', 'wxacode', 'sandbox']) {
+    for (const hidden of ['merchants', 'apps', 'operators', 'stats', 'wxacode', 'sandbox']) {
       assert.equal(await operator.isVisible(`#nav a[data-view="${hidden}"]`), false, hidden);
     }
+    // Its merchant's reconciliation is open to it (41-registry-edit tests that page).
+    assert.equal(await operator.isVisible('#nav a[data-view="reconciliation"]'), true);
     const mchids = await operator.$$eval('#orders-table tbody tr', (rows) => rows.map((r) => r.dataset.mchid));
     assert.ok(mchids.length >= 1 && mchids.every((m) => m === second.mchid), mchids.join());
     await operator.locator(`#orders-table tr[data-order="${second.order}"]`).waitFor();
@@ -246,6 +249,7 @@ describe('the registry in the console', () => {
         mchid: made.mchid,
         name: '服务商',
         kind: 'provider',
+        sp_appid: made.appid,
         api_version: 'v3',
         api_v2_key: file.api_v2_key,
         api_v3_key: file.api_v3_key,

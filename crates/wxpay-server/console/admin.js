@@ -1,7 +1,8 @@
 // The back office: orders, an order's timeline and refunds, the daily reconciliation, payments
 // per hour, mini-program codes, the registry (merchants, mini programs, operators: registry.js),
 // and in sandbox mode the simulator's faults, clock and deliveries. It also takes an operator's
-// token, and then shows only what operators may use: their merchant's orders and refunds.
+// token, and then shows only what operators may use: their merchant's orders, refunds and daily
+// reconciliation.
 
 import {
   HttpError,
@@ -21,7 +22,7 @@ import {
   translatePage,
 } from './common.js';
 import { hourlyChart } from './chart.js';
-import { appsView, initRegistry, merchantView, merchantsView, operatorsView } from './registry.js';
+import { appView, appsView, initRegistry, merchantView, merchantsView, operatorsView } from './registry.js';
 
 const TOKEN_KEY = 'wxpay.console.adminToken';
 const PAGE_SIZE = 20;
@@ -267,11 +268,13 @@ async function ordersView(params) {
   const rows = page.orders.map((o) =>
     h(
       'tr',
-      { dataset: { order: o.out_trade_no, status: o.status, mchid: o.mchid, appid: o.appid } },
+      { dataset: { order: o.out_trade_no, status: o.status, mchid: o.mchid, appid: o.appid, ...(o.sub_mchid ? { subMchid: o.sub_mchid } : {}) } },
       h('td', {}, orderLink(o.out_trade_no)),
       h('td', { text: o.description }),
       h('td', { class: 'mono small', text: o.appid }),
-      h('td', { class: 'mono small', text: o.mchid }),
+      h('td', { class: 'mono small' }, o.mchid, o.sub_mchid
+        ? h('span', { class: 'tag sub-mchid', title: t('order.sub_mchid'), text: `${t('order.sub_tag')} ${o.sub_mchid}` })
+        : null),
       h('td', { class: 'num', text: money(o.amount_fen) }),
       h('td', {}, orderStatusBadge(o)),
       h('td', { class: 'num', text: o.refunded_fen ? money(o.refunded_fen) : '' }),
@@ -513,6 +516,7 @@ function orderDetail(detail) {
     field(t('order.openid'), h('span', {}, h('span', { class: 'mono', text: o.openid }), ' ', isOperator() ? null : revokeSessionsButton(o.openid))),
     field(t('order.app'), h('span', { class: 'mono', text: o.appid }), { dataset: { field: 'appid' } }),
     field(t('order.merchant'), h('span', { class: 'mono', text: o.mchid }), { dataset: { field: 'mchid' } }),
+    o.sub_mchid ? field(t('order.sub_mchid'), h('span', { class: 'mono', text: o.sub_mchid }), { dataset: { field: 'sub_mchid' } }) : null,
     field(t('order.api_version'), o.api_version),
     field(t('order.source'), o.source),
     field(t('order.created'), dateTime(o.created_at)),
@@ -593,29 +597,88 @@ function orderDetail(detail) {
 
 const RESULTS = ['matched', 'missing_in_database', 'missing_in_bill', 'amount_mismatch', 'state_mismatch'];
 
-async function reconciliationView(date, refresh = false) {
+/** `#/reconciliation/{date}`, with `?mchid=` when a merchant was chosen. */
+function reconciliationHash(date, mchid) {
+  return `#/reconciliation/${date}${mchid ? `?${new URLSearchParams({ mchid })}` : ''}`;
+}
+
+/**
+ * The merchant whose bill is shown: the admin chooses among the registry's merchants (none
+ * chosen: the server's default, the first merchant, which the select shows once known); an
+ * operator has its own merchant only (GET /admin/merchants is the admin's).
+ */
+function reconciliationMerchant(mchid, onChoose) {
+  if (isOperator()) {
+    return {
+      el: h('label', {}, h('span', { text: t('orders.merchant_filter') }),
+        h('select', { id: 'recon-merchant', disabled: true }, h('option', { value: principal.mchid, selected: true, text: principal.mchid }))),
+      show() {},
+    };
+  }
+  const choice = h('select', { id: 'recon-merchant', 'aria-label': t('orders.merchant_filter') },
+    mchid ? h('option', { value: mchid, selected: true, text: mchid }) : null);
+  let shown = mchid;
+  let merchants = null;
+  const draw = () => {
+    if (!merchants) return;
+    const known = merchants.some((m) => m.mchid === shown);
+    // None chosen and the report not in yet: the merchant file's (the server's first), else the first.
+    const selected = known ? shown : (merchants.find((m) => m.source === 'file') || merchants[0] || {}).mchid;
+    replace(choice,
+      shown && !known ? h('option', { value: shown, selected: true, text: shown }) : null,
+      merchants.map((m) => h('option', { value: m.mchid, selected: m.mchid === selected, text: `${m.mchid} · ${m.name}` })));
+  };
+  choice.addEventListener('change', () => onChoose(choice.value));
+  admin('GET', '/admin/merchants').then((answer) => {
+    merchants = answer.body.merchants;
+    draw();
+  }).catch(() => {
+    // The select keeps the merchant it has; the report still loads.
+  });
+  return {
+    el: h('label', {}, h('span', { text: t('orders.merchant_filter') }), choice),
+    /** Marks the merchant of the report shown (the server's default when none was chosen). */
+    show(value) {
+      if (!value || shown) return;
+      shown = value;
+      if (merchants) draw();
+      else replace(choice, h('option', { value, selected: true, text: value }));
+    },
+  };
+}
+
+async function reconciliationView(date, params = new URLSearchParams(), refresh = false) {
   const seq = renderSeq;
   const day = date || cstDate(1);
+  const mchid = isOperator() ? '' : (params.get('mchid') || '').trim();
   const input = h('input', { type: 'date', id: 'bill-date', value: day, required: true });
   const show = h('button', { type: 'submit', text: t('recon.show') });
   const again = h('button', { type: 'button', id: 'recon-refresh', text: t('recon.refresh') });
-  const form = h('form', { class: 'inline-form', id: 'recon-form' }, h('label', {}, h('span', { text: t('recon.date') }), input), show, again);
+  const merchant = reconciliationMerchant(mchid, (chosen) => {
+    location.hash = reconciliationHash(input.value || day, chosen);
+  });
+  const form = h('form', { class: 'inline-form', id: 'recon-form' },
+    merchant.el,
+    h('label', {}, h('span', { text: t('recon.date') }), input), show, again);
   const holder = h('div', { class: 'loading', text: t('recon.loading') });
   form.addEventListener('submit', (event) => {
     event.preventDefault();
-    if (input.value) location.hash = `#/reconciliation/${input.value}`;
+    if (input.value) location.hash = reconciliationHash(input.value, mchid);
   });
   again.addEventListener('click', () => {
     if (!input.value) return;
-    const target = `#/reconciliation/${input.value}`;
+    const target = reconciliationHash(input.value, mchid);
     if (location.hash !== target) history.replaceState(null, '', target);
     renderSeq += 1;
-    reconciliationView(input.value, true);
+    reconciliationView(input.value, params, true);
   });
   replace(view, h('div', { class: 'view-head' }, h('h1', { text: t('nav.reconciliation') })), h('p', { class: 'muted', text: t('recon.help') }), form, holder);
+  const query = new URLSearchParams();
+  if (mchid) query.set('mchid', mchid);
+  if (refresh) query.set('refresh', 'true');
   let report;
   try {
-    report = (await admin('GET', `/admin/reconciliation/${day}${refresh ? '?refresh=true' : ''}`)).body;
+    report = (await admin('GET', `/admin/reconciliation/${day}${query.toString() ? `?${query}` : ''}`)).body;
   } catch (err) {
     if (!current(seq)) return;
     replace(holder, err.code === 'bill_not_ready'
@@ -626,6 +689,7 @@ async function reconciliationView(date, refresh = false) {
   }
   if (!current(seq)) return;
   holder.className = '';
+  merchant.show(report.mchid);
   replace(holder, reconciliationReport(report));
 }
 
@@ -677,7 +741,7 @@ function reconciliationReport(r) {
   });
   return h(
     'div',
-    { class: 'recon', dataset: { date: r.bill_date } },
+    { class: 'recon', dataset: { date: r.bill_date, mchid: r.mchid || '' } },
     section('recon.summary', summary),
     section('recon.items', h('label', { class: 'check' }, onlyMismatches, h('span', { text: t('recon.only_mismatches') })), itemTable),
   );
@@ -951,12 +1015,13 @@ function deliveryLog(records) {
 const ROUTES = [
   [/^#\/orders\/([^/?]+)$/, (m) => orderView(decodeURIComponent(m[1])), true, 'orders', true],
   [/^#\/orders(?:\?(.*))?$/, (m) => ordersView(new URLSearchParams(m[1] || '')), true, 'orders', true],
-  [/^#\/reconciliation(?:\/(\d{4}-\d{2}-\d{2}))?$/, (m) => reconciliationView(m[1]), true, 'reconciliation', false],
+  [/^#\/reconciliation(?:\/(\d{4}-\d{2}-\d{2}))?(?:\?(.*))?$/, (m) => reconciliationView(m[1], new URLSearchParams(m[2] || '')), true, 'reconciliation', true],
   [/^#\/stats$/, () => statsView(), true, 'stats', false],
   [/^#\/wxacode$/, () => wxacodeView(), true, 'wxacode', false],
   [/^#\/merchants$/, () => merchantsView(), true, 'merchants', false],
   [/^#\/merchants\/([^/?]+)$/, (m) => merchantView(decodeURIComponent(m[1])), true, 'merchants', false],
   [/^#\/apps$/, () => appsView(), true, 'apps', false],
+  [/^#\/apps\/([^/?]+)$/, (m) => appView(decodeURIComponent(m[1])), true, 'apps', false],
   [/^#\/operators$/, () => operatorsView(), true, 'operators', false],
   [/^#\/sandbox$/, () => sandboxView(), false, 'sandbox', false],
 ];

@@ -130,14 +130,19 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ---------------------------------------------------------------- HTTP
 
-/** An answer that is not 2xx, with the API's `{code, message}` (or the simulator's shapes). */
+/**
+ * An answer that is not 2xx, with the API's `{code, message}`, the same nested as
+ * `{error: {code, message}}`, or the simulator's shapes (`errMsg`, `error` as text).
+ */
 export class HttpError extends Error {
   constructor(status, body) {
-    const message = (body && (body.message || body.errMsg || body.error)) || `HTTP ${status}`;
+    const inner = body && body.error && typeof body.error === 'object' ? body.error : body;
+    const text = (value) => (typeof value === 'string' && value ? value : null);
+    const message = (inner && (text(inner.message) || text(body.errMsg) || text(body.error))) || `HTTP ${status}`;
     super(message);
     this.status = status;
     this.body = body;
-    this.code = body && body.code;
+    this.code = inner && inner.code;
   }
 }
 

@@ -1,5 +1,7 @@
 // The registry in the back office (admin token only): merchants (a provider's sub-merchants
-// under it), mini programs and operators. Secrets typed or chosen in a form go to the server and
+// under it), mini programs and operators, each listed, registered, enabled or disabled, and edited
+// (a merchant's name, API version, sp_appid and credentials; a mini program's name, AppSecret,
+// merchant and sub-merchant; a sub-merchant's name, sub_appid and flag). Secrets typed or chosen in a form go to the server and
 // nowhere else: never shown back (no answer carries one), never logged, and every credential field
 // is cleared after each submit, whatever the answer. An operator's token is shown once.
 
@@ -73,6 +75,10 @@ function refreshButton() {
 
 function mono(text) {
   return h('span', { class: 'mono', text: text ?? '' });
+}
+
+function appLink(appid) {
+  return h('a', { href: `#/apps/${encodeURIComponent(appid)}`, class: 'mono', text: appid });
 }
 
 // ---------------------------------------------------------------- credential fields
@@ -174,6 +180,7 @@ export async function merchantsView() {
     h('td', {}, h('a', { href: `#/merchants/${encodeURIComponent(m.mchid)}`, class: 'mono', text: m.mchid })),
     h('td', { text: m.name }),
     h('td', { text: t(`merchant.kind.${m.kind}`) }),
+    h('td', {}, mono(m.sp_appid || '—')),
     h('td', { text: m.api_version }),
     h('td', {}, enabledBadge(m.enabled)),
     h('td', { text: t(`registry.source.${m.source}`) }),
@@ -183,30 +190,46 @@ export async function merchantsView() {
     h('td', {}, toggleButton(`/admin/merchants/${encodeURIComponent(m.mchid)}`, m.mchid, m.enabled))));
   replace(body,
     rows.length
-      ? ctx.table([t('merchant.mchid'), t('registry.name'), t('merchant.kind'), t('merchant.api_version'), t('registry.state'),
+      ? ctx.table([t('merchant.mchid'), t('registry.name'), t('merchant.kind'), 'sp_appid', t('merchant.api_version'), t('registry.state'),
         t('registry.source'), t('merchant.keys'), t('merchant.apps'), t('sub.title'), ''], rows, { id: 'merchants-table' })
       : h('p', { class: 'muted', text: t('registry.none') }),
     ctx.section('merchant.register', merchantForm(null)));
 }
 
 /**
- * The merchant form: registers one (`existing` null, POST) or rotates an existing one's
- * credentials (PATCH with the fields filled in only; `null` removes the platform certificate).
+ * The merchant form: registers one (`existing` null, POST) or edits an existing one (PATCH with
+ * what changed only: its name, API version, a provider's sp_appid, and credentials replaced by
+ * the fields filled in; `null` removes the platform certificate). A provider's `sp_appid` is
+ * asked for only when the kind is `provider`.
  */
 function merchantForm(existing) {
   const prefix = existing ? 'mp' : 'm';
   const patch = Boolean(existing);
+  // The merchant file's merchant keeps its credentials in the file: its name and API version only.
+  const withCredentials = !patch || existing.source === 'registered';
   const texts = [];
   const mchid = patch ? null : input(prefix, 'mchid', 'text', { label: t('merchant.mchid'), required: true });
   const name = input(prefix, 'name', 'text', { label: t('registry.name'), required: !patch, value: existing ? existing.name : '' });
   const kind = patch ? null : select(`${prefix}-kind`, [['direct', t('merchant.kind.direct')], ['provider', t('merchant.kind.provider')]], 'direct');
+  const spAppid = input(prefix, 'sp_appid', 'text', {
+    label: t('merchant.sp_appid'),
+    value: existing && existing.sp_appid ? existing.sp_appid : '',
+    placeholder: 'wx…',
+  });
+  spAppid.el.append(h('small', { class: 'muted', text: t('merchant.sp_appid_help') }));
+  const isProvider = () => (patch ? existing.kind === 'provider' : kind.value === 'provider');
+  const showSpAppid = () => {
+    spAppid.el.hidden = !isProvider();
+  };
+  if (kind) kind.addEventListener('change', showSpAppid);
+  showSpAppid();
   const version = select(`${prefix}-api_version`, [['v3', 'v3'], ['v2', 'v2']], existing ? existing.api_version : 'v3');
   const serial = input(prefix, 'merchant_serial', 'text', {
     label: t('merchant.serial'),
     required: !patch,
     placeholder: existing ? existing.merchant_serial : '',
   });
-  const secrets = [
+  const secrets = !withCredentials ? [] : [
     input(prefix, 'api_v2_key', 'secret', { label: t('merchant.api_v2_key'), required: !patch }),
     input(prefix, 'api_v3_key', 'secret', { label: t('merchant.api_v3_key'), required: !patch }),
     input(prefix, 'apiclient_key', 'pem', { label: t('merchant.apiclient_key'), placeholder: '-----BEGIN PRIVATE KEY-----' }),
@@ -219,20 +242,22 @@ function merchantForm(existing) {
     label: t('merchant.public_key_id_input'),
     placeholder: existing && existing.public_key_id ? existing.public_key_id : 'PUB_KEY_ID_…',
   });
-  texts.push(name, serial, keyId);
+  texts.push(name);
+  if (withCredentials) texts.push(serial, keyId);
   if (mchid) texts.unshift(mchid);
-  const removePlatform = patch && existing.has_platform_cert ? h('input', { type: 'checkbox', id: `${prefix}-remove_platform_cert` }) : null;
+  const removePlatform = withCredentials && patch && existing.has_platform_cert ? h('input', { type: 'checkbox', id: `${prefix}-remove_platform_cert` }) : null;
   const message = messageLine(`${prefix}-message`);
-  const submit = h('button', { type: 'submit', class: 'primary', text: t(patch ? 'merchant.rotate' : 'merchant.register') });
+  const submit = h('button', { type: 'submit', class: 'primary', text: t(patch ? 'merchant.save' : 'merchant.register') });
   const form = h('form', { class: 'registry-form', id: patch ? 'merchant-patch-form' : 'merchant-form', autocomplete: 'off' },
-    h('p', { class: 'muted form-wide', text: t(patch ? 'merchant.rotate_help' : 'registry.secret_note') }),
+    h('p', { class: 'muted form-wide', id: withCredentials ? null : 'merchant-file-source', text: t(!withCredentials ? 'merchant.file_source' : patch ? 'merchant.rotate_help' : 'registry.secret_note') }),
     mchid ? mchid.el : null,
     name.el,
     kind ? labelled('merchant.kind', kind) : null,
+    patch && !isProvider() ? null : spAppid.el,
     labelled('merchant.api_version', version),
-    serial.el,
+    withCredentials ? serial.el : null,
     secrets.slice(0, 2).map((s) => s.el),
-    h('div', { class: 'form-wide pem-grid' }, secrets.slice(2).map((s) => s.el), keyId.el),
+    withCredentials ? h('div', { class: 'form-wide pem-grid' }, secrets.slice(2).map((s) => s.el), keyId.el) : null,
     removePlatform ? h('label', { class: 'check form-wide' }, removePlatform, h('span', { text: t('merchant.remove_platform_cert') })) : null,
     h('div', { class: 'buttons form-wide' }, submit),
     message);
@@ -248,6 +273,12 @@ function merchantForm(existing) {
       if (kind) body.kind = kind.value;
       if (!patch || version.value !== existing.api_version) body.api_version = version.value;
       if (patch && body.name === existing.name) delete body.name;
+      // sp_appid: a provider's only (the server refuses it for a direct merchant), and in a
+      // PATCH only when changed.
+      if (isProvider()) {
+        const value = await spAppid.read();
+        if (value !== undefined && !(patch && value === existing.sp_appid)) body.sp_appid = value;
+      }
       if (removePlatform && removePlatform.checked && body.platform_cert === undefined) body.platform_cert = null;
     } catch (err) {
       clearSecrets();
@@ -303,6 +334,7 @@ export async function merchantView(mchid) {
   const summary = h('dl', { class: 'fields', id: 'merchant-summary', dataset: { mchid: m.mchid, enabled: String(m.enabled) } },
     ctx.field(t('registry.name'), m.name),
     ctx.field(t('merchant.kind'), t(`merchant.kind.${m.kind}`)),
+    ctx.field('sp_appid', mono(m.sp_appid || '—'), { dataset: { field: 'sp_appid' } }),
     ctx.field(t('merchant.api_version'), m.api_version),
     ctx.field(t('registry.state'), h('span', {}, enabledBadge(m.enabled), ' ', toggleButton(path, m.mchid, m.enabled))),
     ctx.field(t('registry.source'), t(`registry.source.${m.source}`)),
@@ -314,26 +346,27 @@ export async function merchantView(mchid) {
     ctx.field(t('registry.updated'), dateTime(m.updated_at)));
   const apps = m.apps.length
     ? ctx.table([t('app.appid'), t('registry.name'), t('app.sub_mchid_col'), t('registry.state')], m.apps.map((a) => h('tr', { dataset: { appid: a.appid } },
-      h('td', {}, mono(a.appid)), h('td', { text: a.name }), h('td', {}, mono(a.sub_mchid || '')), h('td', {}, enabledBadge(a.enabled)))), { id: 'merchant-apps' })
+      h('td', {}, appLink(a.appid)), h('td', { text: a.name }), h('td', {}, mono(a.sub_mchid || '')), h('td', {}, enabledBadge(a.enabled)))), { id: 'merchant-apps' })
     : h('p', { class: 'muted', text: t('registry.none') });
   replace(holder,
     ctx.section('merchant.summary', summary),
     ctx.section('nav.apps', apps),
     m.kind === 'provider' ? ctx.section('sub.title', subMerchants(m)) : null,
-    ctx.section('merchant.rotate', m.source === 'registered'
-      ? merchantForm(m)
-      : h('p', { class: 'muted', id: 'merchant-file-source', text: t('merchant.file_source') })));
+    ctx.section('merchant.edit', merchantForm(m)));
 }
 
 function subMerchants(m) {
   const base = `/admin/merchants/${encodeURIComponent(m.mchid)}/sub-merchants`;
+  const edit = subMerchantEditForm(base);
   const rows = m.sub_merchants.map((s) => h('tr', { dataset: { subMchid: s.sub_mchid, enabled: String(s.enabled) } },
     h('td', {}, mono(s.sub_mchid)),
     h('td', { text: s.name }),
     h('td', {}, mono(s.sub_appid || '')),
     h('td', {}, enabledBadge(s.enabled)),
     h('td', { text: dateTime(s.created_at) }),
-    h('td', {}, toggleButton(`${base}/${encodeURIComponent(s.sub_mchid)}`, s.sub_mchid, s.enabled))));
+    h('td', { class: 'buttons' },
+      toggleButton(`${base}/${encodeURIComponent(s.sub_mchid)}`, s.sub_mchid, s.enabled),
+      h('button', { type: 'button', class: 'edit', dataset: { edit: s.sub_mchid }, text: t('registry.edit'), onclick: () => edit.open(s) }))));
   const subMchid = input('sub', 'sub_mchid', 'text', { label: t('sub.mchid'), required: true });
   const name = input('sub', 'name', 'text', { label: t('registry.name'), required: true });
   const subAppid = input('sub', 'sub_appid', 'text', { label: t('sub.appid') });
@@ -358,7 +391,72 @@ function subMerchants(m) {
     rows.length
       ? ctx.table([t('sub.mchid'), t('registry.name'), t('sub.appid_col'), t('registry.state'), t('registry.created'), ''], rows, { id: 'sub-merchants-table' })
       : h('p', { class: 'muted', text: t('registry.none') }),
+    edit.form,
     form);
+}
+
+/**
+ * The form editing one sub-merchant (name, sub_appid, enabled), hidden until a row's "edit"
+ * opens it; PATCHes what changed (an emptied sub_appid is `null`: none).
+ */
+function subMerchantEditForm(base) {
+  let current = null;
+  const title = h('strong', { class: 'form-wide mono', id: 'se-title' });
+  const name = input('se', 'name', 'text', { label: t('registry.name'), required: true });
+  const subAppid = input('se', 'sub_appid', 'text', { label: t('sub.appid') });
+  const enabled = h('input', { type: 'checkbox', id: 'se-enabled', name: 'enabled' });
+  const message = messageLine('se-message');
+  const submit = h('button', { type: 'submit', class: 'primary', text: t('action.save') });
+  const cancel = h('button', { type: 'button', id: 'se-cancel', text: t('action.cancel') });
+  const form = h('form', { class: 'registry-form edit-form', id: 'sub-edit-form', hidden: true, autocomplete: 'off' },
+    h('div', { class: 'form-wide' }, h('span', { class: 'muted', text: `${t('sub.edit')} ` }), title),
+    name.el, subAppid.el,
+    h('label', { class: 'check' }, enabled, h('span', { text: t('registry.enabled') })),
+    h('div', { class: 'buttons form-wide' }, submit, cancel),
+    message);
+  const inputOf = (field) => field.el.querySelector('input');
+  cancel.addEventListener('click', () => {
+    form.hidden = true;
+    current = null;
+  });
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    if (!current) return;
+    const body = {};
+    const newName = await name.read();
+    if (newName !== undefined && newName !== current.name) body.name = newName;
+    const newAppid = (await subAppid.read()) ?? null;
+    if (newAppid !== (current.sub_appid ?? null)) body.sub_appid = newAppid;
+    if (enabled.checked !== current.enabled) body.enabled = enabled.checked;
+    if (Object.keys(body).length === 0) {
+      say(message, t('merchant.nothing'), false);
+      return;
+    }
+    submit.disabled = true;
+    try {
+      await ctx.admin('PATCH', `${base}/${encodeURIComponent(current.sub_mchid)}`, body);
+      redraw(t('sub.updated', { id: current.sub_mchid }));
+    } catch (err) {
+      say(message, ctx.describeError(err), false);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return {
+    form,
+    open(s) {
+      current = s;
+      form.dataset.subMchid = s.sub_mchid;
+      title.textContent = s.sub_mchid;
+      inputOf(name).value = s.name;
+      inputOf(subAppid).value = s.sub_appid || '';
+      enabled.checked = s.enabled;
+      message.textContent = '';
+      message.className = 'form-message';
+      form.hidden = false;
+      inputOf(name).focus();
+    },
+  };
 }
 
 // ---------------------------------------------------------------- mini programs
@@ -381,7 +479,7 @@ export async function appsView() {
   if (ctx.seq() !== seq) return;
   body.className = '';
   const rows = apps.map((a) => h('tr', { dataset: { appid: a.appid, mchid: a.mchid, enabled: String(a.enabled) } },
-    h('td', {}, mono(a.appid)),
+    h('td', {}, appLink(a.appid)),
     h('td', { text: a.name }),
     h('td', {}, h('a', { href: `#/merchants/${encodeURIComponent(a.mchid)}`, class: 'mono', text: a.mchid })),
     h('td', {}, mono(a.sub_mchid || '')),
@@ -434,6 +532,141 @@ function appForm(merchants) {
     try {
       await ctx.admin('POST', '/admin/apps', body);
       redraw(t('app.registered', { appid: body.appid }));
+    } catch (err) {
+      say(message, ctx.describeError(err), false);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  fillSubs();
+  return form;
+}
+
+/** One mini program: what it is, and the form that edits it. */
+export async function appView(appid) {
+  const seq = ctx.seq();
+  const holder = h('div', { class: 'loading', text: t('loading') });
+  replace(ctx.view,
+    h('div', { class: 'view-head' }, h('a', { href: '#/apps', class: 'back', text: t('action.back') }), h('h1', { class: 'mono', text: appid })),
+    takeFlash(),
+    holder);
+  let a;
+  let merchants;
+  try {
+    [a, merchants] = await Promise.all([
+      ctx.admin('GET', `/admin/apps/${encodeURIComponent(appid)}`).then((x) => x.body),
+      loadMerchants(),
+    ]);
+  } catch (err) {
+    if (ctx.seq() === seq) replace(holder, ctx.errorBox(err));
+    return;
+  }
+  if (ctx.seq() !== seq) return;
+  holder.className = '';
+  const summary = h('dl', { class: 'fields', id: 'app-summary', dataset: { appid: a.appid, mchid: a.mchid, enabled: String(a.enabled) } },
+    ctx.field(t('registry.name'), a.name, { dataset: { field: 'name' } }),
+    ctx.field(t('app.merchant'), h('a', { href: `#/merchants/${encodeURIComponent(a.mchid)}`, class: 'mono', text: a.mchid }), { dataset: { field: 'mchid' } }),
+    ctx.field(t('app.sub_mchid_col'), mono(a.sub_mchid || '—'), { dataset: { field: 'sub_mchid' } }),
+    ctx.field(t('registry.state'), h('span', {}, enabledBadge(a.enabled), ' ', toggleButton(`/admin/apps/${encodeURIComponent(a.appid)}`, a.appid, a.enabled))),
+    ctx.field(t('registry.source'), t(`registry.source.${a.source}`)),
+    ctx.field('AppSecret', a.has_app_secret ? t('app.secret_stored') : '—'),
+    ctx.field(t('registry.created'), dateTime(a.created_at)),
+    ctx.field(t('registry.updated'), dateTime(a.updated_at)));
+  replace(holder,
+    ctx.section('app.summary', summary),
+    ctx.section('app.edit', appEditForm(a, merchants)));
+}
+
+/**
+ * The form editing a mini program: its name, a new AppSecret (write-only: empty means unchanged;
+ * never shown, cleared once read), and the merchant and sub-merchant it pays through (a
+ * provider's sub-merchants once the provider is chosen; none for a direct merchant). Only what
+ * changed is sent. The merchant file's mini program: its name only.
+ */
+function appEditForm(a, merchants) {
+  const fromFile = a.source !== 'registered';
+  const name = input('ae', 'name', 'text', { label: t('registry.name'), required: true, value: a.name });
+  const secret = input('ae', 'app_secret', 'secret', { label: t('app.new_secret'), placeholder: t('app.secret_unchanged') });
+  // The current merchant is offered even when the list does not have it (not expected).
+  const choices = merchants.map((m) => [m.mchid, `${m.mchid} · ${m.name}`]);
+  if (!merchants.some((m) => m.mchid === a.mchid)) choices.unshift([a.mchid, a.mchid]);
+  const mchid = select('ae-mchid', choices, a.mchid);
+  const subMchid = select('ae-sub_mchid', [['', t('app.no_sub')]], '');
+  const subLabel = labelled('app.sub_mchid_edit', subMchid);
+  const message = messageLine('ae-message');
+  let filling = 0;
+  const fillSubs = async () => {
+    const fill = ++filling;
+    const m = merchants.find((x) => x.mchid === mchid.value);
+    replace(subMchid, h('option', { value: '', text: t('app.no_sub') }));
+    subMchid.disabled = fromFile;
+    submit.disabled = false;
+    subLabel.hidden = !m || m.kind !== 'provider';
+    if (subLabel.hidden) return;
+    // Until the provider's sub-merchants are in, the choice (and so the form) waits.
+    subMchid.disabled = true;
+    submit.disabled = true;
+    try {
+      const subs = (await ctx.admin('GET', `/admin/merchants/${encodeURIComponent(m.mchid)}/sub-merchants`)).body.sub_merchants;
+      if (fill !== filling) return;
+      for (const s of subs) {
+        subMchid.append(h('option', {
+          value: s.sub_mchid,
+          selected: m.mchid === a.mchid && s.sub_mchid === a.sub_mchid,
+          text: `${s.sub_mchid} · ${s.name}${s.enabled ? '' : ` (${t('registry.disabled')})`}`,
+        }));
+      }
+    } catch (err) {
+      say(message, ctx.describeError(err), false);
+    } finally {
+      if (fill === filling) {
+        subMchid.disabled = fromFile;
+        submit.disabled = false;
+      }
+    }
+  };
+  mchid.addEventListener('change', fillSubs);
+  if (fromFile) {
+    mchid.disabled = true;
+    subMchid.disabled = true;
+  }
+  const submit = h('button', { type: 'submit', class: 'primary', text: t('action.save') });
+  const form = h('form', { class: 'registry-form', id: 'app-edit-form', autocomplete: 'off', dataset: { appid: a.appid } },
+    h('p', { class: 'muted form-wide', text: t(fromFile ? 'app.file_source' : 'app.edit_help') }),
+    name.el,
+    fromFile ? null : secret.el,
+    labelled('app.merchant', mchid),
+    subLabel,
+    h('div', { class: 'buttons form-wide' }, submit),
+    message);
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const body = {};
+    const newName = await name.read();
+    if (newName !== undefined && newName !== a.name) body.name = newName;
+    const newSecret = fromFile ? undefined : await secret.read();
+    // The AppSecret is in `body` only until the request is sent; the field is emptied now.
+    secret.clear();
+    if (newSecret !== undefined) body.app_secret = newSecret;
+    if (!fromFile) {
+      const sub = subLabel.hidden || !subMchid.value ? null : subMchid.value;
+      // A new merchant always names its sub-merchant (or none), so that moving from a provider
+      // to a direct merchant drops the provider's sub-merchant.
+      if (mchid.value !== a.mchid) {
+        body.mchid = mchid.value;
+        body.sub_mchid = sub;
+      } else if (sub !== (a.sub_mchid ?? null)) {
+        body.sub_mchid = sub;
+      }
+    }
+    if (Object.keys(body).length === 0) {
+      say(message, t('merchant.nothing'), false);
+      return;
+    }
+    submit.disabled = true;
+    try {
+      await ctx.admin('PATCH', `/admin/apps/${encodeURIComponent(a.appid)}`, body);
+      redraw(t('app.updated', { appid: a.appid }));
     } catch (err) {
       say(message, ctx.describeError(err), false);
     } finally {
