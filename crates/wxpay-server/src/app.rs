@@ -181,6 +181,10 @@ pub fn router(state: AppState) -> Router {
         .route("/notify/v3/refund", post(notify::v3_refund_default))
         .route("/notify/v2/pay", post(notify::v2_pay_default))
         .route("/notify/v2/refund", post(notify::v2_refund_default))
+        .route(
+            "/notify/mp/{appid}",
+            get(crate::api::push::verify).post(crate::api::push::receive),
+        )
         .layer(DefaultBodyLimit::max(MAX_NOTIFY_BODY));
     let mut router = Router::new()
         .merge(api)
@@ -188,6 +192,15 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(mini::healthz))
         .merge(crate::api::admin::routes())
         .merge(crate::api::tenants::routes())
+        .route("/admin/alerts", get(crate::api::push::list_alerts))
+        .route(
+            "/admin/fulfilment/unsettled",
+            get(crate::api::push::unsettled),
+        )
+        .route(
+            "/admin/alerts/{id}/acknowledge",
+            post(crate::api::push::acknowledge_alert),
+        )
         .merge(crate::api::metrics::routes(&state.settings, false))
         .merge(crate::api::openapi::routes())
         .merge(crate::console::routes(state.sandbox_url.is_some()));
@@ -427,6 +440,7 @@ impl Application {
                                 description: (*description).to_owned(),
                                 price_fen: *price_fen,
                                 active: true,
+                                delivery: crate::store::Delivery::Express,
                             },
                         )
                         .await?;

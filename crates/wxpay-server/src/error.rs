@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::core::fulfilment::FulfilmentError;
 use crate::core::login::LoginError;
 use crate::core::orders::OrderError;
 use crate::core::reconciliation::ReconcileError;
@@ -181,6 +182,18 @@ impl From<RefundError> for ApiError {
                 ApiError::internal("sending a refund", &e)
             }
             RefundError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<FulfilmentError> for ApiError {
+    fn from(err: FulfilmentError) -> Self {
+        match err {
+            FulfilmentError::Invalid(m) => ApiError::bad_request(m),
+            FulfilmentError::OrderNotFound => ApiError::not_found("no such order"),
+            FulfilmentError::WrongState(m) => ApiError::conflict("order_not_shippable", m),
+            FulfilmentError::Route(e) => e.into(),
+            FulfilmentError::Store(e) => e.into(),
         }
     }
 }

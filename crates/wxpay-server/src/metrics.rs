@@ -16,3 +16,14 @@ pub fn webhook_delivery(event_type: &str, result: &'static str) {
 pub fn job_run(job: &'static str, result: &'static str) {
     metrics::counter!("wxpay_job_runs_total", "job" => job, "result" => result).increment(1);
 }
+
+/// Counts a verified message push by its event (a bounded set of names) and result.
+pub fn push(event: &str, result: &'static str) {
+    metrics::counter!("wxpay_mp_pushes_total", "event" => event.to_owned(), "result" => result)
+        .increment(1);
+}
+
+/// Counts a `wxa_trade_controlled` event: WeChat restricted a mini program's payments.
+pub fn trade_controlled() {
+    metrics::counter!("wxpay_trade_controlled_total").increment(1);
+}

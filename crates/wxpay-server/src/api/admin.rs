@@ -16,13 +16,15 @@ use utoipa::{IntoParams, ToSchema};
 use super::extract::{JsonBody, Path, Query, bearer};
 use super::tenants::Principal;
 use crate::app::AppState;
+use crate::core::fulfilment::{self, ShipRequest, Shipped};
 use crate::core::orders::{self, MAX_ORDER_FEN, OrderRequest, Priced};
 use crate::core::reconciliation;
 use crate::core::refunds::{self, Created, RefundRequest, SubmitOutcome};
 use crate::error::ApiError;
 use crate::store::{
-    ApiVersion, HourlyPayments, JobState, NewProduct, Order, OrderCursor, OrderEvent, OrderItem,
-    OrderStatus, OutboxEvent, Product, Reconciliation, Refund, RefundStatus, WebhookStatus,
+    ApiVersion, Delivery, HourlyPayments, JobState, NewProduct, Order, OrderCursor, OrderEvent,
+    OrderItem, OrderStatus, OutboxEvent, Product, Reconciliation, Refund, RefundStatus, Shipment,
+    ShipmentItem, ShippingState, ShippingUpload, WebhookStatus,
 };
 
 /// The back office's routes.
@@ -31,6 +33,11 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/orders", get(list_orders).post(create_order))
         .route("/admin/orders/{out_trade_no}", get(order_detail))
         .route("/admin/orders/{out_trade_no}/refunds", post(create_refund))
+        .route(
+            "/admin/orders/{out_trade_no}/shipments",
+            post(create_shipment),
+        )
+        .route("/admin/fulfilment/overdue", get(overdue))
         .route("/admin/refunds/{out_refund_no}", get(refund))
         .route("/admin/products", get(products))
         .route("/admin/products/{sku}", put(put_product))
@@ -134,6 +141,18 @@ pub struct OrderView {
     pub updated_at: i64,
     /// Incremented by every change.
     pub version: i64,
+    /// How it is delivered: `express`, `same_city`, `virtual` or `pickup` (null only for orders
+    /// the store cannot date).
+    pub delivery: Option<Delivery>,
+    /// `awaiting_shipment`, `partially_shipped`, `shipped`, `received`, `settled`; null until
+    /// paid.
+    pub shipping_state: Option<ShippingState>,
+    /// When it was fully shipped.
+    pub shipped_at: Option<i64>,
+    /// When the buyer (or WeChat) confirmed receipt.
+    pub received_at: Option<i64>,
+    /// When WeChat settled the payment.
+    pub settled_at: Option<i64>,
 }
 
 impl From<&Order> for OrderView {
@@ -158,6 +177,11 @@ impl From<&Order> for OrderView {
             created_at: o.created_at,
             updated_at: o.updated_at,
             version: o.version,
+            delivery: o.delivery,
+            shipping_state: o.shipping_state,
+            shipped_at: o.shipped_at,
+            received_at: o.received_at,
+            settled_at: o.settled_at,
         }
     }
 }
@@ -286,6 +310,10 @@ pub struct OrderDetail {
     pub refunds: Vec<RefundView>,
     /// Its webhook events, oldest first.
     pub webhooks: Vec<OutboxEvent>,
+    /// Its parcels, oldest first.
+    pub shipments: Vec<Shipment>,
+    /// The upload of its shipping information to WeChat, once there is one.
+    pub shipping_upload: Option<ShippingUpload>,
 }
 
 fn valid_out_trade_no(no: &str) -> bool {
@@ -316,6 +344,8 @@ pub(crate) async fn order_detail(
             .map(RefundView::from)
             .collect(),
         webhooks: with_status(&state, state.store.webhooks_of_order(&no).await?),
+        shipments: state.store.shipments_of_order(&no).await?,
+        shipping_upload: state.store.shipping_upload(&no).await?,
         order: OrderView::from(&order),
     }))
 }
@@ -341,6 +371,9 @@ pub struct CreateAdminOrder {
     /// The buyer's mini program (default: the only one registered).
     #[serde(default)]
     pub appid: Option<String>,
+    /// How it is delivered (default `express`).
+    #[serde(default)]
+    pub delivery: Delivery,
 }
 
 /// An order with the `wx.requestPayment` object to pay it.
@@ -403,6 +436,7 @@ pub(crate) async fn create_order(
             priced: Priced::Merchant {
                 amount_fen: body.amount_fen,
                 description: description.to_owned(),
+                delivery: body.delivery,
             },
             client_ip: ip,
             ttl_secs: state.settings.order_ttl_secs,
@@ -487,6 +521,143 @@ pub(crate) async fn create_refund(
             ),
         )),
     }
+}
+
+/// `POST /admin/orders/{no}/shipments`: a parcel of a paid express or same-city order.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateShipment {
+    /// WeChat's `delivery_id` of the express company (`get_delivery_list`: `SF`, `ZTO`, `YTO`,
+    /// `STO`, `JD`, ...), 1 to 128 visible ASCII characters.
+    pub express_company: String,
+    /// The tracking number, 1 to 128 visible ASCII characters.
+    pub tracking_no: String,
+    /// The order's lines in this parcel (default: not said; the parcel is described by the
+    /// order's description).
+    #[serde(default)]
+    pub items: Vec<ShipmentItem>,
+    /// Whether this is the last parcel (default false). The only parcel of a same-city order,
+    /// and a 15th parcel, are always the last.
+    #[serde(default)]
+    pub last: bool,
+    /// SF Express only, and then required: the receiver's phone number masked but for its last
+    /// 4 digits, like `189****1234`.
+    #[serde(default)]
+    pub receiver_contact: Option<String>,
+}
+
+/// A parcel recorded, and the order after it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShipmentRecorded {
+    /// The parcel.
+    pub shipment: Shipment,
+    /// The order (its `shipping_state` is `shipped` once the last parcel is recorded).
+    pub order: OrderView,
+    /// The upload of the shipping information to WeChat, once the order is fully shipped:
+    /// `uploaded`, or `pending` (the job retries, asking WeChat first), or `failed`.
+    pub shipping_upload: Option<ShippingUpload>,
+}
+
+/// `POST /admin/orders/{out_trade_no}/shipments`: records a parcel. The last one marks the
+/// order fully shipped and uploads its shipping information to WeChat (once: a lost answer is
+/// followed by a question to WeChat, never by a second upload). 201 for a new parcel, 200 for
+/// a parcel (express company and tracking number) recorded before.
+#[utoipa::path(post, path = "/admin/orders/{out_trade_no}/shipments", tag = "admin", security(("admin_token" = []), ("operator_token" = [])),
+    params(("out_trade_no" = String, Path, description = "The merchant's order number")),
+    request_body = CreateShipment,
+    responses((status = 201, body = ShipmentRecorded, description = "Recorded (and uploaded when it was the last)"),
+        (status = 200, body = ShipmentRecorded, description = "This parcel was recorded before; nothing changed"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "Not paid, fully refunded, not delivered in parcels (virtual, pickup), already shipped, or 15 parcels")))]
+pub(crate) async fn create_shipment(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(no): Path<String>,
+    JsonBody(body): JsonBody<CreateShipment>,
+) -> Result<Response, ApiError> {
+    visible_order(&state, &principal, &no).await?;
+    let shipped = fulfilment::ship(
+        &state.store,
+        &state.registry,
+        ShipRequest {
+            out_trade_no: no,
+            express_company: body.express_company,
+            tracking_no: body.tracking_no,
+            items: body.items,
+            last: body.last,
+            receiver_contact: body.receiver_contact,
+        },
+        &format!("api-{}", wxpay::nonce::random_string(12)),
+    )
+    .await?;
+    let (status, shipment, order) = match shipped {
+        Shipped::New {
+            shipment, order, ..
+        } => (StatusCode::CREATED, shipment, order),
+        Shipped::Repeated { shipment, order } => (StatusCode::OK, shipment, order),
+    };
+    let shipping_upload = state.store.shipping_upload(&order.out_trade_no).await?;
+    Ok((
+        status,
+        Json(ShipmentRecorded {
+            shipment,
+            order: OrderView::from(&order),
+            shipping_upload,
+        }),
+    )
+        .into_response())
+}
+
+/// `?hours=`
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OverdueQuery {
+    /// Paid at least this many hours ago, 0 to 720 (default 48: WeChat's deadline to ship
+    /// ordinary goods).
+    pub hours: Option<u32>,
+    /// One merchant's orders (an operator sees only its merchant's, whatever this says).
+    pub mchid: Option<String>,
+}
+
+/// Orders to ship.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OverdueOrders {
+    /// The threshold used, in hours after payment.
+    pub hours: u32,
+    /// Paid express and same-city orders not fully shipped, paid at least `hours` ago, oldest
+    /// payment first (at most 200).
+    pub orders: Vec<OrderView>,
+}
+
+/// `GET /admin/fulfilment/overdue?hours=`: paid express and same-city orders not fully shipped
+/// `hours` (default 48, WeChat's deadline) after payment, oldest first.
+#[utoipa::path(get, path = "/admin/fulfilment/overdue", tag = "admin", params(OverdueQuery),
+    security(("admin_token" = []), ("operator_token" = [])),
+    responses((status = 200, body = OverdueOrders), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn overdue(
+    principal: Principal,
+    State(state): State<AppState>,
+    Query(q): Query<OverdueQuery>,
+) -> Result<Json<OverdueOrders>, ApiError> {
+    let hours = q.hours.unwrap_or(fulfilment::SHIPPING_DEADLINE_HOURS);
+    if hours > 720 {
+        return Err(ApiError::bad_request("hours must be between 0 and 720"));
+    }
+    let paid_before = crate::store::now_ms() - i64::from(hours) * 3_600_000;
+    let orders = state
+        .store
+        .overdue_shipments(
+            paid_before,
+            principal
+                .merchant()
+                .or(q.mchid.as_deref().filter(|m| !m.is_empty())),
+            200,
+        )
+        .await?;
+    Ok(Json(OverdueOrders {
+        hours,
+        orders: orders.iter().map(OrderView::from).collect(),
+    }))
 }
 
 /// `GET /admin/refunds/{out_refund_no}`.

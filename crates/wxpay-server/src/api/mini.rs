@@ -17,7 +17,9 @@ use crate::core::orders::{self, Line, OrderRequest, Priced};
 pub use crate::core::orders::{MAX_ORDER_FEN, MAX_ORDER_LINES, MAX_QUANTITY};
 use crate::core::payments::sync_with_wechat;
 use crate::error::ApiError;
-use crate::store::{Order, OrderItem, OrderStatus, Refund, RefundStatus, now_ms};
+use crate::store::{
+    Delivery, Order, OrderItem, OrderStatus, Refund, RefundStatus, ShippingState, now_ms,
+};
 
 /// The caller's address (behind trusted proxies, the forwarded one), sent to WeChat as the
 /// payer's IP.
@@ -132,6 +134,11 @@ pub(crate) struct BuyerOrder {
     expires_at: i64,
     /// Creation time (Unix ms).
     created_at: i64,
+    /// How it is delivered: `express`, `same_city`, `virtual` or `pickup`.
+    delivery: Option<Delivery>,
+    /// `awaiting_shipment`, `partially_shipped`, `shipped`, `received`, `settled`; null until
+    /// paid.
+    shipping_state: Option<ShippingState>,
     /// The order's refunds, oldest first (`GET /api/orders/{no}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     refunds: Option<Vec<BuyerRefund>>,
@@ -150,6 +157,8 @@ impl BuyerOrder {
             refunded_fen: order.refunded_fen,
             expires_at: order.expires_at,
             created_at: order.created_at,
+            delivery: order.delivery,
+            shipping_state: order.shipping_state,
             refunds: None,
         }
     }

@@ -6,7 +6,7 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, metrics, mini, notify, tenants};
+use super::{admin, metrics, mini, notify, push, tenants};
 use crate::app::AppState;
 
 /// The API description.
@@ -32,10 +32,17 @@ use crate::app::AppState;
         notify::v3_refund_default,
         notify::v2_pay_default,
         notify::v2_refund_default,
+        push::verify,
+        push::receive,
+        push::list_alerts,
+        push::acknowledge_alert,
+        push::unsettled,
         admin::list_orders,
         admin::create_order,
         admin::order_detail,
         admin::create_refund,
+        admin::create_shipment,
+        admin::overdue,
         admin::refund,
         admin::products,
         admin::put_product,

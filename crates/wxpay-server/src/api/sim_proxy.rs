@@ -14,7 +14,9 @@
 //! * Public: `GET /sim/apps` (every mini program's appid and merchant id, the facts the cashier
 //!   shows; the emulator offers them to choose from). The simulator controls it, so the proxy
 //!   asks with the control token for anyone; its answer holds no secret.
-//! * Everything else (`/sim/orders/*`, `/sim/notifications*`, `/sim/faults`, `/sim/clock*`,
+//! * Everything else (`/sim/orders/*`, `POST /sim/orders/{no}/confirm-receipt` (the buyer
+//!   confirming receipt in WeChat), `PUT /sim/mp/push`, `GET /sim/mp/pushes`,
+//!   `/sim/notifications*`, `/sim/faults`, `/sim/clock*`,
 //!   `/sim/merchant`, `/sim/connection`, `/sim/merchants`, `POST /sim/apps`, a chosen openid, a
 //!   code without the user's key) needs
 //!   `Authorization: Bearer <admin token>`, checked as the back office checks it: 401 otherwise.
@@ -61,6 +63,15 @@ const ROUTES: &[(Method, &[&str], Access)] = &[
     (Method::POST, &["users", "*", "code"], Access::UserCode),
     (Method::POST, &["pay"], Access::Open),
     (Method::GET, &["orders", "*"], Access::Admin),
+    // The buyer confirming receipt in WeChat (trade management), and the mini program's
+    // message-push settings at WeChat: the admin's.
+    (
+        Method::POST,
+        &["orders", "*", "confirm-receipt"],
+        Access::Admin,
+    ),
+    (Method::PUT, &["mp", "push"], Access::Admin),
+    (Method::GET, &["mp", "pushes"], Access::Admin),
     (Method::GET, &["notifications"], Access::Admin),
     (Method::POST, &["notifications", "flush"], Access::Admin),
     (Method::GET, &["faults"], Access::Admin),

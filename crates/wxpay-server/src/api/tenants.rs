@@ -216,6 +216,9 @@ pub struct MiniProgramView {
     pub source: RegistrySource,
     /// Whether an AppSecret is stored (sealed); the file's is in the file.
     pub has_app_secret: bool,
+    /// Whether its message push (Token, and EncodingAESKey or not) is set: WeChat's pushes to
+    /// `/notify/mp/{appid}` are then verified and applied.
+    pub has_push: bool,
     /// Unix milliseconds.
     pub created_at: i64,
     /// Unix milliseconds.
@@ -226,6 +229,7 @@ impl From<MiniProgramRecord> for MiniProgramView {
     fn from(a: MiniProgramRecord) -> Self {
         MiniProgramView {
             has_app_secret: a.app_secret.is_some(),
+            has_push: a.push_settings.is_some(),
             appid: a.appid,
             name: a.name,
             mchid: a.mchid,

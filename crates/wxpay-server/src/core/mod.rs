@@ -8,6 +8,8 @@
 //!   a query), one check of the report against the order, then the store's guarded transition.
 //! - [`refunds`]: create (amount reserved), submit to WeChat, apply a result (notification or
 //!   query).
+//! - [`fulfilment`]: parcels, and the one upload of each order's shipping information to
+//!   WeChat (funds are held until it is there).
 //! - [`reconciliation`]: the day's bill against the orders.
 //! - [`tenants`]: the registry of merchants, mini programs, sub-merchants and operators.
 //!
@@ -15,9 +17,11 @@
 //! ([`crate::api`]) and the notification layer turn into their answers. It imports the store,
 //! the WeChat clients ([`crate::wechat`]) and the metrics, never the edges.
 
+pub mod fulfilment;
 pub mod login;
 pub mod orders;
 pub mod payments;
+pub mod push;
 pub mod reconciliation;
 pub mod refunds;
 pub mod tenants;

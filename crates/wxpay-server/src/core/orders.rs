@@ -10,7 +10,8 @@ use wxpay::RequestPayment;
 
 use super::payments::sync_with_wechat;
 use crate::store::{
-    EventKind, NewOrder, Order, OrderItem, OrderStatus, Store, StoreError, Transition, now_ms,
+    Delivery, EventKind, NewOrder, Order, OrderItem, OrderStatus, Store, StoreError, Transition,
+    now_ms,
 };
 use crate::wechat::{PREPAY_RENEW_AFTER_MS, WeChat};
 
@@ -99,6 +100,8 @@ pub enum Priced {
         amount_fen: u64,
         /// 1 to 127 characters.
         description: String,
+        /// How it is delivered.
+        delivery: Delivery,
     },
 }
 
@@ -139,45 +142,53 @@ pub async fn place(
     wechat: &WeChat,
     request: OrderRequest,
 ) -> Result<PayableOrder, OrderError> {
-    let (source, description, items, amount_fen) = match request.priced {
+    let (source, description, items, amount_fen, delivery) = match request.priced {
         Priced::Catalog(lines) => {
-            let (items, total) = price(store, &lines).await?;
-            ("api", describe(&items), items, total)
+            let (items, total, delivery) = price(store, &lines).await?;
+            ("api", describe(&items), items, total, delivery)
         }
         Priced::Merchant {
             amount_fen,
             description,
+            delivery,
         } => {
             if !(1..=MAX_ORDER_FEN).contains(&amount_fen) {
                 return Err(OrderError::Invalid(format!(
                     "amount_fen must be between 1 and {MAX_ORDER_FEN}"
                 )));
             }
-            ("admin", description, Vec::new(), amount_fen)
+            ("admin", description, Vec::new(), amount_fen, delivery)
         }
     };
     let ttl_ms = i64::try_from(request.ttl_secs).unwrap_or(3600) * 1000;
     let order = store
-        .insert_order(&NewOrder {
-            out_trade_no: new_out_trade_no(),
-            openid: request.openid,
-            appid: wechat.appid.clone(),
-            mchid: wechat.mchid.clone(),
-            sub_mchid: wechat.partner.as_ref().map(|p| p.sub_mchid.clone()),
-            api_version: wechat.api_version,
-            source,
-            description,
-            items,
-            amount_fen,
-            client_ip: request.client_ip,
-            expires_at: now_ms() + ttl_ms,
-        })
+        .insert_order_delivered(
+            &NewOrder {
+                out_trade_no: new_out_trade_no(),
+                openid: request.openid,
+                appid: wechat.appid.clone(),
+                mchid: wechat.mchid.clone(),
+                sub_mchid: wechat.partner.as_ref().map(|p| p.sub_mchid.clone()),
+                api_version: wechat.api_version,
+                source,
+                description,
+                items,
+                amount_fen,
+                client_ip: request.client_ip,
+                expires_at: now_ms() + ttl_ms,
+            },
+            delivery,
+        )
         .await?;
     payment(store, wechat, &order).await
 }
 
-/// The catalog's prices of the lines, and their total.
-async fn price(store: &Store, lines: &[Line]) -> Result<(Vec<OrderItem>, u64), OrderError> {
+/// The catalog's prices of the lines, their total, and how the order is delivered
+/// ([`Delivery::of_lines`] of the products).
+async fn price(
+    store: &Store,
+    lines: &[Line],
+) -> Result<(Vec<OrderItem>, u64, Delivery), OrderError> {
     if lines.is_empty() || lines.len() > MAX_ORDER_LINES {
         return Err(OrderError::Invalid(format!(
             "items must hold 1 to {MAX_ORDER_LINES} lines"
@@ -186,6 +197,7 @@ async fn price(store: &Store, lines: &[Line]) -> Result<(Vec<OrderItem>, u64), O
     let mut seen = HashSet::new();
     let mut items = Vec::with_capacity(lines.len());
     let mut total: u64 = 0;
+    let mut deliveries = Vec::with_capacity(lines.len());
     for line in lines {
         if !(1..=MAX_QUANTITY).contains(&line.quantity) {
             return Err(OrderError::Invalid(format!(
@@ -211,6 +223,7 @@ async fn price(store: &Store, lines: &[Line]) -> Result<(Vec<OrderItem>, u64), O
             .checked_add(line_total)
             .filter(|t| *t <= MAX_ORDER_FEN)
             .ok_or_else(|| OrderError::Invalid("order total is too large".into()))?;
+        deliveries.push(product.delivery);
         items.push(OrderItem {
             sku: product.sku,
             name: product.name,
@@ -219,7 +232,7 @@ async fn price(store: &Store, lines: &[Line]) -> Result<(Vec<OrderItem>, u64), O
             unit_price_fen: product.price_fen,
         });
     }
-    Ok((items, total))
+    Ok((items, total, Delivery::of_lines(deliveries)))
 }
 
 /// The description WeChat shows: the item names and quantities, cut to 127 characters.

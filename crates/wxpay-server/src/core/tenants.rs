@@ -252,6 +252,17 @@ pub struct MiniProgramPatch {
     #[serde(default, deserialize_with = "some")]
     #[schema(value_type = Option<String>)]
     pub sub_mchid: Option<Option<String>>,
+    /// The Token of the mini program's message push (消息推送: 3 to 32 letters and digits),
+    /// as set in its admin console; `null` removes the push settings. Also for the merchant
+    /// file's mini program.
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<String>)]
+    pub push_token: Option<Option<SecretString>>,
+    /// The EncodingAESKey of compatible or safe mode (43 characters); `null`: plaintext mode.
+    /// Given with `push_token`.
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<String>)]
+    pub push_encoding_aes_key: Option<Option<SecretString>>,
 }
 
 impl std::fmt::Debug for MiniProgramPatch {
@@ -770,6 +781,7 @@ pub async fn register_mini_program(
         mchid,
         sub_mchid,
         enabled: new.enabled.unwrap_or(true),
+        push_settings: None,
         source: RegistrySource::Registered,
         created_at: now,
         updated_at: now,
@@ -811,6 +823,26 @@ pub async fn update_mini_program(
         return Err(TenantError::FromFile(format!(
             "mini program {appid} comes from the merchant file: change its AppSecret and merchant there"
         )));
+    }
+    if patch.push_token.is_some() || patch.push_encoding_aes_key.is_some() {
+        next.push_settings = match &patch.push_token {
+            Some(Some(token)) => {
+                let key = key.ok_or(TenantError::MasterKeyRequired)?;
+                let aes = patch.push_encoding_aes_key.clone().flatten();
+                Some(crate::core::push::seal_settings(
+                    key,
+                    appid,
+                    token,
+                    aes.as_ref(),
+                )?)
+            }
+            Some(None) => None,
+            None => {
+                return Err(TenantError::Invalid(
+                    "push_encoding_aes_key: give it with push_token".into(),
+                ));
+            }
+        };
     }
     if let Some(secret) = &patch.app_secret {
         let key = key.ok_or(TenantError::MasterKeyRequired)?;
@@ -1061,6 +1093,7 @@ pub async fn import_file_merchant(
                     sub_mchid: None,
                     enabled: true,
                     app_secret: None,
+                    push_settings: None,
                     source: RegistrySource::File,
                     created_at: now,
                     updated_at: now,

@@ -13,6 +13,11 @@
 //! - [`JobKind::SubmitRefunds`]: sends refunds a crash or a failure left unaccepted, asking
 //!   WeChat first and resending with the same `out_refund_no`.
 //! - [`JobKind::FollowRefunds`]: asks WeChat about refunds still `PROCESSING`.
+//! - [`JobKind::UploadShipping`]: writes the upload intent of paid virtual and pickup orders,
+//!   and (re)tries pending uploads of shipping information, asking WeChat first after an
+//!   attempt whose answer may have been lost.
+//! - [`JobKind::ReconcileTrade`]: asks WeChat about shipped orders whose settlement push has
+//!   not come (`jobs/trade.rs`), applied under the push's own dedupe key.
 //! - [`JobKind::DeliverWebhooks`]: the outbox, to `WXPAY_WEBHOOK_URL`, signed, with backoff.
 //! - [`JobKind::DailyBill`]: after 10:00 GMT+8, downloads yesterday's bill and stores its
 //!   reconciliation (once per date).
@@ -21,8 +26,10 @@
 
 pub mod bills;
 pub mod certificates;
+pub mod fulfilment;
 pub mod orders;
 pub mod refunds;
+pub mod trade;
 pub mod webhooks;
 
 use std::sync::{Arc, Mutex};
@@ -87,6 +94,10 @@ pub enum JobKind {
     FollowRefunds,
     /// Deliver merchant webhooks.
     DeliverWebhooks,
+    /// Upload shipping information to WeChat.
+    UploadShipping,
+    /// Ask WeChat about shipped orders not known to be settled.
+    ReconcileTrade,
     /// Download and reconcile yesterday's bill.
     DailyBill,
     /// Refresh the platform certificates.
@@ -95,12 +106,14 @@ pub enum JobKind {
 
 impl JobKind {
     /// Every job.
-    pub const ALL: [JobKind; 7] = [
+    pub const ALL: [JobKind; 9] = [
         JobKind::ReconcileUnpaid,
         JobKind::CloseExpired,
         JobKind::SubmitRefunds,
         JobKind::FollowRefunds,
         JobKind::DeliverWebhooks,
+        JobKind::UploadShipping,
+        JobKind::ReconcileTrade,
         JobKind::DailyBill,
         JobKind::RefreshCertificates,
     ];
@@ -114,6 +127,8 @@ impl JobKind {
             JobKind::SubmitRefunds => "submit_refunds",
             JobKind::FollowRefunds => "follow_refunds",
             JobKind::DeliverWebhooks => "deliver_webhooks",
+            JobKind::UploadShipping => "upload_shipping",
+            JobKind::ReconcileTrade => "reconcile_trade",
             JobKind::DailyBill => "daily_bill",
             JobKind::RefreshCertificates => "refresh_certificates",
         }
@@ -139,6 +154,11 @@ pub struct JobOptions {
     pub refund_retry_every: Duration,
     /// A refund in `PROCESSING` is queried once per this.
     pub refund_check_every: Duration,
+    /// The first retry delay of a failed upload of shipping information; doubled per attempt
+    /// up to an hour.
+    pub shipping_retry: Duration,
+    /// A shipped order not known to be settled is asked about at WeChat once per this.
+    pub trade_recheck: Duration,
     /// Timeout of one webhook delivery.
     pub webhook_timeout: Duration,
     /// The first retry delay of a webhook; doubled per attempt.
@@ -171,6 +191,8 @@ impl Default for JobOptions {
             close_retry_every: Duration::from_secs(60),
             refund_retry_every: Duration::from_secs(30),
             refund_check_every: Duration::from_secs(60),
+            shipping_retry: crate::core::fulfilment::UPLOAD_RETRY,
+            trade_recheck: Duration::from_secs(30 * 60),
             webhook_timeout: Duration::from_secs(10),
             webhook_backoff: Duration::from_secs(5),
             webhook_backoff_cap: Duration::from_secs(3600),
@@ -253,6 +275,10 @@ impl Jobs {
             JobKind::SubmitRefunds => refunds::submit_unaccepted(self).await,
             JobKind::FollowRefunds => refunds::follow_processing(self).await,
             JobKind::DeliverWebhooks => webhooks::deliver_due(self).await,
+            JobKind::UploadShipping => fulfilment::upload_due(self).await,
+            JobKind::ReconcileTrade => {
+                trade::reconcile_trade(self, ms(self.options.trade_recheck)).await
+            }
             JobKind::DailyBill => bills::daily_bill(self).await,
             JobKind::RefreshCertificates => certificates::refresh(self).await,
         };

@@ -79,12 +79,14 @@ macro_rules! refund_status_sql {
 }
 
 mod dialect;
+mod fulfilment;
 mod jobs;
 pub mod notices;
 mod notifications;
 mod orders;
 mod outbox;
 mod products;
+mod push;
 mod refund_state;
 mod refunds;
 mod reports;
@@ -102,6 +104,10 @@ use sqlx::{
     Any, AnyConnection, AnyPool, ConnectOptions as _, Connection as _, Executor as _, Transaction,
 };
 
+pub use fulfilment::{
+    Delivery, NewShipment, ShipRefusal, Shipment, ShipmentItem, ShipmentRecorded, ShippingState,
+    ShippingUpload, UploadStatus,
+};
 pub use jobs::JobState;
 pub use notices::Notices;
 pub use notifications::{PaymentConfirmation, RefundResult};
@@ -111,6 +117,7 @@ pub use orders::{
 };
 pub use outbox::{NewOutboxEvent, OrderPayload, OutboxEventType, RefundPayload, to_json};
 pub use products::{NewProduct, Product};
+pub use push::{Alert, PushApplied, TradeChange};
 pub use refund_state::{Refund, RefundStatus, RefundTransition};
 pub use refunds::{NewRefund, RefundCreation};
 pub use reports::{HourlyPayments, OrderCursor, OrderPage, Reconciliation};

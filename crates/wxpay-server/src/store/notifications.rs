@@ -196,6 +196,9 @@ async fn pay_as_read(
     paid.transaction_id = Some(p.transaction_id.clone());
     paid.payer_openid.clone_from(&p.payer_openid);
     paid.paid_at = Some(p.paid_at);
+    if paid.shipping_state.is_none() {
+        paid.shipping_state = Some(super::ShippingState::AwaitingShipment);
+    }
     paid.updated_at = now;
     paid.version = read.version + 1;
     let detail = paid_detail(p, read.status).to_string();

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
+use super::fulfilment::{Delivery, ShippingState};
 use super::outbox::{NewOutboxEvent, OutboxEventType};
 use super::{Store, StoreError, now_ms};
 
@@ -12,7 +13,7 @@ macro_rules! order_columns {
         "out_trade_no, openid, appid, mchid, api_version, source, description, items, amount_fen, \
          status, client_ip, prepay_id, prepay_created_at, transaction_id, payer_openid, paid_at, \
          closed_at, refunded_fen, expires_at, last_queried_at, created_at, updated_at, version, \
-         sub_mchid"
+         sub_mchid, delivery, shipping_state, shipped_at, received_at, settled_at"
     };
 }
 pub(crate) use order_columns;
@@ -177,6 +178,16 @@ pub struct Order {
     pub updated_at: i64,
     /// Incremented by every change.
     pub version: i64,
+    /// How it is delivered (fixed at creation; `None` only for rows the store cannot date).
+    pub delivery: Option<Delivery>,
+    /// Where its fulfilment is; `None` until paid.
+    pub shipping_state: Option<ShippingState>,
+    /// When it was fully shipped (the last parcel, or the upload of a virtual or pickup order).
+    pub shipped_at: Option<i64>,
+    /// When the buyer (or WeChat) confirmed receipt.
+    pub received_at: Option<i64>,
+    /// When WeChat settled the payment.
+    pub settled_at: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -205,6 +216,11 @@ pub(crate) struct OrderRow {
     updated_at: i64,
     version: i64,
     sub_mchid: Option<String>,
+    delivery: Option<String>,
+    shipping_state: Option<String>,
+    shipped_at: Option<i64>,
+    received_at: Option<i64>,
+    settled_at: Option<i64>,
 }
 
 pub(crate) fn fen_from_db(field: &str, value: i64) -> Result<u64, StoreError> {
@@ -226,6 +242,15 @@ impl TryFrom<OrderRow> for Order {
             refunded_fen: fen_from_db("refunded_fen", r.refunded_fen)?,
             status: OrderStatus::parse(&r.status)?,
             api_version: ApiVersion::parse(&r.api_version)?,
+            delivery: r.delivery.as_deref().map(Delivery::parse).transpose()?,
+            shipping_state: r
+                .shipping_state
+                .as_deref()
+                .map(ShippingState::parse)
+                .transpose()?,
+            shipped_at: r.shipped_at,
+            received_at: r.received_at,
+            settled_at: r.settled_at,
             out_trade_no: r.out_trade_no,
             openid: r.openid,
             appid: r.appid,
@@ -339,6 +364,19 @@ pub enum EventKind {
     WebhookFailed,
     /// Found by reconciliation with the bill.
     Reconciliation,
+    /// A trade-management message from WeChat's message push about the order (reminded to
+    /// ship, shipping seen by WeChat).
+    TradeManagement,
+    /// The buyer (or WeChat, after the delay) confirmed receipt.
+    Received,
+    /// WeChat settled the payment to the merchant.
+    Settled,
+    /// A parcel was shipped (recorded by the back office).
+    Shipment,
+    /// WeChat has the order's shipping information (uploaded, or found there).
+    ShippingUploaded,
+    /// An upload of the shipping information failed (retried, or given up when WeChat refused).
+    ShippingUploadFailed,
 }
 
 impl EventKind {
@@ -360,6 +398,12 @@ impl EventKind {
             EventKind::WebhookDelivered => "webhook_delivered",
             EventKind::WebhookFailed => "webhook_failed",
             EventKind::Reconciliation => "reconciliation",
+            EventKind::TradeManagement => "trade_management",
+            EventKind::Received => "received",
+            EventKind::Settled => "settled",
+            EventKind::Shipment => "shipment",
+            EventKind::ShippingUploaded => "shipping_uploaded",
+            EventKind::ShippingUploadFailed => "shipping_upload_failed",
         }
     }
 }
@@ -430,14 +474,14 @@ pub(crate) async fn not_applied(
     })
 }
 
-/// The INSERT of a new order, `$1`..`$12` and `$14` (sub_mchid; `$13` is the event's detail),
-/// answering the row.
+/// The INSERT of a new order, `$1`..`$12`, `$14` (sub_mchid) and `$15` (delivery; `$13` is the
+/// event's detail), answering the row.
 macro_rules! insert_order_sql {
     () => {
         concat!(
             concat!("INSERT INTO orders (out_trade_no, openid, appid, mchid, api_version, source, description, \
-             items, amount_fen, status, client_ip, refunded_fen, expires_at, created_at, updated_at, version, sub_mchid) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, ", order_status_sql!(NotPay), ", $10, 0, $11, $12, $12, 0, $14) RETURNING "),
+             items, amount_fen, status, client_ip, refunded_fen, expires_at, created_at, updated_at, version, sub_mchid, delivery) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, ", order_status_sql!(NotPay), ", $10, 0, $11, $12, $12, 0, $14, $15) RETURNING "),
             order_columns!()
         )
     };
@@ -484,6 +528,18 @@ impl Store {
     /// # Errors
     /// [`StoreError::Database`] (a duplicate out_trade_no is a unique violation).
     pub async fn insert_order(&self, new: &NewOrder) -> Result<Order, StoreError> {
+        self.insert_order_delivered(new, Delivery::Express).await
+    }
+
+    /// [`insert_order`](Self::insert_order) with how the order is delivered.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] (a duplicate out_trade_no is a unique violation).
+    pub async fn insert_order_delivered(
+        &self,
+        new: &NewOrder,
+        delivery: Delivery,
+    ) -> Result<Order, StoreError> {
         let now = now_ms();
         let items =
             serde_json::to_string(&new.items).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -504,6 +560,7 @@ impl Store {
             )))
             .bind(detail.to_string())
             .bind(new.sub_mchid.clone())
+            .bind(delivery.as_str())
             .fetch_all(&mut *turn)
             .await;
             turn.end_script(rows.is_ok()).await;
@@ -521,6 +578,7 @@ impl Store {
         )))
         .bind(detail.to_string())
         .bind(new.sub_mchid.clone())
+        .bind(delivery.as_str())
         .fetch_one(&mut *self.reader().await?)
         .await?;
         Order::try_from(row)

@@ -5,6 +5,7 @@ use serde::Serialize;
 use sqlx::AnyConnection;
 
 use super::StoreError;
+use super::fulfilment::{Delivery, ShippingState};
 use super::orders::{ApiVersion, Order, OrderItem, OrderStatus};
 use super::refund_state::{Refund, RefundStatus};
 
@@ -20,10 +21,17 @@ pub enum OutboxEventType {
     RefundSucceeded,
     /// A refund was closed or became abnormal.
     RefundFailed,
+    /// An order was fully shipped and WeChat has its shipping information.
+    OrderShipped,
+    /// The buyer (or WeChat, after the delay) confirmed receipt.
+    OrderReceived,
+    /// WeChat settled the payment to the merchant.
+    OrderSettled,
 }
 
 impl OutboxEventType {
-    /// `order.paid`, `order.closed`, `refund.succeeded`, `refund.failed`.
+    /// `order.paid`, `order.closed`, `refund.succeeded`, `refund.failed`, `order.shipped`,
+    /// `order.received`, `order.settled`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
@@ -31,6 +39,9 @@ impl OutboxEventType {
             OutboxEventType::OrderClosed => "order.closed",
             OutboxEventType::RefundSucceeded => "refund.succeeded",
             OutboxEventType::RefundFailed => "refund.failed",
+            OutboxEventType::OrderShipped => "order.shipped",
+            OutboxEventType::OrderReceived => "order.received",
+            OutboxEventType::OrderSettled => "order.settled",
         }
     }
 }
@@ -123,6 +134,18 @@ pub struct OrderPayload<'a> {
     created_at: i64,
     updated_at: i64,
     version: i64,
+    /// Absent only for orders the store cannot date.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery: Option<Delivery>,
+    /// Absent until paid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shipping_state: Option<ShippingState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shipped_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    received_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    settled_at: Option<i64>,
 }
 
 impl<'a> From<&'a Order> for OrderPayload<'a> {
@@ -147,6 +170,11 @@ impl<'a> From<&'a Order> for OrderPayload<'a> {
             created_at: o.created_at,
             updated_at: o.updated_at,
             version: o.version,
+            delivery: o.delivery,
+            shipping_state: o.shipping_state,
+            shipped_at: o.shipped_at,
+            received_at: o.received_at,
+            settled_at: o.settled_at,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::fulfilment::Delivery;
 use super::orders::fen_from_db;
 use super::{Store, StoreError, now_ms};
 
@@ -18,6 +19,8 @@ pub struct Product {
     pub price_fen: u64,
     /// Whether it can be ordered.
     pub active: bool,
+    /// How it is delivered (WeChat's logistics type of the orders it is in).
+    pub delivery: Delivery,
     /// Unix milliseconds.
     pub created_at: i64,
     /// Unix milliseconds.
@@ -37,13 +40,16 @@ pub struct NewProduct {
     /// Whether it can be ordered (default true).
     #[serde(default = "yes")]
     pub active: bool,
+    /// How it is delivered: `express` (default), `same_city`, `virtual` or `pickup`.
+    #[serde(default)]
+    pub delivery: Delivery,
 }
 
 fn yes() -> bool {
     true
 }
 
-type ProductRow = (String, String, String, i64, i64, i64, i64);
+type ProductRow = (String, String, String, i64, i64, i64, i64, String);
 
 fn product_of(r: ProductRow) -> Result<Product, StoreError> {
     Ok(Product {
@@ -54,6 +60,7 @@ fn product_of(r: ProductRow) -> Result<Product, StoreError> {
         active: r.4 != 0,
         created_at: r.5,
         updated_at: r.6,
+        delivery: Delivery::parse(&r.7)?,
     })
 }
 
@@ -64,7 +71,7 @@ impl Store {
     /// [`StoreError::Database`], [`StoreError::Corrupt`].
     pub async fn products(&self, active_only: bool) -> Result<Vec<Product>, StoreError> {
         let rows: Vec<ProductRow> = sqlx::query_as(
-            "SELECT sku, name, description, price_fen, active, created_at, updated_at FROM products \
+            "SELECT sku, name, description, price_fen, active, created_at, updated_at, delivery FROM products \
              WHERE active = 1 OR $1 = 0 ORDER BY sku",
         )
         .bind(i64::from(active_only))
@@ -79,7 +86,8 @@ impl Store {
     /// [`StoreError::Database`], [`StoreError::Corrupt`].
     pub async fn product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
         let row: Option<ProductRow> = sqlx::query_as(
-            "SELECT sku, name, description, price_fen, active, created_at, updated_at FROM products WHERE sku = $1",
+            "SELECT sku, name, description, price_fen, active, created_at, updated_at, delivery FROM products \
+             WHERE sku = $1",
         )
         .bind(sku)
         .fetch_optional(&mut *self.reader().await?)
@@ -94,11 +102,12 @@ impl Store {
     pub async fn upsert_product(&self, sku: &str, p: &NewProduct) -> Result<Product, StoreError> {
         let now = now_ms();
         let row: ProductRow = sqlx::query_as(
-            "INSERT INTO products (sku, name, description, price_fen, active, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6) \
+            "INSERT INTO products (sku, name, description, price_fen, active, created_at, updated_at, delivery) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7) \
              ON CONFLICT (sku) DO UPDATE SET name = excluded.name, description = excluded.description, \
-             price_fen = excluded.price_fen, active = excluded.active, updated_at = excluded.updated_at \
-             RETURNING sku, name, description, price_fen, active, created_at, updated_at",
+             price_fen = excluded.price_fen, active = excluded.active, updated_at = excluded.updated_at, \
+             delivery = excluded.delivery \
+             RETURNING sku, name, description, price_fen, active, created_at, updated_at, delivery",
         )
         .bind(sku)
         .bind(&p.name)
@@ -106,6 +115,7 @@ impl Store {
         .bind(super::orders::fen_to_db(p.price_fen)?)
         .bind(i64::from(p.active))
         .bind(now)
+        .bind(p.delivery.as_str())
         .fetch_one(&mut *self.reader().await?)
         .await?;
         product_of(row)
@@ -123,8 +133,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let now = now_ms();
         let done = sqlx::query(
-            "INSERT INTO products (sku, name, description, price_fen, active, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (sku) DO NOTHING",
+            "INSERT INTO products (sku, name, description, price_fen, active, created_at, updated_at, delivery) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7) ON CONFLICT (sku) DO NOTHING",
         )
         .bind(sku)
         .bind(&p.name)
@@ -132,6 +142,7 @@ impl Store {
         .bind(super::orders::fen_to_db(p.price_fen)?)
         .bind(i64::from(p.active))
         .bind(now)
+        .bind(p.delivery.as_str())
         .execute(&mut *self.reader().await?)
         .await?;
         Ok(done.rows_affected() == 1)

@@ -117,6 +117,8 @@ pub struct MiniProgramRecord {
     pub enabled: bool,
     /// The sealed AppSecret (`None` for the file's mini program).
     pub app_secret: Option<String>,
+    /// The sealed message-push settings (Token, EncodingAESKey), once set.
+    pub push_settings: Option<String>,
     /// File or registered.
     pub source: RegistrySource,
     /// Unix milliseconds.
@@ -218,6 +220,7 @@ struct MiniProgramRow {
     sub_mchid: Option<String>,
     enabled: i64,
     app_secret: Option<String>,
+    push_settings: Option<String>,
     source: String,
     created_at: i64,
     updated_at: i64,
@@ -235,14 +238,14 @@ impl TryFrom<MiniProgramRow> for MiniProgramRecord {
             sub_mchid: r.sub_mchid,
             enabled: r.enabled != 0,
             app_secret: r.app_secret,
+            push_settings: r.push_settings,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
     }
 }
 
-const MINI_PROGRAM_COLUMNS: &str =
-    "appid, name, mchid, sub_mchid, enabled, app_secret, source, created_at, updated_at";
+const MINI_PROGRAM_COLUMNS: &str = "appid, name, mchid, sub_mchid, enabled, app_secret, source, created_at, updated_at, push_settings";
 
 #[derive(sqlx::FromRow)]
 struct SubMerchantRow {
@@ -450,7 +453,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "INSERT INTO mini_programs (appid, name, mchid, sub_mchid, enabled, app_secret, source, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             created_at, updated_at, push_settings) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (appid) DO NOTHING",
         )
         .bind(&a.appid)
@@ -462,6 +465,7 @@ impl Store {
         .bind(a.source.as_str())
         .bind(a.created_at)
         .bind(a.updated_at)
+        .bind(&a.push_settings)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -481,7 +485,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE mini_programs SET name = $2, mchid = $3, sub_mchid = $4, enabled = $5, \
-             app_secret = $6, updated_at = $7 WHERE appid = $1 AND updated_at = $8",
+             app_secret = $6, updated_at = $7, push_settings = $9 WHERE appid = $1 AND updated_at = $8",
         )
         .bind(&a.appid)
         .bind(&a.name)
@@ -491,6 +495,7 @@ impl Store {
         .bind(&a.app_secret)
         .bind(a.updated_at)
         .bind(expected_updated_at)
+        .bind(&a.push_settings)
         .execute(&mut *tx)
         .await?
         .rows_affected();

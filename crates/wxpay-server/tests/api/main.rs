@@ -4,6 +4,7 @@
 mod admin;
 mod config;
 mod console;
+mod fulfilment;
 mod helpers;
 mod jobs;
 mod live;
@@ -11,6 +12,7 @@ mod login;
 mod notifications;
 mod orders;
 mod partner;
+mod push;
 mod reconciliation;
 mod refunds;
 mod schema;

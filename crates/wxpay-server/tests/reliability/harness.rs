@@ -701,6 +701,7 @@ pub async fn seed_catalog(store: &wxpay_server::store::Store) {
                     description: (*description).to_owned(),
                     price_fen: *price_fen,
                     active: true,
+                    delivery: wxpay_server::store::Delivery::Express,
                 },
             )
             .await

@@ -186,7 +186,7 @@ async fn full_run(s: &Sandbox, r: &mut Responses) {
 /// with its AppSecret, refused registrations, a payment and a refund through them, an operator
 /// (its token answered once) using and losing its token, every registry view. Returns the
 /// merchant's directory and the operator's token, to search for.
-async fn registry_run(s: &Sandbox, r: &mut Responses) -> (std::path::PathBuf, String) {
+async fn registry_run(s: &Sandbox, r: &mut Responses) -> (std::path::PathBuf, String, [String; 2]) {
     let app = &s.app;
     let admin = app.admin();
     let b = sim_merchant(app, "public_key").await;
@@ -221,6 +221,64 @@ async fn registry_run(s: &Sandbox, r: &mut Responses) -> (std::path::PathBuf, St
         .await,
     );
     assert_eq!(rotated.status, 200, "{:?}", rotated.body);
+    // B's message push: its Token and EncodingAESKey set, a genuine push and forged ones sent.
+    let push_token = wxpay::nonce::random_string(32);
+    let mut raw = [0u8; 32];
+    raw.copy_from_slice(&wxpay::nonce::random_string(32).as_bytes()[..32]);
+    let push_key = wxpay::mp::push::EncodingAesKey::from_bytes(raw).to_encoding();
+    let set = r.keep(
+        app.send(
+            app.http
+                .patch(format!("{}/admin/apps/{}", app.base, b.appid))
+                .bearer_auth(&admin)
+                .json(&json!({"push_token": push_token, "push_encoding_aes_key": push_key})),
+        )
+        .await,
+    );
+    assert_eq!(set.status, 200, "{:?}", set.body);
+    let mut fields = serde_json::Map::new();
+    for (k, v) in [
+        ("ToUserName", json!("gh_0123456789ab")),
+        ("FromUserName", json!("o_system")),
+        ("CreateTime", json!(1_733_580_000)),
+        ("MsgType", json!("event")),
+        ("Event", json!("wxa_trade_controlled")),
+        ("msg", json!("restricted")),
+    ] {
+        fields.insert(k.into(), v);
+    }
+    for (token, key) in [
+        (push_token.as_str(), push_key.as_str()),
+        ("forgedToken1", push_key.as_str()),
+        (
+            push_token.as_str(),
+            "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut",
+        ),
+    ] {
+        let config = wxpay::mp::push::PushConfig::encrypted(token, key, &b.appid).unwrap();
+        let sealed = wxpay::mp::push::seal_push(
+            &config,
+            wxpay::mp::push::PushMode::Safe,
+            wxpay::mp::push::PushFormat::Json,
+            &fields,
+            "1733580000",
+            "nonce1",
+            None,
+            [3; 16],
+        )
+        .unwrap();
+        r.keep(
+            app.send(
+                app.http
+                    .post(format!(
+                        "{}/notify/mp/{}?{}",
+                        app.base, b.appid, sealed.query
+                    ))
+                    .body(sealed.body),
+            )
+            .await,
+        );
+    }
     // Served: a buyer of B pays, and is refunded.
     let mut token = None;
     for _ in 0..200 {
@@ -298,7 +356,8 @@ async fn registry_run(s: &Sandbox, r: &mut Responses) -> (std::path::PathBuf, St
         .await,
     );
     r.keep(app.get("/admin/orders", Some(&operator_token)).await);
-    (b.dir, operator_token)
+    r.keep(app.get("/admin/alerts", Some(&admin)).await);
+    (b.dir, operator_token, [push_token, push_key])
 }
 
 fn today() -> String {
@@ -316,11 +375,13 @@ async fn no_secret_in_any_log_line_or_response() {
     for version in ["v3", "v2"] {
         let s = sandbox(Backend::Sqlite, version, |_| {}).await;
         full_run(&s, &mut responses).await;
-        let (dir, operator_token) = registry_run(&s, &mut responses).await;
+        let (dir, operator_token, [push_token, push_key]) = registry_run(&s, &mut responses).await;
         registered += 1;
         secrets = secrets
             .with_merchant_dir(&dir)
-            .with("operator token", &operator_token);
+            .with("operator token", &operator_token)
+            .with("message-push Token", &push_token)
+            .with("message-push EncodingAESKey", &push_key);
         let key_file = s
             .app
             .state

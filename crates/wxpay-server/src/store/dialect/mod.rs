@@ -53,7 +53,7 @@ macro_rules! upsert_user_sql {
 }
 pub(super) use upsert_user_sql;
 
-/// The guarded UPDATE that marks an order paid: `$1` order, `$2` transaction, `$3` payer, `$4`
+/// The guarded UPDATE that marks an order paid (and awaiting shipment): `$1` order, `$2` transaction, `$3` payer, `$4`
 /// paid at, `$5` now, `$6` amount; `$extra` is a further condition (with its `AND`).
 macro_rules! mark_paid_sql {
     ($extra:literal) => {
@@ -62,6 +62,7 @@ macro_rules! mark_paid_sql {
                 "UPDATE orders SET status = ",
                 order_status_sql!(Success),
                 ", transaction_id = $2, payer_openid = $3, paid_at = $4, \
+             shipping_state = COALESCE(shipping_state, 'awaiting_shipment'), \
              updated_at = $5, version = version + 1 WHERE "
             ),
             $extra,
