@@ -2,7 +2,9 @@
 // compiler, exparser, a jsdom document), its routes, and a `wx` that behaves like the WeChat
 // client: wx.request over real HTTP, wx.login through the simulator's users (the server's /sim
 // proxy), wx.requestPayment posting the object to the simulator's /sim/pay, which checks paySign
-// as WeChat does (or the user cancelling, when a test says so), storage that outlives a launch.
+// as WeChat does (or the user cancelling, when a test says so), wx.openBusinessView's
+// confirm-receipt component confirming at the simulator and answering through App.onShow as
+// WeChat does, storage that outlives a launch.
 'use strict';
 
 const http = require('node:http');
@@ -152,6 +154,9 @@ class Phone {
     // The WeChat user's own credential at the simulator (POST /sim/users answers it): their
     // later login codes need it, as nobody else may log in as them.
     this.userKey = null;
+    // This WeChat user's payments, transaction_id → out_trade_no: WeChat's confirm-receipt
+    // component finds the user's own orders only.
+    this.transactions = new Map();
   }
 
   /**
@@ -177,6 +182,10 @@ class Launch {
     this.payments = [];
     /** What the user does in WeChat's cashier, one entry per wx.requestPayment: confirm, cancel, payerror. */
     this.cashier = [];
+    /** Every opening of WeChat's confirm-receipt component: {extraData, choice, status, errormsg, sim}. */
+    this.receipts = [];
+    /** What the user does in the confirm-receipt component, one entry per opening: confirm (default), cancel. */
+    this.receiptChoices = [];
     this.toasts = [];
     this.modals = [];
     this.logins = 0;
@@ -193,7 +202,9 @@ class Launch {
     this.loadModules();
     const appJson = require(path.join(ROOT, 'app.json'));
     this.tabs = appJson.tabBar.list.map((t) => t.pagePath);
-    if (this.app && typeof this.app.onLaunch === 'function') this.app.onLaunch({ path: appJson.pages[0], query: {}, scene: 1001 });
+    const opened = { path: appJson.pages[0], query: {}, scene: 1001 };
+    if (this.app && typeof this.app.onLaunch === 'function') this.app.onLaunch(opened);
+    if (this.app && typeof this.app.onShow === 'function') this.app.onShow(opened);
     await this.open(appJson.pages[0], {}, 'switchTab');
   }
 
@@ -348,6 +359,16 @@ class Launch {
           (err) => answer(options, false, { errMsg: `requestPayment:fail ${err.message}` }),
         );
       },
+      openBusinessView(options) {
+        if (options.businessType !== 'weappOrderConfirm') {
+          answer(options, false, { errMsg: `openBusinessView:fail businessType ${options.businessType} is not emulated` });
+          return;
+        }
+        // The component opens (success says only that), the mini program goes to the
+        // background; its answer comes when the user leaves the component.
+        answer(options, true, { errMsg: 'openBusinessView:ok' });
+        launch.confirmReceipt(options.extraData || {}).catch((err) => problems.push(`openBusinessView: ${err.stack}`));
+      },
       getAccountInfoSync() {
         return { miniProgram: { appId: 'touristappid', envVersion: 'develop', version: '' } };
       },
@@ -485,7 +506,68 @@ class Launch {
     if (choice === 'payerror') body.result = 'PAYERROR';
     const res = await call('POST', `${this.phone.wechat}/sim/pay`, { body });
     record.errMsg = (res.body && res.body.errMsg) || `requestPayment:fail ${res.status}`;
+    if (res.body && res.body.transaction_id) this.phone.transactions.set(res.body.transaction_id, res.body.out_trade_no);
     return { errMsg: record.errMsg };
+  }
+
+  /**
+   * WeChat's confirm-receipt component (businessType weappOrderConfirm), opened with
+   * `extraData` {transaction_id} or {merchant_id, merchant_trade_no}: it finds the order among
+   * this user's payments, the user confirms (the simulator's POST /sim/orders/{no}/confirm-receipt,
+   * through the server's /sim proxy) or cancels, and it goes back to the mini program as WeChat
+   * does: App.onShow with referrerInfo {appId wx1183b055aeec94d1, extraData {status, errormsg,
+   * req_extradata}} (scene 1038), then the page's onShow. An order not awaiting receipt answers
+   * `cancel`, one WeChat cannot find for this user `fail` ("获取用户订单失败").
+   */
+  async confirmReceipt(extraData) {
+    const record = { extraData: { ...extraData }, choice: '', status: '', errormsg: '', sim: null };
+    this.receipts.push(record);
+    if (this.app && typeof this.app.onHide === 'function') this.app.onHide();
+    const shown = this.page;
+    if (shown) this.lifecycle(shown, 'onHide');
+    const mine = [...this.phone.transactions.values()];
+    let no = '';
+    if (typeof extraData.transaction_id === 'string' && extraData.transaction_id) {
+      no = this.phone.transactions.get(extraData.transaction_id) || '';
+    } else if (typeof extraData.merchant_trade_no === 'string' && mine.includes(extraData.merchant_trade_no)) {
+      const order = await call('GET', `${this.phone.wechat}/sim/orders/${encodeURIComponent(extraData.merchant_trade_no)}`, { token: this.phone.adminToken });
+      if (order.status === 200 && order.body.mchid === extraData.merchant_id) no = extraData.merchant_trade_no;
+    }
+    if (!no) {
+      record.status = 'fail';
+      record.errormsg = '获取用户订单失败';
+    } else {
+      record.choice = this.receiptChoices.length ? this.receiptChoices.shift() : 'confirm';
+      if (record.choice === 'cancel') {
+        record.status = 'cancel';
+      } else {
+        const res = await call('POST', `${this.phone.wechat}/sim/orders/${encodeURIComponent(no)}/confirm-receipt`, { token: this.phone.adminToken });
+        record.sim = res;
+        if (res.status === 200) {
+          record.status = 'success';
+        } else if (res.status === 409) {
+          // Not shipped and awaiting receipt: the component answers cancel.
+          record.status = 'cancel';
+        } else {
+          record.status = 'fail';
+          record.errormsg = `获取用户订单失败 (${res.status})`;
+          if (res.body && res.body.code === 'not_found') {
+            problems.push(`the server's /sim proxy refused POST /sim/orders/${no}/confirm-receipt: ${res.status} ${JSON.stringify(res.body)}`);
+          }
+        }
+      }
+    }
+    const answered = { status: record.status, req_extradata: { ...extraData } };
+    if (record.status === 'fail') answered.errormsg = record.errormsg;
+    const back = this.page;
+    const options = {
+      path: back ? back.route : '',
+      query: back ? { ...back.query } : {},
+      scene: 1038,
+      referrerInfo: { appId: 'wx1183b055aeec94d1', extraData: answered },
+    };
+    if (this.app && typeof this.app.onShow === 'function') this.app.onShow(options);
+    if (back) this.lifecycle(back, 'onShow');
   }
 }
 

@@ -1,5 +1,6 @@
 // @ts-check
 const client = require('./utils/shop');
+const receipt = require('./utils/receipt');
 
 App({
   onLaunch() {
@@ -10,5 +11,11 @@ App({
         // No network yet: the first request that needs a session logs in.
       });
     }
+  },
+  /** @param {WechatMiniprogram.App.LaunchShowOption} options */
+  onShow(options) {
+    // Back from WeChat's confirm-receipt component: its answer is in referrerInfo.extraData.
+    // Kept for the order's page, whose onShow follows this one and asks the server again.
+    receipt.accept(options);
   },
 });

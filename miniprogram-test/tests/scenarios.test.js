@@ -361,6 +361,82 @@ test('an order\'s page lists its refunds: amounts in yuan, reasons and states (�
   assertNoProblems();
 });
 
+test('a shipped order: the page shows its delivery and shipping, "确认收货" opens WeChat\'s component, which confirms receipt at WeChat', async () => {
+  const app = await launch(phoneOf(V3), V3);
+  await toConfirmation(app, { tea: 1 });
+  app.tap('#pay');
+  const page = await result(app);
+  assert.equal(page.data.status, 'paid', app.text());
+  const no = page.data.no;
+
+  // Paid, not shipped yet: how it is delivered and that it waits for the merchant; no button.
+  app.tap('#view-order');
+  await app.onPage('pages/order/order', (c) => c.data.order !== null);
+  assert.equal(app.text('#delivery'), '快递配送');
+  assert.equal(app.text('#shipping'), '待发货');
+  assert.equal(app.has('#confirm-receipt'), false, 'nothing to confirm before the shipment');
+  const paidView = app.sent('GET', `/api/orders/${no}`).at(-1).response;
+  assert.equal(paidView.delivery, 'express');
+  assert.equal(paidView.shipping_state, 'awaiting_shipment');
+  const tx = paidView.transaction_id;
+  assert.ok(/^4200\d+$/.test(tx), tx);
+
+  // The merchant ships it, in one parcel; the page, loaded again, shows it shipped and the button.
+  await admin(V3, 'POST', `/admin/orders/${no}/shipments`, { express_company: 'YTO', tracking_no: 'YT1234567890', last: true });
+  await app.page.comp.instance.reload();
+  await app.onPage('pages/order/order', (c) => c.data.order.shippingState === 'shipped', 'shipped');
+  assert.equal(app.text('#shipping'), '已发货');
+  assert.equal(app.text('#confirm-receipt'), '确认收货');
+  await app.open('pages/orders/orders', {}, 'switchTab');
+  await app.onPage('pages/orders/orders', (c) => c.data.orders.length === 1 && c.data.orders[0].shippingText === '已发货');
+  assert.ok(app.text(`#order-${no}`).includes('已支付') && app.text(`#shipping-${no}`).includes('已发货'), app.text());
+  app.tap(`#order-${no}`);
+  await app.onPage('pages/order/order', (c) => c.data.order !== null && c.data.order.canConfirmReceipt);
+  /** Whether the order page asked the server for the order again (after `before` requests) and got it. */
+  const askedAgain = (before) => {
+    const seen = app.sent('GET', `/api/orders/${no}`);
+    return seen.length > before && seen.at(-1).status === 200;
+  };
+  const atWechat = async () => (await admin(V3, 'GET', `/sim/orders/${no}`)).trade_management;
+  assert.equal((await atWechat()).order_state, 2, 'WeChat: shipped, awaiting receipt');
+
+  // The buyer closes the component without confirming: nothing changes, the button stays.
+  app.receiptChoices.push('cancel');
+  let asked = app.sent('GET', `/api/orders/${no}`).length;
+  app.tap('#confirm-receipt');
+  await until(() => askedAgain(asked), 'the order asked again after the component');
+  await app.onPage('pages/order/order', (c) => !c.data.busy && !c.data.loading);
+  assert.deepEqual(app.receipts.map((r) => [r.extraData, r.status]), [[{ transaction_id: tx }, 'cancel']]);
+  assert.ok(app.has('#confirm-receipt'), 'still to confirm');
+  assert.equal((await atWechat()).order_state, 2);
+
+  // Then confirms: WeChat's component is opened with the order's transaction_id, WeChat records
+  // the buyer's confirmation, the answer comes through App.onShow and the page asks the server again.
+  asked = app.sent('GET', `/api/orders/${no}`).length;
+  app.tap('#confirm-receipt');
+  await until(() => app.receipts.length === 2 && app.receipts[1].status !== '', 'the component\'s answer');
+  assertNoProblems(); // the simulator was reached (the /sim proxy passes confirm-receipt)
+  const confirmed = app.receipts[1];
+  assert.deepEqual(confirmed.extraData, { transaction_id: tx }, 'opened with the order\'s transaction_id');
+  assert.equal(confirmed.status, 'success', JSON.stringify(confirmed.sim));
+  await until(() => askedAgain(asked), 'the order refreshed after the component');
+  await app.onPage('pages/order/order', (c) => c.data.receiptConfirmed && !c.data.loading, 'confirmed');
+  assert.ok(app.toasts.includes('已确认收货'), JSON.stringify(app.toasts));
+  assert.equal(app.has('#confirm-receipt'), false, 'confirmed once');
+  assert.equal(app.has('#action-error'), false, app.text());
+  // The server learns it from WeChat's message push (not set up on these sandboxes): until then
+  // it still says shipped, and the page says what the buyer did.
+  const refreshed = app.sent('GET', `/api/orders/${no}`).at(-1).response;
+  assert.ok(['shipped', 'received', 'settled'].includes(refreshed.shipping_state), refreshed.shipping_state);
+  const expected = { shipped: '已确认收货', received: '已收货', settled: '已完成' }[refreshed.shipping_state];
+  assert.ok(app.text('#shipping').startsWith(expected), app.text('#shipping'));
+  const trade = await atWechat();
+  assert.equal(trade.order_state, 4, `WeChat: receipt confirmed and settled: ${JSON.stringify(trade)}`);
+  assert.equal(trade.confirm_method, 2, 'confirmed by the buyer');
+  assert.ok(trade.confirmed_at, JSON.stringify(trade));
+  assertNoProblems();
+});
+
 test('two quick taps on "pay" make one order', async () => {
   const app = await launch(phoneOf(V3), V3);
   await toConfirmation(app, { tea: 1, sticker: 1 });

@@ -54,6 +54,40 @@ function refundStatusText(status) {
   return /** @type {Record<string, string>} */ (REFUND_STATUS_TEXT)[status] || status;
 }
 
+const DELIVERY_TEXT = {
+  express: '快递配送',
+  same_city: '同城配送',
+  virtual: '虚拟商品',
+  pickup: '到店自提',
+};
+
+/**
+ * How the order is delivered, as the user reads it ('' when the server did not say).
+ * @param {string | null | undefined} delivery `express`, `same_city`, `virtual` or `pickup`
+ */
+function deliveryText(delivery) {
+  if (!delivery) return '';
+  return /** @type {Record<string, string>} */ (DELIVERY_TEXT)[delivery] || delivery;
+}
+
+const SHIPPING_TEXT = {
+  awaiting_shipment: '待发货',
+  partially_shipped: '部分发货',
+  shipped: '已发货',
+  received: '已收货',
+  settled: '已完成',
+};
+
+/**
+ * Where a paid order's delivery is, as the user reads it ('' before payment: null).
+ * @param {string | null | undefined} state `awaiting_shipment`, `partially_shipped`, `shipped`,
+ *   `received` or `settled`
+ */
+function shippingText(state) {
+  if (!state) return '';
+  return /** @type {Record<string, string>} */ (SHIPPING_TEXT)[state] || state;
+}
+
 /** @param {number} n */
 function two(n) {
   return n < 10 ? `0${n}` : String(n);
@@ -103,4 +137,14 @@ function payFailReason(errMsg) {
   return reason || '支付失败';
 }
 
-module.exports = { yuan, lineFen, statusText, refundStatusText, dateTime, errorText, payFailReason };
+module.exports = {
+  yuan,
+  lineFen,
+  statusText,
+  refundStatusText,
+  deliveryText,
+  shippingText,
+  dateTime,
+  errorText,
+  payFailReason,
+};

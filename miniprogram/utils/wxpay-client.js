@@ -66,8 +66,21 @@
  * @property {number} refunded_fen
  * @property {number} expires_at Unix milliseconds
  * @property {number} created_at Unix milliseconds
+ * @property {Delivery} [delivery] how it is delivered (fixed when the order is made)
+ * @property {ShippingState | null} [shipping_state] null until paid
  * @property {Payment} [payment] present when the order was just created or re-prepared
  * @property {Refund[]} [refunds] the order's refunds, oldest first (`order(no)` only)
+ */
+
+/**
+ * How an order is delivered.
+ * @typedef {'express' | 'same_city' | 'virtual' | 'pickup'} Delivery
+ */
+
+/**
+ * Where a paid order's delivery is: WeChat holds the money of a managed mini program's payment
+ * until the goods are shipped and the buyer confirms receipt (received), then settles.
+ * @typedef {'awaiting_shipment' | 'partially_shipped' | 'shipped' | 'received' | 'settled'} ShippingState
  */
 
 /**

@@ -1,14 +1,14 @@
 // @ts-check
-// My orders, newest first, with their status; an unpaid one can be paid from here.
+// My orders, newest first, with their status (and a paid one's shipping); an unpaid one can be paid from here.
 const client = require('../../utils/shop');
 const { resultUrl, payAgain } = require('../../utils/checkout');
-const { yuan, statusText, dateTime, errorText } = require('../../utils/format');
+const { yuan, statusText, shippingText, dateTime, errorText } = require('../../utils/format');
 
 Component({
   data: {
     loading: true,
     error: '',
-    /** @type {{ no: string, status: string, statusText: string, description: string, amount: string, created: string }[]} */
+    /** @type {{ no: string, status: string, statusText: string, shippingText: string, description: string, amount: string, created: string }[]} */
     orders: [],
     paying: '',
   },
@@ -29,6 +29,7 @@ Component({
             no: o.out_trade_no,
             status: o.status,
             statusText: statusText(o),
+            shippingText: shippingText(o.shipping_state),
             description: o.description,
             amount: yuan(o.amount_fen),
             created: dateTime(o.created_at),
