@@ -392,11 +392,22 @@ enum Failure {
     Retry,
 }
 
-fn classify(err: &wxpay::Error) -> Failure {
+/// After this many calls answered "no such payment" (10060001), the payment is taken as one
+/// WeChat does not manage (a mini program outside trade management, or a partner order under
+/// another appid): the upload is left `failed` for a person instead of retried for ever. With
+/// the backoff (30 s doubling to an hour) that is about 8 hours after the first call.
+pub const MAX_NOT_FOUND_ATTEMPTS: i64 = 14;
+
+/// How long the job keeps asking WeChat (`get_order`) about an upload whose questions all fail
+/// before leaving it `failed` for a person: a day.
+pub const GIVE_UP_QUESTIONS_AFTER_MS: i64 = 24 * 3600 * 1000;
+
+fn classify(err: &wxpay::Error, attempts: i64) -> Failure {
     match err {
         wxpay::Error::InvalidRequest(_) => Failure::Definitive,
         wxpay::Error::Api(wxpay::ApiError::MiniProgram { errcode, .. }) => match errcode {
             ErrCode::ShippingUnchanged | ErrCode::PaymentFullyShipped => Failure::AlreadyThere,
+            ErrCode::PaymentNotFound if attempts >= MAX_NOT_FOUND_ATTEMPTS => Failure::Definitive,
             // Not indexed yet (a minute after payment), busy, quotas, tokens, unknown codes.
             ErrCode::PaymentNotFound | ErrCode::Other(_) => Failure::Retry,
             c if c.is_busy() || c.is_rate_limited() => Failure::Retry,
@@ -458,15 +469,16 @@ pub async fn attempt_upload(
                 ..
             })) => {}
             Err(e) => {
+                // The question is not an upload (attempts count uploads), so its retries back
+                // off with the upload's age: half of it, between `retry_base` and an hour; after
+                // a day of unanswered questions the upload is left `failed` for a person.
                 let error = format!("get_order: {e}");
-                store
-                    .upload_attempt_failed(
-                        no,
-                        owner,
-                        &error,
-                        Some(retry_at(retry_base, upload.attempts)),
-                    )
-                    .await?;
+                let age = now_ms().saturating_sub(upload.created_at);
+                let next = (age < GIVE_UP_QUESTIONS_AFTER_MS).then(|| {
+                    let base = i64::try_from(retry_base.as_millis()).unwrap_or(i64::MAX);
+                    now_ms().saturating_add((age / 2).clamp(base.min(3_600_000), 3_600_000))
+                });
+                store.upload_attempt_failed(no, owner, &error, next).await?;
                 return Ok(UploadOutcome::Retrying(error));
             }
         }
@@ -490,7 +502,7 @@ pub async fn attempt_upload(
             store.mark_shipping_uploaded(no, &detail("upload")).await?;
             Ok(UploadOutcome::Uploaded)
         }
-        Err(e) => match classify(&e) {
+        Err(e) => match classify(&e, started.attempts) {
             Failure::AlreadyThere => {
                 let mut d = detail("already_at_wechat");
                 d["answer"] = e.to_string().into();

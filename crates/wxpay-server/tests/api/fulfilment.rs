@@ -82,7 +82,86 @@ both_backends!(
     an_express_order_ships_in_two_parcels_and_the_last_uploads_v2,
     a_lost_upload_answer_is_not_uploaded_twice,
     bad_shipments_are_refused_and_change_nothing,
+    an_upload_wechat_never_takes_ends_failed,
 );
+
+/// An upload WeChat keeps refusing (here a mini program outside the simulator's trade
+/// management, whose calls are refused) is retried with backoff, never in a hot loop, and left
+/// `failed` for a person after a day of failed questions.
+async fn an_upload_wechat_never_takes_ends_failed(backend: Backend) {
+    let app = crate::helpers::spawn_app(backend, "v3").await;
+    let mchid = app.state.registry.default_app().mchid.clone();
+    let second = crate::helpers::sim_control(&app, "/sim/apps", &json!({ "mchid": mchid })).await;
+    let appid = second["appid"].as_str().unwrap().to_owned();
+    let made = admin_post(
+        &app,
+        "/admin/apps",
+        &json!({"appid": appid, "name": "unmanaged", "app_secret": second["app_secret"], "mchid": mchid}),
+    )
+    .await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    crate::tenancy::serving(&app, 2).await;
+    let put = put_product(
+        &app,
+        "voucher",
+        &json!({"name": "voucher", "price_fen": 500, "delivery": "virtual"}),
+    )
+    .await;
+    assert!(put.status < 300, "{:?}", put.body);
+    let (openid, token) = crate::tenancy::buyer(&app, &appid).await;
+    let created = app
+        .create_order(&token, json!([{"sku": "voucher", "quantity": 1}]))
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let no = created.body["out_trade_no"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.sim_pay(&created.body["payment"], &openid).await.status,
+        200
+    );
+    app.flush().await;
+    let failures = || {
+        app.count(
+            "SELECT COUNT(*) FROM order_events WHERE out_trade_no = $1 AND kind = 'shipping_upload_failed'",
+            &no,
+        )
+    };
+    // Production backoff: one attempt, then nothing until it is due.
+    let jobs = Jobs::new(app.state.clone(), JobOptions::default()).unwrap();
+    for _ in 0..5 {
+        jobs.drain(JobKind::UploadShipping, 5).await.unwrap();
+    }
+    assert_eq!(failures().await, 1);
+    let pool = app.state.store.pool();
+    let due = |older_ms: i64| {
+        sqlx::query(
+            "UPDATE shipping_uploads SET next_attempt_at = 0, created_at = created_at - $2 \
+             WHERE out_trade_no = $1",
+        )
+        .bind(no.clone())
+        .bind(older_ms)
+        .execute(pool)
+    };
+    // Due again: the job asks WeChat first (the first call may have reached it); the question
+    // fails and is tried later, the upload still pending.
+    due(0).await.unwrap();
+    jobs.drain(JobKind::UploadShipping, 5).await.unwrap();
+    assert_eq!(failures().await, 2);
+    let d = detail(&app, &no).await;
+    assert_eq!(d["shipping_upload"]["status"], "pending", "{d:?}");
+    assert!(
+        d["shipping_upload"]["next_attempt_at"].as_i64().unwrap()
+            >= d["shipping_upload"]["updated_at"].as_i64().unwrap() + 30_000,
+        "{d:?}"
+    );
+    // A day later, still failing: left for a person, and not tried again.
+    due(25 * 3600 * 1000).await.unwrap();
+    jobs.drain(JobKind::UploadShipping, 5).await.unwrap();
+    let d = detail(&app, &no).await;
+    assert_eq!(d["shipping_upload"]["status"], "failed", "{d:?}");
+    due(0).await.unwrap();
+    jobs.drain(JobKind::UploadShipping, 5).await.unwrap();
+    assert_eq!(failures().await, 3);
+}
 
 async fn virtual_goods_are_uploaded_by_the_job_after_payment(backend: Backend) {
     let app = spawn_quiet(backend, "v3", |_| {}).await;
