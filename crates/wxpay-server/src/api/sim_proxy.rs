@@ -12,10 +12,11 @@
 //!   `POST /sim/users/{openid}/code` with the user's own key in `X-Sim-User-Key` (the simulator
 //!   checks it: 403 when wrong).
 //! * Public: `GET /sim/apps` (every mini program's appid and merchant id, the facts the cashier
-//!   shows; the emulator offers them to choose from). The simulator controls it, so the proxy
-//!   asks with the control token for anyone; its answer holds no secret.
-//! * Everything else (`/sim/orders/*`, `POST /sim/orders/{no}/confirm-receipt` (the buyer
-//!   confirming receipt in WeChat), `PUT /sim/mp/push`, `GET /sim/mp/pushes`,
+//!   shows; the emulator offers them to choose from) and `POST /sim/orders/{no}/confirm-receipt`
+//!   (the buyer confirming receipt in WeChat's component; the simulator accepts it only for a
+//!   shipped order). The simulator controls them, so the proxy asks with the control token for
+//!   anyone; their answers hold no secret.
+//! * Everything else (`/sim/orders/*`, `PUT /sim/mp/push`, `GET /sim/mp/pushes`,
 //!   `/sim/notifications*`, `/sim/faults`, `/sim/clock*`,
 //!   `/sim/merchant`, `/sim/connection`, `/sim/merchants`, `POST /sim/apps`, a chosen openid, a
 //!   code without the user's key) needs
@@ -63,13 +64,15 @@ const ROUTES: &[(Method, &[&str], Access)] = &[
     (Method::POST, &["users", "*", "code"], Access::UserCode),
     (Method::POST, &["pay"], Access::Open),
     (Method::GET, &["orders", "*"], Access::Admin),
-    // The buyer confirming receipt in WeChat (trade management), and the mini program's
-    // message-push settings at WeChat: the admin's.
+    // The buyer confirming receipt in WeChat's confirm-receipt component: for anyone, as paying
+    // is (the emulator is the buyer's WeChat; the simulator accepts it only for a shipped
+    // order), asked with the control token the simulator wants for it.
     (
         Method::POST,
         &["orders", "*", "confirm-receipt"],
-        Access::Admin,
+        Access::Public,
     ),
+    // The mini program's message-push settings at WeChat: the admin's.
     (Method::PUT, &["mp", "push"], Access::Admin),
     (Method::GET, &["mp", "pushes"], Access::Admin),
     (Method::GET, &["notifications"], Access::Admin),
@@ -331,6 +334,14 @@ mod tests {
         );
         assert_eq!(
             route_of(&Method::POST, &s("/sim/apps")),
+            Some(Access::Admin)
+        );
+        assert_eq!(
+            route_of(&Method::POST, &s("/sim/orders/WX1/confirm-receipt")),
+            Some(Access::Public)
+        );
+        assert_eq!(
+            route_of(&Method::PUT, &s("/sim/mp/push")),
             Some(Access::Admin)
         );
         assert_eq!(

@@ -451,8 +451,10 @@ async fn sim_escapes_and_takeover() {
         ("POST", "/sim/users/..%2f..%2fclock%2fadvance"),
         ("GET", "/sim/v3/certificates"),
     ];
-    let protected: [(&str, String); 9] = [
+    let protected: [(&str, String); 11] = [
         ("GET", format!("/sim/orders/{no}")),
+        ("PUT", "/sim/mp/push".into()),
+        ("GET", "/sim/mp/pushes".into()),
         ("GET", "/sim/notifications".into()),
         ("POST", "/sim/notifications/flush".into()),
         ("GET", "/sim/faults".into()),
