@@ -63,7 +63,7 @@ describe('the registry in the console', () => {
       assert.equal(await page.inputValue('#m-api_v2_key'), '');
       assert.equal(await page.inputValue('#m-api_v3_key'), '');
       for (const id of ['apiclient_key', 'apiclient_cert', 'apiclient_cert_p12', 'platform_cert', 'wechatpay_public_key']) {
-        assert.equal(await page.$eval(`#m-${id}-file`, (el) => el.files.length), 0, id);
+        assert.equal(await page.locator(`#m-${id}-file`).evaluate((el) => el.files.length), 0, id);
       }
     };
 

@@ -222,7 +222,8 @@ describe('editing the registry in the console', () => {
     const emptied = async () => {
       for (const id of ['apiclient_key', 'apiclient_cert', 'wechatpay_public_key']) {
         assert.equal(await page.inputValue(`#mp-${id}`), '', id);
-        assert.equal(await page.$eval(`#mp-${id}-file`, (el) => el.files.length), 0, id);
+        // A locator waits for the field: the page may be drawing the form again after the save.
+        assert.equal(await page.locator(`#mp-${id}-file`).evaluate((el) => el.files.length), 0, id);
       }
     };
     // A private key that is not the new certificate's: refused, the message beside the form,

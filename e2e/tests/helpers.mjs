@@ -87,11 +87,14 @@ export async function api(method, path, { body, token } = {}) {
   return { status: response.status, body: json, headers: response.headers };
 }
 
-/** A new simulated WeChat user logged in to the mini-program API: {openid, token}. */
-export async function customer() {
-  const user = await api('POST', '/sim/users', { body: {} });
+/**
+ * A new simulated WeChat user logged in to the mini-program API: {openid, token}; with `appid`,
+ * a user of that mini program (needed once several are registered).
+ */
+export async function customer({ appid } = {}) {
+  const user = await api('POST', '/sim/users', { body: appid ? { appid } : {} });
   assert.equal(user.status, 200, JSON.stringify(user.body));
-  const login = await api('POST', '/api/login', { body: { code: user.body.code } });
+  const login = await api('POST', '/api/login', { body: appid ? { code: user.body.code, appid } : { code: user.body.code } });
   assert.equal(login.status, 200, JSON.stringify(login.body));
   return { openid: user.body.openid, token: login.body.token };
 }

@@ -2,7 +2,8 @@
 // per hour, mini-program codes, the registry (merchants, mini programs, operators: registry.js),
 // and in sandbox mode the simulator's faults, clock and deliveries. It also takes an operator's
 // token, and then shows only what operators may use: their merchant's orders, refunds and daily
-// reconciliation.
+// reconciliation. For the admin, a red banner above every page lists the open alerts (a mini
+// program whose payments WeChat restricted), each until acknowledged.
 
 import {
   HttpError,
@@ -29,12 +30,15 @@ const PAGE_SIZE = 20;
 const STATUSES = ['NOTPAY', 'SUCCESS', 'REFUND', 'CLOSED', 'PAYERROR'];
 const POLL_MS = 1000;
 const POLL_LIMIT_MS = 60_000;
+const ALERTS_EVERY_MS = 60_000;
 
 const view = document.getElementById('view');
 const loginSection = document.getElementById('login');
 const loginForm = document.getElementById('login-form');
 const loginError = document.getElementById('login-error');
 const logoutButton = document.getElementById('logout');
+const alertsBanner = document.getElementById('alerts');
+const alertsList = document.getElementById('alerts-list');
 
 let info = { sandbox: false, admin_api: true, api_version: '' };
 // Who the stored token is (GET /admin/whoami): `{kind: 'admin'}` or `{kind: 'operator', mchid}`.
@@ -64,6 +68,7 @@ function forgetToken() {
   logoutButton.hidden = true;
   principal = null;
   showPrincipal();
+  clearAlerts();
 }
 
 function isOperator() {
@@ -152,6 +157,74 @@ logoutButton.addEventListener('click', () => {
   forgetToken();
   showLogin();
 });
+
+// ---------------------------------------------------------------- alerts
+
+// Every refresh bumps this, so that an older answer never redraws over a newer one.
+let alertsSeq = 0;
+
+function clearAlerts() {
+  alertsSeq += 1;
+  alertsList.replaceChildren();
+  alertsBanner.hidden = true;
+}
+
+const ALERT_KINDS = ['wxa_trade_controlled'];
+
+/** One open alert: its kind, mini program, message and time, and "acknowledge". */
+function alertItem(alert) {
+  const status = h('span', { class: 'form-message alert-status', role: 'status' });
+  const ack = h('button', { type: 'button', class: 'alert-ack', dataset: { ack: alert.id }, text: t('alert.acknowledge') });
+  const item = h('li', { dataset: { alert: alert.id, kind: alert.kind, appid: alert.appid || '' } },
+    h('strong', { class: 'alert-kind', text: ALERT_KINDS.includes(alert.kind) ? t(`alert.kind.${alert.kind}`) : alert.kind }),
+    alert.appid ? h('a', { href: `#/apps/${encodeURIComponent(alert.appid)}`, class: 'mono alert-appid', text: alert.appid }) : null,
+    h('span', { class: 'alert-message', text: alert.message }),
+    h('time', { class: 'alert-time', text: dateTime(alert.created_at) }),
+    ack,
+    status);
+  ack.addEventListener('click', async () => {
+    ack.disabled = true;
+    try {
+      await admin('POST', `/admin/alerts/${encodeURIComponent(alert.id)}/acknowledge`);
+    } catch (err) {
+      // 404: no longer open (acknowledged elsewhere): it leaves the banner all the same.
+      if (err.status !== 404) {
+        status.className = 'form-message alert-status error';
+        status.textContent = describeError(err);
+        ack.disabled = false;
+        return;
+      }
+    }
+    // A refresh already under way may still list it: its answer is dropped.
+    alertsSeq += 1;
+    item.remove();
+    if (!alertsList.children.length) alertsBanner.hidden = true;
+  });
+  return item;
+}
+
+/**
+ * The admin's banner of open alerts (GET /admin/alerts), refreshed on every navigation and every
+ * minute. Operators never see it (their token is refused there). A failed fetch leaves the banner
+ * as it was: the back office works without it.
+ */
+async function refreshAlerts() {
+  const token = storedToken();
+  if (!token || !principal || principal.kind !== 'admin') {
+    clearAlerts();
+    return;
+  }
+  const seq = ++alertsSeq;
+  let alerts;
+  try {
+    alerts = (await request('GET', '/admin/alerts', { token })).body.alerts;
+  } catch {
+    return;
+  }
+  if (seq !== alertsSeq) return;
+  replace(alertsList, alerts.map(alertItem));
+  alertsBanner.hidden = alerts.length === 0;
+}
 
 // ---------------------------------------------------------------- helpers
 
@@ -320,6 +393,7 @@ async function ordersView(params) {
 const EVENT_KINDS = [
   'created', 'prepay', 'prepay_failed', 'notification', 'notification_rejected', 'query', 'query_failed',
   'closed', 'pay_error', 'refund_requested', 'refund', 'webhook_delivered', 'webhook_failed', 'reconciliation',
+  'shipment', 'shipping_uploaded', 'shipping_upload_failed', 'trade_management', 'received', 'settled',
 ];
 
 function eventDetail(detail) {
@@ -452,6 +526,8 @@ async function orderView(no) {
   const seq = renderSeq;
   const flash = refundFlash;
   refundFlash = null;
+  const shipped = shipFlash;
+  shipFlash = null;
   const holder = h('div', { class: 'loading', text: t('loading') });
   replace(
     view,
@@ -475,6 +551,14 @@ async function orderView(no) {
       shown = signature;
       holder.className = '';
       replace(holder, orderDetail(detail));
+      if (shipped) {
+        const target = holder.querySelector('#ship-result');
+        if (target) {
+          target.textContent = shipped.text;
+          target.className = shipped.className;
+          target.hidden = false;
+        }
+      }
       if (flash) {
         // While the refund is processing, the form says it was accepted; once WeChat's answer
         // arrived, it says how the refund ended.
@@ -491,7 +575,8 @@ async function orderView(no) {
         }
       }
     }
-    const processing = detail.refunds.some((r) => r.status === 'PROCESSING');
+    const processing = detail.refunds.some((r) => r.status === 'PROCESSING')
+      || (detail.shipping_upload && detail.shipping_upload.status === 'pending');
     if (!processing) return;
     if (Date.now() - started > POLL_LIMIT_MS) {
       holder.prepend(h('div', { class: 'notice', text: t('refund.still_processing') }));
@@ -587,10 +672,360 @@ function orderDetail(detail) {
     'div',
     { class: 'order-detail', dataset: { status: o.status } },
     section('order.summary', summary, items),
+    shippingSection(detail),
     refundSection,
     section('timeline.title', timeline(detail.events)),
     section('webhook.title', webhooks),
   );
+}
+
+// ---------------------------------------------------------------- shipping
+
+const DELIVERIES = ['express', 'same_city', 'virtual', 'pickup'];
+const SHIPPING_STATES = ['awaiting_shipment', 'partially_shipped', 'shipped', 'received', 'settled'];
+const UPLOAD_STATUSES = ['pending', 'uploaded', 'failed'];
+// WeChat's delivery_id of the common express companies; "other" takes any code.
+const EXPRESS_COMPANIES = ['SF', 'YTO', 'ZTO', 'STO', 'YD', 'JTSD', 'EMS', 'JD'];
+
+function deliveryLabel(delivery) {
+  if (!delivery) return '—';
+  return DELIVERIES.includes(delivery) ? t(`delivery_kind.${delivery}`) : delivery;
+}
+
+/** An order's shipping state as a badge (`data-shipping-state`), "—" before payment. */
+function shippingStateBadge(state) {
+  if (!state) return h('span', { class: 'muted', dataset: { shippingState: '' }, text: '—' });
+  const cls = state === 'settled' || state === 'received' ? 'badge-success'
+    : state === 'shipped' ? 'badge-refund'
+      : 'badge-notpay';
+  return h('span', {
+    class: `badge ${cls}`,
+    dataset: { shippingState: state },
+    text: SHIPPING_STATES.includes(state) ? t(`shipping_state.${state}`) : state,
+  });
+}
+
+function uploadBadge(upload) {
+  const cls = upload.status === 'uploaded' ? 'badge-success' : upload.status === 'failed' ? 'badge-bad' : 'badge-processing';
+  return h('span', {
+    class: `badge ${cls}`,
+    dataset: { uploadStatus: upload.status },
+    text: UPLOAD_STATUSES.includes(upload.status) ? t(`upload_status.${upload.status}`) : upload.status,
+  });
+}
+
+/** Whether the console offers to ship the order: paid, express or same-city, not fully shipped. */
+function shippable(order) {
+  return (order.delivery === 'express' || order.delivery === 'same_city')
+    && (order.shipping_state === 'awaiting_shipment' || order.shipping_state === 'partially_shipped');
+}
+
+/** "发货 / Shipping": the delivery, state and times, the parcels, WeChat's upload, the ship form. */
+function shippingSection(detail) {
+  const o = detail.order;
+  const shipments = detail.shipments || [];
+  const upload = detail.shipping_upload;
+  const summary = h(
+    'dl',
+    { class: 'fields', id: 'shipping-summary' },
+    field(t('shipping.delivery'), deliveryLabel(o.delivery), { dataset: { field: 'delivery', delivery: o.delivery || '' } }),
+    field(t('shipping.state'), shippingStateBadge(o.shipping_state), { id: 'shipping-state' }),
+    field(t('shipping.shipped_at'), dateTime(o.shipped_at), { dataset: { field: 'shipped_at' } }),
+    field(t('shipping.received_at'), dateTime(o.received_at), { dataset: { field: 'received_at' } }),
+    field(t('shipping.settled_at'), dateTime(o.settled_at), { dataset: { field: 'settled_at' } }),
+    field(t('shipping.upload'), upload
+      ? h('span', { id: 'shipping-upload', dataset: { status: upload.status } },
+        uploadBadge(upload),
+        ' ',
+        h('small', { class: 'muted', text: t('shipping.attempts', { n: upload.attempts }) }),
+        upload.uploaded_at ? h('small', { class: 'muted', text: ` · ${dateTime(upload.uploaded_at)}` }) : null,
+        upload.last_error ? h('div', { class: 'error-text small', id: 'shipping-upload-error', text: upload.last_error }) : null)
+      : h('span', { id: 'shipping-upload', class: 'muted', dataset: { status: '' }, text: t('shipping.upload_none') })),
+  );
+  const lineName = new Map((o.items || []).map((i) => [i.sku, i.name]));
+  const parcels = shipments.length
+    ? table(
+        ['#', t('shipping.company'), t('shipping.tracking_no'), t('shipping.items'), t('shipping.receiver_contact'), t('shipping.last'), t('shipping.created')],
+        shipments.map((p, i) =>
+          h(
+            'tr',
+            { dataset: { shipment: p.id, company: p.express_company, tracking: p.tracking_no, last: String(Boolean(p.is_last)) } },
+            h('td', { class: 'num', text: i + 1 }),
+            h('td', { class: 'mono', text: p.express_company }),
+            h('td', { class: 'mono', text: p.tracking_no }),
+            h('td', {}, (p.items && p.items.length)
+              ? p.items.map((x) => `${lineName.get(x.sku) || x.sku} × ${x.quantity}`).join('，')
+              : h('span', { class: 'muted', text: p.item_desc || '' })),
+            h('td', { class: 'mono', text: p.receiver_contact || '' }),
+            h('td', { text: p.is_last ? '✓' : '' }),
+            h('td', { text: dateTime(p.created_at) }),
+          ),
+        ),
+        { id: 'shipments-table' },
+      )
+    : h('p', { class: 'muted', id: 'shipments-none', text: t('shipping.none') });
+  const result = h('div', { class: 'notice ok', id: 'ship-result', role: 'status', hidden: true });
+  let action = null;
+  if (shippable(o)) {
+    action = shipForm(detail, (flash) => {
+      shipFlash = flash;
+      render();
+    });
+  } else if (o.delivery === 'virtual' || o.delivery === 'pickup') {
+    action = h('p', { class: 'muted', id: 'ship-unavailable', text: t('shipping.not_needed') });
+  } else if (!o.shipping_state) {
+    action = h('p', { class: 'muted', id: 'ship-unavailable', text: t('shipping.unpaid') });
+  }
+  return h('section', { class: 'card', id: 'shipping' },
+    h('h2', { text: t('shipping.title') }),
+    result,
+    summary,
+    h('h3', { text: t('shipping.parcels', { n: shipments.length }) }),
+    parcels,
+    action);
+}
+
+// A message of the ship form, kept across the reload that follows a parcel.
+let shipFlash = null;
+
+function shipForm(detail, onDone) {
+  const o = detail.order;
+  const sameCity = o.delivery === 'same_city';
+  const company = h('select', { id: 'ship-company', name: 'express_company', required: true },
+    h('option', { value: '', text: t('shipping.company_choose') }),
+    EXPRESS_COMPANIES.map((c) => h('option', { value: c, text: `${c} · ${t(`express.${c}`)}` })),
+    h('option', { value: 'other', text: t('shipping.company_other') }));
+  const other = h('input', { id: 'ship-company-other', name: 'express_company_other', maxlength: '64', autocomplete: 'off', placeholder: t('shipping.company_code') });
+  const otherLabel = h('label', { hidden: true }, h('span', { text: t('shipping.company_code') }), other);
+  const tracking = h('input', { id: 'ship-tracking', name: 'tracking_no', maxlength: '128', autocomplete: 'off', required: true });
+  const contact = h('input', { id: 'ship-contact', name: 'receiver_contact', maxlength: '32', autocomplete: 'off', placeholder: '189****1234' });
+  const last = h('input', { type: 'checkbox', id: 'ship-last', name: 'last', checked: sameCity, disabled: sameCity });
+  const quantities = (o.items || []).map((i) => ({
+    sku: i.sku,
+    max: i.quantity,
+    input: h('input', { type: 'number', min: '0', max: String(i.quantity), step: '1', class: 'qty', name: `qty-${i.sku}`, dataset: { sku: i.sku }, 'aria-label': `${i.name} (≤ ${i.quantity})` }),
+    name: i.name,
+  }));
+  const items = quantities.length
+    ? h('fieldset', { class: 'ship-items form-wide' },
+      h('legend', { text: t('shipping.items_help') }),
+      quantities.map((q) => h('label', { class: 'ship-item' }, h('span', { text: `${q.name} (≤ ${q.max})` }), q.input)))
+    : null;
+  const message = h('p', { class: 'form-message', id: 'ship-message', role: 'status' });
+  const submit = h('button', { type: 'submit', class: 'primary', text: t('shipping.submit') });
+  company.addEventListener('change', () => {
+    otherLabel.hidden = company.value !== 'other';
+  });
+  const form = h(
+    'form',
+    { class: 'inline-form ship-form', id: 'ship-form' },
+    h('label', {}, h('span', { text: t('shipping.company') }), company),
+    otherLabel,
+    h('label', {}, h('span', { text: t('shipping.tracking_no') }), tracking),
+    h('label', {}, h('span', { text: t('shipping.receiver_contact') }), contact),
+    h('label', { class: 'check' }, last, h('span', { text: sameCity ? t('shipping.last_same_city') : t('shipping.last_parcel') })),
+    items,
+    submit,
+    message,
+  );
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    message.className = 'form-message error';
+    const code = company.value === 'other' ? other.value.trim() : company.value;
+    if (!code) {
+      message.textContent = t('shipping.company_required');
+      return;
+    }
+    const trackingNo = tracking.value.trim();
+    if (!trackingNo) {
+      message.textContent = t('shipping.tracking_required');
+      return;
+    }
+    if (code === 'SF' && !contact.value.trim()) {
+      message.textContent = t('shipping.contact_required');
+      return;
+    }
+    const body = { express_company: code, tracking_no: trackingNo, last: last.checked };
+    if (contact.value.trim()) body.receiver_contact = contact.value.trim();
+    const chosen = [];
+    for (const q of quantities) {
+      const text = q.input.value.trim();
+      if (!text) continue;
+      const n = Number(text);
+      if (!Number.isInteger(n) || n < 0 || n > q.max) {
+        message.textContent = t('shipping.quantity_invalid', { name: q.name, max: q.max });
+        return;
+      }
+      if (n > 0) chosen.push({ sku: q.sku, quantity: n });
+    }
+    if (chosen.length) body.items = chosen;
+    submit.disabled = true;
+    message.textContent = '';
+    try {
+      const answer = await admin('POST', `/admin/orders/${encodeURIComponent(o.out_trade_no)}/shipments`, body);
+      onDone({
+        className: 'notice ok',
+        text: t(answer.status === 201 ? 'shipping.recorded' : 'shipping.repeated', {
+          company: answer.body.shipment.express_company,
+          no: answer.body.shipment.tracking_no,
+        }),
+      });
+    } catch (err) {
+      message.className = 'form-message error';
+      message.textContent = describeError(err);
+      submit.disabled = false;
+    }
+  });
+  return form;
+}
+
+// ---------------------------------------------------------------- fulfilment: overdue, unsettled
+
+const OVERDUE_HOURS = [0, 12, 24, 48, 72, 168, 720];
+
+/** `#/overdue` or `#/unsettled` with these filters. */
+function fulfilmentHash(tab, { hours, mchid } = {}) {
+  const q = new URLSearchParams();
+  if (tab === 'overdue' && hours !== undefined && hours !== null && hours !== '') q.set('hours', String(hours));
+  if (mchid) q.set('mchid', mchid);
+  const text = q.toString();
+  return `#/${tab}${text ? `?${text}` : ''}`;
+}
+
+/** The admin's merchant choice for the fulfilment pages (operators see their own merchant's only). */
+function fulfilmentMerchant(mchid, onChoose) {
+  if (isOperator()) return h('p', { class: 'muted', text: t('orders.scope', { mchid: principal.mchid }) });
+  const choice = h('select', { id: 'fulfilment-merchant', 'aria-label': t('orders.merchant_filter') },
+    h('option', { value: '', text: t('orders.all_merchants') }),
+    mchid ? h('option', { value: mchid, selected: true, text: mchid }) : null);
+  choice.addEventListener('change', () => onChoose(choice.value));
+  admin('GET', '/admin/merchants').then((answer) => {
+    replace(choice, h('option', { value: '', text: t('orders.all_merchants') }),
+      answer.body.merchants.map((m) => h('option', { value: m.mchid, selected: m.mchid === mchid, text: `${m.mchid} · ${m.name}` })));
+  }).catch(() => {
+    // The select keeps the merchant it has; the list still loads.
+  });
+  return h('label', { class: 'merchant-filter' }, h('span', { text: t('orders.merchant_filter') }), choice);
+}
+
+function fulfilmentTabs(tab, mchid) {
+  return h('div', { class: 'filters', role: 'tablist', id: 'fulfilment-tabs' },
+    ['overdue', 'unsettled'].map((x) => h('a', {
+      href: fulfilmentHash(x, { mchid }),
+      class: `chip${x === tab ? ' active' : ''}`,
+      role: 'tab',
+      'aria-selected': x === tab ? 'true' : 'false',
+      dataset: { tab: x },
+      text: t(`fulfilment.tab.${x}`),
+    })));
+}
+
+/** Hours since `ms` as "N h" (whole hours, rounded down). */
+function hoursSince(ms) {
+  if (ms === null || ms === undefined) return '';
+  return t('fulfilment.hours_ago', { n: Math.max(0, Math.floor((Date.now() - ms) / 3_600_000)) });
+}
+
+async function overdueView(params) {
+  const seq = renderSeq;
+  const mchid = isOperator() ? '' : (params.get('mchid') || '').trim();
+  const asked = Number.parseInt(params.get('hours') ?? '', 10);
+  const hours = Number.isInteger(asked) && asked >= 0 && asked <= 720 ? asked : 48;
+  const hoursChoice = h('select', { id: 'overdue-hours', 'aria-label': t('fulfilment.hours') },
+    [...new Set([...OVERDUE_HOURS, hours])].sort((a, b) => a - b).map((n) =>
+      h('option', { value: String(n), selected: n === hours, text: t('fulfilment.hours_option', { n }) })));
+  hoursChoice.addEventListener('change', () => {
+    location.hash = fulfilmentHash('overdue', { hours: hoursChoice.value, mchid });
+  });
+  const body = h('div', { class: 'loading', text: t('loading') });
+  replace(
+    view,
+    h('div', { class: 'view-head' }, h('h1', { text: t('nav.fulfilment') }), h('button', { type: 'button', text: t('action.refresh'), onclick: () => render() })),
+    fulfilmentTabs('overdue', mchid),
+    h('p', { class: 'muted', text: t('fulfilment.overdue_help') }),
+    h('div', { class: 'filter-bar' },
+      h('label', {}, h('span', { text: t('fulfilment.hours') }), hoursChoice),
+      fulfilmentMerchant(mchid, (chosen) => {
+        location.hash = fulfilmentHash('overdue', { hours, mchid: chosen });
+      })),
+    body,
+  );
+  const query = new URLSearchParams({ hours: String(hours) });
+  if (mchid) query.set('mchid', mchid);
+  let answer;
+  try {
+    answer = (await admin('GET', `/admin/fulfilment/overdue?${query}`)).body;
+  } catch (err) {
+    if (current(seq)) replace(body, errorBox(err));
+    return;
+  }
+  if (!current(seq)) return;
+  body.className = '';
+  const rows = answer.orders.map((o) => h(
+    'tr',
+    { dataset: { order: o.out_trade_no, shippingState: o.shipping_state || '', mchid: o.mchid } },
+    h('td', {}, orderLink(o.out_trade_no)),
+    h('td', { text: o.description }),
+    h('td', { class: 'mono small', text: o.mchid }),
+    h('td', { class: 'num', text: money(o.amount_fen) }),
+    h('td', { text: deliveryLabel(o.delivery) }),
+    h('td', {}, shippingStateBadge(o.shipping_state)),
+    h('td', { text: dateTime(o.paid_at) }),
+    h('td', { class: 'num', text: hoursSince(o.paid_at) }),
+  ));
+  replace(body,
+    h('p', { id: 'overdue-count', dataset: { count: String(rows.length), hours: String(answer.hours) }, text: t('fulfilment.overdue_count', { n: rows.length, hours: answer.hours }) }),
+    rows.length
+      ? table([t('order.no'), t('order.description'), t('order.merchant'), t('order.amount'), t('shipping.delivery'), t('shipping.state'), t('order.paid'), t('fulfilment.since_paid')], rows, { id: 'overdue-table' })
+      : h('p', { class: 'muted', id: 'overdue-none', text: t('fulfilment.overdue_none') }));
+}
+
+async function unsettledView(params) {
+  const seq = renderSeq;
+  const mchid = isOperator() ? '' : (params.get('mchid') || '').trim();
+  const body = h('div', { class: 'loading', text: t('loading') });
+  replace(
+    view,
+    h('div', { class: 'view-head' }, h('h1', { text: t('nav.fulfilment') }), h('button', { type: 'button', text: t('action.refresh'), onclick: () => render() })),
+    fulfilmentTabs('unsettled', mchid),
+    h('p', { class: 'muted', text: t('fulfilment.unsettled_help') }),
+    h('div', { class: 'filter-bar' }, fulfilmentMerchant(mchid, (chosen) => {
+      location.hash = fulfilmentHash('unsettled', { mchid: chosen });
+    })),
+    body,
+  );
+  const query = new URLSearchParams();
+  if (mchid) query.set('mchid', mchid);
+  let answer;
+  try {
+    answer = (await admin('GET', `/admin/fulfilment/unsettled${query.toString() ? `?${query}` : ''}`)).body;
+  } catch (err) {
+    if (current(seq)) replace(body, errorBox(err));
+    return;
+  }
+  if (!current(seq)) return;
+  body.className = '';
+  const rows = answer.orders.map((o) => h(
+    'tr',
+    { dataset: { order: o.out_trade_no, shippingState: o.shipping_state || '', mchid: o.mchid } },
+    h('td', {}, orderLink(o.out_trade_no)),
+    h('td', { text: o.description }),
+    h('td', { class: 'mono small', text: o.mchid }),
+    h('td', { class: 'num', text: money(BigInt(o.amount_fen) - BigInt(o.refunded_fen || 0)) }),
+    h('td', { text: deliveryLabel(o.delivery) }),
+    h('td', {}, shippingStateBadge(o.shipping_state)),
+    h('td', { text: dateTime(o.paid_at) }),
+    h('td', { text: dateTime(o.shipped_at) }),
+    h('td', { text: dateTime(o.received_at) }),
+  ));
+  replace(body,
+    h('section', { class: 'card' },
+      h('dl', { class: 'fields', id: 'unsettled-summary' },
+        field(t('fulfilment.unsettled_total'), h('strong', { id: 'unsettled-total', dataset: { fen: String(answer.total_fen) }, text: money(answer.total_fen) })),
+        field(t('fulfilment.unsettled_count'), h('strong', { id: 'unsettled-count', text: answer.count })))),
+    rows.length
+      ? table([t('order.no'), t('order.description'), t('order.merchant'), t('fulfilment.held'), t('shipping.delivery'), t('shipping.state'), t('order.paid'), t('shipping.shipped_at'), t('shipping.received_at')], rows, { id: 'unsettled-table' })
+      : h('p', { class: 'muted', id: 'unsettled-none', text: t('fulfilment.unsettled_none') }));
 }
 
 // ---------------------------------------------------------------- reconciliation
@@ -1016,6 +1451,8 @@ const ROUTES = [
   [/^#\/orders\/([^/?]+)$/, (m) => orderView(decodeURIComponent(m[1])), true, 'orders', true],
   [/^#\/orders(?:\?(.*))?$/, (m) => ordersView(new URLSearchParams(m[1] || '')), true, 'orders', true],
   [/^#\/reconciliation(?:\/(\d{4}-\d{2}-\d{2}))?(?:\?(.*))?$/, (m) => reconciliationView(m[1], new URLSearchParams(m[2] || '')), true, 'reconciliation', true],
+  [/^#\/overdue(?:\?(.*))?$/, (m) => overdueView(new URLSearchParams(m[1] || '')), true, 'fulfilment', true],
+  [/^#\/unsettled(?:\?(.*))?$/, (m) => unsettledView(new URLSearchParams(m[1] || '')), true, 'fulfilment', true],
   [/^#\/stats$/, () => statsView(), true, 'stats', false],
   [/^#\/wxacode$/, () => wxacodeView(), true, 'wxacode', false],
   [/^#\/merchants$/, () => merchantsView(), true, 'merchants', false],
@@ -1047,6 +1484,7 @@ function render() {
     return;
   }
   hideLogin();
+  refreshAlerts();
   Promise.resolve(show(pattern.exec(hash))).catch((err) => replace(view, errorBox(err)));
 }
 
@@ -1081,6 +1519,7 @@ async function start() {
     render();
   });
   window.addEventListener('hashchange', render);
+  setInterval(refreshAlerts, ALERTS_EVERY_MS);
   render();
 }
 

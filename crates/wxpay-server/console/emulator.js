@@ -23,6 +23,11 @@ import {
 const SESSION_KEY = 'wxpay.emulator.session';
 const CART_KEY = 'wxpay.emulator.cart';
 const APP_KEY = 'wxpay.emulator.appid';
+const CONFIRMED_KEY = 'wxpay.emulator.confirmed';
+const SHIPPING_STATES = ['awaiting_shipment', 'partially_shipped', 'shipped', 'received', 'settled'];
+const DELIVERIES = ['express', 'same_city', 'virtual', 'pickup'];
+// How long the order page waits for the merchant server to learn of a confirmed receipt.
+const RECEIPT_POLL_LIMIT_MS = 10_000;
 const POLL_MS = 1000;
 const POLL_LIMIT_MS = 60_000;
 const LOG_LIMIT = 40;
@@ -46,6 +51,8 @@ let appid = load(APP_KEY);
 let cart = load(CART_KEY) || {}; // sku -> quantity
 let products = [];
 let merchant = null;
+// Orders whose receipt this phone confirmed (WeChat then settles; the server learns it by push).
+let confirmed = new Set(load(CONFIRMED_KEY) || []);
 // The pages opened, the current one last; the back button pops it.
 let stack = [];
 // Bumped by every page change; a page's async work stops writing once it is stale.
@@ -471,7 +478,7 @@ async function ordersPage(_params, seq) {
 
 const STATUS_MARK = { SUCCESS: '✓', REFUND: '↺', CLOSED: '✕', PAYERROR: '!', NOTPAY: '…' };
 
-async function orderPage({ no, poll }, seq) {
+async function orderPage({ no, poll, receipt }, seq) {
   replace(screen, h('p', { class: 'loading', text: t('loading') }));
   const started = Date.now();
   for (;;) {
@@ -480,10 +487,38 @@ async function orderPage({ no, poll }, seq) {
     const waiting = poll && order.status === 'NOTPAY';
     const timedOut = waiting && Date.now() - started > POLL_LIMIT_MS;
     drawOrder(order, waiting && !timedOut, timedOut);
-    if (!waiting || timedOut) return;
+    // After a confirmed receipt, a few more looks until the server learns of it (by WeChat's push).
+    const awaitingReceipt = receipt && order.shipping_state === 'shipped' && Date.now() - started < RECEIPT_POLL_LIMIT_MS;
+    if ((!waiting || timedOut) && !awaitingReceipt) return;
     await sleep(POLL_MS);
     if (seq !== renderSeq) return;
   }
+}
+
+/**
+ * WeChat's confirm-receipt component (wx.openBusinessView businessType weappOrderConfirm): the
+ * buyer says the goods arrived; WeChat (the simulator, POST /sim/orders/{no}/confirm-receipt)
+ * records it, settles and tells the merchant server through message push.
+ */
+async function confirmReceipt(order, button) {
+  button.disabled = true;
+  try {
+    await call('POST', `/sim/orders/${encodeURIComponent(order.out_trade_no)}/confirm-receipt`);
+  } catch (err) {
+    await modal(t('emu.receipt_failed'), err.message);
+    button.disabled = false;
+    return;
+  }
+  logNote(`confirm receipt → ${order.out_trade_no}`);
+  confirmed.add(order.out_trade_no);
+  save(CONFIRMED_KEY, [...confirmed]);
+  toast(t('emu.receipt_confirmed'));
+  stack[stack.length - 1] = { name: 'order', params: { no: order.out_trade_no, receipt: true } };
+  show();
+}
+
+function shippingStateText(state) {
+  return SHIPPING_STATES.includes(state) ? t(`shipping_state.${state}`) : state;
 }
 
 function drawOrder(order, waiting, timedOut) {
@@ -513,6 +548,16 @@ function drawOrder(order, waiting, timedOut) {
   if (timedOut) {
     actions.push(h('button', { type: 'button', class: 'wx-default', text: t('emu.check_again'), onclick: show }));
   }
+  let receiptNote = null;
+  if (order.shipping_state === 'shipped') {
+    if (confirmed.has(order.out_trade_no)) {
+      // WeChat has the receipt; the merchant server learns it only through message push.
+      receiptNote = h('p', { class: 'muted small', id: 'receipt-note', text: t('emu.receipt_waiting') });
+      actions.push(h('button', { type: 'button', class: 'wx-default', id: 'receipt-refresh', text: t('emu.check_again'), onclick: show }));
+    } else {
+      actions.push(h('button', { type: 'button', class: 'wx-primary', id: 'confirm-receipt', text: t('emu.confirm_receipt'), onclick: (e) => confirmReceipt(order, e.currentTarget) }));
+    }
+  }
   replace(screen, h('div', { class: `order-page status-${order.status.toLowerCase()}`, id: 'order-page', dataset: { order: order.out_trade_no, status: order.status } },
     h('div', { class: 'order-result' },
       h('div', { class: 'result-mark', 'aria-hidden': 'true', text: waiting ? '' : STATUS_MARK[order.status] || '?' }),
@@ -525,10 +570,13 @@ function drawOrder(order, waiting, timedOut) {
       order.transaction_id ? [h('dt', { text: t('order.transaction_id') }), h('dd', { class: 'mono small', text: order.transaction_id })] : null,
       h('dt', { text: t('order.created') }), h('dd', { text: dateTime(order.created_at) }),
       order.paid_at ? [h('dt', { text: t('order.paid') }), h('dd', { text: dateTime(order.paid_at) })] : null,
-      order.refunded_fen ? [h('dt', { text: t('order.refunded') }), h('dd', { text: money(order.refunded_fen) })] : null),
+      order.refunded_fen ? [h('dt', { text: t('order.refunded') }), h('dd', { text: money(order.refunded_fen) })] : null,
+      order.delivery && order.shipping_state ? [h('dt', { text: t('shipping.delivery') }), h('dd', { id: 'order-delivery', dataset: { delivery: order.delivery }, text: DELIVERIES.includes(order.delivery) ? t(`delivery_kind.${order.delivery}`) : order.delivery })] : null,
+      order.shipping_state ? [h('dt', { text: t('shipping.state') }), h('dd', {}, h('span', { class: `badge shipping-${order.shipping_state}`, id: 'order-shipping-state', dataset: { shippingState: order.shipping_state }, text: shippingStateText(order.shipping_state) }))] : null),
     h('ul', { class: 'cart-lines' }, (order.items || []).map((i) => h('li', { class: 'cart-line' },
       h('span', { text: `${i.name} × ${i.quantity}` }),
       h('span', { class: 'price', text: money(BigInt(i.unit_price_fen) * BigInt(i.quantity)) })))),
+    receiptNote,
     h('div', { class: 'actions' }, actions)));
 }
 

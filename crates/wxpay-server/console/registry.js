@@ -1,7 +1,8 @@
 // The registry in the back office (admin token only): merchants (a provider's sub-merchants
 // under it), mini programs and operators, each listed, registered, enabled or disabled, and edited
 // (a merchant's name, API version, sp_appid and credentials; a mini program's name, AppSecret,
-// merchant and sub-merchant; a sub-merchant's name, sub_appid and flag). Secrets typed or chosen in a form go to the server and
+// merchant and sub-merchant, and its message push's Token and EncodingAESKey; a sub-merchant's
+// name, sub_appid and flag). Secrets typed or chosen in a form go to the server and
 // nowhere else: never shown back (no answer carries one), never logged, and every credential field
 // is cleared after each submit, whatever the answer. An operator's token is shown once.
 
@@ -486,12 +487,13 @@ export async function appsView() {
     h('td', {}, enabledBadge(a.enabled)),
     h('td', { text: t(`registry.source.${a.source}`) }),
     h('td', { text: a.has_app_secret ? t('app.secret_stored') : '—' }),
+    h('td', { dataset: { hasPush: String(Boolean(a.has_push)) }, text: a.has_push ? t('push.set') : '—' }),
     h('td', { text: dateTime(a.created_at) }),
     h('td', {}, toggleButton(`/admin/apps/${encodeURIComponent(a.appid)}`, a.appid, a.enabled))));
   replace(body,
     rows.length
       ? ctx.table([t('app.appid'), t('registry.name'), t('order.merchant'), t('app.sub_mchid_col'), t('registry.state'), t('registry.source'),
-        'AppSecret', t('registry.created'), ''], rows, { id: 'apps-table' })
+        'AppSecret', t('push.title'), t('registry.created'), ''], rows, { id: 'apps-table' })
       : h('p', { class: 'muted', text: t('registry.none') }),
     ctx.section('app.register', appForm(merchants)));
 }
@@ -574,7 +576,8 @@ export async function appView(appid) {
     ctx.field(t('registry.updated'), dateTime(a.updated_at)));
   replace(holder,
     ctx.section('app.summary', summary),
-    ctx.section('app.edit', appEditForm(a, merchants)));
+    ctx.section('app.edit', appEditForm(a, merchants)),
+    pushSection(a));
 }
 
 /**
@@ -677,6 +680,124 @@ function appEditForm(a, merchants) {
   return form;
 }
 
+// ---------------------------------------------------------------- message push
+
+/** The URL WeChat's admin console is given for this mini program's message push. */
+function pushUrl(appid) {
+  return `${location.origin}/notify/mp/${encodeURIComponent(appid)}`;
+}
+
+/**
+ * The mini program's message push (消息推送), the merchant file's one too: whether it is set, the
+ * URL to paste into WeChat's admin console (with a copy button), and the form that sets the Token
+ * and EncodingAESKey (write-only: never shown, cleared once read, whatever the answer) with the
+ * mode (encrypted with the key, or plaintext without), or removes them.
+ */
+function pushSection(a) {
+  const path = `/admin/apps/${encodeURIComponent(a.appid)}`;
+  const url = h('code', { class: 'mono token-value', id: 'push-url', text: pushUrl(a.appid) });
+  const copyStatus = h('span', { class: 'form-message', id: 'push-url-status', role: 'status' });
+  const state = h('span', {
+    class: `badge ${a.has_push ? 'badge-success' : 'badge-closed'}`,
+    id: 'push-state',
+    dataset: { hasPush: String(Boolean(a.has_push)) },
+    text: t(a.has_push ? 'push.set' : 'push.unset'),
+  });
+  // Not `required`: an empty Token is said beside the form, like the API's refusals.
+  const token = input('push', 'token', 'secret', { label: 'Token', placeholder: t('push.token_hint') });
+  const key = input('push', 'encoding_aes_key', 'secret', { label: 'EncodingAESKey', placeholder: t('push.key_hint') });
+  const mode = (value, labelKey, checked) => h('label', { class: 'check' },
+    h('input', { type: 'radio', name: 'push-mode', id: `push-mode-${value}`, value, checked }),
+    h('span', { text: t(labelKey) }));
+  const encrypted = mode('encrypted', 'push.mode_encrypted', true);
+  const plaintext = mode('plaintext', 'push.mode_plaintext', false);
+  const isPlaintext = () => plaintext.querySelector('input').checked;
+  const showKey = () => {
+    key.el.hidden = isPlaintext();
+  };
+  for (const choice of [encrypted, plaintext]) choice.querySelector('input').addEventListener('change', showKey);
+  const message = messageLine('push-message');
+  const submit = h('button', { type: 'submit', class: 'primary', text: t('action.save') });
+  const remove = a.has_push ? h('button', { type: 'button', id: 'push-remove', text: t('push.remove') }) : null;
+  const form = h('form', { class: 'registry-form', id: 'push-form', autocomplete: 'off', dataset: { appid: a.appid } },
+    h('p', { class: 'muted form-wide', text: t('push.form_help') }),
+    h('div', { class: 'form-wide push-modes', role: 'radiogroup', 'aria-label': t('push.mode') },
+      h('span', { class: 'muted small', text: t('push.mode') }), encrypted, plaintext),
+    token.el,
+    key.el,
+    h('div', { class: 'buttons form-wide' }, submit, remove),
+    message);
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const body = { push_token: await token.read(), push_encoding_aes_key: isPlaintext() ? null : await key.read() };
+    // The Token and the key are in `body` only until the request is sent; the fields are emptied now.
+    token.clear();
+    key.clear();
+    if (body.push_token === undefined) {
+      say(message, t('push.token_required'), false);
+      return;
+    }
+    if (body.push_encoding_aes_key === undefined) {
+      say(message, t('push.key_required'), false);
+      return;
+    }
+    submit.disabled = true;
+    try {
+      await ctx.admin('PATCH', path, body);
+      redraw(t('push.saved', { appid: a.appid }));
+    } catch (err) {
+      say(message, ctx.describeError(err), false);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  if (remove) {
+    remove.addEventListener('click', async () => {
+      if (!window.confirm(t('push.remove_confirm', { appid: a.appid }))) return;
+      token.clear();
+      key.clear();
+      remove.disabled = true;
+      try {
+        await ctx.admin('PATCH', path, { push_token: null });
+        redraw(t('push.removed', { appid: a.appid }));
+      } catch (err) {
+        say(message, ctx.describeError(err), false);
+      } finally {
+        remove.disabled = false;
+      }
+    });
+  }
+  showKey();
+  return h('section', { class: 'card', id: 'push' },
+    h('h2', { text: t('push.title') }),
+    h('dl', { class: 'fields' },
+      ctx.field(t('push.state'), state, { dataset: { field: 'has_push' } })),
+    h('p', { class: 'muted', text: t('push.url_help') }),
+    h('div', { class: 'token-line' }, url, copyButton('push-url-copy', url, copyStatus, { label: 'push.copy', failed: 'push.copy_failed' })),
+    copyStatus,
+    form);
+}
+
+/** A button that copies the text of `target`, saying so in `status` (or selects it to copy by hand). */
+function copyButton(id, target, status, { label, failed }) {
+  const button = h('button', { type: 'button', id, text: t(label) });
+  button.addEventListener('click', async () => {
+    try {
+      await navigator.clipboard.writeText(target.textContent);
+      say(status, t('operator.copied'), true);
+    } catch {
+      // No clipboard (an insecure origin, or refused): the text is selected to copy by hand.
+      const range = document.createRange();
+      range.selectNodeContents(target);
+      const selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      say(status, t(failed), false);
+    }
+  });
+  return button;
+}
+
 // ---------------------------------------------------------------- operators
 
 export async function operatorsView() {
@@ -731,21 +852,7 @@ function operatorForm(merchants, created, reload) {
 function tokenOnce(made) {
   const value = h('code', { class: 'mono token-value', id: 'operator-token', text: made.token });
   const status = h('span', { class: 'form-message', id: 'copy-status', role: 'status' });
-  const copy = h('button', { type: 'button', id: 'copy-token', text: t('operator.copy') });
-  copy.addEventListener('click', async () => {
-    try {
-      await navigator.clipboard.writeText(value.textContent);
-      say(status, t('operator.copied'), true);
-    } catch {
-      // No clipboard (an insecure origin, or refused): the token is selected to copy by hand.
-      const range = document.createRange();
-      range.selectNodeContents(value);
-      const selection = window.getSelection();
-      selection.removeAllRanges();
-      selection.addRange(range);
-      say(status, t('operator.copy_failed'), false);
-    }
-  });
+  const copy = copyButton('copy-token', value, status, { label: 'operator.copy', failed: 'operator.copy_failed' });
   const dismiss = h('button', { type: 'button', class: 'link', id: 'token-dismiss', text: t('operator.dismiss') });
   const box = h('div', { class: 'notice token-once', role: 'alert', dataset: { operator: made.id, mchid: made.mchid } },
     h('strong', { text: t('operator.token_once', { name: made.name, mchid: made.mchid }) }),
