@@ -356,7 +356,7 @@ fn a_sandbox_with_a_provider_pays_its_sub_merchant() {
         let (status, paid) = call(post.clone(), format!("{base}/sim/pay"), None, Some(pay)).await;
         assert_eq!(status, 200, "{paid}");
         let mut order = Value::Null;
-        for _ in 0..100 {
+        for _ in 0..300 {
             order = call(
                 get.clone(),
                 format!("{base}/admin/orders/{no}"),

@@ -110,6 +110,29 @@ async fn post_raw(
     (answer.status().as_u16(), answer.text().await.unwrap())
 }
 
+/// Whether the order settles here within 30 s (WeChat's push is asynchronous, and retried 5 s
+/// apart when an attempt fails). Reading the order at WeChat meanwhile runs its automatic
+/// confirmation.
+async fn settles(app: &TestApp, no: &str) -> bool {
+    for _ in 0..600 {
+        let _ = app
+            .get(&format!("/sim/orders/{no}"), Some(&app.admin()))
+            .await;
+        if app
+            .state
+            .store
+            .order(no)
+            .await
+            .unwrap()
+            .is_some_and(|o| o.settled_at.is_some())
+        {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
 async fn settled_state(app: &TestApp, no: &str) -> (Value, i64, i64) {
     let d = app
         .get(&format!("/admin/orders/{no}"), Some(&app.admin()))
@@ -456,22 +479,7 @@ async fn the_simulators_settlement_push_settles_the_order(backend: Backend) {
         &json!({}),
     )
     .await;
-    let store = app.state.store.clone();
-    let no2 = no.clone();
-    let mut settled = false;
-    for _ in 0..100 {
-        if store
-            .order(&no2)
-            .await
-            .unwrap()
-            .is_some_and(|o| o.settled_at.is_some())
-        {
-            settled = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(settled, "settled by the simulator's push");
+    assert!(settles(&app, &no).await, "settled by the simulator's push");
     let (state, settled_events, webhooks) = settled_state(&app, &no).await;
     assert_eq!((state, settled_events, webhooks), (json!("settled"), 1, 1));
 }
@@ -612,25 +620,10 @@ async fn virtual_goods_settle_without_a_human(backend: Backend) {
         assert_eq!(settled_state(&app, &no).await.0, "shipped", "{version}");
         // WeChat confirms virtual goods by itself after its delay.
         sim_control(&app, "/sim/clock/advance", &json!({"seconds": 3 * 86_400})).await;
-        let store = app.state.store.clone();
-        let mut settled = false;
-        for _ in 0..200 {
-            // Reading the order at WeChat runs its automatic confirmation.
-            let _ = app
-                .get(&format!("/sim/orders/{no}"), Some(&app.admin()))
-                .await;
-            if store
-                .order(&no)
-                .await
-                .unwrap()
-                .is_some_and(|o| o.settled_at.is_some())
-            {
-                settled = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        assert!(settled, "{version}: settled by WeChat's push");
+        assert!(
+            settles(&app, &no).await,
+            "{version}: settled by WeChat's push"
+        );
         app.flush().await;
         let (state, settled_events, webhooks) = settled_state(&app, &no).await;
         assert_eq!(
