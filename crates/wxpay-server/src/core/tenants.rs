@@ -1185,7 +1185,7 @@ pub async fn directory(store: &Store, sources: &DirectorySources) -> Result<Dire
         .iter()
         .filter(|m| m.source == RegistrySource::Registered && !clients.contains_key(&m.mchid))
     {
-        match merchant_clients(store, sources, merchant).await {
+        match base_clients(store, sources, merchant, None).await {
             Ok(wechat) => directory.add_merchant(wechat),
             Err(err) => {
                 tracing::error!(mchid = %merchant.mchid, error = %err, "a registered merchant cannot be served: left out");
@@ -1232,14 +1232,6 @@ async fn base_clients(
         MerchantKind::Provider => wechat.into_provider(),
         MerchantKind::Direct => wechat,
     })
-}
-
-async fn merchant_clients(
-    store: &Store,
-    sources: &DirectorySources,
-    merchant: &MerchantRecord,
-) -> Result<WeChat, String> {
-    base_clients(store, sources, merchant, None).await
 }
 
 async fn app_clients(
