@@ -222,6 +222,18 @@ id_type!(
     check_out_refund_no
 );
 
+fn check_out_bill_no(value: &str) -> Result<(), InvalidId> {
+    check_charset("out_bill_no", value, 1..=32, b"", "0-9 A-Z a-z")
+}
+
+id_type!(
+    /// The merchant's transfer bill number (`out_bill_no`, 商户单号) of a merchant transfer, or
+    /// its `out_authorization_no`: 1–32 characters of `[0-9A-Za-z]`, unique per merchant.
+    /// Retrying a transfer with the same one is the only safe retry.
+    OutBillNo,
+    check_out_bill_no
+);
+
 fn check_sub_mchid(value: &str) -> Result<(), InvalidId> {
     check_charset("sub_mchid", value, 1..=32, b"", "0-9 A-Z a-z")
 }

@@ -26,7 +26,7 @@ pub mod validate;
 pub use error::{
     ApiError, CryptoError, DecodeError, Error, Result, SignatureError, TransportError,
 };
-pub use ids::{AppId, InvalidId, OpenId, OutRefundNo, OutTradeNo, SubMchid};
+pub use ids::{AppId, InvalidId, OpenId, OutBillNo, OutRefundNo, OutTradeNo, SubMchid};
 pub use keys::{RsaPrivateKey, RsaPublicKey, X509Certificate};
 pub use money::Fen;
 pub use pay_params::RequestPayment;

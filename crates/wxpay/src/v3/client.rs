@@ -275,8 +275,14 @@ impl V3Client {
         );
         let body = serde_json::to_vec(&serde_json::json!({ "mchid": self.inner.config.mchid }))
             .map_err(|e| DecodeError::json(&e))?;
-        self.call(Method::POST, &path, Some(body), Idempotency::Idempotent)
-            .await?;
+        self.call(
+            Method::POST,
+            &path,
+            Some(body),
+            Idempotency::Idempotent,
+            None,
+        )
+        .await?;
         Ok(())
     }
 
@@ -459,8 +465,14 @@ impl V3Client {
             "sub_mchid": sub_mchid,
         }))
         .map_err(|e| DecodeError::json(&e))?;
-        self.call(Method::POST, &path, Some(body), Idempotency::Idempotent)
-            .await?;
+        self.call(
+            Method::POST,
+            &path,
+            Some(body),
+            Idempotency::Idempotent,
+            None,
+        )
+        .await?;
         Ok(())
     }
 
@@ -751,6 +763,18 @@ impl V3Client {
         url: String,
         body: Option<&Bytes>,
     ) -> Result<OutgoingRequest, Error> {
+        self.signed_request_with_serial(method, url, body, None)
+    }
+
+    /// A signed request whose `Wechatpay-Serial` names `serial` (the key a sensitive field of
+    /// the body was encrypted with) instead of the preferred one.
+    fn signed_request_with_serial(
+        &self,
+        method: Method,
+        url: String,
+        body: Option<&Bytes>,
+        serial: Option<&str>,
+    ) -> Result<OutgoingRequest, Error> {
         let cfg = &self.inner.config;
         let body_bytes = body.map_or(&[][..], |b| &b[..]);
         let auth = Authorization::sign(
@@ -766,7 +790,10 @@ impl V3Client {
         let mut request = OutgoingRequest::new(method, url)
             .header(header::AUTHORIZATION, &auth.to_header_value())?
             .header(header::ACCEPT, "application/json")?;
-        if let Some(serial) = self.verifier().preferred_serial() {
+        if let Some(serial) = serial
+            .map(str::to_owned)
+            .or_else(|| self.verifier().preferred_serial())
+        {
             request = request.header(http::HeaderName::from_static("wechatpay-serial"), &serial)?;
         }
         if let Some(body) = body {
@@ -783,6 +810,7 @@ impl V3Client {
         path: &str,
         body: Option<Vec<u8>>,
         idem: Idempotency,
+        serial: Option<&str>,
     ) -> Result<RawResponse, Error> {
         let url = join(&self.inner.base, path);
         let body = body.map(Bytes::from);
@@ -790,7 +818,7 @@ impl V3Client {
             .inner
             .http
             .send(idem, || {
-                self.signed_request(method.clone(), url.clone(), body.as_ref())
+                self.signed_request_with_serial(method.clone(), url.clone(), body.as_ref(), serial)
             })
             .await?;
         if !answer.status.is_success() {
@@ -802,14 +830,27 @@ impl V3Client {
         Ok(answer)
     }
 
-    async fn call_json<T: DeserializeOwned>(
+    pub(crate) async fn call_json<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
         idem: Idempotency,
     ) -> Result<T, Error> {
-        let answer = self.call(method, path, body, idem).await?;
+        self.call_json_with_serial(method, path, body, idem, None)
+            .await
+    }
+
+    /// As `call_json`, with `Wechatpay-Serial` naming the key an encrypted field used.
+    pub(crate) async fn call_json_with_serial<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        idem: Idempotency,
+        serial: Option<&str>,
+    ) -> Result<T, Error> {
+        let answer = self.call(method, path, body, idem, serial).await?;
         serde_json::from_slice(&answer.body).map_err(|e| DecodeError::json(&e).into())
     }
 

@@ -6,6 +6,7 @@ pub mod certificates;
 pub mod client;
 pub mod models;
 pub mod notify;
+pub mod transfers;
 pub mod verifier;
 
 /// A v3 error `code`. Unknown codes are kept as [`ErrorCode::Unknown`].
@@ -56,6 +57,8 @@ pub enum ErrorCode {
     UserAccountAbnormal,
     /// `ORDERPAID`, the order is already paid.
     OrderPaid,
+    /// `NOT_FOUND`, 404: no such record (transfer bills).
+    NotFound,
     /// Any other code, as sent.
     Unknown(String),
 }
@@ -87,6 +90,7 @@ impl ErrorCode {
             "SERVICE_UNAVAILABLE" => ErrorCode::ServiceUnavailable,
             "USER_ACCOUNT_ABNORMAL" => ErrorCode::UserAccountAbnormal,
             "ORDERPAID" => ErrorCode::OrderPaid,
+            "NOT_FOUND" => ErrorCode::NotFound,
             other => ErrorCode::Unknown(other.to_owned()),
         }
     }
@@ -117,6 +121,7 @@ impl ErrorCode {
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::UserAccountAbnormal => "USER_ACCOUNT_ABNORMAL",
             ErrorCode::OrderPaid => "ORDERPAID",
+            ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Unknown(s) => s,
         }
     }

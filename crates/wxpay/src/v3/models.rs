@@ -5,7 +5,7 @@
 //! [`OffsetDateTime`], read from and written as RFC 3339 with `+08:00` by
 //! [`crate::time::v3`]. Requests are made from named fields and validated identifiers.
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::ids::{AppId, OpenId, OutRefundNo, OutTradeNo, SubMchid};
@@ -48,20 +48,22 @@ macro_rules! wire_enum {
             }
         }
 
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 serializer.serialize_str(self.as_str())
             }
         }
 
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let value = String::deserialize(deserializer)?;
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let value = <String as serde::Deserialize>::deserialize(deserializer)?;
                 Ok($name::from_wire(&value))
             }
         }
     };
 }
+
+pub(crate) use wire_enum;
 
 wire_enum! {
     /// `trade_state` of a transaction.

@@ -18,6 +18,7 @@ use crate::v3::models::{
     AEAD_AES_256_GCM, EncryptedResource, NotificationEnvelope, PartnerRefundResource,
     PartnerTransaction, RefundResource, Transaction,
 };
+use crate::v3::transfers::{Authorization, TransferBillResource};
 use crate::v3::verifier::{SignedHeaders, Verifier, verify_signed};
 
 /// Notification bodies larger than this are refused before anything else.
@@ -101,6 +102,40 @@ pub enum Notification {
     PartnerPayment(PartnerPaymentNotification),
     /// A refund of a sub-merchant's order (partner mode).
     PartnerRefund(PartnerRefundNotification),
+    /// A merchant transfer bill became final (`MCHTRANSFER.BILL.FINISHED`).
+    Transfer(TransferNotification),
+    /// A transfer authorization was confirmed or closed (`MCHTRANSFER.AUTHORIZATION.*`).
+    TransferAuthorization(TransferAuthorizationNotification),
+}
+
+/// A verified, decrypted transfer-bill notification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferNotification {
+    /// Event id.
+    pub id: String,
+    /// When WeChat made the event.
+    pub create_time: time::OffsetDateTime,
+    /// `MCHTRANSFER.BILL.FINISHED`.
+    pub event_type: String,
+    /// `商家转账单据终态通知`.
+    pub summary: String,
+    /// The bill in its final state.
+    pub bill: TransferBillResource,
+}
+
+/// A verified, decrypted transfer-authorization notification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferAuthorizationNotification {
+    /// Event id.
+    pub id: String,
+    /// When WeChat made the event.
+    pub create_time: time::OffsetDateTime,
+    /// `MCHTRANSFER.AUTHORIZATION.CONFIRMED` or `.CLOSED`.
+    pub event_type: String,
+    /// As sent.
+    pub summary: String,
+    /// The authorization.
+    pub authorization: Authorization,
 }
 
 /// What [`parse_notification`] needs to believe a notification.
@@ -172,6 +207,30 @@ pub fn decrypt_verified(api_v3_key: &ApiV3Key, body: &[u8]) -> Result<Notificati
         summary,
         ..
     } = envelope;
+    if event_type.starts_with("MCHTRANSFER.BILL.") {
+        let bill: TransferBillResource =
+            serde_json::from_slice(&plain).map_err(|e| DecodeError::json(&e))?;
+        return Ok(Notification::Transfer(TransferNotification {
+            id,
+            create_time,
+            event_type,
+            summary,
+            bill,
+        }));
+    }
+    if event_type.starts_with("MCHTRANSFER.AUTHORIZATION.") {
+        let authorization: Authorization =
+            serde_json::from_slice(&plain).map_err(|e| DecodeError::json(&e))?;
+        return Ok(Notification::TransferAuthorization(
+            TransferAuthorizationNotification {
+                id,
+                create_time,
+                event_type,
+                summary,
+                authorization,
+            },
+        ));
+    }
     let partner = serde_json::from_slice::<serde_json::Value>(&plain)
         .map_err(|e| DecodeError::json(&e))?
         .get("sp_mchid")
@@ -217,7 +276,11 @@ pub fn decrypt_verified(api_v3_key: &ApiV3Key, body: &[u8]) -> Result<Notificati
             refund,
         }))
     } else {
-        Err(DecodeError::invalid("event_type", "not a TRANSACTION.* or REFUND.* event").into())
+        Err(DecodeError::invalid(
+            "event_type",
+            "not a TRANSACTION.*, REFUND.* or MCHTRANSFER.* event",
+        )
+        .into())
     }
 }
 
@@ -537,5 +600,34 @@ mod tests {
         };
         assert_eq!(r.refund.amount.refund, 40);
         assert_eq!(r.event_type, "REFUND.SUCCESS");
+    }
+
+    #[test]
+    fn transfer_notifications_are_typed() {
+        let resource = r#"{"out_bill_no":"PAYOUT1","transfer_bill_no":"1330000114850082502050044930362032","state":"SUCCESS","mch_id":"1230000109","transfer_amount":2000,"openid":"o-user","create_time":"2026-11-24T10:00:00+08:00","update_time":"2026-11-24T10:05:00+08:00"}"#;
+        let n = sign_notification(
+            &NotificationSigner {
+                api_v3_key: &api_key(),
+                signing_key: &key(),
+                serial: PK_ID,
+            },
+            &NotificationEvent {
+                id: "EV-3",
+                create_time: time::macros::datetime!(2026-11-24 10:05:01 +8),
+                event_type: "MCHTRANSFER.BILL.FINISHED",
+                summary: "商家转账单据终态通知",
+                original_type: "mch_payment",
+                resource_json: resource.as_bytes(),
+            },
+            1_700_000_000,
+        )
+        .unwrap();
+        let Notification::Transfer(t) = parse(&n, &to_headers(&n), 1_700_000_000).unwrap() else {
+            panic!("expected a transfer");
+        };
+        assert_eq!(t.bill.out_bill_no, "PAYOUT1");
+        assert_eq!(t.bill.transfer_amount, 2000);
+        assert_eq!(t.bill.state, crate::v3::transfers::TransferState::Success);
+        assert_eq!(t.bill.fail_reason, None);
     }
 }
