@@ -71,6 +71,8 @@ pub struct AppState {
     pub trade: crate::trade::TradeManagement,
     /// Message push of the mini program (settings, log).
     pub mp_push: crate::mp_push::MpPush,
+    /// Merchant transfers (商家转账): bills, authorizations, balances, payees' real names.
+    pub transfers: crate::transfers::Transfers,
     /// Bill download tokens.
     pub bill_downloads: Mutex<HashMap<String, BillDownload>>,
     base_url: String,
@@ -254,9 +256,16 @@ impl AppState {
             }
             None => crate::trade::TradeManagement::new(),
         };
+        let transfers = match &parts.journal {
+            Some((journal, entries)) => {
+                crate::transfers::Transfers::persistent(journal.clone(), entries)
+            }
+            None => crate::transfers::Transfers::new(),
+        };
         Ok(Self {
             partner,
             trade,
+            transfers,
             mp_push: crate::mp_push::MpPush::default(),
             api_v3_key: ApiV3Key::new(&parts.merchant.api_v3_key)?,
             store: match parts.journal {

@@ -9,10 +9,13 @@
 //! * `GET /sim/cashier` (the appid and mchid the WeChat cashier shows) is open.
 //! * `POST`/`GET /sim/merchants` and `/sim/apps` add and list merchants and mini programs
 //!   (controlled); `POST /sim/users {"appid"}` mints a user of another mini program.
+//! * `POST /sim/users {"real_name"}` gives the new user a real name (default
+//!   [`crate::transfers::DEFAULT_REAL_NAME`]), which a merchant transfer's `user_name` must match.
 //! * With a control token configured ([`crate::SimConfig::control_token`], as the sandbox of
-//!   `wxpay serve` does), every other route but `POST /sim/pay` (checked by its paySign), and
-//!   `POST /sim/users` with a chosen openid, require `Authorization: Bearer <token>` (else 401
-//!   `{"error"}`). Without one (`wxpay sim`), they are open.
+//!   `wxpay serve` does), every other route but `POST /sim/pay` (checked by its paySign),
+//!   `POST /sim/transfers/confirm` (its package is the credential), and `POST /sim/users` with a
+//!   chosen openid, require `Authorization: Bearer <token>` (else 401 `{"error"}`). Without one
+//!   (`wxpay sim`), they are open.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -124,6 +127,8 @@ fn parse_json<T: serde::de::DeserializeOwned>(
 struct NewUser {
     openid: Option<String>,
     appid: Option<String>,
+    /// The user's real name, for merchant transfers' `user_name` check.
+    real_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -194,6 +199,7 @@ async fn list_merchants(State(state): State<Arc<AppState>>) -> Response {
                     .map(|a| a.mp.appid().to_owned())
                     .collect::<Vec<_>>()
             );
+            crate::transfers::annotate_merchant(&state, m.mchid(), &mut v);
             v
         })
         .collect();
@@ -239,11 +245,17 @@ async fn create_user(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (openid, appid) = match parse_json::<NewUser>(&body, true) {
-        Ok(Some(u)) => (u.openid, u.appid),
-        Ok(None) => (None, None),
+    let (openid, appid, real_name) = match parse_json::<NewUser>(&body, true) {
+        Ok(Some(u)) => (u.openid, u.appid, u.real_name),
+        Ok(None) => (None, None, None),
         Err(e) => return bad_request(e),
     };
+    if real_name
+        .as_deref()
+        .is_some_and(|n| n.trim().is_empty() || n.chars().count() > 64)
+    {
+        return bad_request("real_name must be 1 to 64 characters");
+    }
     let app = match appid {
         None => state.first_app(),
         Some(appid) => match state.app(&appid) {
@@ -256,12 +268,20 @@ async fn create_user(
         return control_refused();
     }
     match app.mp.new_user(openid) {
-        Ok(user) => axum::Json(json!({
-            "openid": user.openid,
-            "code": user.code,
-            "user_key": user.user_key,
-        }))
-        .into_response(),
+        Ok(user) => {
+            let mut answer = json!({
+                "openid": user.openid,
+                "code": user.code,
+                "user_key": user.user_key,
+            });
+            if let Some(name) = real_name {
+                state
+                    .transfers
+                    .set_real_name(app.mp.appid(), &user.openid, &name);
+                answer["real_name"] = json!(name);
+            }
+            axum::Json(answer).into_response()
+        }
         Err(e) => bad_request(e),
     }
 }
@@ -513,8 +533,10 @@ async fn advance_clock(State(state): State<Arc<AppState>>, body: Bytes) -> Respo
     }
     state.clock.advance(advance.seconds);
     let settled = state.settle_due_refunds();
+    let transfers = crate::transfers::tick(&state);
     let mut answer = clock_json(&state);
     answer["refunds_settled"] = json!(settled);
+    answer["transfers_changed"] = json!(transfers);
     axum::Json(answer).into_response()
 }
 
@@ -530,7 +552,7 @@ async fn cashier(State(state): State<Arc<AppState>>) -> Response {
 
 async fn merchant(State(state): State<Arc<AppState>>) -> Response {
     let m = &state.merchant;
-    axum::Json(json!({
+    let mut answer = json!({
         "appid": m.appid,
         "mchid": m.mchid,
         "merchant_serial": m.merchant_serial,
@@ -538,8 +560,9 @@ async fn merchant(State(state): State<Arc<AppState>>) -> Response {
         "wechatpay_public_key_id": m.wechatpay_public_key_id,
         "key_mode": state.signer.mode().as_str(),
         "merchant_json": m.merchant_json_path.as_ref().map(|p| p.display().to_string()),
-    }))
-    .into_response()
+    });
+    crate::transfers::annotate_merchant(&state, &m.mchid, &mut answer);
+    axum::Json(answer).into_response()
 }
 
 /// How the caller is connected: TLS or not, and the client certificate it presented (to debug

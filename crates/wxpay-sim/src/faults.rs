@@ -34,6 +34,9 @@ pub struct Faults {
     pub api_latency_ms: u64,
     /// Share of v3 notification attempts preceded by a `WECHATPAY/SIGNTEST/` probe.
     pub signtest_probe_rate: f64,
+    /// Merchant transfers answer 403 `NOT_ENOUGH` (运营账户资金不足) and make no bill, whatever
+    /// the balance.
+    pub transfer_not_enough: bool,
 }
 
 /// The longest injectable delay (10 minutes), so that a typo cannot hang the simulator.

@@ -42,6 +42,14 @@ pub enum Entry {
     Merchant(MerchantLine),
     /// A mini program added at run time (`POST /sim/apps`, or a new merchant's own).
     App(AppLine),
+    /// A merchant transfer bill, as it is after a change.
+    TransferBill(crate::transfers::BillLine),
+    /// An authorization of 免确认 transfers, as it is after a change.
+    TransferAuthorization(crate::transfers::AuthorizationLine),
+    /// A merchant's 运营账户 balance after a change.
+    TransferBalance(crate::transfers::BalanceLine),
+    /// A user's real name (what a transfer's `user_name` must match).
+    TransferPayee(crate::transfers::PayeeLine),
 }
 
 /// A merchant added at run time.

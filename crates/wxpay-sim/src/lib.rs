@@ -22,6 +22,7 @@ pub mod server;
 pub mod signer;
 pub mod state;
 pub mod trade;
+pub mod transfers;
 pub mod v2;
 pub mod v3;
 
@@ -61,7 +62,8 @@ pub struct SimConfig {
     /// In [`KeyMode::Migrating`], the share of notifications signed by the public key (0..=1).
     pub migrating_ratio: f64,
     /// The control token: when set, every control route but `POST /sim/users` (a generated
-    /// openid), `POST /sim/pay` and `POST /sim/users/{openid}/code` with the user's key requires
+    /// openid), `POST /sim/pay`, `POST /sim/transfers/confirm` and
+    /// `POST /sim/users/{openid}/code` with the user's key requires
     /// `Authorization: Bearer <token>`, which also mints codes without a user key. `None` (the
     /// default, and `wxpay sim`'s): those routes are open, and codes need the user's key.
     pub control_token: Option<String>,
@@ -224,6 +226,7 @@ impl Simulator {
         }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         tokio::spawn(trade::run_ticker(state.clone(), shutdown_rx.clone()));
+        tokio::spawn(transfers::run_ticker(state.clone(), shutdown_rx.clone()));
         let dispatcher_task = tokio::spawn(dispatcher.run(shutdown_rx.clone()));
         let server_task = tokio::spawn(server::serve(
             listener,
@@ -262,6 +265,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(trade::router(state.clone()))
         // The buyer's confirmation and the push settings change the simulated world too.
         .merge(trade::control_router(state.clone()).route_layer(
+            axum::middleware::from_fn_with_state(state.clone(), control::require_control),
+        ))
+        // The payee's confirmation is open like `/sim/pay` (the unguessable package is its
+        // credential); the transfer views, settings and balances are controlled.
+        .merge(transfers::open_router(state.clone()))
+        .merge(transfers::control_router(state.clone()).route_layer(
             axum::middleware::from_fn_with_state(state.clone(), control::require_control),
         ))
         .layer(axum::middleware::from_fn_with_state(state, faults::inject))

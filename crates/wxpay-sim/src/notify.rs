@@ -46,6 +46,12 @@ pub enum DeliveryKind {
     Payment,
     /// A refund (`REFUND.SUCCESS` / v2 refund notification).
     Refund,
+    /// A merchant transfer bill that reached a final state (`MCHTRANSFER.BILL.FINISHED`); its
+    /// `out_bill_no` is logged as `out_trade_no`.
+    Transfer,
+    /// A transfer authorization confirmed or closed (`MCHTRANSFER.AUTHORIZATION.*`); its
+    /// `out_authorization_no` is logged as `out_trade_no`.
+    TransferAuthorization,
 }
 
 /// How each attempt of a delivery is signed.
@@ -558,7 +564,7 @@ fn event_id() -> String {
     )
 }
 
-fn v3_envelope(
+pub(crate) fn v3_envelope(
     state: &AppState,
     merchant: &crate::app::MerchantAccount,
     event_type: &str,

@@ -63,6 +63,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(BILL_DOWNLOAD_PATH, get(download_bill))
         .route("/v3/certificates", get(certificates))
         .merge(crate::partner::v3_routes())
+        .merge(crate::transfers::v3_routes())
         .route("/v3/{*rest}", any(not_found))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), sign_answers))

@@ -237,7 +237,11 @@ impl Store {
                 | Entry::PartnerOrder(_)
                 | Entry::Trade(_)
                 | Entry::Merchant(_)
-                | Entry::App(_) => {}
+                | Entry::App(_)
+                | Entry::TransferBill(_)
+                | Entry::TransferAuthorization(_)
+                | Entry::TransferBalance(_)
+                | Entry::TransferPayee(_) => {}
             }
         }
         store.journal = Some(journal);
