@@ -109,6 +109,8 @@ impl Directory {
 #[derive(Clone, Debug)]
 pub struct Registry {
     current: Arc<RwLock<Arc<Directory>>>,
+    /// WeChat's cached answers about each mini program (they outlive directory changes).
+    facts: Arc<crate::core::mp_facts::MpFacts>,
 }
 
 impl Registry {
@@ -125,7 +127,14 @@ impl Registry {
     pub fn new(directory: Directory) -> Self {
         Registry {
             current: Arc::new(RwLock::new(Arc::new(directory))),
+            facts: Arc::default(),
         }
+    }
+
+    /// WeChat's cached answers about each mini program (express companies, trade management).
+    #[must_use]
+    pub fn facts(&self) -> &crate::core::mp_facts::MpFacts {
+        &self.facts
     }
 
     /// Replaces the directory (requests in progress keep the one they read).

@@ -1,6 +1,8 @@
-//! Message push (消息推送) of the simulated mini program: the trade-management events sent to the
-//! URL set with `PUT /sim/mp/push`, signed and encrypted as WeChat does (with the library's
-//! `wxpay::mp::push::seal_push`).
+//! Message push (消息推送) of every simulated mini program: the trade-management events of the
+//! payments a mini program manages, sent to the URL set for that mini program with
+//! `PUT /sim/mp/push {"appid",...}` (without `appid`: the first mini program), signed and
+//! encrypted as WeChat does (with the library's `wxpay::mp::push::seal_push`) with that mini
+//! program's AppID, Token and EncodingAESKey.
 //!
 //! Rules where WeChat is not documented (each one a rule of this simulator):
 //!
@@ -15,6 +17,7 @@
 //!   `notify_shuffle_ms` (before each attempt).
 //! * The settings live in memory (not in the journal): set them again after a restart.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -46,6 +49,8 @@ pub struct PushSettings {
 /// One push as sent, for the control API.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PushRecord {
+    /// The mini program it was pushed for.
+    pub appid: String,
     /// `Event`.
     pub event: String,
     /// `transaction_id` of the order.
@@ -56,27 +61,28 @@ pub struct PushRecord {
     pub delivered: bool,
 }
 
-/// The push settings and the log of pushes.
+/// The push settings of each mini program (by AppID) and the log of pushes.
 #[derive(Debug, Default)]
 pub struct MpPush {
-    settings: Mutex<Option<PushSettings>>,
+    settings: Mutex<HashMap<String, PushSettings>>,
     log: Arc<Mutex<Vec<PushRecord>>>,
 }
 
 impl MpPush {
-    /// Sends `fields` (a message without its common fields) to the configured URL in the
-    /// background; nothing when no URL is set.
-    pub fn send(&self, state: &AppState, event: &str, mut fields: Map<String, Value>) {
+    /// Sends `fields` (a message without its common fields) to the URL configured for the mini
+    /// program `appid` in the background; nothing when it has none.
+    pub fn send(&self, state: &AppState, appid: &str, event: &str, mut fields: Map<String, Value>) {
         let Some(settings) = self
             .settings
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .get(appid)
+            .cloned()
         else {
             return;
         };
         let now = wxpay::nonce::Clock::now(state.clock.as_ref());
-        fields.insert("ToUserName".into(), json!(original_id(state.mp.appid())));
+        fields.insert("ToUserName".into(), json!(original_id(appid)));
         fields.insert("FromUserName".into(), json!("oSysTemAcc0unt000000000000"));
         fields.insert("CreateTime".into(), json!(now));
         fields.insert("MsgType".into(), json!("event"));
@@ -106,6 +112,7 @@ impl MpPush {
         let index = {
             let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
             log.push(PushRecord {
+                appid: appid.to_owned(),
                 event: event.to_owned(),
                 transaction_id,
                 attempts: 0,
@@ -196,6 +203,8 @@ fn original_id(appid: &str) -> String {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewSettings {
+    #[serde(default)]
+    appid: Option<String>,
     url: String,
     token: String,
     #[serde(default)]
@@ -218,9 +227,15 @@ fn control_error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({"error": message.into()}))).into_response()
 }
 
-fn parse_settings(state: &AppState, body: &[u8]) -> Result<PushSettings, String> {
+/// The settings and the AppID they are for (`None`: the simulator hosts no such mini program).
+fn parse_settings(state: &AppState, body: &[u8]) -> Result<(Option<String>, PushSettings), String> {
     let s: NewSettings =
         serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
+    let appid = s
+        .appid
+        .clone()
+        .unwrap_or_else(|| state.mp.appid().to_owned());
+    let known = state.app(&appid).is_some().then(|| appid.clone());
     let url = reqwest::Url::parse(&s.url).map_err(|_| "url is not a URL".to_owned())?;
     if !matches!(url.scheme(), "http" | "https") || url.query().is_some() {
         return Err("url must be an http(s) URL without a query".into());
@@ -243,25 +258,33 @@ fn parse_settings(state: &AppState, body: &[u8]) -> Result<PushSettings, String>
         _ => return Err("format must be json or xml".into()),
     };
     let config = match (&s.encoding_aes_key, mode) {
-        (Some(key), _) => PushConfig::encrypted(&s.token, key, state.mp.appid())
+        (Some(key), _) => PushConfig::encrypted(&s.token, key, &appid)
             .map_err(|_| "encoding_aes_key must be 43 base64 characters".to_owned())?,
-        (None, PushMode::Plaintext) => PushConfig::plaintext(&s.token, state.mp.appid()),
+        (None, PushMode::Plaintext) => PushConfig::plaintext(&s.token, &appid),
         (None, _) => return Err("compatible and safe mode need encoding_aes_key".into()),
     };
-    Ok(PushSettings {
-        url: s.url,
-        config,
-        mode,
-        format,
-    })
+    Ok((
+        known,
+        PushSettings {
+            url: s.url,
+            config,
+            mode,
+            format,
+        },
+    ))
 }
 
-/// `PUT /sim/mp/push {"url","token","encoding_aes_key","mode","format"}`: checks the URL with
-/// the handshake, then pushes go there. The answer never repeats the token or the key.
+/// `PUT /sim/mp/push {"appid","url","token","encoding_aes_key","mode","format"}`: checks the
+/// URL with the handshake, then the pushes of the mini program `appid` (without it: the first
+/// one; 404 for one the simulator does not host) go there. The answer never repeats the token
+/// or the key.
 pub async fn put_settings(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let settings = match parse_settings(&state, &body) {
+    let (appid, settings) = match parse_settings(&state, &body) {
         Ok(s) => s,
         Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+    };
+    let Some(appid) = appid else {
+        return control_error(StatusCode::NOT_FOUND, "no mini program has this appid");
     };
     let timestamp = wxpay::nonce::Clock::now(state.clock.as_ref()).to_string();
     let nonce = rand::random::<u32>().to_string();
@@ -296,15 +319,17 @@ pub async fn put_settings(State(state): State<Arc<AppState>>, body: Bytes) -> Re
         );
     }
     let view = json!({
+        "appid": appid,
         "url": settings.url,
         "mode": format!("{:?}", settings.mode).to_lowercase(),
         "format": format!("{:?}", settings.format).to_lowercase(),
     });
-    *state
+    state
         .mp_push
         .settings
         .lock()
-        .unwrap_or_else(PoisonError::into_inner) = Some(settings);
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(appid, settings);
     axum::Json(view).into_response()
 }
 

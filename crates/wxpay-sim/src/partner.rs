@@ -247,6 +247,17 @@ impl Partner {
         self.lock().orders.get(out_trade_no).cloned()
     }
 
+    /// The partner orders whose prepay carried `sub_appid` (paid or not), by `out_trade_no`.
+    #[must_use]
+    pub fn orders_of_sub_appid(&self, sub_appid: &str) -> Vec<String> {
+        self.lock()
+            .orders
+            .iter()
+            .filter(|(_, o)| o.sub_appid.as_deref() == Some(sub_appid))
+            .map(|(no, _)| no.clone())
+            .collect()
+    }
+
     /// Whether an order was made in partner mode.
     #[must_use]
     pub fn is_partner_order(&self, out_trade_no: &str) -> bool {

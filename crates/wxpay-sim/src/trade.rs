@@ -1,8 +1,11 @@
-//! Trade management (小程序发货信息管理服务) of the simulated mini program: every paid order of
-//! the mini program's AppID is managed. Served on WeChat's paths (`/wxa/sec/order/*`,
-//! `/cgi-bin/express/delivery/open_msg/get_delivery_list`) with the mini program's access
-//! token, and the buyer's confirmation on the control API
-//! (`POST /sim/orders/{out_trade_no}/confirm-receipt`).
+//! Trade management (小程序发货信息管理服务) of every simulated mini program: each paid order is
+//! managed under the AppID of the mini program that paid it (a partner order with a
+//! `sub_appid` under the `sub_appid`, else under the order's AppID). Served on WeChat's paths
+//! (`/wxa/sec/order/*`, `/cgi-bin/express/delivery/open_msg/get_delivery_list`): a call acts
+//! for the mini program that issued its access token, and sees only that mini program's
+//! payments. The buyer's confirmation is on the control API
+//! (`POST /sim/orders/{out_trade_no}/confirm-receipt`), and so is whether a mini program is
+//! under trade management (`PUT /sim/mp/trade-management {"appid","managed"}`).
 //!
 //! States (`order_state`): 1 awaiting shipment → 2 shipped (every package uploaded) → receipt
 //! confirmed, by the buyer or automatically → 4 settled; 5 refunded (fully refunded before
@@ -13,8 +16,12 @@
 //!   evaluated whenever the order is read or changed. No complaint ever delays it.
 //! * Settlement happens at once on confirmation, so state 3 is not observable and state 6 is
 //!   never used.
-//! * Orders are managed from payment (no indexing delay), and only orders of the mini
-//!   program's own AppID (so not partner orders paid under a `sub_appid`).
+//! * Orders are managed from payment (no indexing delay). Every mini program is under trade
+//!   management until `PUT /sim/mp/trade-management {"appid","managed":false}` takes it out
+//!   (in memory, like the push settings: set it again after a restart); the payments of a mini
+//!   program outside it answer `10060001` to every call, `is_trade_managed` answers `false`.
+//! * A partner order is found by `order_key.mchid` / `merchant_id` of the provider or of the
+//!   sub-merchant, and shows its `sub_merchant_id`.
 //! * Re-shipping: an upload on a shipped order replaces its packages once
 //!   (`finish_shipping_count` 2); a third time answers `10060003`; an identical upload answers
 //!   `10060023` without using the chance. The automatic-confirmation delay still counts from
@@ -25,13 +32,15 @@
 //!   clients); `page_size` 1 to 100 (default 100), others `10060014`.
 //! * `opspecialorder`: only before any package is uploaded; the report is recorded (shown by
 //!   `GET /sim/orders/{no}`) and changes nothing else (no shipping deadline is simulated).
-//! * `upload_combined_shipping_info` is not simulated (the simulator has no combined payments).
+//! * `upload_combined_shipping_info`: the simulator has no combined payments (合单支付), so the
+//!   fields are checked as for `upload_shipping_info` (and every sub-order's `order_key` must
+//!   use the parent's `order_number_type`), then any combined order answers `10060001`.
 //! * The settlement events are pushed by [`crate::mp_push`] when an order finishes shipping and
 //!   when it settles; automatic confirmations are found by [`run_ticker`].
 //!
 //! Each change appends the whole record to the journal (`trade` lines).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::Router;
@@ -141,6 +150,8 @@ impl TradeLine {
 pub struct TradeManagement {
     records: Mutex<HashMap<String, TradeLine>>,
     journal: Option<Arc<Journal>>,
+    /// The mini programs taken out of trade management (in memory).
+    unmanaged: Mutex<HashSet<String>>,
 }
 
 impl TradeManagement {
@@ -162,6 +173,31 @@ impl TradeManagement {
         Self {
             records: Mutex::new(records),
             journal: Some(journal),
+            unmanaged: Mutex::default(),
+        }
+    }
+
+    /// Whether the mini program `appid` is under trade management (every one is, unless taken
+    /// out with [`TradeManagement::set_managed`]).
+    #[must_use]
+    pub fn is_managed(&self, appid: &str) -> bool {
+        !self
+            .unmanaged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(appid)
+    }
+
+    /// Puts the mini program `appid` under trade management, or takes it out.
+    pub fn set_managed(&self, appid: &str, managed: bool) {
+        let mut unmanaged = self
+            .unmanaged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if managed {
+            unmanaged.remove(appid);
+        } else {
+            unmanaged.insert(appid.to_owned());
         }
     }
 
@@ -216,6 +252,23 @@ pub fn current(state: &AppState, order: &Order) -> TradeLine {
     record
 }
 
+/// The mini program that paid an order: a partner order's `sub_appid` when its prepay carried
+/// one, else the order's AppID. Its trade management holds the order.
+#[must_use]
+pub fn paying_appid(state: &AppState, order: &Order) -> String {
+    state
+        .partner
+        .order(&order.out_trade_no)
+        .and_then(|p| p.sub_appid)
+        .unwrap_or_else(|| order.appid.clone())
+}
+
+/// Whether a paid order is managed (its paying mini program is under trade management).
+#[must_use]
+pub fn is_managed_order(state: &AppState, order: &Order) -> bool {
+    order.success_time.is_some() && state.trade.is_managed(&paying_appid(state, order))
+}
+
 /// Confirms the orders whose delay is over (and pushes their settlement) every 200 ms of real
 /// time, until shutdown.
 pub async fn run_ticker(state: Arc<AppState>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -232,13 +285,25 @@ pub async fn run_ticker(state: Arc<AppState>, mut shutdown: tokio::sync::watch::
     }
 }
 
-fn order_ids(order: &Order) -> Map<String, Value> {
+fn sub_merchant_id(state: &AppState, order: &Order) -> String {
+    state
+        .partner
+        .order(&order.out_trade_no)
+        .map(|p| p.sub_mchid)
+        .unwrap_or_default()
+}
+
+fn order_ids(state: &AppState, order: &Order) -> Map<String, Value> {
     let mut fields = Map::new();
     fields.insert(
         "transaction_id".into(),
         json!(order.transaction_id.clone().unwrap_or_default()),
     );
     fields.insert("merchant_id".into(), json!(order.mchid));
+    let sub = sub_merchant_id(state, order);
+    if !sub.is_empty() {
+        fields.insert("sub_merchant_id".into(), json!(sub));
+    }
     fields.insert("merchant_trade_no".into(), json!(order.out_trade_no));
     fields.insert(
         "pay_time".into(),
@@ -258,20 +323,23 @@ fn confirm_delay(record: &TradeLine) -> i64 {
 /// `trade_manage_order_settlement` when shipping completes.
 fn push_shipped(state: &AppState, order: &Order, record: &TradeLine) {
     let shipped = record.shipped_at.unwrap_or_default();
-    let mut fields = order_ids(order);
+    let mut fields = order_ids(state, order);
     fields.insert("shipped_time".into(), json!(shipped));
     fields.insert(
         "estimated_settlement_time".into(),
         json!(shipped + confirm_delay(record)),
     );
-    state
-        .mp_push
-        .send(state, "trade_manage_order_settlement", fields);
+    state.mp_push.send(
+        state,
+        &paying_appid(state, order),
+        "trade_manage_order_settlement",
+        fields,
+    );
 }
 
 /// `trade_manage_order_settlement` when the order settles.
 fn push_settled(state: &AppState, order: &Order, record: &TradeLine) {
-    let mut fields = order_ids(order);
+    let mut fields = order_ids(state, order);
     fields.insert(
         "shipped_time".into(),
         json!(record.shipped_at.unwrap_or_default()),
@@ -288,9 +356,12 @@ fn push_settled(state: &AppState, order: &Order, record: &TradeLine) {
         "settlement_time".into(),
         json!(record.confirmed_at.unwrap_or_default()),
     );
-    state
-        .mp_push
-        .send(state, "trade_manage_order_settlement", fields);
+    state.mp_push.send(
+        state,
+        &paying_appid(state, order),
+        "trade_manage_order_settlement",
+        fields,
+    );
 }
 
 /// `order_state` of an order and its record.
@@ -309,7 +380,7 @@ pub fn order_state(order: &Order, record: &TradeLine) -> u8 {
 
 /// The `order` object of `get_order`.
 #[must_use]
-pub fn order_json(order: &Order, record: &TradeLine) -> Value {
+pub fn order_json(state: &AppState, order: &Order, record: &TradeLine) -> Value {
     let list: Vec<Value> = record
         .packages
         .iter()
@@ -333,7 +404,7 @@ pub fn order_json(order: &Order, record: &TradeLine) -> Value {
     json!({
         "transaction_id": order.transaction_id.clone().unwrap_or_default(),
         "merchant_id": order.mchid,
-        "sub_merchant_id": "",
+        "sub_merchant_id": sub_merchant_id(state, order),
         "merchant_trade_no": order.out_trade_no,
         "description": order.description,
         "paid_amount": order.total,
@@ -357,11 +428,11 @@ pub fn order_json(order: &Order, record: &TradeLine) -> Value {
 /// the order is managed: `order_state`, the shipping as `get_order` shows it, and when it
 /// shipped, was confirmed (`confirm_method` 1 automatic, 2 buyer) and settled.
 pub fn annotate(state: &AppState, order: &Order, answer: &mut Value) {
-    if order.success_time.is_none() || order.appid != state.mp.appid() {
+    if !is_managed_order(state, order) {
         return;
     }
     let record = current(state, order);
-    let view = order_json(order, &record);
+    let view = order_json(state, order, &record);
     if let Value::Object(map) = answer {
         map.insert(
             "trade_management".into(),
@@ -374,6 +445,7 @@ pub fn annotate(state: &AppState, order: &Order, answer: &mut Value) {
                 "settled_at": record.confirmed_at,
                 "special_type": record.special_type,
                 "delay_to": record.delay_to,
+                "appid": paying_appid(state, order),
             }),
         );
     }
@@ -404,6 +476,10 @@ const PARAM: WxError = WxError(10060014, "参数错误");
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/wxa/sec/order/upload_shipping_info", post(upload))
+        .route(
+            "/wxa/sec/order/upload_combined_shipping_info",
+            post(upload_combined),
+        )
         .route("/wxa/sec/order/get_order", post(get_order))
         .route("/wxa/sec/order/get_order_list", post(get_order_list))
         .route(
@@ -425,7 +501,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The control routes (state applied; the caller adds the control token's check):
-/// `POST /sim/orders/{out_trade_no}/confirm-receipt`, `PUT /sim/mp/push`, `GET /sim/mp/pushes`.
+/// `POST /sim/orders/{out_trade_no}/confirm-receipt`, `PUT /sim/mp/push`, `GET /sim/mp/pushes`,
+/// `PUT /sim/mp/trade-management`.
 pub fn control_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(
@@ -437,24 +514,41 @@ pub fn control_router(state: Arc<AppState>) -> Router {
             axum::routing::put(crate::mp_push::put_settings),
         )
         .route("/sim/mp/pushes", axum::routing::get(crate::mp_push::list))
+        .route(
+            "/sim/mp/trade-management",
+            axum::routing::put(put_trade_management),
+        )
         .with_state(state)
 }
 
-/// The token check and the JSON object body of every call.
+/// A call's body and the mini program it acts for.
+struct Call {
+    /// The AppID of the mini program that issued the access token.
+    appid: String,
+    body: Map<String, Value>,
+}
+
+/// The token check and the JSON object body of every call: the call acts for the mini program
+/// that issued its access token (an unknown token is refused by the first one, as WeChat does).
 fn begin(
     state: &AppState,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: &[u8],
-) -> Result<Map<String, Value>, Box<Response>> {
+) -> Result<Call, Box<Response>> {
     let query = query
         .map(|Query(q)| q)
         .map_err(|_| Box::new(WxError(40097, "invalid args").into_response()))?;
-    state.mp.authorize(&query)?;
+    let app = query
+        .get("access_token")
+        .and_then(|t| state.app_by_token(t))
+        .unwrap_or_else(|| state.first_app());
+    app.mp.authorize(&query)?;
+    let appid = app.mp.appid().to_owned();
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(Box::new(WxError(44002, "empty post data").into_response()));
     }
     match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Object(body)) => Ok(Call { appid, body }),
         _ => Err(Box::new(DATA_FORMAT.into_response())),
     }
 }
@@ -479,21 +573,52 @@ fn text<'a>(map: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, 
     }
 }
 
-/// A paid order of this mini program, or `10060001`.
-fn managed_order(state: &AppState, order: Option<Order>) -> Result<Order, WxError> {
+const NOT_FOUND: WxError = WxError(10060001, "支付单不存在");
+
+/// A paid order of the mini program `appid` under trade management, or `10060001`.
+fn managed_order(state: &AppState, appid: &str, order: Option<Order>) -> Result<Order, WxError> {
     order
-        .filter(|o| o.success_time.is_some() && o.appid == state.mp.appid())
-        .ok_or(WxError(10060001, "支付单不存在"))
+        .filter(|o| {
+            o.success_time.is_some()
+                && state.trade.is_managed(appid)
+                && paying_appid(state, o) == appid
+        })
+        .ok_or(NOT_FOUND)
 }
 
-fn find_by_key(state: &AppState, key: &Map<String, Value>) -> Result<Order, WxError> {
-    match int(key, "order_number_type")? {
-        Some(2) => {
-            let id = text(key, "transaction_id")?
-                .filter(|s| !s.is_empty())
-                .ok_or(WxError(268485195, "transaction_id is required"))?;
-            managed_order(state, state.store.order_by_transaction_id(id))
+/// Whether `mchid` names the order's merchant: the provider or, for a partner order, the
+/// sub-merchant.
+fn of_merchant(state: &AppState, order: &Order, mchid: &str) -> bool {
+    order.mchid == mchid
+        || state
+            .partner
+            .order(&order.out_trade_no)
+            .is_some_and(|p| p.sub_mchid == mchid)
+}
+
+/// The checked fields of an `order_key`: its `order_number_type` and the ids it names
+/// (`transaction_id`, or `mchid` and `out_trade_no`).
+enum KeyIds<'a> {
+    Transaction(&'a str),
+    Merchant(&'a str, &'a str),
+}
+
+impl KeyIds<'_> {
+    fn number_type(&self) -> u8 {
+        match self {
+            KeyIds::Merchant(..) => 1,
+            KeyIds::Transaction(_) => 2,
         }
+    }
+}
+
+fn key_ids(key: &Map<String, Value>) -> Result<KeyIds<'_>, WxError> {
+    match int(key, "order_number_type")? {
+        Some(2) => Ok(KeyIds::Transaction(
+            text(key, "transaction_id")?
+                .filter(|s| !s.is_empty())
+                .ok_or(WxError(268485195, "transaction_id is required"))?,
+        )),
         Some(1) => {
             let mchid = text(key, "mchid")?
                 .filter(|s| !s.is_empty())
@@ -501,22 +626,38 @@ fn find_by_key(state: &AppState, key: &Map<String, Value>) -> Result<Order, WxEr
             let no = text(key, "out_trade_no")?
                 .filter(|s| !s.is_empty())
                 .ok_or(WxError(268485197, "out_trade_no is required"))?;
-            managed_order(state, state.store.order(no).filter(|o| o.mchid == mchid))
+            Ok(KeyIds::Merchant(mchid, no))
         }
         _ => Err(WxError(268485194, "order_number_type 非法")),
     }
 }
 
-fn find_by_ref(state: &AppState, body: &Map<String, Value>) -> Result<Order, WxError> {
+fn find_by_key(state: &AppState, appid: &str, key: &Map<String, Value>) -> Result<Order, WxError> {
+    let order = match key_ids(key)? {
+        KeyIds::Transaction(id) => state.store.order_by_transaction_id(id),
+        KeyIds::Merchant(mchid, no) => state
+            .store
+            .order(no)
+            .filter(|o| of_merchant(state, o, mchid)),
+    };
+    managed_order(state, appid, order)
+}
+
+fn find_by_ref(state: &AppState, appid: &str, body: &Map<String, Value>) -> Result<Order, WxError> {
     if let Some(id) = text(body, "transaction_id")?.filter(|s| !s.is_empty()) {
-        return managed_order(state, state.store.order_by_transaction_id(id));
+        return managed_order(state, appid, state.store.order_by_transaction_id(id));
     }
     let mchid = text(body, "merchant_id")?.filter(|s| !s.is_empty());
     let no = text(body, "merchant_trade_no")?.filter(|s| !s.is_empty());
     match (mchid, no) {
-        (Some(mchid), Some(no)) => {
-            managed_order(state, state.store.order(no).filter(|o| o.mchid == mchid))
-        }
+        (Some(mchid), Some(no)) => managed_order(
+            state,
+            appid,
+            state
+                .store
+                .order(no)
+                .filter(|o| of_merchant(state, o, mchid)),
+        ),
         _ => Err(PARAM),
     }
 }
@@ -529,7 +670,13 @@ struct Upload {
     upload_time: i64,
 }
 
-fn parse_upload(body: &Map<String, Value>, now: i64) -> Result<Upload, WxError> {
+/// The shipment of `body` (an upload, or a sub-order of a combined upload), with the
+/// `upload_time` of `top` (the upload itself).
+fn parse_upload(
+    body: &Map<String, Value>,
+    top: &Map<String, Value>,
+    now: i64,
+) -> Result<Upload, WxError> {
     let logistics_type = match int(body, "logistics_type")? {
         Some(n @ 1..=4) => u8::try_from(n).map_err(|_| DATA_FORMAT)?,
         _ => return Err(WxError(10060005, "物流类型有误")),
@@ -563,7 +710,7 @@ fn parse_upload(body: &Map<String, Value>, now: i64) -> Result<Upload, WxError> 
     if delivery_mode == 1 && list.len() != 1 {
         return Err(WxError(268485228, "统一发货模式下物流信息列表长度必须为1"));
     }
-    let upload_time = text(body, "upload_time")?
+    let upload_time = text(top, "upload_time")?
         .and_then(parse_rfc3339)
         .ok_or(WxError(268485216, "upload_time 非法"))?;
     let mut packages = Vec::with_capacity(list.len());
@@ -634,20 +781,27 @@ fn same_packages(a: &[Package], b: &[Package]) -> bool {
         })
 }
 
-fn apply_upload(state: &AppState, body: &Map<String, Value>) -> Result<(), WxError> {
+fn order_key_of(body: &Map<String, Value>) -> Result<&Map<String, Value>, WxError> {
+    match body.get("order_key") {
+        Some(Value::Object(key)) => Ok(key),
+        None => Err(WxError(268485194, "order_number_type 非法")),
+        Some(_) => Err(DATA_FORMAT),
+    }
+}
+
+fn payer_of(body: &Map<String, Value>) -> Result<&str, WxError> {
+    match body.get("payer") {
+        Some(Value::Object(p)) => text(p, "openid")?.filter(|s| !s.is_empty()).ok_or(PARAM),
+        None => Err(PARAM),
+        Some(_) => Err(DATA_FORMAT),
+    }
+}
+
+fn apply_upload(state: &AppState, appid: &str, body: &Map<String, Value>) -> Result<(), WxError> {
     let now = state.clock.now();
-    let key = match body.get("order_key") {
-        Some(Value::Object(key)) => key,
-        None => return Err(WxError(268485194, "order_number_type 非法")),
-        Some(_) => return Err(DATA_FORMAT),
-    };
-    let order = find_by_key(state, key)?;
-    let upload = parse_upload(body, now)?;
-    let payer = match body.get("payer") {
-        Some(Value::Object(p)) => text(p, "openid")?.filter(|s| !s.is_empty()).ok_or(PARAM)?,
-        None => return Err(PARAM),
-        Some(_) => return Err(DATA_FORMAT),
-    };
+    let order = find_by_key(state, appid, order_key_of(body)?)?;
+    let upload = parse_upload(body, body, now)?;
+    let payer = payer_of(body)?;
     if payer != order.openid {
         return Err(WxError(10060031, "该笔支付单不属于 openid 所指定的用户"));
     }
@@ -711,11 +865,48 @@ async fn upload(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: Bytes,
 ) -> Response {
-    let body = match begin(&state, query, &body) {
-        Ok(b) => b,
+    let call = match begin(&state, query, &body) {
+        Ok(c) => c,
         Err(r) => return *r,
     };
-    match apply_upload(&state, &body) {
+    match apply_upload(&state, &call.appid, &call.body) {
+        Ok(()) => ok(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `upload_combined_shipping_info`: every field checked as WeChat does, then, the simulator
+/// having no combined payments, `10060001` for any combined order.
+fn apply_combined(body: &Map<String, Value>, now: i64) -> Result<(), WxError> {
+    let parent = key_ids(order_key_of(body)?)?;
+    let subs = match body.get("sub_orders") {
+        Some(Value::Array(subs)) if !subs.is_empty() => subs,
+        None | Some(Value::Array(_)) => return Err(PARAM),
+        Some(_) => return Err(DATA_FORMAT),
+    };
+    for sub in subs {
+        let Value::Object(sub) = sub else {
+            return Err(DATA_FORMAT);
+        };
+        if key_ids(order_key_of(sub)?)?.number_type() != parent.number_type() {
+            return Err(WxError(268485194, "order_number_type 非法"));
+        }
+        parse_upload(sub, body, now)?;
+    }
+    payer_of(body)?;
+    Err(NOT_FOUND)
+}
+
+async fn upload_combined(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    body: Bytes,
+) -> Response {
+    let call = match begin(&state, query, &body) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    match apply_combined(&call.body, state.clock.now()) {
         Ok(()) => ok(),
         Err(e) => e.into_response(),
     }
@@ -726,15 +917,17 @@ async fn get_order(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: Bytes,
 ) -> Response {
-    let body = match begin(&state, query, &body) {
-        Ok(b) => b,
+    let call = match begin(&state, query, &body) {
+        Ok(c) => c,
         Err(r) => return *r,
     };
-    match find_by_ref(&state, &body) {
+    match find_by_ref(&state, &call.appid, &call.body) {
         Ok(order) => {
             let record = current(&state, &order);
-            axum::Json(json!({"errcode": 0, "errmsg": "ok", "order": order_json(&order, &record)}))
-                .into_response()
+            axum::Json(
+                json!({"errcode": 0, "errmsg": "ok", "order": order_json(&state, &order, &record)}),
+            )
+            .into_response()
         }
         Err(e) => e.into_response(),
     }
@@ -743,7 +936,31 @@ async fn get_order(
 /// The default and largest `page_size` of `get_order_list`.
 pub const PAGE_SIZE: usize = 100;
 
-fn order_list(state: &AppState, body: &Map<String, Value>) -> Result<Value, WxError> {
+/// The paid orders the mini program `appid` manages, paid between `begin` and `end`, in
+/// payment order.
+fn managed_orders(state: &AppState, appid: &str, begin: i64, end: i64) -> Vec<Order> {
+    if !state.trade.is_managed(appid) {
+        return Vec::new();
+    }
+    let mut orders: Vec<Order> = state
+        .store
+        .paid_orders(appid, begin, end)
+        .into_iter()
+        .filter(|o| paying_appid(state, o) == appid)
+        .collect();
+    orders.extend(
+        state
+            .partner
+            .orders_of_sub_appid(appid)
+            .iter()
+            .filter_map(|no| state.store.order(no))
+            .filter(|o| o.success_time.is_some_and(|t| (begin..=end).contains(&t))),
+    );
+    orders.sort_by_key(|o| (o.success_time, o.out_trade_no.clone()));
+    orders
+}
+
+fn order_list(state: &AppState, appid: &str, body: &Map<String, Value>) -> Result<Value, WxError> {
     let (begin, end) = match body.get("pay_time_range") {
         None => (0, i64::from(u32::MAX)),
         Some(Value::Object(range)) => (
@@ -768,9 +985,7 @@ fn order_list(state: &AppState, body: &Map<String, Value>) -> Result<Value, WxEr
             .parse::<usize>()
             .map_err(|_| WxError(10060011, "last_index 不合法"))?,
     };
-    let matching: Vec<Value> = state
-        .store
-        .paid_orders(state.mp.appid(), begin, end)
+    let matching: Vec<Value> = managed_orders(state, appid, begin, end)
         .into_iter()
         .filter(|o| openid.is_none_or(|id| o.openid == id))
         .filter_map(|o| {
@@ -778,7 +993,7 @@ fn order_list(state: &AppState, body: &Map<String, Value>) -> Result<Value, WxEr
             let order_state = i64::from(order_state(&o, &record));
             wanted_state
                 .is_none_or(|s| s == order_state)
-                .then(|| order_json(&o, &record))
+                .then(|| order_json(state, &o, &record))
         })
         .collect();
     if start > matching.len() {
@@ -804,18 +1019,18 @@ async fn get_order_list(
     } else {
         body
     };
-    let body = match begin(&state, query, &body) {
-        Ok(b) => b,
+    let call = match begin(&state, query, &body) {
+        Ok(c) => c,
         Err(r) => return *r,
     };
-    match order_list(&state, &body) {
+    match order_list(&state, &call.appid, &call.body) {
         Ok(answer) => axum::Json(answer).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-fn apply_notify(state: &AppState, body: &Map<String, Value>) -> Result<(), WxError> {
-    let order = find_by_ref(state, body)?;
+fn apply_notify(state: &AppState, appid: &str, body: &Map<String, Value>) -> Result<(), WxError> {
+    let order = find_by_ref(state, appid, body)?;
     let received = int(body, "received_time")?.ok_or(PARAM)?;
     let now = state.clock.now();
     let mut record = current(state, &order);
@@ -841,11 +1056,11 @@ async fn notify_confirm(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: Bytes,
 ) -> Response {
-    let body = match begin(&state, query, &body) {
-        Ok(b) => b,
+    let call = match begin(&state, query, &body) {
+        Ok(c) => c,
         Err(r) => return *r,
     };
-    match apply_notify(&state, &body) {
+    match apply_notify(&state, &call.appid, &call.body) {
         Ok(()) => ok(),
         Err(e) => e.into_response(),
     }
@@ -854,7 +1069,7 @@ async fn notify_confirm(
 /// The earliest and latest `delay_to` of a pre-sale, in days after payment.
 pub const PRESALE_DAYS: (i64, i64) = (15, 330);
 
-fn apply_special(state: &AppState, body: &Map<String, Value>) -> Result<(), WxError> {
+fn apply_special(state: &AppState, appid: &str, body: &Map<String, Value>) -> Result<(), WxError> {
     let order_id = text(body, "order_id")?
         .filter(|s| !s.is_empty())
         .ok_or(PARAM)?;
@@ -863,12 +1078,15 @@ fn apply_special(state: &AppState, body: &Map<String, Value>) -> Result<(), WxEr
         _ => return Err(WxError(268546000, "type 不合法")),
     };
     let not_found = WxError(268546002, "待发货的支付单不存在");
-    let order = state
-        .store
-        .order_by_transaction_id(order_id)
-        .or_else(|| state.store.order(order_id))
-        .filter(|o| o.success_time.is_some() && o.appid == state.mp.appid())
-        .ok_or(not_found)?;
+    let order = managed_order(
+        state,
+        appid,
+        state
+            .store
+            .order_by_transaction_id(order_id)
+            .or_else(|| state.store.order(order_id)),
+    )
+    .map_err(|_| not_found)?;
     let mut record = current(state, &order);
     if order_state(&order, &record) != 1 || !record.packages.is_empty() {
         return Err(WxError(268546002, "待发货的支付单不存在"));
@@ -894,11 +1112,11 @@ async fn special_order(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: Bytes,
 ) -> Response {
-    let body = match begin(&state, query, &body) {
-        Ok(b) => b,
+    let call = match begin(&state, query, &body) {
+        Ok(c) => c,
         Err(r) => return *r,
     };
-    match apply_special(&state, &body) {
+    match apply_special(&state, &call.appid, &call.body) {
         Ok(()) => ok(),
         Err(e) => e.into_response(),
     }
@@ -909,20 +1127,21 @@ async fn set_jump_path(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: Bytes,
 ) -> Response {
-    let body = match begin(&state, query, &body) {
-        Ok(b) => b,
+    let call = match begin(&state, query, &body) {
+        Ok(c) => c,
         Err(r) => return *r,
     };
-    match text(&body, "path") {
+    match text(&call.body, "path") {
         Ok(_) => ok(),
         Err(e) => e.into_response(),
     }
 }
 
-fn own_appid(state: &AppState, body: &Map<String, Value>) -> Result<(), WxError> {
-    match text(body, "appid")? {
+/// The `appid` of the body, which must be the caller's own.
+fn own_appid(call: &Call) -> Result<(), WxError> {
+    match text(&call.body, "appid")? {
         None | Some("") => Err(WxError(40097, "invalid args")),
-        Some(appid) if appid == state.mp.appid() => Ok(()),
+        Some(appid) if appid == call.appid => Ok(()),
         Some(_) => Err(WxError(40013, "invalid appid")),
     }
 }
@@ -932,11 +1151,17 @@ async fn is_managed(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: Bytes,
 ) -> Response {
-    match begin(&state, query, &body)
-        .and_then(|b| own_appid(&state, &b).map_err(|e| Box::new(e.into_response())))
-    {
-        Ok(()) => axum::Json(json!({"errcode": 0, "errmsg": "ok", "is_trade_managed": true}))
-            .into_response(),
+    match begin(&state, query, &body).and_then(|call| {
+        own_appid(&call)
+            .map(|()| call.appid)
+            .map_err(|e| Box::new(e.into_response()))
+    }) {
+        Ok(appid) => axum::Json(json!({
+            "errcode": 0,
+            "errmsg": "ok",
+            "is_trade_managed": state.trade.is_managed(&appid),
+        }))
+        .into_response(),
         Err(r) => *r,
     }
 }
@@ -947,7 +1172,7 @@ async fn is_completed(
     body: Bytes,
 ) -> Response {
     match begin(&state, query, &body)
-        .and_then(|b| own_appid(&state, &b).map_err(|e| Box::new(e.into_response())))
+        .and_then(|call| own_appid(&call).map_err(|e| Box::new(e.into_response())))
     {
         Ok(()) => {
             axum::Json(json!({"errcode": 0, "errmsg": "ok", "completed": true})).into_response()
@@ -956,7 +1181,8 @@ async fn is_completed(
     }
 }
 
-/// The express companies the simulator lists (a few of WeChat's 1379).
+/// The express companies the simulator lists (a few of WeChat's 1379), the same for every
+/// mini program.
 pub const DELIVERY_COMPANIES: &[(&str, &str)] = &[
     ("SF", "顺丰速运"),
     ("ZTO", "中通快递"),
@@ -965,6 +1191,8 @@ pub const DELIVERY_COMPANIES: &[(&str, &str)] = &[
     ("YD", "韵达速递"),
     ("JD", "京东物流"),
     ("EMS", "EMS"),
+    ("JTSDEXPRESS", "极兔速递"),
+    ("BDT", "八达通"),
     ("OTHER", "其他"),
 ];
 
@@ -1006,7 +1234,7 @@ async fn confirm_receipt(
     let Some(order) = state
         .store
         .order(&out_trade_no)
-        .filter(|o| o.success_time.is_some() && o.appid == state.mp.appid())
+        .filter(|o| is_managed_order(&state, o))
     else {
         return control_error(
             StatusCode::NOT_FOUND,
@@ -1031,4 +1259,30 @@ async fn confirm_receipt(
         "confirmed_at": now,
     }))
     .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TradeManagementSetting {
+    #[serde(default)]
+    appid: Option<String>,
+    managed: bool,
+}
+
+/// `PUT /sim/mp/trade-management {"appid","managed"}`: puts a mini program of the simulator
+/// (without `appid`: the first one) under trade management or takes it out; answers
+/// `{"appid","managed"}`. 404 for an AppID the simulator does not host.
+async fn put_trade_management(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let setting: TradeManagementSetting = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => {
+            return control_error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}"));
+        }
+    };
+    let appid = setting.appid.unwrap_or_else(|| state.mp.appid().to_owned());
+    if state.app(&appid).is_none() {
+        return control_error(StatusCode::NOT_FOUND, "no mini program has this appid");
+    }
+    state.trade.set_managed(&appid, setting.managed);
+    axum::Json(json!({"appid": appid, "managed": setting.managed})).into_response()
 }

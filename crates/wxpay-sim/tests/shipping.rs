@@ -803,3 +803,450 @@ async fn the_control_token_guards_confirmation_and_push_settings() {
         assert_eq!(status, expected, "{method} {path}: {v}");
     }
 }
+
+/// A second mini program of the simulator, bound to the merchant: (appid, app_secret).
+async fn second_app(m: &Merchant) -> (String, String) {
+    let (status, v) = m
+        .control("POST", "/sim/apps", Some(json!({"mchid": m.mchid()})))
+        .await;
+    assert!(status == 200 || status == 201, "{v}");
+    (
+        v["appid"].as_str().unwrap().to_owned(),
+        v["app_secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn mp_client_of(m: &Merchant, appid: &str, secret: &str) -> MpClient {
+    let creds = m.sim.merchant();
+    MpClient::with_clock(
+        MpConfig::new(appid, secret),
+        &HttpConfig {
+            retry: RetryPolicy::none(),
+            timeout: Duration::from_secs(10),
+            extra_roots_pem: vec![creds.ca_cert_pem.clone()],
+            ..HttpConfig::default()
+        },
+        &BaseUrls::single(&m.base),
+        Arc::new(SystemClock),
+    )
+    .unwrap()
+}
+
+/// A user of the mini program `appid`.
+async fn user_of(m: &Merchant, appid: &str) -> String {
+    let (status, v) = m
+        .control("POST", "/sim/users", Some(json!({ "appid": appid })))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    v["openid"].as_str().unwrap().to_owned()
+}
+
+/// Pays `prepay_id` as the WeChat client of the mini program `appid`.
+async fn pay_in(m: &Merchant, appid: &str, prepay_id: &str, openid: &str) {
+    let payment = wxpay::pay_params::v3(
+        &m.key,
+        appid,
+        prepay_id,
+        Merchant::now(),
+        &wxpay::nonce::nonce(),
+    )
+    .unwrap();
+    let mut body = serde_json::to_value(payment).unwrap();
+    body["openid"] = json!(openid);
+    let (status, answer) = m.control("POST", "/sim/pay", Some(body)).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// Sets the push URL of the mini program `appid` to a new endpoint of its own.
+async fn push_to(m: &Merchant, appid: &str) -> push_endpoint::Endpoint {
+    use wxpay::mp::push::{PushConfig, PushFormat};
+    let endpoint = push_endpoint::Endpoint {
+        config: PushConfig::encrypted("PushTok3n", PUSH_KEY, appid).unwrap(),
+        format: PushFormat::Json,
+        opened: Arc::default(),
+        refused: Arc::default(),
+        fail_first: Arc::default(),
+    };
+    let url = push_endpoint::start(endpoint.clone()).await;
+    let (status, answer) = m
+        .control(
+            "PUT",
+            "/sim/mp/push",
+            Some(json!({"appid": appid, "url": url, "token": "PushTok3n", "encoding_aes_key": PUSH_KEY})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["appid"], appid);
+    endpoint
+}
+
+#[tokio::test]
+async fn every_mini_program_manages_and_pushes_its_own_payments() {
+    use wxpay::mp::push::PushEvent;
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let first = mp_client(&m);
+    let (appid, secret) = second_app(&m).await;
+    let second = mp_client_of(&m, &appid, &secret);
+    assert!(second.is_trade_managed().await.unwrap());
+    assert!(
+        second
+            .get_delivery_list()
+            .await
+            .unwrap()
+            .iter()
+            .any(|c| c.delivery_id == "JTSDEXPRESS")
+    );
+    let first_pushes = push_to(&m, &m.appid()).await;
+    let second_pushes = push_to(&m, &appid).await;
+
+    // A payment in the second mini program.
+    let openid = user_of(&m, &appid).await;
+    let mut body = m.order_body("SHIP-APP2-1", 2990, &openid, NOTIFY);
+    body["appid"] = json!(appid);
+    let answer = m
+        .v3("POST", "/v3/pay/transactions/jsapi", Some(&body))
+        .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json());
+    pay_in(
+        &m,
+        &appid,
+        answer.json()["prepay_id"].as_str().unwrap(),
+        &openid,
+    )
+    .await;
+    let transaction_id = m
+        .sim
+        .state()
+        .store
+        .order("SHIP-APP2-1")
+        .unwrap()
+        .transaction_id
+        .unwrap();
+
+    // Only its own mini program sees it.
+    let err = first
+        .get_order(&OrderRef::TransactionId(transaction_id.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(errcode(&err), ErrCode::PaymentNotFound);
+    let page = first
+        .get_order_list(&OrderListQuery::default())
+        .await
+        .unwrap();
+    assert!(page.order_list.is_empty(), "{page:?}");
+    assert_eq!(
+        state_of(&second, &transaction_id).await.order_state,
+        OrderState::AwaitingShipment
+    );
+    let page = second
+        .get_order_list(&OrderListQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(page.order_list.len(), 1);
+    let err = first
+        .upload_shipping_info(&upload(
+            &m,
+            "SHIP-APP2-1",
+            &openid,
+            Shipment::unified(
+                LogisticsType::Express,
+                ShippingItem::express("JTSDEXPRESS", "JT0001", "x"),
+            ),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(errcode(&err), ErrCode::PaymentNotFound);
+
+    // Shipped and confirmed in the second mini program: its pushes go to its own URL, sealed
+    // with its AppID; the first mini program's URL gets nothing.
+    second
+        .upload_shipping_info(&upload(
+            &m,
+            "SHIP-APP2-1",
+            &openid,
+            Shipment::unified(
+                LogisticsType::Express,
+                ShippingItem::express("JTSDEXPRESS", "JT0001", "x"),
+            ),
+        ))
+        .await
+        .unwrap();
+    let (status, answer) = m
+        .control("POST", "/sim/orders/SHIP-APP2-1/confirm-receipt", None)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let both = opened(&second_pushes, 2).await;
+    for message in &both {
+        let PushEvent::TradeManageOrderSettlement { order, .. } = &message.event else {
+            panic!("{message:?}")
+        };
+        assert_eq!(order.transaction_id, transaction_id);
+    }
+    assert_eq!(
+        state_of(&second, &transaction_id).await.order_state,
+        OrderState::Completed
+    );
+    assert!(first_pushes.opened.lock().unwrap().is_empty());
+    let (_, log) = m.control("GET", "/sim/mp/pushes", None).await;
+    assert!(
+        log["pushes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["appid"] == appid.as_str()),
+        "{log}"
+    );
+    let (_, view) = m.control("GET", "/sim/orders/SHIP-APP2-1", None).await;
+    assert_eq!(view["trade_management"]["appid"], appid.as_str(), "{view}");
+
+    // Taken out of trade management: is_trade_managed says so, its payments are unknown.
+    let (status, answer) = m
+        .control(
+            "PUT",
+            "/sim/mp/trade-management",
+            Some(json!({"appid": appid, "managed": false})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(!second.is_trade_managed().await.unwrap());
+    assert!(first.is_trade_managed().await.unwrap());
+    let err = second
+        .get_order(&OrderRef::TransactionId(transaction_id.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(errcode(&err), ErrCode::PaymentNotFound);
+    let (_, view) = m.control("GET", "/sim/orders/SHIP-APP2-1", None).await;
+    assert!(view["trade_management"].is_null(), "{view}");
+    let (status, _) = m
+        .control(
+            "PUT",
+            "/sim/mp/trade-management",
+            Some(json!({"appid": appid, "managed": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(second.is_trade_managed().await.unwrap());
+
+    // Settings for a mini program the simulator does not host: 404.
+    let (status, v) = m
+        .control(
+            "PUT",
+            "/sim/mp/push",
+            Some(
+                json!({"appid": "wxnosuchapp0000000", "url": "http://127.0.0.1:9/push",
+                        "token": "PushTok3n", "mode": "plaintext"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = m
+        .control(
+            "PUT",
+            "/sim/mp/trade-management",
+            Some(json!({"appid": "wxnosuchapp0000000", "managed": false})),
+        )
+        .await;
+    assert_eq!(status, 404, "{v}");
+}
+
+#[tokio::test]
+async fn partner_payments_are_managed_under_the_paying_mini_program() {
+    use wxpay::mp::push::PushEvent;
+    const SUB: &str = "1900000301";
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let provider = mp_client(&m);
+    let (sub_appid, secret) = second_app(&m).await;
+    let sub = mp_client_of(&m, &sub_appid, &secret);
+    let (status, v) = m
+        .control(
+            "POST",
+            "/sim/sub-merchants",
+            Some(json!({"sub_mchid": SUB, "sub_appid": sub_appid})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let pushes = push_to(&m, &sub_appid).await;
+    let openid = user_of(&m, &sub_appid).await;
+    let answer = m
+        .v3(
+            "POST",
+            "/v3/pay/partner/transactions/jsapi",
+            Some(&json!({
+                "sp_appid": m.appid(), "sp_mchid": m.mchid(),
+                "sub_appid": sub_appid, "sub_mchid": SUB,
+                "description": "特约商户-奶茶", "out_trade_no": "SHIP-PARTNER-1",
+                "notify_url": NOTIFY, "amount": {"total": 1500, "currency": "CNY"},
+                "payer": {"sub_openid": openid},
+            })),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json());
+    pay_in(
+        &m,
+        &sub_appid,
+        answer.json()["prepay_id"].as_str().unwrap(),
+        &openid,
+    )
+    .await;
+    let transaction_id = m
+        .sim
+        .state()
+        .store
+        .order("SHIP-PARTNER-1")
+        .unwrap()
+        .transaction_id
+        .unwrap();
+
+    // Managed under the sub_appid, not the provider's sp_appid.
+    let err = provider
+        .get_order(&OrderRef::TransactionId(transaction_id.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(errcode(&err), ErrCode::PaymentNotFound);
+    let managed = state_of(&sub, &transaction_id).await;
+    assert_eq!(managed.order_state, OrderState::AwaitingShipment);
+    assert_eq!(managed.sub_merchant_id, SUB, "{managed:?}");
+    let page = sub
+        .get_order_list(&OrderListQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(page.order_list.len(), 1);
+
+    // The sub-merchant's mchid finds it (order_number_type 1).
+    let request = UploadShippingInfo {
+        order_key: OrderKey::out_trade_no(SUB, "SHIP-PARTNER-1"),
+        shipment: Shipment::unified(LogisticsType::Virtual, ShippingItem::described("奶茶券")),
+        upload_time: time::OffsetDateTime::now_utc(),
+        payer_openid: openid.clone(),
+    };
+    sub.upload_shipping_info(&request).await.unwrap();
+    let shipped = opened(&pushes, 1).await;
+    let PushEvent::TradeManageOrderSettlement { order, .. } = &shipped[0].event else {
+        panic!("{:?}", shipped[0])
+    };
+    assert_eq!(order.transaction_id, transaction_id);
+    assert_eq!(order.sub_merchant_id.as_deref(), Some(SUB));
+
+    // WeChat confirms virtual goods after two days: settled, pushed to the sub_appid.
+    let (status, _) = m
+        .control(
+            "POST",
+            "/sim/clock/advance",
+            Some(json!({"seconds": 2 * 86_400})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let both = opened(&pushes, 2).await;
+    assert!(matches!(
+        both[1].event,
+        PushEvent::TradeManageOrderSettlement {
+            settlement_time: Some(_),
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn combined_uploads_are_checked_and_no_combined_payment_exists() {
+    use wxpay::mp::shipping::{SubOrderShipment, UploadCombinedShippingInfo};
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let mp = mp_client(&m);
+    let (openid, _) = paid(&m, "SHIP-COMB-1").await;
+    let combined = UploadCombinedShippingInfo {
+        order_key: OrderKey::out_trade_no(m.mchid(), "SHIP-COMB-PARENT"),
+        sub_orders: vec![SubOrderShipment {
+            order_key: OrderKey::out_trade_no(m.mchid(), "SHIP-COMB-1"),
+            shipment: Shipment::unified(
+                LogisticsType::Express,
+                ShippingItem::express("ZTO", "ZT1", "x"),
+            ),
+        }],
+        upload_time: time::OffsetDateTime::now_utc(),
+        payer_openid: openid.clone(),
+    };
+    let err = mp
+        .upload_combined_shipping_info(&combined)
+        .await
+        .unwrap_err();
+    assert_eq!(errcode(&err), ErrCode::PaymentNotFound);
+
+    // The field checks, on raw bodies.
+    let creds = m.sim.merchant();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let token: serde_json::Value = http
+        .get(format!(
+            "{}/cgi-bin/token?grant_type=client_credential&appid={}&secret={}",
+            m.base, creds.appid, creds.app_secret
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    let key = json!({"order_number_type": 1, "mchid": m.mchid(), "out_trade_no": "P1"});
+    let sub = json!({"order_key": {"order_number_type": 1, "mchid": m.mchid(), "out_trade_no": "SHIP-COMB-1"},
+                     "logistics_type": 1, "delivery_mode": 1,
+                     "shipping_list": [{"tracking_no": "ZT1", "express_company": "ZTO", "item_desc": "x"}]});
+    let time = "2026-01-01T12:00:00+08:00";
+    for (body, expected) in [
+        (
+            json!({"order_key": key, "upload_time": time, "payer": {"openid": openid}}),
+            10_060_014,
+        ),
+        (
+            json!({"order_key": key, "sub_orders": [], "upload_time": time, "payer": {"openid": openid}}),
+            10_060_014,
+        ),
+        (
+            json!({"order_key": {"order_number_type": 3}, "sub_orders": [sub], "upload_time": time, "payer": {"openid": openid}}),
+            268_485_194,
+        ),
+        (
+            json!({"order_key": {"order_number_type": 2, "transaction_id": "42"}, "sub_orders": [sub], "upload_time": time, "payer": {"openid": openid}}),
+            268_485_194,
+        ),
+        (
+            json!({"order_key": key, "sub_orders": [{"order_key": sub["order_key"], "logistics_type": 9, "delivery_mode": 1, "shipping_list": sub["shipping_list"]}], "upload_time": time, "payer": {"openid": openid}}),
+            10_060_005,
+        ),
+        (
+            json!({"order_key": key, "sub_orders": [{"order_key": sub["order_key"], "logistics_type": 1, "delivery_mode": 1, "shipping_list": [{"express_company": "ZTO", "item_desc": "x"}]}], "upload_time": time, "payer": {"openid": openid}}),
+            268_485_226,
+        ),
+        (
+            json!({"order_key": key, "sub_orders": [sub], "upload_time": "yesterday", "payer": {"openid": openid}}),
+            268_485_216,
+        ),
+        (
+            json!({"order_key": key, "sub_orders": [sub], "upload_time": time}),
+            10_060_014,
+        ),
+        (
+            json!({"order_key": key, "sub_orders": "none", "upload_time": time, "payer": {"openid": openid}}),
+            47_001,
+        ),
+        (
+            json!({"order_key": key, "sub_orders": [sub], "upload_time": time, "payer": {"openid": openid}}),
+            10_060_001,
+        ),
+    ] {
+        let answer: serde_json::Value = http
+            .post(format!(
+                "{}/wxa/sec/order/upload_combined_shipping_info?access_token={token}",
+                m.base
+            ))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["errcode"], expected, "{body}: {answer}");
+    }
+    // Nothing was recorded for the sub-order's payment.
+    let (_, view) = m.control("GET", "/sim/orders/SHIP-COMB-1", None).await;
+    assert_eq!(view["trade_management"]["order_state"], 1, "{view}");
+}

@@ -38,6 +38,10 @@ pub fn routes() -> Router<AppState> {
             post(create_shipment),
         )
         .route("/admin/fulfilment/overdue", get(overdue))
+        .route(
+            "/admin/apps/{appid}/delivery-companies",
+            get(delivery_companies),
+        )
         .route("/admin/refunds/{out_refund_no}", get(refund))
         .route("/admin/products", get(products))
         .route("/admin/products/{sku}", put(put_product))
@@ -527,13 +531,16 @@ pub(crate) async fn create_refund(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateShipment {
-    /// WeChat's `delivery_id` of the express company (`get_delivery_list`: `SF`, `ZTO`, `YTO`,
-    /// `STO`, `JD`, ...), 1 to 128 visible ASCII characters.
+    /// WeChat's `delivery_id` of the express company, 1 to 128 visible ASCII characters. For an
+    /// express order it must be one of the mini program's
+    /// (`GET /admin/apps/{appid}/delivery-companies`: `SF`, `ZTO`, `YTO`, `STO`, `JD`, ...);
+    /// same-city parcels name their courier freely.
     pub express_company: String,
     /// The tracking number, 1 to 128 visible ASCII characters.
     pub tracking_no: String,
     /// The order's lines in this parcel (default: not said; the parcel is described by the
-    /// order's description).
+    /// order's description). Summed over the order's parcels, never more of a product than
+    /// ordered; a last parcel that lists items must cover what the others left.
     #[serde(default)]
     pub items: Vec<ShipmentItem>,
     /// Whether this is the last parcel (default false). The only parcel of a same-city order,
@@ -567,8 +574,10 @@ pub struct ShipmentRecorded {
     request_body = CreateShipment,
     responses((status = 201, body = ShipmentRecorded, description = "Recorded (and uploaded when it was the last)"),
         (status = 200, body = ShipmentRecorded, description = "This parcel was recorded before; nothing changed"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "Not paid, fully refunded, not delivered in parcels (virtual, pickup), already shipped, or 15 parcels")))]
+        (status = 400, body = ErrorBody, description = "Invalid fields (naming the field): an express company not in WeChat's list for the mini program, more of a product than ordered over the parcels, a last parcel listing items that leaves some unshipped, ..."),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "Not paid, fully refunded, not delivered in parcels (virtual, pickup), already shipped, or 15 parcels"),
+        (status = 503, body = ErrorBody, description = "`wechat_unavailable`: WeChat's express companies could not be had (and none are cached); nothing changed")))]
 pub(crate) async fn create_shipment(
     principal: Principal,
     State(state): State<AppState>,
@@ -606,6 +615,56 @@ pub(crate) async fn create_shipment(
         }),
     )
         .into_response())
+}
+
+/// An express company WeChat takes (`get_delivery_list`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryCompany {
+    /// `delivery_id`: what a shipment's `express_company` says (e.g. `SF`, `ZTO`).
+    pub delivery_id: String,
+    /// Its name (e.g. `顺丰速运`).
+    pub delivery_name: String,
+}
+
+/// The express companies of a mini program.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryCompanies {
+    /// The mini program.
+    pub appid: String,
+    /// WeChat's list, as cached here (asked again every 12 hours).
+    pub companies: Vec<DeliveryCompany>,
+}
+
+/// `GET /admin/apps/{appid}/delivery-companies`: the express companies WeChat takes from the
+/// mini program (for the ship form), cached 12 hours.
+#[utoipa::path(get, path = "/admin/apps/{appid}/delivery-companies", tag = "admin",
+    security(("admin_token" = []), ("operator_token" = [])),
+    params(("appid" = String, Path, description = "The mini program")),
+    responses((status = 200, body = DeliveryCompanies), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No such mini program (or not the operator's merchant's)"),
+        (status = 503, body = ErrorBody, description = "`wechat_unavailable`: WeChat could not be asked and no list is cached")))]
+pub(crate) async fn delivery_companies(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(appid): Path<String>,
+) -> Result<Json<DeliveryCompanies>, ApiError> {
+    let wechat = state
+        .registry
+        .app(&appid)
+        .ok()
+        .filter(|w| principal.may_act_for(&w.mchid))
+        .ok_or_else(|| ApiError::not_found("no such mini program"))?;
+    let list = fulfilment::companies_of(&state.registry, &wechat.mp).await?;
+    Ok(Json(DeliveryCompanies {
+        appid,
+        companies: list
+            .iter()
+            .map(|c| DeliveryCompany {
+                delivery_id: c.delivery_id.clone(),
+                delivery_name: c.delivery_name.clone(),
+            })
+            .collect(),
+    }))
 }
 
 /// `?hours=`

@@ -11,6 +11,12 @@
 //!   with a call behind it asks WeChat (`get_order`) before sending again, since WeChat allows
 //!   one re-upload only and an answer may have been lost after WeChat applied it.
 //!
+//! - An express parcel names an express company of WeChat's list for the order's mini program
+//!   (`get_delivery_list`, cached: [`crate::core::mp_facts`]); the items of the parcels, summed,
+//!   never exceed the order, and a last parcel that lists items covers the rest of the order.
+//! - Before an upload, WeChat is asked (cached) whether the mini program is under trade
+//!   management: when it is not, nothing is uploaded and the upload is `not_managed`.
+//!
 //! What is sent: `order_key` by `transaction_id` (a paid order has one; else `mchid` +
 //! `out_trade_no`), `logistics_type` from the order's delivery, `delivery_mode` unified for one
 //! parcel and split (`is_all_delivered: true`) for several, one `shipping_list` item per parcel
@@ -60,6 +66,9 @@ pub enum FulfilmentError {
     /// The order's merchant is not served here.
     #[error(transparent)]
     Route(#[from] RouteError),
+    /// WeChat could not be asked something the request needs (and no earlier answer is kept).
+    #[error("{0}")]
+    Unavailable(String),
     /// The database.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -115,6 +124,9 @@ pub enum UploadOutcome {
     Failed(String),
     /// Nothing done: not pending any more, or the lease was lost.
     Skipped,
+    /// Not needed: the mini program is not under trade management (the upload is
+    /// `not_managed`).
+    NotManaged,
 }
 
 fn visible_ascii(field: &str, value: &str) -> Result<(), FulfilmentError> {
@@ -245,6 +257,9 @@ pub async fn ship(
     let tracking_no = request.tracking_no.trim().to_owned();
     visible_ascii("express_company", &express_company)?;
     visible_ascii("tracking_no", &tracking_no)?;
+    if order.delivery.unwrap_or_default() == Delivery::Express {
+        check_express_company(registry, &order, &express_company).await?;
+    }
     let mut seen = std::collections::HashSet::new();
     for item in &request.items {
         let Some(line) = order.items.iter().find(|l| l.sku == item.sku) else {
@@ -308,6 +323,10 @@ pub async fn ship(
     {
         ShipmentRecorded::NotFound => Err(FulfilmentError::OrderNotFound),
         ShipmentRecorded::Repeated { shipment, order } => Ok(Shipped::Repeated { shipment, order }),
+        ShipmentRecorded::Refused(
+            _,
+            ShipRefusal::MoreThanOrdered(m) | ShipRefusal::ItemsLeftOver(m),
+        ) => Err(FulfilmentError::Invalid(m)),
         ShipmentRecorded::Refused(order, refusal) => {
             Err(FulfilmentError::WrongState(refusal_text(&order, refusal)))
         }
@@ -343,6 +362,53 @@ pub async fn ship(
     }
 }
 
+/// The express companies WeChat takes from the mini program of `order` (cached).
+///
+/// # Errors
+/// [`FulfilmentError::Route`], or [`FulfilmentError::Unavailable`] when WeChat cannot be asked
+/// and no list is kept.
+pub async fn delivery_companies(
+    registry: &Registry,
+    order: &Order,
+) -> Result<std::sync::Arc<Vec<wxpay::mp::shipping::DeliveryCompany>>, FulfilmentError> {
+    let wechat = registry.for_order(order)?;
+    companies_of(registry, &wechat.mp).await
+}
+
+/// The express companies WeChat takes from the mini program of `mp` (cached).
+///
+/// # Errors
+/// [`FulfilmentError::Unavailable`] when WeChat cannot be asked and no list is kept.
+pub async fn companies_of(
+    registry: &Registry,
+    mp: &wxpay::mp::MpClient,
+) -> Result<std::sync::Arc<Vec<wxpay::mp::shipping::DeliveryCompany>>, FulfilmentError> {
+    registry.facts().delivery_companies(mp).await.map_err(|e| {
+        tracing::warn!(appid = %mp.appid(), error = %e, "express company list not available");
+        FulfilmentError::Unavailable(format!(
+            "the express companies of mini program {} could not be had from WeChat; try again later",
+            mp.appid()
+        ))
+    })
+}
+
+async fn check_express_company(
+    registry: &Registry,
+    order: &Order,
+    express_company: &str,
+) -> Result<(), FulfilmentError> {
+    let companies = delivery_companies(registry, order).await?;
+    if companies.iter().any(|c| c.delivery_id == express_company) {
+        Ok(())
+    } else {
+        Err(FulfilmentError::Invalid(format!(
+            "express_company: {express_company:?} is not one of WeChat's express companies for \
+             mini program {} (GET /admin/apps/{}/delivery-companies lists them)",
+            order.appid, order.appid
+        )))
+    }
+}
+
 fn refusal_text(order: &Order, refusal: ShipRefusal) -> String {
     let no = &order.out_trade_no;
     match refusal {
@@ -358,6 +424,7 @@ fn refusal_text(order: &Order, refusal: ShipRefusal) -> String {
         ShipRefusal::TooManyParcels => {
             format!("order {no} has {MAX_PARCELS} parcels, the most WeChat takes")
         }
+        ShipRefusal::MoreThanOrdered(m) | ShipRefusal::ItemsLeftOver(m) => m,
     }
 }
 
@@ -393,9 +460,10 @@ enum Failure {
 }
 
 /// After this many calls answered "no such payment" (10060001), the payment is taken as one
-/// WeChat does not manage (a mini program outside trade management, or a partner order under
-/// another appid): the upload is left `failed` for a person instead of retried for ever. With
-/// the backoff (30 s doubling to an hour) that is about 8 hours after the first call.
+/// WeChat does not manage (a mini program outside trade management is found first, by
+/// `is_trade_managed`; this is for the rest, e.g. a payment WeChat never indexed): the upload
+/// is left `failed` for a person instead of retried for ever. With the backoff (30 s doubling
+/// to an hour) that is about 8 hours after the first call.
 pub const MAX_NOT_FOUND_ATTEMPTS: i64 = 14;
 
 /// How long the job keeps asking WeChat (`get_order`) about an upload whose questions all fail
@@ -450,6 +518,26 @@ pub async fn attempt_upload(
             return Ok(UploadOutcome::Retrying(error));
         }
     };
+    // A mini program outside trade management takes no shipping information: nothing to do.
+    // When WeChat cannot say, the upload goes on (and fails or not as before).
+    match registry.facts().is_trade_managed(&wechat.mp).await {
+        Ok(false) => {
+            let detail = json!({
+                "via": "is_trade_managed",
+                "appid": wechat.mp.appid(),
+                "is_trade_managed": false,
+            });
+            tracing::info!(out_trade_no = %no, appid = %wechat.mp.appid(), "mini program not under trade management: no shipping upload");
+            return Ok(match store.mark_shipping_not_managed(no, &detail).await? {
+                Some(_) => UploadOutcome::NotManaged,
+                None => UploadOutcome::Skipped,
+            });
+        }
+        Ok(true) => {}
+        Err(e) => {
+            tracing::warn!(out_trade_no = %no, error = %e, "is_trade_managed not answered; uploading");
+        }
+    }
     if upload.attempts > 0 {
         // An earlier call may have reached WeChat with its answer lost: ask before sending.
         match wechat.mp.get_order(&order_ref(&order)).await {

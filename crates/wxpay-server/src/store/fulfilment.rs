@@ -200,6 +200,9 @@ pub enum UploadStatus {
     Uploaded,
     /// WeChat refused it for good (see `last_error`); a person must look.
     Failed,
+    /// Not needed: WeChat said (`is_trade_managed`) that the order's mini program is not under
+    /// trade management, so it holds none of its payments and takes no shipping information.
+    NotManaged,
 }
 
 impl UploadStatus {
@@ -208,6 +211,7 @@ impl UploadStatus {
             "pending" => UploadStatus::Pending,
             "uploaded" => UploadStatus::Uploaded,
             "failed" => UploadStatus::Failed,
+            "not_managed" => UploadStatus::NotManaged,
             other => return Err(StoreError::Corrupt(format!("upload status {other:?}"))),
         })
     }
@@ -296,7 +300,7 @@ fn shipment_of(r: ShipmentRow) -> Result<Shipment, StoreError> {
 }
 
 /// Why a parcel was not recorded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ShipRefusal {
     /// The order is not paid.
     NotPaid,
@@ -308,6 +312,64 @@ pub enum ShipRefusal {
     AlreadyShipped(ShippingState),
     /// The order has the most parcels WeChat takes.
     TooManyParcels,
+    /// The parcels would hold more of a product than the order has (the text says which).
+    MoreThanOrdered(String),
+    /// The last parcel lists its items and leaves some of the order unshipped (the text says
+    /// which).
+    ItemsLeftOver(String),
+}
+
+/// Checks the items of a new parcel against the order, summed over its parcels: never more of
+/// a product than ordered, and a last parcel that lists items covers the rest of the order
+/// (when no parcel lists items there is nothing to sum).
+fn check_items(
+    order: &Order,
+    before: &[Vec<ShipmentItem>],
+    new: &[ShipmentItem],
+    last: bool,
+) -> Option<ShipRefusal> {
+    let mut shipped: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for item in before.iter().flatten().chain(new) {
+        *shipped.entry(item.sku.as_str()).or_default() += u64::from(item.quantity);
+    }
+    let ordered = |sku: &str| -> u64 {
+        order
+            .items
+            .iter()
+            .filter(|l| l.sku == sku)
+            .map(|l| u64::from(l.quantity))
+            .sum()
+    };
+    for item in new {
+        let (all, max) = (shipped[item.sku.as_str()], ordered(&item.sku));
+        if all > max {
+            return Some(ShipRefusal::MoreThanOrdered(format!(
+                "items: {all} of {:?} in the parcels of order {}, which has {max}",
+                item.sku, order.out_trade_no
+            )));
+        }
+    }
+    if last && !new.is_empty() {
+        let mut missing: Vec<String> = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for line in &order.items {
+            if !seen.insert(line.sku.as_str()) {
+                continue;
+            }
+            let left = ordered(&line.sku) - shipped.get(line.sku.as_str()).copied().unwrap_or(0);
+            if left > 0 {
+                missing.push(format!("{} x{left}", line.sku));
+            }
+        }
+        if !missing.is_empty() {
+            return Some(ShipRefusal::ItemsLeftOver(format!(
+                "items: the last parcel of order {} leaves unshipped {} (list them in a parcel,                  or send the last parcel without items)",
+                order.out_trade_no,
+                missing.join(", ")
+            )));
+        }
+    }
+    None
 }
 
 /// What [`Store::record_shipment`] did.
@@ -411,6 +473,22 @@ impl Store {
             return Ok(ShipmentRecorded::Refused(order, refusal));
         }
         let last = new.last || delivery == Delivery::SameCity || parcels + 1 >= max_parcels;
+        // The items summed over the parcels, under the order's lock (two parcels recorded at
+        // once are counted one after the other).
+        let before: Vec<String> =
+            sqlx::query_scalar("SELECT items FROM shipments WHERE out_trade_no = $1")
+                .bind(&new.out_trade_no)
+                .fetch_all(&mut *tx)
+                .await?;
+        let before = before
+            .iter()
+            .map(|items| serde_json::from_str::<Vec<ShipmentItem>>(items))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Corrupt(format!("shipments.items: {e}")))?;
+        if let Some(refusal) = check_items(&order, &before, &new.items, last) {
+            tx.rollback().await?;
+            return Ok(ShipmentRecorded::Refused(order, refusal));
+        }
         let items = super::to_json(&new.items)?;
         let row: ShipmentRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "INSERT INTO shipments (out_trade_no, express_company, tracking_no, items, item_desc, \
@@ -582,15 +660,48 @@ impl Store {
         out_trade_no: &str,
         detail: &serde_json::Value,
     ) -> Result<Option<Order>, StoreError> {
+        self.finish_upload(out_trade_no, UploadStatus::Uploaded, detail)
+            .await
+    }
+
+    /// Records that the order's shipping information is not needed (its mini program is not
+    /// under trade management): the upload `not_managed`, the order `shipped` (a virtual or
+    /// pickup order ships now), a `shipping_not_managed` event and the `order.shipped` webhook,
+    /// once. `None` when the upload was not pending.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], [`StoreError::Corrupt`].
+    pub async fn mark_shipping_not_managed(
+        &self,
+        out_trade_no: &str,
+        detail: &serde_json::Value,
+    ) -> Result<Option<Order>, StoreError> {
+        self.finish_upload(out_trade_no, UploadStatus::NotManaged, detail)
+            .await
+    }
+
+    async fn finish_upload(
+        &self,
+        out_trade_no: &str,
+        status: UploadStatus,
+        detail: &serde_json::Value,
+    ) -> Result<Option<Order>, StoreError> {
+        let (status, kind) = match status {
+            UploadStatus::NotManaged => ("not_managed", EventKind::ShippingNotManaged),
+            _ => ("uploaded", EventKind::ShippingUploaded),
+        };
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
-            "UPDATE shipping_uploads SET status = 'uploaded', uploaded_at = $2, updated_at = $2, \
+            "UPDATE shipping_uploads SET status = $3, \
+             uploaded_at = $4, updated_at = $2, \
              last_error = NULL, lease_owner = NULL, lease_until = NULL \
              WHERE out_trade_no = $1 AND status = 'pending'",
         )
         .bind(out_trade_no)
         .bind(now)
+        .bind(status)
+        .bind((status == "uploaded").then_some(now))
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {
@@ -612,14 +723,7 @@ impl Store {
                 "the order of upload {out_trade_no} is missing"
             )));
         };
-        insert_event(
-            &mut tx,
-            out_trade_no,
-            EventKind::ShippingUploaded,
-            detail,
-            now,
-        )
-        .await?;
+        insert_event(&mut tx, out_trade_no, kind, detail, now).await?;
         NewOutboxEvent::order(OutboxEventType::OrderShipped, &order)?
             .insert(&mut tx, now)
             .await?;

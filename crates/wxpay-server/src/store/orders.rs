@@ -377,6 +377,8 @@ pub enum EventKind {
     ShippingUploaded,
     /// An upload of the shipping information failed (retried, or given up when WeChat refused).
     ShippingUploadFailed,
+    /// No upload needed: the order's mini program is not under trade management.
+    ShippingNotManaged,
 }
 
 impl EventKind {
@@ -404,6 +406,7 @@ impl EventKind {
             EventKind::Shipment => "shipment",
             EventKind::ShippingUploaded => "shipping_uploaded",
             EventKind::ShippingUploadFailed => "shipping_upload_failed",
+            EventKind::ShippingNotManaged => "shipping_not_managed",
         }
     }
 }

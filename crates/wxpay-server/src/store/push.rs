@@ -215,7 +215,9 @@ impl Store {
     }
 
     /// Paid orders of a mini program WeChat has not settled yet (shipped or not), oldest
-    /// payment first: the money the merchant is still waiting for. At most `limit`.
+    /// payment first: the money the merchant is still waiting for. At most `limit`. Orders of a
+    /// mini program outside trade management (upload `not_managed`) are not held by WeChat and
+    /// are left out.
     ///
     /// # Errors
     /// [`StoreError::Database`], [`StoreError::Corrupt`].
@@ -229,7 +231,8 @@ impl Store {
             order_columns!(),
             " FROM orders WHERE status IN (",
             order_status_sql!(Success, Refund),
-            ") AND settled_at IS NULL \
+            ") AND settled_at IS NULL AND NOT EXISTS (SELECT 1 FROM shipping_uploads u \
+             WHERE u.out_trade_no = orders.out_trade_no AND u.status = 'not_managed') \
              AND ($1 = '' OR mchid = $1) ORDER BY paid_at, out_trade_no LIMIT $2"
         ))
         .bind(mchid.unwrap_or(""))
@@ -258,6 +261,8 @@ impl Store {
             "UPDATE orders SET trade_checked_at = $1 WHERE out_trade_no IN (\
              SELECT out_trade_no FROM orders WHERE shipping_state IN ('shipped', 'received') \
              AND settled_at IS NULL AND COALESCE(trade_checked_at, 0) < $2 \
+             AND NOT EXISTS (SELECT 1 FROM shipping_uploads u \
+             WHERE u.out_trade_no = orders.out_trade_no AND u.status = 'not_managed') \
              ORDER BY shipped_at, out_trade_no LIMIT $3) \
              AND COALESCE(trade_checked_at, 0) < $2 RETURNING ",
             order_columns!()

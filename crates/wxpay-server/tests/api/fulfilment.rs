@@ -83,24 +83,17 @@ both_backends!(
     a_lost_upload_answer_is_not_uploaded_twice,
     bad_shipments_are_refused_and_change_nothing,
     an_upload_wechat_never_takes_ends_failed,
+    a_mini_program_outside_trade_management_needs_no_upload,
+    express_companies_come_from_wechats_list,
+    parcel_items_are_summed_against_the_order,
+    a_second_mini_programs_order_settles_through_the_push,
 );
 
-/// An upload WeChat keeps refusing (here a mini program outside the simulator's trade
-/// management, whose calls are refused) is retried with backoff, never in a hot loop, and left
-/// `failed` for a person after a day of failed questions.
+/// An upload WeChat keeps refusing (here every call fails: `api_error_rate` 1) is retried with
+/// backoff, never in a hot loop, and left `failed` for a person after a day of failed
+/// questions.
 async fn an_upload_wechat_never_takes_ends_failed(backend: Backend) {
-    let app = crate::helpers::spawn_app(backend, "v3").await;
-    let mchid = app.state.registry.default_app().mchid.clone();
-    let second = crate::helpers::sim_control(&app, "/sim/apps", &json!({ "mchid": mchid })).await;
-    let appid = second["appid"].as_str().unwrap().to_owned();
-    let made = admin_post(
-        &app,
-        "/admin/apps",
-        &json!({"appid": appid, "name": "unmanaged", "app_secret": second["app_secret"], "mchid": mchid}),
-    )
-    .await;
-    assert_eq!(made.status, 201, "{:?}", made.body);
-    crate::tenancy::serving(&app, 2).await;
+    let app = spawn_quiet(backend, "v3", |_| {}).await;
     let put = put_product(
         &app,
         "voucher",
@@ -108,17 +101,8 @@ async fn an_upload_wechat_never_takes_ends_failed(backend: Backend) {
     )
     .await;
     assert!(put.status < 300, "{:?}", put.body);
-    let (openid, token) = crate::tenancy::buyer(&app, &appid).await;
-    let created = app
-        .create_order(&token, json!([{"sku": "voucher", "quantity": 1}]))
-        .await;
-    assert_eq!(created.status, 201, "{:?}", created.body);
-    let no = created.body["out_trade_no"].as_str().unwrap().to_owned();
-    assert_eq!(
-        app.sim_pay(&created.body["payment"], &openid).await.status,
-        200
-    );
-    app.flush().await;
+    let (_, _, no) = paid(&app, json!([{"sku": "voucher", "quantity": 1}])).await;
+    app.set_faults(json!({"api_error_rate": 1.0})).await;
     let failures = || {
         app.count(
             "SELECT COUNT(*) FROM order_events WHERE out_trade_no = $1 AND kind = 'shipping_upload_failed'",
@@ -161,6 +145,410 @@ async fn an_upload_wechat_never_takes_ends_failed(backend: Backend) {
     due(0).await.unwrap();
     jobs.drain(JobKind::UploadShipping, 5).await.unwrap();
     assert_eq!(failures().await, 3);
+}
+
+/// A control call of the sandbox's simulator with another method than POST.
+async fn sim_put(app: &TestApp, path: &str, body: &Value) -> Value {
+    let base = app.state.sandbox_url.clone().expect("a sandbox");
+    let answer = app
+        .http
+        .put(format!("{base}{path}"))
+        .bearer_auth(crate::helpers::SIM_CONTROL_TOKEN)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+/// A second mini program of the default merchant, at the simulator and here: its appid.
+async fn second_mini_program(app: &TestApp) -> String {
+    let mchid = app.state.registry.default_app().mchid.clone();
+    let second = crate::helpers::sim_control(app, "/sim/apps", &json!({ "mchid": mchid })).await;
+    let appid = second["appid"].as_str().unwrap().to_owned();
+    let made = admin_post(
+        app,
+        "/admin/apps",
+        &json!({"appid": appid, "name": "second", "app_secret": second["app_secret"], "mchid": mchid}),
+    )
+    .await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    crate::tenancy::serving(app, 2).await;
+    appid
+}
+
+/// A paid order of a buyer of the mini program `appid`: (openid, token, out_trade_no).
+async fn paid_in(app: &TestApp, appid: &str, items: Value) -> (String, String, String) {
+    let (openid, token) = crate::tenancy::buyer(app, appid).await;
+    let created = app.create_order(&token, items).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let no = created.body["out_trade_no"].as_str().unwrap().to_owned();
+    let a = app.sim_pay(&created.body["payment"], &openid).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    app.flush().await;
+    (openid, token, no)
+}
+
+/// A mini program WeChat does not hold under trade management (`is_trade_managed` false):
+/// nothing is uploaded, the upload says `not_managed` at once (no retries, no failure), the
+/// order ships, and it is not money waiting for WeChat's settlement.
+async fn a_mini_program_outside_trade_management_needs_no_upload(backend: Backend) {
+    let app = spawn_quiet(backend, "v3", |_| {}).await;
+    let appid = second_mini_program(&app).await;
+    let answer = sim_put(
+        &app,
+        "/sim/mp/trade-management",
+        &json!({"appid": appid, "managed": false}),
+    )
+    .await;
+    assert_eq!(answer["managed"], false);
+    let put = put_product(
+        &app,
+        "voucher",
+        &json!({"name": "voucher", "price_fen": 500, "delivery": "virtual"}),
+    )
+    .await;
+    assert!(put.status < 300, "{:?}", put.body);
+    let (_, token, no) = paid_in(&app, &appid, json!([{"sku": "voucher", "quantity": 1}])).await;
+    let unsettled = || async {
+        admin_get(&app, "/admin/fulfilment/unsettled").await.body["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["out_trade_no"] == no.as_str())
+    };
+    assert!(unsettled().await, "paid, not yet known to need nothing");
+    let jobs = Jobs::new(app.state.clone(), JobOptions::default()).unwrap();
+    jobs.drain(JobKind::UploadShipping, 5).await.unwrap();
+    let d = detail(&app, &no).await;
+    assert_eq!(d["shipping_upload"]["status"], "not_managed", "{d}");
+    assert_eq!(d["shipping_upload"]["attempts"], 0, "nothing sent: {d}");
+    assert!(d["shipping_upload"]["uploaded_at"].is_null());
+    assert_eq!(d["order"]["shipping_state"], "shipped");
+    let event = d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "shipping_not_managed")
+        .expect("a shipping_not_managed event");
+    assert_eq!(event["detail"]["appid"], appid.as_str());
+    assert!(!kinds(&d).contains(&"shipping_upload_failed".to_owned()));
+    assert_eq!(shipped_webhooks(&app, &no).await, 1);
+    assert_eq!(
+        app.order(&token, &no).await.body["shipping_state"],
+        "shipped"
+    );
+    assert!(!unsettled().await, "WeChat holds nothing of it");
+    assert!(
+        sim_order(&app, &no).await["trade_management"].is_null(),
+        "WeChat has nothing of it"
+    );
+    // Nothing more to do, ever.
+    make_due(&app, &no).await;
+    assert_eq!(jobs.drain(JobKind::UploadShipping, 5).await.unwrap(), 0);
+
+    // An express order of that mini program: its parcels ship, and nothing is uploaded.
+    let (_, _, express) = paid_in(&app, &appid, json!([{"sku": "coffee", "quantity": 1}])).await;
+    let shipped = ship(
+        &app,
+        &express,
+        &json!({"express_company": "ZTO", "tracking_no": "ZT42", "last": true}),
+    )
+    .await;
+    assert_eq!(shipped.status, 201, "{:?}", shipped.body);
+    assert_eq!(shipped.body["shipping_upload"]["status"], "not_managed");
+    assert_eq!(shipped.body["order"]["shipping_state"], "shipped");
+
+    // The default mini program is still under trade management: its orders upload.
+    let default_appid = app.state.registry.default_app().appid.clone();
+    let (_, _, managed) = paid_in(
+        &app,
+        &default_appid,
+        json!([{"sku": "coffee", "quantity": 1}]),
+    )
+    .await;
+    let shipped = ship(
+        &app,
+        &managed,
+        &json!({"express_company": "ZTO", "tracking_no": "ZT43", "last": true}),
+    )
+    .await;
+    assert_eq!(shipped.body["shipping_upload"]["status"], "uploaded");
+
+    let doc = app.get("/openapi.json", None).await;
+    let statuses = doc.body["components"]["schemas"]["UploadStatus"].to_string();
+    assert!(statuses.contains("not_managed"), "{statuses}");
+}
+
+/// An express parcel names a company of WeChat's list for the mini program (cached); one
+/// outside it is refused naming the field, and nothing changes. Without WeChat and without a
+/// cached list, 503. Same-city parcels name their courier freely.
+async fn express_companies_come_from_wechats_list(backend: Backend) {
+    let app = spawn_quiet(backend, "v3", |_| {}).await;
+    let appid = app.state.registry.default_app().appid.clone();
+    let (_, _, no) = paid(&app, json!([{"sku": "coffee", "quantity": 1}])).await;
+    let parcel = json!({"express_company": "JTSDEXPRESS", "tracking_no": "JT0001", "last": true});
+
+    // WeChat cannot be asked, and nothing is cached: 503, nothing changes.
+    let before = detail(&app, &no).await;
+    app.set_faults(json!({"api_error_rate": 1.0})).await;
+    let a = ship(&app, &no, &parcel).await;
+    assert_eq!(a.status, 503, "{:?}", a.body);
+    assert_eq!(a.body["code"], "wechat_unavailable");
+    assert!(a.body["message"].as_str().unwrap().contains(&appid));
+    let list = admin_get(&app, &format!("/admin/apps/{appid}/delivery-companies")).await;
+    assert_eq!(list.status, 503, "{:?}", list.body);
+    app.set_faults(json!({})).await;
+    let after = detail(&app, &no).await;
+    assert_eq!(after["order"], before["order"]);
+    assert_eq!(after["events"], before["events"]);
+
+    // The list, for the console's ship form.
+    let list = admin_get(&app, &format!("/admin/apps/{appid}/delivery-companies")).await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    assert_eq!(list.body["appid"], appid.as_str());
+    let companies = list.body["companies"].as_array().unwrap();
+    for (id, name) in [
+        ("SF", "顺丰速运"),
+        ("ZTO", "中通快递"),
+        ("YTO", "圆通速递"),
+        ("YD", "韵达速递"),
+        ("STO", "申通快递"),
+        ("JD", "京东物流"),
+        ("EMS", "EMS"),
+        ("JTSDEXPRESS", "极兔速递"),
+    ] {
+        assert!(
+            companies
+                .iter()
+                .any(|c| c["delivery_id"] == id && c["delivery_name"] == name),
+            "{id}: {companies:?}"
+        );
+    }
+    let unknown = admin_get(&app, "/admin/apps/wxnosuchapp0000000/delivery-companies").await;
+    assert_eq!(unknown.status, 404, "{:?}", unknown.body);
+
+    // Cached: WeChat is not asked again (it would fail now).
+    app.set_faults(json!({"api_error_rate": 1.0})).await;
+    let cached = admin_get(&app, &format!("/admin/apps/{appid}/delivery-companies")).await;
+    assert_eq!(cached.status, 200, "{:?}", cached.body);
+    // A company WeChat does not list: 400 naming the field, nothing changes.
+    let wrong = ship(
+        &app,
+        &no,
+        &json!({"express_company": "NOSUCHEXPRESS", "tracking_no": "NX1", "last": true}),
+    )
+    .await;
+    app.set_faults(json!({})).await;
+    assert_eq!(wrong.status, 400, "{:?}", wrong.body);
+    assert_eq!(wrong.body["code"], "invalid_request");
+    let message = wrong.body["message"].as_str().unwrap();
+    assert!(
+        message.contains("express_company") && message.contains("NOSUCHEXPRESS"),
+        "{message}"
+    );
+    let after = detail(&app, &no).await;
+    assert_eq!(after["order"], before["order"]);
+    assert_eq!(after["events"], before["events"]);
+    assert_eq!(after["shipments"], json!([]));
+
+    // One it lists: shipped and uploaded.
+    let a = ship(&app, &no, &parcel).await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    assert_eq!(a.body["shipping_upload"]["status"], "uploaded");
+    let wx = &sim_order(&app, &no).await["trade_management"];
+    assert_eq!(
+        wx["shipping"]["shipping_list"][0]["express_company"],
+        "JTSDEXPRESS"
+    );
+
+    // Same-city delivery carries no express company of WeChat's list: the courier is free.
+    let put = put_product(
+        &app,
+        "cake",
+        &json!({"name": "Cake", "price_fen": 3800, "delivery": "same_city"}),
+    )
+    .await;
+    assert!(put.status < 300, "{:?}", put.body);
+    let (_, _, city) = paid(&app, json!([{"sku": "cake", "quantity": 1}])).await;
+    let a = ship(
+        &app,
+        &city,
+        &json!({"express_company": "OWNRIDER", "tracking_no": "R1"}),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    assert_eq!(a.body["shipping_upload"]["status"], "uploaded");
+    assert_eq!(
+        sim_order(&app, &city).await["trade_management"]["shipping"]["logistics_type"],
+        2
+    );
+}
+
+/// The items of an order's parcels, summed, never exceed the order (two parcels at once
+/// included), and a last parcel that lists items covers the rest; each refusal changes
+/// nothing.
+async fn parcel_items_are_summed_against_the_order(backend: Backend) {
+    let app = spawn_quiet(backend, "v3", |_| {}).await;
+    let (_, _, no) = paid(
+        &app,
+        json!([{"sku": "coffee", "quantity": 2}, {"sku": "tea", "quantity": 1}]),
+    )
+    .await;
+    let first = ship(
+        &app,
+        &no,
+        &json!({"express_company": "ZTO", "tracking_no": "ZT1", "items": [{"sku": "coffee", "quantity": 1}]}),
+    )
+    .await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    let before = detail(&app, &no).await;
+    for (body, words) in [
+        (
+            json!({"express_company": "ZTO", "tracking_no": "ZT2", "items": [{"sku": "coffee", "quantity": 2}]}),
+            vec!["items", "coffee", "3", "2"],
+        ),
+        (
+            json!({"express_company": "ZTO", "tracking_no": "ZT2", "items": [{"sku": "coffee", "quantity": 1}], "last": true}),
+            vec!["items", "tea x1"],
+        ),
+        (
+            json!({"express_company": "ZTO", "tracking_no": "ZT2", "items": [{"sku": "tea", "quantity": 1}], "last": true}),
+            vec!["items", "coffee x1"],
+        ),
+    ] {
+        let a = ship(&app, &no, &body).await;
+        assert_eq!(a.status, 400, "{body}: {:?}", a.body);
+        assert_eq!(a.body["code"], "invalid_request");
+        let message = a.body["message"].as_str().unwrap();
+        for word in words {
+            assert!(message.contains(word), "{word:?} in {message}");
+        }
+        let after = detail(&app, &no).await;
+        assert_eq!(after["order"], before["order"]);
+        assert_eq!(after["events"], before["events"]);
+        assert_eq!(after["shipments"], before["shipments"]);
+    }
+    // Not last: a parcel of the tea alone is fine; the last one covers the coffee left.
+    let tea = ship(
+        &app,
+        &no,
+        &json!({"express_company": "YTO", "tracking_no": "YT1", "items": [{"sku": "tea", "quantity": 1}]}),
+    )
+    .await;
+    assert_eq!(tea.status, 201, "{:?}", tea.body);
+    let last = ship(
+        &app,
+        &no,
+        &json!({"express_company": "YTO", "tracking_no": "YT2", "items": [{"sku": "coffee", "quantity": 1}], "last": true}),
+    )
+    .await;
+    assert_eq!(last.status, 201, "{:?}", last.body);
+    assert_eq!(last.body["order"]["shipping_state"], "shipped");
+    assert_eq!(last.body["shipping_upload"]["status"], "uploaded");
+
+    // Two parcels of the whole order at once: one is recorded, the other refused.
+    let (_, _, other) = paid(&app, json!([{"sku": "coffee", "quantity": 2}])).await;
+    let parcel = |tracking: &'static str| json!({"express_company": "ZTO", "tracking_no": tracking, "items": [{"sku": "coffee", "quantity": 2}]});
+    let (pa, pb) = (parcel("ZTA"), parcel("ZTB"));
+    let (a, b) = tokio::join!(ship(&app, &other, &pa), ship(&app, &other, &pb));
+    let mut statuses = [a.status, b.status];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 400], "{:?} {:?}", a.body, b.body);
+    assert_eq!(
+        detail(&app, &other).await["shipments"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // A last parcel without items is the rest of the order: nothing to sum.
+    let rest = ship(
+        &app,
+        &other,
+        &json!({"express_company": "ZTO", "tracking_no": "ZTC", "last": true}),
+    )
+    .await;
+    assert_eq!(rest.status, 201, "{:?}", rest.body);
+}
+
+/// A second mini program's order, end to end through the simulator: shipped in two parcels
+/// (WeChat manages it under that mini program's appid), the buyer confirms receipt, WeChat
+/// settles and pushes to that mini program's URL, and the order settles here once.
+async fn a_second_mini_programs_order_settles_through_the_push(backend: Backend) {
+    let app = spawn_quiet(backend, "v3", |_| {}).await;
+    let appid = second_mini_program(&app).await;
+    let token = "pushToken2026";
+    let aes = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+    let set = crate::tenancy::admin_patch(
+        &app,
+        &format!("/admin/apps/{appid}"),
+        &json!({"push_token": token, "push_encoding_aes_key": aes}),
+    )
+    .await;
+    assert_eq!(set.status, 200, "{:?}", set.body);
+    let answer = sim_put(
+        &app,
+        "/sim/mp/push",
+        &json!({"appid": appid, "url": format!("{}/notify/mp/{appid}", app.base),
+                "token": token, "encoding_aes_key": aes, "mode": "safe", "format": "json"}),
+    )
+    .await;
+    assert_eq!(answer["appid"], appid.as_str());
+    let list = admin_get(&app, &format!("/admin/apps/{appid}/delivery-companies")).await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
+
+    let (_, _, no) = paid_in(
+        &app,
+        &appid,
+        json!([{"sku": "coffee", "quantity": 2}, {"sku": "tea", "quantity": 1}]),
+    )
+    .await;
+    let first = ship(
+        &app,
+        &no,
+        &json!({"express_company": "SF", "tracking_no": "SF1001", "receiver_contact": "189****1234",
+                "items": [{"sku": "coffee", "quantity": 2}]}),
+    )
+    .await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    let last = ship(
+        &app,
+        &no,
+        &json!({"express_company": "YD", "tracking_no": "YD1002",
+                "items": [{"sku": "tea", "quantity": 1}], "last": true}),
+    )
+    .await;
+    assert_eq!(last.status, 201, "{:?}", last.body);
+    assert_eq!(last.body["shipping_upload"]["status"], "uploaded");
+    let wx = &sim_order(&app, &no).await["trade_management"];
+    assert_eq!(wx["appid"], appid.as_str(), "{wx}");
+    assert_eq!(wx["order_state"], 2, "{wx}");
+    assert_eq!(wx["shipping"]["shipping_list"].as_array().unwrap().len(), 2);
+
+    crate::helpers::sim_control(
+        &app,
+        &format!("/sim/orders/{no}/confirm-receipt"),
+        &json!({}),
+    )
+    .await;
+    assert!(
+        crate::push::settles(&app, &no).await,
+        "settled by the push to {appid}"
+    );
+    let d = detail(&app, &no).await;
+    assert_eq!(d["order"]["shipping_state"], "settled", "{d}");
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM outbox WHERE out_trade_no = $1 AND event_type = 'order.settled'",
+            &no,
+        )
+        .await,
+        1
+    );
 }
 
 async fn virtual_goods_are_uploaded_by_the_job_after_payment(backend: Backend) {
@@ -343,6 +731,10 @@ async fn a_lost_upload_answer_is_not_uploaded_twice(backend: Backend) {
     // in two steps: the server's first attempt fails (it counted the attempt before sending),
     // then WeChat gets the upload as if that attempt had reached it.
     let (_, _, no) = paid(&app, json!([{"sku": "coffee", "quantity": 1}])).await;
+    // The express companies are known (the ship form reads them): kept while WeChat fails.
+    let appid = app.state.registry.default_app().appid.clone();
+    let list = admin_get(&app, &format!("/admin/apps/{appid}/delivery-companies")).await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
     app.set_faults(json!({"api_error_rate": 1.0})).await;
     let shipped = ship(
         &app,

@@ -113,7 +113,7 @@ async fn post_raw(
 /// Whether the order settles here within 30 s (WeChat's push is asynchronous, and retried 5 s
 /// apart when an attempt fails). Reading the order at WeChat meanwhile runs its automatic
 /// confirmation.
-async fn settles(app: &TestApp, no: &str) -> bool {
+pub(crate) async fn settles(app: &TestApp, no: &str) -> bool {
     for _ in 0..600 {
         let _ = app
             .get(&format!("/sim/orders/{no}"), Some(&app.admin()))
