@@ -170,12 +170,17 @@ pub fn router(state: AppState) -> Router {
         .route("/api/orders/{out_trade_no}/payment", post(mini::payment))
         .route("/api/orders/{out_trade_no}/close", post(mini::close))
         .route("/api/wxacode", get(mini::wxacode))
+        .merge(crate::api::payouts::mini_routes())
         .layer(DefaultBodyLimit::max(MAX_API_BODY));
     let notifications = Router::new()
         .route("/notify/{mchid}/v3/pay", post(notify::v3_pay))
         .route("/notify/{mchid}/v3/refund", post(notify::v3_refund))
         .route("/notify/{mchid}/v2/pay", post(notify::v2_pay))
         .route("/notify/{mchid}/v2/refund", post(notify::v2_refund))
+        .route(
+            "/notify/{mchid}/v3/transfer",
+            post(crate::api::payouts::notify),
+        )
         // The paths of one-merchant deployments: the first merchant's.
         .route("/notify/v3/pay", post(notify::v3_pay_default))
         .route("/notify/v3/refund", post(notify::v3_refund_default))
@@ -192,6 +197,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(mini::healthz))
         .merge(crate::api::admin::routes())
         .merge(crate::api::tenants::routes())
+        .merge(crate::api::payouts::admin_routes())
         .route("/admin/alerts", get(crate::api::push::list_alerts))
         .route(
             "/admin/fulfilment/unsettled",

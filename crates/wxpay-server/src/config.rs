@@ -51,6 +51,9 @@ struct Raw {
     query_after_secs: u64,
     order_ttl_secs: u64,
     session_ttl_secs: u64,
+    transfer_daily_budget_fen: u64,
+    transfer_user_daily_cap_fen: u64,
+    transfer_confirm_ttl_secs: u64,
     sandbox_dir: PathBuf,
     sandbox_time_scale: f64,
     sandbox_provider: bool,
@@ -98,6 +101,9 @@ impl Default for Raw {
             query_after_secs: 5,
             order_ttl_secs: 30 * 60,
             session_ttl_secs: 2 * 24 * 3600,
+            transfer_daily_budget_fen: 1_000_000,
+            transfer_user_daily_cap_fen: 20_000,
+            transfer_confirm_ttl_secs: 24 * 3600,
             sandbox_dir: PathBuf::from("wxpay-sandbox"),
             sandbox_time_scale: 1.0,
             sandbox_provider: false,
@@ -167,6 +173,15 @@ pub struct Settings {
     pub order_ttl_secs: u64,
     /// `WXPAY_SESSION_TTL_SECS`: how long a login lasts (default 2 days).
     pub session_ttl_secs: u64,
+    /// `WXPAY_TRANSFER_DAILY_BUDGET_FEN`: a merchant's transfers per day (GMT+8) unless set per
+    /// merchant (default 1,000,000 fen = 10,000 yuan).
+    pub transfer_daily_budget_fen: u64,
+    /// `WXPAY_TRANSFER_USER_DAILY_CAP_FEN`: what one user may receive per day unless set per
+    /// merchant (default 20,000 fen = 200 yuan).
+    pub transfer_user_daily_cap_fen: u64,
+    /// `WXPAY_TRANSFER_CONFIRM_TTL_SECS`: a transfer not confirmed by its user after this is
+    /// cancelled (default and at most 86,400: WeChat closes it after a day anyway).
+    pub transfer_confirm_ttl_secs: u64,
     /// `WXPAY_SANDBOX_DIR`: the sandbox simulator's merchant (default `./wxpay-sandbox`).
     pub sandbox_dir: PathBuf,
     /// `WXPAY_SANDBOX_TIME_SCALE`: the sandbox simulator's time scale (default 1).
@@ -293,6 +308,21 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "order_ttl_secs",
         "1800",
         "how long an order can be paid (60 to 604800)",
+    ),
+    (
+        "transfer_daily_budget_fen",
+        "1000000",
+        "a merchant's transfers per day (GMT+8), in fen, unless set per merchant",
+    ),
+    (
+        "transfer_user_daily_cap_fen",
+        "20000",
+        "what one user may receive per day, in fen, unless set per merchant",
+    ),
+    (
+        "transfer_confirm_ttl_secs",
+        "86400",
+        "a transfer the user has not confirmed after this is cancelled (60 to 86400)",
     ),
     (
         "session_ttl_secs",
@@ -689,6 +719,12 @@ impl Settings {
             }
             _ => {}
         }
+        if !(60..=24 * 3600).contains(&raw.transfer_confirm_ttl_secs) {
+            return Err(ConfigError::new(
+                "WXPAY_TRANSFER_CONFIRM_TTL_SECS",
+                "must be between 60 and 86400 (WeChat closes unconfirmed transfers after a day)",
+            ));
+        }
         if !(60..=7 * 24 * 3600).contains(&raw.order_ttl_secs) {
             return Err(ConfigError::new(
                 "WXPAY_ORDER_TTL_SECS",
@@ -859,6 +895,9 @@ impl Settings {
             query_after_secs: raw.query_after_secs,
             order_ttl_secs: raw.order_ttl_secs,
             session_ttl_secs: raw.session_ttl_secs,
+            transfer_daily_budget_fen: raw.transfer_daily_budget_fen,
+            transfer_user_daily_cap_fen: raw.transfer_user_daily_cap_fen,
+            transfer_confirm_ttl_secs: raw.transfer_confirm_ttl_secs,
             sandbox_dir: raw.sandbox_dir,
             sandbox_time_scale: raw.sandbox_time_scale,
             sandbox_provider: raw.sandbox_provider,

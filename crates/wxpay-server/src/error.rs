@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::core::fulfilment::FulfilmentError;
 use crate::core::login::LoginError;
 use crate::core::orders::OrderError;
+use crate::core::payouts::PayoutError;
 use crate::core::reconciliation::ReconcileError;
 use crate::core::refunds::RefundError;
 use crate::core::tenants::TenantError;
@@ -186,6 +187,27 @@ impl From<RefundError> for ApiError {
     }
 }
 
+impl From<PayoutError> for ApiError {
+    fn from(err: PayoutError) -> Self {
+        let message = err.to_string();
+        match err {
+            PayoutError::Invalid(m) => ApiError::bad_request(m),
+            PayoutError::UnknownUser(..) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "unknown_user", message)
+            }
+            PayoutError::NotAvailable(_) => ApiError::conflict("transfers_unavailable", message),
+            PayoutError::OverBudget { .. } => ApiError::conflict("over_daily_budget", message),
+            PayoutError::OverUserCap { .. } => ApiError::conflict("over_user_daily_cap", message),
+            PayoutError::NumberTaken => ApiError::conflict("out_bill_no_used", message),
+            PayoutError::NotFound => ApiError::not_found("no such transfer"),
+            PayoutError::WrongState { .. } => ApiError::conflict("transfer_state", message),
+            PayoutError::WeChat(e) => ApiError::upstream("transfer", &e),
+            PayoutError::Route(e) => e.into(),
+            PayoutError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<FulfilmentError> for ApiError {
     fn from(err: FulfilmentError) -> Self {
         match err {
@@ -193,6 +215,9 @@ impl From<FulfilmentError> for ApiError {
             FulfilmentError::OrderNotFound => ApiError::not_found("no such order"),
             FulfilmentError::WrongState(m) => ApiError::conflict("order_not_shippable", m),
             FulfilmentError::Route(e) => e.into(),
+            FulfilmentError::Unavailable(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wechat_unavailable", m)
+            }
             FulfilmentError::Store(e) => e.into(),
         }
     }

@@ -27,3 +27,13 @@ pub fn push(event: &str, result: &'static str) {
 pub fn trade_controlled() {
     metrics::counter!("wxpay_trade_controlled_total").increment(1);
 }
+
+/// A merchant transfer reached a final state (`SUCCESS`, `FAIL`, `CANCELLED`).
+pub fn transfer_finished(state: &str) {
+    metrics::counter!("wxpay_transfers_finished_total", "state" => state.to_owned()).increment(1);
+}
+
+/// A merchant transfer was refused before WeChat was asked (`budget`, `user_cap`).
+pub fn transfer_refused(limit: &'static str) {
+    metrics::counter!("wxpay_transfers_refused_total", "limit" => limit).increment(1);
+}

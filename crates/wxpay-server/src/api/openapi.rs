@@ -6,7 +6,7 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, metrics, mini, notify, push, tenants};
+use super::{admin, metrics, mini, notify, payouts, push, tenants};
 use crate::app::AppState;
 
 /// The API description.
@@ -32,6 +32,9 @@ use crate::app::AppState;
         notify::v3_refund_default,
         notify::v2_pay_default,
         notify::v2_refund_default,
+        payouts::notify,
+        payouts::user_transfers,
+        payouts::confirm,
         push::verify,
         push::receive,
         push::list_alerts,
@@ -42,6 +45,7 @@ use crate::app::AppState;
         admin::order_detail,
         admin::create_refund,
         admin::create_shipment,
+        admin::delivery_companies,
         admin::overdue,
         admin::refund,
         admin::products,
@@ -51,6 +55,12 @@ use crate::app::AppState;
         admin::webhooks,
         admin::revoke_sessions,
         admin::jobs,
+        payouts::create,
+        payouts::list,
+        payouts::detail,
+        payouts::cancel,
+        payouts::limits,
+        payouts::set_limits,
         tenants::list_merchants,
         tenants::create_merchant,
         tenants::get_merchant,

@@ -12,20 +12,22 @@
 //!   `POST /sim/users/{openid}/code` with the user's own key in `X-Sim-User-Key` (the simulator
 //!   checks it: 403 when wrong).
 //! * Public: `GET /sim/apps` (every mini program's appid and merchant id, the facts the cashier
-//!   shows; the emulator offers them to choose from) and `POST /sim/orders/{no}/confirm-receipt`
+//!   shows; the emulator offers them to choose from), `POST /sim/transfers/confirm` (a user
+//!   confirming a merchant transfer) and `POST /sim/orders/{no}/confirm-receipt`
 //!   (the buyer confirming receipt in WeChat's component; the simulator accepts it only for a
 //!   shipped order). The simulator controls them, so the proxy asks with the control token for
 //!   anyone; their answers hold no secret.
-//! * Everything else (`/sim/orders/*`, `PUT /sim/mp/push`, `GET /sim/mp/pushes`,
-//!   `/sim/notifications*`, `/sim/faults`, `/sim/clock*`,
+//! * Everything else (`/sim/orders/*`, `PUT /sim/mp/push`, `PUT /sim/mp/trade-management`,
+//!   `GET /sim/mp/pushes`, `GET /sim/transfers`, `/sim/transfers/settings`,
+//!   `/sim/merchants/*/balance`, `/sim/notifications*`, `/sim/faults`, `/sim/clock*`,
 //!   `/sim/merchant`, `/sim/connection`, `/sim/merchants`, `POST /sim/apps`, a chosen openid, a
 //!   code without the user's key) needs
 //!   `Authorization: Bearer <admin token>`, checked as the back office checks it: 401 otherwise.
 //!   The admin token is never forwarded; an admitted request carries the simulator's control
 //!   token instead.
 //!
-//! Only `Content-Type`, `X-Sim-User-Key` and the `out_trade_no` query of
-//! `GET /sim/notifications` are forwarded, re-encoded.
+//! Only `Content-Type`, `X-Sim-User-Key`, the `out_trade_no` query of `GET /sim/notifications`
+//! and the `mchid` and `openid` queries of `GET /sim/transfers` are forwarded, re-encoded.
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
@@ -73,7 +75,16 @@ const ROUTES: &[(Method, &[&str], Access)] = &[
         Access::Public,
     ),
     // The mini program's message-push settings at WeChat: the admin's.
+    // The user confirming a merchant transfer in WeChat's confirm page: for anyone, as paying
+    // is (the simulator checks the package and the user).
+    (Method::POST, &["transfers", "confirm"], Access::Public),
+    (Method::GET, &["transfers"], Access::Admin),
+    (Method::GET, &["transfers", "settings"], Access::Admin),
+    (Method::PUT, &["transfers", "settings"], Access::Admin),
+    (Method::GET, &["merchants", "*", "balance"], Access::Admin),
+    (Method::PUT, &["merchants", "*", "balance"], Access::Admin),
     (Method::PUT, &["mp", "push"], Access::Admin),
+    (Method::PUT, &["mp", "trade-management"], Access::Admin),
     (Method::GET, &["mp", "pushes"], Access::Admin),
     (Method::GET, &["notifications"], Access::Admin),
     (Method::POST, &["notifications", "flush"], Access::Admin),
@@ -225,16 +236,28 @@ pub async fn sim_proxy(State(state): State<AppState>, request: Request) -> Respo
         target.push('/');
         target.push_str(&percent_encode(segment));
     }
-    if segments == ["notifications"] {
+    let names: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let passed: &[&str] = match names.as_slice() {
+        ["notifications"] => &["out_trade_no"],
+        ["transfers"] => &["mchid", "openid"],
+        _ => &[],
+    };
+    if !passed.is_empty() {
         let query = axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(
             &parts.uri,
         );
         let Ok(axum::extract::Query(query)) = query else {
             return ApiError::bad_request("invalid query string").into_response();
         };
-        if let Some(no) = query.get("out_trade_no") {
-            target.push_str("?out_trade_no=");
-            target.push_str(&percent_encode(no));
+        let mut separator = '?';
+        for name in passed {
+            if let Some(value) = query.get(*name) {
+                target.push(separator);
+                target.push_str(name);
+                target.push('=');
+                target.push_str(&percent_encode(value));
+                separator = '&';
+            }
         }
     }
     let mut forwarded = state.proxy.request(parts.method.clone(), target).body(body);

@@ -9,7 +9,10 @@
 //! - [`refunds`]: create (amount reserved), submit to WeChat, apply a result (notification or
 //!   query).
 //! - [`fulfilment`]: parcels, and the one upload of each order's shipping information to
-//!   WeChat (funds are held until it is there).
+//!   WeChat (funds are held until it is there); [`mp_facts`]: WeChat's express companies and
+//!   trade-management answers, cached per mini program.
+//! - [`payouts`]: merchant transfers to users (budget and cap reserved, sent once per
+//!   `out_bill_no`, confirmed by the user, followed to a final state).
 //! - [`reconciliation`]: the day's bill against the orders.
 //! - [`tenants`]: the registry of merchants, mini programs, sub-merchants and operators.
 //!
@@ -19,8 +22,10 @@
 
 pub mod fulfilment;
 pub mod login;
+pub mod mp_facts;
 pub mod orders;
 pub mod payments;
+pub mod payouts;
 pub mod push;
 pub mod reconciliation;
 pub mod refunds;

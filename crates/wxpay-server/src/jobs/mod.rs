@@ -18,6 +18,8 @@
 //!   attempt whose answer may have been lost.
 //! - [`JobKind::ReconcileTrade`]: asks WeChat about shipped orders whose settlement push has
 //!   not come (`jobs/trade.rs`), applied under the push's own dedupe key.
+//! - [`JobKind::FollowTransfers`]: sends merchant transfers WeChat has not answered (same
+//!   `out_bill_no`), asks about the others until final, cancels those left unconfirmed.
 //! - [`JobKind::DeliverWebhooks`]: the outbox, to `WXPAY_WEBHOOK_URL`, signed, with backoff.
 //! - [`JobKind::DailyBill`]: after 10:00 GMT+8, downloads yesterday's bill and stores its
 //!   reconciliation (once per date).
@@ -30,6 +32,7 @@ pub mod fulfilment;
 pub mod orders;
 pub mod refunds;
 pub mod trade;
+pub mod transfers;
 pub mod webhooks;
 
 use std::sync::{Arc, Mutex};
@@ -98,6 +101,8 @@ pub enum JobKind {
     UploadShipping,
     /// Ask WeChat about shipped orders not known to be settled.
     ReconcileTrade,
+    /// Send, follow and expire merchant transfers.
+    FollowTransfers,
     /// Download and reconcile yesterday's bill.
     DailyBill,
     /// Refresh the platform certificates.
@@ -106,7 +111,7 @@ pub enum JobKind {
 
 impl JobKind {
     /// Every job.
-    pub const ALL: [JobKind; 9] = [
+    pub const ALL: [JobKind; 10] = [
         JobKind::ReconcileUnpaid,
         JobKind::CloseExpired,
         JobKind::SubmitRefunds,
@@ -114,6 +119,7 @@ impl JobKind {
         JobKind::DeliverWebhooks,
         JobKind::UploadShipping,
         JobKind::ReconcileTrade,
+        JobKind::FollowTransfers,
         JobKind::DailyBill,
         JobKind::RefreshCertificates,
     ];
@@ -129,6 +135,7 @@ impl JobKind {
             JobKind::DeliverWebhooks => "deliver_webhooks",
             JobKind::UploadShipping => "upload_shipping",
             JobKind::ReconcileTrade => "reconcile_trade",
+            JobKind::FollowTransfers => "follow_transfers",
             JobKind::DailyBill => "daily_bill",
             JobKind::RefreshCertificates => "refresh_certificates",
         }
@@ -279,6 +286,7 @@ impl Jobs {
             JobKind::ReconcileTrade => {
                 trade::reconcile_trade(self, ms(self.options.trade_recheck)).await
             }
+            JobKind::FollowTransfers => transfers::follow_due(self).await,
             JobKind::DailyBill => bills::daily_bill(self).await,
             JobKind::RefreshCertificates => certificates::refresh(self).await,
         };

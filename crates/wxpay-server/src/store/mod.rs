@@ -92,6 +92,7 @@ mod refunds;
 mod reports;
 mod sessions;
 mod tenants;
+mod transfers;
 mod webhooks;
 
 use std::str::FromStr as _;
@@ -125,6 +126,10 @@ pub use sessions::{NewSession, SESSION_RECHECK, SessionUser};
 pub use tenants::{
     MerchantKind, MerchantRecord, MiniProgramRecord, OperatorRecord, RegistrySource,
     SubMerchantRecord, next_change,
+};
+pub use transfers::{
+    JsonText, NewTransfer, ReportInfo, Transfer, TransferApplied, TransferCreation, TransferEvent,
+    TransferFilter, TransferLimits, TransferReport, state_rank,
 };
 pub use webhooks::{OutboxEvent, WebhookAttempt, WebhookStatus};
 

@@ -27,11 +27,18 @@ pub enum OutboxEventType {
     OrderReceived,
     /// WeChat settled the payment to the merchant.
     OrderSettled,
+    /// A merchant transfer reached the user.
+    TransferSucceeded,
+    /// A merchant transfer failed (including unconfirmed ones WeChat closed).
+    TransferFailed,
+    /// A merchant transfer was cancelled.
+    TransferCancelled,
 }
 
 impl OutboxEventType {
     /// `order.paid`, `order.closed`, `refund.succeeded`, `refund.failed`, `order.shipped`,
-    /// `order.received`, `order.settled`.
+    /// `order.received`, `order.settled`, `transfer.succeeded`, `transfer.failed`,
+    /// `transfer.cancelled`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
@@ -42,6 +49,9 @@ impl OutboxEventType {
             OutboxEventType::OrderShipped => "order.shipped",
             OutboxEventType::OrderReceived => "order.received",
             OutboxEventType::OrderSettled => "order.settled",
+            OutboxEventType::TransferSucceeded => "transfer.succeeded",
+            OutboxEventType::TransferFailed => "transfer.failed",
+            OutboxEventType::TransferCancelled => "transfer.cancelled",
         }
     }
 }
@@ -70,6 +80,22 @@ impl NewOutboxEvent {
             dedupe_key: format!("{}:{}", event_type.as_str(), order.out_trade_no),
             out_trade_no: Some(order.out_trade_no.clone()),
             payload: to_json(&OrderPayload::from(order))?,
+        })
+    }
+
+    /// A transfer event; the dedupe key is `TYPE:out_bill_no` (a transfer ends once).
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if the transfer cannot be serialized.
+    pub fn transfer(
+        event_type: OutboxEventType,
+        transfer: &super::transfers::Transfer,
+    ) -> Result<Self, StoreError> {
+        Ok(NewOutboxEvent {
+            event_type,
+            dedupe_key: format!("{}:{}", event_type.as_str(), transfer.out_bill_no),
+            out_trade_no: None,
+            payload: to_json(&TransferPayload::from(transfer))?,
         })
     }
 
@@ -213,6 +239,49 @@ impl<'a> From<&'a Refund> for RefundPayload<'a> {
             created_at: r.created_at,
             updated_at: r.updated_at,
             version: r.version,
+        }
+    }
+}
+
+/// The transfer in a webhook's payload: the fields of the API's `Transfer`, named as there
+/// (never the package or the encrypted name).
+#[derive(Debug, Serialize)]
+pub struct TransferPayload<'a> {
+    out_bill_no: &'a str,
+    mchid: &'a str,
+    appid: &'a str,
+    openid: &'a str,
+    amount_fen: u64,
+    scene_id: &'a str,
+    remark: &'a str,
+    reason: &'a str,
+    status: &'a str,
+    transfer_bill_no: Option<&'a str>,
+    fail_reason: Option<&'a str>,
+    operator: &'a str,
+    created_at: i64,
+    updated_at: i64,
+    finished_at: Option<i64>,
+}
+
+impl<'a> From<&'a super::transfers::Transfer> for TransferPayload<'a> {
+    fn from(t: &'a super::transfers::Transfer) -> Self {
+        TransferPayload {
+            out_bill_no: &t.out_bill_no,
+            mchid: &t.mchid,
+            appid: &t.appid,
+            openid: &t.openid,
+            amount_fen: t.amount_fen,
+            scene_id: &t.scene_id,
+            remark: &t.remark,
+            reason: &t.reason,
+            status: t.status.as_str(),
+            transfer_bill_no: t.transfer_bill_no.as_deref(),
+            fail_reason: t.fail_reason.as_deref(),
+            operator: &t.operator,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+            finished_at: t.finished_at,
         }
     }
 }

@@ -21,5 +21,6 @@ mod sim_proxy;
 mod store;
 mod tenancy;
 mod tenants;
+mod transfers;
 mod webhooks;
 mod wxacode;

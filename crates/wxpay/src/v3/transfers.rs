@@ -139,8 +139,31 @@ impl TransferSceneReportInfo {
     }
 }
 
-/// `POST /v3/fund-app/mch-transfer/transfer-bills`. The `appid` is the client's. `user_name` is
-/// the plaintext real name: the client encrypts it (RSA-OAEP) and names the key it used.
+/// The payee's real name (`user_name`), as given or already encrypted.
+#[derive(Clone, PartialEq, Eq)]
+pub enum UserName {
+    /// The plaintext: the client encrypts it (RSA-OAEP) and names the key it used.
+    Plain(String),
+    /// Encrypted earlier with [`V3Client::encrypt_sensitive`]: sent as it is, so that a retry
+    /// sends exactly the same body (and the plaintext need not be kept).
+    Encrypted {
+        /// The key's id (`Wechatpay-Serial`).
+        serial: String,
+        /// The base64 ciphertext.
+        ciphertext: String,
+    },
+}
+
+impl std::fmt::Debug for UserName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UserName::Plain(_) => f.write_str("UserName::Plain(..)"),
+            UserName::Encrypted { serial, .. } => write!(f, "UserName::Encrypted({serial})"),
+        }
+    }
+}
+
+/// `POST /v3/fund-app/mch-transfer/transfer-bills`. The `appid` is the client's.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransferBillRequest {
     /// The merchant's bill number.
@@ -150,7 +173,7 @@ pub struct TransferBillRequest {
     /// The payee under the client's appid.
     pub openid: OpenId,
     /// The payee's real name; required from [`USER_NAME_REQUIRED_FROM_FEN`].
-    pub user_name: Option<String>,
+    pub user_name: Option<UserName>,
     /// Amount in fen, at least [`MIN_TRANSFER_FEN`].
     pub transfer_amount: u64,
     /// Shown to the user, 1–32 characters.
@@ -181,7 +204,7 @@ impl TransferBillRequest {
                 "user_name is required from {USER_NAME_REQUIRED_FROM_FEN} fen"
             )));
         }
-        if let Some(name) = &self.user_name
+        if let Some(UserName::Plain(name)) = &self.user_name
             && (name.trim().is_empty() || name.len() > 214)
         {
             return Err(Error::InvalidRequest(
@@ -506,9 +529,12 @@ impl V3Client {
     ) -> Result<TransferBillCreated, Error> {
         request.validate()?;
         let (serial, user_name) = match &request.user_name {
-            Some(name) => {
+            Some(UserName::Plain(name)) => {
                 let (serial, cipher) = self.encrypt_sensitive(name)?;
                 (Some(serial), Some(cipher))
+            }
+            Some(UserName::Encrypted { serial, ciphertext }) => {
+                (Some(serial.clone()), Some(ciphertext.clone()))
             }
             None => (None, None),
         };
@@ -775,7 +801,7 @@ mod tests {
         let err = request(USER_NAME_REQUIRED_FROM_FEN).validate().unwrap_err();
         assert!(err.to_string().contains("user_name"));
         let mut named = request(USER_NAME_REQUIRED_FROM_FEN);
-        named.user_name = Some("张三".into());
+        named.user_name = Some(UserName::Plain("张三".into()));
         named.validate().unwrap();
     }
 
