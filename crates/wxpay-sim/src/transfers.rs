@@ -25,6 +25,15 @@
 //!   `PROCESSING`): the answer says `CANCELING` and the bill is `CANCELLED` at once (no
 //!   `fail_reason`), its notification queued. `TRANSFERING` and final bills answer 400
 //!   `INVALID_REQUEST`.
+//! * `pre-transfer-with-authorization` makes a bill as the create does and, with
+//!   `authorization_info`, an authorization in `WAIT_USER_CONFIRM` linked to it: one package (the
+//!   bill's), the bill's expiry. The user's confirmation of that package pays the bill as any
+//!   other and puts the authorization `TAKING_EFFECT` (with `MCHTRANSFER.AUTHORIZATION.CONFIRMED`)
+//!   whatever the payment's outcome; the bill's expiry closes it `USER_OVERDUE_UNCONFIRMED`, the
+//!   merchant's cancel of the bill `CLOSE_VIA_MCH_API` (the reasons the references give for an
+//!   unconfirmed authorization and for the merchant's own act). An authorization number already
+//!   used, or an authorization in force for the same user and scene, answers 400
+//!   `INVALID_REQUEST` and makes nothing.
 //! * Every final state (`SUCCESS`, `FAIL`, `CANCELLED`) sends `MCHTRANSFER.BILL.FINISHED` to the
 //!   bill's `notify_url` (none without one) through the notification dispatcher.
 //! * Time-based transitions are applied whenever bills are read or changed, after
@@ -272,6 +281,10 @@ pub struct AuthorizationLine {
     pub update_time: i64,
     /// When an unconfirmed authorization closes.
     pub expire_at: i64,
+    /// The bill whose confirmation grants it (`pre-transfer-with-authorization`); its
+    /// `package_info` is that bill's. None for `user-confirm-authorization`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_bill_no: Option<String>,
 }
 
 /// A merchant's 运营账户 balance after a change (a `transfer_balance` journal line).
@@ -553,7 +566,8 @@ impl Txn<'_> {
             };
             match bill.state {
                 BillState::WaitUserConfirm => {
-                    self.fail(bill, "OVERDUE_CLOSE", at);
+                    let bill = self.fail(bill, "OVERDUE_CLOSE", at);
+                    self.close_pending_authorization(&bill, "USER_OVERDUE_UNCONFIRMED", at);
                 }
                 BillState::Transfering => {
                     self.finish(bill, at);
@@ -581,7 +595,54 @@ impl Txn<'_> {
         self.inner.seq += 1;
         self.inner.seq
     }
+
+    /// The authorization a pre-transfer bill carries, while it waits for the user's confirmation
+    /// (none for other bills, or once it took effect or closed).
+    fn pending_authorization(&self, bill: &BillLine) -> Option<AuthorizationLine> {
+        let no = bill.out_authorization_no.as_ref()?;
+        self.inner
+            .auths
+            .get(&(bill.mchid.clone(), no.clone()))
+            .filter(|a| {
+                a.state == AuthorizationState::WaitUserConfirm
+                    && a.out_bill_no.as_deref() == Some(bill.out_bill_no.as_str())
+            })
+            .cloned()
+    }
+
+    /// Closes the pending authorization a pre-transfer bill carries, with its callback.
+    fn close_pending_authorization(&mut self, bill: &BillLine, reason: &str, at: i64) {
+        if let Some(mut auth) = self.pending_authorization(bill) {
+            close_authorization(&mut auth, reason, at);
+            self.save_auth(&auth, Some("MCHTRANSFER.AUTHORIZATION.CLOSED"));
+        }
+    }
+
+    /// The user confirmed an authorization: `TAKING_EFFECT`, with its callback.
+    fn take_effect(&mut self, mut auth: AuthorizationLine) -> AuthorizationLine {
+        let now = self.now;
+        let seq = self.next_seq();
+        auth.state = AuthorizationState::TakingEffect;
+        auth.authorization_id = Some(authorization_id(seq, now));
+        auth.authorize_time = Some(now);
+        auth.update_time = now;
+        self.save_auth(&auth, Some("MCHTRANSFER.AUTHORIZATION.CONFIRMED"));
+        auth
+    }
 }
+
+/// Whether `openid` already has an authorization in force for `scene` with `mchid` (one per
+/// user and scene, §1.11).
+fn has_effective_authorization(inner: &Inner, mchid: &str, openid: &str, scene: &str) -> bool {
+    inner.auths.values().any(|a| {
+        a.mchid == mchid
+            && a.openid == openid
+            && a.transfer_scene_id == scene
+            && a.state == AuthorizationState::TakingEffect
+    })
+}
+
+const EFFECTIVE_AUTHORIZATION_MESSAGE: &str = "该用户在此转账场景下已有生效中的授权";
 
 fn close_authorization(auth: &mut AuthorizationLine, reason: &str, at: i64) {
     auth.state = AuthorizationState::Closed;
@@ -1452,6 +1513,10 @@ pub(crate) fn v3_routes() -> Router<Arc<AppState>> {
         .route(BILLS, post(create_bill))
         .route(&format!("{BILLS}/transfer"), post(transfer_authorized))
         .route(
+            &format!("{BILLS}/pre-transfer-with-authorization"),
+            post(pre_transfer_with_authorization),
+        )
+        .route(
             &format!("{BILLS}/out-bill-no/{{out_bill_no}}"),
             get(query_by_out_bill_no),
         )
@@ -1568,6 +1633,143 @@ async fn transfer_authorized(
     Ok(axum::Json(answer).into_response())
 }
 
+/// `authorization_info` of a pre-transfer, checked.
+struct AuthorizationInfo<'a> {
+    user_display_name: &'a str,
+    out_authorization_no: &'a str,
+    notify_url: &'a str,
+}
+
+fn authorization_info(v: &Value) -> Result<Option<AuthorizationInfo<'_>>, V3Error> {
+    match v.get("authorization_info") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(_)) => {
+            let display = req_text(
+                v,
+                "/authorization_info/user_display_name",
+                "用户展示名称",
+                32,
+            )?;
+            let no_field = "/authorization_info/out_authorization_no";
+            let no = req_text(v, no_field, "商户侧授权单号", 32)?;
+            check_merchant_no(v, no_field, "商户侧授权单号", no)?;
+            let url_field = "/authorization_info/authorization_notify_url";
+            let url = req_text(v, url_field, "自动收款授权结果通知地址", 256)?;
+            check_notify_url(v, url_field, url)?;
+            Ok(Some(AuthorizationInfo {
+                user_display_name: display,
+                out_authorization_no: no,
+                notify_url: url,
+            }))
+        }
+        Some(other) => Err(V3Error::param(
+            "/authorization_info",
+            "body",
+            Some(other),
+            "自动收款授权信息",
+            "对象规则校验失败，字段类型错误",
+        )),
+    }
+}
+
+/// The create answer plus the authorization's `user_display_name` and `out_authorization_no`.
+fn pre_transfer_json(bill: &BillLine, auth: Option<&AuthorizationLine>) -> Value {
+    let mut v = created_json(bill);
+    if let Some(a) = auth {
+        v["user_display_name"] = json!(a.user_display_name);
+        v["out_authorization_no"] = json!(a.out_authorization_no);
+    }
+    v
+}
+
+/// `POST .../transfer-bills/pre-transfer-with-authorization` (§1.11): a bill waiting for the
+/// user, as `create_bill` makes it, plus an authorization waiting for the same confirmation
+/// (same package, same expiry).
+async fn pre_transfer_with_authorization(
+    State(state): State<Arc<AppState>>,
+    Extension(merchant): Extension<Arc<MerchantAccount>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, V3Error> {
+    let v = parse_body(&body)?;
+    let new = check_new_bill(&state, &merchant, &headers, &v)?;
+    let openid = req_text(&v, "/openid", "收款用户OpenID", 64)?;
+    let info = authorization_info(&v)?;
+    if let Some(sponsor) = text(&v, "/sponsor_mchid", "出资商户号", 32, false)?
+        && !sponsor.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(V3Error::param(
+            "/sponsor_mchid",
+            "body",
+            v.pointer("/sponsor_mchid"),
+            "出资商户号",
+            "字符串规则校验失败，须为数字",
+        ));
+    }
+    check_openid(&state, &new.appid, openid, "/openid")?;
+    let mchid = merchant.mchid().to_owned();
+    let (bill, auth) = state.transfers.run(&state, |txn| {
+        let key = (mchid.clone(), new.out_bill_no.clone());
+        if let Some(bill) = existing(txn, &key, &new)? {
+            let auth = bill.out_authorization_no.as_ref().and_then(|no| {
+                txn.inner
+                    .auths
+                    .get(&(mchid.clone(), no.clone()))
+                    .filter(|a| a.out_bill_no.as_deref() == Some(bill.out_bill_no.as_str()))
+                    .cloned()
+            });
+            return Ok((bill, auth));
+        }
+        if let Some(info) = &info {
+            if txn
+                .inner
+                .auths
+                .contains_key(&(mchid.clone(), info.out_authorization_no.to_owned()))
+            {
+                return Err(invalid("商户侧授权单号已存在，请更换商户侧授权单号"));
+            }
+            if has_effective_authorization(&txn.inner, &mchid, openid, &new.scene) {
+                return Err(invalid(EFFECTIVE_AUTHORIZATION_MESSAGE));
+            }
+        }
+        lock_funds(txn, &state, &mchid, new.amount)?;
+        let mut bill = bill_of(new, &mchid, openid, txn);
+        let mut package = bill_package();
+        while txn.inner.by_package.contains_key(&package) {
+            package = bill_package();
+        }
+        bill.package_info = Some(package.clone());
+        let auth = info.map(|info| AuthorizationLine {
+            mchid: mchid.clone(),
+            out_authorization_no: info.out_authorization_no.to_owned(),
+            authorization_id: None,
+            appid: bill.appid.clone(),
+            openid: bill.openid.clone(),
+            transfer_scene_id: bill.transfer_scene_id.clone(),
+            user_display_name: info.user_display_name.to_owned(),
+            user_recv_perception: bill.user_recv_perception.clone(),
+            notify_url: info.notify_url.to_owned(),
+            request: v.clone(),
+            state: AuthorizationState::WaitUserConfirm,
+            package_info: package,
+            authorize_time: None,
+            close_time: None,
+            close_reason: None,
+            create_time: bill.create_time,
+            update_time: bill.create_time,
+            expire_at: bill.expire_at,
+            out_bill_no: Some(bill.out_bill_no.clone()),
+        });
+        bill.out_authorization_no = auth.as_ref().map(|a| a.out_authorization_no.clone());
+        txn.save_bill(&bill);
+        if let Some(a) = &auth {
+            txn.save_auth(a, None);
+        }
+        Ok::<_, V3Error>((bill, auth))
+    })?;
+    Ok(axum::Json(pre_transfer_json(&bill, auth.as_ref())).into_response())
+}
+
 async fn query_by_out_bill_no(
     State(state): State<Arc<AppState>>,
     Extension(merchant): Extension<Arc<MerchantAccount>>,
@@ -1617,6 +1819,8 @@ async fn cancel_bill(
         let back = txn.inner.balance(&bill.mchid) + bill.transfer_amount;
         txn.set_balance(&bill.mchid.clone(), back);
         txn.save_bill(&bill);
+        let now = txn.now;
+        txn.close_pending_authorization(&bill, "CLOSE_VIA_MCH_API", now);
         Ok(bill)
     })?;
     Ok(axum::Json(json!({
@@ -1696,13 +1900,8 @@ async fn create_authorization(
                 ))
             };
         }
-        if txn.inner.auths.values().any(|a| {
-            a.mchid == mchid
-                && a.openid == openid
-                && a.transfer_scene_id == scene
-                && a.state == AuthorizationState::TakingEffect
-        }) {
-            return Err(invalid("该用户在此转账场景下已有生效中的授权"));
+        if has_effective_authorization(&txn.inner, &mchid, openid, scene) {
+            return Err(invalid(EFFECTIVE_AUTHORIZATION_MESSAGE));
         }
         let mut package = authorization_package();
         while txn.inner.auth_by_package.contains_key(&package) {
@@ -1728,6 +1927,7 @@ async fn create_authorization(
             create_time: now,
             update_time: now,
             expire_at: now + txn.inner.settings.confirm_ttl_secs,
+            out_bill_no: None,
         };
         txn.save_auth(&auth, None);
         Ok(auth)
@@ -1834,7 +2034,8 @@ struct ConfirmRequest {
 }
 
 enum Confirmed {
-    Bill(BillLine),
+    /// The bill, and the authorization its confirmation granted (pre-transfer).
+    Bill(BillLine, Option<Box<AuthorizationLine>>),
     Authorization(AuthorizationLine),
     Fail(&'static str),
 }
@@ -1866,22 +2067,27 @@ fn confirm_bill(txn: &mut Txn<'_>, request: &ConfirmRequest, cancel: bool) -> Co
         return Confirmed::Fail(OPENID_ERROR);
     }
     if cancel || bill.state == BillState::Transfering {
-        return Confirmed::Bill(bill);
+        return Confirmed::Bill(bill, None);
     }
+    // The same confirmation grants the authorization a pre-transfer carries, whatever the
+    // payment's outcome.
+    let auth = txn
+        .pending_authorization(&bill)
+        .map(|a| Box::new(txn.take_effect(a)));
     let now = txn.now;
     bill.state = BillState::Transfering;
     bill.update_time = now;
     let delay = txn.inner.settings.transfering_secs;
     if delay == 0 {
-        return Confirmed::Bill(txn.finish(bill, now));
+        return Confirmed::Bill(txn.finish(bill, now), auth);
     }
     bill.finish_at = Some(now + delay);
     txn.save_bill(&bill);
-    Confirmed::Bill(bill)
+    Confirmed::Bill(bill, auth)
 }
 
 fn confirm_authorization(txn: &mut Txn<'_>, request: &ConfirmRequest, cancel: bool) -> Confirmed {
-    let Some(mut auth) = txn
+    let Some(auth) = txn
         .inner
         .auth_by_package
         .get(&request.package)
@@ -1906,14 +2112,7 @@ fn confirm_authorization(txn: &mut Txn<'_>, request: &ConfirmRequest, cancel: bo
     if cancel {
         return Confirmed::Authorization(auth);
     }
-    let now = txn.now;
-    let seq = txn.next_seq();
-    auth.state = AuthorizationState::TakingEffect;
-    auth.authorization_id = Some(authorization_id(seq, now));
-    auth.authorize_time = Some(now);
-    auth.update_time = now;
-    txn.save_auth(&auth, Some("MCHTRANSFER.AUTHORIZATION.CONFIRMED"));
-    Confirmed::Authorization(auth)
+    Confirmed::Authorization(txn.take_effect(auth))
 }
 
 async fn confirm(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
@@ -1947,7 +2146,7 @@ async fn confirm(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     };
     match outcome {
         Confirmed::Fail(reason) => client_fail(reason),
-        Confirmed::Bill(bill) => {
+        Confirmed::Bill(bill, auth) => {
             let mut answer = json!({
                 "errMsg": errmsg,
                 "out_bill_no": bill.out_bill_no,
@@ -1956,6 +2155,13 @@ async fn confirm(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
             });
             if let Some(r) = &bill.fail_reason {
                 answer["fail_reason"] = json!(r);
+            }
+            if let Some(a) = auth {
+                answer["authorization"] = json!({
+                    "out_authorization_no": a.out_authorization_no,
+                    "authorization_id": a.authorization_id,
+                    "state": a.state.as_str(),
+                });
             }
             axum::Json(answer).into_response()
         }
@@ -1998,6 +2204,7 @@ async fn list(
             v["authorization_notify_url"] = json!(a.notify_url);
             v["user_recv_perception"] = json!(a.user_recv_perception);
             v["expire_time"] = json!(rfc3339_cst(a.expire_at));
+            v["out_bill_no"] = json!(a.out_bill_no);
             v
         })
         .collect();

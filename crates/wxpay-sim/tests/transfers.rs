@@ -6,13 +6,28 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use support::receiver::{self, Receiver};
 use support::{Answer, Merchant};
+use wxpay::http::{BaseUrls, HttpConfig, RetryPolicy};
 use wxpay::keys::{RsaPrivateKey, RsaPublicKey, X509Certificate};
+use wxpay::nonce::SystemClock;
+use wxpay::v3::ErrorCode;
 use wxpay::v3::aead::ApiV3Key;
 use wxpay::v3::auth::Authorization;
+use wxpay::v3::certificates::PlatformVerifier;
+use wxpay::v3::client::{V3Client, V3Config};
+use wxpay::v3::notify::Notification;
+use wxpay::v3::transfers::{
+    AuthorizationInfo, AuthorizationRequest, AuthorizationState, AuthorizedTransferRequest,
+    PreTransferWithAuthorizationRequest, TransferFailReason, TransferSceneReportInfo,
+    TransferState, UserName,
+};
 use wxpay::v3::verifier::{SignedHeaders, verify_signed};
+use wxpay::{ApiError, Error, OpenId, OutBillNo};
 use wxpay_sim::{KeyMode, SimConfig};
 
 const BILLS: &str = "/v3/fund-app/mch-transfer/transfer-bills";
@@ -991,4 +1006,612 @@ async fn an_authorization_lets_the_merchant_transfer_without_confirmation() {
     assert_eq!(bill_notes[0].0["event_type"], "MCHTRANSFER.BILL.FINISHED");
     assert_eq!(bill_notes[0].1["state"], "SUCCESS");
     assert_eq!(bill_notes[0].1["out_bill_no"], "free1");
+}
+
+// ---------------------------------------------------------------------------------------------
+// pre-transfer-with-authorization, through the library's client
+
+const PRE_TRANSFER: &str =
+    "/v3/fund-app/mch-transfer/transfer-bills/pre-transfer-with-authorization";
+
+/// The library's client for the simulator's first merchant (public-key mode), without retries.
+fn lib_client(m: &Merchant) -> V3Client {
+    let a = m.sim.merchant();
+    let config = V3Config {
+        mchid: a.mchid.clone(),
+        appid: a.appid.clone(),
+        merchant_serial: a.merchant_serial.clone(),
+        private_key: RsaPrivateKey::from_pem(&a.merchant_private_key_pem).unwrap(),
+        api_v3_key: ApiV3Key::new(&a.api_v3_key).unwrap(),
+        platform: PlatformVerifier::public_key(
+            &a.wechatpay_public_key_id,
+            RsaPublicKey::from_pem(&a.wechatpay_public_key_pem).unwrap(),
+        ),
+    };
+    let http = HttpConfig {
+        retry: RetryPolicy::none(),
+        timeout: Duration::from_secs(10),
+        ..HttpConfig::default()
+    };
+    V3Client::with_clock(
+        config,
+        &http,
+        &BaseUrls::single(&m.base),
+        Arc::new(SystemClock),
+    )
+    .unwrap()
+}
+
+fn no(text: &str) -> OutBillNo {
+    OutBillNo::parse(text).unwrap()
+}
+
+fn report_infos() -> Vec<TransferSceneReportInfo> {
+    vec![
+        TransferSceneReportInfo::new("活动名称", "新会员有礼"),
+        TransferSceneReportInfo::new("奖励说明", "注册会员抽奖一等奖"),
+    ]
+}
+
+fn pre_transfer(
+    out_bill_no: &str,
+    openid: &str,
+    amount: u64,
+    out_authorization_no: &str,
+    base: &str,
+) -> PreTransferWithAuthorizationRequest {
+    PreTransferWithAuthorizationRequest {
+        out_bill_no: no(out_bill_no),
+        transfer_scene_id: "1000".into(),
+        openid: OpenId::parse(openid).unwrap(),
+        user_name: None,
+        transfer_amount: amount,
+        transfer_remark: "新会员开通有礼".into(),
+        notify_url: Some(format!("{base}/notify/bill")),
+        user_recv_perception: Some("现金奖励".into()),
+        transfer_scene_report_infos: report_infos(),
+        authorization_info: AuthorizationInfo {
+            user_display_name: "好物商城".into(),
+            out_authorization_no: no(out_authorization_no),
+            authorization_notify_url: format!("{base}/notify/auth"),
+        },
+        sponsor_mchid: None,
+    }
+}
+
+fn authorized_transfer(
+    out_bill_no: &str,
+    out_authorization_no: &str,
+    amount: u64,
+    base: &str,
+) -> AuthorizedTransferRequest {
+    AuthorizedTransferRequest {
+        out_bill_no: no(out_bill_no),
+        out_authorization_no: no(out_authorization_no),
+        transfer_scene_id: "1000".into(),
+        transfer_amount: amount,
+        transfer_remark: "新会员开通有礼".into(),
+        notify_url: Some(format!("{base}/notify/bill")),
+        user_recv_perception: Some("现金奖励".into()),
+        transfer_scene_report_infos: report_infos(),
+    }
+}
+
+/// The v3 error of a call that must fail with one.
+fn api_error<T: std::fmt::Debug>(result: Result<T, Error>) -> (u16, ErrorCode) {
+    match result {
+        Err(Error::Api(ApiError::V3 { status, code, .. })) => (status, code),
+        other => panic!("expected a v3 error, got {other:?}"),
+    }
+}
+
+/// The notifications received at `path`, verified and parsed by the library's client.
+async fn parsed(client: &V3Client, rx: &Receiver, path: &str) -> Vec<Notification> {
+    let mut out = Vec::new();
+    for r in rx.received().into_iter().filter(|r| r.path == path) {
+        out.push(
+            client
+                .parse_notification(&r.headers, &r.body)
+                .await
+                .unwrap(),
+        );
+    }
+    out
+}
+
+fn bill_notes(notes: &[Notification]) -> Vec<(String, TransferState, Option<TransferFailReason>)> {
+    let mut out: Vec<_> = notes
+        .iter()
+        .map(|n| match n {
+            Notification::Transfer(t) => {
+                assert_eq!(t.event_type, "MCHTRANSFER.BILL.FINISHED");
+                (
+                    t.bill.out_bill_no.clone(),
+                    t.bill.state.clone(),
+                    t.bill.fail_reason.clone(),
+                )
+            }
+            other => panic!("expected a bill notification, got {other:?}"),
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn authorization_notes(notes: &[Notification]) -> Vec<(String, String, AuthorizationState)> {
+    let mut out: Vec<_> = notes
+        .iter()
+        .map(|n| match n {
+            Notification::TransferAuthorization(t) => (
+                t.authorization.out_authorization_no.clone(),
+                t.event_type.clone(),
+                t.authorization.state.clone(),
+            ),
+            other => panic!("expected an authorization notification, got {other:?}"),
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    out
+}
+
+#[tokio::test]
+async fn a_pre_transfer_is_paid_and_authorizes_later_transfers_by_one_confirmation() {
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let (rx, base) = receiver::start(Receiver::default()).await;
+    let client = lib_client(&m);
+    let openid = new_user_named(&m, "张三").await;
+    let mut request = pre_transfer("pre1", &openid, 300, "preauth1", &base);
+    // The name is encrypted by the client and its key named in Wechatpay-Serial.
+    request.user_name = Some(UserName::Plain("张三".into()));
+
+    let created = client
+        .pre_transfer_with_authorization(&request)
+        .await
+        .unwrap();
+    assert_eq!(created.state, TransferState::WaitUserConfirm);
+    assert_eq!(created.out_bill_no, "pre1");
+    assert_eq!(created.out_authorization_no.as_deref(), Some("preauth1"));
+    assert_eq!(created.user_display_name.as_deref(), Some("好物商城"));
+    let package = created.package_info.clone().unwrap();
+    assert_eq!(package.len(), 156, "the bill's package: {package}");
+    assert_eq!(balance(&m).await, 10_000_000 - 300, "the amount is locked");
+    // Idempotent: the same request again (a fresh ciphertext of the same name) is the same bill.
+    let again = client
+        .pre_transfer_with_authorization(&request)
+        .await
+        .unwrap();
+    assert_eq!(again, created);
+    assert_eq!(balance(&m).await, 10_000_000 - 300);
+    // The authorization shares the bill's package.
+    let (_, listed) = m.control("GET", "/sim/transfers", None).await;
+    let auths = listed["authorizations"].as_array().unwrap();
+    assert_eq!(auths.len(), 1);
+    assert_eq!(auths[0]["package_info"], package.as_str(), "one package");
+    assert_eq!(auths[0]["out_bill_no"], "pre1");
+
+    let pending = client
+        .query_transfer_authorization(&no("preauth1"))
+        .await
+        .unwrap();
+    assert_eq!(pending.state, AuthorizationState::WaitUserConfirm);
+    assert!(pending.authorization_id.is_none());
+    // Nothing can be transferred under it before the user confirmed.
+    let early = client
+        .create_authorized_transfer(&authorized_transfer("free0", "preauth1", 200, &base))
+        .await;
+    assert_eq!(api_error(early), (400, ErrorCode::InvalidRequest));
+
+    // One confirmation of the bill's package: paid, and the authorization in force.
+    let (status, v) = confirm(&m, &package, &openid).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["errMsg"], "requestMerchantTransfer:ok");
+    assert_eq!(v["state"], "SUCCESS");
+    assert_eq!(v["authorization"]["state"], "TAKING_EFFECT");
+    let bill = client
+        .query_transfer_by_out_bill_no(&no("pre1"))
+        .await
+        .unwrap();
+    assert_eq!(bill.state, TransferState::Success);
+    assert_eq!(bill.transfer_bill_no, created.transfer_bill_no);
+    let auth = client
+        .query_transfer_authorization(&no("preauth1"))
+        .await
+        .unwrap();
+    assert_eq!(auth.state, AuthorizationState::TakingEffect);
+    assert_eq!(
+        auth.authorization_id.as_deref(),
+        v["authorization"]["authorization_id"].as_str()
+    );
+    assert!(auth.authorize_time.is_some());
+    assert_eq!(auth.openid.as_deref(), Some(openid.as_str()));
+    assert_eq!(auth.transfer_scene_id.as_deref(), Some("1000"));
+    // The package is used up.
+    let (status, v) = confirm(&m, &package, &openid).await;
+    assert_eq!(
+        (status, v["errMsg"].as_str()),
+        (
+            400,
+            Some("requestMerchantTransfer:fail package_info信息有误,请返回联系商家处理")
+        )
+    );
+    // A re-POST after the confirmation answers the bill as it is now, without a package.
+    let after = client
+        .pre_transfer_with_authorization(&request)
+        .await
+        .unwrap();
+    assert_eq!(after.state, TransferState::Success);
+    assert_eq!(after.transfer_bill_no, created.transfer_bill_no);
+    assert!(after.package_info.is_none());
+    assert_eq!(after.out_authorization_no.as_deref(), Some("preauth1"));
+
+    // Later transfers go straight through.
+    let free = client
+        .create_authorized_transfer(&authorized_transfer("free1", "preauth1", 200, &base))
+        .await
+        .unwrap();
+    assert_eq!(free.state, TransferState::Success);
+    assert_eq!(
+        client
+            .query_transfer_by_out_bill_no(&no("free1"))
+            .await
+            .unwrap()
+            .state,
+        TransferState::Success
+    );
+    assert_eq!(balance(&m).await, 10_000_000 - 500);
+
+    settle(&m).await;
+    assert_eq!(
+        bill_notes(&parsed(&client, &rx, "/notify/bill").await),
+        [
+            ("free1".to_owned(), TransferState::Success, None),
+            ("pre1".to_owned(), TransferState::Success, None),
+        ]
+    );
+    assert_eq!(
+        authorization_notes(&parsed(&client, &rx, "/notify/auth").await),
+        [(
+            "preauth1".to_owned(),
+            "MCHTRANSFER.AUTHORIZATION.CONFIRMED".to_owned(),
+            AuthorizationState::TakingEffect
+        )]
+    );
+}
+
+#[tokio::test]
+async fn the_raw_pre_transfer_answer_has_the_documented_fields() {
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let openid = m.new_user().await;
+    let mut body = bill_body(&m, "raw1", &openid, 100);
+    body["authorization_info"] = json!({
+        "user_display_name": "好物商城",
+        "out_authorization_no": "rawauth1",
+        "authorization_notify_url": "https://shop.example.com/notify/auth",
+    });
+    body["sponsor_mchid"] = json!(m.mchid());
+    let answer = m.v3("POST", PRE_TRANSFER, Some(&body)).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json());
+    m.verify(&answer).unwrap();
+    let v = answer.json();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "create_time",
+            "out_authorization_no",
+            "out_bill_no",
+            "package_info",
+            "state",
+            "transfer_bill_no",
+            "user_display_name"
+        ]
+    );
+    // The authorization's fields are checked like the user-confirm-authorization ones.
+    let mut long = bill_body(&m, "raw2", &openid, 100);
+    long["authorization_info"] = json!({
+        "user_display_name": "商".repeat(33),
+        "out_authorization_no": "rawauth2",
+        "authorization_notify_url": "https://shop.example.com/notify/auth",
+    });
+    assert_eq!(
+        m.v3("POST", PRE_TRANSFER, Some(&long)).await.code(),
+        "PARAM_ERROR"
+    );
+    long["authorization_info"]["user_display_name"] = json!("好物商城");
+    long["authorization_info"]["authorization_notify_url"] =
+        json!("https://shop.example.com/n?x=1");
+    assert_eq!(
+        m.v3("POST", PRE_TRANSFER, Some(&long)).await.code(),
+        "PARAM_ERROR"
+    );
+    long["authorization_info"]["authorization_notify_url"] =
+        json!("https://shop.example.com/notify/auth");
+    long["authorization_info"]["out_authorization_no"] = json!("raw-auth-2");
+    assert_eq!(
+        m.v3("POST", PRE_TRANSFER, Some(&long)).await.code(),
+        "PARAM_ERROR"
+    );
+    assert_eq!(query(&m, "raw2").await.status, 404, "no bill");
+}
+
+#[tokio::test]
+async fn a_used_authorization_number_or_one_in_force_for_the_user_and_scene_is_refused() {
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let (_rx, base) = receiver::start(Receiver::default()).await;
+    let client = lib_client(&m);
+    let openid = m.new_user().await;
+    // A number used by a user-confirm-authorization (pending, for the same user and scene: a
+    // pending one does not count as in force).
+    let pending = client
+        .request_transfer_authorization(&AuthorizationRequest {
+            out_authorization_no: no("auth1"),
+            openid: OpenId::parse(&openid).unwrap(),
+            transfer_scene_id: "1000".into(),
+            user_display_name: "好物商城".into(),
+            user_recv_perception: None,
+            authorization_notify_url: format!("{base}/notify/auth"),
+            scene_info: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.state, AuthorizationState::WaitUserConfirm);
+    let used = client
+        .pre_transfer_with_authorization(&pre_transfer("pre1", &openid, 100, "auth1", &base))
+        .await;
+    assert_eq!(api_error(used), (400, ErrorCode::InvalidRequest));
+    assert_eq!(
+        api_error(client.query_transfer_by_out_bill_no(&no("pre1")).await),
+        (404, ErrorCode::NotFound),
+        "no bill"
+    );
+    assert_eq!(balance(&m).await, 10_000_000, "nothing locked");
+
+    let first = client
+        .pre_transfer_with_authorization(&pre_transfer("pre1", &openid, 100, "preauth1", &base))
+        .await
+        .unwrap();
+    // A number used by another pre-transfer.
+    let twice = client
+        .pre_transfer_with_authorization(&pre_transfer("pre2", &openid, 100, "preauth1", &base))
+        .await;
+    assert_eq!(api_error(twice), (400, ErrorCode::InvalidRequest));
+    // The same bill number with another authorization is another body.
+    let other = client
+        .pre_transfer_with_authorization(&pre_transfer("pre1", &openid, 100, "preauth9", &base))
+        .await;
+    assert_eq!(api_error(other), (400, ErrorCode::InvalidRequest));
+    // Nor may the bill number be reused by a plain create.
+    assert_eq!(
+        create(&m, &bill_body(&m, "pre1", &openid, 100))
+            .await
+            .code(),
+        "INVALID_REQUEST"
+    );
+
+    // Once it is in force, no second authorization for this user and scene, by either call.
+    let (status, v) = confirm(&m, first.package_info.as_deref().unwrap(), &openid).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["authorization"]["state"], "TAKING_EFFECT");
+    let second = client
+        .pre_transfer_with_authorization(&pre_transfer("pre3", &openid, 100, "preauth3", &base))
+        .await;
+    assert_eq!(api_error(second), (400, ErrorCode::InvalidRequest));
+    assert_eq!(
+        api_error(client.query_transfer_by_out_bill_no(&no("pre3")).await),
+        (404, ErrorCode::NotFound)
+    );
+    let mut plain_auth = json!({
+        "out_authorization_no": "auth3",
+        "appid": m.appid(),
+        "openid": openid,
+        "transfer_scene_id": "1000",
+        "user_display_name": "好物商城",
+        "authorization_notify_url": format!("{base}/notify/auth"),
+    });
+    assert_eq!(
+        m.v3("POST", AUTHS, Some(&plain_auth)).await.code(),
+        "INVALID_REQUEST"
+    );
+    // Another user may.
+    let other_user = m.new_user().await;
+    let fine = client
+        .pre_transfer_with_authorization(&pre_transfer("pre4", &other_user, 100, "preauth4", &base))
+        .await
+        .unwrap();
+    assert_eq!(fine.state, TransferState::WaitUserConfirm);
+    plain_auth["openid"] = json!(other_user);
+    assert_eq!(m.v3("POST", AUTHS, Some(&plain_auth)).await.status, 200);
+    assert_eq!(balance(&m).await, 10_000_000 - 200);
+}
+
+#[tokio::test]
+async fn expiry_and_cancel_close_the_pending_authorization_with_the_bill() {
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let (rx, base) = receiver::start(Receiver::default()).await;
+    let client = lib_client(&m);
+    let alice = m.new_user().await;
+    let bob = m.new_user().await;
+    let expiring = client
+        .pre_transfer_with_authorization(&pre_transfer("pre1", &alice, 100, "preauth1", &base))
+        .await
+        .unwrap();
+    client
+        .pre_transfer_with_authorization(&pre_transfer("pre2", &bob, 200, "preauth2", &base))
+        .await
+        .unwrap();
+    assert_eq!(balance(&m).await, 10_000_000 - 300);
+
+    // The merchant cancels bob's bill: its authorization closes by the merchant's act.
+    let cancelled = client.cancel_transfer(&no("pre2")).await.unwrap();
+    assert_eq!(cancelled.state, TransferState::Canceling);
+    let closed = client
+        .query_transfer_authorization(&no("preauth2"))
+        .await
+        .unwrap();
+    assert_eq!(closed.state, AuthorizationState::Closed);
+    assert_eq!(closed.close_info.unwrap().close_reason, "CLOSE_VIA_MCH_API");
+    assert_eq!(balance(&m).await, 10_000_000 - 100);
+
+    // Not yet after 23 h 50 min of business time (whatever real time the test takes).
+    advance(&m, 85_800).await;
+    assert_eq!(
+        client
+            .query_transfer_authorization(&no("preauth1"))
+            .await
+            .unwrap()
+            .state,
+        AuthorizationState::WaitUserConfirm
+    );
+    advance(&m, 600).await;
+    let bill = client
+        .query_transfer_by_out_bill_no(&no("pre1"))
+        .await
+        .unwrap();
+    assert_eq!(bill.state, TransferState::Fail);
+    assert_eq!(bill.fail_reason, Some(TransferFailReason::OverdueClose));
+    let auth = client
+        .query_transfer_authorization(&no("preauth1"))
+        .await
+        .unwrap();
+    assert_eq!(auth.state, AuthorizationState::Closed);
+    assert_eq!(
+        auth.close_info.unwrap().close_reason,
+        "USER_OVERDUE_UNCONFIRMED"
+    );
+    assert_eq!(balance(&m).await, 10_000_000, "every amount given back");
+    // The package is dead, and nothing goes through under the closed authorization.
+    let (status, _) = confirm(&m, expiring.package_info.as_deref().unwrap(), &alice).await;
+    assert_eq!(status, 400);
+    let refused = client
+        .create_authorized_transfer(&authorized_transfer("free1", "preauth1", 100, &base))
+        .await;
+    assert_eq!(api_error(refused), (400, ErrorCode::InvalidRequest));
+    // Nothing is in force for alice: a new pre-transfer (new numbers) is taken.
+    client
+        .pre_transfer_with_authorization(&pre_transfer("pre3", &alice, 100, "preauth3", &base))
+        .await
+        .unwrap();
+
+    settle(&m).await;
+    assert_eq!(
+        bill_notes(&parsed(&client, &rx, "/notify/bill").await),
+        [
+            (
+                "pre1".to_owned(),
+                TransferState::Fail,
+                Some(TransferFailReason::OverdueClose)
+            ),
+            ("pre2".to_owned(), TransferState::Cancelled, None),
+        ]
+    );
+    let auth_notes = authorization_notes(&parsed(&client, &rx, "/notify/auth").await);
+    assert_eq!(
+        auth_notes,
+        [
+            (
+                "preauth1".to_owned(),
+                "MCHTRANSFER.AUTHORIZATION.CLOSED".to_owned(),
+                AuthorizationState::Closed
+            ),
+            (
+                "preauth2".to_owned(),
+                "MCHTRANSFER.AUTHORIZATION.CLOSED".to_owned(),
+                AuthorizationState::Closed
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_payment_still_grants_the_confirmed_authorization() {
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let (_rx, base) = receiver::start(Receiver::default()).await;
+    let client = lib_client(&m);
+    let openid = new_user_named(&m, "李四").await;
+    let mut request = pre_transfer("pre1", &openid, 300, "preauth1", &base);
+    request.user_name = Some(UserName::Plain("王五".into()));
+    let created = client
+        .pre_transfer_with_authorization(&request)
+        .await
+        .unwrap();
+    let (status, v) = confirm(&m, created.package_info.as_deref().unwrap(), &openid).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["state"], "FAIL");
+    assert_eq!(v["fail_reason"], "NAME_NOT_CORRECT");
+    assert_eq!(v["authorization"]["state"], "TAKING_EFFECT");
+    let free = client
+        .create_authorized_transfer(&authorized_transfer("free1", "preauth1", 200, &base))
+        .await
+        .unwrap();
+    assert_eq!(free.state, TransferState::Success);
+}
+
+#[tokio::test]
+async fn a_pre_transfer_and_its_authorization_survive_a_restart() {
+    let dir =
+        std::env::temp_dir().join(format!("wxpay-sim-pre-transfer-{}", rand::random::<u64>()));
+    let config = || SimConfig {
+        state_dir: Some(dir.clone()),
+        key_mode: KeyMode::PublicKey,
+        time_scale: 2000.0,
+        ..SimConfig::default()
+    };
+    let (rx, base) = receiver::start(Receiver::default()).await;
+    let first = Merchant::start_with(config()).await;
+    let openid = first.new_user().await;
+    let request = pre_transfer("keep1", &openid, 100, "keepauth1", &base);
+    let created = lib_client(&first)
+        .pre_transfer_with_authorization(&request)
+        .await
+        .unwrap();
+    first.sim.shutdown().await;
+
+    let second = Merchant::start_with(config()).await;
+    let client = lib_client(&second);
+    assert_eq!(
+        client
+            .pre_transfer_with_authorization(&request)
+            .await
+            .unwrap(),
+        created,
+        "the same bill and authorization"
+    );
+    assert_eq!(
+        client
+            .query_transfer_authorization(&no("keepauth1"))
+            .await
+            .unwrap()
+            .state,
+        AuthorizationState::WaitUserConfirm
+    );
+    let (status, v) = confirm(&second, created.package_info.as_deref().unwrap(), &openid).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["state"], "SUCCESS");
+    assert_eq!(v["authorization"]["state"], "TAKING_EFFECT");
+    settle(&second).await;
+    assert_eq!(
+        authorization_notes(&parsed(&client, &rx, "/notify/auth").await),
+        [(
+            "keepauth1".to_owned(),
+            "MCHTRANSFER.AUTHORIZATION.CONFIRMED".to_owned(),
+            AuthorizationState::TakingEffect
+        )]
+    );
+    second.sim.shutdown().await;
+
+    let third = Merchant::start_with(config()).await;
+    let client = lib_client(&third);
+    let auth = client
+        .query_transfer_authorization(&no("keepauth1"))
+        .await
+        .unwrap();
+    assert_eq!(auth.state, AuthorizationState::TakingEffect);
+    let free = client
+        .create_authorized_transfer(&authorized_transfer("free1", "keepauth1", 100, &base))
+        .await
+        .unwrap();
+    assert_eq!(free.state, TransferState::Success);
+    third.sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -199,19 +199,182 @@ impl TransferBillRequest {
             self.notify_url.as_deref(),
             &self.transfer_scene_report_infos,
         )?;
-        if self.transfer_amount >= USER_NAME_REQUIRED_FROM_FEN && self.user_name.is_none() {
-            return Err(Error::InvalidRequest(format!(
-                "user_name is required from {USER_NAME_REQUIRED_FROM_FEN} fen"
-            )));
-        }
-        if let Some(UserName::Plain(name)) = &self.user_name
-            && (name.trim().is_empty() || name.len() > 214)
+        check_user_name(self.transfer_amount, self.user_name.as_ref())
+    }
+}
+
+fn check_user_name(amount: u64, user_name: Option<&UserName>) -> Result<(), Error> {
+    if amount >= USER_NAME_REQUIRED_FROM_FEN && user_name.is_none() {
+        return Err(Error::InvalidRequest(format!(
+            "user_name is required from {USER_NAME_REQUIRED_FROM_FEN} fen"
+        )));
+    }
+    if let Some(UserName::Plain(name)) = user_name
+        && (name.trim().is_empty() || name.len() > 214)
+    {
+        return Err(Error::InvalidRequest(
+            "user_name must be 1 to 214 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_display_name(name: &str) -> Result<(), Error> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > 32 {
+        return Err(Error::InvalidRequest(
+            "user_display_name must be 1 to 32 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `authorization_info` of [`PreTransferWithAuthorizationRequest`]: the authorization the user
+/// grants by confirming the bill.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationInfo {
+    /// The name the user is shown as, 1–32 characters.
+    pub user_display_name: String,
+    /// The merchant's authorization number (as for
+    /// [`V3Client::request_transfer_authorization`]).
+    pub out_authorization_no: OutBillNo,
+    /// Where `MCHTRANSFER.AUTHORIZATION.*` goes.
+    pub authorization_notify_url: String,
+}
+
+/// `POST /v3/fund-app/mch-transfer/transfer-bills/pre-transfer-with-authorization`: a transfer
+/// bill the user confirms as any other, and by the same confirmation authorizes later transfers
+/// without confirmation ([`V3Client::create_authorized_transfer`]). The fields are those of
+/// [`TransferBillRequest`] plus `authorization_info` and `sponsor_mchid`; the `appid` is the
+/// client's. (WeChat also takes the call without `authorization_info`, which is then a plain
+/// create: use [`V3Client::create_transfer_bill`] for that.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreTransferWithAuthorizationRequest {
+    /// The merchant's bill number.
+    pub out_bill_no: OutBillNo,
+    /// The transfer scene, which the authorization is for too.
+    pub transfer_scene_id: String,
+    /// The payee under the client's appid, who is also the authorizing user.
+    pub openid: OpenId,
+    /// The payee's real name; required from [`USER_NAME_REQUIRED_FROM_FEN`].
+    pub user_name: Option<UserName>,
+    /// Amount in fen, at least [`MIN_TRANSFER_FEN`].
+    pub transfer_amount: u64,
+    /// Shown to the user, 1–32 characters.
+    pub transfer_remark: String,
+    /// Where `MCHTRANSFER.BILL.FINISHED` goes.
+    pub notify_url: Option<String>,
+    /// What the user is told the money is.
+    pub user_recv_perception: Option<String>,
+    /// The scene's report infos.
+    pub transfer_scene_report_infos: Vec<TransferSceneReportInfo>,
+    /// The authorization the confirmation grants.
+    pub authorization_info: AuthorizationInfo,
+    /// The merchant that funds the transfer (出资商户号), when not the caller.
+    pub sponsor_mchid: Option<String>,
+}
+
+impl PreTransferWithAuthorizationRequest {
+    /// The checks of [`TransferBillRequest::validate`] plus those of `authorization_info`
+    /// (`user_display_name` 1–32 characters, `authorization_notify_url` as any notify URL) and
+    /// `sponsor_mchid` (1–32 digits).
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] naming the field.
+    pub fn validate(&self) -> Result<(), Error> {
+        check_transfer_fields(
+            &self.transfer_scene_id,
+            self.transfer_amount,
+            &self.transfer_remark,
+            self.notify_url.as_deref(),
+            &self.transfer_scene_report_infos,
+        )?;
+        check_user_name(self.transfer_amount, self.user_name.as_ref())?;
+        check_display_name(&self.authorization_info.user_display_name)?;
+        validate_notify_url(&self.authorization_info.authorization_notify_url).map_err(
+            |e| match e {
+                Error::InvalidRequest(m) => Error::InvalidRequest(format!(
+                    "authorization_info.authorization_notify_url: {m}"
+                )),
+                other => other,
+            },
+        )?;
+        if let Some(sponsor) = &self.sponsor_mchid
+            && (sponsor.is_empty()
+                || sponsor.len() > 32
+                || !sponsor.bytes().all(|b| b.is_ascii_digit()))
         {
             return Err(Error::InvalidRequest(
-                "user_name must be 1 to 214 bytes".into(),
+                "sponsor_mchid must be 1 to 32 digits".into(),
             ));
         }
         Ok(())
+    }
+
+    /// The request body, with `user_name` already encrypted.
+    fn body(&self, appid: &str, user_name: Option<&str>) -> Result<Vec<u8>, Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            #[serde(flatten)]
+            bill: BillWire<'a>,
+            authorization_info: &'a AuthorizationInfo,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            sponsor_mchid: Option<&'a str>,
+        }
+        serde_json::to_vec(&Wire {
+            bill: BillWire {
+                appid,
+                out_bill_no: self.out_bill_no.as_str(),
+                transfer_scene_id: &self.transfer_scene_id,
+                openid: self.openid.as_str(),
+                user_name,
+                transfer_amount: self.transfer_amount,
+                transfer_remark: &self.transfer_remark,
+                notify_url: self.notify_url.as_deref(),
+                user_recv_perception: self.user_recv_perception.as_deref(),
+                transfer_scene_report_infos: &self.transfer_scene_report_infos,
+            },
+            authorization_info: &self.authorization_info,
+            sponsor_mchid: self.sponsor_mchid.as_deref(),
+        })
+        .map_err(|e| DecodeError::json(&e).into())
+    }
+}
+
+/// The body of a bill create (the fields the user-confirm creates share).
+#[derive(Serialize)]
+struct BillWire<'a> {
+    appid: &'a str,
+    out_bill_no: &'a str,
+    transfer_scene_id: &'a str,
+    openid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_name: Option<&'a str>,
+    transfer_amount: u64,
+    transfer_remark: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notify_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_recv_perception: Option<&'a str>,
+    transfer_scene_report_infos: &'a [TransferSceneReportInfo],
+}
+
+impl TransferBillRequest {
+    /// The request body, with `user_name` already encrypted.
+    fn body(&self, appid: &str, user_name: Option<&str>) -> Result<Vec<u8>, Error> {
+        serde_json::to_vec(&BillWire {
+            appid,
+            out_bill_no: self.out_bill_no.as_str(),
+            transfer_scene_id: &self.transfer_scene_id,
+            openid: self.openid.as_str(),
+            user_name,
+            transfer_amount: self.transfer_amount,
+            transfer_remark: &self.transfer_remark,
+            notify_url: self.notify_url.as_deref(),
+            user_recv_perception: self.user_recv_perception.as_deref(),
+            transfer_scene_report_infos: &self.transfer_scene_report_infos,
+        })
+        .map_err(|e| DecodeError::json(&e).into())
     }
 }
 
@@ -277,6 +440,36 @@ pub struct TransferBillCreated {
     /// Only in `WAIT_USER_CONFIRM`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package_info: Option<String>,
+}
+
+/// The answer to [`V3Client::pre_transfer_with_authorization`]: the create answer plus the
+/// authorization's `user_display_name` and `out_authorization_no`. The user confirms the bill's
+/// `package_info` (there is no separate authorization package); the authorization's state is
+/// then told by `MCHTRANSFER.AUTHORIZATION.CONFIRMED` or
+/// [`V3Client::query_transfer_authorization`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreTransferWithAuthorizationCreated {
+    /// The merchant's number.
+    pub out_bill_no: String,
+    /// WeChat's number.
+    pub transfer_bill_no: String,
+    /// When WeChat took it.
+    #[serde(with = "crate::time::v3")]
+    pub create_time: OffsetDateTime,
+    /// Usually `WAIT_USER_CONFIRM`; `ACCEPTED` means retry the call.
+    pub state: TransferState,
+    /// Why it failed, when `FAIL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_reason: Option<TransferFailReason>,
+    /// Only in `WAIT_USER_CONFIRM`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_info: Option<String>,
+    /// The authorization's display name, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_display_name: Option<String>,
+    /// The authorization's number, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_authorization_no: Option<String>,
 }
 
 /// A transfer bill as a query shows it (no `package_info`; `mch_id`, not `mchid`).
@@ -528,7 +721,24 @@ impl V3Client {
         request: &TransferBillRequest,
     ) -> Result<TransferBillCreated, Error> {
         request.validate()?;
-        let (serial, user_name) = match &request.user_name {
+        let (serial, user_name) = self.wire_user_name(request.user_name.as_ref())?;
+        let body = request.body(&self.config().appid, user_name.as_deref())?;
+        self.call_json_with_serial(
+            Method::POST,
+            BILLS,
+            Some(body),
+            Idempotency::Idempotent,
+            serial.as_deref(),
+        )
+        .await
+    }
+
+    /// `user_name` as sent, with the id of the key that encrypted it (`Wechatpay-Serial`).
+    fn wire_user_name(
+        &self,
+        user_name: Option<&UserName>,
+    ) -> Result<(Option<String>, Option<String>), Error> {
+        Ok(match user_name {
             Some(UserName::Plain(name)) => {
                 let (serial, cipher) = self.encrypt_sensitive(name)?;
                 (Some(serial), Some(cipher))
@@ -537,39 +747,31 @@ impl V3Client {
                 (Some(serial.clone()), Some(ciphertext.clone()))
             }
             None => (None, None),
-        };
-        #[derive(Serialize)]
-        struct Wire<'a> {
-            appid: &'a str,
-            out_bill_no: &'a str,
-            transfer_scene_id: &'a str,
-            openid: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            user_name: Option<&'a str>,
-            transfer_amount: u64,
-            transfer_remark: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            notify_url: Option<&'a str>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            user_recv_perception: Option<&'a str>,
-            transfer_scene_report_infos: &'a [TransferSceneReportInfo],
-        }
-        let body = serde_json::to_vec(&Wire {
-            appid: &self.config().appid,
-            out_bill_no: request.out_bill_no.as_str(),
-            transfer_scene_id: &request.transfer_scene_id,
-            openid: request.openid.as_str(),
-            user_name: user_name.as_deref(),
-            transfer_amount: request.transfer_amount,
-            transfer_remark: &request.transfer_remark,
-            notify_url: request.notify_url.as_deref(),
-            user_recv_perception: request.user_recv_perception.as_deref(),
-            transfer_scene_report_infos: &request.transfer_scene_report_infos,
         })
-        .map_err(|e| DecodeError::json(&e))?;
+    }
+
+    /// `POST .../transfer-bills/pre-transfer-with-authorization`: a bill the user confirms with
+    /// `wx.requestMerchantTransfer` and its `package_info`, which at the same time authorizes
+    /// later transfers without confirmation under `authorization_info.out_authorization_no`
+    /// ([`V3Client::create_authorized_transfer`] once it is `TAKING_EFFECT`). The name is
+    /// encrypted and `Wechatpay-Serial` sent as in [`V3Client::create_transfer_bill`]; retried
+    /// with the same number on a lost answer or a system error (use [`UserName::Encrypted`] to
+    /// resend the same ciphertext across calls).
+    ///
+    /// # Errors
+    /// Invalid input (checked before sending), encryption, transport, API (e.g. `NOT_ENOUGH`,
+    /// `INVALID_REQUEST` for an authorization number already used or an authorization already in
+    /// force for this user and scene), signature or decode errors.
+    pub async fn pre_transfer_with_authorization(
+        &self,
+        request: &PreTransferWithAuthorizationRequest,
+    ) -> Result<PreTransferWithAuthorizationCreated, Error> {
+        request.validate()?;
+        let (serial, user_name) = self.wire_user_name(request.user_name.as_ref())?;
+        let body = request.body(&self.config().appid, user_name.as_deref())?;
         self.call_json_with_serial(
             Method::POST,
-            BILLS,
+            &format!("{BILLS}/pre-transfer-with-authorization"),
             Some(body),
             Idempotency::Idempotent,
             serial.as_deref(),
@@ -650,12 +852,7 @@ impl V3Client {
         request: &AuthorizationRequest,
     ) -> Result<AuthorizationCreated, Error> {
         validate_notify_url(&request.authorization_notify_url)?;
-        let name = request.user_display_name.chars().count();
-        if name == 0 || name > 32 {
-            return Err(Error::InvalidRequest(
-                "user_display_name must be 1 to 32 characters".into(),
-            ));
-        }
+        check_display_name(&request.user_display_name)?;
         #[derive(Serialize)]
         struct Wire<'a> {
             appid: &'a str,
@@ -835,6 +1032,150 @@ mod tests {
         assert!(TransferState::WaitUserConfirm.is_cancellable());
         assert!(!TransferState::Transfering.is_cancellable());
         assert!(!TransferState::Transfering.is_final());
+    }
+
+    fn pre_transfer(amount: u64) -> PreTransferWithAuthorizationRequest {
+        let bill = request(amount);
+        PreTransferWithAuthorizationRequest {
+            out_bill_no: bill.out_bill_no,
+            transfer_scene_id: bill.transfer_scene_id,
+            openid: bill.openid,
+            user_name: bill.user_name,
+            transfer_amount: bill.transfer_amount,
+            transfer_remark: bill.transfer_remark,
+            notify_url: bill.notify_url,
+            user_recv_perception: bill.user_recv_perception,
+            transfer_scene_report_infos: bill.transfer_scene_report_infos,
+            authorization_info: AuthorizationInfo {
+                user_display_name: "好物商城".into(),
+                out_authorization_no: OutBillNo::parse("AUTH1").unwrap(),
+                authorization_notify_url: "https://shop.example.com/notify/authorization".into(),
+            },
+            sponsor_mchid: None,
+        }
+    }
+
+    #[test]
+    fn a_pre_transfer_is_checked_like_a_bill_and_its_authorization() {
+        pre_transfer(10).validate().unwrap();
+        // The bill's rules.
+        assert!(pre_transfer(9).validate().is_err());
+        let mut long = pre_transfer(100);
+        long.transfer_remark = "备".repeat(33);
+        assert!(long.validate().is_err());
+        let mut no_infos = pre_transfer(100);
+        no_infos.transfer_scene_report_infos.clear();
+        assert!(no_infos.validate().is_err());
+        let mut query = pre_transfer(100);
+        query.notify_url = Some("https://shop.example.com/n?x=1".into());
+        assert!(query.validate().is_err());
+        let err = pre_transfer(USER_NAME_REQUIRED_FROM_FEN)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("user_name"), "{err}");
+        let mut named = pre_transfer(USER_NAME_REQUIRED_FROM_FEN);
+        named.user_name = Some(UserName::Plain("张三".into()));
+        named.validate().unwrap();
+        // The authorization's: 1 to 32 characters of display name.
+        let mut display = pre_transfer(100);
+        display.authorization_info.user_display_name = "商".repeat(32);
+        display.validate().unwrap();
+        display.authorization_info.user_display_name = "商".repeat(33);
+        let err = display.validate().unwrap_err();
+        assert!(err.to_string().contains("user_display_name"), "{err}");
+        display.authorization_info.user_display_name = String::new();
+        assert!(display.validate().is_err());
+        // Its notify URL as any other.
+        for bad in [
+            "https://shop.example.com/n?x=1",
+            "/notify/authorization",
+            "ftp://shop.example.com/n",
+        ] {
+            let mut url = pre_transfer(100);
+            url.authorization_info.authorization_notify_url = bad.into();
+            let err = url.validate().unwrap_err();
+            assert!(
+                err.to_string().contains("authorization_notify_url"),
+                "{bad}: {err}"
+            );
+        }
+        // The sponsor is a merchant id.
+        let mut sponsor = pre_transfer(100);
+        sponsor.sponsor_mchid = Some("1900001109".into());
+        sponsor.validate().unwrap();
+        for bad in ["", "19000x1109", &"1".repeat(33)] {
+            sponsor.sponsor_mchid = Some(bad.into());
+            assert!(sponsor.validate().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_pre_transfer_body_has_the_protocol_names() {
+        let mut pre = pre_transfer(300);
+        let body = pre.body("wxapp", None).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            serde_json::json!({
+                "appid": "wxapp",
+                "out_bill_no": "PAYOUT1",
+                "transfer_scene_id": "1000",
+                "openid": "o-user",
+                "transfer_amount": 300,
+                "transfer_remark": "新会员开通有礼",
+                "notify_url": "https://shop.example.com/notify/transfer",
+                "user_recv_perception": "现金奖励",
+                "transfer_scene_report_infos": [
+                    {"info_type": "活动名称", "info_content": "新会员有礼"},
+                    {"info_type": "奖励说明", "info_content": "注册会员抽奖一等奖"},
+                ],
+                "authorization_info": {
+                    "user_display_name": "好物商城",
+                    "out_authorization_no": "AUTH1",
+                    "authorization_notify_url": "https://shop.example.com/notify/authorization",
+                },
+            })
+        );
+        pre.notify_url = None;
+        pre.user_recv_perception = None;
+        pre.sponsor_mchid = Some("1900001109".into());
+        let v: serde_json::Value =
+            serde_json::from_slice(&pre.body("wxapp", Some("CIPHER")).unwrap()).unwrap();
+        assert_eq!(v["user_name"], "CIPHER");
+        assert_eq!(v["sponsor_mchid"], "1900001109");
+        assert!(v.get("notify_url").is_none() && v.get("user_recv_perception").is_none());
+        // The plain create has the same bill fields, without the authorization's.
+        let plain: serde_json::Value =
+            serde_json::from_slice(&request(300).body("wxapp", None).unwrap()).unwrap();
+        let mut expected: serde_json::Value =
+            serde_json::from_slice(&pre_transfer(300).body("wxapp", None).unwrap()).unwrap();
+        expected
+            .as_object_mut()
+            .unwrap()
+            .remove("authorization_info");
+        assert_eq!(plain, expected);
+    }
+
+    #[test]
+    fn a_pre_transfer_answer_reads_the_authorization_fields() {
+        let answer: PreTransferWithAuthorizationCreated = serde_json::from_str(
+            r#"{"out_bill_no":"PAYOUT1","transfer_bill_no":"1330000114850082502050044930362032",
+                "create_time":"2025-05-20T13:29:35.120+08:00","state":"WAIT_USER_CONFIRM",
+                "package_info":"ABBQ==","user_display_name":"好物商城",
+                "out_authorization_no":"AUTH1"}"#,
+        )
+        .unwrap();
+        assert_eq!(answer.state, TransferState::WaitUserConfirm);
+        assert_eq!(answer.package_info.as_deref(), Some("ABBQ=="));
+        assert_eq!(answer.user_display_name.as_deref(), Some("好物商城"));
+        assert_eq!(answer.out_authorization_no.as_deref(), Some("AUTH1"));
+        // The official table marks only the bill fields as always present.
+        let bare: PreTransferWithAuthorizationCreated = serde_json::from_str(
+            r#"{"out_bill_no":"P","transfer_bill_no":"1","create_time":"2025-05-20T13:29:35+08:00",
+                "state":"ACCEPTED"}"#,
+        )
+        .unwrap();
+        assert_eq!(bare.state, TransferState::Accepted);
+        assert!(bare.out_authorization_no.is_none() && bare.package_info.is_none());
     }
 
     #[test]
