@@ -13,6 +13,8 @@ CREATE TABLE transfers (
     perception        TEXT,
     remark            TEXT    NOT NULL,
     reason            TEXT    NOT NULL,
+    -- Where WeChat notifies its final state: fixed at creation, so that every send is the same.
+    notify_url        TEXT    NOT NULL,
     -- The payee's name, encrypted for WeChat (RSA-OAEP under WeChat Pay's key, which only WeChat
     -- can open) and the id of that key: resent unchanged.
     user_name_cipher  TEXT,

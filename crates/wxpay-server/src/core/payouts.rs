@@ -330,6 +330,7 @@ pub async fn create(
             perception,
             remark,
             reason,
+            notify_url: transfer_notify_url(&wechat),
             user_name,
             operator: operator.to_owned(),
             day: today(),
@@ -379,11 +380,12 @@ fn backoff(attempts: i64) -> i64 {
     (RETRY_MS << shift).min(3_600_000)
 }
 
-/// The create request of a recorded transfer: the same every time it is sent.
+/// The create request of a recorded transfer: the same every time it is sent (its notify URL
+/// and encrypted name were fixed at creation).
 ///
 /// # Errors
 /// [`PayoutError::Invalid`] for a stored number or openid WeChat would refuse.
-pub fn wire_request(wechat: &WeChat, t: &Transfer) -> Result<TransferBillRequest, PayoutError> {
+pub fn wire_request(t: &Transfer) -> Result<TransferBillRequest, PayoutError> {
     Ok(TransferBillRequest {
         out_bill_no: OutBillNo::try_from(t.out_bill_no.as_str())
             .map_err(|e| PayoutError::Invalid(e.to_string()))?,
@@ -399,7 +401,7 @@ pub fn wire_request(wechat: &WeChat, t: &Transfer) -> Result<TransferBillRequest
             }),
         transfer_amount: t.amount_fen,
         transfer_remark: t.remark.clone(),
-        notify_url: Some(transfer_notify_url(wechat)),
+        notify_url: Some(t.notify_url.clone()),
         user_recv_perception: t.perception.clone(),
         transfer_scene_report_infos: t
             .report_infos
@@ -474,40 +476,68 @@ pub async fn submit(
             return reread(store, transfer).await;
         }
     };
-    let request = wire_request(&wechat, transfer)?;
+    let request = wire_request(transfer)?;
     match wechat.v3.create_transfer_bill(&request).await {
         Ok(created) => {
             let mut report = report_of_created(&created);
             report.via = via.to_owned();
             let next = next_check(None, transfer, &created.state);
-            apply(store, transfer, &report, next).await
+            let after = apply(store, transfer, &report, next).await?;
+            if after.status == TransferState::Cancelled && created.state.is_cancellable() {
+                // Cancelled here while this send was on its way (WeChat did not have it then):
+                // the bill it made is cancelled too, so that no one can confirm it.
+                tracing::warn!(out_bill_no = %after.out_bill_no, "a transfer cancelled here reached WeChat: cancelling it there");
+                if let Err(err) = wechat.v3.cancel_transfer(&request.out_bill_no).await {
+                    tracing::error!(out_bill_no = %after.out_bill_no, error = %err, "cancelling the late bill at WeChat failed; WeChat closes it after a day");
+                }
+                store
+                    .add_transfer_event(
+                        &after.out_bill_no,
+                        "late_bill_cancelled",
+                        &json!({ "transfer_bill_no": created.transfer_bill_no }),
+                    )
+                    .await?;
+            }
+            Ok(after)
         }
-        Err(err) if is_definitive_refusal(&err) => {
-            // WeChat did not make the bill and would refuse it again: it ends here, its amount
-            // given back to the budget and the cap.
-            tracing::warn!(out_bill_no = %transfer.out_bill_no, error = %err, "WeChat refused the transfer");
-            let reason = refusal_code(&err);
-            store
-                .add_transfer_event(
-                    &transfer.out_bill_no,
-                    "refused",
-                    &json!({ "error": err.to_string() }),
-                )
-                .await?;
-            apply(
-                store,
-                transfer,
-                &TransferReport {
-                    state: TransferState::Fail,
-                    transfer_bill_no: None,
-                    package_info: None,
-                    fail_reason: Some(reason),
-                    via: "refused".into(),
-                },
-                now_ms(),
-            )
-            .await
+        Err(err) if is_definitive_refusal(&err) && transfer.attempts > 0 => {
+            // A resend refused: an earlier send may have made the bill (WeChat refuses a number
+            // it has with other parameters). Ask before ending anything.
+            tracing::warn!(out_bill_no = %transfer.out_bill_no, error = %err, "WeChat refused a resent transfer; asking whether it has it");
+            match wechat
+                .v3
+                .query_transfer_by_out_bill_no(&request.out_bill_no)
+                .await
+            {
+                Ok(bill) => {
+                    let next = next_check(None, transfer, &bill.state);
+                    let after =
+                        apply(store, transfer, &report_of_bill(&bill, "query"), next).await?;
+                    if after.status == TransferState::WaitUserConfirm
+                        && after.package_info.is_none()
+                    {
+                        // WeChat has it but will not give its package again: the user could
+                        // never confirm it, so it is cancelled rather than left for a day.
+                        return cancel(store, registry, &after, "unconfirmable").await;
+                    }
+                    Ok(after)
+                }
+                Err(wxpay::Error::Api(wxpay::error::ApiError::V3 { status: 404, .. })) => {
+                    refuse(store, transfer, &err).await
+                }
+                Err(query_err) => {
+                    store
+                        .transfer_attempt_failed(
+                            &transfer.out_bill_no,
+                            &query_err.to_string(),
+                            now_ms() + backoff(transfer.attempts),
+                        )
+                        .await?;
+                    reread(store, transfer).await
+                }
+            }
         }
+        Err(err) if is_definitive_refusal(&err) => refuse(store, transfer, &err).await,
         Err(err) => {
             tracing::warn!(out_bill_no = %transfer.out_bill_no, error = %err, "sending the transfer failed; it will be sent again unchanged");
             store
@@ -520,6 +550,36 @@ pub async fn submit(
             reread(store, transfer).await
         }
     }
+}
+
+/// WeChat did not make the bill and would refuse it again: it ends here (`FAIL` with WeChat's
+/// code), its amount given back to the budget and the cap.
+async fn refuse(
+    store: &Store,
+    transfer: &Transfer,
+    err: &wxpay::Error,
+) -> Result<Transfer, PayoutError> {
+    tracing::warn!(out_bill_no = %transfer.out_bill_no, error = %err, "WeChat refused the transfer");
+    store
+        .add_transfer_event(
+            &transfer.out_bill_no,
+            "refused",
+            &json!({ "error": err.to_string() }),
+        )
+        .await?;
+    apply(
+        store,
+        transfer,
+        &TransferReport {
+            state: TransferState::Fail,
+            transfer_bill_no: None,
+            package_info: None,
+            fail_reason: Some(refusal_code(err)),
+            via: "refused".into(),
+        },
+        now_ms(),
+    )
+    .await
 }
 
 fn refusal_code(err: &wxpay::Error) -> String {
@@ -723,6 +783,62 @@ pub async fn confirm_object(
         .request_merchant_transfer(package, Some(&transfer.openid)))
 }
 
+/// A transfer WeChat has not taken after this long (an operating account left short, WeChat
+/// down) is given up: asked about once more, and closed here when WeChat does not have it.
+pub const GIVE_UP_MS: i64 = 24 * 3_600_000;
+
+/// Ends a transfer WeChat never took: WeChat is asked first (the last send may have reached
+/// it); when it has no such bill, the transfer is `FAIL` with `OVERDUE_CLOSE` (WeChat's own reason
+/// for what it closes after its retry period) and its amount goes back.
+async fn give_up(
+    store: &Store,
+    registry: &Registry,
+    transfer: &Transfer,
+) -> Result<Transfer, PayoutError> {
+    let wechat = clients_of(registry, transfer)?;
+    let no = OutBillNo::try_from(transfer.out_bill_no.as_str())
+        .map_err(|e| PayoutError::Invalid(e.to_string()))?;
+    match wechat.v3.query_transfer_by_out_bill_no(&no).await {
+        Ok(bill) => {
+            let next = next_check(None, transfer, &bill.state);
+            apply(store, transfer, &report_of_bill(&bill, "query"), next).await
+        }
+        Err(wxpay::Error::Api(wxpay::error::ApiError::V3 { status: 404, .. })) => {
+            tracing::warn!(out_bill_no = %transfer.out_bill_no, last_error = ?transfer.last_error, "WeChat never took the transfer in a day: given up");
+            store
+                .add_transfer_event(
+                    &transfer.out_bill_no,
+                    "given_up",
+                    &json!({ "last_error": transfer.last_error }),
+                )
+                .await?;
+            apply(
+                store,
+                transfer,
+                &TransferReport {
+                    state: TransferState::Fail,
+                    transfer_bill_no: None,
+                    package_info: None,
+                    fail_reason: Some("OVERDUE_CLOSE".into()),
+                    via: "given_up".into(),
+                },
+                now_ms(),
+            )
+            .await
+        }
+        Err(err) => {
+            store
+                .transfer_attempt_failed(
+                    &transfer.out_bill_no,
+                    &err.to_string(),
+                    now_ms() + backoff(transfer.attempts),
+                )
+                .await?;
+            reread(store, transfer).await
+        }
+    }
+}
+
 /// The job's look at one due transfer: send what WeChat has not answered, ask about the rest,
 /// and cancel what waited for its user past the confirmation window.
 ///
@@ -735,8 +851,11 @@ pub async fn follow(
     transfer: &Transfer,
 ) -> Result<Transfer, PayoutError> {
     if transfer.status == TransferState::Accepted {
-        // Not answered yet (a lost answer, a crash, a short balance): the same bill again.
-        return submit(store, registry, transfer, "resent").await;
+        if now_ms() < transfer.created_at.saturating_add(GIVE_UP_MS) {
+            // Not answered yet (a lost answer, a crash, a short balance): the same bill again.
+            return submit(store, registry, transfer, "resent").await;
+        }
+        return give_up(store, registry, transfer).await;
     }
     let wechat = match clients_of(registry, transfer) {
         Ok(w) => w,

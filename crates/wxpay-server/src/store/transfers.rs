@@ -49,6 +49,8 @@ pub struct Transfer {
     pub remark: String,
     /// Why it was made (internal, for the audit).
     pub reason: String,
+    /// Where WeChat notifies it (fixed at creation: every send is the same).
+    pub notify_url: String,
     /// The payee's name, encrypted for WeChat, and the key's id.
     pub user_name: Option<(String, String)>,
     /// WeChat's state (`ACCEPTED` until WeChat answered).
@@ -91,6 +93,7 @@ struct TransferRow {
     perception: Option<String>,
     remark: String,
     reason: String,
+    notify_url: String,
     user_name_cipher: Option<String>,
     user_name_serial: Option<String>,
     status: String,
@@ -109,7 +112,7 @@ struct TransferRow {
 }
 
 const COLUMNS: &str = "out_bill_no, mchid, appid, openid, amount_fen, scene_id, report_infos, \
-    perception, remark, reason, user_name_cipher, user_name_serial, status, transfer_bill_no, \
+    perception, remark, reason, notify_url, user_name_cipher, user_name_serial, status, transfer_bill_no, \
     package_info, fail_reason, operator, day, attempts, last_error, next_check_at, created_at, \
     updated_at, finished_at, version";
 
@@ -137,6 +140,7 @@ impl TryFrom<TransferRow> for Transfer {
             perception: r.perception,
             remark: r.remark,
             reason: r.reason,
+            notify_url: r.notify_url,
             status,
             transfer_bill_no: r.transfer_bill_no,
             package_info: r.package_info,
@@ -191,6 +195,8 @@ pub struct NewTransfer {
     pub remark: String,
     /// The internal reason.
     pub reason: String,
+    /// Where WeChat notifies it.
+    pub notify_url: String,
     /// The encrypted name and its key id.
     pub user_name: Option<(String, String)>,
     /// Who made it.
@@ -379,13 +385,19 @@ const BUDGET_USED: &str =
 const USER_USED: &str =
     "SELECT reserved_fen FROM transfer_user_days WHERE appid = $1 AND openid = $2 AND day = $3";
 
+/// Whether a request with a number already used is the same request again. The name is
+/// compared by its presence only (each encryption differs); everything else exactly.
 fn same_request(existing: &Transfer, new: &NewTransfer) -> bool {
     existing.mchid == new.mchid
         && existing.appid == new.appid
         && existing.openid == new.openid
         && existing.amount_fen == new.amount_fen
         && existing.scene_id == new.scene_id
+        && existing.report_infos == new.report_infos
+        && existing.perception == new.perception
         && existing.remark == new.remark
+        && existing.reason == new.reason
+        && existing.user_name.is_some() == new.user_name.is_some()
 }
 
 impl Store {
@@ -443,8 +455,8 @@ impl Store {
             "INSERT INTO transfers (out_bill_no, mchid, appid, openid, amount_fen, scene_id, \
              report_infos, perception, remark, reason, user_name_cipher, user_name_serial, status, \
              operator, day, attempts, next_check_at, lease_owner, lease_until, created_at, \
-             updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-             'ACCEPTED', $13, $14, 0, $15, $16, $17, $18, $18, 0) \
+             updated_at, version, notify_url) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11, $12, 'ACCEPTED', $13, $14, 0, $15, $16, $17, $18, $18, 0, $19) \
              ON CONFLICT (out_bill_no) DO NOTHING",
         )
         .bind(&new.out_bill_no)
@@ -465,6 +477,7 @@ impl Store {
         .bind(&new.lease_owner)
         .bind(now.saturating_add(new.lease_ms))
         .bind(now)
+        .bind(&new.notify_url)
         .execute(&mut *tx)
         .await?
         .rows_affected();

@@ -138,6 +138,10 @@ async fn a_confirmed_transfer_is_paid_once(backend: Backend) {
     body["out_bill_no"] = json!(no);
     let repeat = admin_post(&app, "/admin/transfers", &body).await;
     assert_eq!(repeat.status, 200, "{:?}", repeat.body);
+    body["reason"] = json!("another reason");
+    let clash = admin_post(&app, "/admin/transfers", &body).await;
+    assert_eq!(clash.body["code"], "out_bill_no_used");
+    body["reason"] = cash_back(&openid, 1500)["reason"].clone();
     body["amount_fen"] = json!(1600);
     let clash = admin_post(&app, "/admin/transfers", &body).await;
     assert_eq!(clash.body["code"], "out_bill_no_used");
@@ -244,7 +248,7 @@ async fn a_lost_create_answer_makes_one_transfer(backend: Backend) {
     // Sent again, WeChat gets it, but its answer is lost on the way back.
     let stored = app.state.store.transfer(&no).await.unwrap().unwrap();
     let wechat = payouts::clients_of(&app.state.registry, &stored).unwrap();
-    let request = payouts::wire_request(&wechat, &stored).unwrap();
+    let request = payouts::wire_request(&stored).unwrap();
     wechat.v3.create_transfer_bill(&request).await.unwrap();
     assert_eq!(sim_bills(&app, &openid).await.len(), 1);
     // The job sends the same bill once more: WeChat answers with the one it has.
@@ -463,6 +467,60 @@ async fn bad_transfer_requests_change_nothing(backend: Backend) {
     );
 }
 
+async fn a_short_operating_account_is_retried_then_given_up(backend: Backend) {
+    let app = spawn_quiet(backend, "v3", |_| {}).await;
+    let jobs = eager_jobs(&app);
+    let (openid, _) = user(&app).await;
+    let before = budget_left(&app).await;
+    app.set_faults(json!({"transfer_not_enough": true})).await;
+    let short = admin_post(&app, "/admin/transfers", &cash_back(&openid, 600)).await;
+    assert_eq!(short.status, 201, "{:?}", short.body);
+    assert_eq!(short.body["status"], "ACCEPTED");
+    assert!(
+        short.body["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("NOT_ENOUGH")
+    );
+    let a = short.body["out_bill_no"].as_str().unwrap().to_owned();
+    let never = admin_post(&app, "/admin/transfers", &cash_back(&openid, 700)).await;
+    let b = never.body["out_bill_no"].as_str().unwrap().to_owned();
+    assert_eq!(budget_left(&app).await, before - 1300);
+    // The merchant tops up: the same bill goes through.
+    app.set_faults(json!({})).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE transfers SET next_check_at = 0 WHERE out_bill_no = '{a}'"
+    )))
+    .execute(app.state.store.pool())
+    .await
+    .unwrap();
+    jobs.drain(JobKind::FollowTransfers, 3).await.unwrap();
+    assert_eq!(transfer(&app, &a).await["status"], "WAIT_USER_CONFIRM");
+    // The other one was never taken by WeChat in a day: given up, its amount back.
+    app.set_faults(json!({"transfer_not_enough": true})).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE transfers SET created_at = created_at - 90000000, next_check_at = 0 WHERE out_bill_no = '{b}'"
+    )))
+    .execute(app.state.store.pool())
+    .await
+    .unwrap();
+    jobs.drain(JobKind::FollowTransfers, 3).await.unwrap();
+    let t = transfer(&app, &b).await;
+    assert_eq!(t["status"], "FAIL", "{t:?}");
+    assert_eq!(t["fail_reason"], "OVERDUE_CLOSE");
+    assert!(
+        t["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "given_up")
+    );
+    assert_eq!(webhooks_of(&app, &b).await, ["transfer.failed"]);
+    assert_eq!(budget_left(&app).await, before - 600);
+    app.set_faults(json!({})).await;
+    assert_eq!(sim_bills(&app, &openid).await.len(), 1);
+}
+
 both_backends!(
     a_confirmed_transfer_is_paid_once,
     a_transfer_cancelled_by_the_merchant_gives_its_amount_back,
@@ -472,4 +530,5 @@ both_backends!(
     the_budget_and_the_cap_are_kept_before_wechat_is_asked,
     the_name_is_sent_encrypted_and_checked_by_wechat,
     bad_transfer_requests_change_nothing,
+    a_short_operating_account_is_retried_then_given_up,
 );

@@ -21,4 +21,5 @@ mod live;
 mod lost_notifications;
 mod revocation;
 mod secrets;
+mod transfers;
 mod upstream;
