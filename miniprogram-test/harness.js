@@ -4,7 +4,9 @@
 // proxy), wx.requestPayment posting the object to the simulator's /sim/pay, which checks paySign
 // as WeChat does (or the user cancelling, when a test says so), wx.openBusinessView's
 // confirm-receipt component confirming at the simulator and answering through App.onShow as
-// WeChat does, storage that outlives a launch.
+// WeChat does, wx.requestMerchantTransfer's 确认收款 page posting the object and the user's openid
+// to the simulator's /sim/transfers/confirm (收款, or 取消 when a test says so), storage that
+// outlives a launch.
 'use strict';
 
 const http = require('node:http');
@@ -186,6 +188,10 @@ class Launch {
     this.receipts = [];
     /** What the user does in the confirm-receipt component, one entry per opening: confirm (default), cancel. */
     this.receiptChoices = [];
+    /** Every object given to wx.requestMerchantTransfer: {object, choice, errMsg, sim}. */
+    this.merchantTransfers = [];
+    /** What the user does in WeChat's 确认收款 page, one entry per wx.requestMerchantTransfer: confirm (default), cancel. */
+    this.transferChoices = [];
     this.toasts = [];
     this.modals = [];
     this.logins = 0;
@@ -359,6 +365,12 @@ class Launch {
           (err) => answer(options, false, { errMsg: `requestPayment:fail ${err.message}` }),
         );
       },
+      requestMerchantTransfer(options) {
+        launch.requestMerchantTransfer(options).then(
+          (res) => answer(options, res.errMsg === 'requestMerchantTransfer:ok', res),
+          (err) => answer(options, false, { errMsg: `requestMerchantTransfer:fail ${err.message}` }),
+        );
+      },
       openBusinessView(options) {
         if (options.businessType !== 'weappOrderConfirm') {
           answer(options, false, { errMsg: `openBusinessView:fail businessType ${options.businessType} is not emulated` });
@@ -507,6 +519,37 @@ class Launch {
     const res = await call('POST', `${this.phone.wechat}/sim/pay`, { body });
     record.errMsg = (res.body && res.body.errMsg) || `requestPayment:fail ${res.status}`;
     if (res.body && res.body.transaction_id) this.phone.transactions.set(res.body.transaction_id, res.body.out_trade_no);
+    return { errMsg: record.errMsg };
+  }
+
+  /**
+   * wx.requestMerchantTransfer: WeChat's 确认收款 page for the object, then WeChat (the simulator,
+   * through the server's /sim proxy) checking its package, merchant and mini program and that
+   * this phone's user is the payee. "收款" confirms (`requestMerchantTransfer:ok`: the page was
+   * shown and confirmed, the money follows by WeChat's notification to the server); "取消" is the
+   * simulator's `result: CANCEL` (`requestMerchantTransfer:fail cancel`, the transfer still waits).
+   */
+  async requestMerchantTransfer(options) {
+    for (const key of ['mchId', 'package']) {
+      if (typeof options[key] !== 'string' || !options[key]) {
+        return { errMsg: `requestMerchantTransfer:fail parameter error: parameter.${key} should be String` };
+      }
+    }
+    const object = {};
+    for (const key of ['mchId', 'subMchId', 'appId', 'subAppId', 'package', 'openId']) {
+      if (typeof options[key] === 'string') object[key] = options[key];
+    }
+    const choice = this.transferChoices.length ? this.transferChoices.shift() : 'confirm';
+    const record = { object, choice, errMsg: '', sim: null };
+    this.merchantTransfers.push(record);
+    const body = { ...object, openid: this.phone.openid };
+    if (choice === 'cancel') body.result = 'CANCEL';
+    const res = await call('POST', `${this.phone.wechat}/sim/transfers/confirm`, { body });
+    record.sim = res;
+    record.errMsg = (res.body && res.body.errMsg) || `requestMerchantTransfer:fail HTTP ${res.status}`;
+    if (res.status === 404 && !(res.body && res.body.errMsg)) {
+      problems.push(`the server's /sim proxy refused POST /sim/transfers/confirm: ${res.status} ${JSON.stringify(res.body)}`);
+    }
     return { errMsg: record.errMsg };
   }
 

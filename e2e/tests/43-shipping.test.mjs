@@ -86,7 +86,10 @@ describe('shipping in the console and the emulator', () => {
     await page.locator('#shipments-none').waitFor();
     await page.locator('#shipping-upload[data-status=""]').waitFor();
     const companies = await page.$$eval('#ship-company option', (options) => options.map((o) => o.value));
-    for (const code of ['SF', 'YTO', 'ZTO', 'STO', 'YD', 'JTSD', 'EMS', 'JD', 'other']) assert.ok(companies.includes(code), code);
+    for (const code of ['SF', 'YTO', 'ZTO', 'STO', 'YD', 'JTSDEXPRESS', 'EMS', 'JD', 'other']) assert.ok(companies.includes(code), code);
+    // WeChat's list of the mini program, offered for "other".
+    await page.locator('#ship-company[data-loaded="true"]').waitFor();
+    assert.ok((await page.$$eval('#ship-companies option', (options) => options.map((o) => o.value))).includes('JTSDEXPRESS'));
 
     // SF without the receiver's masked phone: refused in the page, before any request.
     await page.selectOption('#ship-company', 'SF');

@@ -453,6 +453,131 @@ test('two quick taps on "pay" make one order', async () => {
   assertNoProblems();
 });
 
+/** A 1000 (现金营销) transfer of `amountFen` to `openid`, as the back office makes it. */
+function cashBack(openid, amountFen, remark = '首单返现') {
+  return {
+    openid,
+    amount_fen: amountFen,
+    scene: '1000',
+    report_infos: [
+      { info_type: '活动名称', info_content: '新会员有礼' },
+      { info_type: '奖励说明', info_content: remark },
+    ],
+    perception: '现金奖励',
+    remark,
+    reason: 'mini program scenario: cash back',
+  };
+}
+
+/** Launches on the v3 server and waits until the user logged in (the server knows them then). */
+async function loggedIn(phone, sandbox = false) {
+  const app = await launch(phone, V3, sandbox);
+  await catalogue(app);
+  await until(() => {
+    const logins = app.sent('POST', '/api/login');
+    const refused = logins.find((r) => r.status !== 0 && r.status !== 200);
+    if (refused) throw new Error(`the login was refused: ${refused.status} ${JSON.stringify(refused.response)}`);
+    return logins.some((r) => r.status === 200);
+  }, 'the login');
+  return app;
+}
+
+/** From my orders, "待收款", until the transfers are listed. */
+async function toTransfers(app, check = (c) => c.data.transfers.length > 0) {
+  await app.open('pages/orders/orders', {}, 'switchTab');
+  await app.onPage('pages/orders/orders', (c) => !c.data.loading);
+  app.tap('#transfers-link');
+  return app.onPage('pages/transfers/transfers', (c) => !c.data.loading && check(c), 'listed');
+}
+
+test('money for you: a transfer made in the back office is received in WeChat\'s 确认收款 page, then shows 已到账', async () => {
+  const phone = phoneOf(V3);
+  const app = await loggedIn(phone);
+  const made = await admin(V3, 'POST', '/admin/transfers', cashBack(phone.openid, 1234));
+  assert.equal(made.status, 'WAIT_USER_CONFIRM', JSON.stringify(made));
+  const no = made.out_bill_no;
+
+  await toTransfers(app);
+  assert.equal(app.text(`#status-${no}`), '待收款');
+  assert.equal(app.text(`#amount-${no}`), '¥12.34');
+  assert.ok(app.text(`#transfer-${no}`).includes('首单返现'), app.text());
+  assert.equal(app.text(`#receive-${no}`), '收款');
+
+  app.tap(`#receive-${no}`);
+  await app.onPage('pages/transfers/transfers', (c) => !c.data.busy && c.data.transfers.some((x) => x.no === no && x.status === 'SUCCESS'), 'received');
+  assert.equal(app.text(`#status-${no}`), '已到账');
+  assert.equal(app.has(`#receive-${no}`), false, 'nothing more to receive');
+  assert.equal(app.has('#action-error'), false, app.text());
+  assert.ok(app.toasts.includes('已到账'), JSON.stringify(app.toasts));
+
+  // wx.requestMerchantTransfer got the server's object, untouched, and WeChat took it from this user.
+  const asked = app.sent('POST', `/api/transfers/${no}/confirm`);
+  assert.deepEqual(asked.map((r) => r.status), [200]);
+  assert.equal(app.merchantTransfers.length, 1);
+  const given = app.merchantTransfers[0];
+  assert.deepEqual(given.object, asked[0].response);
+  assert.deepEqual(Object.keys(given.object).sort(), ['appId', 'mchId', 'openId', 'package']);
+  assert.equal(given.object.openId, phone.openid);
+  assert.equal(given.errMsg, 'requestMerchantTransfer:ok', JSON.stringify(given.sim));
+  // "ok" is not the money: the page asked the server until the transfer was final, at most ten times.
+  const looks = app.sent('GET', '/api/transfers').length;
+  assert.ok(looks >= 3 && looks <= 13, `${looks} looks at the transfers`);
+  const atServer = await admin(V3, 'GET', `/admin/transfers/${no}`);
+  assert.equal(atServer.status, 'SUCCESS');
+  assert.ok(atServer.timeline.some((e) => e.kind === 'state' && e.detail.state === 'SUCCESS'), JSON.stringify(atServer.timeline));
+  assertNoProblems();
+});
+
+test('money for you: the user cancels WeChat\'s 确认收款 page (still waiting), then the merchant withdraws it', async () => {
+  const phone = phoneOf(V3);
+  const app = await loggedIn(phone);
+  const no = (await admin(V3, 'POST', '/admin/transfers', cashBack(phone.openid, 880, '邀请奖励'))).out_bill_no;
+  await toTransfers(app);
+  assert.equal(app.text(`#amount-${no}`), '¥8.80');
+
+  app.transferChoices.push('cancel');
+  app.tap(`#receive-${no}`);
+  await until(() => app.merchantTransfers.length === 1 && app.merchantTransfers[0].errMsg !== '', 'WeChat\'s page answered');
+  await app.onPage('pages/transfers/transfers', (c) => !c.data.busy && !c.data.loading, 'after the page');
+  assert.equal(app.merchantTransfers[0].errMsg, 'requestMerchantTransfer:fail cancel', JSON.stringify(app.merchantTransfers[0].sim));
+  assert.ok(app.toasts.includes('已取消收款'), JSON.stringify(app.toasts));
+  assert.equal(app.has('#action-error'), false, app.text());
+  await until(() => app.page.comp.data.transfers.some((x) => x.no === no && x.canConfirm), 'still to receive');
+  assert.equal(app.text(`#status-${no}`), '待收款');
+  assert.ok(app.has(`#receive-${no}`), 'still to receive');
+  assert.equal((await admin(V3, 'GET', `/admin/transfers/${no}`)).status, 'WAIT_USER_CONFIRM');
+
+  // The merchant cancels it while the page still offers it: the tap is refused by the server
+  // (WeChat is never asked), the page says so and shows it withdrawn.
+  const cancelled = await admin(V3, 'POST', `/admin/transfers/${no}/cancel`, {});
+  assert.ok(['CANCELING', 'CANCELLED'].includes(cancelled.status), JSON.stringify(cancelled));
+  await until(async () => (await admin(V3, 'GET', `/admin/transfers/${no}`)).status === 'CANCELLED', 'cancelled at the server');
+  app.tap(`#receive-${no}`);
+  await app.onPage('pages/transfers/transfers', (c) => !c.data.busy && c.data.error !== '' && c.data.transfers.some((x) => x.no === no && x.status === 'CANCELLED'), 'refused');
+  assert.equal(app.text('#action-error'), '这笔转账已不能收款，请刷新后查看');
+  assert.deepEqual(app.sent('POST', `/api/transfers/${no}/confirm`).map((r) => r.status), [200, 409]);
+  assert.equal(app.merchantTransfers.length, 1, 'WeChat\'s page is not opened for it');
+  assert.equal(app.text(`#status-${no}`), '已撤销');
+  assert.equal(app.has(`#receive-${no}`), false);
+  assertNoProblems();
+});
+
+test('DevTools against a sandbox: WeChat\'s 确认收款 page is a modal whose 收款 confirms at the simulator', async () => {
+  const phone = phoneOf(V3);
+  const app = await loggedIn(phone, true);
+  const openid = JSON.parse(phone.storage.get('wxpay.sandbox.openid'));
+  const no = (await admin(V3, 'POST', '/admin/transfers', cashBack(openid, 50, '签到奖励'))).out_bill_no;
+  await toTransfers(app);
+  app.tap(`#receive-${no}`);
+  await app.onPage('pages/transfers/transfers', (c) => !c.data.busy && c.data.transfers.some((x) => x.no === no && x.status === 'SUCCESS'), 'received');
+  assert.equal(app.merchantTransfers.length, 0, 'wx.requestMerchantTransfer is not used');
+  assert.deepEqual(app.modals.map((m) => m.title), ['模拟确认收款']);
+  assert.deepEqual(app.sent('POST', '/sim/transfers/confirm').map((r) => r.response.errMsg), ['requestMerchantTransfer:ok']);
+  assert.equal(app.sent('POST', '/sim/transfers/confirm')[0].body.openid, openid);
+  assert.equal(app.text(`#status-${no}`), '已到账');
+  assertNoProblems();
+});
+
 test('DevTools against a sandbox (config sandbox: true): login codes and the cashier come from the simulator', async () => {
   const phone = phoneOf(V3);
   const app = await launch(phone, V3, true);
@@ -473,6 +598,8 @@ test('DevTools against a sandbox: a known user logs in again with their key, and
   const phone = phoneOf(V3);
   const first = await launch(phone, V3, true);
   await catalogue(first);
+  // The catalogue needs no login: the sandbox's login may still be under way.
+  await until(() => phone.storage.has('wxpay.sandbox.openid'), 'the sandbox login');
   const openid = JSON.parse(phone.storage.get('wxpay.sandbox.openid'));
   assert.ok(JSON.parse(phone.storage.get('wxpay.sandbox.user_key')), 'the user key is kept beside the openid');
   first.close();

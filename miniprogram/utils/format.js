@@ -88,6 +88,25 @@ function shippingText(state) {
   return /** @type {Record<string, string>} */ (SHIPPING_TEXT)[state] || state;
 }
 
+const TRANSFER_TEXT = {
+  ACCEPTED: '处理中',
+  PROCESSING: '处理中',
+  WAIT_USER_CONFIRM: '待收款',
+  TRANSFERING: '到账中',
+  SUCCESS: '已到账',
+  FAIL: '转账失败',
+  CANCELING: '已撤销',
+  CANCELLED: '已撤销',
+};
+
+/**
+ * A merchant transfer's state as its payee reads it.
+ * @param {string} status WeChat's state (`WAIT_USER_CONFIRM`, `SUCCESS`, …)
+ */
+function transferStatusText(status) {
+  return /** @type {Record<string, string>} */ (TRANSFER_TEXT)[status] || status;
+}
+
 /** @param {number} n */
 function two(n) {
   return n < 10 ? `0${n}` : String(n);
@@ -116,6 +135,7 @@ const ERROR_TEXT = {
   not_found: '订单不存在',
   conflict: '订单状态已变化，请刷新后查看',
   not_payable: '订单状态已变化，请刷新后查看',
+  transfer_state: '这笔转账已不能收款，请刷新后查看',
 };
 
 /**
@@ -137,6 +157,15 @@ function payFailReason(errMsg) {
   return reason || '支付失败';
 }
 
+/**
+ * WeChat's reason in a `requestMerchantTransfer:fail REASON` message.
+ * @param {string | undefined} errMsg
+ */
+function transferFailReason(errMsg) {
+  const reason = String(errMsg || '').replace(/^requestMerchantTransfer:fail\s*/, '');
+  return reason || '收款失败';
+}
+
 module.exports = {
   yuan,
   lineFen,
@@ -147,4 +176,6 @@ module.exports = {
   dateTime,
   errorText,
   payFailReason,
+  transferStatusText,
+  transferFailReason,
 };

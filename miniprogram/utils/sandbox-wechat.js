@@ -3,7 +3,8 @@
 // own wx.login codes and payments mean nothing to the simulator that plays WeChat, so the login
 // code comes from the simulator's users and the cashier is a modal whose "确认支付" posts the
 // server's wx.requestPayment object to the simulator, which checks paySign as WeChat does: what
-// the web console's emulator does. The server has no /sim routes outside sandbox mode, and a
+// the web console's emulator does. WeChat's 确认收款 page is a modal too, whose "收款" posts the
+// wx.requestMerchantTransfer object to the simulator (POST /sim/transfers/confirm). The server has no /sim routes outside sandbox mode, and a
 // released version refuses this mode: it cannot pay for real by mistake.
 
 const OPENID_KEY = 'wxpay.sandbox.openid';
@@ -83,6 +84,28 @@ function sandboxWechat(baseUrl) {
         return errMsg === 'requestPayment:ok' ? { ok: true } : { ok: false, cancelled: false, errMsg };
       } catch (err) {
         return { ok: false, cancelled: false, errMsg: `requestPayment:fail ${/** @type {Error} */ (err).message}` };
+      }
+    },
+
+    async requestMerchantTransfer(object) {
+      refuseRelease();
+      const confirmed = await new Promise((resolve) => {
+        wx.showModal({
+          title: '模拟确认收款',
+          content: '沙箱环境：确认后由模拟器校验并完成转账',
+          confirmText: '收款',
+          cancelText: '取消',
+          success: (res) => resolve(res.confirm),
+          fail: () => resolve(false),
+        });
+      });
+      if (!confirmed) return { ok: false, cancelled: true, errMsg: 'requestMerchantTransfer:fail cancel' };
+      try {
+        const res = await post('/sim/transfers/confirm', { ...object, openid: wx.getStorageSync(OPENID_KEY) });
+        const errMsg = (res.data && res.data.errMsg) || `requestMerchantTransfer:fail HTTP ${res.statusCode}`;
+        return errMsg === 'requestMerchantTransfer:ok' ? { ok: true } : { ok: false, cancelled: false, errMsg };
+      } catch (err) {
+        return { ok: false, cancelled: false, errMsg: `requestMerchantTransfer:fail ${/** @type {Error} */ (err).message}` };
       }
     },
   };

@@ -1,6 +1,7 @@
 // @ts-check
 // The client of `wxpay serve` for a mini program. One file with no dependency, to lift into any
-// mini program: login, a request wrapper, orders and payment.
+// mini program: login, a request wrapper, orders and payment, and the merchant's transfers to the
+// user (商家转账: listed, then confirmed in WeChat's 确认收款 page by wx.requestMerchantTransfer).
 //
 // The mini program never signs anything and holds no key: the server answers the exact object
 // for wx.requestPayment, and WeChat itself checks its paySign. Nor is the success callback of
@@ -14,8 +15,11 @@
  * @property {string} [storageKey] where the session token is kept (default `wxpay.session`)
  * @property {number[]} [confirmDelaysMs] the waits between the checks that confirm a payment
  *   with the server (the first check is immediate); their sum bounds the confirmation
- * @property {WeChat} [wechat] where login codes and payments come from: WeChat itself
- *   (`wx.login`, `wx.requestPayment`) unless replaced, as the sandbox does in DevTools
+ * @property {number[]} [transferDelaysMs] the waits between the checks that follow a transfer the
+ *   user confirmed (the first check is immediate), at most 9: ten looks in all
+ * @property {WeChat} [wechat] where login codes, payments and transfer confirmations come from:
+ *   WeChat itself (`wx.login`, `wx.requestPayment`, `wx.requestMerchantTransfer`) unless
+ *   replaced, as the sandbox does in DevTools
  * @property {string} [appid] this mini program's appid, sent with the login (a server may serve
  *   several); default: the runtime's (`wx.getAccountInfoSync`), none in DevTools' tourist mode
  */
@@ -25,6 +29,45 @@
  * @typedef {object} WeChat
  * @property {() => Promise<string>} login a fresh login code
  * @property {(payment: Payment) => Promise<PaymentOutcome>} requestPayment the cashier; always resolves
+ * @property {(object: TransferConfirmation) => Promise<PaymentOutcome>} requestMerchantTransfer
+ *   WeChat's 确认收款 page; always resolves (`ok`: the page was shown and the user tapped 收款,
+ *   not that money arrived)
+ */
+
+/**
+ * A merchant transfer to the user, as the server shows it. `status` is WeChat's: ACCEPTED,
+ * PROCESSING, WAIT_USER_CONFIRM, TRANSFERING, SUCCESS, FAIL, CANCELING or CANCELLED.
+ * @typedef {object} Transfer
+ * @property {string} out_bill_no
+ * @property {number} amount_fen
+ * @property {string} remark what the merchant wrote
+ * @property {string} status
+ * @property {boolean} can_confirm it waits for the user: `receive` it
+ * @property {number} created_at Unix milliseconds
+ * @property {number | null} finished_at Unix milliseconds, once final
+ */
+
+/**
+ * The object for wx.requestMerchantTransfer, exactly as the server answered it. Its `package` is
+ * the user's key to WeChat's page: passed on, never shown or logged.
+ * @typedef {object} TransferConfirmation
+ * @property {string} mchId
+ * @property {string} appId
+ * @property {string} package
+ * @property {string} [openId]
+ */
+
+/**
+ * What came of confirming a transfer, followed with the server.
+ * - `received`: the server knows it succeeded (the money is in the user's balance);
+ * - `cancelled`: the user closed WeChat's page; the transfer still waits and can be received;
+ * - `failed`: WeChat refused (`errMsg`, in WeChat's words) or the transfer failed (`transfer.status` FAIL);
+ * - `confirming`: WeChat took the confirmation, but the server had no final state when the
+ *   checks ran out (look again later).
+ * @typedef {object} ReceiveResult
+ * @property {'received' | 'cancelled' | 'failed' | 'confirming'} status
+ * @property {Transfer | undefined} transfer the transfer as last seen
+ * @property {string} [errMsg] WeChat's message, for `failed`
  */
 
 /**
@@ -126,6 +169,9 @@ class ApiError extends Error {
 /** The statuses after which an order no longer changes by itself. */
 const SETTLED = ['SUCCESS', 'REFUND', 'CLOSED', 'PAYERROR'];
 
+/** The final states of a transfer. */
+const TRANSFER_FINAL = ['SUCCESS', 'FAIL', 'CANCELLED'];
+
 /** @param {number} ms */
 function wait(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -175,6 +221,40 @@ function wxRequestPayment(payment) {
 }
 
 /**
+ * wx.requestMerchantTransfer (base library 3.3.0; no Promise form) as a promise that always
+ * resolves: `success` means WeChat's page was shown and the user tapped 收款, not that money moved.
+ * @param {TransferConfirmation} object
+ * @returns {Promise<PaymentOutcome>}
+ */
+function wxRequestMerchantTransfer(object) {
+  return new Promise((resolve) => {
+    if (typeof wx.requestMerchantTransfer !== 'function') {
+      resolve({ ok: false, cancelled: false, errMsg: 'requestMerchantTransfer:fail not supported' });
+      return;
+    }
+    /** @type {PaymentOutcome} */
+    let outcome = { ok: false, cancelled: false, errMsg: 'requestMerchantTransfer:fail' };
+    /** @type {WechatMiniprogram.RequestMerchantTransferOption} */
+    const option = {
+      mchId: object.mchId,
+      appId: object.appId,
+      package: object.package,
+      success: () => {
+        outcome = { ok: true };
+      },
+      fail: (err) => {
+        const errMsg = (err && err.errMsg) || 'requestMerchantTransfer:fail';
+        outcome = { ok: false, cancelled: errMsg === 'requestMerchantTransfer:fail cancel', errMsg };
+      },
+      complete: () => resolve(outcome),
+    };
+    // WeChat then checks that the user confirming is the payee.
+    if (object.openId) option.openId = object.openId;
+    wx.requestMerchantTransfer(option);
+  });
+}
+
+/**
  * Makes a client.
  * @param {ClientOptions} options
  */
@@ -183,8 +263,9 @@ function createClient(options) {
   const timeoutMs = options.timeoutMs || 10000;
   const storageKey = options.storageKey || 'wxpay.session';
   const confirmDelaysMs = options.confirmDelaysMs || [500, 1000, 1500, 2000, 3000, 3000, 3000];
+  const transferDelaysMs = (options.transferDelaysMs || [500, 1000, 1500, 2000, 3000, 3000, 3000, 3000, 3000]).slice(0, 9);
   /** @type {WeChat} */
-  const wechat = options.wechat || { login: wxLogin, requestPayment: wxRequestPayment };
+  const wechat = options.wechat || { login: wxLogin, requestPayment: wxRequestPayment, requestMerchantTransfer: wxRequestMerchantTransfer };
   /** @type {Promise<string> | null} the login under way, shared by every caller */
   let loggingIn = null;
 
@@ -433,6 +514,62 @@ function createClient(options) {
     return { status: 'failed', order: seen, errMsg: outcome.errMsg };
   }
 
+  /** @returns {Promise<Transfer[]>} the user's transfers, waiting ones first */
+  async function transfers() {
+    return (await request('GET', '/api/transfers', { auth: true })).transfers;
+  }
+
+  /**
+   * The wx.requestMerchantTransfer object of a transfer waiting for the user (409
+   * `transfer_state` once it no longer waits).
+   * @param {string} no
+   * @returns {Promise<TransferConfirmation>}
+   */
+  function transferConfirmation(no) {
+    return request('POST', `/api/transfers/${encodeURIComponent(no)}/confirm`, { auth: true });
+  }
+
+  /**
+   * The transfer as the server has it now (undefined when not listed, or on a failure).
+   * @param {string} no
+   * @returns {Promise<Transfer | undefined>}
+   */
+  async function transferNow(no) {
+    try {
+      return (await transfers()).find((x) => x.out_bill_no === no);
+    } catch (e) {
+      return undefined;
+    }
+  }
+
+  /**
+   * Receives a transfer: the server's object goes to wx.requestMerchantTransfer unchanged, then
+   * the server is asked until the transfer is final (WeChat tells it by notification), at most
+   * ten times. Rejects only when the server gives no object (an ApiError); every other outcome
+   * is a ReceiveResult.
+   * @param {string} no the transfer's out_bill_no
+   * @returns {Promise<ReceiveResult>}
+   */
+  async function receive(no) {
+    const object = await transferConfirmation(no);
+    const outcome = await wechat.requestMerchantTransfer(object);
+    if (!outcome.ok) {
+      const seen = await transferNow(no);
+      if (outcome.cancelled) return { status: 'cancelled', transfer: seen };
+      return { status: 'failed', transfer: seen, errMsg: outcome.errMsg };
+    }
+    /** @type {Transfer | undefined} */
+    let last;
+    for (let i = 0; ; i++) {
+      last = (await transferNow(no)) || last;
+      if (last && TRANSFER_FINAL.indexOf(last.status) >= 0) break;
+      if (i >= transferDelaysMs.length) return { status: 'confirming', transfer: last };
+      await wait(transferDelaysMs[i]);
+    }
+    if (last.status === 'SUCCESS') return { status: 'received', transfer: last };
+    return { status: 'failed', transfer: last, errMsg: 'requestMerchantTransfer:fail ' + last.status };
+  }
+
   return {
     login,
     hasSession,
@@ -446,7 +583,10 @@ function createClient(options) {
     closeOrder,
     confirm,
     pay,
+    transfers,
+    transferConfirmation,
+    receive,
   };
 }
 
-module.exports = { createClient, ApiError, wxLogin, wxRequestPayment };
+module.exports = { createClient, ApiError, wxLogin, wxRequestPayment, wxRequestMerchantTransfer };

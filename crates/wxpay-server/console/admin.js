@@ -4,6 +4,12 @@
 // token, and then shows only what operators may use: their merchant's orders, refunds and daily
 // reconciliation. For the admin, a red banner above every page lists the open alerts (a mini
 // program whose payments WeChat restricted), each until acknowledged.
+//
+// Transfers (商家转账, payouts): the list by state with each merchant's limits and what is left
+// today (the admin edits them), a form that makes one (amount typed in yuan, sent as integer fen,
+// with its own out_bill_no so that a resubmit is a repeat), and a transfer's page with its
+// timeline, followed until final, and "cancel" while its user has not confirmed. Operators use
+// them for their merchant.
 
 import {
   HttpError,
@@ -683,9 +689,10 @@ function orderDetail(detail) {
 
 const DELIVERIES = ['express', 'same_city', 'virtual', 'pickup'];
 const SHIPPING_STATES = ['awaiting_shipment', 'partially_shipped', 'shipped', 'received', 'settled'];
-const UPLOAD_STATUSES = ['pending', 'uploaded', 'failed'];
-// WeChat's delivery_id of the common express companies; "other" takes any code.
-const EXPRESS_COMPANIES = ['SF', 'YTO', 'ZTO', 'STO', 'YD', 'JTSD', 'EMS', 'JD'];
+const UPLOAD_STATUSES = ['pending', 'uploaded', 'failed', 'not_managed'];
+// WeChat's delivery_id of the common express companies, offered first; "other" takes any code
+// of the mini program's list (GET /admin/apps/{appid}/delivery-companies, offered as a datalist).
+const EXPRESS_COMPANIES = ['SF', 'YTO', 'ZTO', 'STO', 'YD', 'JTSDEXPRESS', 'EMS', 'JD'];
 
 function deliveryLabel(delivery) {
   if (!delivery) return '—';
@@ -706,7 +713,10 @@ function shippingStateBadge(state) {
 }
 
 function uploadBadge(upload) {
-  const cls = upload.status === 'uploaded' ? 'badge-success' : upload.status === 'failed' ? 'badge-bad' : 'badge-processing';
+  const cls = upload.status === 'uploaded' ? 'badge-success'
+    : upload.status === 'failed' ? 'badge-bad'
+      : upload.status === 'not_managed' ? 'badge-closed'
+        : 'badge-processing';
   return h('span', {
     class: `badge ${cls}`,
     dataset: { uploadStatus: upload.status },
@@ -795,8 +805,29 @@ function shipForm(detail, onDone) {
     h('option', { value: '', text: t('shipping.company_choose') }),
     EXPRESS_COMPANIES.map((c) => h('option', { value: c, text: `${c} · ${t(`express.${c}`)}` })),
     h('option', { value: 'other', text: t('shipping.company_other') }));
-  const other = h('input', { id: 'ship-company-other', name: 'express_company_other', maxlength: '64', autocomplete: 'off', placeholder: t('shipping.company_code') });
-  const otherLabel = h('label', { hidden: true }, h('span', { text: t('shipping.company_code') }), other);
+  const companyList = h('datalist', { id: 'ship-companies' });
+  const other = h('input', { id: 'ship-company-other', name: 'express_company_other', maxlength: '64', autocomplete: 'off', placeholder: t('shipping.company_code'), list: 'ship-companies' });
+  const otherLabel = h('label', { hidden: true }, h('span', { text: t('shipping.company_code') }), other, companyList);
+  const companiesNote = h('small', { class: 'muted', id: 'ship-companies-note', hidden: true });
+  // WeChat's list for the order's mini program: the common companies it lists keep their place
+  // in the select (with WeChat's names), every one is offered for "other". An express parcel
+  // naming a company outside it is refused by the server.
+  admin('GET', `/admin/apps/${encodeURIComponent(o.appid)}/delivery-companies`)
+    .then((answer) => {
+      const listed = new Map(answer.body.companies.map((c) => [c.delivery_id, c.delivery_name]));
+      companyList.replaceChildren(...answer.body.companies.map((c) => h('option', { value: c.delivery_id, text: c.delivery_name })));
+      if (sameCity) return;
+      for (const option of [...company.options]) {
+        if (!option.value || option.value === 'other') continue;
+        if (!listed.has(option.value)) option.remove();
+        else option.textContent = `${option.value} · ${listed.get(option.value)}`;
+      }
+      company.dataset.loaded = 'true';
+    })
+    .catch((err) => {
+      companiesNote.hidden = false;
+      companiesNote.textContent = t('shipping.companies_unavailable', { error: describeError(err) });
+    });
   const tracking = h('input', { id: 'ship-tracking', name: 'tracking_no', maxlength: '128', autocomplete: 'off', required: true });
   const contact = h('input', { id: 'ship-contact', name: 'receiver_contact', maxlength: '32', autocomplete: 'off', placeholder: '189****1234' });
   const last = h('input', { type: 'checkbox', id: 'ship-last', name: 'last', checked: sameCity, disabled: sameCity });
@@ -819,7 +850,7 @@ function shipForm(detail, onDone) {
   const form = h(
     'form',
     { class: 'inline-form ship-form', id: 'ship-form' },
-    h('label', {}, h('span', { text: t('shipping.company') }), company),
+    h('label', {}, h('span', { text: t('shipping.company') }), company, companiesNote),
     otherLabel,
     h('label', {}, h('span', { text: t('shipping.tracking_no') }), tracking),
     h('label', {}, h('span', { text: t('shipping.receiver_contact') }), contact),
@@ -1444,6 +1475,490 @@ function deliveryLog(records) {
     holder);
 }
 
+// ---------------------------------------------------------------- transfers (商家转账)
+
+const TRANSFER_STATES = ['ACCEPTED', 'PROCESSING', 'WAIT_USER_CONFIRM', 'TRANSFERING', 'SUCCESS', 'FAIL', 'CANCELING', 'CANCELLED'];
+const TRANSFER_FINAL = ['SUCCESS', 'FAIL', 'CANCELLED'];
+// Before the user confirmed: the merchant may still cancel.
+const TRANSFER_CANCELLABLE = ['ACCEPTED', 'PROCESSING', 'WAIT_USER_CONFIRM'];
+// WeChat's transfer scenes the form offers: the report infos each needs (`info_type`, WeChat's own
+// words, sent as they are) and what the user may be told the money is (none listed: not chosen).
+const TRANSFER_SCENES = {
+  1000: { infos: ['活动名称', '奖励说明'], perceptions: ['现金奖励', '活动奖励'] },
+  1005: { infos: ['岗位类型', '报酬说明'], perceptions: [] },
+  1011: { infos: ['赔付原因'], perceptions: ['退款', '商家赔付'] },
+};
+const TRANSFER_EVENT_KINDS = ['requested', 'state', 'refused', 'failed_attempt', 'cancel_requested', 'notification_rejected'];
+const TRANSFER_VIAS = ['answer', 'resent', 'notification', 'query', 'refused', 'expired', 'admin'];
+const TRANSFER_KV = ['operator', 'reason', 'amount_fen', 'openid', 'scene_id', 'via', 'state', 'fail_reason', 'transfer_bill_no', 'error'];
+
+/** A transfer state's badge (`data-status`), coloured by how it stands. */
+function transferBadge(status) {
+  const cls = status === 'SUCCESS' ? 'badge-success'
+    : status === 'FAIL' ? 'badge-bad'
+      : status === 'CANCELLED' || status === 'CANCELING' ? 'badge-closed'
+        : status === 'WAIT_USER_CONFIRM' ? 'badge-notpay'
+          : 'badge-processing';
+  return h('span', {
+    class: `badge ${cls}`,
+    dataset: { status },
+    text: TRANSFER_STATES.includes(status) ? t(`transfer_status.${status}`) : status,
+  });
+}
+
+function sceneLabel(scene) {
+  return TRANSFER_SCENES[scene] ? t(`transfer.scene.${scene}`) : scene;
+}
+
+/** `#/transfers` with this status filter. */
+function transfersHash(status) {
+  return status ? `#/transfers?${new URLSearchParams({ status })}` : '#/transfers';
+}
+
+function transferLink(no) {
+  return h('a', { href: `#/transfers/${encodeURIComponent(no)}`, class: 'mono', text: no });
+}
+
+// A message kept across the redraw that follows a change (a transfer made, cancelled, limits saved).
+let transferFlash = null;
+
+function takeTransferFlash() {
+  const flash = transferFlash;
+  transferFlash = null;
+  return flash ? h('div', { class: `notice ${flash.ok ? 'ok' : 'error'}`, id: 'transfer-flash', role: 'status', text: flash.text }) : null;
+}
+
+async function transfersView(params) {
+  const seq = renderSeq;
+  const status = TRANSFER_STATES.includes(params.get('status')) ? params.get('status') : '';
+  const flash = takeTransferFlash();
+  const filters = h(
+    'div',
+    { class: 'filters', role: 'group', 'aria-label': t('transfer.filter'), id: 'transfer-filters' },
+    ['', ...TRANSFER_STATES].map((s) => h('a', {
+      href: transfersHash(s),
+      class: `chip${s === status ? ' active' : ''}`,
+      dataset: { filter: s || 'ALL' },
+      text: s ? t(`transfer_status.${s}`) : t('orders.all'),
+    })),
+  );
+  const limitsHolder = h('div', { class: 'loading', text: t('loading') });
+  const body = h('div', { class: 'loading', text: t('loading') });
+  replace(
+    view,
+    h('div', { class: 'view-head' }, h('h1', { text: t('nav.transfers') }), h('button', { type: 'button', text: t('action.refresh'), onclick: () => render() })),
+    flash,
+    h('p', { class: 'muted', text: t('transfer.help') }),
+    h('div', { class: 'buttons' }, h('button', { type: 'button', class: 'primary', id: 'new-transfer', text: t('transfer.new'), onclick: () => {
+      location.hash = '#/transfers/new';
+    } })),
+    section('transfer.limits', limitsHolder),
+    filters,
+    body,
+  );
+  const query = new URLSearchParams({ limit: '100' });
+  if (status) query.set('status', status);
+  let limits;
+  let list;
+  try {
+    [limits, list] = await Promise.all([
+      admin('GET', '/admin/transfers/limits').then((a) => a.body),
+      admin('GET', `/admin/transfers?${query}`).then((a) => a.body.transfers),
+    ]);
+  } catch (err) {
+    if (current(seq)) replace(body, errorBox(err));
+    return;
+  }
+  if (!current(seq)) return;
+  limitsHolder.className = '';
+  replace(limitsHolder, limitsTable(limits));
+  body.className = '';
+  const rows = list.map((x) => h(
+    'tr',
+    { dataset: { transfer: x.out_bill_no, status: x.status, mchid: x.mchid, appid: x.appid } },
+    h('td', {}, transferLink(x.out_bill_no)),
+    h('td', { class: 'mono small', text: x.openid }),
+    h('td', { class: 'num', text: money(x.amount_fen) }),
+    h('td', { text: sceneLabel(x.scene) }),
+    h('td', { text: x.remark }),
+    h('td', {}, transferBadge(x.status)),
+    h('td', { class: 'mono small', text: x.operator }),
+    h('td', { text: dateTime(x.created_at) }),
+    h('td', { text: dateTime(x.finished_at) }),
+  ));
+  replace(body, rows.length
+    ? table(
+        [t('transfer.no'), t('transfer.openid'), t('transfer.amount'), t('transfer.scene'), t('transfer.remark'), t('transfer.status'), t('transfer.operator'), t('transfer.created_at'), t('transfer.finished')],
+        rows,
+        { id: 'transfers-table' },
+      )
+    : h('p', { class: 'muted', id: 'transfers-none', text: t('transfer.none') }));
+}
+
+/** Each visible merchant's limits and what is left today; the admin edits them. */
+function limitsTable(limits) {
+  const editor = h('div', { id: 'limits-editor' });
+  const rows = limits.map((l) => h(
+    'tr',
+    { dataset: { limits: l.mchid, leftFen: String(l.left_today_fen) } },
+    h('td', { class: 'mono', text: l.mchid }),
+    h('td', { class: 'num', dataset: { field: 'budget' }, text: money(l.daily_budget_fen) }),
+    h('td', { class: 'num', dataset: { field: 'cap' }, text: money(l.user_daily_cap_fen) }),
+    h('td', { class: 'num', dataset: { field: 'used' }, text: money(l.used_today_fen) }),
+    h('td', { class: 'num', dataset: { field: 'left' } }, h('strong', { text: money(l.left_today_fen) })),
+    h('td', { text: t(l.own ? 'transfer.limits_own' : 'transfer.limits_default') }),
+    isOperator() ? null : h('td', {}, h('button', { type: 'button', class: 'link', dataset: { editLimits: l.mchid }, text: t('registry.edit'), onclick: () => {
+      replace(editor, limitsForm(l));
+      editor.querySelector('input').focus();
+    } })),
+  ));
+  return h('div', {},
+    h('p', { class: 'muted', text: t('transfer.limits_help', { day: limits.length ? limits[0].day : '' }) }),
+    rows.length
+      ? table([t('order.merchant'), t('transfer.daily_budget'), t('transfer.user_cap'), t('transfer.used_today'), t('transfer.left_today'), t('registry.source'), isOperator() ? null : ''].filter((x) => x !== null), rows, { id: 'limits-table' })
+      : h('p', { class: 'muted', text: t('registry.none') }),
+    editor);
+}
+
+/** The admin's form for a merchant's own limits, in yuan (sent as integer fen). */
+function limitsForm(l) {
+  const budget = h('input', { id: 'limits-budget', inputmode: 'decimal', autocomplete: 'off', required: true, value: yuanText(l.daily_budget_fen) });
+  const cap = h('input', { id: 'limits-cap', inputmode: 'decimal', autocomplete: 'off', required: true, value: yuanText(l.user_daily_cap_fen) });
+  const message = h('p', { class: 'form-message', id: 'limits-message', role: 'status' });
+  const submit = h('button', { type: 'submit', class: 'primary', text: t('action.save') });
+  const form = h('form', { class: 'inline-form edit-form', id: 'limits-form', dataset: { mchid: l.mchid } },
+    h('strong', { class: 'mono', text: l.mchid }),
+    h('label', {}, h('span', { text: t('transfer.daily_budget_yuan') }), budget),
+    h('label', {}, h('span', { text: t('transfer.user_cap_yuan') }), cap),
+    submit,
+    h('button', { type: 'button', text: t('action.cancel'), onclick: () => form.remove() }),
+    message);
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const budgetFen = parseYuan(budget.value);
+    const capFen = parseYuan(cap.value);
+    message.className = 'form-message error';
+    if (budgetFen === null || capFen === null) {
+      message.textContent = t('transfer.limits_invalid');
+      return;
+    }
+    submit.disabled = true;
+    try {
+      const saved = (await admin('PUT', `/admin/transfers/limits/${encodeURIComponent(l.mchid)}`, {
+        daily_budget_fen: fenNumber(budgetFen),
+        user_daily_cap_fen: fenNumber(capFen),
+      })).body;
+      transferFlash = { ok: true, text: t('transfer.limits_saved', { mchid: saved.mchid, left: money(saved.left_today_fen) }) };
+      render();
+    } catch (err) {
+      message.textContent = describeError(err);
+      submit.disabled = false;
+    }
+  });
+  return form;
+}
+
+/** Integer fen as the yuan a person types back ("12.05"). */
+function yuanText(fen) {
+  return money(fen).slice(1);
+}
+
+/** A fresh out_bill_no: `TC`, the time, 16 random hex digits (WeChat: 1-32 letters or digits). */
+function newBillNo() {
+  const random = crypto.getRandomValues(new Uint8Array(8));
+  return `TC${Date.now()}${[...random].map((b) => b.toString(16).padStart(2, '0')).join('')}`;
+}
+
+async function transferNewView(params) {
+  const seq = renderSeq;
+  const holder = h('div', { class: 'loading', text: t('loading') });
+  replace(
+    view,
+    h('div', { class: 'view-head' }, h('a', { href: '#/transfers', class: 'back', text: t('action.back') }), h('h1', { text: t('transfer.new') })),
+    h('p', { class: 'muted', text: t('transfer.new_help') }),
+    holder,
+  );
+  let apps = null;
+  let limits;
+  try {
+    [apps, limits] = await Promise.all([
+      // The registry is the admin's; an operator names the mini program (or leaves it to the server).
+      isOperator() ? null : admin('GET', '/admin/apps').then((a) => a.body.apps),
+      admin('GET', '/admin/transfers/limits').then((a) => a.body),
+    ]);
+  } catch (err) {
+    if (current(seq)) replace(holder, errorBox(err));
+    return;
+  }
+  if (!current(seq)) return;
+  holder.className = '';
+  replace(holder, h('section', { class: 'card' }, transferForm(apps, limits, params)));
+}
+
+function transferForm(apps, limits, params) {
+  // The mini programs that can pay out: enabled, paying directly (not a provider's sub-merchant).
+  const payable = apps ? apps.filter((a) => a.enabled && !a.sub_mchid) : null;
+  let appField;
+  let chosenApp;
+  if (payable && payable.length > 1) {
+    const wanted = params.get('appid');
+    const preferred = payable.find((a) => a.appid === wanted) || payable.find((a) => a.source === 'file') || payable[0];
+    const select = h('select', { id: 'transfer-app', name: 'appid' },
+      payable.map((a) => h('option', { value: a.appid, selected: a === preferred, dataset: { mchid: a.mchid }, text: `${a.appid} · ${a.name} (${a.mchid})` })));
+    chosenApp = () => payable.find((a) => a.appid === select.value);
+    select.addEventListener('change', () => showLimits());
+    appField = h('label', { class: 'form-field' }, h('span', { text: t('order.app') }), select);
+  } else if (payable && payable.length === 1) {
+    chosenApp = () => payable[0];
+    appField = h('div', { class: 'form-field' }, h('span', { text: t('order.app') }),
+      h('span', { class: 'mono', id: 'transfer-app-only', text: `${payable[0].appid} (${payable[0].mchid})` }));
+  } else if (payable) {
+    return h('div', { class: 'notice error', id: 'transfer-no-app', text: t('transfer.no_app') });
+  } else {
+    const input = h('input', { id: 'transfer-appid', name: 'appid', autocomplete: 'off', maxlength: '32', value: params.get('appid') || '', placeholder: t('transfer.appid_optional') });
+    chosenApp = () => (input.value.trim() ? { appid: input.value.trim(), mchid: principal.mchid } : { appid: '', mchid: principal.mchid });
+    appField = h('label', { class: 'form-field' }, h('span', { text: t('order.app') }), input);
+  }
+
+  const limitsLine = h('p', { class: 'form-wide muted', id: 'transfer-limits', role: 'status' });
+  function showLimits() {
+    const app = chosenApp();
+    const l = limits.find((x) => app && x.mchid === app.mchid);
+    if (!l) {
+      limitsLine.textContent = '';
+      delete limitsLine.dataset.leftFen;
+      return;
+    }
+    limitsLine.dataset.leftFen = String(l.left_today_fen);
+    limitsLine.dataset.capFen = String(l.user_daily_cap_fen);
+    limitsLine.textContent = t('transfer.limits_line', { mchid: l.mchid, left: money(l.left_today_fen), budget: money(l.daily_budget_fen), cap: money(l.user_daily_cap_fen) });
+  }
+
+  const openid = h('input', { id: 'transfer-openid', name: 'openid', autocomplete: 'off', required: true, maxlength: '128', value: params.get('openid') || '' });
+  const amount = h('input', { id: 'transfer-amount', name: 'amount', inputmode: 'decimal', autocomplete: 'off', required: true, placeholder: '0.10' });
+  const scene = h('select', { id: 'transfer-scene', name: 'scene' },
+    Object.keys(TRANSFER_SCENES).map((s) => h('option', { value: s, text: t(`transfer.scene.${s}`) })));
+  const infos = h('fieldset', { class: 'ship-items form-wide', id: 'transfer-infos' });
+  const perception = h('select', { id: 'transfer-perception', name: 'perception' });
+  const remark = h('input', { id: 'transfer-remark', name: 'remark', autocomplete: 'off', required: true, maxlength: '32' });
+  const reason = h('input', { id: 'transfer-reason', name: 'reason', autocomplete: 'off', required: true, maxlength: '200' });
+  // The payee's real name goes to the server only (which encrypts it for WeChat at once): never
+  // shown back, never logged.
+  const name = h('input', { id: 'transfer-name', name: 'user_name', autocomplete: 'off', maxlength: '64', spellcheck: 'false' });
+  const message = h('p', { class: 'form-message', id: 'transfer-message', role: 'status' });
+  const submit = h('button', { type: 'submit', class: 'primary', text: t('transfer.submit') });
+
+  /** The report-info fields and perceptions of the chosen scene, typed values kept per info type. */
+  function showScene() {
+    const typed = new Map([...infos.querySelectorAll('input[data-info-type]')].map((i) => [i.dataset.infoType, i.value]));
+    const rules = TRANSFER_SCENES[scene.value];
+    replace(infos,
+      h('legend', { text: t('transfer.report_infos') }),
+      rules.infos.map((type) => h('label', { class: 'form-field' },
+        h('span', { text: t(`transfer.info.${type}`) }),
+        h('input', { dataset: { infoType: type }, name: `info-${type}`, autocomplete: 'off', required: true, maxlength: '32', value: typed.get(type) || '' }))));
+    replace(perception,
+      h('option', { value: '', text: t('transfer.perception_none') }),
+      rules.perceptions.map((p) => h('option', { value: p, text: p })));
+  }
+  scene.addEventListener('change', showScene);
+  showScene();
+  showLimits();
+
+  const form = h(
+    'form',
+    { class: 'registry-form', id: 'transfer-form' },
+    appField,
+    h('label', { class: 'form-field' }, h('span', { text: t('transfer.openid') }), openid),
+    h('label', { class: 'form-field' }, h('span', { text: t('transfer.amount_yuan') }), amount),
+    limitsLine,
+    h('label', { class: 'form-field' }, h('span', { text: t('transfer.scene') }), scene),
+    h('label', { class: 'form-field' }, h('span', { text: t('transfer.perception') }), perception),
+    infos,
+    h('label', { class: 'form-field' }, h('span', { text: t('transfer.remark_shown') }), remark),
+    h('label', { class: 'form-field' }, h('span', { text: t('transfer.reason_kept') }), reason),
+    h('label', { class: 'form-field' }, h('span', { text: t('transfer.user_name') }), name, h('small', { class: 'muted', text: t('transfer.user_name_help') })),
+    h('div', { class: 'buttons form-wide' }, submit),
+    message,
+  );
+  // The form's own bill number, sent with the transfer: a submit retried after a lost answer
+  // finds the transfer the first one made instead of making a second. Another request (any field
+  // changed) is another transfer, with another number.
+  let billNo = null;
+  let billOf = null;
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    message.className = 'form-message error';
+    const fen = parseYuan(amount.value);
+    if (fen === null || fen < 10n) {
+      message.textContent = t('transfer.amount_invalid');
+      return;
+    }
+    const app = chosenApp();
+    const body = {
+      openid: openid.value.trim(),
+      amount_fen: fenNumber(fen),
+      scene: scene.value,
+      report_infos: [...infos.querySelectorAll('input[data-info-type]')].map((i) => ({ info_type: i.dataset.infoType, info_content: i.value.trim() })),
+      remark: remark.value.trim(),
+      reason: reason.value.trim(),
+    };
+    if (app && app.appid) body.appid = app.appid;
+    if (perception.value) body.perception = perception.value;
+    if (name.value.trim()) body.user_name = name.value.trim();
+    if (!body.openid || !body.remark || !body.reason || body.report_infos.some((i) => !i.info_content)) {
+      message.textContent = t('transfer.fields_required');
+      return;
+    }
+    const intent = JSON.stringify(body);
+    if (intent !== billOf) {
+      billNo = newBillNo();
+      billOf = intent;
+    }
+    body.out_bill_no = billNo;
+    submit.disabled = true;
+    message.textContent = '';
+    try {
+      const answer = await admin('POST', '/admin/transfers', body);
+      transferFlash = {
+        ok: true,
+        text: t(answer.status === 201 ? 'transfer.created' : 'transfer.repeated', { no: answer.body.out_bill_no, amount: money(answer.body.amount_fen) }),
+      };
+      location.hash = `#/transfers/${encodeURIComponent(answer.body.out_bill_no)}`;
+    } catch (err) {
+      message.className = 'form-message error';
+      message.textContent = describeError(err);
+      submit.disabled = false;
+    }
+  });
+  return form;
+}
+
+async function transferView(no) {
+  const seq = renderSeq;
+  const flash = takeTransferFlash();
+  const holder = h('div', { class: 'loading', text: t('loading') });
+  replace(
+    view,
+    h('div', { class: 'view-head' }, h('a', { href: '#/transfers', class: 'back', text: t('action.back') }), h('h1', { class: 'mono', text: no }),
+      h('button', { type: 'button', id: 'transfer-refresh', text: t('action.refresh'), onclick: () => render() })),
+    flash,
+    holder,
+  );
+  const started = Date.now();
+  let shown = '';
+  for (;;) {
+    let detail;
+    try {
+      detail = (await admin('GET', `/admin/transfers/${encodeURIComponent(no)}`)).body;
+    } catch (err) {
+      if (current(seq)) replace(holder, errorBox(err));
+      return;
+    }
+    if (!current(seq)) return;
+    // Redrawn only when something changed, so that a message beside the cancel button stays.
+    const signature = JSON.stringify(detail);
+    if (signature !== shown) {
+      shown = signature;
+      holder.className = '';
+      replace(holder, transferDetail(detail));
+    }
+    // Followed while WeChat or the user may still move it, for a minute.
+    if (TRANSFER_FINAL.includes(detail.status)) return;
+    if (Date.now() - started > POLL_LIMIT_MS) {
+      holder.prepend(h('div', { class: 'notice', id: 'transfer-still', text: t('transfer.still_open') }));
+      return;
+    }
+    await sleep(POLL_MS);
+    if (!current(seq)) return;
+  }
+}
+
+function transferDetail(d) {
+  const summary = h(
+    'dl',
+    { class: 'fields', id: 'transfer-summary' },
+    field(t('transfer.status'), transferBadge(d.status), { id: 'transfer-status', dataset: { status: d.status } }),
+    field(t('transfer.amount'), h('strong', { text: money(d.amount_fen) }), { dataset: { field: 'amount', fen: String(d.amount_fen) } }),
+    field(t('transfer.openid'), h('span', { class: 'mono', text: d.openid }), { dataset: { field: 'openid' } }),
+    field(t('order.app'), h('span', { class: 'mono', text: d.appid })),
+    field(t('order.merchant'), h('span', { class: 'mono', text: d.mchid })),
+    field(t('transfer.scene'), sceneLabel(d.scene), { dataset: { field: 'scene' } }),
+    field(t('transfer.report_infos'), h('span', { class: 'details' },
+      (d.report_infos || []).map((i) => h('span', { class: 'kv', text: `${i.info_type}: ${i.info_content}` })))),
+    field(t('transfer.perception'), d.perception || '—'),
+    field(t('transfer.remark'), d.remark, { dataset: { field: 'remark' } }),
+    field(t('transfer.reason'), d.reason, { dataset: { field: 'reason' } }),
+    field(t('transfer.operator'), h('span', { class: 'mono', text: d.operator }), { dataset: { field: 'operator' } }),
+    field(t('transfer.named'), t(d.named ? 'transfer.named_yes' : 'transfer.named_no')),
+    field(t('transfer.bill_no'), h('span', { class: 'mono', text: d.transfer_bill_no || '' })),
+    d.fail_reason ? field(t('transfer.fail_reason'), h('span', { class: 'error-text', text: d.fail_reason }), { dataset: { field: 'fail_reason' } }) : null,
+    d.last_error ? field(t('transfer.last_error'), h('span', { class: 'error-text small', text: `${d.last_error} (${t('transfer.attempts', { n: d.attempts })})` })) : null,
+    field(t('transfer.day'), d.day),
+    field(t('transfer.created_at'), dateTime(d.created_at)),
+    field(t('transfer.finished'), dateTime(d.finished_at), { dataset: { field: 'finished' } }),
+  );
+  let action = null;
+  if (TRANSFER_CANCELLABLE.includes(d.status)) {
+    const message = h('span', { class: 'form-message', id: 'transfer-cancel-message', role: 'status' });
+    const button = h('button', { type: 'button', id: 'transfer-cancel', text: t('transfer.cancel') });
+    button.addEventListener('click', async () => {
+      if (!window.confirm(t('transfer.cancel_confirm', { no: d.out_bill_no, amount: money(d.amount_fen) }))) return;
+      button.disabled = true;
+      try {
+        const after = (await admin('POST', `/admin/transfers/${encodeURIComponent(d.out_bill_no)}/cancel`, {})).body;
+        transferFlash = { ok: true, text: t('transfer.cancel_sent', { status: t(`transfer_status.${after.status}`) }) };
+        render();
+      } catch (err) {
+        message.className = 'form-message error';
+        message.textContent = describeError(err);
+        button.disabled = false;
+      }
+    });
+    action = h('div', { class: 'buttons' }, button, message);
+  }
+  return h(
+    'div',
+    { class: 'transfer-detail', dataset: { status: d.status } },
+    section('transfer.summary', summary, action),
+    section('timeline.title', transferTimeline(d.timeline || [])),
+  );
+}
+
+/** A transfer's timeline: who asked and why, each state WeChat reported (and how), cancels, failures. */
+function transferTimeline(events) {
+  return h(
+    'ol',
+    { class: 'timeline', id: 'transfer-timeline' },
+    events.map((e) => {
+      const detail = e.detail && typeof e.detail === 'object' ? e.detail : {};
+      const title = e.kind === 'state' && detail.state
+        ? t('transfer.event.state_is', { state: TRANSFER_STATES.includes(detail.state) ? t(`transfer_status.${detail.state}`) : detail.state })
+        : TRANSFER_EVENT_KINDS.includes(e.kind) ? t(`transfer.event.${e.kind}`) : e.kind;
+      const bad = e.kind === 'refused' || e.kind === 'failed_attempt' || e.kind === 'notification_rejected' || detail.state === 'FAIL';
+      const good = detail.state === 'SUCCESS' || detail.via === 'notification';
+      const tone = bad ? 'event-bad' : good ? 'event-ok' : e.kind === 'requested' || e.kind === 'cancel_requested' ? 'event-info' : '';
+      return h(
+        'li',
+        { dataset: { kind: e.kind, state: detail.state || '', via: detail.via || '' }, class: `event event-${e.kind} ${tone}`.trim() },
+        h('time', { text: dateTime(e.created_at) }),
+        h('strong', { text: title }),
+        h('span', { class: 'details' }, Object.entries(detail).map(([key, value]) => transferKv(e.kind, key, value))),
+      );
+    }),
+  );
+}
+
+function transferKv(kind, key, value) {
+  let text = typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value);
+  if (key === 'amount_fen' && Number.isSafeInteger(value)) text = money(value);
+  if (key === 'state' && TRANSFER_STATES.includes(value)) text = t(`transfer_status.${value}`);
+  if (key === 'via' && TRANSFER_VIAS.includes(value)) text = t(`transfer.via.${value}`);
+  const bad = key === 'error' || key === 'fail_reason' || (key === 'reason' && kind !== 'requested');
+  const label = TRANSFER_KV.includes(key) ? t(`transfer.kv.${key}`) : key;
+  return h('span', { class: `kv${bad ? ' bad' : ''}`, dataset: { key, value: typeof value === 'string' ? value : text }, text: `${label}: ${text}` });
+}
+
 // ---------------------------------------------------------------- routing
 
 // Pattern, view, whether it needs a token, nav section, whether operators may use it.
@@ -1453,6 +1968,9 @@ const ROUTES = [
   [/^#\/reconciliation(?:\/(\d{4}-\d{2}-\d{2}))?(?:\?(.*))?$/, (m) => reconciliationView(m[1], new URLSearchParams(m[2] || '')), true, 'reconciliation', true],
   [/^#\/overdue(?:\?(.*))?$/, (m) => overdueView(new URLSearchParams(m[1] || '')), true, 'fulfilment', true],
   [/^#\/unsettled(?:\?(.*))?$/, (m) => unsettledView(new URLSearchParams(m[1] || '')), true, 'fulfilment', true],
+  [/^#\/transfers\/new(?:\?(.*))?$/, (m) => transferNewView(new URLSearchParams(m[1] || '')), true, 'transfers', true],
+  [/^#\/transfers\/([^/?]+)$/, (m) => transferView(decodeURIComponent(m[1])), true, 'transfers', true],
+  [/^#\/transfers(?:\?(.*))?$/, (m) => transfersView(new URLSearchParams(m[1] || '')), true, 'transfers', true],
   [/^#\/stats$/, () => statsView(), true, 'stats', false],
   [/^#\/wxacode$/, () => wxacodeView(), true, 'wxacode', false],
   [/^#\/merchants$/, () => merchantsView(), true, 'merchants', false],

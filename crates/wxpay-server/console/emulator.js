@@ -3,6 +3,9 @@
 // as the WeChat client would (POST /sim/pay with the wx.requestPayment object), then waits for
 // the merchant server to learn the result. The developer panel chooses which of the simulated
 // WeChat's mini programs the phone runs (GET /sim/apps); logins name it (`appid`).
+// "待收款" lists the merchant's transfers to the user (GET /api/transfers); for one waiting, the
+// server answers the wx.requestMerchantTransfer object and WeChat's 确认收款 sheet posts it to the
+// simulator (POST /sim/transfers/confirm), then the list follows it until its state is final.
 
 import {
   HttpError,
@@ -31,6 +34,8 @@ const RECEIPT_POLL_LIMIT_MS = 10_000;
 const POLL_MS = 1000;
 const POLL_LIMIT_MS = 60_000;
 const LOG_LIMIT = 40;
+const TRANSFER_STATES = ['ACCEPTED', 'PROCESSING', 'WAIT_USER_CONFIRM', 'TRANSFERING', 'SUCCESS', 'FAIL', 'CANCELING', 'CANCELLED'];
+const TRANSFER_FINAL = ['SUCCESS', 'FAIL', 'CANCELLED'];
 
 const screen = document.getElementById('screen');
 const navTitle = document.getElementById('nav-title');
@@ -81,6 +86,8 @@ function redact(value) {
   if (!value || typeof value !== 'object') return value;
   const copy = Array.isArray(value) ? [...value] : { ...value };
   if (typeof copy.token === 'string') copy.token = `${copy.token.slice(0, 6)}…`;
+  // A transfer's confirm package is the user's key to WeChat's 确认收款 page: never shown.
+  if (typeof copy.package === 'string' && typeof copy.mchId === 'string') copy.package = '…';
   return copy;
 }
 
@@ -198,6 +205,7 @@ const PAGES = {
   orders: { title: 'emu.my_orders', tab: 'orders', render: ordersPage },
   order: { title: 'emu.order_detail', tab: null, render: orderPage },
   me: { title: 'emu.tab.me', tab: 'me', render: mePage },
+  transfers: { title: 'emu.transfers', tab: null, render: transfersPage },
 };
 
 /** Opens a page (wx.navigateTo), or with `reset` starts a new stack (wx.switchTab / reLaunch). */
@@ -466,10 +474,10 @@ async function ordersPage(_params, seq) {
   const orders = (await call('GET', '/api/orders?limit=50', { auth: true })).body.orders;
   if (seq !== renderSeq) return;
   if (!orders.length) {
-    replace(screen, h('div', { class: 'empty' }, h('p', { class: 'muted', text: t('emu.no_orders') })));
+    replace(screen, transfersLink(), h('div', { class: 'empty' }, h('p', { class: 'muted', text: t('emu.no_orders') })));
     return;
   }
-  replace(screen, h('ul', { class: 'order-list', id: 'my-orders' }, orders.map((o) =>
+  replace(screen, transfersLink(), h('ul', { class: 'order-list', id: 'my-orders' }, orders.map((o) =>
     h('li', { class: 'order-card', dataset: { order: o.out_trade_no, status: o.status }, tabindex: '0', onclick: () => open('order', { no: o.out_trade_no }) },
       h('div', { class: 'order-card-head' }, h('span', { class: 'mono small', text: o.out_trade_no }), orderStatusBadge(o)),
       h('p', { text: o.description }),
@@ -580,6 +588,131 @@ function drawOrder(order, waiting, timedOut) {
     h('div', { class: 'actions' }, actions)));
 }
 
+// ---------------------------------------------------------------- transfers (待收款)
+
+/** The orders page's way to the user's transfers. */
+function transfersLink() {
+  return h('div', { class: 'transfers-link', id: 'orders-transfers', role: 'link', tabindex: '0', onclick: () => open('transfers') },
+    h('span', { text: t('emu.transfers') }), h('span', { class: 'muted', 'aria-hidden': 'true', text: '›' }));
+}
+
+function transferState(status) {
+  const cls = status === 'SUCCESS' ? 'badge-success'
+    : status === 'FAIL' ? 'badge-bad'
+      : status === 'CANCELLED' || status === 'CANCELING' ? 'badge-closed'
+        : status === 'WAIT_USER_CONFIRM' ? 'badge-notpay'
+          : 'badge-processing';
+  return h('span', { class: `badge ${cls}`, dataset: { status }, text: TRANSFER_STATES.includes(status) ? t(`emu.transfer_state.${status}`) : status });
+}
+
+/**
+ * The user's transfers, waiting ones first. With `watch`, the one just confirmed is asked about
+ * again until its state is final: WeChat's "ok" only says its page was shown.
+ */
+async function transfersPage({ watch } = {}, seq) {
+  replace(screen, h('p', { class: 'loading', text: t('loading') }));
+  const started = Date.now();
+  for (;;) {
+    const transfers = (await call('GET', '/api/transfers', { auth: true })).body.transfers;
+    if (seq !== renderSeq) return;
+    const watched = watch ? transfers.find((x) => x.out_bill_no === watch) : null;
+    const waiting = Boolean(watched) && !TRANSFER_FINAL.includes(watched.status);
+    const timedOut = waiting && Date.now() - started > POLL_LIMIT_MS;
+    drawTransfers(transfers, waiting && !timedOut ? watch : '', timedOut);
+    if (!waiting || timedOut) return;
+    await sleep(POLL_MS);
+    if (seq !== renderSeq) return;
+  }
+}
+
+function drawTransfers(transfers, watching, timedOut) {
+  if (!transfers.length) {
+    replace(screen, h('div', { class: 'empty', id: 'no-transfers' }, h('p', { class: 'muted', text: t('emu.no_transfers') })));
+    return;
+  }
+  replace(screen,
+    timedOut ? h('p', { class: 'muted small', id: 'transfer-timed-out', text: t('emu.transfer.still_waiting') }) : null,
+    h('ul', { class: 'order-list', id: 'my-transfers' }, transfers.map((x) =>
+      h('li', { class: 'order-card transfer-card', dataset: { transfer: x.out_bill_no, status: x.status } },
+        h('div', { class: 'order-card-head' }, h('span', { class: 'mono small', text: x.out_bill_no }), transferState(x.status)),
+        h('p', { class: 'transfer-remark', text: x.remark }),
+        h('div', { class: 'order-card-foot' },
+          h('small', { class: 'muted', text: dateTime(x.finished_at || x.created_at) }),
+          h('strong', { class: 'transfer-amount', text: money(x.amount_fen) })),
+        x.out_bill_no === watching ? [h('p', { class: 'muted small', text: t('emu.transfer.waiting') }), h('div', { class: 'spinner', 'aria-hidden': 'true' })] : null,
+        x.can_confirm && x.out_bill_no !== watching
+          ? h('button', { type: 'button', class: 'wx-primary small receive', text: t('emu.transfer.receive'), onclick: (e) => receiveTransfer(x, e.currentTarget) })
+          : null))));
+}
+
+/** WeChat's 确认收款 sheet; resolves to true on "收款", false on "取消". */
+function transferSheet(transfer, object) {
+  const phone = document.getElementById('phone');
+  return new Promise((resolve) => {
+    let backdrop = null;
+    const done = (answer) => () => {
+      backdrop.remove();
+      resolve(answer);
+    };
+    const receive = h('button', { type: 'button', class: 'wx-primary', id: 'transfer-receive', text: t('emu.transfer.receive'), onclick: done(true) });
+    backdrop = h('div', { class: 'sheet-backdrop', id: 'transfer-sheet' },
+      h('div', { class: 'cashier-sheet transfer-sheet', role: 'dialog', 'aria-modal': 'true', 'aria-labelledby': 'transfer-sheet-title' },
+        h('div', { class: 'cashier-head' }, h('span', { id: 'transfer-sheet-title', text: t('emu.transfer.title') })),
+        h('p', { class: 'cashier-merchant', id: 'transfer-merchant', text: t('emu.transfer.merchant', { mchid: object.mchId }) }),
+        h('p', { class: 'cashier-amount', id: 'transfer-amount', text: money(transfer.amount_fen) }),
+        h('p', { class: 'cashier-description', id: 'transfer-remark', text: transfer.remark }),
+        h('dl', { class: 'cashier-method' }, h('dt', { text: t('emu.transfer.method') }), h('dd', { text: t('emu.cashier.balance') })),
+        receive,
+        h('button', { type: 'button', class: 'wx-default', id: 'transfer-decline', text: t('emu.transfer.cancel'), onclick: done(false) })));
+    phone.append(backdrop);
+    receive.focus();
+  });
+}
+
+/**
+ * wx.requestMerchantTransfer as the WeChat client runs it: its object goes to WeChat (the
+ * simulator), which checks the package, the merchant, the mini program and that this user is the
+ * payee. Resolves to {ok, cancelled, errMsg}.
+ */
+async function requestMerchantTransfer(object, receive) {
+  const body = { ...object, openid: session.openid };
+  if (!receive) body.result = 'CANCEL';
+  try {
+    const answer = (await call('POST', '/sim/transfers/confirm', { body })).body;
+    return { ok: answer.errMsg === 'requestMerchantTransfer:ok', cancelled: answer.errMsg === 'requestMerchantTransfer:fail cancel', errMsg: answer.errMsg };
+  } catch (err) {
+    return { ok: false, cancelled: false, errMsg: (err.body && err.body.errMsg) || err.message };
+  }
+}
+
+async function receiveTransfer(transfer, button) {
+  button.disabled = true;
+  let object;
+  try {
+    object = (await call('POST', `/api/transfers/${encodeURIComponent(transfer.out_bill_no)}/confirm`, { auth: true })).body;
+  } catch (err) {
+    await modal(t('emu.transfer.failed'), err.message);
+    show();
+    return;
+  }
+  const receive = await transferSheet(transfer, object);
+  const result = await requestMerchantTransfer(object, receive);
+  logNote(`wx.requestMerchantTransfer → ${result.errMsg}`);
+  if (result.cancelled) {
+    toast(t('emu.transfer.cancelled'));
+    show();
+    return;
+  }
+  if (!result.ok) {
+    await modal(t('emu.transfer.failed'), String(result.errMsg || '').replace(/^requestMerchantTransfer:fail\s*/, ''));
+    show();
+    return;
+  }
+  toast(t('emu.transfer.confirmed'));
+  stack[stack.length - 1] = { name: 'transfers', params: { watch: transfer.out_bill_no } };
+  show();
+}
+
 // ---------------------------------------------------------------- me
 
 function mePage() {
@@ -587,6 +720,7 @@ function mePage() {
     h('div', { class: 'avatar', 'aria-hidden': 'true', text: 'U' }),
     h('p', { class: 'muted', text: 'openid' }),
     h('p', { class: 'mono small', id: 'me-openid', text: session ? session.openid : '' }),
+    h('button', { type: 'button', class: 'wx-primary', id: 'open-transfers', text: t('emu.transfers'), onclick: () => open('transfers') }),
     h('button', { type: 'button', class: 'wx-default', id: 'switch-user', text: t('emu.new_user'), onclick: login }),
     h('button', { type: 'button', class: 'wx-default', id: 'logout', text: t('emu.logout'), onclick: () => {
       session = null;

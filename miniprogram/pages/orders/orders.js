@@ -1,5 +1,6 @@
 // @ts-check
 // My orders, newest first, with their status (and a paid one's shipping); an unpaid one can be paid from here.
+// Above them, the way to 待收款 (the shop's transfers to the user, pages/transfers).
 const client = require('../../utils/shop');
 const { resultUrl, payAgain } = require('../../utils/checkout');
 const { yuan, statusText, shippingText, dateTime, errorText } = require('../../utils/format');
@@ -38,6 +39,10 @@ Component({
       } catch (err) {
         this.setData({ loading: false, error: errorText(err) });
       }
+    },
+    /** 待收款: the shop's transfers to the user. */
+    openTransfers() {
+      wx.navigateTo({ url: '/pages/transfers/transfers' });
     },
     /** @param {WechatMiniprogram.BaseEvent} e */
     open(e) {
