@@ -466,14 +466,7 @@ pub async fn submit(
         Ok(w) => w,
         Err(err) => {
             tracing::error!(out_bill_no = %transfer.out_bill_no, error = %err, "the transfer cannot be sent");
-            store
-                .transfer_attempt_failed(
-                    &transfer.out_bill_no,
-                    &err.to_string(),
-                    now_ms() + backoff(transfer.attempts),
-                )
-                .await?;
-            return reread(store, transfer).await;
+            return retry_later(store, transfer, &err.to_string()).await;
         }
     };
     let request = wire_request(transfer)?;
@@ -525,29 +518,13 @@ pub async fn submit(
                 Err(wxpay::Error::Api(wxpay::error::ApiError::V3 { status: 404, .. })) => {
                     refuse(store, transfer, &err).await
                 }
-                Err(query_err) => {
-                    store
-                        .transfer_attempt_failed(
-                            &transfer.out_bill_no,
-                            &query_err.to_string(),
-                            now_ms() + backoff(transfer.attempts),
-                        )
-                        .await?;
-                    reread(store, transfer).await
-                }
+                Err(query_err) => retry_later(store, transfer, &query_err.to_string()).await,
             }
         }
         Err(err) if is_definitive_refusal(&err) => refuse(store, transfer, &err).await,
         Err(err) => {
             tracing::warn!(out_bill_no = %transfer.out_bill_no, error = %err, "sending the transfer failed; it will be sent again unchanged");
-            store
-                .transfer_attempt_failed(
-                    &transfer.out_bill_no,
-                    &err.to_string(),
-                    now_ms() + backoff(transfer.attempts),
-                )
-                .await?;
-            reread(store, transfer).await
+            retry_later(store, transfer, &err.to_string()).await
         }
     }
 }
@@ -587,6 +564,23 @@ fn refusal_code(err: &wxpay::Error) -> String {
         wxpay::Error::Api(wxpay::error::ApiError::V3 { code, .. }) => code.as_str().to_owned(),
         _ => "INVALID_REQUEST".to_owned(),
     }
+}
+
+/// Records a failed send or check (counted, the error kept) and when to look again (backoff);
+/// the transfer as stored after it.
+async fn retry_later(
+    store: &Store,
+    transfer: &Transfer,
+    error: &str,
+) -> Result<Transfer, PayoutError> {
+    store
+        .transfer_attempt_failed(
+            &transfer.out_bill_no,
+            error,
+            now_ms() + backoff(transfer.attempts),
+        )
+        .await?;
+    reread(store, transfer).await
 }
 
 async fn reread(store: &Store, transfer: &Transfer) -> Result<Transfer, PayoutError> {
@@ -826,16 +820,7 @@ async fn give_up(
             )
             .await
         }
-        Err(err) => {
-            store
-                .transfer_attempt_failed(
-                    &transfer.out_bill_no,
-                    &err.to_string(),
-                    now_ms() + backoff(transfer.attempts),
-                )
-                .await?;
-            reread(store, transfer).await
-        }
+        Err(err) => retry_later(store, transfer, &err.to_string()).await,
     }
 }
 
@@ -860,14 +845,7 @@ pub async fn follow(
     let wechat = match clients_of(registry, transfer) {
         Ok(w) => w,
         Err(err) => {
-            store
-                .transfer_attempt_failed(
-                    &transfer.out_bill_no,
-                    &err.to_string(),
-                    now_ms() + backoff(transfer.attempts),
-                )
-                .await?;
-            return reread(store, transfer).await;
+            return retry_later(store, transfer, &err.to_string()).await;
         }
     };
     let no = OutBillNo::try_from(transfer.out_bill_no.as_str())
@@ -882,14 +860,7 @@ pub async fn follow(
                 return match cancel(store, registry, &after, "expired").await {
                     Ok(t) => Ok(t),
                     Err(PayoutError::WeChat(err)) => {
-                        store
-                            .transfer_attempt_failed(
-                                &after.out_bill_no,
-                                &err.to_string(),
-                                now_ms() + backoff(after.attempts),
-                            )
-                            .await?;
-                        reread(store, &after).await
+                        retry_later(store, &after, &err.to_string()).await
                     }
                     Err(other) => Err(other),
                 };
@@ -898,14 +869,7 @@ pub async fn follow(
         }
         Err(err) => {
             tracing::warn!(out_bill_no = %transfer.out_bill_no, error = %err, "transfer query failed");
-            store
-                .transfer_attempt_failed(
-                    &transfer.out_bill_no,
-                    &err.to_string(),
-                    now_ms() + backoff(transfer.attempts),
-                )
-                .await?;
-            reread(store, transfer).await
+            retry_later(store, transfer, &err.to_string()).await
         }
     }
 }

@@ -16,7 +16,7 @@ use wxpay_server::Application;
 use wxpay_server::store::{OrderStatus, RefundStatus};
 
 use crate::harness::{
-    ADMIN_TOKEN, Secrets, ServerProcess, client, drain_reconciliation, eager_jobs, figures,
+    ADMIN_TOKEN, Secrets, ServerProcess, client, drain_reconciliation, eager_jobs, figures, insist,
     merchant_env, merchant_settings, simulator, temp_dir,
 };
 
@@ -31,32 +31,6 @@ struct Shared {
     paid: Mutex<Vec<(String, u64)>>,
     refund_intents: Mutex<Vec<(String, String, u64)>>,
     done: AtomicBool,
-}
-
-/// Sends until the server answers something other than a transport error or a 5xx (it may be
-/// down or restarting), at most 200 times.
-async fn insist(
-    shared: &Shared,
-    make: impl Fn() -> reqwest::RequestBuilder,
-) -> Option<(u16, Value)> {
-    for _ in 0..200 {
-        match make().send().await {
-            Ok(r) if !r.status().is_server_error() => {
-                let status = r.status().as_u16();
-                match r.json::<Value>().await {
-                    Ok(body) => return Some((status, body)),
-                    Err(_) => {
-                        shared.failed_requests.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            _ => {
-                shared.failed_requests.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    None
 }
 
 async fn buyer(shared: Arc<Shared>, n: usize) {
@@ -91,7 +65,7 @@ async fn buyer(shared: Arc<Shared>, n: usize) {
     let (openid, token) = token;
     for round in 0..ROUNDS {
         let sku = ["coffee", "tea", "cake", "sticker"][(n + round) % 4];
-        let Some((status, created)) = insist(&shared, || {
+        let Some((status, created)) = insist(&shared.failed_requests, 200, || {
             http.post(format!("{}/api/orders", shared.base))
                 .bearer_auth(&token)
                 .json(&json!({"items": [{"sku": sku, "quantity": 1 + round}]}))
@@ -123,7 +97,7 @@ async fn buyer(shared: Arc<Shared>, n: usize) {
             .push((no.clone(), created["amount_fen"].as_u64().unwrap()));
         // Some buyers look at their order (the server queries WeChat when unpaid).
         if round == 1 {
-            let _ = insist(&shared, || {
+            let _ = insist(&shared.failed_requests, 200, || {
                 http.get(format!("{}/api/orders/{no}", shared.base))
                     .bearer_auth(&token)
             })
@@ -150,7 +124,7 @@ async fn refunder(shared: Arc<Shared>) -> usize {
         refunded.insert(no.clone());
         let out_refund_no = format!("RFT{}", wxpay::nonce::random_string(20));
         let part = (amount / 2).max(1);
-        let answer = insist(&shared, || {
+        let answer = insist(&shared.failed_requests, 200, || {
             shared
                 .http
                 .post(format!("{}/admin/orders/{no}/refunds", shared.base))

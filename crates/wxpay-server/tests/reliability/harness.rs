@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use serde_json::{Value, json};
 use wxpay_server::Settings;
 use wxpay_server::api::rate_limit::RateLimit;
@@ -707,4 +707,82 @@ pub async fn seed_catalog(store: &wxpay_server::store::Store) {
             .await
             .unwrap();
     }
+}
+
+/// The notification fan-out of the many-instance scenarios: every request it takes goes to all
+/// `targets` at once.
+#[derive(Clone)]
+pub struct Fanout {
+    pub targets: Arc<Mutex<Vec<String>>>,
+    pub http: reqwest::Client,
+    pub delivered: Arc<Mutex<usize>>,
+}
+
+/// Sends each notification to every instance at once; answers with the first one's status.
+pub async fn fan_out(State(f): State<Fanout>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let mut headers = parts.headers;
+    headers.remove(http::header::HOST);
+    headers.remove(http::header::CONTENT_LENGTH);
+    let targets = f.targets.lock().unwrap().clone();
+    *f.delivered.lock().unwrap() += 1;
+    let sends: Vec<_> = targets
+        .iter()
+        .map(|base| {
+            let request = f
+                .http
+                .post(format!("{base}{}", parts.uri.path()))
+                .headers(headers.clone())
+                .body(body.clone());
+            tokio::spawn(async move { request.send().await.map(|r| r.status()) })
+        })
+        .collect();
+    let mut first = None;
+    for s in sends {
+        let status = s.await.unwrap();
+        first.get_or_insert(status);
+    }
+    match first {
+        Some(Ok(status)) => status.into_response(),
+        _ => http::StatusCode::BAD_GATEWAY.into_response(),
+    }
+}
+
+/// Serves `app` on a free local port; its base URL.
+pub async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// Sends until the server answers something other than a transport error or a 5xx (it may be
+/// down or restarting), at most `tries` times, 100 ms apart; each failed try is counted in
+/// `failed`.
+pub async fn insist(
+    failed: &std::sync::atomic::AtomicUsize,
+    tries: usize,
+    make: impl Fn() -> reqwest::RequestBuilder,
+) -> Option<(u16, Value)> {
+    for _ in 0..tries {
+        match make().send().await {
+            Ok(r) if !r.status().is_server_error() => {
+                let status = r.status().as_u16();
+                match r.json::<Value>().await {
+                    Ok(body) => return Some((status, body)),
+                    Err(_) => {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+            _ => {
+                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
 }

@@ -10,66 +10,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{Request, State};
-use axum::response::{IntoResponse as _, Response};
 use serde_json::{Value, json};
 use wxpay_server::store::Backend;
 
 use crate::harness::{
-    ADMIN_TOKEN, Proxy, Secrets, ServerProcess, TestDatabase, client, count, figures, merchant_env,
-    sim_pay, sim_user, simulator, temp_dir,
+    ADMIN_TOKEN, Fanout, Proxy, Secrets, ServerProcess, TestDatabase, client, count, fan_out,
+    figures, merchant_env, serve, sim_pay, sim_user, simulator, temp_dir,
 };
 
 const INSTANCES: usize = 3;
 const BUYERS: usize = 30;
 const ORDERS_PER_BUYER: usize = 5;
-
-#[derive(Clone)]
-struct Fanout {
-    targets: Arc<Mutex<Vec<String>>>,
-    http: reqwest::Client,
-    delivered: Arc<Mutex<usize>>,
-}
-
-/// Sends each notification to every instance at once; answers with the first one's status.
-async fn fan_out(State(f): State<Fanout>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, 1 << 20)
-        .await
-        .unwrap_or_default();
-    let mut headers = parts.headers;
-    headers.remove(http::header::HOST);
-    headers.remove(http::header::CONTENT_LENGTH);
-    let targets = f.targets.lock().unwrap().clone();
-    *f.delivered.lock().unwrap() += 1;
-    let sends: Vec<_> = targets
-        .iter()
-        .map(|base| {
-            let request = f
-                .http
-                .post(format!("{base}{}", parts.uri.path()))
-                .headers(headers.clone())
-                .body(body.clone());
-            tokio::spawn(async move { request.send().await.map(|r| r.status()) })
-        })
-        .collect();
-    let mut first = None;
-    for s in sends {
-        let status = s.await.unwrap();
-        first.get_or_insert(status);
-    }
-    match first {
-        Some(Ok(status)) => status.into_response(),
-        _ => http::StatusCode::BAD_GATEWAY.into_response(),
-    }
-}
-
-async fn serve(app: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "reliability suite: scripts/test-reliability"]

@@ -20,8 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{Request, State};
-use axum::response::{IntoResponse as _, Response};
 use rand::RngExt as _;
 use serde_json::{Value, json};
 use wxpay_server::jobs::JobKind;
@@ -29,8 +27,8 @@ use wxpay_server::store::{Backend, Transfer, TransferFilter};
 use wxpay_server::{Application, Settings};
 
 use crate::harness::{
-    ADMIN_TOKEN, NO_LIMIT, Proxy, Secrets, ServerProcess, TestDatabase, client, count, eager_jobs,
-    figures, merchant_env, sandbox_dir, simulator, temp_dir,
+    ADMIN_TOKEN, Fanout, NO_LIMIT, Proxy, Secrets, ServerProcess, TestDatabase, client, count,
+    eager_jobs, fan_out, figures, insist, merchant_env, sandbox_dir, serve, simulator, temp_dir,
 };
 
 const USERS: usize = 60;
@@ -98,32 +96,6 @@ struct Shared {
     done: AtomicBool,
 }
 
-/// Sends until the server answers something other than a transport error or a 5xx (it may be
-/// down or restarting), at most 300 times.
-async fn insist(
-    shared: &Shared,
-    make: impl Fn() -> reqwest::RequestBuilder,
-) -> Option<(u16, Value)> {
-    for _ in 0..300 {
-        match make().send().await {
-            Ok(r) if !r.status().is_server_error() => {
-                let status = r.status().as_u16();
-                match r.json::<Value>().await {
-                    Ok(body) => return Some((status, body)),
-                    Err(_) => {
-                        shared.failed_requests.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            _ => {
-                shared.failed_requests.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    None
-}
-
 /// A user: logs in (a fresh WeChat user for each try: a lost answer used the code), then looks
 /// at their transfers every 0.3–0.7 s and acts on those waiting for them.
 async fn payee(shared: Arc<Shared>) {
@@ -188,7 +160,7 @@ async fn payee(shared: Arc<Shared>) {
                 Some(Fate::UserCancel) => true,
                 _ => continue,
             };
-            let Some((status, object)) = insist(&shared, || {
+            let Some((status, object)) = insist(&shared.failed_requests, 300, || {
                 http.post(format!("{}/api/transfers/{no}/confirm", shared.base))
                     .bearer_auth(&token)
             })
@@ -270,7 +242,7 @@ async fn back_office(shared: Arc<Shared>, desk: usize) -> usize {
                 name,
             },
         );
-        let (status, answer) = insist(&shared, || {
+        let (status, answer) = insist(&shared.failed_requests, 300, || {
             http.post(format!("{}/admin/transfers", shared.base))
                 .bearer_auth(ADMIN_TOKEN)
                 .json(&body)
@@ -281,7 +253,7 @@ async fn back_office(shared: Arc<Shared>, desk: usize) -> usize {
         assert_eq!(answer["out_bill_no"], no.as_str());
         made += 1;
         if fate == Fate::BackOfficeCancel {
-            let (status, answer) = insist(&shared, || {
+            let (status, answer) = insist(&shared.failed_requests, 300, || {
                 http.post(format!("{}/admin/transfers/{no}/cancel", shared.base))
                     .bearer_auth(ADMIN_TOKEN)
             })
@@ -771,53 +743,6 @@ async fn sigkill_under_transfers_makes_each_transfer_once_and_keeps_the_budget()
 const INSTANCES: usize = 3;
 const PAYEES: usize = 20;
 const MANY_TRANSFERS: usize = 40;
-
-#[derive(Clone)]
-struct Fanout {
-    targets: Arc<Mutex<Vec<String>>>,
-    http: reqwest::Client,
-    delivered: Arc<Mutex<usize>>,
-}
-
-/// Sends each notification to every instance at once; answers with the first one's status.
-async fn fan_out(State(f): State<Fanout>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, 1 << 20)
-        .await
-        .unwrap_or_default();
-    let mut headers = parts.headers;
-    headers.remove(http::header::HOST);
-    headers.remove(http::header::CONTENT_LENGTH);
-    let targets = f.targets.lock().unwrap().clone();
-    *f.delivered.lock().unwrap() += 1;
-    let sends: Vec<_> = targets
-        .iter()
-        .map(|base| {
-            let request = f
-                .http
-                .post(format!("{base}{}", parts.uri.path()))
-                .headers(headers.clone())
-                .body(body.clone());
-            tokio::spawn(async move { request.send().await.map(|r| r.status()) })
-        })
-        .collect();
-    let mut first = None;
-    for s in sends {
-        let status = s.await.unwrap();
-        first.get_or_insert(status);
-    }
-    match first {
-        Some(Ok(status)) => status.into_response(),
-        _ => http::StatusCode::BAD_GATEWAY.into_response(),
-    }
-}
-
-async fn serve(app: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
 
 /// Sends the same request to every instance at once (each on its own task, so that they race
 /// in the database); the statuses and bodies in the instances' order.
