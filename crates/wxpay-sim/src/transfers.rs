@@ -5,10 +5,24 @@
 //! Sources: `TRANSFERS_PARTNER_PROFITSHARING.md`, Part 1 (§ numbers below). Rules where the
 //! references are silent or disagree, each one a rule of this simulator:
 //!
-//! * A bill is created straight in `WAIT_USER_CONFIRM` (`ACCEPTED` and `PROCESSING` are never
-//!   observable): its amount is taken from the merchant's 运营账户 balance at once and given back
-//!   when it ends `FAIL` or `CANCELLED`. A balance below the amount, or the fault
-//!   `transfer_not_enough`, answers 403 `NOT_ENOUGH` and makes no bill (§1.8).
+//! * By default a bill is created straight in `WAIT_USER_CONFIRM`: its amount is taken from the
+//!   merchant's 运营账户 balance at once and given back when it ends `FAIL` or `CANCELLED`. A
+//!   balance below the amount, or the fault `transfer_not_enough`, answers 403 `NOT_ENOUGH` and
+//!   makes no bill (§1.8).
+//! * The two early states are settings (§1.3, §1.8 "Sim: configurable"), for `POST
+//!   /transfer-bills` only: `low_balance: "processing"` makes a bill the balance does not cover
+//!   in `PROCESSING` (锁定资金中, nothing taken, no `package_info`) instead of the 403;
+//!   `accept_first: true` answers every new bill `ACCEPTED` (已受理, no `package_info`; in the
+//!   `not_enough` mode its funds are taken at once, else at the next tick). At each *tick* (the
+//!   ticker, `/sim/clock/advance`, a balance `PUT`, `GET /sim/transfers`), oldest first, an
+//!   `ACCEPTED` bill becomes `WAIT_USER_CONFIRM` (funds taken) or `PROCESSING` (short), and a
+//!   `PROCESSING` bill whose amount the balance now covers takes it and becomes
+//!   `WAIT_USER_CONFIRM`, its confirmation window starting then. A v3 request applies only the
+//!   time-based changes, so that a merchant's immediate retry may still see `ACCEPTED`. A bill
+//!   still `PROCESSING` [`LOCK_FUNDS_TTL_SECS`] (24 h) after it entered that state ends `FAIL` /
+//!   `OVERDUE_CLOSE` (超过系统重试期,系统自动关闭: the documented reason for a bill the system
+//!   stopped retrying), with its notification. The fault `transfer_not_enough` still answers 403
+//!   in every mode.
 //! * `out_bill_no` is unique per merchant. The same body again answers the stored bill (with its
 //!   `package_info` while it waits for the user); another body answers 400 `INVALID_REQUEST`.
 //!   `user_name` is compared by its decrypted text (RSA-OAEP ciphertexts differ every time).
@@ -78,6 +92,8 @@ pub const USER_NAME_MIN_FEN: u64 = 30;
 pub const DEFAULT_USER_DAILY_QUOTA_FEN: u64 = 200_000;
 /// How long a bill (or an authorization) waits for the user: 24 hours (§1.3).
 pub const DEFAULT_CONFIRM_TTL_SECS: i64 = 86_400;
+/// How long a `PROCESSING` bill waits for its funds before it closes: 24 hours (§1.3).
+pub const LOCK_FUNDS_TTL_SECS: i64 = 86_400;
 /// A merchant's 运营账户 balance until it is set: 100 000 yuan.
 pub const DEFAULT_BALANCE_FEN: u64 = 10_000_000;
 /// The real name of a user created without one.
@@ -116,9 +132,9 @@ const PACKAGE_PREFIX: [u8; 12] = [
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum BillState {
-    /// 已受理 (never made by the simulator).
+    /// 已受理: taken, not yet processed (setting `accept_first`).
     Accepted,
-    /// 锁定资金中 (never made by the simulator).
+    /// 锁定资金中: waiting for the balance to cover it (setting `low_balance: "processing"`).
     Processing,
     /// Waiting for the user's confirmation.
     WaitUserConfirm,
@@ -236,10 +252,20 @@ pub struct BillLine {
     pub create_time: i64,
     /// Simulated Unix seconds.
     pub update_time: i64,
-    /// When an unconfirmed bill closes (simulated Unix seconds).
+    /// When an unconfirmed bill closes, or a `PROCESSING` one gives up waiting for its funds
+    /// (simulated Unix seconds).
     pub expire_at: i64,
     /// When a TRANSFERING bill finishes (simulated Unix seconds).
     pub finish_at: Option<i64>,
+    /// Whether the bill holds its amount (taken from the balance, not yet paid out or given
+    /// back): false while `ACCEPTED` or `PROCESSING` without funds, and once final. Lines written
+    /// before this field are read as true (they were funded at creation).
+    #[serde(default = "yes")]
+    pub funds_locked: bool,
+}
+
+const fn yes() -> bool {
+    true
 }
 
 /// An authorization of 免确认 transfers (a `transfer_authorization` journal line).
@@ -307,6 +333,17 @@ pub struct PayeeLine {
     pub real_name: String,
 }
 
+/// What a create does when the balance does not cover the amount (§1.8).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LowBalance {
+    /// 403 `NOT_ENOUGH`, no bill.
+    #[default]
+    NotEnough,
+    /// A bill in `PROCESSING` until the balance covers it (or 24 h pass).
+    Processing,
+}
+
 /// The simulator's transfer product settings (`GET|PUT /sim/transfers/settings`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct TransferSettings {
@@ -318,6 +355,10 @@ pub struct TransferSettings {
     pub confirm_ttl_secs: i64,
     /// How long a confirmed bill stays TRANSFERING, in seconds (≥ 0).
     pub transfering_secs: i64,
+    /// A create the balance does not cover: `"not_enough"` (403) or `"processing"` (a bill).
+    pub low_balance: LowBalance,
+    /// New bills are answered `ACCEPTED` and taken on at the next tick.
+    pub accept_first: bool,
 }
 
 impl Default for TransferSettings {
@@ -327,6 +368,8 @@ impl Default for TransferSettings {
             user_daily_quota_fen: DEFAULT_USER_DAILY_QUOTA_FEN,
             confirm_ttl_secs: DEFAULT_CONFIRM_TTL_SECS,
             transfering_secs: 0,
+            low_balance: LowBalance::NotEnough,
+            accept_first: false,
         }
     }
 }
@@ -343,6 +386,10 @@ pub struct SettingsChange {
     pub confirm_ttl_secs: Option<i64>,
     /// See [`TransferSettings::transfering_secs`].
     pub transfering_secs: Option<i64>,
+    /// See [`TransferSettings::low_balance`].
+    pub low_balance: Option<LowBalance>,
+    /// See [`TransferSettings::accept_first`].
+    pub accept_first: Option<bool>,
 }
 
 type Key = (String, String);
@@ -359,7 +406,8 @@ struct Inner {
     by_bill_no: HashMap<String, Key>,
     by_package: HashMap<String, Key>,
     by_openid: HashMap<String, Vec<Key>>,
-    /// Bills that a clock can change (WAIT_USER_CONFIRM, TRANSFERING).
+    /// Bills that a clock or a tick can change (ACCEPTED, PROCESSING, WAIT_USER_CONFIRM,
+    /// TRANSFERING).
     open: BTreeSet<Key>,
     auths: HashMap<Key, AuthorizationLine>,
     auth_by_package: HashMap<String, Key>,
@@ -394,7 +442,10 @@ impl Inner {
         }
         if matches!(
             bill.state,
-            BillState::WaitUserConfirm | BillState::Transfering
+            BillState::Accepted
+                | BillState::Processing
+                | BillState::WaitUserConfirm
+                | BillState::Transfering
         ) {
             self.open.insert(key.clone());
         } else {
@@ -510,14 +561,22 @@ impl Txn<'_> {
         }
     }
 
-    /// Ends a bill FAIL with `reason` at `at`, its funds given back.
+    /// Gives a bill's funds back to the balance, if it holds them.
+    fn release_funds(&mut self, bill: &mut BillLine) {
+        if bill.funds_locked {
+            let back = self.inner.balance(&bill.mchid) + bill.transfer_amount;
+            self.set_balance(&bill.mchid.clone(), back);
+            bill.funds_locked = false;
+        }
+    }
+
+    /// Ends a bill FAIL with `reason` at `at`, its funds (if it holds them) given back.
     fn fail(&mut self, mut bill: BillLine, reason: &str, at: i64) -> BillLine {
         bill.state = BillState::Fail;
         bill.fail_reason = Some(reason.to_owned());
         bill.update_time = at;
         bill.finish_at = None;
-        let back = self.inner.balance(&bill.mchid) + bill.transfer_amount;
-        self.set_balance(&bill.mchid.clone(), back);
+        self.release_funds(&mut bill);
         self.save_bill(&bill);
         bill
     }
@@ -538,12 +597,40 @@ impl Txn<'_> {
         bill.state = BillState::Success;
         bill.update_time = at;
         bill.finish_at = None;
+        bill.funds_locked = false;
         self.save_bill(&bill);
         bill
     }
 
-    /// Applies every transition whose time has come, oldest first.
-    fn advance(&mut self) {
+    /// Takes on an `ACCEPTED` bill, or retries locking a `PROCESSING` bill's funds: with its
+    /// funds (taken now if it does not hold them yet) it waits for the user from now on;
+    /// without, an `ACCEPTED` bill goes `PROCESSING` for [`LOCK_FUNDS_TTL_SECS`] and a
+    /// `PROCESSING` one stays.
+    fn take_on(&mut self, mut bill: BillLine) {
+        let now = self.now;
+        if !bill.funds_locked {
+            let balance = self.inner.balance(&bill.mchid);
+            if balance < bill.transfer_amount {
+                if bill.state == BillState::Accepted {
+                    bill.state = BillState::Processing;
+                    bill.update_time = now;
+                    bill.expire_at = now + LOCK_FUNDS_TTL_SECS;
+                    self.save_bill(&bill);
+                }
+                return;
+            }
+            self.set_balance(&bill.mchid.clone(), balance - bill.transfer_amount);
+            bill.funds_locked = true;
+        }
+        bill.state = BillState::WaitUserConfirm;
+        bill.update_time = now;
+        bill.expire_at = now + self.inner.settings.confirm_ttl_secs;
+        self.save_bill(&bill);
+    }
+
+    /// Applies every transition whose time has come, oldest first; with `take_on` (a tick),
+    /// then takes on the `ACCEPTED` bills and retries the `PROCESSING` ones, oldest first.
+    fn advance(&mut self, take_on: bool) {
         let now = self.now;
         let mut due: Vec<(i64, Key)> = self
             .inner
@@ -552,7 +639,7 @@ impl Txn<'_> {
             .filter_map(|k| {
                 let b = self.inner.bills.get(k)?;
                 let at = match b.state {
-                    BillState::WaitUserConfirm => b.expire_at,
+                    BillState::WaitUserConfirm | BillState::Processing => b.expire_at,
                     BillState::Transfering => b.finish_at?,
                     _ => return None,
                 };
@@ -572,7 +659,28 @@ impl Txn<'_> {
                 BillState::Transfering => {
                     self.finish(bill, at);
                 }
+                BillState::Processing => {
+                    self.fail(bill, "OVERDUE_CLOSE", at);
+                }
                 _ => {}
+            }
+        }
+        if take_on {
+            let mut early: Vec<(i64, String, Key)> = self
+                .inner
+                .open
+                .iter()
+                .filter_map(|k| {
+                    let b = self.inner.bills.get(k)?;
+                    matches!(b.state, BillState::Accepted | BillState::Processing)
+                        .then(|| (b.create_time, b.transfer_bill_no.clone(), k.clone()))
+                })
+                .collect();
+            early.sort();
+            for (_, _, key) in early {
+                if let Some(bill) = self.inner.bills.get(&key).cloned() {
+                    self.take_on(bill);
+                }
             }
         }
         let expired: Vec<Key> = self
@@ -753,6 +861,12 @@ impl Transfers {
         if let Some(v) = change.transfering_secs {
             s.transfering_secs = v;
         }
+        if let Some(v) = change.low_balance {
+            s.low_balance = v;
+        }
+        if let Some(v) = change.accept_first {
+            s.accept_first = v;
+        }
         if s.single_max_fen < MIN_AMOUNT_FEN {
             return Err(format!("single_max_fen must be at least {MIN_AMOUNT_FEN}"));
         }
@@ -769,13 +883,18 @@ impl Transfers {
     /// Runs `f` on the locked records after applying due transitions, then sends the
     /// notifications of every final state reached.
     fn run<R>(&self, state: &AppState, f: impl FnOnce(&mut Txn<'_>) -> R) -> R {
+        self.run_pass(state, false, f)
+    }
+
+    /// [`Transfers::run`], with the work of a tick first when `take_on` ([`Txn::advance`]).
+    fn run_pass<R>(&self, state: &AppState, take_on: bool, f: impl FnOnce(&mut Txn<'_>) -> R) -> R {
         let mut txn = Txn {
             inner: self.lock(),
             journal: self.journal.as_ref(),
             events: Vec::new(),
             now: state.clock.now(),
         };
-        txn.advance();
+        txn.advance(take_on);
         let result = f(&mut txn);
         let events = std::mem::take(&mut txn.events);
         drop(txn);
@@ -833,10 +952,13 @@ impl Transfers {
 }
 
 /// Applies the transitions whose time has come on the business clock (expiry, end of
-/// TRANSFERING) and sends their notifications. Returns how many bills and authorizations
-/// changed.
+/// TRANSFERING, a `PROCESSING` bill's 24 h), takes on the `ACCEPTED` bills and retries locking
+/// the funds of the `PROCESSING` ones, and sends the notifications. Returns how many bills and
+/// authorizations reached a final or notified state.
 pub fn tick(state: &AppState) -> usize {
-    state.transfers.run(state, |txn| txn.events.len())
+    state
+        .transfers
+        .run_pass(state, true, |txn| txn.events.len())
 }
 
 /// Applies due transitions every 200 ms of real time, until shutdown.
@@ -968,6 +1090,7 @@ pub fn control_bill_json(bill: &BillLine) -> Value {
     v["out_authorization_no"] = json!(bill.out_authorization_no);
     v["expire_time"] = json!(rfc3339_cst(bill.expire_at));
     v["finish_time"] = json!(bill.finish_at.map(rfc3339_cst));
+    v["funds_locked"] = json!(bill.funds_locked);
     v
 }
 
@@ -1453,6 +1576,10 @@ fn existing(txn: &Txn<'_>, key: &Key, new: &NewBill) -> Result<Option<BillLine>,
     }
 }
 
+fn not_enough() -> V3Error {
+    V3Error::new(StatusCode::FORBIDDEN, "NOT_ENOUGH", NOT_ENOUGH_MESSAGE)
+}
+
 /// Takes the amount from the balance, or refuses with 403 `NOT_ENOUGH`.
 fn lock_funds(
     txn: &mut Txn<'_>,
@@ -1462,14 +1589,45 @@ fn lock_funds(
 ) -> Result<(), V3Error> {
     let balance = txn.inner.balance(mchid);
     if state.faults.get().transfer_not_enough || balance < amount {
-        return Err(V3Error::new(
-            StatusCode::FORBIDDEN,
-            "NOT_ENOUGH",
-            NOT_ENOUGH_MESSAGE,
-        ));
+        return Err(not_enough());
     }
     txn.set_balance(mchid, balance - amount);
     Ok(())
+}
+
+/// The state a new bill of `POST /transfer-bills` starts in, by the settings, its funds taken
+/// when they are to be (or 403 `NOT_ENOUGH`): `(state, funds_locked)`.
+fn first_state(
+    txn: &mut Txn<'_>,
+    state: &AppState,
+    mchid: &str,
+    amount: u64,
+) -> Result<(BillState, bool), V3Error> {
+    let settings = txn.inner.settings;
+    if state.faults.get().transfer_not_enough {
+        return Err(not_enough());
+    }
+    let balance = txn.inner.balance(mchid);
+    let funded = match settings.low_balance {
+        LowBalance::NotEnough => {
+            lock_funds(txn, state, mchid, amount)?;
+            true
+        }
+        // Taken now only if the bill is not to be accepted first: else at the next tick.
+        LowBalance::Processing if !settings.accept_first && balance >= amount => {
+            txn.set_balance(mchid, balance - amount);
+            true
+        }
+        LowBalance::Processing => false,
+    };
+    let first = if settings.accept_first {
+        BillState::Accepted
+    } else if funded {
+        BillState::WaitUserConfirm
+    } else {
+        BillState::Processing
+    };
+    Ok((first, funded))
 }
 
 fn bill_of(new: NewBill, mchid: &str, openid: &str, txn: &mut Txn<'_>) -> BillLine {
@@ -1498,6 +1656,7 @@ fn bill_of(new: NewBill, mchid: &str, openid: &str, txn: &mut Txn<'_>) -> BillLi
         update_time: now,
         expire_at: now + txn.inner.settings.confirm_ttl_secs,
         finish_at: None,
+        funds_locked: true,
     }
 }
 
@@ -1555,8 +1714,15 @@ async fn create_bill(
         if let Some(bill) = existing(txn, &key, &new)? {
             return Ok(bill);
         }
-        lock_funds(txn, &state, &mchid, new.amount)?;
+        let (first, funded) = first_state(txn, &state, &mchid, new.amount)?;
         let mut bill = bill_of(new, &mchid, openid, txn);
+        bill.state = first;
+        bill.funds_locked = funded;
+        if first == BillState::Processing {
+            bill.expire_at = txn.now + LOCK_FUNDS_TTL_SECS;
+        }
+        // Made now, shown (create answer, re-POST) and accepted by the confirmation page only
+        // once the bill waits for the user.
         let mut package = bill_package();
         while txn.inner.by_package.contains_key(&package) {
             package = bill_package();
@@ -1816,8 +1982,7 @@ async fn cancel_bill(
         }
         bill.state = BillState::Cancelled;
         bill.update_time = txn.now;
-        let back = txn.inner.balance(&bill.mchid) + bill.transfer_amount;
-        txn.set_balance(&bill.mchid.clone(), back);
+        txn.release_funds(&mut bill);
         txn.save_bill(&bill);
         let now = txn.now;
         txn.close_pending_authorization(&bill, "CLOSE_VIA_MCH_API", now);
@@ -2253,6 +2418,8 @@ async fn put_balance(
         }
     };
     state.transfers.set_balance(&mchid, balance.balance_fen);
+    // A top-up lets the bills waiting for funds (PROCESSING) go on at once.
+    tick(&state);
     axum::Json(balance_json(&state, &mchid)).into_response()
 }
 

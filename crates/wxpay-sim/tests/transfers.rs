@@ -23,8 +23,8 @@ use wxpay::v3::client::{V3Client, V3Config};
 use wxpay::v3::notify::Notification;
 use wxpay::v3::transfers::{
     AuthorizationInfo, AuthorizationRequest, AuthorizationState, AuthorizedTransferRequest,
-    PreTransferWithAuthorizationRequest, TransferFailReason, TransferSceneReportInfo,
-    TransferState, UserName,
+    PreTransferWithAuthorizationRequest, TransferBillRequest, TransferFailReason,
+    TransferSceneReportInfo, TransferState, UserName,
 };
 use wxpay::v3::verifier::{SignedHeaders, verify_signed};
 use wxpay::{ApiError, Error, OpenId, OutBillNo};
@@ -1612,6 +1612,408 @@ async fn a_pre_transfer_and_its_authorization_survive_a_restart() {
         .await
         .unwrap();
     assert_eq!(free.state, TransferState::Success);
+    third.sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The early states: ACCEPTED (setting accept_first) and PROCESSING (setting low_balance), through
+// the library's client
+
+fn bill_request(out_bill_no: &str, openid: &str, amount: u64, base: &str) -> TransferBillRequest {
+    TransferBillRequest {
+        out_bill_no: no(out_bill_no),
+        transfer_scene_id: "1000".into(),
+        openid: OpenId::parse(openid).unwrap(),
+        user_name: None,
+        transfer_amount: amount,
+        transfer_remark: "新会员开通有礼".into(),
+        notify_url: Some(format!("{base}/notify/bill")),
+        user_recv_perception: Some("现金奖励".into()),
+        transfer_scene_report_infos: report_infos(),
+    }
+}
+
+/// Sets the balance; the answer is the balance once the bills waiting for funds took theirs.
+async fn set_balance(m: &Merchant, balance_fen: u64) -> u64 {
+    let (status, v) = m
+        .control(
+            "PUT",
+            &format!("/sim/merchants/{}/balance", m.mchid()),
+            Some(json!({"balance_fen": balance_fen})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    v["balance_fen"].as_u64().unwrap()
+}
+
+/// The package the simulator keeps for a bill (the control API shows it in every state).
+async fn kept_package(m: &Merchant, out_bill_no: &str) -> String {
+    let (_, listed) = m.control("GET", "/sim/transfers", None).await;
+    listed["transfers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["out_bill_no"] == out_bill_no)
+        .and_then(|b| b["package_info"].as_str())
+        .unwrap()
+        .to_owned()
+}
+
+async fn state_by_client(client: &V3Client, out_bill_no: &str) -> TransferState {
+    client
+        .query_transfer_by_out_bill_no(&no(out_bill_no))
+        .await
+        .unwrap()
+        .state
+}
+
+#[tokio::test]
+async fn the_early_state_settings_default_to_todays_behaviour_and_are_checked() {
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let (status, v) = m.control("GET", "/sim/transfers/settings", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["low_balance"], "not_enough");
+    assert_eq!(v["accept_first"], false);
+    let v = settings(
+        &m,
+        json!({"low_balance": "processing", "accept_first": true}),
+    )
+    .await;
+    assert_eq!(
+        (v["low_balance"].as_str(), v["accept_first"].as_bool()),
+        (Some("processing"), Some(true))
+    );
+    assert_eq!(v["confirm_ttl_secs"], 86_400, "other fields kept");
+    for bad in [
+        json!({"low_balance": "wait"}),
+        json!({"accept_first": "yes"}),
+    ] {
+        let (status, v) = m.control("PUT", "/sim/transfers/settings", Some(bad)).await;
+        assert_eq!(status, 400, "{v}");
+    }
+    let (_, v) = m.control("GET", "/sim/transfers/settings", None).await;
+    assert_eq!(v["low_balance"], "processing");
+}
+
+#[tokio::test]
+async fn an_accepted_bill_waits_for_the_user_after_a_tick_and_its_retry_carries_the_package() {
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let (rx, base) = receiver::start(Receiver::default()).await;
+    let client = lib_client(&m);
+    let openid = m.new_user().await;
+    settings(&m, json!({"accept_first": true})).await;
+    let request = bill_request("acc1", &openid, 300, &base);
+
+    let accepted = client.create_transfer_bill(&request).await.unwrap();
+    assert_eq!(accepted.state, TransferState::Accepted);
+    assert!(accepted.package_info.is_none());
+    assert_eq!(accepted.out_bill_no, "acc1");
+    assert_eq!(accepted.transfer_bill_no.len(), 34);
+    // In the not_enough mode the funds are taken at once (a short balance is still a 403).
+    assert_eq!(balance(&m).await, 10_000_000 - 300);
+    // The page does not open before the bill waits for the user (unless the ticker was faster).
+    let package = kept_package(&m, "acc1").await;
+    let early = state_by_client(&client, "acc1").await;
+    assert!(
+        matches!(
+            early,
+            TransferState::Accepted | TransferState::WaitUserConfirm
+        ),
+        "{early:?}"
+    );
+
+    // The next tick (here the business clock) takes it on.
+    advance(&m, 1).await;
+    let waiting = client.create_transfer_bill(&request).await.unwrap();
+    assert_eq!(waiting.state, TransferState::WaitUserConfirm);
+    assert_eq!(waiting.transfer_bill_no, accepted.transfer_bill_no);
+    assert_eq!(waiting.create_time, accepted.create_time);
+    assert_eq!(waiting.package_info.as_deref(), Some(package.as_str()));
+    assert_eq!(
+        state_by_client(&client, "acc1").await,
+        TransferState::WaitUserConfirm
+    );
+    assert_eq!(balance(&m).await, 10_000_000 - 300, "taken once");
+    let (status, v) = confirm(&m, &package, &openid).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("SUCCESS")), "{v}");
+
+    // Short, not_enough mode: refused, no bill, even with accept_first.
+    set_balance(&m, 100).await;
+    let refused = client
+        .create_transfer_bill(&bill_request("acc2", &openid, 300, &base))
+        .await;
+    assert_eq!(api_error(refused), (403, ErrorCode::NotEnough));
+    assert_eq!(
+        api_error(client.query_transfer_by_out_bill_no(&no("acc2")).await).0,
+        404
+    );
+    settle(&m).await;
+    assert_eq!(
+        bill_notes(&parsed(&client, &rx, "/notify/bill").await),
+        [("acc1".to_owned(), TransferState::Success, None)]
+    );
+}
+
+#[tokio::test]
+async fn a_short_bill_stays_processing_until_a_top_up_then_waits_for_the_user_and_is_paid() {
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let (rx, base) = receiver::start(Receiver::default()).await;
+    let client = lib_client(&m);
+    let openid = m.new_user().await;
+    settings(&m, json!({"low_balance": "processing"})).await;
+    set_balance(&m, 499).await;
+    let request = bill_request("proc1", &openid, 500, &base);
+
+    let created = client.create_transfer_bill(&request).await.unwrap();
+    assert_eq!(created.state, TransferState::Processing);
+    assert!(created.package_info.is_none());
+    assert_eq!(balance(&m).await, 499, "nothing taken");
+    assert_eq!(
+        state_by_client(&client, "proc1").await,
+        TransferState::Processing
+    );
+    // Ticks change nothing while the balance is short; the retry answers the bill as it is.
+    advance(&m, 23 * 3600).await;
+    let again = client.create_transfer_bill(&request).await.unwrap();
+    assert_eq!(again.state, TransferState::Processing);
+    assert!(again.package_info.is_none());
+    assert_eq!(again.transfer_bill_no, created.transfer_bill_no);
+    // The confirmation page refuses it.
+    let package = kept_package(&m, "proc1").await;
+    let (status, v) = confirm(&m, &package, &openid).await;
+    assert_eq!(
+        (status, v["errMsg"].as_str()),
+        (
+            400,
+            Some(format!("requestMerchantTransfer:fail {PACKAGE_ERROR}").as_str())
+        )
+    );
+    // A bill of an amount the balance covers goes straight through meanwhile.
+    let small = client
+        .create_transfer_bill(&bill_request("proc2", &openid, 99, &base))
+        .await
+        .unwrap();
+    assert_eq!(small.state, TransferState::WaitUserConfirm);
+    assert_eq!(balance(&m).await, 400);
+
+    // The top-up: the same bill goes on at once, the funds locked.
+    assert_eq!(set_balance(&m, 600).await, 100, "the answer shows the lock");
+    assert_eq!(balance(&m).await, 100);
+    let waiting = client.create_transfer_bill(&request).await.unwrap();
+    assert_eq!(waiting.state, TransferState::WaitUserConfirm);
+    assert_eq!(waiting.transfer_bill_no, created.transfer_bill_no);
+    assert_eq!(waiting.package_info.as_deref(), Some(package.as_str()));
+    // Its confirmation window started at the lock, not at the creation 23 hours before.
+    advance(&m, 2 * 3600).await;
+    assert_eq!(
+        state_by_client(&client, "proc1").await,
+        TransferState::WaitUserConfirm
+    );
+    let (status, v) = confirm(&m, &package, &openid).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("SUCCESS")), "{v}");
+    assert_eq!(
+        state_by_client(&client, "proc1").await,
+        TransferState::Success
+    );
+    assert_eq!(balance(&m).await, 100);
+    // proc2 was created 23 h in and expires 24 h later: still waiting.
+    assert_eq!(
+        state_by_client(&client, "proc2").await,
+        TransferState::WaitUserConfirm
+    );
+    settle(&m).await;
+    assert_eq!(
+        bill_notes(&parsed(&client, &rx, "/notify/bill").await),
+        [("proc1".to_owned(), TransferState::Success, None)]
+    );
+}
+
+#[tokio::test]
+async fn a_processing_bill_never_funded_fails_after_24_hours_with_its_notification() {
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let (rx, base) = receiver::start(Receiver::default()).await;
+    let client = lib_client(&m);
+    let openid = m.new_user().await;
+    settings(&m, json!({"low_balance": "processing"})).await;
+    set_balance(&m, 499).await;
+    let created = client
+        .create_transfer_bill(&bill_request("late1", &openid, 500, &base))
+        .await
+        .unwrap();
+    assert_eq!(created.state, TransferState::Processing);
+    // The business clock also follows the wall clock: ten minutes of margin.
+    advance(&m, 24 * 3600 - 600).await;
+    assert_eq!(
+        state_by_client(&client, "late1").await,
+        TransferState::Processing
+    );
+    advance(&m, 600).await;
+    let bill = client
+        .query_transfer_by_out_bill_no(&no("late1"))
+        .await
+        .unwrap();
+    assert_eq!(bill.state, TransferState::Fail);
+    assert_eq!(bill.fail_reason, Some(TransferFailReason::OverdueClose));
+    assert_eq!(
+        balance(&m).await,
+        499,
+        "nothing was taken, nothing given back"
+    );
+    // Funds arriving afterwards change nothing.
+    set_balance(&m, 10_000).await;
+    assert_eq!(state_by_client(&client, "late1").await, TransferState::Fail);
+    assert_eq!(balance(&m).await, 10_000);
+    settle(&m).await;
+    assert_eq!(
+        bill_notes(&parsed(&client, &rx, "/notify/bill").await),
+        [(
+            "late1".to_owned(),
+            TransferState::Fail,
+            Some(TransferFailReason::OverdueClose)
+        )]
+    );
+    // The fault answers 403 in this mode too.
+    let (status, _) = m
+        .control(
+            "PUT",
+            "/sim/faults",
+            Some(json!({"transfer_not_enough": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let refused = client
+        .create_transfer_bill(&bill_request("late2", &openid, 100, &base))
+        .await;
+    assert_eq!(api_error(refused), (403, ErrorCode::NotEnough));
+}
+
+#[tokio::test]
+async fn early_bills_are_cancelled_and_give_back_only_the_funds_they_hold() {
+    let m = Merchant::start(KeyMode::PublicKey).await;
+    let (rx, base) = receiver::start(Receiver::default()).await;
+    let client = lib_client(&m);
+    let openid = m.new_user().await;
+    settings(&m, json!({"low_balance": "processing"})).await;
+    set_balance(&m, 499).await;
+    let created = client
+        .create_transfer_bill(&bill_request("stop1", &openid, 500, &base))
+        .await
+        .unwrap();
+    assert_eq!(created.state, TransferState::Processing);
+    let cancelled = client.cancel_transfer(&no("stop1")).await.unwrap();
+    assert_eq!(cancelled.state, TransferState::Canceling);
+    assert_eq!(cancelled.transfer_bill_no, created.transfer_bill_no);
+    assert_eq!(
+        state_by_client(&client, "stop1").await,
+        TransferState::Cancelled
+    );
+    assert_eq!(balance(&m).await, 499);
+    // A later top-up does not revive it.
+    set_balance(&m, 1_000).await;
+    assert_eq!(
+        state_by_client(&client, "stop1").await,
+        TransferState::Cancelled
+    );
+    assert_eq!(balance(&m).await, 1_000);
+
+    // ACCEPTED with its funds (not_enough mode): cancelled (or, if a tick came first, cancelled
+    // while waiting for the user), the funds given back either way.
+    settings(
+        &m,
+        json!({"low_balance": "not_enough", "accept_first": true}),
+    )
+    .await;
+    let accepted = client
+        .create_transfer_bill(&bill_request("stop2", &openid, 300, &base))
+        .await
+        .unwrap();
+    assert_eq!(accepted.state, TransferState::Accepted);
+    assert_eq!(balance(&m).await, 700);
+    client.cancel_transfer(&no("stop2")).await.unwrap();
+    assert_eq!(
+        state_by_client(&client, "stop2").await,
+        TransferState::Cancelled
+    );
+    assert_eq!(balance(&m).await, 1_000);
+
+    // ACCEPTED without funds (processing mode), short at its tick: PROCESSING, then cancelled.
+    settings(&m, json!({"low_balance": "processing"})).await;
+    let accepted = client
+        .create_transfer_bill(&bill_request("stop3", &openid, 1_500, &base))
+        .await
+        .unwrap();
+    assert_eq!(accepted.state, TransferState::Accepted);
+    assert_eq!(balance(&m).await, 1_000, "taken at the tick, if at all");
+    advance(&m, 1).await;
+    assert_eq!(
+        state_by_client(&client, "stop3").await,
+        TransferState::Processing
+    );
+    client.cancel_transfer(&no("stop3")).await.unwrap();
+    assert_eq!(
+        state_by_client(&client, "stop3").await,
+        TransferState::Cancelled
+    );
+    assert_eq!(balance(&m).await, 1_000);
+    // Cancelling again: the bill is final.
+    assert_eq!(
+        api_error(client.cancel_transfer(&no("stop3")).await),
+        (400, ErrorCode::InvalidRequest)
+    );
+    settle(&m).await;
+    assert_eq!(
+        bill_notes(&parsed(&client, &rx, "/notify/bill").await),
+        [
+            ("stop1".to_owned(), TransferState::Cancelled, None),
+            ("stop2".to_owned(), TransferState::Cancelled, None),
+            ("stop3".to_owned(), TransferState::Cancelled, None),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_processing_bill_survives_a_restart_and_goes_on_after_a_top_up() {
+    let dir = std::env::temp_dir().join(format!("wxpay-sim-processing-{}", rand::random::<u64>()));
+    let config = || SimConfig {
+        state_dir: Some(dir.clone()),
+        key_mode: KeyMode::PublicKey,
+        time_scale: 2000.0,
+        ..SimConfig::default()
+    };
+    let (_rx, base) = receiver::start(Receiver::default()).await;
+    let first = Merchant::start_with(config()).await;
+    let openid = first.new_user().await;
+    settings(&first, json!({"low_balance": "processing"})).await;
+    set_balance(&first, 100).await;
+    let request = bill_request("hold1", &openid, 200, &base);
+    let created = lib_client(&first)
+        .create_transfer_bill(&request)
+        .await
+        .unwrap();
+    assert_eq!(created.state, TransferState::Processing);
+    first.sim.shutdown().await;
+
+    // The settings are back to their defaults; the bill still waits for its funds.
+    let second = Merchant::start_with(config()).await;
+    let client = lib_client(&second);
+    assert_eq!(
+        state_by_client(&client, "hold1").await,
+        TransferState::Processing
+    );
+    assert_eq!(balance(&second).await, 100);
+    set_balance(&second, 300).await;
+    let waiting = client.create_transfer_bill(&request).await.unwrap();
+    assert_eq!(waiting.state, TransferState::WaitUserConfirm);
+    assert_eq!(waiting.transfer_bill_no, created.transfer_bill_no);
+    assert_eq!(balance(&second).await, 100);
+    second.sim.shutdown().await;
+
+    // The lock is kept too: confirmed after another restart, nothing taken twice.
+    let third = Merchant::start_with(config()).await;
+    let (status, v) = confirm(&third, waiting.package_info.as_deref().unwrap(), &openid).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("SUCCESS")), "{v}");
+    assert_eq!(balance(&third).await, 100);
     third.sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -425,6 +425,8 @@ fn next_check(settings_ttl_ms: Option<i64>, t: &Transfer, state: &TransferState)
             let expiry = settings_ttl_ms.map_or(i64::MAX, |ttl| t.created_at + ttl);
             (now + CHECK_WAITING_MS).min(expiry.max(now))
         }
+        // Waiting for the merchant to top up its operating account: a person's time.
+        TransferState::Processing => now + CHECK_WAITING_MS,
         _ => now + RETRY_MS,
     }
 }
@@ -835,12 +837,17 @@ pub async fn follow(
     confirm_ttl_ms: i64,
     transfer: &Transfer,
 ) -> Result<Transfer, PayoutError> {
-    if transfer.status == TransferState::Accepted {
-        if now_ms() < transfer.created_at.saturating_add(GIVE_UP_MS) {
-            // Not answered yet (a lost answer, a crash, a short balance): the same bill again.
+    match transfer.status {
+        TransferState::Accepted if now_ms() >= transfer.created_at.saturating_add(GIVE_UP_MS) => {
+            return give_up(store, registry, transfer).await;
+        }
+        // Not answered yet (a lost answer, a crash, a short balance, WeChat's own `ACCEPTED`),
+        // or its funds not locked yet (`PROCESSING`): the same bill again, whose answer carries
+        // the confirm package once it waits for the user (a query does not).
+        TransferState::Accepted | TransferState::Processing => {
             return submit(store, registry, transfer, "resent").await;
         }
-        return give_up(store, registry, transfer).await;
+        _ => {}
     }
     let wechat = match clients_of(registry, transfer) {
         Ok(w) => w,
@@ -854,6 +861,11 @@ pub async fn follow(
         Ok(bill) => {
             let next = next_check(Some(confirm_ttl_ms), transfer, &bill.state);
             let after = apply(store, transfer, &report_of_bill(&bill, "query"), next).await?;
+            if after.status == TransferState::WaitUserConfirm && after.package_info.is_none() {
+                // Waiting for the user, but its package was never had here: ask for the bill
+                // again (the same request), which answers with it.
+                return submit(store, registry, &after, "resent").await;
+            }
             let expired = now_ms() >= transfer.created_at + confirm_ttl_ms;
             if after.status == TransferState::WaitUserConfirm && expired {
                 tracing::info!(out_bill_no = %after.out_bill_no, "the user did not confirm the transfer in time: cancelling it");

@@ -521,6 +521,121 @@ async fn a_short_operating_account_is_retried_then_given_up(backend: Backend) {
     assert_eq!(sim_bills(&app, &openid).await.len(), 1);
 }
 
+async fn sim_put(app: &TestApp, path: &str, body: &Value) -> Value {
+    let a = app
+        .send(
+            app.http
+                .put(format!("{}{path}", app.base))
+                .bearer_auth(app.admin())
+                .json(body),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{path}: {:?}", a.body);
+    a.body
+}
+
+async fn make_due(app: &TestApp, no: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE transfers SET next_check_at = 0 WHERE out_bill_no = '{no}'"
+    )))
+    .execute(app.state.store.pool())
+    .await
+    .unwrap();
+}
+
+async fn wechats_early_states_are_followed_until_the_user_can_confirm(backend: Backend) {
+    let app = spawn_quiet(backend, "v3", |_| {}).await;
+    let jobs = eager_jobs(&app);
+    let (openid, token) = user(&app).await;
+    // WeChat first answers ACCEPTED, without the confirm package.
+    sim_put(
+        &app,
+        "/sim/transfers/settings",
+        &json!({"accept_first": true}),
+    )
+    .await;
+    let made = admin_post(&app, "/admin/transfers", &cash_back(&openid, 500)).await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    assert_eq!(made.body["status"], "ACCEPTED");
+    assert!(made.body["last_error"].is_null());
+    let a = made.body["out_bill_no"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.get("/api/transfers", Some(&token)).await.body["transfers"],
+        json!([])
+    );
+    // The same bill again, once WeChat has moved on, answers with the package.
+    let advanced = app
+        .send(
+            app.http
+                .post(format!("{}/sim/clock/advance", app.base))
+                .bearer_auth(app.admin())
+                .json(&json!({"seconds": 1})),
+        )
+        .await;
+    assert_eq!(advanced.status, 200);
+    make_due(&app, &a).await;
+    jobs.drain(JobKind::FollowTransfers, 3).await.unwrap();
+    assert_eq!(transfer(&app, &a).await["status"], "WAIT_USER_CONFIRM");
+    user_confirms(&app, &token, &openid, &a).await;
+    app.flush().await;
+    assert_eq!(transfer(&app, &a).await["status"], "SUCCESS");
+
+    // A short operating account keeps the bill in PROCESSING until the merchant tops up.
+    sim_put(
+        &app,
+        "/sim/transfers/settings",
+        &json!({"accept_first": false, "low_balance": "processing"}),
+    )
+    .await;
+    let mchid = made.body["mchid"].as_str().unwrap().to_owned();
+    sim_put(
+        &app,
+        &format!("/sim/merchants/{mchid}/balance"),
+        &json!({"balance_fen": 100}),
+    )
+    .await;
+    let short = admin_post(&app, "/admin/transfers", &cash_back(&openid, 700)).await;
+    assert_eq!(short.status, 201, "{:?}", short.body);
+    assert_eq!(short.body["status"], "PROCESSING");
+    let b = short.body["out_bill_no"].as_str().unwrap().to_owned();
+    let mine = app.get("/api/transfers", Some(&token)).await;
+    let listed = mine.body["transfers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["out_bill_no"] == b.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(listed["status"], "PROCESSING");
+    assert_eq!(listed["can_confirm"], false);
+    let early = app
+        .post(&format!("/api/transfers/{b}/confirm"), Some(&token))
+        .await;
+    assert_eq!(early.status, 409, "{:?}", early.body);
+    make_due(&app, &b).await;
+    jobs.drain(JobKind::FollowTransfers, 3).await.unwrap();
+    assert_eq!(transfer(&app, &b).await["status"], "PROCESSING");
+    sim_put(
+        &app,
+        &format!("/sim/merchants/{mchid}/balance"),
+        &json!({"balance_fen": 100_000}),
+    )
+    .await;
+    make_due(&app, &b).await;
+    jobs.drain(JobKind::FollowTransfers, 3).await.unwrap();
+    assert_eq!(transfer(&app, &b).await["status"], "WAIT_USER_CONFIRM");
+    user_confirms(&app, &token, &openid, &b).await;
+    app.flush().await;
+    assert_eq!(transfer(&app, &b).await["status"], "SUCCESS");
+    assert_eq!(webhooks_of(&app, &b).await, ["transfer.succeeded"]);
+    sim_put(
+        &app,
+        "/sim/transfers/settings",
+        &json!({"low_balance": "not_enough"}),
+    )
+    .await;
+}
+
 both_backends!(
     a_confirmed_transfer_is_paid_once,
     a_transfer_cancelled_by_the_merchant_gives_its_amount_back,
@@ -531,4 +646,5 @@ both_backends!(
     the_name_is_sent_encrypted_and_checked_by_wechat,
     bad_transfer_requests_change_nothing,
     a_short_operating_account_is_retried_then_given_up,
+    wechats_early_states_are_followed_until_the_user_can_confirm,
 );
