@@ -417,13 +417,13 @@ pub fn transfer_notify_url(wechat: &WeChat) -> String {
     format!("{}/notify/{}/v3/transfer", wechat.notify_base, wechat.mchid)
 }
 
-/// When the job should look at a transfer in `state` next.
-fn next_check(settings_ttl_ms: Option<i64>, t: &Transfer, state: &TransferState) -> i64 {
+/// When the job should look at a transfer in `state` next; `expiry`: when a transfer waiting
+/// for its user is to be cancelled here.
+fn next_check(expiry: Option<i64>, state: &TransferState) -> i64 {
     let now = now_ms();
     match state {
         TransferState::WaitUserConfirm => {
-            let expiry = settings_ttl_ms.map_or(i64::MAX, |ttl| t.created_at + ttl);
-            (now + CHECK_WAITING_MS).min(expiry.max(now))
+            (now + CHECK_WAITING_MS).min(expiry.unwrap_or(i64::MAX).max(now))
         }
         // Waiting for the merchant to top up its operating account: a person's time.
         TransferState::Processing => now + CHECK_WAITING_MS,
@@ -476,7 +476,7 @@ pub async fn submit(
         Ok(created) => {
             let mut report = report_of_created(&created);
             report.via = via.to_owned();
-            let next = next_check(None, transfer, &created.state);
+            let next = next_check(None, &created.state);
             let after = apply(store, transfer, &report, next).await?;
             if after.status == TransferState::Cancelled && created.state.is_cancellable() {
                 // Cancelled here while this send was on its way (WeChat did not have it then):
@@ -505,7 +505,7 @@ pub async fn submit(
                 .await
             {
                 Ok(bill) => {
-                    let next = next_check(None, transfer, &bill.state);
+                    let next = next_check(None, &bill.state);
                     let after =
                         apply(store, transfer, &report_of_bill(&bill, "query"), next).await?;
                     if after.status == TransferState::WaitUserConfirm
@@ -796,7 +796,7 @@ async fn give_up(
         .map_err(|e| PayoutError::Invalid(e.to_string()))?;
     match wechat.v3.query_transfer_by_out_bill_no(&no).await {
         Ok(bill) => {
-            let next = next_check(None, transfer, &bill.state);
+            let next = next_check(None, &bill.state);
             apply(store, transfer, &report_of_bill(&bill, "query"), next).await
         }
         Err(wxpay::Error::Api(wxpay::error::ApiError::V3 { status: 404, .. })) => {
@@ -859,14 +859,21 @@ pub async fn follow(
         .map_err(|e| PayoutError::Invalid(e.to_string()))?;
     match wechat.v3.query_transfer_by_out_bill_no(&no).await {
         Ok(bill) => {
-            let next = next_check(Some(confirm_ttl_ms), transfer, &bill.state);
+            // The window runs from when WeChat began waiting for the user (a bill may first wait
+            // for the merchant's funds in PROCESSING), as WeChat's own does.
+            let since = store
+                .transfer_waiting_since(&transfer.out_bill_no)
+                .await?
+                .unwrap_or_else(now_ms);
+            let expiry = since.saturating_add(confirm_ttl_ms);
+            let next = next_check(Some(expiry), &bill.state);
             let after = apply(store, transfer, &report_of_bill(&bill, "query"), next).await?;
             if after.status == TransferState::WaitUserConfirm && after.package_info.is_none() {
                 // Waiting for the user, but its package was never had here: ask for the bill
                 // again (the same request), which answers with it.
                 return submit(store, registry, &after, "resent").await;
             }
-            let expired = now_ms() >= transfer.created_at + confirm_ttl_ms;
+            let expired = now_ms() >= expiry;
             if after.status == TransferState::WaitUserConfirm && expired {
                 tracing::info!(out_bill_no = %after.out_bill_no, "the user did not confirm the transfer in time: cancelling it");
                 return match cancel(store, registry, &after, "expired").await {

@@ -890,4 +890,22 @@ impl Store {
                 .await?;
         Ok(found.is_some())
     }
+
+    /// When the transfer began waiting for its user (its first `WAIT_USER_CONFIRM` line).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn transfer_waiting_since(
+        &self,
+        out_bill_no: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let since: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(created_at) FROM transfer_events WHERE out_bill_no = $1 AND kind = 'state' \
+             AND detail LIKE '%\"state\":\"WAIT_USER_CONFIRM\"%'",
+        )
+        .bind(out_bill_no)
+        .fetch_one(&mut *self.reader().await?)
+        .await?;
+        Ok(since)
+    }
 }

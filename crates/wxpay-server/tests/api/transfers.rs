@@ -207,15 +207,23 @@ async fn an_unconfirmed_transfer_expires(backend: Backend) {
     assert_eq!(webhooks_of(&app, &a).await, ["transfer.failed"]);
     assert_eq!(budget_left(&app).await, before);
 
-    // Past this server's own window (here: made two days ago by its clock), the job cancels it.
+    // Past this server's own window (here: waiting for its user since two days ago by this
+    // server's clock), the job cancels it.
     let ours = admin_post(&app, "/admin/transfers", &cash_back(&openid, 400)).await;
     let b = ours.body["out_bill_no"].as_str().unwrap().to_owned();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE transfers SET created_at = created_at - 172800000, next_check_at = 0 WHERE out_bill_no = '{b}'"
-    )))
-    .execute(app.state.store.pool())
-    .await
-    .unwrap();
+    for sql in [
+        format!(
+            "UPDATE transfers SET created_at = created_at - 172800000, next_check_at = 0 WHERE out_bill_no = '{b}'"
+        ),
+        format!(
+            "UPDATE transfer_events SET created_at = created_at - 172800000 WHERE out_bill_no = '{b}'"
+        ),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(app.state.store.pool())
+            .await
+            .unwrap();
+    }
     assert!(jobs.drain(JobKind::FollowTransfers, 3).await.unwrap() >= 1);
     app.flush().await;
     jobs.drain(JobKind::FollowTransfers, 3).await.unwrap();
@@ -622,6 +630,16 @@ async fn wechats_early_states_are_followed_until_the_user_can_confirm(backend: B
     )
     .await;
     make_due(&app, &b).await;
+    jobs.drain(JobKind::FollowTransfers, 3).await.unwrap();
+    assert_eq!(transfer(&app, &b).await["status"], "WAIT_USER_CONFIRM");
+    // Made two days ago by this server's clock, but waiting for its user only since the
+    // top-up: the confirmation window runs from then, so the job leaves it.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE transfers SET created_at = created_at - 172800000, next_check_at = 0 WHERE out_bill_no = '{b}'"
+    )))
+    .execute(app.state.store.pool())
+    .await
+    .unwrap();
     jobs.drain(JobKind::FollowTransfers, 3).await.unwrap();
     assert_eq!(transfer(&app, &b).await["status"], "WAIT_USER_CONFIRM");
     user_confirms(&app, &token, &openid, &b).await;
