@@ -260,12 +260,7 @@ async fn a_lost_create_answer_makes_one_transfer(backend: Backend) {
     wechat.v3.create_transfer_bill(&request).await.unwrap();
     assert_eq!(sim_bills(&app, &openid).await.len(), 1);
     // The job sends the same bill once more: WeChat answers with the one it has.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE transfers SET next_check_at = 0 WHERE out_bill_no = '{no}'"
-    )))
-    .execute(app.state.store.pool())
-    .await
-    .unwrap();
+    make_due(&app, &no).await;
     assert!(jobs.drain(JobKind::FollowTransfers, 3).await.unwrap() >= 1);
     let t = transfer(&app, &no).await;
     assert_eq!(t["status"], "WAIT_USER_CONFIRM", "{t:?}");
@@ -286,12 +281,7 @@ async fn a_lost_notification_is_healed_by_the_job(backend: Backend) {
     user_confirms(&app, &token, &openid, &no).await;
     app.flush().await;
     assert_eq!(transfer(&app, &no).await["status"], "WAIT_USER_CONFIRM");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE transfers SET next_check_at = 0 WHERE out_bill_no = '{no}'"
-    )))
-    .execute(app.state.store.pool())
-    .await
-    .unwrap();
+    make_due(&app, &no).await;
     assert!(jobs.drain(JobKind::FollowTransfers, 3).await.unwrap() >= 1);
     let t = transfer(&app, &no).await;
     assert_eq!(t["status"], "SUCCESS", "{t:?}");
@@ -496,12 +486,7 @@ async fn a_short_operating_account_is_retried_then_given_up(backend: Backend) {
     assert_eq!(budget_left(&app).await, before - 1300);
     // The merchant tops up: the same bill goes through.
     app.set_faults(json!({})).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE transfers SET next_check_at = 0 WHERE out_bill_no = '{a}'"
-    )))
-    .execute(app.state.store.pool())
-    .await
-    .unwrap();
+    make_due(&app, &a).await;
     jobs.drain(JobKind::FollowTransfers, 3).await.unwrap();
     assert_eq!(transfer(&app, &a).await["status"], "WAIT_USER_CONFIRM");
     // The other one was never taken by WeChat in a day: given up, its amount back.

@@ -786,3 +786,88 @@ pub async fn insist(
     }
     None
 }
+
+/// Several `wxpay serve` processes on one PostgreSQL database (scenarios 3 and 12b): WeChat (the
+/// simulator) behind a counting [`Proxy`], notifications through a [`Fanout`] to every instance,
+/// webhooks counted by a receiver (the event ids in `received`).
+pub struct Cluster {
+    pub sim: wxpay_sim::RunningSimulator,
+    pub proxy: Proxy,
+    pub fanout: Fanout,
+    pub received: Arc<Mutex<Vec<String>>>,
+    /// Kept for the run (dropping it removes the database).
+    pub db: TestDatabase,
+    pub servers: Vec<ServerProcess>,
+    /// A small pool on the instances' database, for the checks.
+    pub pool: sqlx::AnyPool,
+}
+
+/// Starts a [`Cluster`] of `instances` servers with `extra_env` beside the merchant's settings.
+pub async fn cluster(name: &str, instances: usize, extra_env: &[(&str, &str)]) -> Cluster {
+    let sim = simulator(50.0).await;
+    let proxy = Proxy::start(&sim.base_url()).await;
+    let fanout = Fanout {
+        targets: Arc::default(),
+        http: client(),
+        delivered: Arc::default(),
+    };
+    let fanout_url = serve(
+        axum::Router::new()
+            .fallback(fan_out)
+            .with_state(fanout.clone()),
+    )
+    .await;
+    let received: Arc<Mutex<Vec<String>>> = Arc::default();
+    let receiver_url = {
+        let received = received.clone();
+        serve(
+            axum::Router::new().fallback(move |body: axum::body::Bytes| {
+                let received = received.clone();
+                async move {
+                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    received
+                        .lock()
+                        .unwrap()
+                        .push(v["id"].as_str().unwrap_or("").to_owned());
+                    http::StatusCode::OK
+                }
+            }),
+        )
+        .await
+    };
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let dir = temp_dir(name);
+    let mut env = merchant_env(&db.url, &proxy.url, &proxy.url, ADMIN_TOKEN);
+    env.extend([
+        ("WXPAY_PUBLIC_URL".to_owned(), fanout_url),
+        ("WXPAY_WEBHOOK_URL".to_owned(), receiver_url),
+        (
+            "WXPAY_WEBHOOK_SECRET".to_owned(),
+            "reliability-webhook-secret-0123".to_owned(),
+        ),
+    ]);
+    env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let mut servers = Vec::new();
+    for i in 0..instances {
+        servers.push(ServerProcess::start(env.clone(), dir.join(format!("server-{i}.log"))).await);
+    }
+    *fanout.targets.lock().unwrap() = servers.iter().map(|s| s.base.clone()).collect();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(2)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    Cluster {
+        sim,
+        proxy,
+        fanout,
+        received,
+        db,
+        servers,
+        pool,
+    }
+}

@@ -6,16 +6,12 @@
 //! webhook receiver see every job item once.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
 use serde_json::{Value, json};
-use wxpay_server::store::Backend;
 
 use crate::harness::{
-    ADMIN_TOKEN, Fanout, Proxy, Secrets, ServerProcess, TestDatabase, client, count, fan_out,
-    figures, merchant_env, serve, sim_pay, sim_user, simulator, temp_dir,
+    ADMIN_TOKEN, Cluster, Secrets, client, cluster, count, figures, sim_pay, sim_user,
 };
 
 const INSTANCES: usize = 3;
@@ -26,51 +22,15 @@ const ORDERS_PER_BUYER: usize = 5;
 #[ignore = "reliability suite: scripts/test-reliability"]
 async fn three_instances_change_each_order_once_and_do_each_job_item_once() {
     let started = Instant::now();
-    let sim = simulator(50.0).await;
-    let proxy = Proxy::start(&sim.base_url()).await;
-    let fanout = Fanout {
-        targets: Arc::default(),
-        http: client(),
-        delivered: Arc::default(),
-    };
-    let fanout_url = serve(
-        axum::Router::new()
-            .fallback(fan_out)
-            .with_state(fanout.clone()),
-    )
-    .await;
-    let received: Arc<Mutex<Vec<String>>> = Arc::default();
-    let receiver_url = {
-        let received = received.clone();
-        serve(axum::Router::new().fallback(move |body: Bytes| {
-            let received = received.clone();
-            async move {
-                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                received
-                    .lock()
-                    .unwrap()
-                    .push(v["id"].as_str().unwrap_or("").to_owned());
-                http::StatusCode::OK
-            }
-        }))
-        .await
-    };
-    let db = TestDatabase::new(Backend::Postgres).await;
-    let dir = temp_dir("instances");
-    let mut env = merchant_env(&db.url, &proxy.url, &proxy.url, ADMIN_TOKEN);
-    env.extend([
-        ("WXPAY_PUBLIC_URL".to_owned(), fanout_url.clone()),
-        ("WXPAY_WEBHOOK_URL".to_owned(), receiver_url.clone()),
-        (
-            "WXPAY_WEBHOOK_SECRET".to_owned(),
-            "reliability-webhook-secret-0123".to_owned(),
-        ),
-    ]);
-    let mut servers = Vec::new();
-    for i in 0..INSTANCES {
-        servers.push(ServerProcess::start(env.clone(), dir.join(format!("server-{i}.log"))).await);
-    }
-    *fanout.targets.lock().unwrap() = servers.iter().map(|s| s.base.clone()).collect();
+    let Cluster {
+        sim,
+        proxy,
+        fanout,
+        received,
+        db: _db,
+        servers,
+        pool,
+    } = cluster("instances", INSTANCES, &[]).await;
     let http = client();
     for (sku, name, price_fen, _) in wxpay_server::app::SANDBOX_PRODUCTS {
         let a = http
@@ -82,11 +42,6 @@ async fn three_instances_change_each_order_once_and_do_each_job_item_once() {
             .unwrap();
         assert!(a.status().is_success());
     }
-    let pool = sqlx::any::AnyPoolOptions::new()
-        .max_connections(2)
-        .connect(&db.url)
-        .await
-        .unwrap();
 
     // Orders through the three instances in turn; notifications fanned out and duplicated.
     sim.state()

@@ -19,16 +19,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
 use rand::RngExt as _;
 use serde_json::{Value, json};
 use wxpay_server::jobs::JobKind;
-use wxpay_server::store::{Backend, Transfer, TransferFilter};
+use wxpay_server::store::{Transfer, TransferFilter};
 use wxpay_server::{Application, Settings};
 
 use crate::harness::{
-    ADMIN_TOKEN, Fanout, NO_LIMIT, Proxy, Secrets, ServerProcess, TestDatabase, client, count,
-    eager_jobs, fan_out, figures, insist, merchant_env, sandbox_dir, serve, simulator, temp_dir,
+    ADMIN_TOKEN, Cluster, NO_LIMIT, Secrets, ServerProcess, client, cluster, count, eager_jobs,
+    figures, insist, merchant_env, sandbox_dir, simulator, temp_dir,
 };
 
 const USERS: usize = 60;
@@ -799,65 +798,24 @@ fn in_list(nos: &[String]) -> String {
 #[ignore = "reliability suite: scripts/test-reliability"]
 async fn three_instances_make_each_transfer_once_and_heal_lost_notifications_once() {
     let started = Instant::now();
-    let sim = simulator(50.0).await;
-    let proxy = Proxy::start(&sim.base_url()).await;
-    let fanout = Fanout {
-        targets: Arc::default(),
-        http: client(),
-        delivered: Arc::default(),
-    };
-    let fanout_url = serve(
-        axum::Router::new()
-            .fallback(fan_out)
-            .with_state(fanout.clone()),
+    let Cluster {
+        sim,
+        proxy,
+        fanout,
+        received,
+        db,
+        servers,
+        pool,
+    } = cluster(
+        "transfers-instances",
+        INSTANCES,
+        &[
+            ("WXPAY_TRANSFER_DAILY_BUDGET_FEN", "100000000"),
+            ("WXPAY_TRANSFER_USER_DAILY_CAP_FEN", "10000000"),
+        ],
     )
     .await;
-    let received: Arc<Mutex<Vec<String>>> = Arc::default();
-    let receiver_url = {
-        let received = received.clone();
-        serve(axum::Router::new().fallback(move |body: Bytes| {
-            let received = received.clone();
-            async move {
-                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                received
-                    .lock()
-                    .unwrap()
-                    .push(v["id"].as_str().unwrap_or("").to_owned());
-                http::StatusCode::OK
-            }
-        }))
-        .await
-    };
-    let db = TestDatabase::new(Backend::Postgres).await;
-    let dir = temp_dir("transfers-instances");
-    let mut env = merchant_env(&db.url, &proxy.url, &proxy.url, ADMIN_TOKEN);
-    env.extend([
-        ("WXPAY_PUBLIC_URL".to_owned(), fanout_url.clone()),
-        ("WXPAY_WEBHOOK_URL".to_owned(), receiver_url.clone()),
-        (
-            "WXPAY_WEBHOOK_SECRET".to_owned(),
-            "reliability-webhook-secret-0123".to_owned(),
-        ),
-        (
-            "WXPAY_TRANSFER_DAILY_BUDGET_FEN".to_owned(),
-            "100000000".to_owned(),
-        ),
-        (
-            "WXPAY_TRANSFER_USER_DAILY_CAP_FEN".to_owned(),
-            "10000000".to_owned(),
-        ),
-    ]);
-    let mut servers = Vec::new();
-    for i in 0..INSTANCES {
-        servers.push(ServerProcess::start(env.clone(), dir.join(format!("server-{i}.log"))).await);
-    }
-    *fanout.targets.lock().unwrap() = servers.iter().map(|s| s.base.clone()).collect();
     let http = client();
-    let pool = sqlx::any::AnyPoolOptions::new()
-        .max_connections(2)
-        .connect(&db.url)
-        .await
-        .unwrap();
     sim.state()
         .faults
         .set(wxpay_sim::faults::Faults {
